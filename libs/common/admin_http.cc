@@ -1,0 +1,212 @@
+#include "libs/common/admin_http.h"
+
+#include <civetweb.h>
+
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "libs/common/json_log.h"
+#include "prometheus/text_serializer.h"
+
+namespace switchboard {
+namespace {
+
+constexpr size_t kMaxBodyBytes = 4 << 20;
+
+const char* StatusText(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Payload Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Status";
+  }
+}
+
+std::string UrlDecode(absl::string_view in) {
+  std::string out(in.size() + 1, '\0');
+  int n = mg_url_decode(in.data(), static_cast<int>(in.size()), out.data(),
+                        static_cast<int>(out.size()), /*is_form_url_encoded=*/1);
+  out.resize(n < 0 ? 0 : n);
+  return out;
+}
+
+std::string StatusCodeName(absl::StatusCode code) { return absl::StatusCodeToString(code); }
+
+}  // namespace
+
+int HttpStatusFor(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk:
+      return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+      return 400;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kAborted:
+      return 409;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    default:
+      return 500;
+  }
+}
+
+HttpResponse ErrorResponse(const absl::Status& status) {
+  std::string code = StatusCodeName(status.code());
+  // absl names codes "INVALID_ARGUMENT"-style only through this mapping.
+  for (char& c : code) c = (c == ' ') ? '_' : static_cast<char>(toupper(c));
+  HttpResponse r;
+  r.status = HttpStatusFor(status.code());
+  r.body = absl::StrCat("{\"error\":{\"code\":", JsonQuote(code),
+                        ",\"message\":", JsonQuote(status.message()), "}}");
+  return r;
+}
+
+AdminHttpServer::AdminHttpServer(std::shared_ptr<prometheus::Registry> registry)
+    : registry_(std::move(registry)) {
+  Route("GET", "/metrics", [this](const HttpRequest&) {
+    HttpResponse r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = prometheus::TextSerializer().Serialize(registry_->Collect());
+    return r;
+  });
+  Route("GET", "/healthz", [](const HttpRequest&) {
+    return HttpResponse{200, "application/json", "{\"status\":\"ok\"}"};
+  });
+  Route("GET", "/readyz", [this](const HttpRequest&) {
+    bool ready = !ready_ || ready_();
+    return HttpResponse{ready ? 200 : 503, "application/json",
+                        ready ? "{\"status\":\"ready\"}" : "{\"status\":\"not ready\"}"};
+  });
+}
+
+AdminHttpServer::~AdminHttpServer() { Stop(); }
+
+void AdminHttpServer::Route(const std::string& method, const std::string& path,
+                            HttpHandler handler) {
+  bool prefix = !path.empty() && path.back() == '/' && path.size() > 1;
+  routes_.push_back(RouteEntry{method, path, prefix, std::move(handler)});
+}
+
+HttpResponse AdminHttpServer::Dispatch(const HttpRequest& req) const {
+  const RouteEntry* best = nullptr;
+  bool path_matched = false;
+  for (const RouteEntry& r : routes_) {
+    bool match = r.prefix ? absl::StartsWith(req.path, r.path) : req.path == r.path;
+    if (!match) continue;
+    path_matched = true;
+    if (r.method != req.method) continue;
+    if (best == nullptr || (best->prefix && !r.prefix) ||
+        (best->prefix && r.prefix && r.path.size() > best->path.size())) {
+      best = &r;
+    }
+  }
+  if (best == nullptr) {
+    if (path_matched) {
+      return ErrorResponse(absl::InvalidArgumentError(
+          absl::StrCat("method ", req.method, " is not allowed on ", req.path)));
+    }
+    return ErrorResponse(absl::NotFoundError(absl::StrCat("no route for ", req.path)));
+  }
+  return best->handler(req);
+}
+
+int AdminHttpServer::HandleRequest(mg_connection* conn, void* self_ptr) {
+  auto* self = static_cast<AdminHttpServer*>(self_ptr);
+  const mg_request_info* info = mg_get_request_info(conn);
+  HttpRequest req;
+  req.method = info->request_method ? info->request_method : "GET";
+  req.path = info->local_uri ? info->local_uri : "/";
+  if (info->query_string != nullptr) {
+    for (absl::string_view kv : absl::StrSplit(info->query_string, '&', absl::SkipEmpty())) {
+      std::pair<absl::string_view, absl::string_view> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+      req.query[UrlDecode(p.first)] = UrlDecode(p.second);
+    }
+  }
+  HttpResponse resp;
+  bool too_large = info->content_length > static_cast<long long>(kMaxBodyBytes);
+  if (!too_large) {
+    char buf[16384];
+    int n;
+    while ((n = mg_read(conn, buf, sizeof(buf))) > 0) {
+      req.body.append(buf, n);
+      if (req.body.size() > kMaxBodyBytes) {
+        too_large = true;
+        break;
+      }
+    }
+  }
+  if (too_large) {
+    resp = ErrorResponse(absl::InvalidArgumentError(
+        absl::StrCat("body: larger than ", kMaxBodyBytes, " bytes")));
+    resp.status = 413;
+  } else {
+    resp = self->Dispatch(req);
+  }
+  std::string head = absl::StrCat("HTTP/1.1 ", resp.status, " ", StatusText(resp.status),
+                                  "\r\nContent-Type: ", resp.content_type,
+                                  "\r\nContent-Length: ", resp.body.size(),
+                                  "\r\nCache-Control: no-store\r\n\r\n");
+  mg_write(conn, head.data(), head.size());
+  if (!resp.body.empty() && req.method != "HEAD") mg_write(conn, resp.body.data(), resp.body.size());
+  return resp.status;
+}
+
+absl::StatusOr<int> AdminHttpServer::Start(const std::string& addr) {
+  if (ctx_ != nullptr) return absl::FailedPreconditionError("admin HTTP server already started");
+  const char* options[] = {"listening_ports", addr.c_str(), "num_threads", "8",
+                           "request_timeout_ms", "30000", "enable_keep_alive", "yes", nullptr};
+  mg_callbacks callbacks;
+  std::memset(&callbacks, 0, sizeof(callbacks));
+  ctx_ = mg_start(&callbacks, nullptr, options);
+  if (ctx_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat("http_addr: cannot listen on ", addr));
+  }
+  mg_set_request_handler(ctx_, "/", &AdminHttpServer::HandleRequest, this);
+  mg_server_port ports[4];
+  int n = mg_get_server_ports(ctx_, 4, ports);
+  if (n < 1) return absl::InternalError("admin HTTP server has no listening port");
+  return ports[0].port;
+}
+
+void AdminHttpServer::Stop() {
+  if (ctx_ != nullptr) {
+    mg_stop(ctx_);
+    ctx_ = nullptr;
+  }
+}
+
+}  // namespace switchboard

@@ -1,0 +1,76 @@
+#ifndef SWITCHBOARD_LIBS_COMMON_ADMIN_HTTP_H_
+#define SWITCHBOARD_LIBS_COMMON_ADMIN_HTTP_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "prometheus/registry.h"
+
+struct mg_context;
+struct mg_connection;
+
+namespace switchboard {
+
+struct HttpRequest {
+  std::string method;
+  std::string path;
+  std::map<std::string, std::string> query;
+  std::string body;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+};
+
+using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+// A JSON error body {"error":{"code":"INVALID_ARGUMENT","message":"..."}} with
+// the HTTP status that matches the status code (400 for INVALID_ARGUMENT...).
+HttpResponse ErrorResponse(const absl::Status& status);
+int HttpStatusFor(absl::StatusCode code);
+
+// The admin port of every binary (civetweb): /metrics from the one registry
+// made in main, /healthz (process up), /readyz (ready to serve), and the JSON
+// routes a service adds. Handlers run on civetweb's threads.
+class AdminHttpServer {
+ public:
+  explicit AdminHttpServer(std::shared_ptr<prometheus::Registry> registry);
+  ~AdminHttpServer();
+  AdminHttpServer(const AdminHttpServer&) = delete;
+  AdminHttpServer& operator=(const AdminHttpServer&) = delete;
+
+  // `path` is exact, or a prefix when it ends with '/' (e.g. "/api/webhooks/").
+  // Exact routes win over prefixes; longer prefixes over shorter ones.
+  void Route(const std::string& method, const std::string& path, HttpHandler handler);
+  void SetReadiness(std::function<bool()> ready) { ready_ = std::move(ready); }
+
+  // addr is HOST:PORT; port 0 picks a free port. Returns the bound port.
+  absl::StatusOr<int> Start(const std::string& addr);
+  void Stop();
+
+ private:
+  struct RouteEntry {
+    std::string method;
+    std::string path;
+    bool prefix;
+    HttpHandler handler;
+  };
+  static int HandleRequest(mg_connection* conn, void* self);
+  HttpResponse Dispatch(const HttpRequest& req) const;
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::function<bool()> ready_;
+  std::vector<RouteEntry> routes_;
+  mg_context* ctx_ = nullptr;
+};
+
+}  // namespace switchboard
+
+#endif  // SWITCHBOARD_LIBS_COMMON_ADMIN_HTTP_H_

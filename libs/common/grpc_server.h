@@ -1,0 +1,34 @@
+#ifndef SWITCHBOARD_LIBS_COMMON_GRPC_SERVER_H_
+#define SWITCHBOARD_LIBS_COMMON_GRPC_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "grpcpp/grpcpp.h"
+
+namespace switchboard {
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+struct GrpcServerOptions {
+  std::string addr;  // HOST:PORT, port 0 picks one
+  int max_receive_message_bytes = 64 << 20;
+};
+
+struct RunningGrpcServer {
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+};
+
+// Starts a server with the given services plus grpc.health.v1 and reflection
+// (so grpcurl and buf curl work without proto files).
+absl::StatusOr<RunningGrpcServer> StartGrpcServer(const GrpcServerOptions& options,
+                                                  const std::vector<grpc::Service*>& services);
+
+}  // namespace switchboard
+
+#endif  // SWITCHBOARD_LIBS_COMMON_GRPC_SERVER_H_

@@ -1,0 +1,68 @@
+#include "libs/common/ids.h"
+
+#include <array>
+#include <cstdint>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+
+namespace switchboard {
+namespace {
+
+constexpr char kCrockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+struct UlidState {
+  absl::Mutex mu;
+  uint64_t last_ms ABSL_GUARDED_BY(mu) = 0;
+  // 80 random bits as hi (16 bits) and lo (64 bits).
+  uint64_t rand_hi ABSL_GUARDED_BY(mu) = 0;
+  uint64_t rand_lo ABSL_GUARDED_BY(mu) = 0;
+  absl::BitGen gen ABSL_GUARDED_BY(mu);
+};
+
+UlidState& State() {
+  static UlidState* state = new UlidState();
+  return *state;
+}
+
+}  // namespace
+
+std::string NewUlid(absl::Time now) {
+  uint64_t ms = static_cast<uint64_t>(absl::ToUnixMillis(now));
+  uint64_t hi, lo;
+  {
+    UlidState& s = State();
+    absl::MutexLock lock(&s.mu);
+    if (ms <= s.last_ms) {
+      // Same (or earlier, if the clock stepped back) millisecond: increment
+      // the random part so ids stay strictly increasing.
+      ms = s.last_ms;
+      if (++s.rand_lo == 0) s.rand_hi = (s.rand_hi + 1) & 0xFFFF;
+    } else {
+      s.last_ms = ms;
+      s.rand_hi = absl::Uniform<uint64_t>(s.gen) & 0xFFFF;
+      s.rand_lo = absl::Uniform<uint64_t>(s.gen);
+    }
+    hi = s.rand_hi;
+    lo = s.rand_lo;
+  }
+  std::array<char, 26> out;
+  // 48-bit time -> 10 chars (50 bits, top 2 zero).
+  for (int i = 9; i >= 0; --i) {
+    out[i] = kCrockford[ms & 31];
+    ms >>= 5;
+  }
+  // 80-bit random -> 16 chars.
+  for (int i = 25; i >= 10; --i) {
+    out[i] = kCrockford[lo & 31];
+    lo = (lo >> 5) | ((hi & 31) << 59);
+    hi >>= 5;
+  }
+  return std::string(out.data(), out.size());
+}
+
+std::string NewId(absl::string_view prefix) { return absl::StrCat(prefix, "_", NewUlid()); }
+
+}  // namespace switchboard

@@ -1,0 +1,15 @@
+#ifndef SWITCHBOARD_LIBS_COMMON_SHUTDOWN_H_
+#define SWITCHBOARD_LIBS_COMMON_SHUTDOWN_H_
+
+namespace switchboard {
+
+// Call first in main, before any thread starts, so that SIGTERM and SIGINT
+// are delivered only to WaitForShutdownSignal and never interrupt a worker.
+void BlockShutdownSignals();
+
+// Blocks until SIGTERM or SIGINT; returns the signal number.
+int WaitForShutdownSignal();
+
+}  // namespace switchboard
+
+#endif  // SWITCHBOARD_LIBS_COMMON_SHUTDOWN_H_

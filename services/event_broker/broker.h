@@ -1,0 +1,213 @@
+#ifndef SWITCHBOARD_SERVICES_EVENT_BROKER_BROKER_H_
+#define SWITCHBOARD_SERVICES_EVENT_BROKER_BROKER_H_
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "libs/common/clock.h"
+#include "services/event_broker/broker_metrics.h"
+#include "services/event_broker/event_rules.h"
+#include "services/event_broker/event_store.h"
+#include "switchboard/broker/v1/broker.pb.h"
+
+namespace switchboard::broker {
+
+struct BrokerConfig {
+  size_t max_event_bytes = 1 << 20;
+  size_t max_batch_events = 10000;
+  absl::Duration dedupe_window = absl::Minutes(2);
+  absl::Duration retention_age = absl::Hours(24 * 7);
+  uint64_t retention_count = 10'000'000;
+  // Recent events kept in memory so live subscribers never touch the store.
+  size_t cache_events = 16384;
+  // Per broadcast subscriber: events fetched ahead of the stream.
+  size_t broadcast_buffer = 256;
+  // Per group: matching events fetched ahead of its members.
+  size_t group_buffer = 1024;
+  absl::Duration default_ack_deadline = absl::Seconds(30);
+  uint32_t default_max_in_flight = 1000;
+  uint32_t default_max_deliveries = 5;
+  // Background threads for deadlines, retention and gauges. Unit tests turn
+  // it off and call Tick() with a fake clock.
+  bool run_housekeeping = true;
+  absl::Duration housekeeping_interval = absl::Milliseconds(50);
+  absl::Duration retention_interval = absl::Seconds(10);
+};
+
+struct PublishResult {
+  std::string id;
+  uint64_t sequence = 0;
+  bool duplicate = false;
+};
+using PublishCallback = std::function<void(absl::StatusOr<std::vector<PublishResult>>)>;
+
+struct PublishWork {
+  std::vector<events::v1::Event> events;
+  PublishCallback done;
+  absl::Time received;
+};
+
+// One delivery handed to a subscriber's stream.
+struct Outgoing {
+  EventPtr event;
+  uint32_t attempt = 1;
+  std::string ack_id;
+};
+
+// Implemented by the transport (the gRPC stream reactor). Calls come from
+// broker threads and must not block.
+class SubscriptionSink {
+ public:
+  virtual ~SubscriptionSink() = default;
+  // Subscription::Next() may now have something (after it returned nothing).
+  virtual void OnReady() = 0;
+  // The broker ends the stream with this status.
+  virtual void OnEnd(absl::Status status) = 0;
+};
+
+// A transport's handle on one subscription.
+class Subscription {
+ public:
+  virtual ~Subscription() = default;
+  // Never blocks. Nothing now: the sink's OnReady() will say when to ask again.
+  virtual std::optional<Outgoing> Next() = 0;
+  // The stream is gone. After Close() returns the broker never calls the sink.
+  virtual void Close() = 0;
+};
+
+class Group;
+class BroadcastSubscription;
+
+// The event-broker's logic: the log (through an EventStore), group commit,
+// dedupe, subscriptions and consumer groups. Transports (gRPC, JSON over HTTP)
+// are thin adapters over this class.
+class Broker {
+ public:
+  static absl::StatusOr<std::unique_ptr<Broker>> Create(BrokerConfig config,
+                                                        std::unique_ptr<EventStore> store,
+                                                        Clock* clock, BrokerMetrics* metrics);
+  ~Broker();
+
+  // Stops taking publishes and subscribers, commits what was accepted, ends
+  // every stream with UNAVAILABLE so clients reconnect elsewhere.
+  void Shutdown();
+
+  // Validates, then appends durably; `done` runs on the writer thread after
+  // the commit. Bad input is answered before anything is queued.
+  void Publish(std::vector<events::v1::Event> events, PublishCallback done);
+  // Blocking convenience over Publish for the JSON API and tests.
+  absl::StatusOr<std::vector<PublishResult>> PublishAndWait(std::vector<events::v1::Event> events);
+
+  absl::StatusOr<std::shared_ptr<Subscription>> Subscribe(const v1::SubscribeRequest& request,
+                                                          SubscriptionSink* sink);
+  absl::StatusOr<v1::AckResponse> Ack(const v1::AckRequest& request);
+  absl::StatusOr<v1::NackResponse> Nack(const v1::NackRequest& request);
+  absl::StatusOr<v1::ModifyAckDeadlineResponse> ModifyAckDeadline(
+      const v1::ModifyAckDeadlineRequest& request);
+  absl::StatusOr<v1::GetEventHistoryResponse> GetEventHistory(
+      const v1::GetEventHistoryRequest& request);
+  absl::StatusOr<v1::GetStatsResponse> GetStats();
+  absl::StatusOr<v1::ListDeadLettersResponse> ListDeadLetters(
+      const v1::ListDeadLettersRequest& request);
+  absl::StatusOr<v1::ReplayDeadLettersResponse> ReplayDeadLetters(
+      const v1::ReplayDeadLettersRequest& request);
+
+  // Expires ack deadlines, runs retention when due, refreshes gauges.
+  void Tick();
+  // Waits until every queued store write so far is committed (tests).
+  void FlushWrites();
+
+  uint64_t last_sequence() const { return last_seq_.load(); }
+  const BrokerConfig& config() const { return config_; }
+  Clock* clock() const { return clock_; }
+  BrokerMetrics* metrics() const { return metrics_; }
+
+  // Used by subscriptions and groups.
+  void EnqueueOps(std::vector<GroupOp> ops);
+  void RequestFill(std::function<void()> fill);
+  // Events with seq > after_seq, from the tail cache when it covers them.
+  absl::StatusOr<std::vector<EventPtr>> ReadEvents(uint64_t after_seq, size_t limit);
+  void SubscriberCountChanged(int delta);
+
+ private:
+  Broker(BrokerConfig config, std::unique_ptr<EventStore> store, Clock* clock,
+         BrokerMetrics* metrics);
+  absl::Status Recover();
+  void WriterLoop();
+  void FillLoop();
+  void HousekeepingLoop();
+  void CommitOnce(std::deque<PublishWork>& works, std::vector<GroupOp>& ops);
+  void Dispatch(const std::vector<EventPtr>& events, uint64_t prev_last);
+  absl::StatusOr<uint64_t> StartCursor(const v1::SubscribeRequest& request);
+  absl::StatusOr<std::shared_ptr<Group>> FindGroup(const std::string& name);
+  void ExpireDedupe(absl::Time now);
+  void RecordRate(absl::Time now, uint64_t n);
+
+  const BrokerConfig config_;
+  std::unique_ptr<EventStore> store_;
+  Clock* const clock_;
+  BrokerMetrics* const metrics_;
+  std::atomic<uint64_t> last_seq_{0};
+  std::atomic<bool> shutting_down_{false};
+
+  // Writer: publishes and group ops waiting for the next commit.
+  absl::Mutex write_mu_;
+  std::deque<PublishWork> publish_queue_ ABSL_GUARDED_BY(write_mu_);
+  std::vector<GroupOp> op_queue_ ABSL_GUARDED_BY(write_mu_);
+  uint64_t enqueued_writes_ ABSL_GUARDED_BY(write_mu_) = 0;
+  uint64_t committed_writes_ ABSL_GUARDED_BY(write_mu_) = 0;
+  bool stop_writer_ ABSL_GUARDED_BY(write_mu_) = false;
+
+  // Dedupe window, owned by the writer thread (no lock needed).
+  struct DedupeEntry {
+    uint64_t seq;
+    std::string id;
+  };
+  absl::flat_hash_map<std::string, DedupeEntry> dedupe_;
+  std::deque<std::pair<absl::Time, std::string>> dedupe_order_;
+  // Counters per type, cached by the writer thread.
+  absl::flat_hash_map<std::string, prometheus::Counter*> published_by_type_;
+
+  // Tail cache: the most recent committed events, contiguous sequences.
+  mutable absl::Mutex cache_mu_;
+  std::deque<EventPtr> cache_ ABSL_GUARDED_BY(cache_mu_);
+
+  // Publish rate over the last seconds.
+  absl::Mutex rate_mu_;
+  std::deque<std::pair<int64_t, uint64_t>> rate_ ABSL_GUARDED_BY(rate_mu_);
+
+  absl::Mutex subs_mu_;
+  std::vector<std::weak_ptr<BroadcastSubscription>> broadcasts_ ABSL_GUARDED_BY(subs_mu_);
+  std::map<std::string, std::shared_ptr<Group>> groups_ ABSL_GUARDED_BY(subs_mu_);
+  int subscriber_count_ ABSL_GUARDED_BY(subs_mu_) = 0;
+
+  absl::Mutex fill_mu_;
+  std::deque<std::function<void()>> fill_queue_ ABSL_GUARDED_BY(fill_mu_);
+  bool stop_fill_ ABSL_GUARDED_BY(fill_mu_) = false;
+
+  absl::Mutex hk_mu_;
+  bool stop_hk_ ABSL_GUARDED_BY(hk_mu_) = false;
+  absl::Time next_retention_ = absl::InfinitePast();
+
+  std::thread writer_;
+  std::thread filler_;
+  std::thread housekeeper_;
+};
+
+}  // namespace switchboard::broker
+
+#endif  // SWITCHBOARD_SERVICES_EVENT_BROKER_BROKER_H_

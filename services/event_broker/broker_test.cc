@@ -1,0 +1,401 @@
+// Broker logic on a real SQLite store with a fake clock: dedupe, retention,
+// redelivery and dead-lettering, group cursor persistence, flow control.
+#include "services/event_broker/broker.h"
+
+#include "absl/strings/match.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/time_util.h"
+#include "gtest/gtest.h"
+#include "services/event_broker/sqlite_store.h"
+#include "services/event_broker/test_util.h"
+
+namespace switchboard::broker {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+// A subscriber that takes deliveries as the broker offers them, unless
+// paused (then it behaves like a client that stopped reading).
+class CollectingSink : public SubscriptionSink {
+ public:
+  void Attach(std::shared_ptr<Subscription> sub) {
+    {
+      absl::MutexLock lock(&mu_);
+      sub_ = std::move(sub);
+    }
+    Drain();
+  }
+  void OnReady() override { Drain(); }
+  void OnEnd(absl::Status status) override {
+    absl::MutexLock lock(&mu_);
+    ended_ = status;
+  }
+  void Drain() {
+    absl::MutexLock lock(&mu_);
+    if (sub_ == nullptr || paused_) return;
+    while (std::optional<Outgoing> o = sub_->Next()) got_.push_back(*std::move(o));
+  }
+  void SetPaused(bool paused) {
+    {
+      absl::MutexLock lock(&mu_);
+      paused_ = paused;
+    }
+    Drain();
+  }
+  // Waits (bounded) until at least n deliveries arrived; returns them all.
+  std::vector<Outgoing> WaitFor(size_t n, absl::Duration timeout = absl::Seconds(10)) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return got_.size() >= n; };
+    mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+    return got_;
+  }
+  size_t count() {
+    absl::MutexLock lock(&mu_);
+    return got_.size();
+  }
+  void Close() {
+    std::shared_ptr<Subscription> sub;
+    {
+      absl::MutexLock lock(&mu_);
+      sub = std::move(sub_);
+    }
+    if (sub) sub->Close();
+  }
+  ~CollectingSink() override { Close(); }
+
+ private:
+  absl::Mutex mu_;
+  std::shared_ptr<Subscription> sub_ ABSL_GUARDED_BY(mu_);
+  std::vector<Outgoing> got_ ABSL_GUARDED_BY(mu_);
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status ended_ ABSL_GUARDED_BY(mu_);
+};
+
+class BrokerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+
+  void Open() {
+    broker_.reset();
+    metrics_ = std::make_unique<BrokerMetrics>(registry_);
+    auto store = SqliteEventStore::Open(dir_.path(), SyncPolicy::kNormal);
+    ASSERT_TRUE(store.ok()) << store.status();
+    config_.run_housekeeping = false;
+    auto b = Broker::Create(config_, *std::move(store), &clock_, metrics_.get());
+    ASSERT_TRUE(b.ok()) << b.status();
+    broker_ = *std::move(b);
+  }
+
+  PublishResult Publish(events::v1::Event ev) {
+    auto r = broker_->PublishAndWait({std::move(ev)});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->front() : PublishResult{};
+  }
+
+  std::shared_ptr<Subscription> Subscribe(CollectingSink& sink, v1::SubscribeRequest req) {
+    auto sub = broker_->Subscribe(req, &sink);
+    EXPECT_TRUE(sub.ok()) << sub.status();
+    if (!sub.ok()) return nullptr;
+    sink.Attach(*sub);
+    return *sub;
+  }
+
+  static v1::SubscribeRequest GroupRequest(const std::string& group,
+                                           v1::SubscribeRequest::StartPosition start =
+                                               v1::SubscribeRequest::EARLIEST) {
+    v1::SubscribeRequest req;
+    req.set_group(group);
+    req.set_start(start);
+    req.add_types("order.*");
+    *req.mutable_ack_deadline() = TimeUtil::SecondsToDuration(30);
+    return req;
+  }
+
+  absl::StatusOr<v1::AckResponse> Ack(const std::string& group,
+                                      std::vector<std::string> ids) {
+    v1::AckRequest req;
+    req.set_group(group);
+    for (auto& id : ids) req.add_ack_ids(id);
+    return broker_->Ack(req);
+  }
+
+  TempDir dir_;
+  FakeClock clock_;
+  prometheus::Registry registry_;
+  std::unique_ptr<BrokerMetrics> metrics_;
+  BrokerConfig config_;
+  std::unique_ptr<Broker> broker_;
+};
+
+TEST_F(BrokerTest, DedupeWindowReturnsOriginalSequence) {
+  PublishResult first = Publish(MakeEvent("order.created", "evt_client_1"));
+  EXPECT_FALSE(first.duplicate);
+  PublishResult again = Publish(MakeEvent("order.created", "evt_client_1"));
+  EXPECT_TRUE(again.duplicate);
+  EXPECT_EQ(again.sequence, first.sequence);
+  // Same id from another source is a different event.
+  events::v1::Event other = MakeEvent("order.created", "evt_client_1");
+  other.set_source("other-service");
+  EXPECT_FALSE(Publish(other).duplicate);
+  // A duplicate inside one batch.
+  auto batch = broker_->PublishAndWait(
+      {MakeEvent("order.paid", "evt_b"), MakeEvent("order.paid", "evt_b")});
+  ASSERT_TRUE(batch.ok());
+  EXPECT_FALSE((*batch)[0].duplicate);
+  EXPECT_TRUE((*batch)[1].duplicate);
+  EXPECT_EQ((*batch)[0].sequence, (*batch)[1].sequence);
+
+  clock_.Advance(absl::Minutes(3));
+  PublishResult later = Publish(MakeEvent("order.created", "evt_client_1"));
+  EXPECT_FALSE(later.duplicate) << "the dedupe window is 2 minutes";
+  EXPECT_GT(later.sequence, first.sequence);
+}
+
+TEST_F(BrokerTest, DedupeWindowSurvivesRestart) {
+  PublishResult first = Publish(MakeEvent("order.created", "evt_x"));
+  Open();
+  PublishResult again = Publish(MakeEvent("order.created", "evt_x"));
+  EXPECT_TRUE(again.duplicate);
+  EXPECT_EQ(again.sequence, first.sequence);
+}
+
+TEST_F(BrokerTest, RetentionByCountAndAge) {
+  config_.retention_count = 5;
+  Open();
+  for (int i = 0; i < 10; ++i) Publish(MakeEvent("order.created"));
+  broker_->Tick();
+  auto stats = broker_->GetStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->total_events(), 5u);
+  EXPECT_EQ(stats->first_sequence(), 6u);
+  EXPECT_EQ(stats->last_sequence(), 10u);
+
+  clock_.Advance(absl::Hours(24 * 8));
+  Publish(MakeEvent("order.created"));
+  broker_->Tick();
+  stats = broker_->GetStats();
+  EXPECT_EQ(stats->total_events(), 1u) << "events older than 7 days are gone";
+  EXPECT_EQ(stats->first_sequence(), 11u);
+}
+
+TEST_F(BrokerTest, BroadcastGetsMatchingEventsFromStartThenLive) {
+  Publish(MakeEvent("order.created"));
+  Publish(MakeEvent("cart.abandoned"));
+  CollectingSink sink;
+  v1::SubscribeRequest req;
+  req.set_start(v1::SubscribeRequest::EARLIEST);
+  req.add_types("order.*");
+  Subscribe(sink, req);
+  Publish(MakeEvent("order.completed"));
+  auto got = sink.WaitFor(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].event->event.type(), "order.created");
+  EXPECT_EQ(got[1].event->event.type(), "order.completed");
+  EXPECT_EQ(got[1].attempt, 1u);
+  EXPECT_TRUE(got[1].ack_id.empty());
+}
+
+TEST_F(BrokerTest, StartPositions) {
+  for (int i = 0; i < 5; ++i) Publish(MakeEvent("order.created"));
+  CollectingSink latest, from_seq;
+  v1::SubscribeRequest req;
+  Subscribe(latest, req);
+  req.set_start(v1::SubscribeRequest::SEQUENCE);
+  req.set_start_sequence(4);
+  Subscribe(from_seq, req);
+  Publish(MakeEvent("order.created"));
+  auto got = from_seq.WaitFor(3);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].event->seq, 4u);
+  auto live = latest.WaitFor(1);
+  ASSERT_EQ(live.size(), 1u);
+  EXPECT_EQ(live[0].event->seq, 6u);
+
+  CollectingSink bad;
+  req.set_start_sequence(100);
+  auto sub = broker_->Subscribe(req, &bad);
+  ASSERT_FALSE(sub.ok());
+  EXPECT_EQ(sub.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(sub.status().message(), "start_sequence:")) << sub.status();
+}
+
+TEST_F(BrokerTest, UnackedEventIsRedeliveredAfterDeadlineThenDeadLettered) {
+  config_.default_max_deliveries = 3;
+  Open();
+  CollectingSink sink;
+  v1::SubscribeRequest req = GroupRequest("workers");
+  req.set_max_deliveries(3);
+  Subscribe(sink, req);
+  Publish(MakeEvent("order.created", "evt_1"));
+  auto got = sink.WaitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].attempt, 1u);
+
+  clock_.Advance(absl::Seconds(29));
+  broker_->Tick();
+  EXPECT_EQ(sink.count(), 1u) << "not before the deadline";
+  clock_.Advance(absl::Seconds(2));
+  broker_->Tick();
+  got = sink.WaitFor(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].attempt, 2u);
+  EXPECT_EQ(got[1].event->seq, got[0].event->seq);
+
+  clock_.Advance(absl::Seconds(31));
+  broker_->Tick();
+  got = sink.WaitFor(3);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[2].attempt, 3u);
+
+  clock_.Advance(absl::Seconds(31));
+  broker_->Tick();
+  broker_->FlushWrites();
+  EXPECT_EQ(sink.count(), 3u) << "third delivery was the last";
+  v1::ListDeadLettersRequest list;
+  list.set_group("workers");
+  auto dead = broker_->ListDeadLetters(list);
+  ASSERT_TRUE(dead.ok());
+  ASSERT_EQ(dead->dead_letters_size(), 1);
+  EXPECT_EQ(dead->dead_letters(0).event().id(), "evt_1");
+  EXPECT_EQ(dead->dead_letters(0).delivery_attempts(), 3u);
+  auto stats = broker_->GetStats();
+  ASSERT_EQ(stats->groups_size(), 1);
+  EXPECT_EQ(stats->groups(0).dead_lettered(), 1u);
+  EXPECT_EQ(stats->groups(0).redelivered(), 2u);
+  EXPECT_EQ(stats->groups(0).pending(), 0u);
+
+  // Replay puts it back with a fresh count.
+  v1::ReplayDeadLettersRequest replay;
+  replay.set_group("workers");
+  auto replayed = broker_->ReplayDeadLetters(replay);
+  ASSERT_TRUE(replayed.ok()) << replayed.status();
+  EXPECT_EQ(replayed->replayed(), 1u);
+  got = sink.WaitFor(4);
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[3].attempt, 1u);
+  EXPECT_TRUE(Ack("workers", {got[3].ack_id}).ok());
+  broker_->FlushWrites();
+  EXPECT_EQ(broker_->ListDeadLetters(list)->dead_letters_size(), 0);
+}
+
+TEST_F(BrokerTest, NackWithDelayRedeliversAfterDelay) {
+  CollectingSink sink;
+  Subscribe(sink, GroupRequest("workers"));
+  Publish(MakeEvent("order.created"));
+  auto got = sink.WaitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  v1::NackRequest nack;
+  nack.set_group("workers");
+  nack.add_ack_ids(got[0].ack_id);
+  *nack.mutable_delay() = TimeUtil::SecondsToDuration(5);
+  ASSERT_TRUE(broker_->Nack(nack).ok());
+  sink.Drain();
+  EXPECT_EQ(sink.count(), 1u);
+  clock_.Advance(absl::Seconds(5));
+  broker_->Tick();
+  got = sink.WaitFor(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].attempt, 2u);
+}
+
+TEST_F(BrokerTest, MembersShareWorkAndRespectMaxInFlight) {
+  CollectingSink a, b;
+  v1::SubscribeRequest req = GroupRequest("workers");
+  req.set_max_in_flight(3);
+  Subscribe(a, req);
+  Subscribe(b, req);
+  for (int i = 0; i < 10; ++i) Publish(MakeEvent("order.created"));
+  a.WaitFor(3);
+  b.WaitFor(3);
+  broker_->FlushWrites();
+  EXPECT_EQ(a.count(), 3u);
+  EXPECT_EQ(b.count(), 3u);
+  std::set<uint64_t> seen;
+  for (auto& o : a.WaitFor(3)) EXPECT_TRUE(seen.insert(o.event->seq).second);
+  for (auto& o : b.WaitFor(3)) EXPECT_TRUE(seen.insert(o.event->seq).second) << "delivered twice";
+  // Acking frees a slot.
+  ASSERT_TRUE(Ack("workers", {a.WaitFor(3)[0].ack_id}).ok());
+  EXPECT_EQ(a.WaitFor(4).size(), 4u);
+}
+
+TEST_F(BrokerTest, GroupResumesFromCommittedPositionAfterRestart) {
+  {
+    CollectingSink sink;
+    Subscribe(sink, GroupRequest("workers"));
+    for (int i = 0; i < 4; ++i) Publish(MakeEvent("order.created"));
+    auto got = sink.WaitFor(4);
+    ASSERT_EQ(got.size(), 4u);
+    ASSERT_TRUE(Ack("workers", {got[0].ack_id, got[1].ack_id, got[3].ack_id}).ok());
+    broker_->FlushWrites();
+  }
+  Publish(MakeEvent("order.created"));  // seq 5, never delivered
+  broker_->FlushWrites();
+  Open();  // restart on the same data dir
+  CollectingSink sink;
+  // LATEST is ignored for an existing group: it resumes.
+  Subscribe(sink, GroupRequest("workers", v1::SubscribeRequest::LATEST));
+  auto got = sink.WaitFor(2);
+  ASSERT_EQ(got.size(), 2u);
+  std::map<uint64_t, uint32_t> by_seq;
+  for (auto& o : got) by_seq[o.event->seq] = o.attempt;
+  EXPECT_THAT(by_seq, ::testing::ElementsAre(::testing::Pair(3u, 2u), ::testing::Pair(5u, 1u)));
+}
+
+TEST_F(BrokerTest, AckErrorsNameTheField) {
+  CollectingSink sink;
+  Subscribe(sink, GroupRequest("workers"));
+  Publish(MakeEvent("order.created"));
+  auto got = sink.WaitFor(1);
+  auto r = Ack("workers", {got[0].ack_id, "garbage"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(r.status().message(), "ack_ids[1]:")) << r.status();
+  r = Ack("workers", {"99-1"});
+  EXPECT_TRUE(absl::StartsWith(r.status().message(), "ack_ids[0]: unknown ack id")) << r.status();
+  r = Ack("nope", {got[0].ack_id});
+  EXPECT_TRUE(absl::StartsWith(r.status().message(), "group:")) << r.status();
+  r = Ack("workers", {});
+  EXPECT_EQ(r.status().message(), "ack_ids: empty");
+  // Nothing changed: the event is still pending and can be acked once.
+  r = Ack("workers", {got[0].ack_id});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->acked(), 1u);
+  r = Ack("workers", {got[0].ack_id});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->already_acked(), 1u);
+}
+
+TEST_F(BrokerTest, PausedBroadcastSubscriberStaysBoundedAndCatchesUp) {
+  config_.broadcast_buffer = 16;
+  config_.cache_events = 64;
+  Open();
+  CollectingSink slow, fast;
+  v1::SubscribeRequest req;
+  slow.SetPaused(true);
+  Subscribe(slow, req);
+  Subscribe(fast, req);
+  for (int i = 0; i < 50; ++i) {
+    std::vector<events::v1::Event> batch;
+    for (int j = 0; j < 20; ++j) batch.push_back(MakeEvent("order.created"));
+    ASSERT_TRUE(broker_->PublishAndWait(std::move(batch)).ok());
+  }
+  EXPECT_EQ(fast.WaitFor(1000).size(), 1000u);
+  EXPECT_EQ(slow.count(), 0u);
+  slow.SetPaused(false);
+  // It catches up from the store, past the in-memory cache.
+  auto got = slow.WaitFor(1000);
+  ASSERT_EQ(got.size(), 1000u);
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i].event->seq, i + 1);
+}
+
+TEST_F(BrokerTest, PublishRejectsBadInputAndStoresNothing) {
+  auto r = broker_->PublishAndWait({});
+  EXPECT_EQ(r.status().message(), "events: empty batch");
+  r = broker_->PublishAndWait({MakeEvent("order.created"), MakeEvent("Bad")});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::StartsWith(r.status().message(), "events[1].type:")) << r.status();
+  EXPECT_EQ(broker_->GetStats()->total_events(), 0u) << "a bad batch stores nothing";
+}
+
+}  // namespace
+}  // namespace switchboard::broker

@@ -1,0 +1,112 @@
+#include "services/event_broker/event_rules.h"
+
+#include <algorithm>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace switchboard::broker {
+namespace {
+
+bool IsSegmentStart(char c) { return c >= 'a' && c <= 'z'; }
+bool IsSegmentChar(char c) { return IsSegmentStart(c) || (c >= '0' && c <= '9') || c == '_'; }
+
+// A dotted prefix of at least one segment: "order", "order.payment".
+bool IsValidTypePrefix(absl::string_view p) {
+  if (p.empty()) return false;
+  bool at_start = true;
+  for (char c : p) {
+    if (at_start) {
+      if (!IsSegmentStart(c)) return false;
+      at_start = false;
+    } else if (c == '.') {
+      at_start = true;
+    } else if (!IsSegmentChar(c)) {
+      return false;
+    }
+  }
+  return !at_start;
+}
+
+constexpr size_t kMaxTypeLength = 255;
+constexpr size_t kMaxShortFieldLength = 1024;
+
+}  // namespace
+
+bool IsValidEventType(absl::string_view type) {
+  return type.size() <= kMaxTypeLength && IsValidTypePrefix(type) &&
+         type.find('.') != absl::string_view::npos;
+}
+
+absl::Status ValidateEventForPublish(const events::v1::Event& event, size_t max_event_bytes,
+                                     absl::string_view field) {
+  if (event.type().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".type: required"));
+  }
+  if (!IsValidEventType(event.type())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".type: '", event.type().substr(0, 64),
+        "' is not a lower-case dotted name like 'order.created' "
+        "(pattern ^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)+$)"));
+  }
+  size_t size = event.ByteSizeLong();
+  if (size > max_event_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": event is ", size,
+                                                   " bytes, over the limit of ", max_event_bytes,
+                                                   " bytes (--max_event_bytes)"));
+  }
+  struct Named {
+    const char* name;
+    const std::string* value;
+  };
+  for (const Named& n : {Named{"id", &event.id()}, Named{"source", &event.source()},
+                         Named{"subject", &event.subject()},
+                         Named{"correlation_id", &event.correlation_id()},
+                         Named{"user_id", &event.user_id()}}) {
+    if (n.value->size() > kMaxShortFieldLength) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".", n.name, ": longer than ",
+                                                     kMaxShortFieldLength, " bytes"));
+    }
+  }
+  if (event.has_time() && (event.time().nanos() < 0 || event.time().nanos() > 999999999 ||
+                           event.time().seconds() < 0 || event.time().seconds() > 253402300799)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".time: out of range"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TypeFilter> TypeFilter::Parse(const std::vector<std::string>& patterns,
+                                             absl::string_view field) {
+  TypeFilter f;
+  f.match_all_ = patterns.empty();
+  for (size_t i = 0; i < patterns.size(); ++i) {
+    const std::string& p = patterns[i];
+    if (p == "*") {
+      f.match_all_ = true;
+    } else if (absl::EndsWith(p, ".*") && IsValidTypePrefix(p.substr(0, p.size() - 2))) {
+      f.prefixes_.push_back(p.substr(0, p.size() - 1));
+    } else if (IsValidEventType(p)) {
+      f.exact_.push_back(p);
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, "[", i, "]: '", p.substr(0, 64),
+                       "' is not a type filter (an exact type like 'order.created', a prefix "
+                       "like 'order.*', or '*')"));
+    }
+    f.patterns_.push_back(p);
+  }
+  std::sort(f.exact_.begin(), f.exact_.end());
+  return f;
+}
+
+bool TypeFilter::Matches(absl::string_view type) const {
+  if (match_all_) return true;
+  if (std::binary_search(exact_.begin(), exact_.end(), type)) return true;
+  for (const std::string& p : prefixes_) {
+    if (absl::StartsWith(type, p)) return true;
+  }
+  return false;
+}
+
+}  // namespace switchboard::broker

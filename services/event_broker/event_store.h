@@ -1,0 +1,125 @@
+#ifndef SWITCHBOARD_SERVICES_EVENT_BROKER_EVENT_STORE_H_
+#define SWITCHBOARD_SERVICES_EVENT_BROKER_EVENT_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "switchboard/events/v1/event.pb.h"
+
+namespace switchboard::broker {
+
+// A committed event, shared read-only between the tail cache, subscribers and
+// in-flight gRPC writes.
+struct StoredEvent {
+  uint64_t seq = 0;
+  absl::Time ingest_time;
+  events::v1::Event event;  // sequence and time set
+};
+using EventPtr = std::shared_ptr<const StoredEvent>;
+
+struct GroupRecord {
+  std::string name;
+  std::vector<std::string> types;
+  // Every event <= cursor was delivered, acked or did not match.
+  uint64_t cursor = 0;
+  uint32_t max_deliveries = 5;
+};
+
+// A delivered, unacked event of a group, with how often it was delivered.
+struct PendingRecord {
+  uint64_t seq = 0;
+  uint32_t attempts = 0;
+};
+
+struct DeadLetterRecord {
+  std::string group;
+  EventPtr event;
+  uint32_t attempts = 0;
+  absl::Time dead_at;
+};
+
+// Group state changes. They ride along with the next commit, so acks and
+// deliveries cost no extra transaction of their own under load.
+struct GroupOp {
+  enum class Kind {
+    kUpsertGroup,       // group (name, types, cursor, max_deliveries)
+    kSetCursor,         // group.name, group.cursor
+    kSetPending,        // group.name, seq, attempts
+    kRemovePending,     // group.name, seq
+    kDeadLetter,        // group.name, seq, attempts, event: removes pending too
+    kRemoveDeadLetter,  // group.name, seq
+  };
+  Kind kind;
+  GroupRecord group;
+  uint64_t seq = 0;
+  uint32_t attempts = 0;
+  EventPtr event;
+};
+
+struct WriteBatch {
+  // Events to append, in order; the store assigns consecutive sequences.
+  std::vector<const events::v1::Event*> events;
+  std::vector<GroupOp> ops;
+};
+
+struct HistoryQuery {
+  size_t limit = 100;
+  std::vector<std::string> exact_types;     // OR-ed with prefixes; both empty = all
+  std::vector<std::string> type_prefixes;   // "order."
+  std::string correlation_id;
+  std::string subject;
+  absl::Time since = absl::InfinitePast();
+  uint64_t before_sequence = 0;  // 0 = no bound
+};
+
+struct StoreBounds {
+  uint64_t first_seq = 0;  // 0 when empty
+  uint64_t last_seq = 0;   // the last sequence ever assigned (survives retention)
+  uint64_t count = 0;
+};
+
+// Storage of the event log and of consumer-group state. The SQLite store is
+// the embedded default; a Redis Streams store implements the same interface.
+// Nothing above this interface may assume which one it is.
+class EventStore {
+ public:
+  virtual ~EventStore() = default;
+
+  // Appends batch.events with sequences after the last one ever assigned and
+  // applies batch.ops, atomically and durably (per the store's sync policy).
+  // Returns the sequence of the first appended event (0 if none).
+  virtual absl::StatusOr<uint64_t> Commit(const WriteBatch& batch, absl::Time now) = 0;
+
+  // Up to `limit` events with seq > after_seq, ascending.
+  virtual absl::StatusOr<std::vector<EventPtr>> ReadAfter(uint64_t after_seq, size_t limit) = 0;
+  virtual absl::StatusOr<EventPtr> ReadOne(uint64_t seq) = 0;
+  // Newest first.
+  virtual absl::StatusOr<std::vector<EventPtr>> Query(const HistoryQuery& query) = 0;
+  // The first sequence whose event time is >= t, or last_seq + 1.
+  virtual absl::StatusOr<uint64_t> FirstSequenceAtOrAfter(absl::Time t) = 0;
+  // Events ingested at or after `since`, ascending (to rebuild the dedupe window).
+  virtual absl::StatusOr<std::vector<EventPtr>> ReadIngestedSince(absl::Time since) = 0;
+  virtual absl::StatusOr<StoreBounds> Bounds() = 0;
+
+  virtual absl::StatusOr<std::vector<GroupRecord>> LoadGroups() = 0;
+  virtual absl::StatusOr<std::vector<PendingRecord>> LoadPending(const std::string& group) = 0;
+  virtual absl::StatusOr<std::vector<DeadLetterRecord>> ListDeadLetters(const std::string& group,
+                                                                        uint64_t after_seq,
+                                                                        size_t limit) = 0;
+  virtual absl::StatusOr<uint64_t> CountDeadLetters(const std::string& group) = 0;
+
+  // Deletes the oldest events beyond max_count or ingested before now - max_age,
+  // at most `max_delete` per call. Returns how many were deleted.
+  virtual absl::StatusOr<uint64_t> ApplyRetention(absl::Time now, absl::Duration max_age,
+                                                  uint64_t max_count, uint64_t max_delete) = 0;
+  virtual uint64_t StorageBytes() = 0;
+};
+
+}  // namespace switchboard::broker
+
+#endif  // SWITCHBOARD_SERVICES_EVENT_BROKER_EVENT_STORE_H_

@@ -1,0 +1,50 @@
+#ifndef SWITCHBOARD_SERVICES_EVENT_BROKER_GRPC_SERVICE_H_
+#define SWITCHBOARD_SERVICES_EVENT_BROKER_GRPC_SERVICE_H_
+
+#include "services/event_broker/broker.h"
+#include "switchboard/broker/v1/broker.grpc.pb.h"
+
+namespace switchboard::broker {
+
+// gRPC edge of the broker: each method hands the request to Broker and turns
+// absl::Status into grpc::Status. Publishes complete from the broker's writer
+// thread, so no gRPC thread waits on a commit.
+class EventBrokerService final : public v1::EventBroker::CallbackService {
+ public:
+  explicit EventBrokerService(Broker* broker) : broker_(broker) {}
+
+  grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
+                                    const v1::PublishRequest* request,
+                                    v1::PublishResponse* response) override;
+  grpc::ServerUnaryReactor* PublishBatch(grpc::CallbackServerContext* ctx,
+                                         const v1::PublishBatchRequest* request,
+                                         v1::PublishBatchResponse* response) override;
+  grpc::ServerWriteReactor<v1::Delivery>* Subscribe(grpc::CallbackServerContext* ctx,
+                                                    const v1::SubscribeRequest* request) override;
+  grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx, const v1::AckRequest* request,
+                                v1::AckResponse* response) override;
+  grpc::ServerUnaryReactor* Nack(grpc::CallbackServerContext* ctx, const v1::NackRequest* request,
+                                 v1::NackResponse* response) override;
+  grpc::ServerUnaryReactor* ModifyAckDeadline(grpc::CallbackServerContext* ctx,
+                                              const v1::ModifyAckDeadlineRequest* request,
+                                              v1::ModifyAckDeadlineResponse* response) override;
+  grpc::ServerUnaryReactor* GetEventHistory(grpc::CallbackServerContext* ctx,
+                                            const v1::GetEventHistoryRequest* request,
+                                            v1::GetEventHistoryResponse* response) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
+                                     const v1::GetStatsRequest* request,
+                                     v1::GetStatsResponse* response) override;
+  grpc::ServerUnaryReactor* ListDeadLetters(grpc::CallbackServerContext* ctx,
+                                            const v1::ListDeadLettersRequest* request,
+                                            v1::ListDeadLettersResponse* response) override;
+  grpc::ServerUnaryReactor* ReplayDeadLetters(grpc::CallbackServerContext* ctx,
+                                              const v1::ReplayDeadLettersRequest* request,
+                                              v1::ReplayDeadLettersResponse* response) override;
+
+ private:
+  Broker* const broker_;
+};
+
+}  // namespace switchboard::broker
+
+#endif  // SWITCHBOARD_SERVICES_EVENT_BROKER_GRPC_SERVICE_H_

@@ -1,0 +1,16 @@
+#ifndef SWITCHBOARD_SERVICES_EVENT_BROKER_HTTP_API_H_
+#define SWITCHBOARD_SERVICES_EVENT_BROKER_HTTP_API_H_
+
+#include "libs/common/admin_http.h"
+#include "services/event_broker/broker.h"
+
+namespace switchboard::broker {
+
+// The JSON API of SPEC §6 on the admin port, over the same Broker calls as
+// gRPC: GET /api/events/stats, GET /api/events/history, POST /api/events/test,
+// GET /health/events.
+void RegisterBrokerHttpApi(AdminHttpServer* http, Broker* broker);
+
+}  // namespace switchboard::broker
+
+#endif  // SWITCHBOARD_SERVICES_EVENT_BROKER_HTTP_API_H_

@@ -1,0 +1,161 @@
+// event-broker: wires flags, store, broker core, gRPC and admin HTTP.
+#include <memory>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "libs/common/admin_http.h"
+#include "libs/common/flags.h"
+#include "libs/common/grpc_server.h"
+#include "libs/common/json_log.h"
+#include "libs/common/shutdown.h"
+#include "prometheus/registry.h"
+#include "services/event_broker/broker.h"
+#include "services/event_broker/grpc_service.h"
+#include "services/event_broker/http_api.h"
+#include "services/event_broker/sqlite_store.h"
+
+ABSL_FLAG(std::string, grpc_addr, "0.0.0.0:50051", "gRPC listen address HOST:PORT (port 0: any)");
+ABSL_FLAG(std::string, http_addr, "0.0.0.0:8081",
+          "admin HTTP listen address HOST:PORT (/metrics, /healthz, /readyz, JSON API)");
+ABSL_FLAG(std::string, store, "sqlite",
+          "event store: 'sqlite' (embedded, under --data_dir) or redis://HOST:PORT");
+ABSL_FLAG(std::string, data_dir, "./data/event-broker", "directory of the embedded store");
+ABSL_FLAG(std::string, sync, "normal",
+          "durability of an ack: 'normal' survives a process crash, 'full' also power loss "
+          "(fsync before ack)");
+ABSL_FLAG(int64_t, max_event_bytes, 1 << 20, "largest accepted event, serialized");
+ABSL_FLAG(int64_t, max_batch_events, 10000, "most events in one PublishBatch");
+ABSL_FLAG(absl::Duration, dedupe_window, absl::Minutes(2),
+          "a repeat of source+id within this window is a duplicate");
+ABSL_FLAG(absl::Duration, retention_age, absl::Hours(24 * 7), "events older than this are deleted");
+ABSL_FLAG(int64_t, retention_count, 10'000'000, "at most this many events are kept");
+ABSL_FLAG(absl::Duration, ack_deadline, absl::Seconds(30), "default group ack deadline");
+ABSL_FLAG(int32_t, max_in_flight, 1000, "default unacked deliveries per group subscriber");
+ABSL_FLAG(int32_t, max_deliveries, 5, "default deliveries before an event is dead-lettered");
+ABSL_FLAG(int64_t, cache_events, 16384, "recent events kept in memory for live subscribers");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
+          "on SIGTERM, how long in-flight calls may take to finish");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
+
+namespace switchboard::broker {
+namespace {
+
+absl::Status ValidateFlags() {
+  if (absl::GetFlag(FLAGS_max_event_bytes) < 256 ||
+      absl::GetFlag(FLAGS_max_event_bytes) > (32 << 20)) {
+    return absl::InvalidArgumentError("max_event_bytes: must be between 256 and 33554432");
+  }
+  if (absl::GetFlag(FLAGS_max_batch_events) < 1) {
+    return absl::InvalidArgumentError("max_batch_events: must be >= 1");
+  }
+  if (absl::GetFlag(FLAGS_retention_count) < 1) {
+    return absl::InvalidArgumentError("retention_count: must be >= 1");
+  }
+  if (absl::GetFlag(FLAGS_retention_age) <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("retention_age: must be > 0");
+  }
+  if (absl::GetFlag(FLAGS_dedupe_window) < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("dedupe_window: must be >= 0");
+  }
+  if (absl::GetFlag(FLAGS_max_in_flight) < 1 || absl::GetFlag(FLAGS_max_deliveries) < 1) {
+    return absl::InvalidArgumentError("max_in_flight, max_deliveries: must be >= 1");
+  }
+  return absl::OkStatus();
+}
+
+std::string HostOf(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
+
+int Run() {
+  if (absl::Status s = ValidateFlags(); !s.ok()) {
+    LogError("bad flag", {{"error", std::string(s.message())}});
+    return 2;
+  }
+  if (absl::StartsWith(absl::GetFlag(FLAGS_store), "redis://")) {
+    LogError("bad flag", {{"error", "store: the Redis Streams store is not part of this build yet; "
+                                    "use --store=sqlite"}});
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_store) != "sqlite") {
+    LogError("bad flag", {{"error", absl::StrCat("store: '", absl::GetFlag(FLAGS_store),
+                                                 "' is not 'sqlite' or redis://HOST:PORT")}});
+    return 2;
+  }
+  absl::StatusOr<SyncPolicy> sync = ParseSyncPolicy(absl::GetFlag(FLAGS_sync));
+  if (!sync.ok()) {
+    LogError("bad flag", {{"error", std::string(sync.status().message())}});
+    return 2;
+  }
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  BrokerMetrics metrics(*registry);
+  absl::StatusOr<std::unique_ptr<SqliteEventStore>> store =
+      SqliteEventStore::Open(absl::GetFlag(FLAGS_data_dir), *sync);
+  if (!store.ok()) {
+    LogError("cannot open store", {{"error", store.status().ToString()}});
+    return 1;
+  }
+  BrokerConfig config;
+  config.max_event_bytes = absl::GetFlag(FLAGS_max_event_bytes);
+  config.max_batch_events = absl::GetFlag(FLAGS_max_batch_events);
+  config.dedupe_window = absl::GetFlag(FLAGS_dedupe_window);
+  config.retention_age = absl::GetFlag(FLAGS_retention_age);
+  config.retention_count = absl::GetFlag(FLAGS_retention_count);
+  config.default_ack_deadline = absl::GetFlag(FLAGS_ack_deadline);
+  config.default_max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
+  config.default_max_deliveries = absl::GetFlag(FLAGS_max_deliveries);
+  config.cache_events = absl::GetFlag(FLAGS_cache_events);
+  absl::StatusOr<std::unique_ptr<Broker>> broker =
+      Broker::Create(config, *std::move(store), RealClock::Get(), &metrics);
+  if (!broker.ok()) {
+    LogError("cannot start broker", {{"error", broker.status().ToString()}});
+    return 1;
+  }
+
+  EventBrokerService service(broker->get());
+  absl::StatusOr<RunningGrpcServer> grpc =
+      StartGrpcServer({absl::GetFlag(FLAGS_grpc_addr)}, {&service});
+  if (!grpc.ok()) {
+    LogError("cannot start gRPC", {{"error", grpc.status().ToString()}});
+    return 1;
+  }
+  AdminHttpServer http(registry);
+  RegisterBrokerHttpApi(&http, broker->get());
+  std::atomic<bool> ready{true};
+  http.SetReadiness([&ready] { return ready.load(); });
+  absl::StatusOr<int> http_port = http.Start(absl::GetFlag(FLAGS_http_addr));
+  if (!http_port.ok()) {
+    LogError("cannot start admin HTTP", {{"error", http_port.status().ToString()}});
+    return 1;
+  }
+  std::string grpc_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_grpc_addr)), ":", grpc->port);
+  std::string http_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_http_addr)), ":", *http_port);
+  LogInfo(absl::StrCat("listening grpc=", grpc_bound, " http=", http_bound),
+          {{"grpc", grpc_bound},
+           {"http", http_bound},
+           {"data_dir", absl::GetFlag(FLAGS_data_dir)},
+           {"sync", absl::GetFlag(FLAGS_sync)}});
+
+  int sig = WaitForShutdownSignal();
+  LogInfo("shutting down", {{"signal", sig}});
+  ready = false;
+  grpc->server->GetHealthCheckService()->SetServingStatus(false);
+  // Ends streams (clients reconnect elsewhere) and commits accepted publishes.
+  (*broker)->Shutdown();
+  grpc->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::GetFlag(FLAGS_shutdown_grace)));
+  http.Stop();
+  LogInfo("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace switchboard::broker
+
+int main(int argc, char** argv) {
+  switchboard::BlockShutdownSignals();
+  switchboard::InitFlags(argc, argv,
+                         "event-broker: durable gRPC publish/subscribe with consumer groups.\n"
+                         "Usage: event-broker [--grpc_addr=0.0.0.0:50051] [--data_dir=DIR] ...");
+  switchboard::InitLogging("event-broker", absl::GetFlag(FLAGS_log_level));
+  return switchboard::broker::Run();
+}

@@ -1,0 +1,506 @@
+#include "services/event_broker/sqlite_store.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace switchboard::broker {
+namespace {
+
+absl::Status SqlError(sqlite3* db, absl::string_view what) {
+  return absl::InternalError(absl::StrCat("sqlite ", what, ": ", sqlite3_errmsg(db)));
+}
+
+absl::Status Exec(sqlite3* db, const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    absl::Status s = absl::InternalError(absl::StrCat("sqlite: ", err ? err : "?", " in: ", sql));
+    sqlite3_free(err);
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+// A prepared statement, reset when it goes out of scope. Statements are
+// cached per connection by SQL text (sqlite3_prepare_v3 PERSISTENT).
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const std::string& sql) : db_(db) {
+    rc_ = sqlite3_prepare_v3(db, sql.c_str(), static_cast<int>(sql.size()),
+                             SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  bool ok() const { return rc_ == SQLITE_OK; }
+  sqlite3_stmt* get() { return stmt_; }
+  void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
+  void Bind(int i, absl::string_view v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  }
+  void BindNullable(int i, absl::string_view v) {
+    if (v.empty()) {
+      sqlite3_bind_null(stmt_, i);
+    } else {
+      Bind(i, v);
+    }
+  }
+  void BindBlob(int i, absl::string_view v) {
+    sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  }
+  int Step() { return sqlite3_step(stmt_); }
+  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+  std::string Text(int col) {
+    const unsigned char* t = sqlite3_column_text(stmt_, col);
+    return t ? std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(stmt_, col)) : "";
+  }
+  absl::string_view Blob(int col) {
+    const void* b = sqlite3_column_blob(stmt_, col);
+    return b ? absl::string_view(static_cast<const char*>(b), sqlite3_column_bytes(stmt_, col))
+             : absl::string_view();
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
+
+absl::StatusOr<EventPtr> DecodeEvent(uint64_t seq, int64_t ingest_us, absl::string_view payload) {
+  auto ev = std::make_shared<StoredEvent>();
+  if (!ev->event.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    return absl::DataLossError(absl::StrCat("event ", seq, ": stored payload does not parse"));
+  }
+  ev->seq = seq;
+  ev->event.set_sequence(seq);
+  ev->ingest_time = absl::FromUnixMicros(ingest_us);
+  return EventPtr(std::move(ev));
+}
+
+// Collects "SELECT seq, ingest_us, payload ..." rows.
+absl::StatusOr<std::vector<EventPtr>> CollectEvents(sqlite3* db, Stmt& st) {
+  std::vector<EventPtr> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    absl::StatusOr<EventPtr> ev = DecodeEvent(st.Int(0), st.Int(1), st.Blob(2));
+    if (!ev.ok()) return ev.status();
+    out.push_back(*std::move(ev));
+  }
+  if (rc != SQLITE_DONE) return SqlError(db, "read events");
+  return out;
+}
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events(
+  seq INTEGER PRIMARY KEY,
+  type TEXT NOT NULL,
+  correlation_id TEXT,
+  subject TEXT,
+  time_us INTEGER NOT NULL,
+  ingest_us INTEGER NOT NULL,
+  payload BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS events_by_correlation ON events(correlation_id) WHERE correlation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_subject ON events(subject) WHERE subject IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_time ON events(time_us);
+CREATE TABLE IF NOT EXISTS groups(
+  name TEXT PRIMARY KEY,
+  types TEXT NOT NULL,
+  cursor INTEGER NOT NULL,
+  max_deliveries INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pending(
+  grp TEXT NOT NULL, seq INTEGER NOT NULL, attempts INTEGER NOT NULL,
+  PRIMARY KEY(grp, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters(
+  grp TEXT NOT NULL, seq INTEGER NOT NULL, attempts INTEGER NOT NULL, dead_us INTEGER NOT NULL,
+  ingest_us INTEGER NOT NULL, payload BLOB NOT NULL,
+  PRIMARY KEY(grp, seq)) WITHOUT ROWID;
+)sql";
+
+}  // namespace
+
+absl::StatusOr<SyncPolicy> ParseSyncPolicy(absl::string_view s) {
+  if (s == "normal") return SyncPolicy::kNormal;
+  if (s == "full") return SyncPolicy::kFull;
+  return absl::InvalidArgumentError(
+      absl::StrCat("sync: '", s, "' is not a sync policy (normal or full)"));
+}
+
+absl::StatusOr<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(
+    const std::string& data_dir, SyncPolicy sync) {
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data_dir: cannot create '", data_dir, "': ", ec.message()));
+  }
+  std::string path = (std::filesystem::path(data_dir) / "events.db").string();
+  sqlite3* writer = nullptr;
+  sqlite3* reader = nullptr;
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  if (sqlite3_open_v2(path.c_str(), &writer, flags, nullptr) != SQLITE_OK) {
+    absl::Status s = absl::InvalidArgumentError(
+        absl::StrCat("data_dir: cannot open '", path, "': ", sqlite3_errmsg(writer)));
+    sqlite3_close(writer);
+    return s;
+  }
+  std::unique_ptr<SqliteEventStore> store(new SqliteEventStore(path, writer, nullptr));
+  if (absl::Status s = store->Init(sync); !s.ok()) return s;
+  if (sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                      nullptr) != SQLITE_OK) {
+    absl::Status s = SqlError(reader, "open reader");
+    sqlite3_close(reader);
+    return s;
+  }
+  {
+    absl::MutexLock lock(&store->read_mu_);
+    store->reader_ = reader;
+    sqlite3_busy_timeout(reader, 5000);
+    if (absl::Status s = Exec(reader, "PRAGMA cache_size=-16384; PRAGMA mmap_size=0;"); !s.ok()) {
+      return s;
+    }
+  }
+  return store;
+}
+
+absl::Status SqliteEventStore::Init(SyncPolicy sync) {
+  absl::MutexLock lock(&write_mu_);
+  sqlite3_busy_timeout(writer_, 5000);
+  if (absl::Status s = Exec(writer_, "PRAGMA journal_mode=WAL;"); !s.ok()) return s;
+  if (absl::Status s = Exec(writer_, sync == SyncPolicy::kFull ? "PRAGMA synchronous=FULL;"
+                                                               : "PRAGMA synchronous=NORMAL;");
+      !s.ok()) {
+    return s;
+  }
+  // A bigger auto-checkpoint interval keeps checkpoints (which fsync) rarer;
+  // journal_size_limit keeps the WAL file from staying large after one.
+  if (absl::Status s = Exec(writer_,
+                            "PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=4000;"
+                            "PRAGMA journal_size_limit=67108864; PRAGMA temp_store=MEMORY;");
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = Exec(writer_, kSchema); !s.ok()) return s;
+  Stmt st(writer_, "SELECT value FROM meta WHERE key='last_seq'");
+  if (st.Step() == SQLITE_ROW) last_seq_ = st.Int(0);
+  Stmt max(writer_, "SELECT IFNULL(MAX(seq),0) FROM events");
+  if (max.Step() == SQLITE_ROW) last_seq_ = std::max<uint64_t>(last_seq_, max.Int(0));
+  published_last_seq_ = last_seq_;
+  return absl::OkStatus();
+}
+
+SqliteEventStore::~SqliteEventStore() {
+  {
+    absl::MutexLock lock(&read_mu_);
+    sqlite3_close_v2(reader_);
+  }
+  absl::MutexLock lock(&write_mu_);
+  sqlite3_close_v2(writer_);
+}
+
+absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
+  const std::string& g = op.group.name;
+  switch (op.kind) {
+    case GroupOp::Kind::kUpsertGroup: {
+      Stmt st(writer_,
+              "INSERT INTO groups(name,types,cursor,max_deliveries) VALUES(?,?,?,?) "
+              "ON CONFLICT(name) DO UPDATE SET types=excluded.types, "
+              "max_deliveries=excluded.max_deliveries");
+      st.Bind(1, g);
+      st.Bind(2, absl::StrJoin(op.group.types, ","));
+      st.Bind(3, static_cast<int64_t>(op.group.cursor));
+      st.Bind(4, static_cast<int64_t>(op.group.max_deliveries));
+      if (st.Step() != SQLITE_DONE) return SqlError(writer_, "upsert group");
+      return absl::OkStatus();
+    }
+    case GroupOp::Kind::kSetCursor: {
+      Stmt st(writer_, "UPDATE groups SET cursor=? WHERE name=? AND cursor<?");
+      st.Bind(1, static_cast<int64_t>(op.group.cursor));
+      st.Bind(2, g);
+      st.Bind(3, static_cast<int64_t>(op.group.cursor));
+      if (st.Step() != SQLITE_DONE) return SqlError(writer_, "set cursor");
+      return absl::OkStatus();
+    }
+    case GroupOp::Kind::kSetPending: {
+      Stmt st(writer_, "INSERT OR REPLACE INTO pending(grp,seq,attempts) VALUES(?,?,?)");
+      st.Bind(1, g);
+      st.Bind(2, static_cast<int64_t>(op.seq));
+      st.Bind(3, static_cast<int64_t>(op.attempts));
+      if (st.Step() != SQLITE_DONE) return SqlError(writer_, "set pending");
+      return absl::OkStatus();
+    }
+    case GroupOp::Kind::kRemovePending: {
+      Stmt st(writer_, "DELETE FROM pending WHERE grp=? AND seq=?");
+      st.Bind(1, g);
+      st.Bind(2, static_cast<int64_t>(op.seq));
+      if (st.Step() != SQLITE_DONE) return SqlError(writer_, "remove pending");
+      return absl::OkStatus();
+    }
+    case GroupOp::Kind::kDeadLetter: {
+      Stmt del(writer_, "DELETE FROM pending WHERE grp=? AND seq=?");
+      del.Bind(1, g);
+      del.Bind(2, static_cast<int64_t>(op.seq));
+      if (del.Step() != SQLITE_DONE) return SqlError(writer_, "remove pending");
+      // The dead letter keeps its own copy: retention may drop the event.
+      Stmt st(writer_,
+              "INSERT OR REPLACE INTO dead_letters(grp,seq,attempts,dead_us,ingest_us,payload) "
+              "VALUES(?,?,?,?,?,?)");
+      std::string payload;
+      if (op.event != nullptr) op.event->event.SerializeToString(&payload);
+      st.Bind(1, g);
+      st.Bind(2, static_cast<int64_t>(op.seq));
+      st.Bind(3, static_cast<int64_t>(op.attempts));
+      st.Bind(4, ToMicros(now));
+      st.Bind(5, op.event ? ToMicros(op.event->ingest_time) : ToMicros(now));
+      st.BindBlob(6, payload);
+      if (st.Step() != SQLITE_DONE) return SqlError(writer_, "dead letter");
+      return absl::OkStatus();
+    }
+    case GroupOp::Kind::kRemoveDeadLetter: {
+      Stmt st(writer_, "DELETE FROM dead_letters WHERE grp=? AND seq=?");
+      st.Bind(1, g);
+      st.Bind(2, static_cast<int64_t>(op.seq));
+      if (st.Step() != SQLITE_DONE) return SqlError(writer_, "remove dead letter");
+      return absl::OkStatus();
+    }
+  }
+  return absl::InternalError("unknown group op");
+}
+
+absl::StatusOr<uint64_t> SqliteEventStore::Commit(const WriteBatch& batch, absl::Time now) {
+  absl::MutexLock lock(&write_mu_);
+  if (absl::Status s = Exec(writer_, "BEGIN"); !s.ok()) return s;
+  uint64_t seq = last_seq_;
+  uint64_t first = 0;
+  absl::Status status;
+  if (!batch.events.empty()) {
+    Stmt st(writer_,
+            "INSERT INTO events(seq,type,correlation_id,subject,time_us,ingest_us,payload) "
+            "VALUES(?,?,?,?,?,?,?)");
+    std::string payload;
+    int64_t now_us = ToMicros(now);
+    for (const events::v1::Event* ev : batch.events) {
+      ++seq;
+      if (first == 0) first = seq;
+      payload.clear();
+      ev->SerializeToString(&payload);
+      st.Bind(1, static_cast<int64_t>(seq));
+      st.Bind(2, ev->type());
+      st.BindNullable(3, ev->correlation_id());
+      st.BindNullable(4, ev->subject());
+      st.Bind(5, ev->time().seconds() * 1000000 + ev->time().nanos() / 1000);
+      st.Bind(6, now_us);
+      st.BindBlob(7, payload);
+      if (st.Step() != SQLITE_DONE) {
+        status = SqlError(writer_, "append event");
+        break;
+      }
+      sqlite3_reset(st.get());
+    }
+    if (status.ok()) {
+      Stmt meta(writer_, "INSERT OR REPLACE INTO meta(key,value) VALUES('last_seq',?)");
+      meta.Bind(1, static_cast<int64_t>(seq));
+      if (meta.Step() != SQLITE_DONE) status = SqlError(writer_, "update last_seq");
+    }
+  }
+  for (size_t i = 0; status.ok() && i < batch.ops.size(); ++i) status = ApplyOp(batch.ops[i], now);
+  if (status.ok()) status = Exec(writer_, "COMMIT");
+  if (!status.ok()) {
+    Exec(writer_, "ROLLBACK").IgnoreError();
+    return status;
+  }
+  last_seq_ = seq;
+  published_last_seq_ = seq;
+  return first;
+}
+
+absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::ReadAfter(uint64_t after_seq,
+                                                                  size_t limit) {
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_, "SELECT seq, ingest_us, payload FROM events WHERE seq>? ORDER BY seq LIMIT ?");
+  st.Bind(1, static_cast<int64_t>(after_seq));
+  st.Bind(2, static_cast<int64_t>(limit));
+  return CollectEvents(reader_, st);
+}
+
+absl::StatusOr<EventPtr> SqliteEventStore::ReadOne(uint64_t seq) {
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_, "SELECT seq, ingest_us, payload FROM events WHERE seq=?");
+  st.Bind(1, static_cast<int64_t>(seq));
+  absl::StatusOr<std::vector<EventPtr>> evs = CollectEvents(reader_, st);
+  if (!evs.ok()) return evs.status();
+  if (evs->empty()) return absl::NotFoundError(absl::StrCat("event ", seq, " is not stored"));
+  return evs->front();
+}
+
+absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::Query(const HistoryQuery& q) {
+  std::string sql = "SELECT seq, ingest_us, payload FROM events WHERE 1";
+  std::vector<std::string> type_terms;
+  for (size_t i = 0; i < q.exact_types.size(); ++i) type_terms.push_back("type=?");
+  for (size_t i = 0; i < q.type_prefixes.size(); ++i) type_terms.push_back("(type>=? AND type<?)");
+  if (!type_terms.empty()) absl::StrAppend(&sql, " AND (", absl::StrJoin(type_terms, " OR "), ")");
+  if (!q.correlation_id.empty()) sql += " AND correlation_id=?";
+  if (!q.subject.empty()) sql += " AND subject=?";
+  if (q.since != absl::InfinitePast()) sql += " AND time_us>=?";
+  if (q.before_sequence != 0) sql += " AND seq<?";
+  sql += " ORDER BY seq DESC LIMIT ?";
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_, sql);
+  if (!st.ok()) return SqlError(reader_, "prepare history query");
+  int i = 1;
+  for (const std::string& t : q.exact_types) st.Bind(i++, t);
+  for (const std::string& p : q.type_prefixes) {
+    // Prefixes end with '.'; '/' is the next character, bounding the range.
+    st.Bind(i++, p);
+    st.Bind(i++, p.substr(0, p.size() - 1) + "/");
+  }
+  if (!q.correlation_id.empty()) st.Bind(i++, q.correlation_id);
+  if (!q.subject.empty()) st.Bind(i++, q.subject);
+  if (q.since != absl::InfinitePast()) st.Bind(i++, ToMicros(q.since));
+  if (q.before_sequence != 0) st.Bind(i++, static_cast<int64_t>(q.before_sequence));
+  st.Bind(i++, static_cast<int64_t>(q.limit));
+  return CollectEvents(reader_, st);
+}
+
+absl::StatusOr<uint64_t> SqliteEventStore::FirstSequenceAtOrAfter(absl::Time t) {
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_, "SELECT MIN(seq) FROM events WHERE time_us>=?");
+  st.Bind(1, ToMicros(t));
+  if (st.Step() == SQLITE_ROW && sqlite3_column_type(st.get(), 0) != SQLITE_NULL) {
+    return static_cast<uint64_t>(st.Int(0));
+  }
+  return published_last_seq_.load() + 1;
+}
+
+absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::ReadIngestedSince(absl::Time since) {
+  absl::MutexLock lock(&read_mu_);
+  // ingest_us grows with seq (one writer), so walk back from the end.
+  Stmt first(reader_,
+             "SELECT IFNULL(MIN(seq),0) FROM (SELECT seq, ingest_us FROM events ORDER BY seq DESC) "
+             "WHERE ingest_us>=?");
+  first.Bind(1, ToMicros(since));
+  if (first.Step() != SQLITE_ROW) return SqlError(reader_, "dedupe window");
+  int64_t from = first.Int(0);
+  if (from == 0) return std::vector<EventPtr>();
+  Stmt st(reader_, "SELECT seq, ingest_us, payload FROM events WHERE seq>=? ORDER BY seq");
+  st.Bind(1, from);
+  return CollectEvents(reader_, st);
+}
+
+absl::StatusOr<StoreBounds> SqliteEventStore::Bounds() {
+  StoreBounds b;
+  b.last_seq = published_last_seq_.load();
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_, "SELECT IFNULL(MIN(seq),0), IFNULL(MAX(seq),0) FROM events");
+  if (st.Step() != SQLITE_ROW) return SqlError(reader_, "bounds");
+  b.first_seq = st.Int(0);
+  uint64_t max_seq = st.Int(1);
+  // Sequences are contiguous (retention only trims the head).
+  b.count = b.first_seq == 0 ? 0 : max_seq - b.first_seq + 1;
+  return b;
+}
+
+absl::StatusOr<std::vector<GroupRecord>> SqliteEventStore::LoadGroups() {
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_, "SELECT name, types, cursor, max_deliveries FROM groups ORDER BY name");
+  std::vector<GroupRecord> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    GroupRecord g;
+    g.name = st.Text(0);
+    std::string types = st.Text(1);
+    if (!types.empty()) g.types = absl::StrSplit(types, ',');
+    g.cursor = st.Int(2);
+    g.max_deliveries = static_cast<uint32_t>(st.Int(3));
+    out.push_back(std::move(g));
+  }
+  if (rc != SQLITE_DONE) return SqlError(reader_, "load groups");
+  return out;
+}
+
+absl::StatusOr<std::vector<PendingRecord>> SqliteEventStore::LoadPending(const std::string& group) {
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_, "SELECT seq, attempts FROM pending WHERE grp=? ORDER BY seq");
+  st.Bind(1, group);
+  std::vector<PendingRecord> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    out.push_back(PendingRecord{static_cast<uint64_t>(st.Int(0)),
+                                static_cast<uint32_t>(st.Int(1))});
+  }
+  if (rc != SQLITE_DONE) return SqlError(reader_, "load pending");
+  return out;
+}
+
+absl::StatusOr<std::vector<DeadLetterRecord>> SqliteEventStore::ListDeadLetters(
+    const std::string& group, uint64_t after_seq, size_t limit) {
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_,
+          "SELECT seq, ingest_us, payload, attempts, dead_us FROM dead_letters "
+          "WHERE grp=? AND seq>? ORDER BY seq LIMIT ?");
+  st.Bind(1, group);
+  st.Bind(2, static_cast<int64_t>(after_seq));
+  st.Bind(3, static_cast<int64_t>(limit));
+  std::vector<DeadLetterRecord> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    absl::StatusOr<EventPtr> ev = DecodeEvent(st.Int(0), st.Int(1), st.Blob(2));
+    if (!ev.ok()) return ev.status();
+    out.push_back(DeadLetterRecord{group, *std::move(ev), static_cast<uint32_t>(st.Int(3)),
+                                   absl::FromUnixMicros(st.Int(4))});
+  }
+  if (rc != SQLITE_DONE) return SqlError(reader_, "list dead letters");
+  return out;
+}
+
+absl::StatusOr<uint64_t> SqliteEventStore::CountDeadLetters(const std::string& group) {
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_, "SELECT COUNT(*) FROM dead_letters WHERE grp=?");
+  st.Bind(1, group);
+  if (st.Step() != SQLITE_ROW) return SqlError(reader_, "count dead letters");
+  return static_cast<uint64_t>(st.Int(0));
+}
+
+absl::StatusOr<uint64_t> SqliteEventStore::ApplyRetention(absl::Time now, absl::Duration max_age,
+                                                          uint64_t max_count,
+                                                          uint64_t max_delete) {
+  absl::StatusOr<StoreBounds> b = Bounds();
+  if (!b.ok()) return b.status();
+  if (b->count == 0) return 0;
+  uint64_t delete_below = b->first_seq;  // exclusive bound
+  if (b->count > max_count) {
+    delete_below = b->first_seq + std::min<uint64_t>(b->count - max_count, max_delete);
+  }
+  absl::MutexLock lock(&write_mu_);
+  // Age: ingest_us grows with seq, so the expired events are a head run.
+  Stmt age(writer_,
+           "SELECT IFNULL(MAX(seq),0) FROM (SELECT seq, ingest_us FROM events WHERE seq>=? "
+           "ORDER BY seq LIMIT ?) WHERE ingest_us<?");
+  age.Bind(1, static_cast<int64_t>(b->first_seq));
+  age.Bind(2, static_cast<int64_t>(max_delete));
+  age.Bind(3, ToMicros(now - max_age));
+  if (age.Step() != SQLITE_ROW) return SqlError(writer_, "retention by age");
+  uint64_t expired_upto = age.Int(0);
+  delete_below = std::max(delete_below, expired_upto + 1);
+  if (delete_below <= b->first_seq) return 0;
+  Stmt del(writer_, "DELETE FROM events WHERE seq<?");
+  del.Bind(1, static_cast<int64_t>(delete_below));
+  if (del.Step() != SQLITE_DONE) return SqlError(writer_, "retention delete");
+  return static_cast<uint64_t>(sqlite3_changes(writer_));
+}
+
+uint64_t SqliteEventStore::StorageBytes() {
+  uint64_t total = 0;
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    struct stat st;
+    if (stat((path_ + suffix).c_str(), &st) == 0) total += st.st_size;
+  }
+  return total;
+}
+
+}  // namespace switchboard::broker
