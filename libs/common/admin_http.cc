@@ -2,7 +2,15 @@
 
 #include <civetweb.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -203,10 +211,38 @@ absl::StatusOr<int> AdminHttpServer::Start(const std::string& addr) {
 }
 
 void AdminHttpServer::Stop() {
-  if (ctx_ != nullptr) {
-    mg_stop(ctx_);
-    ctx_ = nullptr;
-  }
+  if (ctx_ == nullptr) return;
+  // civetweb's master thread notices the stop flag only when its poll()
+  // returns, which by itself takes up to 2 s; poke the listening socket until
+  // mg_stop() has returned so shutdown is prompt.
+  mg_server_port ports[1];
+  int n = mg_get_server_ports(ctx_, 1, ports);
+  std::atomic<bool> stopped{false};
+  std::thread waker([&] {
+    if (n < 1) return;
+    while (!stopped.load()) {
+      int fd = socket(ports[0].protocol == 2 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+      if (ports[0].protocol == 2) {
+        sockaddr_in6 a{};
+        a.sin6_family = AF_INET6;
+        a.sin6_port = htons(ports[0].port);
+        a.sin6_addr = in6addr_loopback;
+        connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+      } else {
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(ports[0].port);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+      }
+      close(fd);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  mg_stop(ctx_);
+  stopped = true;
+  waker.join();
+  ctx_ = nullptr;
 }
 
 }  // namespace switchboard

@@ -74,7 +74,13 @@ std::vector<char*> InitFlags(int argc, char** argv, absl::string_view usage,
   absl::FlagsUsageConfig config;
   config.contains_help_flags = [](absl::string_view f) { return IsOwnFlagFile(f); };
   config.contains_helpshort_flags = config.contains_help_flags;
-  config.normalize_filename = [](absl::string_view f) { return std::string(f); };
+  config.normalize_filename = [](absl::string_view f) {
+    for (absl::string_view root : {"services/", "libs/", "tests/", "bench/"}) {
+      size_t at = f.find(root);
+      if (at != absl::string_view::npos) return std::string(f.substr(at));
+    }
+    return std::string(f);
+  };
   absl::SetFlagsUsageConfig(config);
   std::string text = absl::StrCat(
       usage,

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpc/health/v1/health.pb.h"
 #include "grpcpp/health_check_service_interface.h"
 
 namespace switchboard {
@@ -18,6 +19,9 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
 
 absl::StatusOr<RunningGrpcServer> StartGrpcServer(const GrpcServerOptions& options,
                                                   const std::vector<grpc::Service*>& services) {
+  // Links the grpc.health.v1 descriptors in, so reflection can describe the
+  // built-in health service.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -1,6 +1,7 @@
 #include "services/event_broker/grpc_service.h"
 
 #include "libs/common/grpc_server.h"
+#include "libs/common/wire_check.h"
 
 namespace switchboard::broker {
 namespace {
@@ -135,38 +136,54 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::Delivery>,
 }  // namespace
 
 grpc::ServerUnaryReactor* EventBrokerService::Publish(grpc::CallbackServerContext* ctx,
-                                                      const v1::PublishRequest* request,
-                                                      v1::PublishResponse* response) {
+                                                      const grpc::ByteBuffer* request_bytes,
+                                                      grpc::ByteBuffer* response_bytes) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  if (!request->has_event()) {
+  v1::PublishRequest request;
+  if (absl::Status s = ParseRequest(*request_bytes, &request); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  if (!request.has_event()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "event: required"));
     return reactor;
   }
-  std::vector<events::v1::Event> events(1, request->event());
+  std::vector<events::v1::Event> events(1);
+  events[0].Swap(request.mutable_event());
   broker_->Publish(std::move(events),
-                   [reactor, response](absl::StatusOr<std::vector<PublishResult>> r) {
+                   [reactor, response_bytes](absl::StatusOr<std::vector<PublishResult>> r) {
                      if (!r.ok()) {
                        reactor->Finish(ToGrpcStatus(r.status()));
                        return;
                      }
-                     ToProto(r->front(), response);
+                     v1::PublishResponse response;
+                     ToProto(r->front(), &response);
+                     SerializeResponse(response, response_bytes);
                      reactor->Finish(grpc::Status::OK);
                    });
   return reactor;
 }
 
-grpc::ServerUnaryReactor* EventBrokerService::PublishBatch(
-    grpc::CallbackServerContext* ctx, const v1::PublishBatchRequest* request,
-    v1::PublishBatchResponse* response) {
+grpc::ServerUnaryReactor* EventBrokerService::PublishBatch(grpc::CallbackServerContext* ctx,
+                                                           const grpc::ByteBuffer* request_bytes,
+                                                           grpc::ByteBuffer* response_bytes) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  std::vector<events::v1::Event> events(request->events().begin(), request->events().end());
+  v1::PublishBatchRequest request;
+  if (absl::Status s = ParseRequest(*request_bytes, &request); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  std::vector<events::v1::Event> events(request.events_size());
+  for (int i = 0; i < request.events_size(); ++i) events[i].Swap(request.mutable_events(i));
   broker_->Publish(std::move(events),
-                   [reactor, response](absl::StatusOr<std::vector<PublishResult>> r) {
+                   [reactor, response_bytes](absl::StatusOr<std::vector<PublishResult>> r) {
                      if (!r.ok()) {
                        reactor->Finish(ToGrpcStatus(r.status()));
                        return;
                      }
-                     for (const PublishResult& p : *r) ToProto(p, response->add_results());
+                     v1::PublishBatchResponse response;
+                     for (const PublishResult& p : *r) ToProto(p, response.add_results());
+                     SerializeResponse(response, response_bytes);
                      reactor->Finish(grpc::Status::OK);
                    });
   return reactor;

@@ -9,16 +9,21 @@ namespace switchboard::broker {
 // gRPC edge of the broker: each method hands the request to Broker and turns
 // absl::Status into grpc::Status. Publishes complete from the broker's writer
 // thread, so no gRPC thread waits on a commit.
-class EventBrokerService final : public v1::EventBroker::CallbackService {
+// Publish and PublishBatch take raw bytes so that a request protobuf refuses
+// (invalid UTF-8) is answered with INVALID_ARGUMENT naming the field.
+using EventBrokerServiceBase = v1::EventBroker::WithRawCallbackMethod_Publish<
+    v1::EventBroker::WithRawCallbackMethod_PublishBatch<v1::EventBroker::CallbackService>>;
+
+class EventBrokerService final : public EventBrokerServiceBase {
  public:
   explicit EventBrokerService(Broker* broker) : broker_(broker) {}
 
   grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
-                                    const v1::PublishRequest* request,
-                                    v1::PublishResponse* response) override;
+                                    const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* PublishBatch(grpc::CallbackServerContext* ctx,
-                                         const v1::PublishBatchRequest* request,
-                                         v1::PublishBatchResponse* response) override;
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
   grpc::ServerWriteReactor<v1::Delivery>* Subscribe(grpc::CallbackServerContext* ctx,
                                                     const v1::SubscribeRequest* request) override;
   grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx, const v1::AckRequest* request,

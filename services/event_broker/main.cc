@@ -34,8 +34,9 @@ ABSL_FLAG(absl::Duration, ack_deadline, absl::Seconds(30), "default group ack de
 ABSL_FLAG(int32_t, max_in_flight, 1000, "default unacked deliveries per group subscriber");
 ABSL_FLAG(int32_t, max_deliveries, 5, "default deliveries before an event is dead-lettered");
 ABSL_FLAG(int64_t, cache_events, 16384, "recent events kept in memory for live subscribers");
-ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
-          "on SIGTERM, how long in-flight calls may take to finish");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(1),
+          "on SIGTERM, after the broker drained (accepted publishes committed, streams "
+          "ended), how long other in-flight calls may take before they are cancelled");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
 
 namespace switchboard::broker {
@@ -141,10 +142,15 @@ int Run() {
   ready = false;
   grpc->server->GetHealthCheckService()->SetServingStatus(false);
   // Ends streams (clients reconnect elsewhere) and commits accepted publishes.
+  absl::Time t0 = absl::Now();
   (*broker)->Shutdown();
+  absl::Time t1 = absl::Now();
   grpc->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::GetFlag(FLAGS_shutdown_grace)));
+  absl::Time t2 = absl::Now();
   http.Stop();
-  LogInfo("stopped");
+  LogInfo("stopped", {{"broker_ms", absl::ToInt64Milliseconds(t1 - t0)},
+                      {"grpc_ms", absl::ToInt64Milliseconds(t2 - t1)},
+                      {"http_ms", absl::ToInt64Milliseconds(absl::Now() - t2)}});
   return 0;
 }
 
@@ -154,7 +160,7 @@ int Run() {
 int main(int argc, char** argv) {
   switchboard::BlockShutdownSignals();
   switchboard::InitFlags(argc, argv,
-                         "event-broker: durable gRPC publish/subscribe with consumer groups.\n"
+                         "durable gRPC publish/subscribe with consumer groups.\n"
                          "Usage: event-broker [--grpc_addr=0.0.0.0:50051] [--data_dir=DIR] ...");
   switchboard::InitLogging("event-broker", absl::GetFlag(FLAGS_log_level));
   return switchboard::broker::Run();

@@ -1,0 +1,62 @@
+#ifndef SWITCHBOARD_TESTS_TESTING_PROCESS_H_
+#define SWITCHBOARD_TESTS_TESTING_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace switchboard::testing {
+
+// A real service binary started on ephemeral ports (--grpc_addr and
+// --http_addr 127.0.0.1:0), with its log in a file. Start() returns once the
+// binary logged "listening grpc=HOST:PORT http=HOST:PORT".
+class ServiceProcess {
+ public:
+  static absl::StatusOr<std::unique_ptr<ServiceProcess>> Start(
+      const std::string& binary, const std::vector<std::string>& args,
+      absl::Duration timeout = absl::Seconds(30));
+  ~ServiceProcess();
+
+  const std::string& grpc_addr() const { return grpc_addr_; }
+  const std::string& http_addr() const { return http_addr_; }
+  pid_t pid() const { return pid_; }
+
+  // SIGKILL, then reap.
+  void Kill9();
+  // SIGTERM; returns the exit code, or -1 if it did not exit within timeout.
+  int Terminate(absl::Duration timeout = absl::Seconds(30));
+  // Resident set size from /proc, in bytes.
+  uint64_t RssBytes() const;
+  std::string Log() const;
+
+ private:
+  ServiceProcess() = default;
+  pid_t pid_ = -1;
+  std::string log_path_;
+  std::string grpc_addr_;
+  std::string http_addr_;
+};
+
+// A bare HTTP/1.0 request to HOST:PORT; returns status code and body.
+struct HttpResult {
+  int status = 0;
+  std::string body;
+};
+HttpResult HttpRequest(const std::string& host_port, const std::string& method,
+                       const std::string& path, const std::string& body = "");
+
+// Waits for `condition` with a deadline, polling; no fixed sleeps in tests.
+bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout,
+               absl::Duration poll = absl::Milliseconds(10));
+
+std::string MakeTempDir();
+
+}  // namespace switchboard::testing
+
+#endif  // SWITCHBOARD_TESTS_TESTING_PROCESS_H_
