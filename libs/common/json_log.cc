@@ -36,6 +36,8 @@ const char* LevelName(LogLevel l) {
       return "warn";
     case LogLevel::kError:
       return "error";
+    case LogLevel::kStartup:
+      return "info";
   }
   return "info";
 }

@@ -11,7 +11,9 @@ namespace switchboard {
 
 // One JSON object per line on stderr:
 // {"ts":"2026-11-26T10:00:00.123Z","level":"info","service":"event-broker","msg":"...",...}
-enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+// kStartup is printed as "info" whatever --log_level says: the start-up lines
+// ("listening grpc=... http=...") are what scripts and tests wait for.
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3, kStartup = 4 };
 
 // A key and its value already rendered as JSON.
 struct LogField {

@@ -131,7 +131,7 @@ int Run() {
   }
   std::string grpc_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_grpc_addr)), ":", grpc->port);
   std::string http_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_http_addr)), ":", *http_port);
-  LogInfo(absl::StrCat("listening grpc=", grpc_bound, " http=", http_bound),
+  Log(LogLevel::kStartup, absl::StrCat("listening grpc=", grpc_bound, " http=", http_bound),
           {{"grpc", grpc_bound},
            {"http", http_bound},
            {"data_dir", absl::GetFlag(FLAGS_data_dir)},
