@@ -156,6 +156,30 @@ double BatchPublish(EventBroker::Stub* stub, int n, int batch, int inflight, int
   return (NowNs() - t0) / 1e9;
 }
 
+// The floor any unary call pays here: gRPC round trip to the broker for a call
+// that touches no storage (Ack on a group that does not exist).
+void UnaryFloor() {
+  auto broker = StartBroker();
+  auto stub = EventBroker::NewStub(Channel(broker->grpc_addr()));
+  int n = absl::GetFlag(FLAGS_unary_n);
+  v1::AckRequest req;
+  req.set_group("no-such-group");
+  req.add_ack_ids("1-1");
+  Lat lat;
+  int64_t t0 = NowNs();
+  for (int i = 0; i < n; ++i) {
+    v1::AckResponse resp;
+    grpc::ClientContext ctx;
+    int64_t s = NowNs();
+    stub->Ack(&ctx, req, &resp);
+    lat.ns.push_back(NowNs() - s);
+  }
+  double secs = (NowNs() - t0) / 1e9;
+  Emit("grpc_unary_floor", absl::StrFormat("\"n\":%d,\"secs\":%.3f,\"calls_per_s\":%.0f,"
+                                           "\"p50_us\":%.1f,\"p99_us\":%.1f",
+                                           n, secs, n / secs, lat.Pct(50), lat.Pct(99)));
+}
+
 void BatchedPublish() {
   auto broker = StartBroker();
   auto stub = EventBroker::NewStub(Channel(broker->grpc_addr()));
@@ -349,6 +373,7 @@ int main(int argc, char** argv) {
   auto want = [&](const std::string& f) {
     return only.empty() || absl::StrCat(",", only, ",").find("," + f + ",") != std::string::npos;
   };
+  if (want("floor")) UnaryFloor();
   if (want("unary1")) UnaryPublish("publish_unary_1client", 1, absl::GetFlag(FLAGS_unary_n));
   if (want("unary16")) UnaryPublish("publish_unary_16clients", 16, absl::GetFlag(FLAGS_unary16_n));
   if (want("batch")) BatchedPublish();

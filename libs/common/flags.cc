@@ -3,13 +3,18 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+
+ABSL_FLAG(bool, debug_mutex_deadlocks, false,
+          "check every absl::Mutex acquisition for lock-order cycles (slow; for debugging)");
 
 namespace switchboard {
 namespace {
@@ -94,7 +99,14 @@ std::vector<char*> InitFlags(int argc, char** argv, absl::string_view usage,
   }
   static std::vector<std::string>* storage = new std::vector<std::string>();
   std::vector<char*> normalized = NormalizeFlagNames(argc, argv, storage);
-  return absl::ParseCommandLine(static_cast<int>(normalized.size()), normalized.data());
+  std::vector<char*> rest =
+      absl::ParseCommandLine(static_cast<int>(normalized.size()), normalized.data());
+  // Debian's Abseil checks lock order on every acquisition unless told not
+  // to; unit tests keep that check, services turn it off for speed.
+  if (!absl::GetFlag(FLAGS_debug_mutex_deadlocks)) {
+    absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  }
+  return rest;
 }
 
 }  // namespace switchboard

@@ -87,6 +87,11 @@ class BroadcastSubscription : public Subscription,
     return out;
   }
 
+  bool HasMore() override {
+    absl::MutexLock lock(&mu_);
+    return !closed_ && !buf_.empty();
+  }
+
   void Close() override {
     sink_.Close();
     bool was_open;
@@ -244,6 +249,7 @@ class Group : public std::enable_shared_from_this<Group> {
   absl::Status Join(std::shared_ptr<GroupMember> member, const TypeFilter& filter);
   void Leave(GroupMember* member);
   std::optional<Outgoing> NextFor(GroupMember* member);
+  bool HasMoreFor(GroupMember* member);
 
   void OfferLive(const std::vector<EventPtr>& events, uint64_t prev_last) {
     std::vector<std::shared_ptr<GroupMember>> wake;
@@ -573,6 +579,7 @@ class GroupMember : public Subscription {
         max_in_flight_(max_in_flight) {}
 
   std::optional<Outgoing> Next() override { return group_->NextFor(this); }
+  bool HasMore() override { return group_->HasMoreFor(this); }
   void Close() override {
     sink_.Close();
     if (!closed_.exchange(true)) {
@@ -687,6 +694,7 @@ std::optional<Outgoing> Group::NextFor(GroupMember* member) {
       p.deadline = now + member->ack_deadline_;
       member->in_flight_++;
       ops.push_back(Op(GroupOp::Kind::kSetPending, seq, 1));
+      ops.back().first_write = true;
       PersistCursorLocked(&ops);
       if (ready_.size() < broker_->config().group_buffer / 2) MaybeRequestFillLocked();
       out = Outgoing{std::move(ev), 1, MakeAckId(seq, 1)};
@@ -696,6 +704,13 @@ std::optional<Outgoing> Group::NextFor(GroupMember* member) {
   }
   broker_->EnqueueOps(std::move(ops));
   return out;
+}
+
+bool Group::HasMoreFor(GroupMember* member) {
+  absl::MutexLock lock(&mu_);
+  if (member->closed_ || member->in_flight_ >= member->max_in_flight_) return false;
+  return !ready_.empty() ||
+         (!redeliver_.empty() && redeliver_.begin()->first <= broker_->clock()->Now());
 }
 
 void Group::EndAll(const absl::Status& status) {
@@ -907,10 +922,17 @@ std::vector<GroupOp> Coalesce(std::vector<GroupOp>& ops) {
         continue;
     }
     auto [it, inserted] = last.try_emplace(key, i);
-    if (!inserted) {
-      skip[it->second] = true;
-      it->second = i;
+    if (inserted) continue;
+    const GroupOp& prev = ops[it->second];
+    skip[it->second] = true;
+    if (op.kind == GroupOp::Kind::kRemovePending && prev.kind == GroupOp::Kind::kSetPending &&
+        prev.first_write) {
+      // Delivered and acked within one commit: nothing to write at all.
+      skip[i] = true;
+      last.erase(it);
+      continue;
     }
+    it->second = i;
   }
   std::vector<GroupOp> out;
   out.reserve(ops.size());
@@ -1105,6 +1127,10 @@ void Broker::Tick() {
   for (auto& g : groups) {
     g->Expire(now);
     g->UpdateGauges(last);
+  }
+  if (absl::Now() >= next_maintenance_) {
+    next_maintenance_ = absl::Now() + absl::Milliseconds(200);
+    store_->Maintain();
   }
   if (now >= next_retention_) {
     next_retention_ = now + config_.retention_interval;

@@ -85,6 +85,9 @@ class Subscription {
   virtual ~Subscription() = default;
   // Never blocks. Nothing now: the sink's OnReady() will say when to ask again.
   virtual std::optional<Outgoing> Next() = 0;
+  // Whether Next() would return something now (lets the transport batch
+  // writes on the wire).
+  virtual bool HasMore() = 0;
   // The stream is gone. After Close() returns the broker never calls the sink.
   virtual void Close() = 0;
 };
@@ -202,6 +205,7 @@ class Broker {
   absl::Mutex hk_mu_;
   bool stop_hk_ ABSL_GUARDED_BY(hk_mu_) = false;
   absl::Time next_retention_ = absl::InfinitePast();
+  absl::Time next_maintenance_ = absl::InfinitePast();
 
   std::thread writer_;
   std::thread filler_;

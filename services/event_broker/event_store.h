@@ -59,6 +59,9 @@ struct GroupOp {
   uint64_t seq = 0;
   uint32_t attempts = 0;
   EventPtr event;
+  // kSetPending of a first delivery: no row can exist yet, so a later
+  // kRemovePending in the same commit cancels both.
+  bool first_write = false;
 };
 
 struct WriteBatch {
@@ -118,6 +121,9 @@ class EventStore {
   virtual absl::StatusOr<uint64_t> ApplyRetention(absl::Time now, absl::Duration max_age,
                                                   uint64_t max_count, uint64_t max_delete) = 0;
   virtual uint64_t StorageBytes() = 0;
+  // Background upkeep the store wants off the commit path (e.g. WAL
+  // checkpoints); called periodically from the broker's housekeeping thread.
+  virtual void Maintain() {}
 };
 
 }  // namespace switchboard::broker

@@ -120,7 +120,11 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::Delivery>,
     delivery_.set_delivery_attempt(next->attempt);
     delivery_.set_ack_id(std::move(next->ack_id));
     writing_ = true;
-    StartWrite(&delivery_);
+    // More is waiting: let gRPC coalesce this write with the next ones
+    // instead of flushing each small message on its own.
+    grpc::WriteOptions options;
+    if (sub_->HasMore()) options.set_buffer_hint();
+    StartWrite(&delivery_, options);
   }
 
   absl::Mutex mu_;

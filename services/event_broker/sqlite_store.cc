@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <filesystem>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -26,16 +27,47 @@ absl::Status Exec(sqlite3* db, const char* sql) {
   return absl::OkStatus();
 }
 
-// A prepared statement, reset when it goes out of scope. Statements are
-// cached per connection by SQL text (sqlite3_prepare_v3 PERSISTENT).
+}  // namespace
+
+// Prepared statements of one connection, kept for its lifetime: preparing
+// costs more than running a one-row insert.
+class StmtCache {
+ public:
+  ~StmtCache() { Clear(); }
+  sqlite3_stmt* Get(sqlite3* db, const std::string& sql) {
+    auto it = stmts_.find(sql);
+    if (it != stmts_.end()) return it->second;
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v3(db, sql.c_str(), static_cast<int>(sql.size()),
+                           SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) != SQLITE_OK) {
+      return nullptr;
+    }
+    stmts_.emplace(sql, stmt);
+    return stmt;
+  }
+  void Clear() {
+    for (auto& [sql, stmt] : stmts_) sqlite3_finalize(stmt);
+    stmts_.clear();
+  }
+
+ private:
+  std::map<std::string, sqlite3_stmt*> stmts_;
+};
+
+namespace {
+
+// A cached statement in use; reset and unbound when it goes out of scope.
 class Stmt {
  public:
-  Stmt(sqlite3* db, const std::string& sql) : db_(db) {
-    rc_ = sqlite3_prepare_v3(db, sql.c_str(), static_cast<int>(sql.size()),
-                             SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
+  Stmt(sqlite3* db, StmtCache* cache, const std::string& sql)
+      : stmt_(cache->Get(db, sql)) {}
+  ~Stmt() {
+    if (stmt_ != nullptr) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    }
   }
-  ~Stmt() { sqlite3_finalize(stmt_); }
-  bool ok() const { return rc_ == SQLITE_OK; }
+  bool ok() const { return stmt_ != nullptr; }
   sqlite3_stmt* get() { return stmt_; }
   void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
   void Bind(int i, absl::string_view v) {
@@ -51,7 +83,7 @@ class Stmt {
   void BindBlob(int i, absl::string_view v) {
     sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
   }
-  int Step() { return sqlite3_step(stmt_); }
+  int Step() { return stmt_ == nullptr ? SQLITE_MISUSE : sqlite3_step(stmt_); }
   int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
   std::string Text(int col) {
     const unsigned char* t = sqlite3_column_text(stmt_, col);
@@ -64,9 +96,7 @@ class Stmt {
   }
 
  private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_;
+  sqlite3_stmt* stmt_;
 };
 
 int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
@@ -107,7 +137,6 @@ CREATE TABLE IF NOT EXISTS events(
   payload BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS events_by_correlation ON events(correlation_id) WHERE correlation_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_by_subject ON events(subject) WHERE subject IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_by_time ON events(time_us);
 CREATE TABLE IF NOT EXISTS groups(
   name TEXT PRIMARY KEY,
   types TEXT NOT NULL,
@@ -123,6 +152,13 @@ CREATE TABLE IF NOT EXISTS dead_letters(
 )sql";
 
 }  // namespace
+
+SqliteEventStore::SqliteEventStore(std::string path, sqlite3* writer, sqlite3* reader)
+    : path_(std::move(path)),
+      writer_(writer),
+      write_cache_(std::make_unique<StmtCache>()),
+      reader_(reader),
+      read_cache_(std::make_unique<StmtCache>()) {}
 
 absl::StatusOr<SyncPolicy> ParseSyncPolicy(absl::string_view s) {
   if (s == "normal") return SyncPolicy::kNormal;
@@ -151,6 +187,16 @@ absl::StatusOr<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(
   }
   std::unique_ptr<SqliteEventStore> store(new SqliteEventStore(path, writer, nullptr));
   if (absl::Status s = store->Init(sync); !s.ok()) return s;
+  {
+    absl::MutexLock lock(&store->checkpoint_mu_);
+    if (sqlite3_open_v2(path.c_str(), &store->checkpointer_, flags, nullptr) != SQLITE_OK) {
+      return SqlError(store->checkpointer_, "open checkpointer");
+    }
+    sqlite3_busy_timeout(store->checkpointer_, 1000);
+    Exec(store->checkpointer_, sync == SyncPolicy::kFull ? "PRAGMA synchronous=FULL;"
+                                                         : "PRAGMA synchronous=NORMAL;")
+        .IgnoreError();
+  }
   if (sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {
     absl::Status s = SqlError(reader, "open reader");
@@ -177,29 +223,43 @@ absl::Status SqliteEventStore::Init(SyncPolicy sync) {
       !s.ok()) {
     return s;
   }
-  // A bigger auto-checkpoint interval keeps checkpoints (which fsync) rarer;
-  // journal_size_limit keeps the WAL file from staying large after one.
+  // No checkpoints on the commit path: Maintain() runs them on another
+  // connection. journal_size_limit keeps the WAL file from staying large.
   if (absl::Status s = Exec(writer_,
-                            "PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=4000;"
+                            "PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;"
                             "PRAGMA journal_size_limit=67108864; PRAGMA temp_store=MEMORY;");
       !s.ok()) {
     return s;
   }
   if (absl::Status s = Exec(writer_, kSchema); !s.ok()) return s;
-  Stmt st(writer_, "SELECT value FROM meta WHERE key='last_seq'");
+  Stmt st(writer_, write_cache_.get(), "SELECT value FROM meta WHERE key='last_seq'");
   if (st.Step() == SQLITE_ROW) last_seq_ = st.Int(0);
-  Stmt max(writer_, "SELECT IFNULL(MAX(seq),0) FROM events");
+  Stmt max(writer_, write_cache_.get(), "SELECT IFNULL(MAX(seq),0) FROM events");
   if (max.Step() == SQLITE_ROW) last_seq_ = std::max<uint64_t>(last_seq_, max.Int(0));
   published_last_seq_ = last_seq_;
   return absl::OkStatus();
 }
 
+void SqliteEventStore::Maintain() {
+  absl::MutexLock lock(&checkpoint_mu_);
+  if (checkpointer_ == nullptr) return;
+  int log_frames = 0, checkpointed = 0;
+  sqlite3_wal_checkpoint_v2(checkpointer_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                            &checkpointed);
+}
+
 SqliteEventStore::~SqliteEventStore() {
   {
+    absl::MutexLock lock(&checkpoint_mu_);
+    sqlite3_close_v2(checkpointer_);
+  }
+  {
     absl::MutexLock lock(&read_mu_);
+    read_cache_->Clear();
     sqlite3_close_v2(reader_);
   }
   absl::MutexLock lock(&write_mu_);
+  write_cache_->Clear();
   sqlite3_close_v2(writer_);
 }
 
@@ -207,7 +267,7 @@ absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
   const std::string& g = op.group.name;
   switch (op.kind) {
     case GroupOp::Kind::kUpsertGroup: {
-      Stmt st(writer_,
+      Stmt st(writer_, write_cache_.get(),
               "INSERT INTO groups(name,types,cursor,max_deliveries) VALUES(?,?,?,?) "
               "ON CONFLICT(name) DO UPDATE SET types=excluded.types, "
               "max_deliveries=excluded.max_deliveries");
@@ -219,7 +279,7 @@ absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
       return absl::OkStatus();
     }
     case GroupOp::Kind::kSetCursor: {
-      Stmt st(writer_, "UPDATE groups SET cursor=? WHERE name=? AND cursor<?");
+      Stmt st(writer_, write_cache_.get(), "UPDATE groups SET cursor=? WHERE name=? AND cursor<?");
       st.Bind(1, static_cast<int64_t>(op.group.cursor));
       st.Bind(2, g);
       st.Bind(3, static_cast<int64_t>(op.group.cursor));
@@ -227,7 +287,7 @@ absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
       return absl::OkStatus();
     }
     case GroupOp::Kind::kSetPending: {
-      Stmt st(writer_, "INSERT OR REPLACE INTO pending(grp,seq,attempts) VALUES(?,?,?)");
+      Stmt st(writer_, write_cache_.get(), "INSERT OR REPLACE INTO pending(grp,seq,attempts) VALUES(?,?,?)");
       st.Bind(1, g);
       st.Bind(2, static_cast<int64_t>(op.seq));
       st.Bind(3, static_cast<int64_t>(op.attempts));
@@ -235,19 +295,19 @@ absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
       return absl::OkStatus();
     }
     case GroupOp::Kind::kRemovePending: {
-      Stmt st(writer_, "DELETE FROM pending WHERE grp=? AND seq=?");
+      Stmt st(writer_, write_cache_.get(), "DELETE FROM pending WHERE grp=? AND seq=?");
       st.Bind(1, g);
       st.Bind(2, static_cast<int64_t>(op.seq));
       if (st.Step() != SQLITE_DONE) return SqlError(writer_, "remove pending");
       return absl::OkStatus();
     }
     case GroupOp::Kind::kDeadLetter: {
-      Stmt del(writer_, "DELETE FROM pending WHERE grp=? AND seq=?");
+      Stmt del(writer_, write_cache_.get(), "DELETE FROM pending WHERE grp=? AND seq=?");
       del.Bind(1, g);
       del.Bind(2, static_cast<int64_t>(op.seq));
       if (del.Step() != SQLITE_DONE) return SqlError(writer_, "remove pending");
       // The dead letter keeps its own copy: retention may drop the event.
-      Stmt st(writer_,
+      Stmt st(writer_, write_cache_.get(),
               "INSERT OR REPLACE INTO dead_letters(grp,seq,attempts,dead_us,ingest_us,payload) "
               "VALUES(?,?,?,?,?,?)");
       std::string payload;
@@ -262,7 +322,7 @@ absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
       return absl::OkStatus();
     }
     case GroupOp::Kind::kRemoveDeadLetter: {
-      Stmt st(writer_, "DELETE FROM dead_letters WHERE grp=? AND seq=?");
+      Stmt st(writer_, write_cache_.get(), "DELETE FROM dead_letters WHERE grp=? AND seq=?");
       st.Bind(1, g);
       st.Bind(2, static_cast<int64_t>(op.seq));
       if (st.Step() != SQLITE_DONE) return SqlError(writer_, "remove dead letter");
@@ -274,12 +334,15 @@ absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
 
 absl::StatusOr<uint64_t> SqliteEventStore::Commit(const WriteBatch& batch, absl::Time now) {
   absl::MutexLock lock(&write_mu_);
-  if (absl::Status s = Exec(writer_, "BEGIN"); !s.ok()) return s;
+  {
+    Stmt begin(writer_, write_cache_.get(), "BEGIN");
+    if (begin.Step() != SQLITE_DONE) return SqlError(writer_, "begin");
+  }
   uint64_t seq = last_seq_;
   uint64_t first = 0;
   absl::Status status;
   if (!batch.events.empty()) {
-    Stmt st(writer_,
+    Stmt st(writer_, write_cache_.get(),
             "INSERT INTO events(seq,type,correlation_id,subject,time_us,ingest_us,payload) "
             "VALUES(?,?,?,?,?,?,?)");
     std::string payload;
@@ -302,14 +365,12 @@ absl::StatusOr<uint64_t> SqliteEventStore::Commit(const WriteBatch& batch, absl:
       }
       sqlite3_reset(st.get());
     }
-    if (status.ok()) {
-      Stmt meta(writer_, "INSERT OR REPLACE INTO meta(key,value) VALUES('last_seq',?)");
-      meta.Bind(1, static_cast<int64_t>(seq));
-      if (meta.Step() != SQLITE_DONE) status = SqlError(writer_, "update last_seq");
-    }
   }
   for (size_t i = 0; status.ok() && i < batch.ops.size(); ++i) status = ApplyOp(batch.ops[i], now);
-  if (status.ok()) status = Exec(writer_, "COMMIT");
+  if (status.ok()) {
+    Stmt commit(writer_, write_cache_.get(), "COMMIT");
+    if (commit.Step() != SQLITE_DONE) status = SqlError(writer_, "commit");
+  }
   if (!status.ok()) {
     Exec(writer_, "ROLLBACK").IgnoreError();
     return status;
@@ -322,7 +383,7 @@ absl::StatusOr<uint64_t> SqliteEventStore::Commit(const WriteBatch& batch, absl:
 absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::ReadAfter(uint64_t after_seq,
                                                                   size_t limit) {
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_, "SELECT seq, ingest_us, payload FROM events WHERE seq>? ORDER BY seq LIMIT ?");
+  Stmt st(reader_, read_cache_.get(), "SELECT seq, ingest_us, payload FROM events WHERE seq>? ORDER BY seq LIMIT ?");
   st.Bind(1, static_cast<int64_t>(after_seq));
   st.Bind(2, static_cast<int64_t>(limit));
   return CollectEvents(reader_, st);
@@ -330,7 +391,7 @@ absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::ReadAfter(uint64_t after
 
 absl::StatusOr<EventPtr> SqliteEventStore::ReadOne(uint64_t seq) {
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_, "SELECT seq, ingest_us, payload FROM events WHERE seq=?");
+  Stmt st(reader_, read_cache_.get(), "SELECT seq, ingest_us, payload FROM events WHERE seq=?");
   st.Bind(1, static_cast<int64_t>(seq));
   absl::StatusOr<std::vector<EventPtr>> evs = CollectEvents(reader_, st);
   if (!evs.ok()) return evs.status();
@@ -350,7 +411,7 @@ absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::Query(const HistoryQuery
   if (q.before_sequence != 0) sql += " AND seq<?";
   sql += " ORDER BY seq DESC LIMIT ?";
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_, sql);
+  Stmt st(reader_, read_cache_.get(), sql);
   if (!st.ok()) return SqlError(reader_, "prepare history query");
   int i = 1;
   for (const std::string& t : q.exact_types) st.Bind(i++, t);
@@ -368,26 +429,40 @@ absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::Query(const HistoryQuery
 }
 
 absl::StatusOr<uint64_t> SqliteEventStore::FirstSequenceAtOrAfter(absl::Time t) {
+  absl::StatusOr<StoreBounds> b = Bounds();
+  if (!b.ok()) return b.status();
+  // Ingest time grows with the sequence (one writer) and sequences are
+  // contiguous, so bisect with point reads instead of keeping a time index,
+  // which would cost a page write on every commit.
+  uint64_t lo = b->first_seq == 0 ? b->last_seq + 1 : b->first_seq;
+  uint64_t hi = b->last_seq + 1;
+  int64_t target = ToMicros(t);
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_, "SELECT MIN(seq) FROM events WHERE time_us>=?");
-  st.Bind(1, ToMicros(t));
-  if (st.Step() == SQLITE_ROW && sqlite3_column_type(st.get(), 0) != SQLITE_NULL) {
-    return static_cast<uint64_t>(st.Int(0));
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo) / 2;
+    Stmt st(reader_, read_cache_.get(),
+            "SELECT ingest_us FROM events WHERE seq>=? ORDER BY seq LIMIT 1");
+    st.Bind(1, static_cast<int64_t>(mid));
+    if (st.Step() != SQLITE_ROW || st.Int(0) >= target) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
   }
-  return published_last_seq_.load() + 1;
+  return lo;
 }
 
 absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::ReadIngestedSince(absl::Time since) {
   absl::MutexLock lock(&read_mu_);
   // ingest_us grows with seq (one writer), so walk back from the end.
-  Stmt first(reader_,
+  Stmt first(reader_, read_cache_.get(),
              "SELECT IFNULL(MIN(seq),0) FROM (SELECT seq, ingest_us FROM events ORDER BY seq DESC) "
              "WHERE ingest_us>=?");
   first.Bind(1, ToMicros(since));
   if (first.Step() != SQLITE_ROW) return SqlError(reader_, "dedupe window");
   int64_t from = first.Int(0);
   if (from == 0) return std::vector<EventPtr>();
-  Stmt st(reader_, "SELECT seq, ingest_us, payload FROM events WHERE seq>=? ORDER BY seq");
+  Stmt st(reader_, read_cache_.get(), "SELECT seq, ingest_us, payload FROM events WHERE seq>=? ORDER BY seq");
   st.Bind(1, from);
   return CollectEvents(reader_, st);
 }
@@ -396,7 +471,7 @@ absl::StatusOr<StoreBounds> SqliteEventStore::Bounds() {
   StoreBounds b;
   b.last_seq = published_last_seq_.load();
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_, "SELECT IFNULL(MIN(seq),0), IFNULL(MAX(seq),0) FROM events");
+  Stmt st(reader_, read_cache_.get(), "SELECT IFNULL(MIN(seq),0), IFNULL(MAX(seq),0) FROM events");
   if (st.Step() != SQLITE_ROW) return SqlError(reader_, "bounds");
   b.first_seq = st.Int(0);
   uint64_t max_seq = st.Int(1);
@@ -407,7 +482,7 @@ absl::StatusOr<StoreBounds> SqliteEventStore::Bounds() {
 
 absl::StatusOr<std::vector<GroupRecord>> SqliteEventStore::LoadGroups() {
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_, "SELECT name, types, cursor, max_deliveries FROM groups ORDER BY name");
+  Stmt st(reader_, read_cache_.get(), "SELECT name, types, cursor, max_deliveries FROM groups ORDER BY name");
   std::vector<GroupRecord> out;
   int rc;
   while ((rc = st.Step()) == SQLITE_ROW) {
@@ -425,7 +500,7 @@ absl::StatusOr<std::vector<GroupRecord>> SqliteEventStore::LoadGroups() {
 
 absl::StatusOr<std::vector<PendingRecord>> SqliteEventStore::LoadPending(const std::string& group) {
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_, "SELECT seq, attempts FROM pending WHERE grp=? ORDER BY seq");
+  Stmt st(reader_, read_cache_.get(), "SELECT seq, attempts FROM pending WHERE grp=? ORDER BY seq");
   st.Bind(1, group);
   std::vector<PendingRecord> out;
   int rc;
@@ -440,7 +515,7 @@ absl::StatusOr<std::vector<PendingRecord>> SqliteEventStore::LoadPending(const s
 absl::StatusOr<std::vector<DeadLetterRecord>> SqliteEventStore::ListDeadLetters(
     const std::string& group, uint64_t after_seq, size_t limit) {
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_,
+  Stmt st(reader_, read_cache_.get(),
           "SELECT seq, ingest_us, payload, attempts, dead_us FROM dead_letters "
           "WHERE grp=? AND seq>? ORDER BY seq LIMIT ?");
   st.Bind(1, group);
@@ -460,7 +535,7 @@ absl::StatusOr<std::vector<DeadLetterRecord>> SqliteEventStore::ListDeadLetters(
 
 absl::StatusOr<uint64_t> SqliteEventStore::CountDeadLetters(const std::string& group) {
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_, "SELECT COUNT(*) FROM dead_letters WHERE grp=?");
+  Stmt st(reader_, read_cache_.get(), "SELECT COUNT(*) FROM dead_letters WHERE grp=?");
   st.Bind(1, group);
   if (st.Step() != SQLITE_ROW) return SqlError(reader_, "count dead letters");
   return static_cast<uint64_t>(st.Int(0));
@@ -478,7 +553,7 @@ absl::StatusOr<uint64_t> SqliteEventStore::ApplyRetention(absl::Time now, absl::
   }
   absl::MutexLock lock(&write_mu_);
   // Age: ingest_us grows with seq, so the expired events are a head run.
-  Stmt age(writer_,
+  Stmt age(writer_, write_cache_.get(),
            "SELECT IFNULL(MAX(seq),0) FROM (SELECT seq, ingest_us FROM events WHERE seq>=? "
            "ORDER BY seq LIMIT ?) WHERE ingest_us<?");
   age.Bind(1, static_cast<int64_t>(b->first_seq));
@@ -488,7 +563,13 @@ absl::StatusOr<uint64_t> SqliteEventStore::ApplyRetention(absl::Time now, absl::
   uint64_t expired_upto = age.Int(0);
   delete_below = std::max(delete_below, expired_upto + 1);
   if (delete_below <= b->first_seq) return 0;
-  Stmt del(writer_, "DELETE FROM events WHERE seq<?");
+  // The last sequence is MAX(seq) of the log; write it down before retention
+  // might delete the newest event, so it is never handed out again.
+  Stmt meta(writer_, write_cache_.get(),
+            "INSERT OR REPLACE INTO meta(key,value) VALUES('last_seq',?)");
+  meta.Bind(1, static_cast<int64_t>(last_seq_));
+  if (meta.Step() != SQLITE_DONE) return SqlError(writer_, "record last_seq");
+  Stmt del(writer_, write_cache_.get(), "DELETE FROM events WHERE seq<?");
   del.Bind(1, static_cast<int64_t>(delete_below));
   if (del.Step() != SQLITE_DONE) return SqlError(writer_, "retention delete");
   return static_cast<uint64_t>(sqlite3_changes(writer_));

@@ -22,6 +22,8 @@ absl::StatusOr<SyncPolicy> ParseSyncPolicy(absl::string_view s);
 // The embedded store: one SQLite database in WAL mode under --data_dir.
 // Commits come from one writer at a time (the broker batches publishes into
 // them); reads use their own connection so they never wait for a commit.
+class StmtCache;
+
 class SqliteEventStore : public EventStore {
  public:
   static absl::StatusOr<std::unique_ptr<SqliteEventStore>> Open(const std::string& data_dir,
@@ -44,19 +46,25 @@ class SqliteEventStore : public EventStore {
   absl::StatusOr<uint64_t> ApplyRetention(absl::Time now, absl::Duration max_age,
                                           uint64_t max_count, uint64_t max_delete) override;
   uint64_t StorageBytes() override;
+  // Passive WAL checkpoint on its own connection: the commit path never
+  // checkpoints (and so never waits for the fsync of the database file).
+  void Maintain() override;
 
  private:
-  SqliteEventStore(std::string path, sqlite3* writer, sqlite3* reader)
-      : path_(std::move(path)), writer_(writer), reader_(reader) {}
+  SqliteEventStore(std::string path, sqlite3* writer, sqlite3* reader);
   absl::Status Init(SyncPolicy sync);
   absl::Status ApplyOp(const GroupOp& op, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   const std::string path_;
   absl::Mutex write_mu_;
   sqlite3* writer_ ABSL_GUARDED_BY(write_mu_);
+  std::unique_ptr<StmtCache> write_cache_ ABSL_GUARDED_BY(write_mu_);
   uint64_t last_seq_ ABSL_GUARDED_BY(write_mu_) = 0;
   absl::Mutex read_mu_;
   sqlite3* reader_ ABSL_GUARDED_BY(read_mu_);
+  std::unique_ptr<StmtCache> read_cache_ ABSL_GUARDED_BY(read_mu_);
+  absl::Mutex checkpoint_mu_;
+  sqlite3* checkpointer_ ABSL_GUARDED_BY(checkpoint_mu_) = nullptr;
   // Mirrors last_seq_ for readers, who must not wait for a commit.
   std::atomic<uint64_t> published_last_seq_{0};
 };

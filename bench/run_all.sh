@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the peer benchmarks (../shared/peers) and ours back to back on this
+# machine, then prints a side-by-side markdown table with ratios.
+#   bash bench/run_all.sh [--skip-peers]     results in /tmp/switchboard-bench/
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PEERS=${PEERS_DIR:-$ROOT/../shared/peers}
+OUT=${OUT:-/tmp/switchboard-bench}
+mkdir -p "$OUT"
+[ -x "$ROOT/build/bench/broker_bench" ] || bash "$ROOT/scripts/build.sh"
+if [ "${1:-}" != "--skip-peers" ]; then
+  RESULTS="$OUT/peers.jsonl" bash "$PEERS/run_all.sh" >/dev/null
+fi
+"$ROOT/build/bench/broker_bench" "${BENCH_ARGS[@]:-}" | tee "$OUT/switchboard.jsonl"
+python3 "$ROOT/bench/table.py" "$OUT/peers.jsonl" "$OUT/switchboard.jsonl" | tee "$OUT/table.md"

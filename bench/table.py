@@ -1,0 +1,74 @@
+"""Side-by-side table of our figures and the peers' (JSON lines in, markdown out)."""
+import json
+import sys
+
+
+def load(path):
+    rows = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            r = json.loads(line)
+            key = (r.get("system"), r.get("figure"), r.get("appendfsync"))
+            rows[key] = r
+    return rows
+
+
+peers = load(sys.argv[1])
+ours = load(sys.argv[2])
+
+
+def peer(system, figure, fsync=None):
+    return peers.get((system, figure, fsync), {})
+
+
+def me(figure):
+    return ours.get(("switchboard", figure, None), {})
+
+
+lines = [
+    "| figure | Switchboard | peer | peer figure | ratio | target |",
+    "|---|---|---|---|---|---|",
+]
+
+
+def row(name, ours_v, peer_v, peer_name, higher_better, target, unit):
+    if ours_v is None or peer_v in (None, 0):
+        ratio = "n/a"
+    else:
+        ratio = "%.2f×" % (ours_v / peer_v if higher_better else peer_v / ours_v)
+    fmt = lambda v: "n/a" if v is None else ("%.0f %s" % (v, unit))
+    lines.append("| %s | %s | %s | %s | %s | %s |" % (name, fmt(ours_v), fmt(peer_v), peer_name,
+                                                   ratio, target))
+
+
+row("unary publish, 1 client", me("publish_unary_1client").get("msgs_per_s"),
+    peer("nats-jetstream", "js_publish_sync").get("msgs_per_s"), "JetStream js_publish_sync",
+    True, "≥ 1.0×", "msg/s")
+row("gRPC unary floor (no storage)", me("grpc_unary_floor").get("calls_per_s"),
+    peer("nats-jetstream", "js_publish_sync").get("msgs_per_s"), "JetStream js_publish_sync",
+    True, "(reference)", "calls/s")
+row("unary publish, 16 clients", me("publish_unary_16clients").get("msgs_per_s"),
+    peer("nats-jetstream", "js_publish_sync").get("msgs_per_s"), "JetStream js_publish_sync",
+    True, "(reference)", "msg/s")
+row("batched publish (100/batch)", me("publish_batch_100").get("msgs_per_s"),
+    peer("nats-jetstream", "js_publish_async_acked").get("msgs_per_s"),
+    "JetStream async publish, acked", True, "≥ 1.0×", "msg/s")
+row("group drain with acks", me("group_drain_ack").get("msgs_per_s"),
+    peer("nats-jetstream", "js_consume_pull_ack_drain").get("msgs_per_s"),
+    "JetStream pull drain + ack", True, "≥ 1.0×", "msg/s")
+row("e2e p99 at 5000/s (broadcast)", me("e2e_latency_broadcast").get("p99_us"),
+    peer("nats-jetstream", "js_e2e_latency_push").get("p99_us"), "JetStream push p99",
+    False, "≤ JetStream (≥ 1.0×)", "µs")
+row("e2e p99 at 5000/s (group)", me("e2e_latency_group").get("p99_us"),
+    peer("nats-jetstream", "js_e2e_latency_pull").get("p99_us"), "JetStream pull p99",
+    False, "(reference)", "µs")
+row("e2e p50 at 5000/s (broadcast)", me("e2e_latency_broadcast").get("p50_us"),
+    peer("nats-jetstream", "js_e2e_latency_push").get("p50_us"), "JetStream push p50",
+    False, "(reference)", "µs")
+rss = me("rss_stored_events_idle_subscribers")
+lines.append("| RSS, 1 M stored + 1000 idle subscribers | %s MB | | | | ≤ 256 MB |" %
+             rss.get("rss_mb", "n/a"))
+print("\n".join(lines))
