@@ -38,8 +38,8 @@ absl::Duration FromProto(const google::protobuf::Duration& d) {
   return absl::Microseconds(TimeUtil::DurationToMicroseconds(d));
 }
 
-std::string DedupeKey(const events::v1::Event& ev) {
-  return absl::StrCat(ev.source(), "\x1f", ev.id());
+std::string DedupeKey(absl::string_view source, absl::string_view id) {
+  return absl::StrCat(source, "\x1f", id);
 }
 
 }  // namespace
@@ -124,7 +124,7 @@ class BroadcastSubscription : public Subscription,
       for (const EventPtr& ev : events) {
         if (buf_.size() >= broker_->config().broadcast_buffer) break;
         cursor_ = ev->seq;
-        if (filter_.Matches(ev->event.type())) buf_.push_back(ev);
+        if (filter_.Matches(ev->type)) buf_.push_back(ev);
       }
       wake = was_empty && !buf_.empty();
       if (cursor_ != events.back()->seq) MaybeRequestFillLocked();
@@ -178,7 +178,7 @@ class BroadcastSubscription : public Subscription,
         if (got.size() >= space) break;
         examined = ev->seq;
         ++scanned;
-        if (filter_.Matches(ev->event.type())) got.push_back(ev);
+        if (filter_.Matches(ev->type)) got.push_back(ev);
       }
       if (evs->size() < kFillReadChunk) break;
     }
@@ -263,7 +263,7 @@ class Group : public std::enable_shared_from_this<Group> {
       for (const EventPtr& ev : events) {
         if (ready_.size() >= broker_->config().group_buffer) break;
         fetched_upto_ = ev->seq;
-        if (filter_.Matches(ev->event.type())) ready_.push_back(ev);
+        if (filter_.Matches(ev->type)) ready_.push_back(ev);
       }
       if (fetched_upto_ != events.back()->seq) MaybeRequestFillLocked();
       if (was_empty && !ready_.empty()) wake = MembersLocked();
@@ -482,7 +482,7 @@ class Group : public std::enable_shared_from_this<Group> {
       LogWarn("event dead-lettered", {{"group", rec_.name},
                                       {"sequence", seq},
                                       {"attempts", p.attempts},
-                                      {"correlation_id", p.ev->event.correlation_id()}});
+                                      {"type", p.ev->type}});
       return true;
     }
     p.awaiting = true;
@@ -525,7 +525,7 @@ class Group : public std::enable_shared_from_this<Group> {
         if (got.size() >= space) break;
         examined = ev->seq;
         ++scanned;
-        if (filter_.Matches(ev->event.type())) got.push_back(ev);
+        if (filter_.Matches(ev->type)) got.push_back(ev);
       }
       if (evs->size() < kFillReadChunk) break;
     }
@@ -748,8 +748,9 @@ absl::Status Broker::Recover() {
   absl::StatusOr<std::vector<EventPtr>> recent = store_->ReadIngestedSince(now - config_.dedupe_window);
   if (!recent.ok()) return recent.status();
   for (const EventPtr& ev : *recent) {
-    std::string key = DedupeKey(ev->event);
-    dedupe_[key] = DedupeEntry{ev->seq, ev->event.id()};
+    events::v1::Event parsed = ev->Parse();
+    std::string key = DedupeKey(parsed.source(), parsed.id());
+    dedupe_[key] = DedupeEntry{ev->seq, parsed.id()};
     dedupe_order_.emplace_back(ev->ingest_time, std::move(key));
   }
   absl::StatusOr<std::vector<GroupRecord>> groups = store_->LoadGroups();
@@ -818,33 +819,61 @@ void Broker::Shutdown() {
   if (filler_.joinable()) filler_.join();
 }
 
-void Broker::Publish(std::vector<events::v1::Event> events, PublishCallback done) {
+absl::StatusOr<std::vector<NewEvent>> Broker::Prepare(
+    absl::Span<events::v1::Event* const> events, absl::string_view field) const {
+  if (shutting_down_) return absl::UnavailableError("broker is shutting down");
+  if (events.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty batch"));
+  if (events.size() > config_.max_batch_events) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", events.size(),
+                                                   " events in one batch, over the limit of ",
+                                                   config_.max_batch_events));
+  }
+  bool single = field == "event";
+  google::protobuf::Timestamp now = ToProto(clock_->Now());
+  std::vector<NewEvent> out(events.size());
+  for (size_t i = 0; i < events.size(); ++i) {
+    events::v1::Event& ev = *events[i];
+    NewEvent& n = out[i];
+    n.client_id = !ev.id().empty();
+    if (!n.client_id) ev.set_id(NewId("evt"));
+    if (!ev.has_time()) *ev.mutable_time() = now;
+    ev.clear_sequence();
+    absl::Status s = ValidateEventForPublish(
+        ev, config_.max_event_bytes, single ? std::string(field) : absl::StrCat(field, "[", i, "]"));
+    if (!s.ok()) return s;
+    // ValidateEventForPublish computed the size; serialize with it.
+    n.payload.resize(ev.GetCachedSize());
+    ev.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(n.payload.data()));
+    n.type = ev.type();
+    n.id = ev.id();
+    n.source = ev.source();
+    n.correlation_id = ev.correlation_id();
+    n.subject = ev.subject();
+    n.time_us = TimeUtil::TimestampToMicroseconds(ev.time());
+  }
+  return out;
+}
+
+void Broker::Append(std::vector<NewEvent> events, PublishCallback done) {
   if (shutting_down_) {
     done(absl::UnavailableError("broker is shutting down"));
     return;
   }
-  if (events.empty()) {
-    done(absl::InvalidArgumentError("events: empty batch"));
-    return;
-  }
-  if (events.size() > config_.max_batch_events) {
-    done(absl::InvalidArgumentError(absl::StrCat("events: ", events.size(),
-                                                 " events in one batch, over the limit of ",
-                                                 config_.max_batch_events)));
-    return;
-  }
-  bool single = events.size() == 1;
-  for (size_t i = 0; i < events.size(); ++i) {
-    absl::Status s = ValidateEventForPublish(events[i], config_.max_event_bytes,
-                                             single ? "event" : absl::StrCat("events[", i, "]"));
-    if (!s.ok()) {
-      done(s);
-      return;
-    }
-  }
   absl::MutexLock lock(&write_mu_);
   publish_queue_.push_back(PublishWork{std::move(events), std::move(done), absl::Now()});
   ++enqueued_writes_;
+}
+
+void Broker::Publish(std::vector<events::v1::Event> events, PublishCallback done) {
+  std::vector<events::v1::Event*> ptrs;
+  for (auto& e : events) ptrs.push_back(&e);
+  absl::StatusOr<std::vector<NewEvent>> prepared =
+      Prepare(absl::MakeSpan(ptrs), events.size() == 1 ? "event" : "events");
+  if (!prepared.ok()) {
+    done(prepared.status());
+    return;
+  }
+  Append(*std::move(prepared), std::move(done));
 }
 
 absl::StatusOr<std::vector<PublishResult>> Broker::PublishAndWait(
@@ -964,15 +993,14 @@ void Broker::CommitOnce(std::deque<PublishWork>& works, std::vector<GroupOp>& op
   std::vector<InBatchDuplicate> in_batch_dups;
   absl::flat_hash_map<std::string, size_t> batch_keys;
   std::vector<std::pair<std::string, size_t>> new_keys;
-  google::protobuf::Timestamp now_proto = ToProto(now);
   for (size_t w = 0; w < works.size(); ++w) {
     results[w].resize(works[w].events.size());
     for (size_t i = 0; i < works[w].events.size(); ++i) {
-      events::v1::Event& ev = works[w].events[i];
-      if (!ev.id().empty()) {
-        std::string key = DedupeKey(ev);
+      NewEvent& ev = works[w].events[i];
+      if (ev.client_id) {
+        std::string key = DedupeKey(ev.source, ev.id);
         if (auto it = dedupe_.find(key); it != dedupe_.end()) {
-          results[w][i] = PublishResult{ev.id(), it->second.seq, true};
+          results[w][i] = PublishResult{ev.id, it->second.seq, true};
           metrics_->duplicates.Increment();
           continue;
         }
@@ -983,11 +1011,7 @@ void Broker::CommitOnce(std::deque<PublishWork>& works, std::vector<GroupOp>& op
         }
         batch_keys.emplace(key, batch.events.size());
         new_keys.emplace_back(std::move(key), batch.events.size());
-      } else {
-        ev.set_id(NewId("evt"));
       }
-      if (!ev.has_time()) *ev.mutable_time() = now_proto;
-      ev.clear_sequence();
       where.emplace_back(w, i);
       batch.events.push_back(&ev);
     }
@@ -1016,25 +1040,25 @@ void Broker::CommitOnce(std::deque<PublishWork>& works, std::vector<GroupOp>& op
     for (size_t k = 0; k < batch.events.size(); ++k) {
       uint64_t seq = *first + k;
       auto [w, i] = where[k];
-      results[w][i] = PublishResult{batch.events[k]->id(), seq, false};
+      NewEvent& n = works[w].events[i];
+      results[w][i] = PublishResult{n.id, seq, false};
       auto stored = std::make_shared<StoredEvent>();
       stored->seq = seq;
       stored->ingest_time = now;
-      stored->event = std::move(*batch.events[k]);
-      stored->event.set_sequence(seq);
-      auto& counter = published_by_type_[stored->event.type()];
-      if (counter == nullptr) {
-        counter = &metrics_->events_published.Add({{"type", stored->event.type()}});
-      }
+      stored->type = n.type;
+      stored->payload = std::move(n.payload);
+      auto& counter = published_by_type_[stored->type];
+      if (counter == nullptr) counter = &metrics_->events_published.Add({{"type", stored->type}});
       counter->Increment();
       committed.push_back(std::move(stored));
     }
     for (const InBatchDuplicate& d : in_batch_dups) {
-      results[d.work][d.index] = PublishResult{committed[d.stored]->event.id(),
-                                               committed[d.stored]->seq, true};
+      results[d.work][d.index] =
+          PublishResult{works[d.work].events[d.index].id, committed[d.stored]->seq, true};
     }
     for (auto& [key, k] : new_keys) {
-      dedupe_[key] = DedupeEntry{committed[k]->seq, committed[k]->event.id()};
+      auto [w, i] = where[k];
+      dedupe_[key] = DedupeEntry{committed[k]->seq, works[w].events[i].id};
       dedupe_order_.emplace_back(now, std::move(key));
     }
     {
@@ -1333,7 +1357,7 @@ absl::StatusOr<v1::GetEventHistoryResponse> Broker::GetEventHistory(
   absl::StatusOr<std::vector<EventPtr>> evs = store_->Query(q);
   if (!evs.ok()) return evs.status();
   v1::GetEventHistoryResponse resp;
-  for (const EventPtr& ev : *evs) *resp.add_events() = ev->event;
+  for (const EventPtr& ev : *evs) *resp.add_events() = ev->Parse();
   return resp;
 }
 
@@ -1381,7 +1405,7 @@ absl::StatusOr<v1::GetStatsResponse> Broker::GetStats() {
   recent.limit = 10;
   absl::StatusOr<std::vector<EventPtr>> evs = store_->Query(recent);
   if (!evs.ok()) return evs.status();
-  for (const EventPtr& ev : *evs) *resp.add_recent_events() = ev->event;
+  for (const EventPtr& ev : *evs) *resp.add_recent_events() = ev->Parse();
   return resp;
 }
 
@@ -1396,7 +1420,7 @@ absl::StatusOr<v1::ListDeadLettersResponse> Broker::ListDeadLetters(
   v1::ListDeadLettersResponse resp;
   for (const DeadLetterRecord& d : *letters) {
     v1::DeadLetter* out = resp.add_dead_letters();
-    *out->mutable_event() = d.event->event;
+    *out->mutable_event() = d.event->Parse();
     out->set_group(d.group);
     out->set_delivery_attempts(d.attempts);
     *out->mutable_dead_lettered_at() = ToProto(d.dead_at);

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "libs/common/clock.h"
 #include "services/event_broker/broker_metrics.h"
 #include "services/event_broker/event_rules.h"
@@ -56,7 +57,7 @@ struct PublishResult {
 using PublishCallback = std::function<void(absl::StatusOr<std::vector<PublishResult>>)>;
 
 struct PublishWork {
-  std::vector<events::v1::Event> events;
+  std::vector<NewEvent> events;
   PublishCallback done;
   absl::Time received;
 };
@@ -109,8 +110,14 @@ class Broker {
   // every stream with UNAVAILABLE so clients reconnect elsewhere.
   void Shutdown();
 
-  // Validates, then appends durably; `done` runs on the writer thread after
-  // the commit. Bad input is answered before anything is queued.
+  // Validates events and readies them for the log on the caller's thread:
+  // assigns ids and times, serializes. `field` names them in errors ("event"
+  // for a single publish, "events" for a batch). Changes the messages.
+  absl::StatusOr<std::vector<NewEvent>> Prepare(absl::Span<events::v1::Event* const> events,
+                                                absl::string_view field) const;
+  // Appends durably; `done` runs on the writer thread after the commit.
+  void Append(std::vector<NewEvent> events, PublishCallback done);
+  // Prepare + Append. Bad input is answered before anything is queued.
   void Publish(std::vector<events::v1::Event> events, PublishCallback done);
   // Blocking convenience over Publish for the JSON API and tests.
   absl::StatusOr<std::vector<PublishResult>> PublishAndWait(std::vector<events::v1::Event> events);

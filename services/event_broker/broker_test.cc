@@ -189,8 +189,8 @@ TEST_F(BrokerTest, BroadcastGetsMatchingEventsFromStartThenLive) {
   Publish(MakeEvent("order.completed"));
   auto got = sink.WaitFor(2);
   ASSERT_EQ(got.size(), 2u);
-  EXPECT_EQ(got[0].event->event.type(), "order.created");
-  EXPECT_EQ(got[1].event->event.type(), "order.completed");
+  EXPECT_EQ(got[0].event->type, "order.created");
+  EXPECT_EQ(got[1].event->type, "order.completed");
   EXPECT_EQ(got[1].attempt, 1u);
   EXPECT_TRUE(got[1].ack_id.empty());
 }

@@ -14,13 +14,38 @@
 namespace switchboard::broker {
 
 // A committed event, shared read-only between the tail cache, subscribers and
-// in-flight gRPC writes.
+// in-flight gRPC writes. It is kept serialized: subscribers receive these bytes
+// as they are (no parse, no re-serialization per delivery); only cold paths
+// (history, stats) parse it.
 struct StoredEvent {
   uint64_t seq = 0;
   absl::Time ingest_time;
-  events::v1::Event event;  // sequence and time set
+  std::string type;
+  // Serialized events.v1.Event with id and time set, without `sequence`.
+  std::string payload;
+
+  // The event as a message, sequence included.
+  events::v1::Event Parse() const {
+    events::v1::Event ev;
+    ev.ParseFromString(payload);
+    ev.set_sequence(seq);
+    return ev;
+  }
 };
 using EventPtr = std::shared_ptr<const StoredEvent>;
+
+// An event ready to append: validated, id and time assigned, serialized.
+struct NewEvent {
+  std::string payload;
+  std::string type;
+  std::string id;
+  std::string source;
+  std::string correlation_id;
+  std::string subject;
+  int64_t time_us = 0;
+  // The client chose the id: publishing it again is deduplicated.
+  bool client_id = false;
+};
 
 struct GroupRecord {
   std::string name;
@@ -66,7 +91,7 @@ struct GroupOp {
 
 struct WriteBatch {
   // Events to append, in order; the store assigns consecutive sequences.
-  std::vector<const events::v1::Event*> events;
+  std::vector<const NewEvent*> events;
   std::vector<GroupOp> ops;
 };
 

@@ -2,6 +2,7 @@
 
 #include "libs/common/grpc_server.h"
 #include "libs/common/wire_check.h"
+#include "services/event_broker/delivery_codec.h"
 
 namespace switchboard::broker {
 namespace {
@@ -30,11 +31,14 @@ void ToProto(const PublishResult& r, v1::PublishResponse* out) {
 // gRPC calls the On* reactions. At most one write is in flight, so a client
 // that stops reading holds one delivery here and its bounded buffer in the
 // broker, never more.
-class SubscribeReactor final : public grpc::ServerWriteReactor<v1::Delivery>,
+class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                                public SubscriptionSink {
  public:
-  SubscribeReactor(Broker* broker, const v1::SubscribeRequest* request) {
-    absl::StatusOr<std::shared_ptr<Subscription>> sub = broker->Subscribe(*request, this);
+  SubscribeReactor(Broker* broker, const grpc::ByteBuffer* request_bytes) {
+    v1::SubscribeRequest request;
+    absl::Status parsed = ParseRequest(*request_bytes, &request);
+    absl::StatusOr<std::shared_ptr<Subscription>> sub =
+        parsed.ok() ? broker->Subscribe(request, this) : parsed;
     if (!sub.ok()) {
       absl::MutexLock lock(&mu_);
       finished_ = true;
@@ -50,7 +54,6 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::Delivery>,
     OnReady();
   }
 
-  ~SubscribeReactor() override { delivery_.unsafe_arena_release_event(); }
 
   void OnReady() override {
     absl::MutexLock lock(&mu_);
@@ -73,8 +76,6 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::Delivery>,
   void OnWriteDone(bool ok) override {
     absl::MutexLock lock(&mu_);
     writing_ = false;
-    delivery_.unsafe_arena_release_event();
-    current_.reset();
     if (finished_) return;
     if (!ok) {
       finished_ = true;
@@ -113,12 +114,9 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::Delivery>,
     if (writing_ || finished_ || ending_ || sub_ == nullptr) return;
     std::optional<Outgoing> next = sub_->Next();
     if (!next.has_value()) return;
-    current_ = std::move(next->event);
-    // The committed event is shared and immutable: lend it to the message
-    // instead of copying it for every subscriber. Released in OnWriteDone.
-    delivery_.unsafe_arena_set_allocated_event(const_cast<events::v1::Event*>(&current_->event));
-    delivery_.set_delivery_attempt(next->attempt);
-    delivery_.set_ack_id(std::move(next->ack_id));
+    EncodeDelivery(*next->event, next->attempt, next->ack_id, &scratch_);
+    grpc::Slice slice(scratch_);
+    delivery_ = grpc::ByteBuffer(&slice, 1);
     writing_ = true;
     // More is waiting: let gRPC coalesce this write with the next ones
     // instead of flushing each small message on its own.
@@ -129,8 +127,8 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::Delivery>,
 
   absl::Mutex mu_;
   std::shared_ptr<Subscription> sub_ ABSL_GUARDED_BY(mu_);
-  v1::Delivery delivery_ ABSL_GUARDED_BY(mu_);
-  EventPtr current_ ABSL_GUARDED_BY(mu_);
+  grpc::ByteBuffer delivery_ ABSL_GUARDED_BY(mu_);
+  std::string scratch_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
@@ -143,28 +141,34 @@ grpc::ServerUnaryReactor* EventBrokerService::Publish(grpc::CallbackServerContex
                                                       const grpc::ByteBuffer* request_bytes,
                                                       grpc::ByteBuffer* response_bytes) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  v1::PublishRequest request;
-  if (absl::Status s = ParseRequest(*request_bytes, &request); !s.ok()) {
+  google::protobuf::Arena arena;
+  auto* request = google::protobuf::Arena::CreateMessage<v1::PublishRequest>(&arena);
+  if (absl::Status s = ParseRequest(*request_bytes, request); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
-  if (!request.has_event()) {
+  if (!request->has_event()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "event: required"));
     return reactor;
   }
-  std::vector<events::v1::Event> events(1);
-  events[0].Swap(request.mutable_event());
-  broker_->Publish(std::move(events),
-                   [reactor, response_bytes](absl::StatusOr<std::vector<PublishResult>> r) {
-                     if (!r.ok()) {
-                       reactor->Finish(ToGrpcStatus(r.status()));
-                       return;
-                     }
-                     v1::PublishResponse response;
-                     ToProto(r->front(), &response);
-                     SerializeResponse(response, response_bytes);
-                     reactor->Finish(grpc::Status::OK);
-                   });
+  events::v1::Event* event = request->mutable_event();
+  absl::StatusOr<std::vector<NewEvent>> prepared =
+      broker_->Prepare(absl::MakeConstSpan(&event, 1), "event");
+  if (!prepared.ok()) {
+    reactor->Finish(ToGrpcStatus(prepared.status()));
+    return reactor;
+  }
+  broker_->Append(*std::move(prepared),
+                  [reactor, response_bytes](absl::StatusOr<std::vector<PublishResult>> r) {
+                    if (!r.ok()) {
+                      reactor->Finish(ToGrpcStatus(r.status()));
+                      return;
+                    }
+                    v1::PublishResponse response;
+                    ToProto(r->front(), &response);
+                    SerializeResponse(response, response_bytes);
+                    reactor->Finish(grpc::Status::OK);
+                  });
   return reactor;
 }
 
@@ -172,29 +176,37 @@ grpc::ServerUnaryReactor* EventBrokerService::PublishBatch(grpc::CallbackServerC
                                                            const grpc::ByteBuffer* request_bytes,
                                                            grpc::ByteBuffer* response_bytes) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  v1::PublishBatchRequest request;
-  if (absl::Status s = ParseRequest(*request_bytes, &request); !s.ok()) {
+  // The request lives only until its events are prepared: an arena makes
+  // its many small allocations (Struct fields) one.
+  google::protobuf::Arena arena;
+  auto* request = google::protobuf::Arena::CreateMessage<v1::PublishBatchRequest>(&arena);
+  if (absl::Status s = ParseRequest(*request_bytes, request); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
-  std::vector<events::v1::Event> events(request.events_size());
-  for (int i = 0; i < request.events_size(); ++i) events[i].Swap(request.mutable_events(i));
-  broker_->Publish(std::move(events),
-                   [reactor, response_bytes](absl::StatusOr<std::vector<PublishResult>> r) {
-                     if (!r.ok()) {
-                       reactor->Finish(ToGrpcStatus(r.status()));
-                       return;
-                     }
-                     v1::PublishBatchResponse response;
-                     for (const PublishResult& p : *r) ToProto(p, response.add_results());
-                     SerializeResponse(response, response_bytes);
-                     reactor->Finish(grpc::Status::OK);
-                   });
+  absl::StatusOr<std::vector<NewEvent>> prepared = broker_->Prepare(
+      absl::MakeConstSpan(request->mutable_events()->mutable_data(), request->events_size()),
+      "events");
+  if (!prepared.ok()) {
+    reactor->Finish(ToGrpcStatus(prepared.status()));
+    return reactor;
+  }
+  broker_->Append(*std::move(prepared),
+                  [reactor, response_bytes](absl::StatusOr<std::vector<PublishResult>> r) {
+                    if (!r.ok()) {
+                      reactor->Finish(ToGrpcStatus(r.status()));
+                      return;
+                    }
+                    v1::PublishBatchResponse response;
+                    for (const PublishResult& p : *r) ToProto(p, response.add_results());
+                    SerializeResponse(response, response_bytes);
+                    reactor->Finish(grpc::Status::OK);
+                  });
   return reactor;
 }
 
-grpc::ServerWriteReactor<v1::Delivery>* EventBrokerService::Subscribe(
-    grpc::CallbackServerContext* ctx, const v1::SubscribeRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* EventBrokerService::Subscribe(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
   return new SubscribeReactor(broker_, request);
 }
 

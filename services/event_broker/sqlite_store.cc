@@ -101,25 +101,21 @@ class Stmt {
 
 int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
 
-absl::StatusOr<EventPtr> DecodeEvent(uint64_t seq, int64_t ingest_us, absl::string_view payload) {
+EventPtr MakeStored(uint64_t seq, int64_t ingest_us, std::string type, absl::string_view payload) {
   auto ev = std::make_shared<StoredEvent>();
-  if (!ev->event.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-    return absl::DataLossError(absl::StrCat("event ", seq, ": stored payload does not parse"));
-  }
   ev->seq = seq;
-  ev->event.set_sequence(seq);
   ev->ingest_time = absl::FromUnixMicros(ingest_us);
-  return EventPtr(std::move(ev));
+  ev->type = std::move(type);
+  ev->payload = std::string(payload);
+  return ev;
 }
 
-// Collects "SELECT seq, ingest_us, payload ..." rows.
+// Collects "SELECT seq, ingest_us, type, payload ..." rows.
 absl::StatusOr<std::vector<EventPtr>> CollectEvents(sqlite3* db, Stmt& st) {
   std::vector<EventPtr> out;
   int rc;
   while ((rc = st.Step()) == SQLITE_ROW) {
-    absl::StatusOr<EventPtr> ev = DecodeEvent(st.Int(0), st.Int(1), st.Blob(2));
-    if (!ev.ok()) return ev.status();
-    out.push_back(*std::move(ev));
+    out.push_back(MakeStored(st.Int(0), st.Int(1), st.Text(2), st.Blob(3)));
   }
   if (rc != SQLITE_DONE) return SqlError(db, "read events");
   return out;
@@ -147,7 +143,7 @@ CREATE TABLE IF NOT EXISTS pending(
   PRIMARY KEY(grp, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters(
   grp TEXT NOT NULL, seq INTEGER NOT NULL, attempts INTEGER NOT NULL, dead_us INTEGER NOT NULL,
-  ingest_us INTEGER NOT NULL, payload BLOB NOT NULL,
+  ingest_us INTEGER NOT NULL, type TEXT NOT NULL, payload BLOB NOT NULL,
   PRIMARY KEY(grp, seq)) WITHOUT ROWID;
 )sql";
 
@@ -308,16 +304,15 @@ absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
       if (del.Step() != SQLITE_DONE) return SqlError(writer_, "remove pending");
       // The dead letter keeps its own copy: retention may drop the event.
       Stmt st(writer_, write_cache_.get(),
-              "INSERT OR REPLACE INTO dead_letters(grp,seq,attempts,dead_us,ingest_us,payload) "
-              "VALUES(?,?,?,?,?,?)");
-      std::string payload;
-      if (op.event != nullptr) op.event->event.SerializeToString(&payload);
+              "INSERT OR REPLACE INTO dead_letters(grp,seq,attempts,dead_us,ingest_us,type,payload) "
+              "VALUES(?,?,?,?,?,?,?)");
       st.Bind(1, g);
       st.Bind(2, static_cast<int64_t>(op.seq));
       st.Bind(3, static_cast<int64_t>(op.attempts));
       st.Bind(4, ToMicros(now));
       st.Bind(5, op.event ? ToMicros(op.event->ingest_time) : ToMicros(now));
-      st.BindBlob(6, payload);
+      st.Bind(6, op.event ? absl::string_view(op.event->type) : absl::string_view());
+      st.BindBlob(7, op.event ? absl::string_view(op.event->payload) : absl::string_view());
       if (st.Step() != SQLITE_DONE) return SqlError(writer_, "dead letter");
       return absl::OkStatus();
     }
@@ -345,20 +340,17 @@ absl::StatusOr<uint64_t> SqliteEventStore::Commit(const WriteBatch& batch, absl:
     Stmt st(writer_, write_cache_.get(),
             "INSERT INTO events(seq,type,correlation_id,subject,time_us,ingest_us,payload) "
             "VALUES(?,?,?,?,?,?,?)");
-    std::string payload;
     int64_t now_us = ToMicros(now);
-    for (const events::v1::Event* ev : batch.events) {
+    for (const NewEvent* ev : batch.events) {
       ++seq;
       if (first == 0) first = seq;
-      payload.clear();
-      ev->SerializeToString(&payload);
       st.Bind(1, static_cast<int64_t>(seq));
-      st.Bind(2, ev->type());
-      st.BindNullable(3, ev->correlation_id());
-      st.BindNullable(4, ev->subject());
-      st.Bind(5, ev->time().seconds() * 1000000 + ev->time().nanos() / 1000);
+      st.Bind(2, ev->type);
+      st.BindNullable(3, ev->correlation_id);
+      st.BindNullable(4, ev->subject);
+      st.Bind(5, ev->time_us);
       st.Bind(6, now_us);
-      st.BindBlob(7, payload);
+      st.BindBlob(7, ev->payload);
       if (st.Step() != SQLITE_DONE) {
         status = SqlError(writer_, "append event");
         break;
@@ -383,7 +375,7 @@ absl::StatusOr<uint64_t> SqliteEventStore::Commit(const WriteBatch& batch, absl:
 absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::ReadAfter(uint64_t after_seq,
                                                                   size_t limit) {
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_, read_cache_.get(), "SELECT seq, ingest_us, payload FROM events WHERE seq>? ORDER BY seq LIMIT ?");
+  Stmt st(reader_, read_cache_.get(), "SELECT seq, ingest_us, type, payload FROM events WHERE seq>? ORDER BY seq LIMIT ?");
   st.Bind(1, static_cast<int64_t>(after_seq));
   st.Bind(2, static_cast<int64_t>(limit));
   return CollectEvents(reader_, st);
@@ -391,7 +383,7 @@ absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::ReadAfter(uint64_t after
 
 absl::StatusOr<EventPtr> SqliteEventStore::ReadOne(uint64_t seq) {
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_, read_cache_.get(), "SELECT seq, ingest_us, payload FROM events WHERE seq=?");
+  Stmt st(reader_, read_cache_.get(), "SELECT seq, ingest_us, type, payload FROM events WHERE seq=?");
   st.Bind(1, static_cast<int64_t>(seq));
   absl::StatusOr<std::vector<EventPtr>> evs = CollectEvents(reader_, st);
   if (!evs.ok()) return evs.status();
@@ -400,7 +392,7 @@ absl::StatusOr<EventPtr> SqliteEventStore::ReadOne(uint64_t seq) {
 }
 
 absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::Query(const HistoryQuery& q) {
-  std::string sql = "SELECT seq, ingest_us, payload FROM events WHERE 1";
+  std::string sql = "SELECT seq, ingest_us, type, payload FROM events WHERE 1";
   std::vector<std::string> type_terms;
   for (size_t i = 0; i < q.exact_types.size(); ++i) type_terms.push_back("type=?");
   for (size_t i = 0; i < q.type_prefixes.size(); ++i) type_terms.push_back("(type>=? AND type<?)");
@@ -462,7 +454,7 @@ absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::ReadIngestedSince(absl::
   if (first.Step() != SQLITE_ROW) return SqlError(reader_, "dedupe window");
   int64_t from = first.Int(0);
   if (from == 0) return std::vector<EventPtr>();
-  Stmt st(reader_, read_cache_.get(), "SELECT seq, ingest_us, payload FROM events WHERE seq>=? ORDER BY seq");
+  Stmt st(reader_, read_cache_.get(), "SELECT seq, ingest_us, type, payload FROM events WHERE seq>=? ORDER BY seq");
   st.Bind(1, from);
   return CollectEvents(reader_, st);
 }
@@ -516,7 +508,7 @@ absl::StatusOr<std::vector<DeadLetterRecord>> SqliteEventStore::ListDeadLetters(
     const std::string& group, uint64_t after_seq, size_t limit) {
   absl::MutexLock lock(&read_mu_);
   Stmt st(reader_, read_cache_.get(),
-          "SELECT seq, ingest_us, payload, attempts, dead_us FROM dead_letters "
+          "SELECT seq, ingest_us, type, payload, attempts, dead_us FROM dead_letters "
           "WHERE grp=? AND seq>? ORDER BY seq LIMIT ?");
   st.Bind(1, group);
   st.Bind(2, static_cast<int64_t>(after_seq));
@@ -524,10 +516,9 @@ absl::StatusOr<std::vector<DeadLetterRecord>> SqliteEventStore::ListDeadLetters(
   std::vector<DeadLetterRecord> out;
   int rc;
   while ((rc = st.Step()) == SQLITE_ROW) {
-    absl::StatusOr<EventPtr> ev = DecodeEvent(st.Int(0), st.Int(1), st.Blob(2));
-    if (!ev.ok()) return ev.status();
-    out.push_back(DeadLetterRecord{group, *std::move(ev), static_cast<uint32_t>(st.Int(3)),
-                                   absl::FromUnixMicros(st.Int(4))});
+    out.push_back(DeadLetterRecord{group, MakeStored(st.Int(0), st.Int(1), st.Text(2), st.Blob(3)),
+                                   static_cast<uint32_t>(st.Int(4)),
+                                   absl::FromUnixMicros(st.Int(5))});
   }
   if (rc != SQLITE_DONE) return SqlError(reader_, "list dead letters");
   return out;

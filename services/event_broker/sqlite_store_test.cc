@@ -17,7 +17,9 @@ std::unique_ptr<SqliteEventStore> OpenStore(const TempDir& dir) {
 
 uint64_t Append(EventStore& store, std::vector<events::v1::Event> evs, absl::Time now = kNow) {
   WriteBatch batch;
-  for (auto& e : evs) batch.events.push_back(&e);
+  std::vector<NewEvent> prepared;
+  for (auto& e : evs) prepared.push_back(ToNewEvent(e));
+  for (auto& e : prepared) batch.events.push_back(&e);
   absl::StatusOr<uint64_t> first = store.Commit(batch, now);
   EXPECT_TRUE(first.ok()) << first.status();
   return *first;
@@ -32,9 +34,9 @@ TEST(SqliteStoreTest, AppendAssignsConsecutiveSequencesAndReadsBack) {
   ASSERT_TRUE(evs.ok());
   ASSERT_EQ(evs->size(), 2u);
   EXPECT_EQ((*evs)[0]->seq, 2u);
-  EXPECT_EQ((*evs)[0]->event.sequence(), 2u);
-  EXPECT_EQ((*evs)[0]->event.id(), "b");
-  EXPECT_EQ((*evs)[1]->event.type(), "order.shipped");
+  EXPECT_EQ((*evs)[0]->Parse().sequence(), 2u);
+  EXPECT_EQ((*evs)[0]->Parse().id(), "b");
+  EXPECT_EQ((*evs)[1]->type, "order.shipped");
 }
 
 TEST(SqliteStoreTest, SequencesNeverReusedAfterRetentionAndReopen) {
@@ -82,8 +84,8 @@ TEST(SqliteStoreTest, HistoryFiltersNewestFirst) {
   auto r = store->Query(q);
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->size(), 3u);
-  EXPECT_EQ((*r)[0]->event.type(), "order.completed");
-  EXPECT_EQ((*r)[2]->event.type(), "order.created");
+  EXPECT_EQ((*r)[0]->type, "order.completed");
+  EXPECT_EQ((*r)[2]->type, "order.created");
 
   q.type_prefixes = {"order."};
   r = store->Query(q);

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "services/event_broker/event_store.h"
 #include "switchboard/events/v1/event.pb.h"
 
 namespace switchboard::broker {
@@ -37,6 +38,20 @@ inline events::v1::Event MakeEvent(const std::string& type, const std::string& i
   ev.set_correlation_id(correlation_id);
   (*ev.mutable_data()->mutable_fields())["n"].set_number_value(1);
   return ev;
+}
+
+// The store-ready form of an event, as Broker::Prepare makes it.
+inline NewEvent ToNewEvent(const events::v1::Event& ev) {
+  NewEvent n;
+  n.payload = ev.SerializeAsString();
+  n.type = ev.type();
+  n.id = ev.id();
+  n.source = ev.source();
+  n.correlation_id = ev.correlation_id();
+  n.subject = ev.subject();
+  n.time_us = ev.time().seconds() * 1000000 + ev.time().nanos() / 1000;
+  n.client_id = !ev.id().empty();
+  return n;
 }
 
 }  // namespace switchboard::broker

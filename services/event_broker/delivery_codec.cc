@@ -1,0 +1,52 @@
+#include "services/event_broker/delivery_codec.h"
+
+namespace switchboard::broker {
+namespace {
+
+// Field numbers of broker.v1.Delivery and events.v1.Event (see the protos).
+constexpr uint8_t kDeliveryEventTag = (1 << 3) | 2;    // event, length-delimited
+constexpr uint8_t kDeliveryAttemptTag = (2 << 3) | 0;  // delivery_attempt, varint
+constexpr uint8_t kDeliveryAckIdTag = (3 << 3) | 2;    // ack_id, length-delimited
+constexpr uint8_t kEventSequenceTag = (10 << 3) | 0;   // Event.sequence, varint
+
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+void PutVarint(uint64_t v, std::string* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7F) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+}  // namespace
+
+void EncodeDelivery(const StoredEvent& event, uint32_t attempt, absl::string_view ack_id,
+                    std::string* out) {
+  size_t event_len = event.payload.size() + 1 + VarintSize(event.seq);
+  out->clear();
+  out->reserve(event_len + ack_id.size() + 24);
+  out->push_back(static_cast<char>(kDeliveryEventTag));
+  PutVarint(event_len, out);
+  out->append(event.payload);
+  out->push_back(static_cast<char>(kEventSequenceTag));
+  PutVarint(event.seq, out);
+  if (attempt != 0) {
+    out->push_back(static_cast<char>(kDeliveryAttemptTag));
+    PutVarint(attempt, out);
+  }
+  if (!ack_id.empty()) {
+    out->push_back(static_cast<char>(kDeliveryAckIdTag));
+    PutVarint(ack_id.size(), out);
+    out->append(ack_id.data(), ack_id.size());
+  }
+}
+
+}  // namespace switchboard::broker
