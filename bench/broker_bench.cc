@@ -115,8 +115,8 @@ void UnaryPublish(const std::string& figure, int clients, int n) {
   Emit(figure, absl::StrFormat("\"n\":%d,\"clients\":%d,\"errors\":%d,\"secs\":%.3f,"
                                "\"msgs_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
                                "\"p999_us\":%.1f",
-                               n, clients, errors.load(), secs, n / secs, all.Pct(50),
-                               all.Pct(99), all.Pct(99.9)));
+                               n, clients, errors.load(), secs, n / secs, all.Pct(50), all.Pct(99),
+                               all.Pct(99.9)));
 }
 
 // Publishes n events in batches of `batch` with up to `inflight` batches
@@ -185,10 +185,10 @@ void BatchedPublish() {
   auto stub = EventBroker::NewStub(Channel(broker->grpc_addr()));
   int n = absl::GetFlag(FLAGS_batch_n), errors = 0;
   double secs = BatchPublish(stub.get(), n, 100, absl::GetFlag(FLAGS_batch_inflight), &errors);
-  Emit("publish_batch_100", absl::StrFormat("\"n\":%d,\"batch\":100,\"inflight\":%d,\"errors\":%d,"
-                                            "\"secs\":%.3f,\"msgs_per_s\":%.0f",
-                                            n, absl::GetFlag(FLAGS_batch_inflight), errors, secs,
-                                            n / secs));
+  Emit("publish_batch_100",
+       absl::StrFormat("\"n\":%d,\"batch\":100,\"inflight\":%d,\"errors\":%d,"
+                       "\"secs\":%.3f,\"msgs_per_s\":%.0f",
+                       n, absl::GetFlag(FLAGS_batch_inflight), errors, secs, n / secs));
 }
 
 void EndToEndLatency(bool group) {

@@ -342,8 +342,7 @@ TEST_F(BrokerIT, KillDashNineLosesNothingAcknowledged) {
           received.insert(d.event().sequence());
           attempt[d.event().sequence()] = d.delivery_attempt();
         }
-        return std::includes(received.begin(), received.end(), expected.begin(),
-                             expected.end());
+        return std::includes(received.begin(), received.end(), expected.begin(), expected.end());
       },
       absl::Seconds(60)))
       << "expected " << expected.size() << " received " << received.size();

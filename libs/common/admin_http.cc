@@ -1,8 +1,7 @@
 #include "libs/common/admin_http.h"
 
-#include <civetweb.h>
-
 #include <arpa/inet.h>
+#include <civetweb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -160,7 +159,8 @@ int AdminHttpServer::HandleRequest(mg_connection* conn, void* self_ptr) {
   req.path = info->local_uri ? info->local_uri : "/";
   if (info->query_string != nullptr) {
     for (absl::string_view kv : absl::StrSplit(info->query_string, '&', absl::SkipEmpty())) {
-      std::pair<absl::string_view, absl::string_view> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+      std::pair<absl::string_view, absl::string_view> p =
+          absl::StrSplit(kv, absl::MaxSplits('=', 1));
       req.query[UrlDecode(p.first)] = UrlDecode(p.second);
     }
   }
@@ -178,25 +178,27 @@ int AdminHttpServer::HandleRequest(mg_connection* conn, void* self_ptr) {
     }
   }
   if (too_large) {
-    resp = ErrorResponse(absl::InvalidArgumentError(
-        absl::StrCat("body: larger than ", kMaxBodyBytes, " bytes")));
+    resp = ErrorResponse(
+        absl::InvalidArgumentError(absl::StrCat("body: larger than ", kMaxBodyBytes, " bytes")));
     resp.status = 413;
   } else {
     resp = self->Dispatch(req);
   }
-  std::string head = absl::StrCat("HTTP/1.1 ", resp.status, " ", StatusText(resp.status),
-                                  "\r\nContent-Type: ", resp.content_type,
-                                  "\r\nContent-Length: ", resp.body.size(),
-                                  "\r\nCache-Control: no-store\r\n\r\n");
+  std::string head =
+      absl::StrCat("HTTP/1.1 ", resp.status, " ", StatusText(resp.status),
+                   "\r\nContent-Type: ", resp.content_type,
+                   "\r\nContent-Length: ", resp.body.size(), "\r\nCache-Control: no-store\r\n\r\n");
   mg_write(conn, head.data(), head.size());
-  if (!resp.body.empty() && req.method != "HEAD") mg_write(conn, resp.body.data(), resp.body.size());
+  if (!resp.body.empty() && req.method != "HEAD")
+    mg_write(conn, resp.body.data(), resp.body.size());
   return resp.status;
 }
 
 absl::StatusOr<int> AdminHttpServer::Start(const std::string& addr) {
   if (ctx_ != nullptr) return absl::FailedPreconditionError("admin HTTP server already started");
-  const char* options[] = {"listening_ports", addr.c_str(), "num_threads", "8",
-                           "request_timeout_ms", "30000", "enable_keep_alive", "yes", nullptr};
+  const char* options[] = {
+      "listening_ports", addr.c_str(),        "num_threads", "8",    "request_timeout_ms",
+      "30000",           "enable_keep_alive", "yes",         nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   ctx_ = mg_start(&callbacks, nullptr, options);

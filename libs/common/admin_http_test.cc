@@ -34,13 +34,18 @@ std::string HttpCall(int port, const std::string& request) {
 
 TEST(AdminHttpTest, ServesMetricsHealthAndRoutes) {
   auto registry = std::make_shared<prometheus::Registry>();
-  auto& family = prometheus::BuildCounter().Name("switchboard_test_things_total").Help("t").Register(*registry);
+  auto& family = prometheus::BuildCounter()
+                     .Name("switchboard_test_things_total")
+                     .Help("t")
+                     .Register(*registry);
   family.Add({}).Increment(3);
   AdminHttpServer server(registry);
   bool ready = false;
   server.SetReadiness([&] { return ready; });
   server.Route("POST", "/api/echo", [](const HttpRequest& r) {
-    return HttpResponse{200, "application/json", absl::StrCat("{\"got\":\"", r.body, "\",\"q\":\"", r.query.count("a") ? r.query.at("a") : "", "\"}")};
+    return HttpResponse{200, "application/json",
+                        absl::StrCat("{\"got\":\"", r.body, "\",\"q\":\"",
+                                     r.query.count("a") ? r.query.at("a") : "", "\"}")};
   });
   server.Route("DELETE", "/api/items/", [](const HttpRequest& r) {
     return HttpResponse{200, "application/json", r.path.substr(strlen("/api/items/"))};
@@ -56,8 +61,8 @@ TEST(AdminHttpTest, ServesMetricsHealthAndRoutes) {
   ready = true;
   EXPECT_NE(HttpCall(*port, "GET /readyz HTTP/1.0\r\n\r\n").find("200 OK"), std::string::npos);
 
-  std::string echo = HttpCall(
-      *port, "POST /api/echo?a=x%20y HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello");
+  std::string echo =
+      HttpCall(*port, "POST /api/echo?a=x%20y HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello");
   EXPECT_NE(echo.find("{\"got\":\"hello\",\"q\":\"x y\"}"), std::string::npos) << echo;
   std::string del = HttpCall(*port, "DELETE /api/items/wh_1 HTTP/1.0\r\n\r\n");
   EXPECT_NE(del.find("wh_1"), std::string::npos) << del;

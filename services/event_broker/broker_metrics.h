@@ -25,8 +25,8 @@ struct BrokerMetrics {
   prometheus::Gauge& storage_bytes;
   prometheus::Gauge& stored_events;
   prometheus::Gauge& last_sequence;
-  prometheus::Family<prometheus::Gauge>& group_pending;        // {group}
-  prometheus::Family<prometheus::Gauge>& group_lag;            // {group}
+  prometheus::Family<prometheus::Gauge>& group_pending;         // {group}
+  prometheus::Family<prometheus::Gauge>& group_lag;             // {group}
   prometheus::Family<prometheus::Counter>& group_redeliveries;  // {group}
   prometheus::Family<prometheus::Counter>& group_dead_letters;  // {group}
   prometheus::Family<prometheus::Counter>& events_delivered;    // {mode}

@@ -100,9 +100,9 @@ class BrokerTest : public ::testing::Test {
     return *sub;
   }
 
-  static v1::SubscribeRequest GroupRequest(const std::string& group,
-                                           v1::SubscribeRequest::StartPosition start =
-                                               v1::SubscribeRequest::EARLIEST) {
+  static v1::SubscribeRequest GroupRequest(
+      const std::string& group,
+      v1::SubscribeRequest::StartPosition start = v1::SubscribeRequest::EARLIEST) {
     v1::SubscribeRequest req;
     req.set_group(group);
     req.set_start(start);
@@ -111,8 +111,7 @@ class BrokerTest : public ::testing::Test {
     return req;
   }
 
-  absl::StatusOr<v1::AckResponse> Ack(const std::string& group,
-                                      std::vector<std::string> ids) {
+  absl::StatusOr<v1::AckResponse> Ack(const std::string& group, std::vector<std::string> ids) {
     v1::AckRequest req;
     req.set_group(group);
     for (auto& id : ids) req.add_ack_ids(id);
@@ -138,8 +137,8 @@ TEST_F(BrokerTest, DedupeWindowReturnsOriginalSequence) {
   other.set_source("other-service");
   EXPECT_FALSE(Publish(other).duplicate);
   // A duplicate inside one batch.
-  auto batch = broker_->PublishAndWait(
-      {MakeEvent("order.paid", "evt_b"), MakeEvent("order.paid", "evt_b")});
+  auto batch =
+      broker_->PublishAndWait({MakeEvent("order.paid", "evt_b"), MakeEvent("order.paid", "evt_b")});
   ASSERT_TRUE(batch.ok());
   EXPECT_FALSE((*batch)[0].duplicate);
   EXPECT_TRUE((*batch)[1].duplicate);

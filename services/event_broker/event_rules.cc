@@ -45,10 +45,10 @@ absl::Status ValidateEventForPublish(const events::v1::Event& event, size_t max_
     return absl::InvalidArgumentError(absl::StrCat(field, ".type: required"));
   }
   if (!IsValidEventType(event.type())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".type: '", event.type().substr(0, 64),
-        "' is not a lower-case dotted name like 'order.created' "
-        "(pattern ^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)+$)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".type: '", event.type().substr(0, 64),
+                     "' is not a lower-case dotted name like 'order.created' "
+                     "(pattern ^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)+$)"));
   }
   size_t size = event.ByteSizeLong();
   if (size > max_event_bytes) {
@@ -60,13 +60,13 @@ absl::Status ValidateEventForPublish(const events::v1::Event& event, size_t max_
     const char* name;
     const std::string* value;
   };
-  for (const Named& n : {Named{"id", &event.id()}, Named{"source", &event.source()},
-                         Named{"subject", &event.subject()},
-                         Named{"correlation_id", &event.correlation_id()},
-                         Named{"user_id", &event.user_id()}}) {
+  for (const Named& n :
+       {Named{"id", &event.id()}, Named{"source", &event.source()},
+        Named{"subject", &event.subject()}, Named{"correlation_id", &event.correlation_id()},
+        Named{"user_id", &event.user_id()}}) {
     if (n.value->size() > kMaxShortFieldLength) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ".", n.name, ": longer than ",
-                                                     kMaxShortFieldLength, " bytes"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".", n.name, ": longer than ", kMaxShortFieldLength, " bytes"));
     }
   }
   if (event.has_time() && (event.time().nanos() < 0 || event.time().nanos() > 999999999 ||

@@ -14,9 +14,9 @@ TEST(EventTypeTest, AcceptsCatalogAndDottedNames) {
 }
 
 TEST(EventTypeTest, RejectsMalformed) {
-  for (const char* t : {"", "order", "Order.created", "order.", ".order", "order..created",
-                        "order.Created", "1order.created", "order.created!", "order._x",
-                        "order-created.x", "order.*", "*"}) {
+  for (const char* t :
+       {"", "order", "Order.created", "order.", ".order", "order..created", "order.Created",
+        "1order.created", "order.created!", "order._x", "order-created.x", "order.*", "*"}) {
     EXPECT_FALSE(IsValidEventType(t)) << t;
   }
   EXPECT_FALSE(IsValidEventType("a." + std::string(300, 'b')));

@@ -97,8 +97,8 @@ struct WriteBatch {
 
 struct HistoryQuery {
   size_t limit = 100;
-  std::vector<std::string> exact_types;     // OR-ed with prefixes; both empty = all
-  std::vector<std::string> type_prefixes;   // "order."
+  std::vector<std::string> exact_types;    // OR-ed with prefixes; both empty = all
+  std::vector<std::string> type_prefixes;  // "order."
   std::string correlation_id;
   std::string subject;
   absl::Time since = absl::InfinitePast();

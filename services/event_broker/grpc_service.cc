@@ -54,7 +54,6 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
     OnReady();
   }
 
-
   void OnReady() override {
     absl::MutexLock lock(&mu_);
     PumpLocked();

@@ -36,7 +36,8 @@ absl::StatusOr<v1::GetEventHistoryRequest> HistoryRequestFromQuery(
       req.set_before_sequence(seq);
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          key, ": unknown query parameter (limit, correlation_id, subject, type, before_sequence)"));
+          key,
+          ": unknown query parameter (limit, correlation_id, subject, type, before_sequence)"));
     }
   }
   return req;
@@ -93,8 +94,8 @@ void RegisterBrokerHttpApi(AdminHttpServer* http, Broker* broker) {
         200, "application/json",
         absl::StrCat("{\"status\":\"healthy\",\"eventBus\":{\"active\":true,\"subscribers\":",
                      stats->active_subscribers(), ",\"totalEvents\":", stats->total_events(),
-                     ",\"lastSequence\":", stats->last_sequence(),
-                     "},\"webhooks\":", webhooks, "}")};
+                     ",\"lastSequence\":", stats->last_sequence(), "},\"webhooks\":", webhooks,
+                     "}")};
   });
 }
 

@@ -73,8 +73,9 @@ int Run() {
     return 2;
   }
   if (absl::StartsWith(absl::GetFlag(FLAGS_store), "redis://")) {
-    LogError("bad flag", {{"error", "store: the Redis Streams store is not part of this build yet; "
-                                    "use --store=sqlite"}});
+    LogError("bad flag", {{"error",
+                           "store: the Redis Streams store is not part of this build yet; "
+                           "use --store=sqlite"}});
     return 2;
   }
   if (absl::GetFlag(FLAGS_store) != "sqlite") {
@@ -132,10 +133,10 @@ int Run() {
   std::string grpc_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_grpc_addr)), ":", grpc->port);
   std::string http_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_http_addr)), ":", *http_port);
   Log(LogLevel::kStartup, absl::StrCat("listening grpc=", grpc_bound, " http=", http_bound),
-          {{"grpc", grpc_bound},
-           {"http", http_bound},
-           {"data_dir", absl::GetFlag(FLAGS_data_dir)},
-           {"sync", absl::GetFlag(FLAGS_sync)}});
+      {{"grpc", grpc_bound},
+       {"http", http_bound},
+       {"data_dir", absl::GetFlag(FLAGS_data_dir)},
+       {"sync", absl::GetFlag(FLAGS_sync)}});
 
   int sig = WaitForShutdownSignal();
   LogInfo("shutting down", {{"signal", sig}});

@@ -38,8 +38,8 @@ class StmtCache {
     auto it = stmts_.find(sql);
     if (it != stmts_.end()) return it->second;
     sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v3(db, sql.c_str(), static_cast<int>(sql.size()),
-                           SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v3(db, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                           &stmt, nullptr) != SQLITE_OK) {
       return nullptr;
     }
     stmts_.emplace(sql, stmt);
@@ -59,8 +59,7 @@ namespace {
 // A cached statement in use; reset and unbound when it goes out of scope.
 class Stmt {
  public:
-  Stmt(sqlite3* db, StmtCache* cache, const std::string& sql)
-      : stmt_(cache->Get(db, sql)) {}
+  Stmt(sqlite3* db, StmtCache* cache, const std::string& sql) : stmt_(cache->Get(db, sql)) {}
   ~Stmt() {
     if (stmt_ != nullptr) {
       sqlite3_reset(stmt_);
@@ -189,12 +188,12 @@ absl::StatusOr<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(
       return SqlError(store->checkpointer_, "open checkpointer");
     }
     sqlite3_busy_timeout(store->checkpointer_, 1000);
-    Exec(store->checkpointer_, sync == SyncPolicy::kFull ? "PRAGMA synchronous=FULL;"
-                                                         : "PRAGMA synchronous=NORMAL;")
+    Exec(store->checkpointer_,
+         sync == SyncPolicy::kFull ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;")
         .IgnoreError();
   }
-  if (sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
-                      nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) !=
+      SQLITE_OK) {
     absl::Status s = SqlError(reader, "open reader");
     sqlite3_close(reader);
     return s;
@@ -283,7 +282,8 @@ absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
       return absl::OkStatus();
     }
     case GroupOp::Kind::kSetPending: {
-      Stmt st(writer_, write_cache_.get(), "INSERT OR REPLACE INTO pending(grp,seq,attempts) VALUES(?,?,?)");
+      Stmt st(writer_, write_cache_.get(),
+              "INSERT OR REPLACE INTO pending(grp,seq,attempts) VALUES(?,?,?)");
       st.Bind(1, g);
       st.Bind(2, static_cast<int64_t>(op.seq));
       st.Bind(3, static_cast<int64_t>(op.attempts));
@@ -303,9 +303,10 @@ absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
       del.Bind(2, static_cast<int64_t>(op.seq));
       if (del.Step() != SQLITE_DONE) return SqlError(writer_, "remove pending");
       // The dead letter keeps its own copy: retention may drop the event.
-      Stmt st(writer_, write_cache_.get(),
-              "INSERT OR REPLACE INTO dead_letters(grp,seq,attempts,dead_us,ingest_us,type,payload) "
-              "VALUES(?,?,?,?,?,?,?)");
+      Stmt st(
+          writer_, write_cache_.get(),
+          "INSERT OR REPLACE INTO dead_letters(grp,seq,attempts,dead_us,ingest_us,type,payload) "
+          "VALUES(?,?,?,?,?,?,?)");
       st.Bind(1, g);
       st.Bind(2, static_cast<int64_t>(op.seq));
       st.Bind(3, static_cast<int64_t>(op.attempts));
@@ -375,7 +376,8 @@ absl::StatusOr<uint64_t> SqliteEventStore::Commit(const WriteBatch& batch, absl:
 absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::ReadAfter(uint64_t after_seq,
                                                                   size_t limit) {
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_, read_cache_.get(), "SELECT seq, ingest_us, type, payload FROM events WHERE seq>? ORDER BY seq LIMIT ?");
+  Stmt st(reader_, read_cache_.get(),
+          "SELECT seq, ingest_us, type, payload FROM events WHERE seq>? ORDER BY seq LIMIT ?");
   st.Bind(1, static_cast<int64_t>(after_seq));
   st.Bind(2, static_cast<int64_t>(limit));
   return CollectEvents(reader_, st);
@@ -383,7 +385,8 @@ absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::ReadAfter(uint64_t after
 
 absl::StatusOr<EventPtr> SqliteEventStore::ReadOne(uint64_t seq) {
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_, read_cache_.get(), "SELECT seq, ingest_us, type, payload FROM events WHERE seq=?");
+  Stmt st(reader_, read_cache_.get(),
+          "SELECT seq, ingest_us, type, payload FROM events WHERE seq=?");
   st.Bind(1, static_cast<int64_t>(seq));
   absl::StatusOr<std::vector<EventPtr>> evs = CollectEvents(reader_, st);
   if (!evs.ok()) return evs.status();
@@ -454,7 +457,8 @@ absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::ReadIngestedSince(absl::
   if (first.Step() != SQLITE_ROW) return SqlError(reader_, "dedupe window");
   int64_t from = first.Int(0);
   if (from == 0) return std::vector<EventPtr>();
-  Stmt st(reader_, read_cache_.get(), "SELECT seq, ingest_us, type, payload FROM events WHERE seq>=? ORDER BY seq");
+  Stmt st(reader_, read_cache_.get(),
+          "SELECT seq, ingest_us, type, payload FROM events WHERE seq>=? ORDER BY seq");
   st.Bind(1, from);
   return CollectEvents(reader_, st);
 }
@@ -474,7 +478,8 @@ absl::StatusOr<StoreBounds> SqliteEventStore::Bounds() {
 
 absl::StatusOr<std::vector<GroupRecord>> SqliteEventStore::LoadGroups() {
   absl::MutexLock lock(&read_mu_);
-  Stmt st(reader_, read_cache_.get(), "SELECT name, types, cursor, max_deliveries FROM groups ORDER BY name");
+  Stmt st(reader_, read_cache_.get(),
+          "SELECT name, types, cursor, max_deliveries FROM groups ORDER BY name");
   std::vector<GroupRecord> out;
   int rc;
   while ((rc = st.Step()) == SQLITE_ROW) {
@@ -497,8 +502,8 @@ absl::StatusOr<std::vector<PendingRecord>> SqliteEventStore::LoadPending(const s
   std::vector<PendingRecord> out;
   int rc;
   while ((rc = st.Step()) == SQLITE_ROW) {
-    out.push_back(PendingRecord{static_cast<uint64_t>(st.Int(0)),
-                                static_cast<uint32_t>(st.Int(1))});
+    out.push_back(
+        PendingRecord{static_cast<uint64_t>(st.Int(0)), static_cast<uint32_t>(st.Int(1))});
   }
   if (rc != SQLITE_DONE) return SqlError(reader_, "load pending");
   return out;
@@ -533,8 +538,7 @@ absl::StatusOr<uint64_t> SqliteEventStore::CountDeadLetters(const std::string& g
 }
 
 absl::StatusOr<uint64_t> SqliteEventStore::ApplyRetention(absl::Time now, absl::Duration max_age,
-                                                          uint64_t max_count,
-                                                          uint64_t max_delete) {
+                                                          uint64_t max_count, uint64_t max_delete) {
   absl::StatusOr<StoreBounds> b = Bounds();
   if (!b.ok()) return b.status();
   if (b->count == 0) return 0;

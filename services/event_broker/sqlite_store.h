@@ -27,7 +27,7 @@ class StmtCache;
 class SqliteEventStore : public EventStore {
  public:
   static absl::StatusOr<std::unique_ptr<SqliteEventStore>> Open(const std::string& data_dir,
-                                                                 SyncPolicy sync);
+                                                                SyncPolicy sync);
   ~SqliteEventStore() override;
 
   absl::StatusOr<uint64_t> Commit(const WriteBatch& batch, absl::Time now) override;

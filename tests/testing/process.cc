@@ -143,9 +143,9 @@ HttpResult HttpRequest(const std::string& host_port, const std::string& method,
     close(fd);
     return result;
   }
-  std::string req = absl::StrCat(method, " ", path, " HTTP/1.0\r\nHost: ", host_port,
-                                 "\r\nContent-Type: application/json\r\nContent-Length: ",
-                                 body.size(), "\r\n\r\n", body);
+  std::string req = absl::StrCat(
+      method, " ", path, " HTTP/1.0\r\nHost: ", host_port,
+      "\r\nContent-Type: application/json\r\nContent-Length: ", body.size(), "\r\n\r\n", body);
   send(fd, req.data(), req.size(), MSG_NOSIGNAL);
   std::string out;
   char buf[8192];
