@@ -1,0 +1,248 @@
+#include "libs/broker_client/broker_client.h"
+
+#include <arpa/inet.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/random/random.h"
+#include "absl/synchronization/mutex.h"
+#include "google/protobuf/util/time_util.h"
+#include "grpcpp/grpcpp.h"
+#include "libs/common/grpc_server.h"
+#include "libs/common/ids.h"
+#include "libs/common/json_log.h"
+#include "switchboard/broker/v1/broker.grpc.pb.h"
+
+namespace switchboard {
+namespace {
+
+using broker::v1::EventBroker;
+using google::protobuf::util::TimeUtil;
+
+google::protobuf::Duration ToProto(absl::Duration d) {
+  return TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(d));
+}
+
+// Exponential backoff with jitter (each wait between half and all of the step).
+class Backoff {
+ public:
+  Backoff(absl::Duration initial, absl::Duration max)
+      : initial_(initial), max_(max), next_(initial) {}
+  absl::Duration Next() {
+    absl::Duration d = next_;
+    next_ = std::min(next_ * 2, max_);
+    int64_t ns = absl::ToInt64Nanoseconds(d);
+    return absl::Nanoseconds(absl::Uniform<int64_t>(absl::IntervalClosed, gen_, ns / 2, ns));
+  }
+  void Reset() { next_ = initial_; }
+
+ private:
+  absl::Duration initial_, max_, next_;
+  absl::BitGen gen_;
+};
+
+bool Retryable(const grpc::Status& s) { return s.error_code() == grpc::StatusCode::UNAVAILABLE; }
+
+class GroupSubscription : public BrokerSubscription {
+ public:
+  GroupSubscription(std::shared_ptr<grpc::Channel> channel, broker::v1::SubscribeRequest request,
+                    DeliveryCallback on_delivery, const GrpcBrokerClientOptions& options)
+      : stub_(EventBroker::NewStub(channel)),
+        request_(std::move(request)),
+        on_delivery_(std::move(on_delivery)),
+        options_(options) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~GroupSubscription() override { Stop(); }
+
+  void Stop() override {
+    {
+      absl::MutexLock lock(&mu_);
+      stopped_ = true;
+      if (ctx_ != nullptr) ctx_->TryCancel();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+  bool connected() const override { return connected_.load(); }
+
+ private:
+  void Run() {
+    Backoff backoff(options_.initial_backoff, options_.max_backoff);
+    while (true) {
+      auto ctx = std::make_shared<grpc::ClientContext>();
+      // Wait for the connection rather than fail fast: a failed call would
+      // abort the channel's connection attempt and start over.
+      ctx->set_wait_for_ready(true);
+      {
+        absl::MutexLock lock(&mu_);
+        if (stopped_) return;
+        ctx_ = ctx;
+      }
+      auto reader = stub_->Subscribe(ctx.get(), request_);
+      broker::v1::Delivery d;
+      bool got_any = false;
+      connected_ = true;
+      while (reader->Read(&d)) {
+        if (!got_any) {
+          got_any = true;
+          backoff.Reset();
+        }
+        on_delivery_(d);
+      }
+      connected_ = false;
+      grpc::Status s = reader->Finish();
+      {
+        absl::MutexLock lock(&mu_);
+        ctx_.reset();
+        if (stopped_) return;
+      }
+      if (!Retryable(s) && s.error_code() != grpc::StatusCode::CANCELLED &&
+          s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED &&
+          s.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED && !s.ok()) {
+        LogError("group subscription refused", {{"group", request_.group()},
+                                                {"code", static_cast<int>(s.error_code())},
+                                                {"error", s.error_message()}});
+      } else {
+        LogWarn("group subscription ended; reconnecting",
+                {{"group", request_.group()}, {"error", s.error_message()}});
+      }
+      absl::Duration wait = backoff.Next();
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stopped_), wait);
+      if (stopped_) return;
+    }
+  }
+
+  std::unique_ptr<EventBroker::Stub> stub_;
+  const broker::v1::SubscribeRequest request_;
+  const DeliveryCallback on_delivery_;
+  const GrpcBrokerClientOptions options_;
+  absl::Mutex mu_;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<grpc::ClientContext> ctx_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> connected_{false};
+  std::thread thread_;
+};
+
+// gRPC's own reconnect backoff (1 s first, growing to 2 min) would keep a
+// restarted broker unreachable long after it is back; follow ours instead.
+std::shared_ptr<grpc::Channel> MakeChannel(const GrpcBrokerClientOptions& options) {
+  grpc::ChannelArguments args;
+  int initial = static_cast<int>(absl::ToInt64Milliseconds(options.initial_backoff));
+  int max = static_cast<int>(absl::ToInt64Milliseconds(options.max_backoff));
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::max(initial, 1));
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, std::max(initial, 1));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, std::max(max, 1));
+  args.SetMaxReceiveMessageSize(64 << 20);
+  // After a disconnect the DNS resolver may wait up to 30 s before resolving
+  // again (grpc.dns_min_time_between_resolutions_ms); an address literal
+  // needs no resolution at all.
+  std::string target = options.target;
+  std::string host = target.substr(0, target.rfind(':'));
+  in_addr a4;
+  if (target.find("://") == std::string::npos && target.find(':') != std::string::npos &&
+      inet_pton(AF_INET, host.c_str(), &a4) == 1) {
+    target = "ipv4:" + target;
+  }
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+class GrpcBrokerClient : public BrokerClient {
+ public:
+  explicit GrpcBrokerClient(const GrpcBrokerClientOptions& options)
+      : options_(options), channel_(MakeChannel(options)), stub_(EventBroker::NewStub(channel_)) {}
+
+  absl::StatusOr<broker::v1::PublishResponse> Publish(events::v1::Event event,
+                                                      absl::Duration timeout) override {
+    if (event.id().empty()) event.set_id(NewId("evt"));
+    broker::v1::PublishRequest req;
+    *req.mutable_event() = std::move(event);
+    broker::v1::PublishResponse resp;
+    absl::Status s =
+        Call(timeout, [&](grpc::ClientContext* ctx) { return stub_->Publish(ctx, req, &resp); });
+    if (!s.ok()) return s;
+    return resp;
+  }
+
+  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(
+      std::vector<events::v1::Event> events, absl::Duration timeout) override {
+    broker::v1::PublishBatchRequest req;
+    for (auto& e : events) {
+      if (e.id().empty()) e.set_id(NewId("evt"));
+      *req.add_events() = std::move(e);
+    }
+    broker::v1::PublishBatchResponse resp;
+    absl::Status s = Call(
+        timeout, [&](grpc::ClientContext* ctx) { return stub_->PublishBatch(ctx, req, &resp); });
+    if (!s.ok()) return s;
+    return resp;
+  }
+
+  absl::Status Ack(const std::string& group, const std::vector<std::string>& ack_ids,
+                   absl::Duration timeout) override {
+    broker::v1::AckRequest req;
+    req.set_group(group);
+    for (const auto& id : ack_ids) req.add_ack_ids(id);
+    broker::v1::AckResponse resp;
+    return Call(timeout, [&](grpc::ClientContext* ctx) { return stub_->Ack(ctx, req, &resp); });
+  }
+
+  absl::Status Nack(const std::string& group, const std::vector<std::string>& ack_ids,
+                    absl::Duration delay, absl::Duration timeout) override {
+    broker::v1::NackRequest req;
+    req.set_group(group);
+    for (const auto& id : ack_ids) req.add_ack_ids(id);
+    *req.mutable_delay() = ToProto(delay);
+    broker::v1::NackResponse resp;
+    return Call(timeout, [&](grpc::ClientContext* ctx) { return stub_->Nack(ctx, req, &resp); });
+  }
+
+  absl::Status ExtendAckDeadline(const std::string& group, const std::vector<std::string>& ack_ids,
+                                 absl::Duration deadline, absl::Duration timeout) override {
+    broker::v1::ModifyAckDeadlineRequest req;
+    req.set_group(group);
+    for (const auto& id : ack_ids) req.add_ack_ids(id);
+    *req.mutable_ack_deadline() = ToProto(deadline);
+    broker::v1::ModifyAckDeadlineResponse resp;
+    return Call(timeout, [&](grpc::ClientContext* ctx) {
+      return stub_->ModifyAckDeadline(ctx, req, &resp);
+    });
+  }
+
+  std::unique_ptr<BrokerSubscription> SubscribeGroup(broker::v1::SubscribeRequest request,
+                                                     DeliveryCallback on_delivery) override {
+    return std::make_unique<GroupSubscription>(channel_, std::move(request), std::move(on_delivery),
+                                               options_);
+  }
+
+ private:
+  // Runs one RPC, retrying UNAVAILABLE with backoff until `timeout`.
+  absl::Status Call(absl::Duration timeout,
+                    const std::function<grpc::Status(grpc::ClientContext*)>& rpc) {
+    absl::Time deadline = absl::Now() + timeout;
+    Backoff backoff(options_.initial_backoff, options_.max_backoff);
+    while (true) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(deadline));
+      ctx.set_wait_for_ready(true);
+      grpc::Status s = rpc(&ctx);
+      if (s.ok() || !Retryable(s)) return FromGrpcStatus(s);
+      absl::Duration wait = backoff.Next();
+      if (absl::Now() + wait >= deadline) return FromGrpcStatus(s);
+      absl::SleepFor(wait);
+    }
+  }
+
+  const GrpcBrokerClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<EventBroker::Stub> stub_;
+};
+
+}  // namespace
+
+std::unique_ptr<BrokerClient> NewGrpcBrokerClient(const GrpcBrokerClientOptions& options) {
+  return std::make_unique<GrpcBrokerClient>(options);
+}
+
+}  // namespace switchboard

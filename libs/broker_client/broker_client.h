@@ -1,0 +1,67 @@
+#ifndef SWITCHBOARD_LIBS_BROKER_CLIENT_BROKER_CLIENT_H_
+#define SWITCHBOARD_LIBS_BROKER_CLIENT_BROKER_CLIENT_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "switchboard/broker/v1/broker.pb.h"
+
+namespace switchboard {
+
+// A running group subscription; Stop() (or destruction) ends it.
+class BrokerSubscription {
+ public:
+  virtual ~BrokerSubscription() = default;
+  // Stops reading; returns once no callback runs any more.
+  virtual void Stop() = 0;
+  // True while a stream to the broker is open.
+  virtual bool connected() const = 0;
+};
+
+// Called on the subscription's thread, one delivery at a time, in order.
+using DeliveryCallback = std::function<void(const broker::v1::Delivery&)>;
+
+// What job-worker and webhook-delivery know of the broker: the only place
+// that knows its RPCs. Every call retries UNAVAILABLE (broker restarting)
+// within its timeout; publishes stay idempotent through the event id.
+class BrokerClient {
+ public:
+  virtual ~BrokerClient() = default;
+
+  // Sets an "evt_" id when the event has none, so that a retry after a lost
+  // answer is recognised by the broker as the same event.
+  virtual absl::StatusOr<broker::v1::PublishResponse> Publish(events::v1::Event event,
+                                                              absl::Duration timeout) = 0;
+  virtual absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(
+      std::vector<events::v1::Event> events, absl::Duration timeout) = 0;
+
+  virtual absl::Status Ack(const std::string& group, const std::vector<std::string>& ack_ids,
+                           absl::Duration timeout) = 0;
+  virtual absl::Status Nack(const std::string& group, const std::vector<std::string>& ack_ids,
+                            absl::Duration delay, absl::Duration timeout) = 0;
+  virtual absl::Status ExtendAckDeadline(const std::string& group,
+                                         const std::vector<std::string>& ack_ids,
+                                         absl::Duration deadline, absl::Duration timeout) = 0;
+
+  // A consumer-group subscription that reconnects with backoff whenever the
+  // stream ends (broker restart, network), resuming where the group is.
+  virtual std::unique_ptr<BrokerSubscription> SubscribeGroup(broker::v1::SubscribeRequest request,
+                                                             DeliveryCallback on_delivery) = 0;
+};
+
+struct GrpcBrokerClientOptions {
+  std::string target;  // HOST:PORT of the broker
+  absl::Duration initial_backoff = absl::Milliseconds(50);
+  absl::Duration max_backoff = absl::Seconds(2);
+};
+
+std::unique_ptr<BrokerClient> NewGrpcBrokerClient(const GrpcBrokerClientOptions& options);
+
+}  // namespace switchboard
+
+#endif  // SWITCHBOARD_LIBS_BROKER_CLIENT_BROKER_CLIENT_H_
