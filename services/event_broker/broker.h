@@ -21,7 +21,7 @@
 #include "absl/types/span.h"
 #include "libs/common/clock.h"
 #include "services/event_broker/broker_metrics.h"
-#include "services/event_broker/event_rules.h"
+#include "libs/common/event_rules.h"
 #include "services/event_broker/event_store.h"
 #include "switchboard/broker/v1/broker.pb.h"
 

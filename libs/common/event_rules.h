@@ -1,5 +1,5 @@
-#ifndef SWITCHBOARD_SERVICES_EVENT_BROKER_EVENT_RULES_H_
-#define SWITCHBOARD_SERVICES_EVENT_BROKER_EVENT_RULES_H_
+#ifndef SWITCHBOARD_LIBS_COMMON_EVENT_RULES_H_
+#define SWITCHBOARD_LIBS_COMMON_EVENT_RULES_H_
 
 #include <string>
 #include <vector>
@@ -9,7 +9,7 @@
 #include "absl/strings/string_view.h"
 #include "switchboard/events/v1/event.pb.h"
 
-namespace switchboard::broker {
+namespace switchboard {
 
 // ^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$ (SPEC §2).
 bool IsValidEventType(absl::string_view type);
@@ -38,6 +38,6 @@ class TypeFilter {
   std::vector<std::string> prefixes_;  // with the trailing '.'
 };
 
-}  // namespace switchboard::broker
+}  // namespace switchboard
 
-#endif  // SWITCHBOARD_SERVICES_EVENT_BROKER_EVENT_RULES_H_
+#endif  // SWITCHBOARD_LIBS_COMMON_EVENT_RULES_H_

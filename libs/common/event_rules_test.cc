@@ -1,9 +1,9 @@
-#include "services/event_broker/event_rules.h"
+#include "libs/common/event_rules.h"
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
 
-namespace switchboard::broker {
+namespace switchboard {
 namespace {
 
 TEST(EventTypeTest, AcceptsCatalogAndDottedNames) {
@@ -74,4 +74,4 @@ TEST(TypeFilterTest, MalformedFilterNamesIndex) {
 }
 
 }  // namespace
-}  // namespace switchboard::broker
+}  // namespace switchboard

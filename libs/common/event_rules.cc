@@ -1,4 +1,4 @@
-#include "services/event_broker/event_rules.h"
+#include "libs/common/event_rules.h"
 
 #include <algorithm>
 
@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
-namespace switchboard::broker {
+namespace switchboard {
 namespace {
 
 bool IsSegmentStart(char c) { return c >= 'a' && c <= 'z'; }
@@ -109,4 +109,4 @@ bool TypeFilter::Matches(absl::string_view type) const {
   return false;
 }
 
-}  // namespace switchboard::broker
+}  // namespace switchboard

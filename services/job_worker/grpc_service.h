@@ -1,0 +1,35 @@
+#ifndef SWITCHBOARD_SERVICES_JOB_WORKER_GRPC_SERVICE_H_
+#define SWITCHBOARD_SERVICES_JOB_WORKER_GRPC_SERVICE_H_
+
+#include "services/job_worker/worker.h"
+#include "switchboard/jobs/v1/jobs.grpc.pb.h"
+
+namespace switchboard::jobs {
+
+// gRPC edge of the worker: hands each call to Worker.
+class JobWorkerService final : public v1::JobWorker::CallbackService {
+ public:
+  explicit JobWorkerService(Worker* worker) : worker_(worker) {}
+
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
+                                     const v1::GetStatsRequest* request,
+                                     v1::GetStatsResponse* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
+                                     const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx,
+                                   const v1::GetJobRequest* request, v1::Job* response) override;
+  grpc::ServerUnaryReactor* PauseQueue(grpc::CallbackServerContext* ctx,
+                                       const v1::PauseQueueRequest* request,
+                                       v1::QueueStats* response) override;
+  grpc::ServerUnaryReactor* ResumeQueue(grpc::CallbackServerContext* ctx,
+                                        const v1::ResumeQueueRequest* request,
+                                        v1::QueueStats* response) override;
+
+ private:
+  Worker* const worker_;
+};
+
+}  // namespace switchboard::jobs
+
+#endif  // SWITCHBOARD_SERVICES_JOB_WORKER_GRPC_SERVICE_H_

@@ -1,0 +1,356 @@
+// Worker logic: backoff schedule, configuration validation, mapping lookup,
+// order-flow handlers, and the retry/ack protocol against a fake broker
+// client (the real broker is exercised in tests/job_worker_integration_test).
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/job_worker/backoff.h"
+#include "services/job_worker/handlers.h"
+#include "services/job_worker/job_store.h"
+#include "services/job_worker/worker.h"
+#include "services/job_worker/worker_config.h"
+
+namespace switchboard::jobs {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(BackoffTest, ExponentialCappedWithBoundedJitter) {
+  BackoffPolicy p{absl::Seconds(1), 2.0, absl::Seconds(30), 0.0};
+  std::vector<absl::Duration> got;
+  for (uint32_t a = 1; a <= 7; ++a) got.push_back(BackoffDelay(p, a, 0.5));
+  EXPECT_EQ(got, (std::vector<absl::Duration>{absl::Seconds(1), absl::Seconds(2), absl::Seconds(4),
+                                              absl::Seconds(8), absl::Seconds(16),
+                                              absl::Seconds(30), absl::Seconds(30)}));
+  p.jitter = 0.2;
+  for (double u : {0.0, 0.25, 0.5, 0.999}) {
+    absl::Duration d = BackoffDelay(p, 3, u);
+    EXPECT_LE(d, absl::Seconds(4));
+    EXPECT_GE(d, absl::Seconds(4) * 0.8);
+  }
+  EXPECT_EQ(BackoffDelay(p, 3, 0.0), absl::Seconds(4));
+  EXPECT_LE(BackoffDelay(p, 20, 0.0), absl::Seconds(30)) << "the cap holds with jitter";
+}
+
+std::vector<std::string> KnownTypes() {
+  HandlerRegistry r;
+  RegisterBuiltinHandlers(&r);
+  return r.Types();
+}
+
+TEST(WorkerConfigTest, DefaultsRunTheOrderFlow) {
+  auto c = ResolveWorkerConfig(v1::WorkerConfig(), KnownTypes());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->routes.size(), 5u);
+  ASSERT_NE(c->Find("order.created"), nullptr);
+  EXPECT_EQ(c->Find("order.created")->job_type, "payment-processing");
+  EXPECT_EQ(c->Find("order.created")->queue, "payments");
+  EXPECT_EQ(c->Find("cart.abandoned")->queue, "notifications");
+  EXPECT_EQ(c->Find("order.completed"), nullptr);
+  EXPECT_EQ(c->queues.size(), 4u);
+  EXPECT_EQ(c->queues.at("payments").attempts, 3u);
+}
+
+TEST(WorkerConfigTest, FileMappingsAddToDefaultsAndQueuesOverride) {
+  auto parsed = ParseWorkerConfig(R"({
+    "mappings": [{"eventType": "test.flaky", "jobType": "flaky", "queue": "test"}],
+    "queues": [{"name": "test", "concurrency": 2, "attempts": 4,
+                "backoff": {"initial": "0.1s", "multiplier": 3, "max": "1s"}, "timeout": "5s"}],
+    "paymentRule": {"failAboveTotal": 1000}
+  })",
+                                  "worker.json");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  auto c = ResolveWorkerConfig(*parsed, KnownTypes());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->routes.size(), 6u);
+  EXPECT_EQ(c->queues.at("test").concurrency, 2u);
+  EXPECT_EQ(c->queues.at("test").attempts, 4u);
+  EXPECT_EQ(c->queues.at("test").backoff.initial, absl::Milliseconds(100));
+  EXPECT_EQ(c->queues.at("test").backoff.multiplier, 3);
+  EXPECT_EQ(c->queues.at("test").timeout, absl::Seconds(5));
+  EXPECT_EQ(c->payment_rule.fail_above_total(), 1000);
+
+  parsed->set_replace_default_mappings(true);
+  c = ResolveWorkerConfig(*parsed, KnownTypes());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->routes.size(), 1u);
+}
+
+TEST(WorkerConfigTest, TextFormatToo) {
+  auto parsed = ParseWorkerConfig(
+      "queues { name: \"payments\" concurrency: 7 }\npayment_rule { fail_above_total: 5 }",
+      "worker.textproto");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  auto c = ResolveWorkerConfig(*parsed, KnownTypes());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->queues.at("payments").concurrency, 7u);
+}
+
+TEST(WorkerConfigTest, UnknownKeysAreRejectedByName) {
+  auto json =
+      ParseWorkerConfig(R"({"queues": [{"name": "payments", "concurrensy": 3}]})", "w.json");
+  ASSERT_FALSE(json.ok());
+  EXPECT_THAT(json.status().message(), HasSubstr("concurrensy"));
+  auto text = ParseWorkerConfig("queues { nmae: \"x\" }", "w.textproto");
+  ASSERT_FALSE(text.ok());
+  EXPECT_THAT(text.status().message(), HasSubstr("nmae"));
+}
+
+TEST(WorkerConfigTest, BadValuesNameTheField) {
+  struct Case {
+    const char* json;
+    const char* field;
+  };
+  for (const Case& c : std::vector<Case>{
+           {R"({"mappings":[{"eventType":"Order","jobType":"noop","queue":"q"}]})",
+            "mappings[0].event_type"},
+           {R"({"mappings":[{"eventType":"a.b","jobType":"nope","queue":"q"}]})",
+            "mappings[0].job_type"},
+           {R"({"mappings":[{"eventType":"a.b","jobType":"noop","queue":"Q Q"}]})",
+            "mappings[0].queue"},
+           {R"({"mappings":[{"eventType":"a.b","jobType":"noop","queue":"q"},
+                            {"eventType":"a.b","jobType":"noop","queue":"q"}]})",
+            "mappings[1].event_type"},
+           {R"({"queues":[{"name":"ghost"}]})", "queues[0].name"},
+           {R"({"queues":[{"name":"payments","concurrency":5000}]})", "queues[0].concurrency"},
+           {R"({"queues":[{"name":"payments","attempts":500}]})", "queues[0].attempts"},
+           {R"({"queues":[{"name":"payments","timeout":"-1s"}]})", "queues[0].timeout"},
+           {R"({"queues":[{"name":"payments","backoff":{"multiplier":0.5}}]})",
+            "queues[0].backoff.multiplier"},
+           {R"({"queues":[{"name":"payments","backoff":{"jitter":2}}]})",
+            "queues[0].backoff.jitter"},
+           {R"({"queues":[{"name":"payments","backoff":{"initial":"10s","max":"1s"}}]})",
+            "queues[0].backoff.max"},
+           {R"({"paymentRule":{"failAboveTotal":-1}})", "payment_rule.fail_above_total"},
+       }) {
+    auto parsed = ParseWorkerConfig(c.json, "w.json");
+    ASSERT_TRUE(parsed.ok()) << c.json << " " << parsed.status();
+    auto r = ResolveWorkerConfig(*parsed, KnownTypes());
+    ASSERT_FALSE(r.ok()) << c.json;
+    EXPECT_TRUE(absl::StartsWith(r.status().message(), c.field))
+        << c.json << " -> " << r.status().message();
+  }
+}
+
+TEST(HandlersTest, OrderCreationIsDeterministicAndPaymentRuleFails) {
+  HandlerRegistry r;
+  RegisterBuiltinHandlers(&r);
+  events::v1::Event checkout;
+  checkout.set_id("evt_01ABC");
+  checkout.set_type("order.checkout_initiated");
+  (*checkout.mutable_data()->mutable_fields())["customerId"].set_string_value("cus_1");
+  (*checkout.mutable_data()->mutable_fields())["total"].set_number_value(250);
+  v1::Job job;
+  job.set_attempt(1);
+  v1::PaymentRule rule;
+  rule.set_fail_above_total(100);
+  uint64_t counter = 41;
+  JobContext ctx{checkout, job, absl::InfiniteFuture(), rule,
+                 [&](const std::string&) -> absl::StatusOr<uint64_t> { return ++counter; }};
+  auto out = r.Find("order-creation")->Run(ctx);
+  ASSERT_TRUE(out.ok());
+  ASSERT_EQ(out->events.size(), 1u);
+  const events::v1::Event created = out->events[0];
+  EXPECT_EQ(created.type(), "order.created");
+  EXPECT_EQ(created.data().fields().at("orderId").string_value(), "ord_01ABC");
+  EXPECT_EQ(created.data().fields().at("orderNumber").number_value(), 42);
+  EXPECT_EQ(created.data().fields().at("status").string_value(), "created");
+  EXPECT_EQ(created.subject(), "ord_01ABC");
+
+  JobContext pay{created, job, absl::InfiniteFuture(), rule, ctx.next_counter};
+  out = r.Find("payment-processing")->Run(pay);
+  ASSERT_TRUE(out.ok());
+  ASSERT_EQ(out->events.size(), 2u);
+  EXPECT_EQ(out->events[0].type(), "order.payment_processing");
+  EXPECT_EQ(out->events[1].type(), "order.payment_failed");
+  rule.set_fail_above_total(0);
+  out = r.Find("payment-processing")->Run(pay);
+  EXPECT_EQ(out->events[1].type(), "order.payment_completed");
+}
+
+// A broker client that records what the worker does.
+class FakeBrokerClient : public BrokerClient {
+ public:
+  absl::StatusOr<broker::v1::PublishResponse> Publish(events::v1::Event event,
+                                                      absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    published_.push_back(event);
+    return broker::v1::PublishResponse();
+  }
+  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(std::vector<events::v1::Event> evs,
+                                                                absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    for (auto& e : evs) published_.push_back(e);
+    return broker::v1::PublishBatchResponse();
+  }
+  absl::Status Ack(const std::string&, const std::vector<std::string>& ids,
+                   absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    for (auto& id : ids) acked_.push_back(id);
+    return absl::OkStatus();
+  }
+  absl::Status Nack(const std::string&, const std::vector<std::string>& ids, absl::Duration delay,
+                    absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    for (auto& id : ids) nacked_.push_back({id, delay});
+    return absl::OkStatus();
+  }
+  absl::Status ExtendAckDeadline(const std::string&, const std::vector<std::string>&,
+                                 absl::Duration, absl::Duration) override {
+    return absl::OkStatus();
+  }
+  std::unique_ptr<BrokerSubscription> SubscribeGroup(broker::v1::SubscribeRequest,
+                                                     DeliveryCallback) override {
+    return nullptr;
+  }
+  template <typename F>
+  bool WaitFor(F cond) {
+    absl::MutexLock lock(&mu_);
+    auto c = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return cond(*this); };
+    return mu_.AwaitWithTimeout(absl::Condition(&c), absl::Seconds(10));
+  }
+  std::vector<events::v1::Event> published_;
+  std::vector<std::string> acked_;
+  std::vector<std::pair<std::string, absl::Duration>> nacked_;
+  absl::Mutex mu_;
+};
+
+class WorkerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    RegisterBuiltinHandlers(&handlers_);
+    dir_ = std::filesystem::temp_directory_path() /
+           ("jw-test-" + std::to_string(getpid()) + "-" + std::to_string(rand()));
+    auto store = SqliteJobStore::Open(dir_);
+    ASSERT_TRUE(store.ok());
+    store_ = *std::move(store);
+    auto parsed = ParseWorkerConfig(R"({"mappings":[{"eventType":"test.flaky","jobType":"flaky",
+        "queue":"test"}],"queues":[{"name":"test","attempts":3,
+        "backoff":{"initial":"1s","multiplier":2,"max":"10s","jitter":0.000001}}]})",
+                                    "w.json");
+    ASSERT_TRUE(parsed.ok());
+    auto config = ResolveWorkerConfig(*parsed, handlers_.Types());
+    ASSERT_TRUE(config.ok());
+    WorkerOptions options;
+    options.worker_id = "w1";
+    worker_ = std::make_unique<Worker>(options, *config, &handlers_, store_.get(), &broker_,
+                                       &clock_, &metrics_);
+    ASSERT_TRUE(worker_->Start().ok());
+  }
+  void TearDown() override {
+    worker_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  broker::v1::Delivery Delivery(const std::string& id, int fail_times, int attempt) {
+    broker::v1::Delivery d;
+    d.mutable_event()->set_id(id);
+    d.mutable_event()->set_type("test.flaky");
+    d.mutable_event()->set_correlation_id("corr-9");
+    (*d.mutable_event()->mutable_data()->mutable_fields())["failTimes"].set_number_value(
+        fail_times);
+    d.set_ack_id(absl::StrCat("1-", attempt));
+    d.set_delivery_attempt(attempt);
+    return d;
+  }
+  std::vector<std::string> Types() {
+    absl::MutexLock lock(&broker_.mu_);
+    std::vector<std::string> t;
+    for (auto& e : broker_.published_) t.push_back(e.type());
+    return t;
+  }
+
+  HandlerRegistry handlers_;
+  std::filesystem::path dir_;
+  std::unique_ptr<SqliteJobStore> store_;
+  FakeBrokerClient broker_;
+  FakeClock clock_;
+  prometheus::Registry registry_;
+  WorkerMetrics metrics_{registry_};
+  std::unique_ptr<Worker> worker_;
+};
+
+TEST_F(WorkerTest, FailsTwiceThenSucceedsWithBackoffAndAcksOnlyAtTheEnd) {
+  worker_->OnDelivery(Delivery("evt_A", 2, 1));
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.nacked_.size() == 1; }));
+  EXPECT_NEAR(absl::ToDoubleSeconds(broker_.nacked_[0].second), 1.0, 0.001)
+      << "first retry after backoff.initial";
+  EXPECT_TRUE(broker_.acked_.empty());
+  worker_->OnDelivery(Delivery("evt_A", 2, 2));  // the broker redelivers after the delay
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.nacked_.size() == 2; }));
+  EXPECT_NEAR(absl::ToDoubleSeconds(broker_.nacked_[1].second), 2.0, 0.001);
+  worker_->OnDelivery(Delivery("evt_A", 2, 3));
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() == 1; }));
+  EXPECT_THAT(Types(),
+              ::testing::ElementsAre("job.enqueued", "job.started", "job.failed", "job.started",
+                                     "job.failed", "job.started", "job.completed"));
+  auto job = worker_->GetJob([] {
+    v1::GetJobRequest r;
+    r.set_id("job_A");
+    return r;
+  }());
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->status(), v1::JOB_STATUS_COMPLETED);
+  EXPECT_EQ(job->attempt(), 3u);
+  absl::MutexLock lock(&broker_.mu_);
+  const auto& failed = broker_.published_[2];
+  EXPECT_EQ(failed.data().fields().at("attempt").number_value(), 1);
+  EXPECT_TRUE(failed.data().fields().count("nextRetryAt"));
+  EXPECT_FALSE(failed.data().fields().at("final").bool_value());
+  EXPECT_EQ(failed.correlation_id(), "corr-9");
+}
+
+TEST_F(WorkerTest, AlwaysFailingJobFailsFinallyAndIsAcked) {
+  for (int a = 1; a <= 3; ++a) {
+    worker_->OnDelivery(Delivery("evt_B", -1, a));
+    if (a < 3) {
+      ASSERT_TRUE(broker_.WaitFor(
+          [a](FakeBrokerClient& b) { return b.nacked_.size() == static_cast<size_t>(a); }));
+    }
+  }
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() == 1; }));
+  auto list = worker_->ListJobs([] {
+    v1::ListJobsRequest r;
+    r.set_status(v1::JOB_STATUS_FAILED);
+    return r;
+  }());
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->jobs_size(), 1);
+  EXPECT_EQ(list->jobs(0).attempt(), 3u);
+  EXPECT_THAT(list->jobs(0).error(), HasSubstr("fails on purpose"));
+  absl::MutexLock lock(&broker_.mu_);
+  EXPECT_TRUE(broker_.published_.back().data().fields().at("final").bool_value());
+}
+
+TEST_F(WorkerTest, RedeliveryOfACompletedJobIsAckedWithoutRunning) {
+  worker_->OnDelivery(Delivery("evt_C", 0, 1));
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() == 1; }));
+  size_t published = Types().size();
+  worker_->OnDelivery(Delivery("evt_C", 0, 2));
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() == 2; }));
+  EXPECT_EQ(Types().size(), published) << "the job ran twice";
+}
+
+TEST_F(WorkerTest, PausedQueueHoldsJobsUntilResumed) {
+  ASSERT_TRUE(worker_->SetPaused("test", true).ok());
+  worker_->OnDelivery(Delivery("evt_D", 0, 1));
+  auto stats = worker_->GetStats();
+  ASSERT_EQ(stats.queues_size(), 5);
+  bool found = false;
+  for (auto& q : stats.queues()) {
+    if (q.name() == "test") {
+      found = true;
+      EXPECT_EQ(q.waiting(), 1u);
+      EXPECT_TRUE(q.paused());
+    }
+  }
+  EXPECT_TRUE(found);
+  EXPECT_TRUE(broker_.acked_.empty());
+  ASSERT_TRUE(worker_->SetPaused("test", false).ok());
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() == 1; }));
+  EXPECT_EQ(worker_->SetPaused("nope", true).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace switchboard::jobs

@@ -1,0 +1,144 @@
+// job-worker: wires flags, config, store, broker client, worker core, gRPC and
+// admin HTTP.
+#include <unistd.h>
+
+#include <memory>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "libs/broker_client/broker_client.h"
+#include "libs/common/admin_http.h"
+#include "libs/common/flags.h"
+#include "libs/common/grpc_server.h"
+#include "libs/common/json_log.h"
+#include "libs/common/shutdown.h"
+#include "prometheus/registry.h"
+#include "services/job_worker/grpc_service.h"
+#include "services/job_worker/handlers.h"
+#include "services/job_worker/job_store.h"
+#include "services/job_worker/worker.h"
+#include "services/job_worker/worker_config.h"
+
+ABSL_FLAG(std::string, grpc_addr, "0.0.0.0:50052", "gRPC listen address HOST:PORT (port 0: any)");
+ABSL_FLAG(std::string, http_addr, "0.0.0.0:8082",
+          "admin HTTP listen address HOST:PORT (/metrics, /healthz, /readyz)");
+ABSL_FLAG(std::string, broker, "127.0.0.1:50051", "event-broker gRPC address HOST:PORT");
+ABSL_FLAG(std::string, config, "",
+          "worker configuration (WorkerConfig as JSON or text format); empty: the order flow "
+          "defaults");
+ABSL_FLAG(std::string, data_dir, "./data/job-worker", "directory of the worker's job store");
+ABSL_FLAG(std::string, worker_id, "", "this worker's id in job events (default: host-pid)");
+ABSL_FLAG(std::string, start, "latest",
+          "where a new job-worker consumer group starts: latest or earliest");
+ABSL_FLAG(absl::Duration, ack_deadline, absl::Seconds(30),
+          "ack deadline asked of the broker; extended while a job runs");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(20),
+          "on SIGTERM, how long running jobs may take to finish");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
+
+namespace switchboard::jobs {
+namespace {
+
+std::string HostOf(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
+
+int Run() {
+  HandlerRegistry handlers;
+  RegisterBuiltinHandlers(&handlers);
+  v1::WorkerConfig file_config;
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    absl::StatusOr<v1::WorkerConfig> loaded = LoadWorkerConfigFile(absl::GetFlag(FLAGS_config));
+    if (!loaded.ok()) {
+      LogError("bad config", {{"error", std::string(loaded.status().message())}});
+      return 2;
+    }
+    file_config = *std::move(loaded);
+  }
+  absl::StatusOr<ResolvedConfig> config = ResolveWorkerConfig(file_config, handlers.Types());
+  if (!config.ok()) {
+    LogError("bad config", {{"error", std::string(config.status().message())}});
+    return 2;
+  }
+  WorkerOptions options;
+  options.worker_id = absl::GetFlag(FLAGS_worker_id);
+  if (options.worker_id.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof(host) - 1);
+    options.worker_id = absl::StrCat(host, "-", getpid());
+  }
+  options.ack_deadline = absl::GetFlag(FLAGS_ack_deadline);
+  options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  if (absl::GetFlag(FLAGS_start) == "earliest") {
+    options.start = broker::v1::SubscribeRequest::EARLIEST;
+  } else if (absl::GetFlag(FLAGS_start) != "latest") {
+    LogError("bad flag", {{"error", "start: must be latest or earliest"}});
+    return 2;
+  }
+  if (options.ack_deadline < absl::Seconds(1)) {
+    LogError("bad flag", {{"error", "ack_deadline: at least 1s"}});
+    return 2;
+  }
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  WorkerMetrics metrics(*registry);
+  absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
+      SqliteJobStore::Open(absl::GetFlag(FLAGS_data_dir));
+  if (!store.ok()) {
+    LogError("cannot open job store", {{"error", store.status().ToString()}});
+    return 1;
+  }
+  std::unique_ptr<BrokerClient> broker = NewGrpcBrokerClient({absl::GetFlag(FLAGS_broker)});
+  Worker worker(options, *std::move(config), &handlers, store->get(), broker.get(),
+                RealClock::Get(), &metrics);
+  if (absl::Status s = worker.Start(); !s.ok()) {
+    LogError("cannot start worker", {{"error", s.ToString()}});
+    return 1;
+  }
+  JobWorkerService service(&worker);
+  absl::StatusOr<RunningGrpcServer> grpc =
+      StartGrpcServer({absl::GetFlag(FLAGS_grpc_addr)}, {&service});
+  if (!grpc.ok()) {
+    LogError("cannot start gRPC", {{"error", grpc.status().ToString()}});
+    return 1;
+  }
+  AdminHttpServer http(registry);
+  std::atomic<bool> stopping{false};
+  http.SetReadiness([&] { return !stopping.load() && worker.ready(); });
+  absl::StatusOr<int> http_port = http.Start(absl::GetFlag(FLAGS_http_addr));
+  if (!http_port.ok()) {
+    LogError("cannot start admin HTTP", {{"error", http_port.status().ToString()}});
+    return 1;
+  }
+  std::string grpc_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_grpc_addr)), ":", grpc->port);
+  std::string http_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_http_addr)), ":", *http_port);
+  Log(LogLevel::kStartup, absl::StrCat("listening grpc=", grpc_bound, " http=", http_bound),
+      {{"grpc", grpc_bound},
+       {"http", http_bound},
+       {"broker", absl::GetFlag(FLAGS_broker)},
+       {"worker_id", options.worker_id}});
+
+  int sig = WaitForShutdownSignal();
+  LogInfo("shutting down", {{"signal", sig}});
+  stopping = true;
+  grpc->server->GetHealthCheckService()->SetServingStatus(false);
+  bool drained = worker.Shutdown();
+  grpc->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  http.Stop();
+  LogInfo("stopped", {{"drained", drained}});
+  if (!drained) {
+    std::fflush(stderr);
+    _exit(0);  // a handler is stuck past --drain_timeout; its job was handed back
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace switchboard::jobs
+
+int main(int argc, char** argv) {
+  switchboard::BlockShutdownSignals();
+  switchboard::InitFlags(argc, argv,
+                         "runs the jobs that events trigger and reports their lifecycle.\n"
+                         "Usage: job-worker [--broker=HOST:PORT] [--config=FILE] ...");
+  switchboard::InitLogging("job-worker", absl::GetFlag(FLAGS_log_level));
+  return switchboard::jobs::Run();
+}

@@ -1,0 +1,550 @@
+#include "services/job_worker/worker.h"
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/time_util.h"
+#include "libs/common/json_log.h"
+
+namespace switchboard::jobs {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+google::protobuf::Timestamp ToProto(absl::Time t) {
+  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+}
+
+std::string Rfc3339(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone());
+}
+
+// The job id follows from the triggering event, so a redelivery of the event
+// is recognised as the same job.
+std::string JobIdFor(const events::v1::Event& trigger) {
+  absl::string_view id = trigger.id();
+  if (absl::StartsWith(id, "evt_")) id.remove_prefix(4);
+  return absl::StrCat("job_", id);
+}
+
+void SetField(events::v1::Event& ev, const std::string& key, const std::string& v) {
+  (*ev.mutable_data()->mutable_fields())[key].set_string_value(v);
+}
+void SetField(events::v1::Event& ev, const std::string& key, double v) {
+  (*ev.mutable_data()->mutable_fields())[key].set_number_value(v);
+}
+void SetField(events::v1::Event& ev, const std::string& key, bool v) {
+  (*ev.mutable_data()->mutable_fields())[key].set_bool_value(v);
+}
+
+const char* StatusName(v1::JobStatus s) {
+  switch (s) {
+    case v1::JOB_STATUS_WAITING:
+      return "waiting";
+    case v1::JOB_STATUS_ACTIVE:
+      return "active";
+    case v1::JOB_STATUS_COMPLETED:
+      return "completed";
+    case v1::JOB_STATUS_RETRY_SCHEDULED:
+      return "retry_scheduled";
+    case v1::JOB_STATUS_FAILED:
+      return "failed";
+    default:
+      return "unknown";
+  }
+}
+
+}  // namespace
+
+Worker::Worker(WorkerOptions options, ResolvedConfig config, const HandlerRegistry* handlers,
+               JobStore* store, BrokerClient* broker, Clock* clock, WorkerMetrics* metrics)
+    : options_(std::move(options)),
+      config_(std::move(config)),
+      handlers_(handlers),
+      store_(store),
+      broker_(broker),
+      clock_(clock),
+      metrics_(metrics) {}
+
+Worker::~Worker() { Shutdown(); }
+
+absl::Status Worker::Start() {
+  auto counts = store_->CountByQueueAndStatus();
+  if (!counts.ok()) return counts.status();
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [name, settings] : config_.queues) {
+      Queue& q = queues_[name];
+      q.settings = settings;
+      q.completed = (*counts)[{name, v1::JOB_STATUS_COMPLETED}];
+      q.failed = (*counts)[{name, v1::JOB_STATUS_FAILED}];
+    }
+    for (auto& [name, q] : queues_) {
+      for (uint32_t i = 0; i < q.settings.concurrency; ++i) {
+        q.threads.emplace_back([this, name = name] { RunQueue(name); });
+      }
+    }
+  }
+  uint32_t slots = 0;
+  uint32_t max_attempts = 1;
+  for (const auto& [name, s] : config_.queues) {
+    slots += s.concurrency;
+    max_attempts = std::max(max_attempts, s.attempts);
+  }
+  broker::v1::SubscribeRequest req;
+  req.set_group(options_.group);
+  for (const std::string& t : config_.EventTypes()) req.add_types(t);
+  req.set_start(options_.start);
+  *req.mutable_ack_deadline() =
+      TimeUtil::MillisecondsToDuration(absl::ToInt64Milliseconds(options_.ack_deadline));
+  // Enough to keep every slot busy with work queued behind it.
+  req.set_max_in_flight(std::max<uint32_t>(2 * slots, 64));
+  // The worker counts attempts itself; the broker's limit only stops a
+  // poison event that crashes the worker over and over.
+  req.set_max_deliveries(std::max<uint32_t>(max_attempts + 10, 20));
+  subscription_ =
+      broker_->SubscribeGroup(req, [this](const broker::v1::Delivery& d) { OnDelivery(d); });
+  extender_ = std::thread([this] { ExtendDeadlinesLoop(); });
+  return absl::OkStatus();
+}
+
+bool Worker::ready() const { return subscription_ != nullptr && subscription_->connected(); }
+
+void Worker::OnDelivery(const broker::v1::Delivery& d) {
+  const JobRoute* route = config_.Find(d.event().type());
+  if (route == nullptr) {
+    Ack(d.ack_id());  // not ours (the group's filter changed since)
+    return;
+  }
+  std::string job_id = JobIdFor(d.event());
+  {
+    // A redelivery of a job we hold already (its deadline lapsed): keep the
+    // newest ack id, do not run it twice.
+    absl::MutexLock lock(&mu_);
+    Queue& q = queues_[route->queue];
+    auto active = q.active.find(job_id);
+    if (active != q.active.end()) {
+      active->second->ack_id = d.ack_id();
+      return;
+    }
+    for (auto& t : q.waiting) {
+      if (t->job.id() == job_id) {
+        t->ack_id = d.ack_id();
+        return;
+      }
+    }
+  }
+  absl::StatusOr<std::optional<v1::Job>> existing = store_->Get(job_id);
+  if (!existing.ok()) {
+    LogError("job store read failed",
+             {{"job_id", job_id}, {"error", existing.status().ToString()}});
+    Nack(d.ack_id(), absl::Seconds(1));
+    return;
+  }
+  if (existing->has_value() && ((*existing)->status() == v1::JOB_STATUS_COMPLETED ||
+                                (*existing)->status() == v1::JOB_STATUS_FAILED)) {
+    // Done before (the ack was lost, or the worker crashed before acking).
+    metrics_->jobs
+        .Add({{"queue", route->queue}, {"type", route->job_type}, {"outcome", "skipped_duplicate"}})
+        .Increment();
+    Ack(d.ack_id());
+    return;
+  }
+  auto task = std::make_shared<Task>();
+  task->trigger = d.event();
+  task->ack_id = d.ack_id();
+  task->route = route;
+  task->arrived = clock_->Now();
+  const QueueSettings& settings = config_.queues.at(route->queue);
+  v1::Job& job = task->job;
+  if (existing->has_value()) job = **existing;
+  job.set_id(job_id);
+  job.set_type(route->job_type);
+  job.set_queue(route->queue);
+  job.set_status(v1::JOB_STATUS_WAITING);
+  job.set_attempt(job.attempt() + 1);
+  job.set_max_attempts(settings.attempts);
+  job.set_trigger_event_id(d.event().id());
+  job.set_trigger_event_type(d.event().type());
+  job.set_correlation_id(d.event().correlation_id());
+  job.set_subject(d.event().subject());
+  job.set_worker_id(options_.worker_id);
+  job.clear_next_retry_at();
+  if (!job.has_enqueued_at()) *job.mutable_enqueued_at() = ToProto(task->arrived);
+  if (job.attempt() == 1) {
+    absl::Status s = PublishAll({LifecycleEvent(*task, "job.enqueued", "enqueued")});
+    if (!s.ok()) {
+      LogWarn("publishing job.enqueued failed", {{"job_id", job_id}, {"error", s.ToString()}});
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  Queue& q = queues_[route->queue];
+  q.waiting.push_back(std::move(task));
+  UpdateGauges(route->queue, q);
+}
+
+void Worker::RunQueue(const std::string& name) {
+  while (true) {
+    std::shared_ptr<Task> task;
+    Queue* q;
+    {
+      absl::MutexLock lock(&mu_);
+      q = &queues_[name];
+      auto can_take = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || (!draining_ && !q->paused && !q->waiting.empty());
+      };
+      mu_.Await(absl::Condition(&can_take));
+      if (stopping_) return;
+      task = std::move(q->waiting.front());
+      q->waiting.pop_front();
+      q->active[task->job.id()] = task;
+      UpdateGauges(name, *q);
+    }
+    RunTask(q, task);
+  }
+}
+
+events::v1::Event Worker::LifecycleEvent(const Task& task, const std::string& type,
+                                         const std::string& id_suffix) {
+  const v1::Job& job = task.job;
+  events::v1::Event ev;
+  // Ids derive from the job and attempt, so a re-run after a crash repeats
+  // them and the broker's dedupe window drops the repeats.
+  ev.set_id(absl::StrCat("evt_", job.id().substr(4), ".", id_suffix));
+  ev.set_type(type);
+  ev.set_source("job-worker");
+  ev.set_subject(task.trigger.subject());
+  ev.set_correlation_id(task.trigger.correlation_id());
+  ev.set_user_id(task.trigger.user_id());
+  SetField(ev, "workerId", options_.worker_id);
+  SetField(ev, "queueName", job.queue());
+  SetField(ev, "jobId", job.id());
+  SetField(ev, "jobType", job.type());
+  SetField(ev, "status", StatusName(job.status()));
+  SetField(ev, "attempt", static_cast<double>(job.attempt()));
+  SetField(ev, "maxAttempts", static_cast<double>(job.max_attempts()));
+  SetField(ev, "processingTimeMs", static_cast<double>(job.processing_time_ms()));
+  SetField(ev, "queueWaitMs", static_cast<double>(job.queue_wait_ms()));
+  SetField(ev, "error", job.error());
+  SetField(ev, "triggerEventId", job.trigger_event_id());
+  if (job.has_next_retry_at()) {
+    SetField(ev, "nextRetryAt",
+             Rfc3339(absl::FromUnixMicros(TimeUtil::TimestampToMicroseconds(job.next_retry_at()))));
+  }
+  return ev;
+}
+
+void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
+  v1::Job& job = task->job;
+  const QueueSettings& settings = queue->settings;
+  absl::Time started = clock_->Now();
+  job.set_status(v1::JOB_STATUS_ACTIVE);
+  *job.mutable_started_at() = ToProto(started);
+  job.set_queue_wait_ms(absl::ToInt64Milliseconds(started - task->arrived));
+  job.clear_error();
+  metrics_->queue_wait.Add({{"queue", job.queue()}}, WorkerMetrics::Buckets())
+      .Observe(absl::ToDoubleSeconds(started - task->arrived));
+  if (absl::Status s = PublishAll(
+          {LifecycleEvent(*task, "job.started", absl::StrCat("started.", job.attempt()))});
+      !s.ok()) {
+    LogWarn("publishing job.started failed", {{"job_id", job.id()}, {"error", s.ToString()}});
+  }
+
+  JobHandler* handler = handlers_->Find(job.type());
+  JobContext ctx{task->trigger, job, started + settings.timeout, config_.payment_rule,
+                 [this](const std::string& name) { return store_->NextCounter(name); }};
+  absl::StatusOr<JobOutput> result =
+      handler != nullptr ? handler->Run(ctx)
+                         : absl::StatusOr<JobOutput>(absl::InternalError("no handler"));
+  absl::Time finished = clock_->Now();
+  absl::Duration took = finished - started;
+  if (result.ok() && took > settings.timeout) {
+    result = absl::DeadlineExceededError(
+        absl::StrCat("timed out after ", absl::FormatDuration(settings.timeout)));
+  }
+  job.set_processing_time_ms(absl::ToInt64Milliseconds(took));
+  *job.mutable_finished_at() = ToProto(finished);
+  metrics_->duration.Add({{"queue", job.queue()}}, WorkerMetrics::Buckets())
+      .Observe(absl::ToDoubleSeconds(took));
+
+  std::string outcome;
+  bool ack = false;
+  absl::Duration nack_delay = absl::ZeroDuration();
+  if (result.ok()) {
+    job.set_status(v1::JOB_STATUS_COMPLETED);
+    std::vector<events::v1::Event> out;
+    for (size_t i = 0; i < result->events.size(); ++i) {
+      events::v1::Event ev = std::move(result->events[i]);
+      ev.set_id(absl::StrCat("evt_", job.id().substr(4), ".", job.type(), ".", i + 1));
+      ev.set_source("job-worker");
+      if (ev.correlation_id().empty()) ev.set_correlation_id(task->trigger.correlation_id());
+      if (ev.subject().empty()) ev.set_subject(task->trigger.subject());
+      if (ev.user_id().empty()) ev.set_user_id(task->trigger.user_id());
+      out.push_back(std::move(ev));
+    }
+    out.push_back(LifecycleEvent(*task, "job.completed", "completed"));
+    absl::Status published = PublishAll(std::move(out));
+    if (!published.ok()) {
+      // The work is done but its events are not out: let the broker redeliver
+      // (the re-run's events carry the same ids).
+      LogError("publishing job results failed",
+               {{"job_id", job.id()}, {"error", published.ToString()}});
+      job.set_attempt(job.attempt() - 1);
+      nack_delay = absl::Seconds(1);
+      outcome = "publish_failed";
+    } else {
+      outcome = "completed";
+      ack = true;
+    }
+  } else {
+    job.set_error(std::string(result.status().message()));
+    if (job.attempt() < job.max_attempts()) {
+      double u;
+      {
+        absl::MutexLock lock(&mu_);
+        u = absl::Uniform(rng_, 0.0, 1.0);
+      }
+      nack_delay = BackoffDelay(settings.backoff, job.attempt(), u);
+      job.set_status(v1::JOB_STATUS_RETRY_SCHEDULED);
+      *job.mutable_next_retry_at() = ToProto(finished + nack_delay);
+      outcome = "retried";
+      metrics_->retries.Add({{"queue", job.queue()}}).Increment();
+    } else {
+      job.set_status(v1::JOB_STATUS_FAILED);
+      outcome = "failed";
+      ack = true;
+    }
+    LogWarn("job attempt failed", {{"job_id", job.id()},
+                                   {"job_type", job.type()},
+                                   {"attempt", job.attempt()},
+                                   {"final", ack},
+                                   {"error", job.error()},
+                                   {"correlation_id", job.correlation_id()}});
+  }
+  if (outcome != "publish_failed") {
+    // Record first, then tell the world: a crash in between re-runs the job
+    // (at-least-once), never loses it.
+    if (absl::Status s = store_->Put(job); !s.ok()) {
+      LogError("job store write failed", {{"job_id", job.id()}, {"error", s.ToString()}});
+      ack = false;
+      nack_delay = absl::Seconds(1);
+    } else if (outcome != "completed") {
+      events::v1::Event failed =
+          LifecycleEvent(*task, "job.failed", absl::StrCat("failed.", job.attempt()));
+      SetField(failed, "final", job.status() == v1::JOB_STATUS_FAILED);
+      if (absl::Status s = PublishAll({std::move(failed)}); !s.ok()) {
+        LogWarn("publishing job.failed failed", {{"job_id", job.id()}, {"error", s.ToString()}});
+      }
+    }
+  }
+  metrics_->jobs.Add({{"queue", job.queue()}, {"type", job.type()}, {"outcome", outcome}})
+      .Increment();
+  std::string ack_id;
+  {
+    absl::MutexLock lock(&mu_);
+    ack_id = task->ack_id;
+    queue->active.erase(job.id());
+    if (outcome == "completed") queue->completed++;
+    if (outcome == "failed") queue->failed++;
+    if (outcome == "retried") queue->retried++;
+    queue->processed++;
+    queue->processing_ms_total += absl::ToDoubleMilliseconds(took);
+    UpdateGauges(job.queue(), *queue);
+  }
+  if (ack) {
+    Ack(ack_id);
+  } else {
+    Nack(ack_id, nack_delay);
+  }
+}
+
+absl::Status Worker::PublishAll(std::vector<events::v1::Event> events) {
+  if (events.size() == 1) {
+    return broker_->Publish(std::move(events[0]), options_.publish_timeout).status();
+  }
+  return broker_->PublishBatch(std::move(events), options_.publish_timeout).status();
+}
+
+void Worker::Ack(const std::string& ack_id) {
+  absl::Status s = broker_->Ack(options_.group, {ack_id}, absl::Seconds(10));
+  if (!s.ok()) LogWarn("ack failed", {{"ack_id", ack_id}, {"error", s.ToString()}});
+}
+
+void Worker::Nack(const std::string& ack_id, absl::Duration delay) {
+  absl::Status s = broker_->Nack(options_.group, {ack_id}, delay, absl::Seconds(10));
+  if (!s.ok()) LogWarn("nack failed", {{"ack_id", ack_id}, {"error", s.ToString()}});
+}
+
+void Worker::ExtendDeadlinesLoop() {
+  absl::Duration every = options_.ack_deadline / 3;
+  while (true) {
+    std::vector<std::string> ids;
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), every)) return;
+      for (auto& [name, q] : queues_) {
+        for (auto& t : q.waiting) ids.push_back(t->ack_id);
+        for (auto& [id, t] : q.active) ids.push_back(t->ack_id);
+      }
+    }
+    if (ids.empty()) continue;
+    absl::Status s =
+        broker_->ExtendAckDeadline(options_.group, ids, options_.ack_deadline, absl::Seconds(5));
+    if (!s.ok()) LogWarn("extending ack deadlines failed", {{"error", s.ToString()}});
+  }
+}
+
+bool Worker::Shutdown() {
+  if (subscription_ != nullptr) {
+    subscription_->Stop();
+  }
+  std::vector<std::string> hand_back;
+  bool finished;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return true;
+    draining_ = true;
+    auto idle = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      for (auto& [name, q] : queues_) {
+        if (!q.active.empty()) return false;
+      }
+      return true;
+    };
+    finished = mu_.AwaitWithTimeout(absl::Condition(&idle), options_.drain_timeout);
+    for (auto& [name, q] : queues_) {
+      for (auto& t : q.waiting) hand_back.push_back(t->ack_id);
+      q.waiting.clear();
+      if (!finished) {
+        for (auto& [id, t] : q.active) hand_back.push_back(t->ack_id);
+      }
+    }
+    stopping_ = true;
+  }
+  // Waiting jobs go back to the group at once, for another worker.
+  if (!hand_back.empty()) {
+    absl::Status s =
+        broker_->Nack(options_.group, hand_back, absl::ZeroDuration(), absl::Seconds(5));
+    if (!s.ok()) LogWarn("handing back jobs failed", {{"error", s.ToString()}});
+  }
+  if (extender_.joinable()) extender_.join();
+  absl::MutexLock lock(&mu_);
+  for (auto& [name, q] : queues_) {
+    for (auto& t : q.threads) {
+      if (!finished) {
+        t.detach();  // stuck in a handler past the bound; the process exits anyway
+      } else if (t.joinable()) {
+        mu_.Unlock();
+        t.join();
+        mu_.Lock();
+      }
+    }
+    q.threads.clear();
+  }
+  LogInfo("worker drained", {{"all_jobs_finished", finished},
+                             {"handed_back", static_cast<uint64_t>(hand_back.size())}});
+  return finished;
+}
+
+void Worker::UpdateGauges(const std::string& name, const Queue& q) {
+  metrics_->queue_depth.Add({{"queue", name}}).Set(static_cast<double>(q.waiting.size()));
+  metrics_->in_flight.Add({{"queue", name}}).Set(static_cast<double>(q.active.size()));
+}
+
+void Worker::FillQueueStats(const Queue& q, v1::QueueStats* out) const {
+  out->set_name(q.settings.name);
+  out->set_waiting(q.waiting.size());
+  out->set_active(q.active.size());
+  out->set_completed(q.completed);
+  out->set_failed(q.failed);
+  out->set_retried(q.retried);
+  out->set_avg_processing_ms(q.processed ? q.processing_ms_total / q.processed : 0);
+  out->set_paused(q.paused);
+  out->set_concurrency(q.settings.concurrency);
+}
+
+v1::GetStatsResponse Worker::GetStats() {
+  v1::GetStatsResponse resp;
+  resp.set_worker_id(options_.worker_id);
+  absl::MutexLock lock(&mu_);
+  for (const auto& [name, q] : queues_) FillQueueStats(q, resp.add_queues());
+  return resp;
+}
+
+absl::StatusOr<v1::ListJobsResponse> Worker::ListJobs(const v1::ListJobsRequest& req) {
+  if (req.limit() > 1000) return absl::InvalidArgumentError("limit: at most 1000");
+  if (!req.queue().empty()) {
+    absl::MutexLock lock(&mu_);
+    if (!queues_.count(req.queue())) {
+      return absl::InvalidArgumentError(absl::StrCat("queue: no queue '", req.queue(), "'"));
+    }
+  }
+  size_t limit = req.limit() ? req.limit() : 100;
+  v1::ListJobsResponse resp;
+  std::set<std::string> seen;
+  auto wanted = [&](const v1::Job& j) {
+    return (req.queue().empty() || j.queue() == req.queue()) &&
+           (req.status() == v1::JOB_STATUS_UNSPECIFIED || j.status() == req.status()) &&
+           (req.correlation_id().empty() || j.correlation_id() == req.correlation_id());
+  };
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [name, q] : queues_) {
+      for (const auto& [id, t] : q.active) {
+        if (wanted(t->job) && resp.jobs_size() < static_cast<int>(limit)) {
+          *resp.add_jobs() = t->job;
+          seen.insert(id);
+        }
+      }
+      for (const auto& t : q.waiting) {
+        if (wanted(t->job) && resp.jobs_size() < static_cast<int>(limit)) {
+          *resp.add_jobs() = t->job;
+          seen.insert(t->job.id());
+        }
+      }
+    }
+  }
+  JobQuery q{req.queue(), req.status(), req.correlation_id(), limit};
+  absl::StatusOr<std::vector<v1::Job>> stored = store_->List(q);
+  if (!stored.ok()) return stored.status();
+  for (v1::Job& j : *stored) {
+    if (resp.jobs_size() >= static_cast<int>(limit)) break;
+    if (!seen.count(j.id())) *resp.add_jobs() = std::move(j);
+  }
+  return resp;
+}
+
+absl::StatusOr<v1::Job> Worker::GetJob(const v1::GetJobRequest& req) {
+  if (req.id().empty()) return absl::InvalidArgumentError("id: required");
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [name, q] : queues_) {
+      auto it = q.active.find(req.id());
+      if (it != q.active.end()) return it->second->job;
+      for (const auto& t : q.waiting) {
+        if (t->job.id() == req.id()) return t->job;
+      }
+    }
+  }
+  absl::StatusOr<std::optional<v1::Job>> job = store_->Get(req.id());
+  if (!job.ok()) return job.status();
+  if (!job->has_value()) return absl::NotFoundError(absl::StrCat("id: no job '", req.id(), "'"));
+  return **job;
+}
+
+absl::StatusOr<v1::QueueStats> Worker::SetPaused(const std::string& queue, bool paused) {
+  if (queue.empty()) return absl::InvalidArgumentError("queue: required");
+  absl::MutexLock lock(&mu_);
+  auto it = queues_.find(queue);
+  if (it == queues_.end()) {
+    return absl::NotFoundError(absl::StrCat("queue: no queue '", queue, "'"));
+  }
+  it->second.paused = paused;
+  LogInfo(paused ? "queue paused" : "queue resumed", {{"queue", queue}});
+  v1::QueueStats stats;
+  FillQueueStats(it->second, &stats);
+  return stats;
+}
+
+}  // namespace switchboard::jobs

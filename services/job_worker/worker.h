@@ -1,0 +1,110 @@
+#ifndef SWITCHBOARD_SERVICES_JOB_WORKER_WORKER_H_
+#define SWITCHBOARD_SERVICES_JOB_WORKER_WORKER_H_
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "libs/broker_client/broker_client.h"
+#include "libs/common/clock.h"
+#include "services/job_worker/handlers.h"
+#include "services/job_worker/job_store.h"
+#include "services/job_worker/worker_config.h"
+#include "services/job_worker/worker_metrics.h"
+#include "switchboard/jobs/v1/jobs.pb.h"
+
+namespace switchboard::jobs {
+
+struct WorkerOptions {
+  std::string worker_id;
+  std::string group = "job-worker";
+  absl::Duration ack_deadline = absl::Seconds(30);
+  // On shutdown, how long running jobs may take to finish.
+  absl::Duration drain_timeout = absl::Seconds(20);
+  absl::Duration publish_timeout = absl::Seconds(30);
+  // Where a new consumer group starts (an existing one resumes).
+  broker::v1::SubscribeRequest::StartPosition start = broker::v1::SubscribeRequest::LATEST;
+};
+
+// The job-worker's logic: events from the broker's "job-worker" group become
+// jobs on per-queue workers; handlers' events and job.* lifecycle events go
+// back to the broker; the triggering event is acked only once its job
+// completed or finally failed.
+class Worker {
+ public:
+  Worker(WorkerOptions options, ResolvedConfig config, const HandlerRegistry* handlers,
+         JobStore* store, BrokerClient* broker, Clock* clock, WorkerMetrics* metrics);
+  ~Worker();
+
+  absl::Status Start();
+  // SIGTERM: stop taking events, let running jobs finish (bounded), hand the
+  // waiting ones back to the broker. Returns false if some job did not finish.
+  bool Shutdown();
+  bool ready() const;
+
+  v1::GetStatsResponse GetStats();
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& request);
+  absl::StatusOr<v1::Job> GetJob(const v1::GetJobRequest& request);
+  absl::StatusOr<v1::QueueStats> SetPaused(const std::string& queue, bool paused);
+
+  // One event from the broker (the subscription's thread).
+  void OnDelivery(const broker::v1::Delivery& delivery);
+
+ private:
+  struct Task {
+    events::v1::Event trigger;
+    std::string ack_id;
+    const JobRoute* route = nullptr;
+    v1::Job job;
+    absl::Time arrived;
+  };
+  struct Queue {
+    QueueSettings settings;
+    std::deque<std::shared_ptr<Task>> waiting;
+    std::map<std::string, std::shared_ptr<Task>> active;
+    bool paused = false;
+    uint64_t completed = 0, failed = 0, retried = 0;
+    double processing_ms_total = 0;
+    uint64_t processed = 0;
+    std::vector<std::thread> threads;
+  };
+
+  void RunQueue(const std::string& queue_name);
+  void RunTask(Queue* queue, const std::shared_ptr<Task>& task);
+  void ExtendDeadlinesLoop();
+  events::v1::Event LifecycleEvent(const Task& task, const std::string& type,
+                                   const std::string& id_suffix);
+  absl::Status PublishAll(std::vector<events::v1::Event> events);
+  void Ack(const std::string& ack_id);
+  void Nack(const std::string& ack_id, absl::Duration delay);
+  void FillQueueStats(const Queue& q, v1::QueueStats* out) const;
+  void UpdateGauges(const std::string& name, const Queue& q);
+
+  const WorkerOptions options_;
+  const ResolvedConfig config_;
+  const HandlerRegistry* handlers_;
+  JobStore* store_;
+  BrokerClient* broker_;
+  Clock* clock_;
+  WorkerMetrics* metrics_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, Queue> queues_ ABSL_GUARDED_BY(mu_);
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<BrokerSubscription> subscription_;
+  std::thread extender_;
+};
+
+}  // namespace switchboard::jobs
+
+#endif  // SWITCHBOARD_SERVICES_JOB_WORKER_WORKER_H_
