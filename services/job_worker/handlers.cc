@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 
 namespace switchboard::jobs {
 namespace {
@@ -171,6 +172,17 @@ class Flaky : public JobHandler {
   }
 };
 
+// Sleeps data.sleepMs (default 1000), waking early at its deadline.
+class Sleep : public JobHandler {
+ public:
+  absl::StatusOr<JobOutput> Run(const JobContext& ctx) override {
+    absl::Time until =
+        absl::Now() + absl::Milliseconds(NumberField(ctx.trigger.data(), "sleepMs", 1000));
+    absl::SleepFor(std::min(until, ctx.deadline) - absl::Now());
+    return JobOutput{};
+  }
+};
+
 }  // namespace
 
 void HandlerRegistry::Register(const std::string& job_type, std::unique_ptr<JobHandler> handler) {
@@ -196,6 +208,7 @@ void RegisterBuiltinHandlers(HandlerRegistry* registry) {
   registry->Register("abandoned-cart-email", std::make_unique<AbandonedCartEmail>());
   registry->Register("noop", std::make_unique<Noop>());
   registry->Register("flaky", std::make_unique<Flaky>());
+  registry->Register("sleep", std::make_unique<Sleep>());
 }
 
 }  // namespace switchboard::jobs

@@ -50,10 +50,10 @@ class HandlerRegistry {
 };
 
 // The order flow of SPEC §4 (order-creation, payment-processing,
-// inventory-update, send-confirmation, abandoned-cart-email) and two
-// diagnostic types: "noop" (does nothing) and "flaky" (fails while its attempt
-// is <= the trigger's data.failTimes, default 2; data.failTimes < 0 always
-// fails).
+// inventory-update, send-confirmation, abandoned-cart-email) and diagnostic
+// types: "noop" (does nothing), "flaky" (fails while its attempt is <= the
+// trigger's data.failTimes, default 2; data.failTimes < 0 always fails) and
+// "sleep" (takes data.sleepMs, default 1000).
 void RegisterBuiltinHandlers(HandlerRegistry* registry);
 
 }  // namespace switchboard::jobs
