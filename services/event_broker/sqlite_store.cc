@@ -1,5 +1,7 @@
 #include "services/event_broker/sqlite_store.h"
 
+#include "libs/common/sqlite_util.h"
+
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -13,90 +15,13 @@
 namespace switchboard::broker {
 namespace {
 
+using ::switchboard::sqlite::Exec;
+using ::switchboard::sqlite::Stmt;
+using ::switchboard::sqlite::StmtCache;
+
 absl::Status SqlError(sqlite3* db, absl::string_view what) {
-  return absl::InternalError(absl::StrCat("sqlite ", what, ": ", sqlite3_errmsg(db)));
+  return ::switchboard::sqlite::Error(db, what);
 }
-
-absl::Status Exec(sqlite3* db, const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    absl::Status s = absl::InternalError(absl::StrCat("sqlite: ", err ? err : "?", " in: ", sql));
-    sqlite3_free(err);
-    return s;
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-// Prepared statements of one connection, kept for its lifetime: preparing
-// costs more than running a one-row insert.
-class StmtCache {
- public:
-  ~StmtCache() { Clear(); }
-  sqlite3_stmt* Get(sqlite3* db, const std::string& sql) {
-    auto it = stmts_.find(sql);
-    if (it != stmts_.end()) return it->second;
-    sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v3(db, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
-                           &stmt, nullptr) != SQLITE_OK) {
-      return nullptr;
-    }
-    stmts_.emplace(sql, stmt);
-    return stmt;
-  }
-  void Clear() {
-    for (auto& [sql, stmt] : stmts_) sqlite3_finalize(stmt);
-    stmts_.clear();
-  }
-
- private:
-  std::map<std::string, sqlite3_stmt*> stmts_;
-};
-
-namespace {
-
-// A cached statement in use; reset and unbound when it goes out of scope.
-class Stmt {
- public:
-  Stmt(sqlite3* db, StmtCache* cache, const std::string& sql) : stmt_(cache->Get(db, sql)) {}
-  ~Stmt() {
-    if (stmt_ != nullptr) {
-      sqlite3_reset(stmt_);
-      sqlite3_clear_bindings(stmt_);
-    }
-  }
-  bool ok() const { return stmt_ != nullptr; }
-  sqlite3_stmt* get() { return stmt_; }
-  void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
-  void Bind(int i, absl::string_view v) {
-    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-  }
-  void BindNullable(int i, absl::string_view v) {
-    if (v.empty()) {
-      sqlite3_bind_null(stmt_, i);
-    } else {
-      Bind(i, v);
-    }
-  }
-  void BindBlob(int i, absl::string_view v) {
-    sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-  }
-  int Step() { return stmt_ == nullptr ? SQLITE_MISUSE : sqlite3_step(stmt_); }
-  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
-  std::string Text(int col) {
-    const unsigned char* t = sqlite3_column_text(stmt_, col);
-    return t ? std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(stmt_, col)) : "";
-  }
-  absl::string_view Blob(int col) {
-    const void* b = sqlite3_column_blob(stmt_, col);
-    return b ? absl::string_view(static_cast<const char*>(b), sqlite3_column_bytes(stmt_, col))
-             : absl::string_view();
-  }
-
- private:
-  sqlite3_stmt* stmt_;
-};
 
 int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
 

@@ -10,6 +10,10 @@
 #include "absl/synchronization/mutex.h"
 #include "services/event_broker/event_store.h"
 
+namespace switchboard::sqlite {
+class StmtCache;
+}  // namespace switchboard::sqlite
+
 namespace switchboard::broker {
 
 enum class SyncPolicy {
@@ -22,8 +26,6 @@ absl::StatusOr<SyncPolicy> ParseSyncPolicy(absl::string_view s);
 // The embedded store: one SQLite database in WAL mode under --data_dir.
 // Commits come from one writer at a time (the broker batches publishes into
 // them); reads use their own connection so they never wait for a commit.
-class StmtCache;
-
 class SqliteEventStore : public EventStore {
  public:
   static absl::StatusOr<std::unique_ptr<SqliteEventStore>> Open(const std::string& data_dir,
@@ -58,11 +60,11 @@ class SqliteEventStore : public EventStore {
   const std::string path_;
   absl::Mutex write_mu_;
   sqlite3* writer_ ABSL_GUARDED_BY(write_mu_);
-  std::unique_ptr<StmtCache> write_cache_ ABSL_GUARDED_BY(write_mu_);
+  std::unique_ptr<::switchboard::sqlite::StmtCache> write_cache_ ABSL_GUARDED_BY(write_mu_);
   uint64_t last_seq_ ABSL_GUARDED_BY(write_mu_) = 0;
   absl::Mutex read_mu_;
   sqlite3* reader_ ABSL_GUARDED_BY(read_mu_);
-  std::unique_ptr<StmtCache> read_cache_ ABSL_GUARDED_BY(read_mu_);
+  std::unique_ptr<::switchboard::sqlite::StmtCache> read_cache_ ABSL_GUARDED_BY(read_mu_);
   absl::Mutex checkpoint_mu_;
   sqlite3* checkpointer_ ABSL_GUARDED_BY(checkpoint_mu_) = nullptr;
   // Mirrors last_seq_ for readers, who must not wait for a commit.

@@ -3,35 +3,25 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/util/time_util.h"
 
 namespace switchboard::jobs {
+
+namespace internal {
+struct PendingPut {
+  std::string id, queue, correlation_id, record;
+  int status = 0;
+  bool done = false;
+  absl::Status result;
+};
+}  // namespace internal
+
 namespace {
 
-absl::Status SqlError(sqlite3* db, absl::string_view what) {
-  return absl::InternalError(absl::StrCat("sqlite ", what, ": ", sqlite3_errmsg(db)));
-}
-
-// A statement prepared for one use (the job store is not on a hot path that
-// needs a cache: one write per finished job).
-class Stmt {
- public:
-  Stmt(sqlite3* db, const std::string& sql) {
-    sqlite3_prepare_v2(db, sql.c_str(), static_cast<int>(sql.size()), &stmt_, nullptr);
-  }
-  ~Stmt() { sqlite3_finalize(stmt_); }
-  sqlite3_stmt* get() { return stmt_; }
-  void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
-  void Bind(int i, const std::string& v) {
-    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-  }
-  int Step() { return stmt_ ? sqlite3_step(stmt_) : SQLITE_MISUSE; }
-
- private:
-  sqlite3_stmt* stmt_ = nullptr;
-};
+using internal::PendingPut;
+using sqlite::Stmt;
 
 constexpr char kSchema[] = R"sql(
+PRAGMA locking_mode=EXCLUSIVE;
 PRAGMA journal_mode=WAL;
 PRAGMA synchronous=NORMAL;
 CREATE TABLE IF NOT EXISTS jobs(
@@ -43,6 +33,9 @@ CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NUL
 )sql";
 
 }  // namespace
+
+SqliteJobStore::SqliteJobStore(sqlite3* db)
+    : db_(db), stmts_(std::make_unique<sqlite::StmtCache>()) {}
 
 absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::string& data_dir) {
   std::error_code ec;
@@ -61,10 +54,7 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
     return s;
   }
   sqlite3_busy_timeout(db, 5000);
-  char* err = nullptr;
-  if (sqlite3_exec(db, kSchema, nullptr, nullptr, &err) != SQLITE_OK) {
-    absl::Status s = absl::InternalError(absl::StrCat("sqlite schema: ", err ? err : "?"));
-    sqlite3_free(err);
+  if (absl::Status s = sqlite::Exec(db, kSchema); !s.ok()) {
     sqlite3_close(db);
     return s;
   }
@@ -73,39 +63,74 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
 
 SqliteJobStore::~SqliteJobStore() {
   absl::MutexLock lock(&mu_);
+  stmts_->Clear();
   sqlite3_close_v2(db_);
 }
 
 absl::StatusOr<std::optional<v1::Job>> SqliteJobStore::Get(const std::string& id) {
   absl::MutexLock lock(&mu_);
-  Stmt st(db_, "SELECT record FROM jobs WHERE id=?");
+  Stmt st(db_, stmts_.get(), "SELECT record FROM jobs WHERE id=?");
   st.Bind(1, id);
   int rc = st.Step();
   if (rc == SQLITE_DONE) return std::optional<v1::Job>();
-  if (rc != SQLITE_ROW) return SqlError(db_, "get job");
+  if (rc != SQLITE_ROW) return sqlite::Error(db_, "get job");
   v1::Job job;
-  job.ParseFromArray(sqlite3_column_blob(st.get(), 0), sqlite3_column_bytes(st.get(), 0));
+  absl::string_view b = st.Blob(0);
+  job.ParseFromArray(b.data(), static_cast<int>(b.size()));
   return std::optional<v1::Job>(std::move(job));
 }
 
-absl::Status SqliteJobStore::Put(const v1::Job& job) {
-  std::string record = job.SerializeAsString();
+absl::Status SqliteJobStore::CommitPuts(const std::vector<std::shared_ptr<PendingPut>>& batch) {
   absl::MutexLock lock(&mu_);
-  Stmt st(db_,
-          "INSERT OR REPLACE INTO jobs(id,queue,status,correlation_id,updated_us,record) "
-          "VALUES(?,?,?,?,?,?)");
-  st.Bind(1, job.id());
-  st.Bind(2, job.queue());
-  st.Bind(3, static_cast<int64_t>(job.status()));
-  if (job.correlation_id().empty()) {
-    sqlite3_bind_null(st.get(), 4);
-  } else {
-    st.Bind(4, job.correlation_id());
+  if (absl::Status s = sqlite::Exec(db_, "BEGIN"); !s.ok()) return s;
+  int64_t now = absl::ToUnixMicros(absl::Now());
+  for (const auto& p : batch) {
+    Stmt st(db_, stmts_.get(),
+            "INSERT OR REPLACE INTO jobs(id,queue,status,correlation_id,updated_us,record) "
+            "VALUES(?,?,?,?,?,?)");
+    st.Bind(1, p->id);
+    st.Bind(2, p->queue);
+    st.Bind(3, static_cast<int64_t>(p->status));
+    st.BindNullable(4, p->correlation_id);
+    st.Bind(5, now);
+    st.BindBlob(6, p->record);
+    if (st.Step() != SQLITE_DONE) {
+      absl::Status s = sqlite::Error(db_, "put job");
+      sqlite::Exec(db_, "ROLLBACK").IgnoreError();
+      return s;
+    }
   }
-  st.Bind(5, absl::ToUnixMicros(absl::Now()));
-  sqlite3_bind_blob(st.get(), 6, record.data(), static_cast<int>(record.size()), SQLITE_TRANSIENT);
-  if (st.Step() != SQLITE_DONE) return SqlError(db_, "put job");
-  return absl::OkStatus();
+  return sqlite::Exec(db_, "COMMIT");
+}
+
+absl::Status SqliteJobStore::Put(const v1::Job& job) {
+  auto p = std::make_shared<PendingPut>();
+  p->id = job.id();
+  p->queue = job.queue();
+  p->status = job.status();
+  p->correlation_id = job.correlation_id();
+  p->record = job.SerializeAsString();
+  absl::MutexLock lock(&queue_mu_);
+  queue_.push_back(p);
+  while (!p->done) {
+    if (!committing_) {
+      committing_ = true;
+      std::vector<std::shared_ptr<PendingPut>> batch;
+      batch.swap(queue_);
+      queue_mu_.Unlock();
+      absl::Status s = CommitPuts(batch);
+      queue_mu_.Lock();
+      for (auto& b : batch) {
+        b->result = s;
+        b->done = true;
+      }
+      committing_ = false;
+      continue;
+    }
+    auto wake = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) { return p->done || !committing_; };
+    queue_mu_.Await(absl::Condition(&wake));
+  }
+  return p->result;
 }
 
 absl::StatusOr<std::vector<v1::Job>> SqliteJobStore::List(const JobQuery& q) {
@@ -115,7 +140,7 @@ absl::StatusOr<std::vector<v1::Job>> SqliteJobStore::List(const JobQuery& q) {
   if (!q.correlation_id.empty()) sql += " AND correlation_id=?";
   sql += " ORDER BY updated_us DESC LIMIT ?";
   absl::MutexLock lock(&mu_);
-  Stmt st(db_, sql);
+  Stmt st(db_, stmts_.get(), sql);
   int i = 1;
   if (!q.queue.empty()) st.Bind(i++, q.queue);
   if (q.status != v1::JOB_STATUS_UNSPECIFIED) st.Bind(i++, static_cast<int64_t>(q.status));
@@ -125,34 +150,38 @@ absl::StatusOr<std::vector<v1::Job>> SqliteJobStore::List(const JobQuery& q) {
   int rc;
   while ((rc = st.Step()) == SQLITE_ROW) {
     v1::Job job;
-    job.ParseFromArray(sqlite3_column_blob(st.get(), 0), sqlite3_column_bytes(st.get(), 0));
+    absl::string_view b = st.Blob(0);
+    job.ParseFromArray(b.data(), static_cast<int>(b.size()));
     out.push_back(std::move(job));
   }
-  if (rc != SQLITE_DONE) return SqlError(db_, "list jobs");
+  if (rc != SQLITE_DONE) return sqlite::Error(db_, "list jobs");
   return out;
 }
 
 absl::StatusOr<uint64_t> SqliteJobStore::NextCounter(const std::string& name) {
   absl::MutexLock lock(&mu_);
-  Stmt st(db_,
+  Stmt st(db_, stmts_.get(),
           "INSERT INTO counters(name,value) VALUES(?,1) "
           "ON CONFLICT(name) DO UPDATE SET value=value+1 RETURNING value");
   st.Bind(1, name);
-  if (st.Step() != SQLITE_ROW) return SqlError(db_, "next counter");
-  return static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0));
+  if (st.Step() != SQLITE_ROW) return sqlite::Error(db_, "next counter");
+  uint64_t v = static_cast<uint64_t>(st.Int(0));
+  // Finish the statement so its implicit transaction commits now.
+  while (st.Step() == SQLITE_ROW) {
+  }
+  return v;
 }
 
 absl::StatusOr<std::map<std::pair<std::string, int>, uint64_t>>
 SqliteJobStore::CountByQueueAndStatus() {
   absl::MutexLock lock(&mu_);
-  Stmt st(db_, "SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status");
+  Stmt st(db_, stmts_.get(), "SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status");
   std::map<std::pair<std::string, int>, uint64_t> out;
   int rc;
   while ((rc = st.Step()) == SQLITE_ROW) {
-    std::string queue(reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0)));
-    out[{queue, sqlite3_column_int(st.get(), 1)}] = sqlite3_column_int64(st.get(), 2);
+    out[{st.Text(0), static_cast<int>(st.Int(1))}] = static_cast<uint64_t>(st.Int(2));
   }
-  if (rc != SQLITE_DONE) return SqlError(db_, "count jobs");
+  if (rc != SQLITE_DONE) return sqlite::Error(db_, "count jobs");
   return out;
 }
 

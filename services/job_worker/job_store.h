@@ -12,6 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "libs/common/sqlite_util.h"
 #include "switchboard/jobs/v1/jobs.pb.h"
 
 namespace switchboard::jobs {
@@ -38,6 +39,14 @@ class JobStore {
   CountByQueueAndStatus() = 0;
 };
 
+namespace internal {
+struct PendingPut;
+}  // namespace internal
+
+// Jobs in SQLite (WAL, one process holds it exclusively: no file-lock
+// syscalls per transaction) under --data_dir. Concurrent Puts share one
+// transaction: whichever caller finds no commit running commits everything
+// queued (group commit), the others wait for it.
 class SqliteJobStore : public JobStore {
  public:
   static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(const std::string& data_dir);
@@ -50,9 +59,16 @@ class SqliteJobStore : public JobStore {
   absl::StatusOr<std::map<std::pair<std::string, int>, uint64_t>> CountByQueueAndStatus() override;
 
  private:
-  explicit SqliteJobStore(sqlite3* db) : db_(db) {}
-  absl::Mutex mu_;
+  explicit SqliteJobStore(sqlite3* db);
+  absl::Status CommitPuts(const std::vector<std::shared_ptr<internal::PendingPut>>& batch);
+
+  absl::Mutex mu_;  // the connection
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<sqlite::StmtCache> stmts_ ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex queue_mu_;
+  std::vector<std::shared_ptr<internal::PendingPut>> queue_ ABSL_GUARDED_BY(queue_mu_);
+  bool committing_ ABSL_GUARDED_BY(queue_mu_) = false;
 };
 
 }  // namespace switchboard::jobs

@@ -66,7 +66,10 @@ Worker::Worker(WorkerOptions options, ResolvedConfig config, const HandlerRegist
       store_(store),
       broker_(broker),
       clock_(clock),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      // Many jobs publish and ack at once: share RPCs between them.
+      publisher_(std::make_unique<BatchPublisher>(broker, 1000, options_.publish_timeout)),
+      acker_(std::make_unique<BatchAcker>(broker, options_.group)) {}
 
 Worker::~Worker() { Shutdown(); }
 
@@ -174,10 +177,8 @@ void Worker::OnDelivery(const broker::v1::Delivery& d) {
   job.clear_next_retry_at();
   if (!job.has_enqueued_at()) *job.mutable_enqueued_at() = ToProto(task->arrived);
   if (job.attempt() == 1) {
-    absl::Status s = PublishAll({LifecycleEvent(*task, "job.enqueued", "enqueued")});
-    if (!s.ok()) {
-      LogWarn("publishing job.enqueued failed", {{"job_id", job_id}, {"error", s.ToString()}});
-    }
+    // Not waited for: the publisher keeps it ahead of this job's job.started.
+    publisher_->PublishAsync({LifecycleEvent(*task, "job.enqueued", "enqueued")});
   }
   absl::MutexLock lock(&mu_);
   Queue& q = queues_[route->queue];
@@ -246,11 +247,10 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
   job.clear_error();
   metrics_->queue_wait.Add({{"queue", job.queue()}}, WorkerMetrics::Buckets())
       .Observe(absl::ToDoubleSeconds(started - task->arrived));
-  if (absl::Status s = PublishAll(
-          {LifecycleEvent(*task, "job.started", absl::StrCat("started.", job.attempt()))});
-      !s.ok()) {
-    LogWarn("publishing job.started failed", {{"job_id", job.id()}, {"error", s.ToString()}});
-  }
+  // Not waited for: the publisher keeps it ahead of this job's results, and
+  // the results are waited for before anything is recorded or acked.
+  publisher_->PublishAsync(
+      {LifecycleEvent(*task, "job.started", absl::StrCat("started.", job.attempt()))});
 
   JobHandler* handler = handlers_->Find(job.type());
   JobContext ctx{task->trigger, job, started + settings.timeout, config_.payment_rule,
@@ -361,16 +361,10 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
 }
 
 absl::Status Worker::PublishAll(std::vector<events::v1::Event> events) {
-  if (events.size() == 1) {
-    return broker_->Publish(std::move(events[0]), options_.publish_timeout).status();
-  }
-  return broker_->PublishBatch(std::move(events), options_.publish_timeout).status();
+  return publisher_->Publish(std::move(events));
 }
 
-void Worker::Ack(const std::string& ack_id) {
-  absl::Status s = broker_->Ack(options_.group, {ack_id}, absl::Seconds(10));
-  if (!s.ok()) LogWarn("ack failed", {{"ack_id", ack_id}, {"error", s.ToString()}});
-}
+void Worker::Ack(const std::string& ack_id) { acker_->Ack(ack_id); }
 
 void Worker::Nack(const std::string& ack_id, absl::Duration delay) {
   absl::Status s = broker_->Nack(options_.group, {ack_id}, delay, absl::Seconds(10));
@@ -429,6 +423,7 @@ bool Worker::Shutdown() {
     if (!s.ok()) LogWarn("handing back jobs failed", {{"error", s.ToString()}});
   }
   if (extender_.joinable()) extender_.join();
+  acker_->Flush();
   absl::MutexLock lock(&mu_);
   for (auto& [name, q] : queues_) {
     for (auto& t : q.threads) {

@@ -13,6 +13,7 @@
 #include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "libs/broker_client/batching.h"
 #include "libs/broker_client/broker_client.h"
 #include "libs/common/clock.h"
 #include "services/job_worker/handlers.h"
@@ -101,6 +102,8 @@ class Worker {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<BatchPublisher> publisher_;
+  std::unique_ptr<BatchAcker> acker_;
   std::unique_ptr<BrokerSubscription> subscription_;
   std::thread extender_;
 };
