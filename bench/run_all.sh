@@ -11,5 +11,6 @@ mkdir -p "$OUT"
 if [ "${1:-}" != "--skip-peers" ]; then
   RESULTS="$OUT/peers.jsonl" bash "$PEERS/run_all.sh" >/dev/null
 fi
-"$ROOT/build/bench/broker_bench" "${BENCH_ARGS[@]:-}" | tee "$OUT/switchboard.jsonl"
+"$ROOT/build/bench/broker_bench" | tee "$OUT/switchboard.jsonl"
+"$ROOT/build/bench/job_bench" | tee -a "$OUT/switchboard.jsonl"
 python3 "$ROOT/bench/table.py" "$OUT/peers.jsonl" "$OUT/switchboard.jsonl" | tee "$OUT/table.md"

@@ -68,6 +68,9 @@ row("e2e p99 at 5000/s (group)", me("e2e_latency_group").get("p99_us"),
 row("e2e p50 at 5000/s (broadcast)", me("e2e_latency_broadcast").get("p50_us"),
     peer("nats-jetstream", "js_e2e_latency_push").get("p50_us"), "JetStream push p50",
     False, "(reference)", "µs")
+row("job loop, 20000 no-op jobs, concurrency 50", me("job_loop_noop").get("jobs_per_s"),
+    peer("bullmq", "bullmq_noop_jobs", "everysec").get("jobs_per_s"), "BullMQ no-op jobs",
+    True, "≥ 2.0×", "jobs/s")
 rss = me("rss_stored_events_idle_subscribers")
 lines.append("| RSS, 1 M stored + 1000 idle subscribers | %s MB | | | | ≤ 256 MB |" %
              rss.get("rss_mb", "n/a"))
