@@ -2,6 +2,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "libs/common/json_log.h"
+#include "libs/common/thread_name.h"
 
 namespace switchboard {
 
@@ -39,6 +40,7 @@ void BatchPublisher::PublishAsync(std::vector<events::v1::Event> events) {
 }
 
 void BatchPublisher::Run() {
+  SetThreadName("sb-publish");
   while (true) {
     std::vector<Pending> batch;
     {
@@ -96,6 +98,7 @@ void BatchAcker::Flush() {
 }
 
 void BatchAcker::Run() {
+  SetThreadName("sb-ack");
   while (true) {
     std::vector<std::string> ids;
     {

@@ -12,6 +12,7 @@
 #include "libs/common/grpc_server.h"
 #include "libs/common/ids.h"
 #include "libs/common/json_log.h"
+#include "libs/common/thread_name.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 
 namespace switchboard {
@@ -68,6 +69,7 @@ class GroupSubscription : public BrokerSubscription {
 
  private:
   void Run() {
+    SetThreadName("sb-subscribe");
     Backoff backoff(options_.initial_backoff, options_.max_backoff);
     while (true) {
       auto ctx = std::make_shared<grpc::ClientContext>();

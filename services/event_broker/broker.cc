@@ -9,6 +9,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "libs/common/ids.h"
 #include "libs/common/json_log.h"
+#include "libs/common/thread_name.h"
 
 namespace switchboard::broker {
 
@@ -85,11 +86,6 @@ class BroadcastSubscription : public Subscription,
     buf_.pop_front();
     if (buf_.size() < broker_->config().broadcast_buffer / 2) MaybeRequestFillLocked();
     return out;
-  }
-
-  bool HasMore() override {
-    absl::MutexLock lock(&mu_);
-    return !closed_ && !buf_.empty();
   }
 
   void Close() override {
@@ -248,7 +244,6 @@ class Group : public std::enable_shared_from_this<Group> {
   absl::Status Join(std::shared_ptr<GroupMember> member, const TypeFilter& filter);
   void Leave(GroupMember* member);
   std::optional<Outgoing> NextFor(GroupMember* member);
-  bool HasMoreFor(GroupMember* member);
 
   void OfferLive(const std::vector<EventPtr>& events, uint64_t prev_last) {
     std::vector<std::shared_ptr<GroupMember>> wake;
@@ -577,7 +572,6 @@ class GroupMember : public Subscription {
         max_in_flight_(max_in_flight) {}
 
   std::optional<Outgoing> Next() override { return group_->NextFor(this); }
-  bool HasMore() override { return group_->HasMoreFor(this); }
   void Close() override {
     sink_.Close();
     if (!closed_.exchange(true)) {
@@ -702,13 +696,6 @@ std::optional<Outgoing> Group::NextFor(GroupMember* member) {
   }
   broker_->EnqueueOps(std::move(ops));
   return out;
-}
-
-bool Group::HasMoreFor(GroupMember* member) {
-  absl::MutexLock lock(&mu_);
-  if (member->closed_ || member->in_flight_ >= member->max_in_flight_) return false;
-  return !ready_.empty() ||
-         (!redeliver_.empty() && redeliver_.begin()->first <= broker_->clock()->Now());
 }
 
 void Group::EndAll(const absl::Status& status) {
@@ -908,6 +895,7 @@ void Broker::FlushWrites() {
 }
 
 void Broker::WriterLoop() {
+  SetThreadName("sb-writer");
   while (true) {
     std::deque<PublishWork> works;
     std::vector<GroupOp> ops;
@@ -1115,6 +1103,7 @@ void Broker::RequestFill(std::function<void()> fill) {
 }
 
 void Broker::FillLoop() {
+  SetThreadName("sb-filler");
   while (true) {
     std::function<void()> task;
     {
@@ -1132,6 +1121,7 @@ void Broker::FillLoop() {
 }
 
 void Broker::HousekeepingLoop() {
+  SetThreadName("sb-housekeeper");
   while (true) {
     {
       absl::MutexLock lock(&hk_mu_);

@@ -86,9 +86,6 @@ class Subscription {
   virtual ~Subscription() = default;
   // Never blocks. Nothing now: the sink's OnReady() will say when to ask again.
   virtual std::optional<Outgoing> Next() = 0;
-  // Whether Next() would return something now (lets the transport batch
-  // writes on the wire).
-  virtual bool HasMore() = 0;
   // The stream is gone. After Close() returns the broker never calls the sink.
   virtual void Close() = 0;
 };

@@ -113,15 +113,14 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
     if (writing_ || finished_ || ending_ || sub_ == nullptr) return;
     std::optional<Outgoing> next = sub_->Next();
     if (!next.has_value()) return;
+    // No buffer_hint: a hinted write can sit in gRPC's buffer until another
+    // write flushes it, and for a group member that other write may never
+    // come (another member took the next event).
     EncodeDelivery(*next->event, next->attempt, next->ack_id, &scratch_);
     grpc::Slice slice(scratch_);
     delivery_ = grpc::ByteBuffer(&slice, 1);
     writing_ = true;
-    // More is waiting: let gRPC coalesce this write with the next ones
-    // instead of flushing each small message on its own.
-    grpc::WriteOptions options;
-    if (sub_->HasMore()) options.set_buffer_hint();
-    StartWrite(&delivery_, options);
+    StartWrite(&delivery_);
   }
 
   absl::Mutex mu_;

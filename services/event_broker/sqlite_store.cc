@@ -1,7 +1,5 @@
 #include "services/event_broker/sqlite_store.h"
 
-#include "libs/common/sqlite_util.h"
-
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -11,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "libs/common/sqlite_util.h"
 
 namespace switchboard::broker {
 namespace {

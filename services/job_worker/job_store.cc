@@ -21,7 +21,6 @@ using internal::PendingPut;
 using sqlite::Stmt;
 
 constexpr char kSchema[] = R"sql(
-PRAGMA locking_mode=EXCLUSIVE;
 PRAGMA journal_mode=WAL;
 PRAGMA synchronous=NORMAL;
 CREATE TABLE IF NOT EXISTS jobs(
@@ -34,8 +33,11 @@ CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NUL
 
 }  // namespace
 
-SqliteJobStore::SqliteJobStore(sqlite3* db)
-    : db_(db), stmts_(std::make_unique<sqlite::StmtCache>()) {}
+SqliteJobStore::SqliteJobStore(sqlite3* db, sqlite3* reader)
+    : db_(db),
+      stmts_(std::make_unique<sqlite::StmtCache>()),
+      reader_(reader),
+      read_stmts_(std::make_unique<sqlite::StmtCache>()) {}
 
 absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::string& data_dir) {
   std::error_code ec;
@@ -58,22 +60,35 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
     sqlite3_close(db);
     return s;
   }
-  return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(db));
+  sqlite3* reader = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    absl::Status s = sqlite::Error(reader, "open reader");
+    sqlite3_close(reader);
+    sqlite3_close(db);
+    return s;
+  }
+  sqlite3_busy_timeout(reader, 5000);
+  return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(db, reader));
 }
 
 SqliteJobStore::~SqliteJobStore() {
+  {
+    absl::MutexLock lock(&read_mu_);
+    read_stmts_->Clear();
+    sqlite3_close_v2(reader_);
+  }
   absl::MutexLock lock(&mu_);
   stmts_->Clear();
   sqlite3_close_v2(db_);
 }
 
 absl::StatusOr<std::optional<v1::Job>> SqliteJobStore::Get(const std::string& id) {
-  absl::MutexLock lock(&mu_);
-  Stmt st(db_, stmts_.get(), "SELECT record FROM jobs WHERE id=?");
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_, read_stmts_.get(), "SELECT record FROM jobs WHERE id=?");
   st.Bind(1, id);
   int rc = st.Step();
   if (rc == SQLITE_DONE) return std::optional<v1::Job>();
-  if (rc != SQLITE_ROW) return sqlite::Error(db_, "get job");
+  if (rc != SQLITE_ROW) return sqlite::Error(reader_, "get job");
   v1::Job job;
   absl::string_view b = st.Blob(0);
   job.ParseFromArray(b.data(), static_cast<int>(b.size()));
@@ -139,8 +154,8 @@ absl::StatusOr<std::vector<v1::Job>> SqliteJobStore::List(const JobQuery& q) {
   if (q.status != v1::JOB_STATUS_UNSPECIFIED) sql += " AND status=?";
   if (!q.correlation_id.empty()) sql += " AND correlation_id=?";
   sql += " ORDER BY updated_us DESC LIMIT ?";
-  absl::MutexLock lock(&mu_);
-  Stmt st(db_, stmts_.get(), sql);
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_, read_stmts_.get(), sql);
   int i = 1;
   if (!q.queue.empty()) st.Bind(i++, q.queue);
   if (q.status != v1::JOB_STATUS_UNSPECIFIED) st.Bind(i++, static_cast<int64_t>(q.status));
@@ -154,7 +169,7 @@ absl::StatusOr<std::vector<v1::Job>> SqliteJobStore::List(const JobQuery& q) {
     job.ParseFromArray(b.data(), static_cast<int>(b.size()));
     out.push_back(std::move(job));
   }
-  if (rc != SQLITE_DONE) return sqlite::Error(db_, "list jobs");
+  if (rc != SQLITE_DONE) return sqlite::Error(reader_, "list jobs");
   return out;
 }
 
@@ -174,14 +189,15 @@ absl::StatusOr<uint64_t> SqliteJobStore::NextCounter(const std::string& name) {
 
 absl::StatusOr<std::map<std::pair<std::string, int>, uint64_t>>
 SqliteJobStore::CountByQueueAndStatus() {
-  absl::MutexLock lock(&mu_);
-  Stmt st(db_, stmts_.get(), "SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status");
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_, read_stmts_.get(),
+          "SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status");
   std::map<std::pair<std::string, int>, uint64_t> out;
   int rc;
   while ((rc = st.Step()) == SQLITE_ROW) {
     out[{st.Text(0), static_cast<int>(st.Int(1))}] = static_cast<uint64_t>(st.Int(2));
   }
-  if (rc != SQLITE_DONE) return sqlite::Error(db_, "count jobs");
+  if (rc != SQLITE_DONE) return sqlite::Error(reader_, "count jobs");
   return out;
 }
 

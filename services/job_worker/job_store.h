@@ -43,8 +43,7 @@ namespace internal {
 struct PendingPut;
 }  // namespace internal
 
-// Jobs in SQLite (WAL, one process holds it exclusively: no file-lock
-// syscalls per transaction) under --data_dir. Concurrent Puts share one
+// Jobs in SQLite (WAL) under --data_dir. Concurrent Puts share one
 // transaction: whichever caller finds no commit running commits everything
 // queued (group commit), the others wait for it.
 class SqliteJobStore : public JobStore {
@@ -59,12 +58,17 @@ class SqliteJobStore : public JobStore {
   absl::StatusOr<std::map<std::pair<std::string, int>, uint64_t>> CountByQueueAndStatus() override;
 
  private:
-  explicit SqliteJobStore(sqlite3* db);
+  SqliteJobStore(sqlite3* db, sqlite3* reader);
   absl::Status CommitPuts(const std::vector<std::shared_ptr<internal::PendingPut>>& batch);
 
   absl::Mutex mu_;  // the connection
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<sqlite::StmtCache> stmts_ ABSL_GUARDED_BY(mu_);
+  // Reads on their own connection, so looking a job up never waits for a
+  // commit in progress (WAL readers see the last committed state).
+  absl::Mutex read_mu_;
+  sqlite3* reader_ ABSL_GUARDED_BY(read_mu_);
+  std::unique_ptr<sqlite::StmtCache> read_stmts_ ABSL_GUARDED_BY(read_mu_);
 
   absl::Mutex queue_mu_;
   std::vector<std::shared_ptr<internal::PendingPut>> queue_ ABSL_GUARDED_BY(queue_mu_);

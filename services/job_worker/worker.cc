@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 #include "libs/common/json_log.h"
+#include "libs/common/thread_name.h"
 
 namespace switchboard::jobs {
 namespace {
@@ -102,18 +103,30 @@ absl::Status Worker::Start() {
   req.set_start(options_.start);
   *req.mutable_ack_deadline() =
       TimeUtil::MillisecondsToDuration(absl::ToInt64Milliseconds(options_.ack_deadline));
-  // Enough to keep every slot busy with work queued behind it.
-  req.set_max_in_flight(std::max<uint32_t>(2 * slots, 64));
+  // Prefetch: by Little's law the events held (queued + running + waiting
+  // for their ack) bound throughput at held / per-job latency, so hold a lot
+  // more than the slots.
+  req.set_max_in_flight(std::max<uint32_t>(20 * slots, 1000));
   // The worker counts attempts itself; the broker's limit only stops a
   // poison event that crashes the worker over and over.
   req.set_max_deliveries(std::max<uint32_t>(max_attempts + 10, 20));
-  subscription_ =
-      broker_->SubscribeGroup(req, [this](const broker::v1::Delivery& d) { OnDelivery(d); });
+  req.set_max_in_flight(req.max_in_flight() / std::max(1, options_.streams) + 1);
+  for (int i = 0; i < std::max(1, options_.streams); ++i) {
+    auto sub =
+        broker_->SubscribeGroup(req, [this](const broker::v1::Delivery& d) { OnDelivery(d); });
+    if (sub != nullptr) subscriptions_.push_back(std::move(sub));
+  }
   extender_ = std::thread([this] { ExtendDeadlinesLoop(); });
   return absl::OkStatus();
 }
 
-bool Worker::ready() const { return subscription_ != nullptr && subscription_->connected(); }
+bool Worker::ready() const {
+  if (subscriptions_.empty()) return false;
+  for (const auto& s : subscriptions_) {
+    if (!s->connected()) return false;
+  }
+  return true;
+}
 
 void Worker::OnDelivery(const broker::v1::Delivery& d) {
   const JobRoute* route = config_.Find(d.event().type());
@@ -122,28 +135,30 @@ void Worker::OnDelivery(const broker::v1::Delivery& d) {
     return;
   }
   std::string job_id = JobIdFor(d.event());
+  auto task = std::make_shared<Task>();
+  task->ack_id = d.ack_id();
+  task->route = route;
   {
-    // A redelivery of a job we hold already (its deadline lapsed): keep the
-    // newest ack id, do not run it twice.
+    // Deliveries arrive on several streams at once. Claim the job id first,
+    // so a redelivery of a job we hold (its deadline lapsed) only refreshes
+    // the ack id and never runs it twice.
     absl::MutexLock lock(&mu_);
-    Queue& q = queues_[route->queue];
-    auto active = q.active.find(job_id);
-    if (active != q.active.end()) {
-      active->second->ack_id = d.ack_id();
+    auto [held, inserted] = held_.try_emplace(job_id, task);
+    if (!inserted) {
+      held->second->ack_id = d.ack_id();
       return;
     }
-    for (auto& t : q.waiting) {
-      if (t->job.id() == job_id) {
-        t->ack_id = d.ack_id();
-        return;
-      }
-    }
   }
+  auto release = [&](absl::string_view why) {
+    absl::MutexLock lock(&mu_);
+    held_.erase(job_id);
+    return std::string(task->ack_id);
+  };
   absl::StatusOr<std::optional<v1::Job>> existing = store_->Get(job_id);
   if (!existing.ok()) {
     LogError("job store read failed",
              {{"job_id", job_id}, {"error", existing.status().ToString()}});
-    Nack(d.ack_id(), absl::Seconds(1));
+    Nack(release("store"), absl::Seconds(1));
     return;
   }
   if (existing->has_value() && ((*existing)->status() == v1::JOB_STATUS_COMPLETED ||
@@ -152,13 +167,10 @@ void Worker::OnDelivery(const broker::v1::Delivery& d) {
     metrics_->jobs
         .Add({{"queue", route->queue}, {"type", route->job_type}, {"outcome", "skipped_duplicate"}})
         .Increment();
-    Ack(d.ack_id());
+    Ack(release("done"));
     return;
   }
-  auto task = std::make_shared<Task>();
   task->trigger = d.event();
-  task->ack_id = d.ack_id();
-  task->route = route;
   task->arrived = clock_->Now();
   const QueueSettings& settings = config_.queues.at(route->queue);
   v1::Job& job = task->job;
@@ -183,20 +195,21 @@ void Worker::OnDelivery(const broker::v1::Delivery& d) {
   absl::MutexLock lock(&mu_);
   Queue& q = queues_[route->queue];
   q.waiting.push_back(std::move(task));
+  q.work.Signal();
   UpdateGauges(route->queue, q);
 }
 
 void Worker::RunQueue(const std::string& name) {
+  SetThreadName("q-" + name);
   while (true) {
     std::shared_ptr<Task> task;
     Queue* q;
     {
       absl::MutexLock lock(&mu_);
       q = &queues_[name];
-      auto can_take = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || (!draining_ && !q->paused && !q->waiting.empty());
-      };
-      mu_.Await(absl::Condition(&can_take));
+      while (!(stopping_ || (!draining_ && !q->paused && !q->waiting.empty()))) {
+        q->work.Wait(&mu_);
+      }
       if (stopping_) return;
       task = std::move(q->waiting.front());
       q->waiting.pop_front();
@@ -346,6 +359,7 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
     absl::MutexLock lock(&mu_);
     ack_id = task->ack_id;
     queue->active.erase(job.id());
+    held_.erase(job.id());
     if (outcome == "completed") queue->completed++;
     if (outcome == "failed") queue->failed++;
     if (outcome == "retried") queue->retried++;
@@ -372,16 +386,14 @@ void Worker::Nack(const std::string& ack_id, absl::Duration delay) {
 }
 
 void Worker::ExtendDeadlinesLoop() {
+  SetThreadName("sb-extend");
   absl::Duration every = options_.ack_deadline / 3;
   while (true) {
     std::vector<std::string> ids;
     {
       absl::MutexLock lock(&mu_);
       if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), every)) return;
-      for (auto& [name, q] : queues_) {
-        for (auto& t : q.waiting) ids.push_back(t->ack_id);
-        for (auto& [id, t] : q.active) ids.push_back(t->ack_id);
-      }
+      for (auto& [id, t] : held_) ids.push_back(t->ack_id);
     }
     if (ids.empty()) continue;
     absl::Status s =
@@ -391,9 +403,7 @@ void Worker::ExtendDeadlinesLoop() {
 }
 
 bool Worker::Shutdown() {
-  if (subscription_ != nullptr) {
-    subscription_->Stop();
-  }
+  for (auto& s : subscriptions_) s->Stop();
   std::vector<std::string> hand_back;
   bool finished;
   {
@@ -408,13 +418,17 @@ bool Worker::Shutdown() {
     };
     finished = mu_.AwaitWithTimeout(absl::Condition(&idle), options_.drain_timeout);
     for (auto& [name, q] : queues_) {
-      for (auto& t : q.waiting) hand_back.push_back(t->ack_id);
+      for (auto& t : q.waiting) {
+        hand_back.push_back(t->ack_id);
+        held_.erase(t->job.id());
+      }
       q.waiting.clear();
       if (!finished) {
         for (auto& [id, t] : q.active) hand_back.push_back(t->ack_id);
       }
     }
     stopping_ = true;
+    for (auto& [name, q] : queues_) q.work.SignalAll();
   }
   // Waiting jobs go back to the group at once, for another worker.
   if (!hand_back.empty()) {
@@ -536,6 +550,7 @@ absl::StatusOr<v1::QueueStats> Worker::SetPaused(const std::string& queue, bool 
     return absl::NotFoundError(absl::StrCat("queue: no queue '", queue, "'"));
   }
   it->second.paused = paused;
+  if (!paused) it->second.work.SignalAll();
   LogInfo(paused ? "queue paused" : "queue resumed", {{"queue", queue}});
   v1::QueueStats stats;
   FillQueueStats(it->second, &stats);

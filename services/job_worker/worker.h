@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -31,6 +32,9 @@ struct WorkerOptions {
   // On shutdown, how long running jobs may take to finish.
   absl::Duration drain_timeout = absl::Seconds(20);
   absl::Duration publish_timeout = absl::Seconds(30);
+  // Group members this worker runs: each has its own stream and thread, so
+  // reading and decoding deliveries is not one thread's job.
+  int streams = 4;
   // Where a new consumer group starts (an existing one resumes).
   broker::v1::SubscribeRequest::StartPosition start = broker::v1::SubscribeRequest::LATEST;
 };
@@ -72,6 +76,9 @@ class Worker {
     std::deque<std::shared_ptr<Task>> waiting;
     std::map<std::string, std::shared_ptr<Task>> active;
     bool paused = false;
+    // Wakes one idle worker thread per queued job (absl::Condition waiters
+    // would all be re-evaluated on every unlock of mu_).
+    absl::CondVar work;
     uint64_t completed = 0, failed = 0, retried = 0;
     double processing_ms_total = 0;
     uint64_t processed = 0;
@@ -99,12 +106,14 @@ class Worker {
 
   mutable absl::Mutex mu_;
   std::map<std::string, Queue> queues_ ABSL_GUARDED_BY(mu_);
+  // Every job waiting or running, by id: a redelivery finds its job in O(1).
+  absl::flat_hash_map<std::string, std::shared_ptr<Task>> held_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<BatchPublisher> publisher_;
   std::unique_ptr<BatchAcker> acker_;
-  std::unique_ptr<BrokerSubscription> subscription_;
+  std::vector<std::unique_ptr<BrokerSubscription>> subscriptions_;
   std::thread extender_;
 };
 
