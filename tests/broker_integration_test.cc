@@ -250,6 +250,33 @@ TEST_F(BrokerIT, TwoGroupMembersShareTheWorkWithoutDuplicates) {
   EXPECT_GT(b.Count(), 0u);
 }
 
+// Every event reaches some member promptly, not at its ack deadline: a
+// delivery must never wait in a stream for a later write that another member
+// took.
+TEST_F(BrokerIT, ManyGroupMembersGetEveryEventPromptly) {
+  auto broker = StartBroker(data_dir_);
+  ASSERT_NE(broker, nullptr);
+  auto stub = Connect(*broker);
+  auto ack_all = [](const Delivery&) { return true; };
+  std::vector<std::unique_ptr<Collector>> members;
+  for (int i = 0; i < 4; ++i) {
+    members.push_back(
+        std::make_unique<Collector>(stub.get(), GroupReq("busy", absl::Seconds(600)), ack_all));
+  }
+  constexpr int kN = 300;
+  for (int i = 0; i < kN; ++i) {
+    broker::v1::PublishResponse resp;
+    ASSERT_TRUE(Publish(stub.get(), MakeEvent("order.created"), &resp).ok());
+  }
+  auto total = [&] {
+    size_t n = 0;
+    for (auto& m : members) n += m->Count();
+    return n;
+  };
+  EXPECT_TRUE(WaitUntil([&] { return total() >= kN; }, absl::Seconds(20)))
+      << "only " << total() << " of " << kN << " delivered";
+}
+
 TEST_F(BrokerIT, UnackedEventIsRedeliveredWithAttempt2) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
