@@ -565,6 +565,19 @@ TEST_F(BrokerIT, JsonApiOverTheSameCore) {
   EXPECT_EQ(HttpRequest(broker->http_addr(), "GET", "/readyz").status, 200);
 }
 
+TEST_F(BrokerIT, SyncFullPublishesAndBadPolicyIsRefused) {
+  auto broker = StartBroker(data_dir_, {"--sync=full"});
+  ASSERT_NE(broker, nullptr);
+  auto stub = Connect(*broker);
+  broker::v1::PublishResponse resp;
+  ASSERT_TRUE(Publish(stub.get(), MakeEvent("order.created"), &resp).ok());
+  EXPECT_EQ(resp.sequence(), 1u);
+  auto bad = ServiceProcess::Start(BROKER_BIN, {"--data_dir=" + data_dir_ + "2", "--sync=sometimes"},
+                                   absl::Seconds(10));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), ::testing::HasSubstr("sync: 'sometimes'"));
+}
+
 TEST_F(BrokerIT, SigtermEndsStreamsAndExitsZero) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);

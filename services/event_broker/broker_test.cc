@@ -218,6 +218,31 @@ TEST_F(BrokerTest, StartPositions) {
   EXPECT_TRUE(absl::StartsWith(sub.status().message(), "start_sequence:")) << sub.status();
 }
 
+TEST_F(BrokerTest, StartAtTimeBeginsWithTheFirstEventStoredThen) {
+  absl::Time t0 = clock_.Now();
+  for (int i = 0; i < 3; ++i) Publish(MakeEvent("order.created"));
+  clock_.Advance(absl::Hours(1));
+  Publish(MakeEvent("order.paid"));
+  Publish(MakeEvent("order.paid"));
+  CollectingSink sink;
+  v1::SubscribeRequest req;
+  req.set_start(v1::SubscribeRequest::TIME);
+  *req.mutable_start_time() = TimeUtil::MicrosecondsToTimestamp(
+      absl::ToUnixMicros(t0 + absl::Minutes(30)));
+  Subscribe(sink, req);
+  auto got = sink.WaitFor(2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].event->seq, 4u);
+  EXPECT_EQ(got[1].event->seq, 5u);
+  broker_->FlushWrites();
+  EXPECT_EQ(sink.count(), 2u);
+
+  CollectingSink missing;
+  req.clear_start_time();
+  EXPECT_EQ(broker_->Subscribe(req, &missing).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(BrokerTest, UnackedEventIsRedeliveredAfterDeadlineThenDeadLettered) {
   config_.default_max_deliveries = 3;
   Open();
