@@ -14,6 +14,20 @@ namespace switchboard {
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
+// Answers a callback-API unary call with the outcome of a synchronous call.
+template <typename Response>
+grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx,
+                                      absl::StatusOr<Response> result, Response* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (!result.ok()) {
+    reactor->Finish(ToGrpcStatus(result.status()));
+  } else {
+    *response = *std::move(result);
+    reactor->Finish(grpc::Status::OK);
+  }
+  return reactor;
+}
+
 struct GrpcServerOptions {
   std::string addr;  // HOST:PORT, port 0 picks one
   int max_receive_message_bytes = 64 << 20;

@@ -67,6 +67,45 @@ class SinkHolder {
   SubscriptionSink* sink_ ABSL_GUARDED_BY(mu_);
 };
 
+// What a subscriber's catch-up read found after `from`.
+struct Scan {
+  std::vector<EventPtr> events;  // matching, in order
+  uint64_t examined = 0;         // last sequence looked at
+  uint64_t gap_from = 0;         // events deleted by retention before they were
+  uint64_t gap_to = 0;           // read (gap_to == 0: none)
+  absl::Status error;
+};
+
+// Reads events after `from` (tail cache, else store) until `space` match the
+// filter or kFillMaxScan were looked at. A gap means retention deleted events
+// the reader had not seen; with stop_at_gap the scan ends there.
+Scan ScanMatching(Broker* broker, const TypeFilter& filter, uint64_t from, size_t space,
+                  bool stop_at_gap) {
+  Scan scan;
+  scan.examined = from;
+  for (size_t scanned = 0; scan.events.size() < space && scanned < kFillMaxScan;) {
+    absl::StatusOr<std::vector<EventPtr>> evs = broker->ReadEvents(scan.examined, kFillReadChunk);
+    if (!evs.ok()) {
+      scan.error = evs.status();
+      break;
+    }
+    if (evs->empty()) break;
+    if (evs->front()->seq != scan.examined + 1 && scan.gap_to == 0) {
+      scan.gap_from = scan.examined + 1;
+      scan.gap_to = evs->front()->seq - 1;
+      if (stop_at_gap) break;
+    }
+    for (const EventPtr& ev : *evs) {
+      if (scan.events.size() >= space) break;
+      scan.examined = ev->seq;
+      ++scanned;
+      if (filter.Matches(ev->type)) scan.events.push_back(ev);
+    }
+    if (evs->size() < kFillReadChunk) break;
+  }
+  return scan;
+}
+
 // ---------------------------------------------------------------------------
 // Broadcast: every matching event from the start position, then live.
 
@@ -153,29 +192,14 @@ class BroadcastSubscription : public Subscription,
       from = cursor_;
       space = broker_->config().broadcast_buffer - buf_.size();
     }
-    std::vector<EventPtr> got;
-    uint64_t examined = from;
-    absl::Status error;
-    for (size_t scanned = 0; got.size() < space && scanned < kFillMaxScan;) {
-      absl::StatusOr<std::vector<EventPtr>> evs = broker_->ReadEvents(examined, kFillReadChunk);
-      if (!evs.ok()) {
-        error = evs.status();
-        break;
-      }
-      if (evs->empty()) break;
-      if (evs->front()->seq != examined + 1) {
-        error = absl::ResourceExhaustedError(absl::StrCat(
-            "subscriber fell behind retention: events ", examined + 1, "..", evs->front()->seq - 1,
-            " were deleted before delivery; resubscribe with start=SEQUENCE"));
-        break;
-      }
-      for (const EventPtr& ev : *evs) {
-        if (got.size() >= space) break;
-        examined = ev->seq;
-        ++scanned;
-        if (filter_.Matches(ev->type)) got.push_back(ev);
-      }
-      if (evs->size() < kFillReadChunk) break;
+    Scan scan = ScanMatching(broker_, filter_, from, space, /*stop_at_gap=*/true);
+    std::vector<EventPtr>& got = scan.events;
+    uint64_t examined = scan.examined;
+    absl::Status error = scan.error;
+    if (error.ok() && scan.gap_to != 0) {
+      error = absl::ResourceExhaustedError(absl::StrCat(
+          "subscriber fell behind retention: events ", scan.gap_from, "..", scan.gap_to,
+          " were deleted before delivery; resubscribe with start=SEQUENCE"));
     }
     bool wake = false;
     {
@@ -501,26 +525,15 @@ class Group : public std::enable_shared_from_this<Group> {
       from = fetched_upto_;
       space = broker_->config().group_buffer - ready_.size();
     }
-    std::vector<EventPtr> got;
-    uint64_t examined = from;
-    for (size_t scanned = 0; got.size() < space && scanned < kFillMaxScan;) {
-      absl::StatusOr<std::vector<EventPtr>> evs = broker_->ReadEvents(examined, kFillReadChunk);
-      if (!evs.ok()) {
-        LogError("group fill failed", {{"group", rec_.name}, {"error", evs.status().ToString()}});
-        break;
-      }
-      if (evs->empty()) break;
-      if (evs->front()->seq != examined + 1) {
-        LogWarn("group fell behind retention",
-                {{"group", rec_.name}, {"from", examined + 1}, {"to", evs->front()->seq - 1}});
-      }
-      for (const EventPtr& ev : *evs) {
-        if (got.size() >= space) break;
-        examined = ev->seq;
-        ++scanned;
-        if (filter_.Matches(ev->type)) got.push_back(ev);
-      }
-      if (evs->size() < kFillReadChunk) break;
+    Scan scan = ScanMatching(broker_, filter_, from, space, /*stop_at_gap=*/false);
+    std::vector<EventPtr>& got = scan.events;
+    uint64_t examined = scan.examined;
+    if (!scan.error.ok()) {
+      LogError("group fill failed", {{"group", rec_.name}, {"error", scan.error.ToString()}});
+    }
+    if (scan.gap_to != 0) {
+      LogWarn("group fell behind retention",
+              {{"group", rec_.name}, {"from", scan.gap_from}, {"to", scan.gap_to}});
     }
     std::vector<std::shared_ptr<GroupMember>> wake;
     std::vector<GroupOp> ops;

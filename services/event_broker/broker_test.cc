@@ -227,8 +227,8 @@ TEST_F(BrokerTest, StartAtTimeBeginsWithTheFirstEventStoredThen) {
   CollectingSink sink;
   v1::SubscribeRequest req;
   req.set_start(v1::SubscribeRequest::TIME);
-  *req.mutable_start_time() = TimeUtil::MicrosecondsToTimestamp(
-      absl::ToUnixMicros(t0 + absl::Minutes(30)));
+  *req.mutable_start_time() =
+      TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t0 + absl::Minutes(30)));
   Subscribe(sink, req);
   auto got = sink.WaitFor(2);
   ASSERT_EQ(got.size(), 2u);
@@ -239,8 +239,7 @@ TEST_F(BrokerTest, StartAtTimeBeginsWithTheFirstEventStoredThen) {
 
   CollectingSink missing;
   req.clear_start_time();
-  EXPECT_EQ(broker_->Subscribe(req, &missing).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(broker_->Subscribe(req, &missing).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(BrokerTest, UnackedEventIsRedeliveredAfterDeadlineThenDeadLettered) {

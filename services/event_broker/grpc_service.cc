@@ -7,20 +7,6 @@
 namespace switchboard::broker {
 namespace {
 
-// Finishes a unary call with the outcome of a synchronous broker call.
-template <typename Response>
-grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, absl::StatusOr<Response> result,
-                                 Response* response) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  if (!result.ok()) {
-    reactor->Finish(ToGrpcStatus(result.status()));
-  } else {
-    *response = *std::move(result);
-    reactor->Finish(grpc::Status::OK);
-  }
-  return reactor;
-}
-
 void ToProto(const PublishResult& r, v1::PublishResponse* out) {
   out->set_id(r.id);
   out->set_sequence(r.sequence);
@@ -211,43 +197,43 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* EventBrokerService::Subscribe(
 grpc::ServerUnaryReactor* EventBrokerService::Ack(grpc::CallbackServerContext* ctx,
                                                   const v1::AckRequest* request,
                                                   v1::AckResponse* response) {
-  return Answer(ctx, broker_->Ack(*request), response);
+  return FinishUnary(ctx, broker_->Ack(*request), response);
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::Nack(grpc::CallbackServerContext* ctx,
                                                    const v1::NackRequest* request,
                                                    v1::NackResponse* response) {
-  return Answer(ctx, broker_->Nack(*request), response);
+  return FinishUnary(ctx, broker_->Nack(*request), response);
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::ModifyAckDeadline(
     grpc::CallbackServerContext* ctx, const v1::ModifyAckDeadlineRequest* request,
     v1::ModifyAckDeadlineResponse* response) {
-  return Answer(ctx, broker_->ModifyAckDeadline(*request), response);
+  return FinishUnary(ctx, broker_->ModifyAckDeadline(*request), response);
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::GetEventHistory(
     grpc::CallbackServerContext* ctx, const v1::GetEventHistoryRequest* request,
     v1::GetEventHistoryResponse* response) {
-  return Answer(ctx, broker_->GetEventHistory(*request), response);
+  return FinishUnary(ctx, broker_->GetEventHistory(*request), response);
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::GetStats(grpc::CallbackServerContext* ctx,
                                                        const v1::GetStatsRequest* request,
                                                        v1::GetStatsResponse* response) {
-  return Answer(ctx, broker_->GetStats(), response);
+  return FinishUnary(ctx, broker_->GetStats(), response);
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::ListDeadLetters(
     grpc::CallbackServerContext* ctx, const v1::ListDeadLettersRequest* request,
     v1::ListDeadLettersResponse* response) {
-  return Answer(ctx, broker_->ListDeadLetters(*request), response);
+  return FinishUnary(ctx, broker_->ListDeadLetters(*request), response);
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::ReplayDeadLetters(
     grpc::CallbackServerContext* ctx, const v1::ReplayDeadLettersRequest* request,
     v1::ReplayDeadLettersResponse* response) {
-  return Answer(ctx, broker_->ReplayDeadLetters(*request), response);
+  return FinishUnary(ctx, broker_->ReplayDeadLetters(*request), response);
 }
 
 }  // namespace switchboard::broker
