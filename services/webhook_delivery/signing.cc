@@ -1,0 +1,86 @@
+#include "services/webhook_delivery/signing.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace switchboard::webhooks {
+
+absl::StatusOr<std::string> DecodeSecret(absl::string_view secret, absl::string_view field) {
+  if (!absl::StartsWith(secret, kSecretPrefix)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": must start with 'whsec_' followed by base64"));
+  }
+  std::string key;
+  if (!absl::Base64Unescape(secret.substr(kSecretPrefix.size()), &key)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": the part after 'whsec_' is not base64"));
+  }
+  if (key.size() < 24 || key.size() > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": the key is ", key.size(), " bytes; it must be 24 to 64 bytes"));
+  }
+  return key;
+}
+
+absl::StatusOr<std::string> GenerateSecret() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
+    return absl::InternalError("RAND_bytes failed: no entropy for a webhook secret");
+  }
+  return absl::StrCat(kSecretPrefix, absl::Base64Escape(absl::string_view(
+                                         reinterpret_cast<char*>(bytes), sizeof(bytes))));
+}
+
+std::string Sign(absl::string_view key, absl::string_view msg_id, int64_t timestamp,
+                 absl::string_view body) {
+  std::string content = absl::StrCat(msg_id, ".", timestamp, ".", body);
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mac_len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(content.data()), content.size(), mac, &mac_len);
+  return absl::StrCat(
+      "v1,", absl::Base64Escape(absl::string_view(reinterpret_cast<const char*>(mac), mac_len)));
+}
+
+std::string SignatureHeader(const std::vector<std::string>& keys, absl::string_view msg_id,
+                            int64_t timestamp, absl::string_view body) {
+  std::string out;
+  for (const std::string& key : keys) {
+    if (!out.empty()) out += " ";
+    out += Sign(key, msg_id, timestamp, body);
+  }
+  return out;
+}
+
+absl::Status Verify(absl::string_view secret, absl::string_view msg_id, absl::string_view timestamp,
+                    absl::string_view signature_header, absl::string_view body, absl::Time now,
+                    absl::Duration tolerance) {
+  absl::StatusOr<std::string> key = DecodeSecret(secret);
+  if (!key.ok()) return key.status();
+  int64_t ts;
+  if (!absl::SimpleAtoi(timestamp, &ts)) {
+    return absl::UnauthenticatedError("webhook-timestamp: not a number");
+  }
+  absl::Duration skew = now - absl::FromUnixSeconds(ts);
+  if (skew > tolerance || skew < -tolerance) {
+    return absl::UnauthenticatedError("webhook-timestamp: too far from now");
+  }
+  std::string expected = Sign(*key, msg_id, ts, body);
+  for (absl::string_view candidate : absl::StrSplit(signature_header, ' ', absl::SkipEmpty())) {
+    if (candidate.size() == expected.size() &&
+        CRYPTO_memcmp(candidate.data(), expected.data(), expected.size()) == 0) {
+      return absl::OkStatus();
+    }
+  }
+  return absl::UnauthenticatedError("webhook-signature: no matching v1 signature");
+}
+
+}  // namespace switchboard::webhooks
