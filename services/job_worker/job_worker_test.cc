@@ -220,27 +220,31 @@ class FakeBrokerClient : public BrokerClient {
 class WorkerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    RegisterBuiltinHandlers(&handlers_);
+    Build(R"({"mappings":[{"eventType":"test.flaky","jobType":"flaky",
+        "queue":"test"}],"queues":[{"name":"test","attempts":3,
+        "backoff":{"initial":"1s","multiplier":2,"max":"10s","jitter":0.000001}}]})");
+  }
+
+  void Build(const std::string& config_json, Clock* clock = nullptr) {
+    if (handlers_.Types().empty()) RegisterBuiltinHandlers(&handlers_);
     dir_ = std::filesystem::temp_directory_path() /
            ("jw-test-" + std::to_string(getpid()) + "-" + std::to_string(rand()));
     auto store = SqliteJobStore::Open(dir_);
     ASSERT_TRUE(store.ok());
     store_ = *std::move(store);
-    auto parsed = ParseWorkerConfig(R"({"mappings":[{"eventType":"test.flaky","jobType":"flaky",
-        "queue":"test"}],"queues":[{"name":"test","attempts":3,
-        "backoff":{"initial":"1s","multiplier":2,"max":"10s","jitter":0.000001}}]})",
-                                    "w.json");
-    ASSERT_TRUE(parsed.ok());
+    auto parsed = ParseWorkerConfig(config_json, "w.json");
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
     auto config = ResolveWorkerConfig(*parsed, handlers_.Types());
     ASSERT_TRUE(config.ok());
     WorkerOptions options;
     options.worker_id = "w1";
     worker_ = std::make_unique<Worker>(options, *config, &handlers_, store_.get(), &broker_,
-                                       &clock_, &metrics_);
+                                       clock ? clock : &clock_, &metrics_);
     ASSERT_TRUE(worker_->Start().ok());
   }
   void TearDown() override {
     worker_.reset();
+    store_.reset();
     std::filesystem::remove_all(dir_);
   }
   broker::v1::Delivery Delivery(const std::string& id, int fail_times, int attempt) {
@@ -330,6 +334,32 @@ TEST_F(WorkerTest, RedeliveryOfACompletedJobIsAckedWithoutRunning) {
   worker_->OnDelivery(Delivery("evt_C", 0, 2));
   ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() == 2; }));
   EXPECT_EQ(Types().size(), published) << "the job ran twice";
+}
+
+TEST_F(WorkerTest, JobPastItsTimeoutFailsWithTimeout) {
+  worker_.reset();
+  store_.reset();
+  std::filesystem::remove_all(dir_);
+  Build(R"({"mappings":[{"eventType":"test.sleep","jobType":"sleep","queue":"slow"}],
+            "queues":[{"name":"slow","attempts":1,"timeout":"0.05s"}]})",
+        RealClock::Get());  // the handler sleeps in real time
+  broker::v1::Delivery d;
+  d.mutable_event()->set_id("evt_S");
+  d.mutable_event()->set_type("test.sleep");
+  (*d.mutable_event()->mutable_data()->mutable_fields())["sleepMs"].set_number_value(5000);
+  d.set_ack_id("9-1");
+  absl::Time start = absl::Now();
+  worker_->OnDelivery(d);
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() == 1; }));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(4)) << "the handler was stopped at its deadline";
+  auto job = worker_->GetJob([] {
+    v1::GetJobRequest r;
+    r.set_id("job_S");
+    return r;
+  }());
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->status(), v1::JOB_STATUS_FAILED);
+  EXPECT_THAT(job->error(), HasSubstr("timed out"));
 }
 
 TEST_F(WorkerTest, PausedQueueHoldsJobsUntilResumed) {
