@@ -1,8 +1,13 @@
 // Signing against the Standard Webhooks reference vectors, secrets, receiver
 // verification, and the SSRF guard's address and URL tables.
+#include <filesystem>
+
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
+#include "libs/common/clock.h"
+#include "services/webhook_delivery/registry.h"
 #include "services/webhook_delivery/signing.h"
 #include "services/webhook_delivery/target_guard.h"
 
@@ -155,6 +160,156 @@ TEST(TargetGuardTest, RefusesPrivateTargetsAndPinsTheVettedAddress) {
   auto allowed = VetTarget(*localhost, true);
   ASSERT_TRUE(allowed.ok()) << allowed.status();
   EXPECT_TRUE(absl::StartsWith(allowed->curl_resolve, "localhost:8080:"));
+}
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("wh-test-" + std::to_string(getpid()) + "-" + std::to_string(rand()));
+    Open(false);
+  }
+  void TearDown() override {
+    registry_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Open(bool allow_private) {
+    registry_.reset();
+    store_.reset();
+    auto store = SqliteWebhookStore::Open(dir_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    RegistryConfig config;
+    config.allow_private_targets = allow_private;
+    // Names resolve to a public address unless the test says otherwise.
+    config.resolve = [](const std::string& host) -> absl::StatusOr<std::vector<std::string>> {
+      if (host == "localhost") return std::vector<std::string>{"127.0.0.1"};
+      if (host == "rebind.example") return std::vector<std::string>{"93.184.216.34", "10.0.0.7"};
+      return std::vector<std::string>{"93.184.216.34"};
+    };
+    registry_ = std::make_unique<WebhookRegistry>(config, store_.get(), &clock_);
+    ASSERT_TRUE(registry_->Load().ok());
+  }
+  static v1::RegisterWebhookRequest Req(const std::string& url = "https://crm.example.com/hooks") {
+    v1::RegisterWebhookRequest r;
+    r.set_url(url);
+    r.add_events("order.*");
+    return r;
+  }
+
+  std::filesystem::path dir_;
+  FakeClock clock_;
+  std::unique_ptr<SqliteWebhookStore> store_;
+  std::unique_ptr<WebhookRegistry> registry_;
+};
+
+TEST_F(RegistryTest, RegisterGeneratesASecretShownOnlyOnce) {
+  auto w = registry_->Register(Req());
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_TRUE(absl::StartsWith(w->id(), "wh_"));
+  EXPECT_TRUE(absl::StartsWith(w->secret(), "whsec_"));
+  EXPECT_EQ(w->retry_attempts(), 5u) << "WEBHOOK_MAX_RETRIES default";
+  EXPECT_EQ(google::protobuf::util::TimeUtil::DurationToMilliseconds(w->retry_delay()), 5000);
+  EXPECT_EQ(google::protobuf::util::TimeUtil::DurationToMilliseconds(w->timeout()), 30000);
+  EXPECT_TRUE(w->active());
+  ASSERT_EQ(registry_->List().size(), 1u);
+  EXPECT_TRUE(registry_->List()[0].secret().empty()) << "list output never has secrets";
+  EXPECT_TRUE(registry_->Get(w->id())->secret().empty());
+}
+
+TEST_F(RegistryTest, BadInputNamesTheFieldAndStoresNothing) {
+  struct Case {
+    std::function<void(v1::RegisterWebhookRequest&)> edit;
+    const char* prefix;
+  };
+  std::vector<Case> cases = {
+      {[](auto& r) { r.set_url("ftp://crm.example.com/x"); }, "url: scheme 'ftp'"},
+      {[](auto& r) { r.set_url("not a url"); }, "url: "},
+      {[](auto& r) { r.set_url(""); }, "url: required"},
+      {[](auto& r) { r.clear_events(); }, "events: "},
+      {[](auto& r) { r.add_events("order.**"); }, "events[1]: "},
+      {[](auto& r) { r.set_secret("not-a-secret"); }, "secret: must start with 'whsec_'"},
+      {[](auto& r) { r.set_secret("whsec_c2hvcnQ="); }, "secret: the key is 5 bytes"},
+      {[](auto& r) { r.set_retry_attempts(500); }, "retry_attempts: "},
+      {[](auto& r) { r.mutable_retry_delay()->set_seconds(-1); }, "retry_delay: "},
+      {[](auto& r) { r.mutable_retry_delay()->set_seconds(86400 * 30); }, "retry_delay: "},
+      {[](auto& r) { r.mutable_timeout()->set_seconds(3600); }, "timeout: "},
+      {[](auto& r) { r.set_description(std::string(2000, 'x')); }, "description: "},
+  };
+  for (const Case& c : cases) {
+    v1::RegisterWebhookRequest r = Req();
+    c.edit(r);
+    auto w = registry_->Register(r);
+    ASSERT_FALSE(w.ok()) << c.prefix;
+    EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << w.status();
+    EXPECT_TRUE(absl::StartsWith(w.status().message(), c.prefix)) << w.status().message();
+  }
+  EXPECT_TRUE(registry_->List().empty());
+  EXPECT_TRUE(store_->List()->empty());
+}
+
+TEST_F(RegistryTest, PrivateTargetsAreRefusedUnlessAllowed) {
+  for (const char* url :
+       {"http://127.0.0.1:8080/h", "http://10.1.2.3/h", "http://172.16.5.4/h",
+        "http://192.168.0.9/h", "http://100.64.0.1/h", "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/h", "http://[fd00::1]/h", "http://[fe80::1]/h", "http://[::ffff:127.0.0.1]/h",
+        "http://localhost:9000/h", "https://rebind.example/h"}) {
+    auto w = registry_->Register(Req(url));
+    ASSERT_FALSE(w.ok()) << url;
+    EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << url;
+    EXPECT_TRUE(absl::StartsWith(w.status().message(), "url: ")) << w.status().message();
+  }
+  Open(/*allow_private=*/true);
+  EXPECT_TRUE(registry_->Register(Req("http://127.0.0.1:8080/h")).ok());
+  EXPECT_TRUE(registry_->Register(Req("http://localhost:9000/h")).ok());
+}
+
+TEST_F(RegistryTest, RotationSignsWithBothSecretsFor24Hours) {
+  auto w = registry_->Register(Req());
+  ASSERT_TRUE(w.ok());
+  std::string old_secret = w->secret();
+  v1::RotateSecretRequest rotate;
+  rotate.set_id(w->id());
+  auto rotated = registry_->RotateSecret(rotate);
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  EXPECT_NE(rotated->secret(), old_secret);
+  auto matching = registry_->Matching("order.created");
+  ASSERT_EQ(matching.size(), 1u);
+  ASSERT_EQ(matching[0].keys.size(), 2u);
+  EXPECT_EQ(matching[0].keys[0], *DecodeSecret(rotated->secret()));
+  EXPECT_EQ(matching[0].keys[1], *DecodeSecret(old_secret));
+
+  Open(false);  // survives a restart
+  EXPECT_EQ(registry_->Matching("order.created")[0].keys.size(), 2u);
+  clock_.Advance(absl::Hours(24) + absl::Seconds(1));
+  matching = registry_->Matching("order.created");
+  ASSERT_EQ(matching[0].keys.size(), 1u);
+  EXPECT_EQ(matching[0].keys[0], *DecodeSecret(rotated->secret()));
+}
+
+TEST_F(RegistryTest, MatchingFollowsFiltersAndSkipsDisabledEndpoints) {
+  auto orders = registry_->Register(Req());
+  v1::RegisterWebhookRequest jobs = Req("https://ops.example.com/jobs");
+  jobs.clear_events();
+  jobs.add_events("job.failed");
+  auto ops = registry_->Register(jobs);
+  ASSERT_TRUE(orders.ok() && ops.ok());
+  EXPECT_EQ(registry_->Matching("order.created").size(), 1u);
+  EXPECT_EQ(registry_->Matching("job.failed").size(), 1u);
+  EXPECT_EQ(registry_->Matching("job.started").size(), 0u);
+  ASSERT_TRUE(registry_->Disable(orders->id(), "410 Gone").ok());
+  EXPECT_EQ(registry_->Matching("order.created").size(), 0u);
+  EXPECT_EQ(registry_->Get(orders->id())->disabled_reason(), "410 Gone");
+  v1::UpdateWebhookRequest enable;
+  enable.set_id(orders->id());
+  enable.set_active(true);
+  ASSERT_TRUE(registry_->Update(enable).ok());
+  EXPECT_EQ(registry_->Matching("order.created").size(), 1u);
+  ASSERT_TRUE(registry_->Unregister(ops->id()).ok());
+  EXPECT_EQ(registry_->Unregister(ops->id()).code(), absl::StatusCode::kNotFound);
+  Open(false);
+  EXPECT_EQ(registry_->List().size(), 1u);
 }
 
 }  // namespace

@@ -1,0 +1,294 @@
+#include "services/webhook_delivery/registry.h"
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/time_util.h"
+#include "libs/common/ids.h"
+#include "services/webhook_delivery/signing.h"
+
+namespace switchboard::webhooks {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+google::protobuf::Timestamp ToProto(absl::Time t) {
+  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+}
+google::protobuf::Duration ToProto(absl::Duration d) {
+  return TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(d));
+}
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Microseconds(TimeUtil::DurationToMicroseconds(d));
+}
+
+constexpr uint32_t kMaxRetryAttempts = 20;
+
+absl::Status CheckRetryAttempts(uint32_t n) {
+  if (n > kMaxRetryAttempts) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("retry_attempts: ", n, " is more than ", kMaxRetryAttempts));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDuration(const google::protobuf::Duration& d, absl::string_view field,
+                           absl::Duration min, absl::Duration max) {
+  if (d.seconds() < -315576000000 || d.seconds() > 315576000000 || d.nanos() <= -1000000000 ||
+      d.nanos() >= 1000000000) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": not a valid duration"));
+  }
+  absl::Duration v = FromProto(d);
+  if (v < min || v > max) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", absl::FormatDuration(v),
+                                                   " is outside [", absl::FormatDuration(min), ", ",
+                                                   absl::FormatDuration(max), "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TypeFilter> CheckEvents(
+    const google::protobuf::RepeatedPtrField<std::string>& events) {
+  if (events.empty()) {
+    return absl::InvalidArgumentError(
+        "events: at least one event filter (an event type, 'prefix.*' or '*')");
+  }
+  return TypeFilter::Parse(std::vector<std::string>(events.begin(), events.end()), "events");
+}
+
+}  // namespace
+
+WebhookRegistry::WebhookRegistry(RegistryConfig config, WebhookStore* store, Clock* clock)
+    : config_(std::move(config)), store_(store), clock_(clock) {}
+
+absl::Status WebhookRegistry::Load() {
+  absl::StatusOr<std::vector<WebhookRecord>> all = store_->List();
+  if (!all.ok()) return all.status();
+  absl::MutexLock lock(&mu_);
+  for (WebhookRecord& r : *all) records_[r.webhook.id()] = std::move(r);
+  return absl::OkStatus();
+}
+
+absl::Status WebhookRegistry::ValidateTarget(const std::string& url) const {
+  absl::StatusOr<WebhookUrl> parsed = ParseWebhookUrl(url);
+  if (!parsed.ok()) return parsed.status();
+  absl::StatusOr<VettedTarget> vetted =
+      VetTarget(*parsed, config_.allow_private_targets, config_.resolve);
+  if (!vetted.ok()) {
+    if (vetted.status().code() == absl::StatusCode::kInvalidArgument) return vetted.status();
+    // An unresolvable name may resolve later; each delivery checks again.
+    return absl::OkStatus();
+  }
+  return absl::OkStatus();
+}
+
+v1::Webhook WebhookRegistry::Public(const WebhookRecord& r) {
+  v1::Webhook w = r.webhook;
+  w.clear_secret();
+  return w;
+}
+
+absl::StatusOr<v1::Webhook> WebhookRegistry::Register(const v1::RegisterWebhookRequest& req) {
+  if (absl::Status s = ValidateTarget(req.url()); !s.ok()) return s;
+  if (absl::StatusOr<TypeFilter> f = CheckEvents(req.events()); !f.ok()) return f.status();
+  std::string secret = req.secret();
+  if (secret.empty()) {
+    absl::StatusOr<std::string> generated = GenerateSecret();
+    if (!generated.ok()) return generated.status();
+    secret = *generated;
+  } else if (absl::StatusOr<std::string> key = DecodeSecret(secret); !key.ok()) {
+    return key.status();
+  }
+  if (req.has_retry_attempts()) {
+    if (absl::Status s = CheckRetryAttempts(req.retry_attempts()); !s.ok()) return s;
+  }
+  if (req.has_retry_delay()) {
+    if (absl::Status s = CheckDuration(req.retry_delay(), "retry_delay", absl::Milliseconds(100),
+                                       absl::Hours(24));
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (req.has_timeout()) {
+    if (absl::Status s =
+            CheckDuration(req.timeout(), "timeout", absl::Milliseconds(100), absl::Minutes(5));
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (req.description().size() > 1000) {
+    return absl::InvalidArgumentError("description: longer than 1000 characters");
+  }
+  WebhookRecord r;
+  v1::Webhook& w = r.webhook;
+  absl::Time now = clock_->Now();
+  w.set_id(NewId("wh"));
+  w.set_url(req.url());
+  *w.mutable_events() = req.events();
+  w.set_secret(secret);
+  w.set_retry_attempts(req.has_retry_attempts() ? req.retry_attempts()
+                                                : config_.default_retry_attempts);
+  *w.mutable_retry_delay() =
+      req.has_retry_delay() ? req.retry_delay() : ToProto(config_.default_retry_delay);
+  *w.mutable_timeout() = req.has_timeout() ? req.timeout() : ToProto(config_.default_timeout);
+  w.set_description(req.description());
+  w.set_active(true);
+  *w.mutable_created_at() = ToProto(now);
+  *w.mutable_updated_at() = ToProto(now);
+  if (absl::Status s = store_->Put(r); !s.ok()) return s;
+  absl::MutexLock lock(&mu_);
+  records_[w.id()] = r;
+  return w;  // the only answer that carries the secret, with RotateSecret's
+}
+
+absl::StatusOr<v1::Webhook> WebhookRegistry::Update(const v1::UpdateWebhookRequest& req) {
+  if (req.id().empty()) return absl::InvalidArgumentError("id: required");
+  if (req.has_url()) {
+    if (absl::Status s = ValidateTarget(req.url()); !s.ok()) return s;
+  }
+  if (!req.events().empty()) {
+    if (absl::StatusOr<TypeFilter> f = CheckEvents(req.events()); !f.ok()) return f.status();
+  }
+  if (req.has_retry_attempts()) {
+    if (absl::Status s = CheckRetryAttempts(req.retry_attempts()); !s.ok()) return s;
+  }
+  if (req.has_retry_delay()) {
+    if (absl::Status s = CheckDuration(req.retry_delay(), "retry_delay", absl::Milliseconds(100),
+                                       absl::Hours(24));
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (req.has_timeout()) {
+    if (absl::Status s =
+            CheckDuration(req.timeout(), "timeout", absl::Milliseconds(100), absl::Minutes(5));
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (req.has_description() && req.description().size() > 1000) {
+    return absl::InvalidArgumentError("description: longer than 1000 characters");
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = records_.find(req.id());
+  if (it == records_.end()) {
+    return absl::NotFoundError(absl::StrCat("id: no webhook '", req.id(), "'"));
+  }
+  WebhookRecord r = it->second;
+  v1::Webhook& w = r.webhook;
+  if (req.has_url()) w.set_url(req.url());
+  if (!req.events().empty()) *w.mutable_events() = req.events();
+  if (req.has_retry_attempts()) w.set_retry_attempts(req.retry_attempts());
+  if (req.has_retry_delay()) *w.mutable_retry_delay() = req.retry_delay();
+  if (req.has_timeout()) *w.mutable_timeout() = req.timeout();
+  if (req.has_description()) w.set_description(req.description());
+  if (req.has_active()) {
+    w.set_active(req.active());
+    if (req.active()) w.clear_disabled_reason();
+  }
+  *w.mutable_updated_at() = ToProto(clock_->Now());
+  if (absl::Status s = store_->Put(r); !s.ok()) return s;
+  it->second = r;
+  return Public(r);
+}
+
+absl::Status WebhookRegistry::Unregister(const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("id: required");
+  absl::MutexLock lock(&mu_);
+  if (records_.erase(id) == 0)
+    return absl::NotFoundError(absl::StrCat("id: no webhook '", id, "'"));
+  absl::StatusOr<bool> deleted = store_->Delete(id);
+  return deleted.status();
+}
+
+absl::StatusOr<v1::Webhook> WebhookRegistry::Get(const std::string& id) const {
+  if (id.empty()) return absl::InvalidArgumentError("id: required");
+  absl::MutexLock lock(&mu_);
+  auto it = records_.find(id);
+  if (it == records_.end()) return absl::NotFoundError(absl::StrCat("id: no webhook '", id, "'"));
+  return Public(it->second);
+}
+
+std::vector<v1::Webhook> WebhookRegistry::List() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::Webhook> out;
+  for (const auto& [id, r] : records_) out.push_back(Public(r));
+  return out;
+}
+
+absl::StatusOr<v1::Webhook> WebhookRegistry::RotateSecret(const v1::RotateSecretRequest& req) {
+  if (req.id().empty()) return absl::InvalidArgumentError("id: required");
+  std::string secret = req.secret();
+  if (secret.empty()) {
+    absl::StatusOr<std::string> generated = GenerateSecret();
+    if (!generated.ok()) return generated.status();
+    secret = *generated;
+  } else if (absl::StatusOr<std::string> key = DecodeSecret(secret); !key.ok()) {
+    return key.status();
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = records_.find(req.id());
+  if (it == records_.end()) {
+    return absl::NotFoundError(absl::StrCat("id: no webhook '", req.id(), "'"));
+  }
+  WebhookRecord r = it->second;
+  absl::Time now = clock_->Now();
+  r.previous_secret = r.webhook.secret();
+  r.previous_expires = now + config_.rotation_overlap;
+  r.webhook.set_secret(secret);
+  *r.webhook.mutable_previous_secret_expires_at() = ToProto(r.previous_expires);
+  *r.webhook.mutable_updated_at() = ToProto(now);
+  if (absl::Status s = store_->Put(r); !s.ok()) return s;
+  it->second = r;
+  return r.webhook;
+}
+
+absl::Status WebhookRegistry::Disable(const std::string& id, const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  auto it = records_.find(id);
+  if (it == records_.end()) return absl::NotFoundError(absl::StrCat("id: no webhook '", id, "'"));
+  WebhookRecord r = it->second;
+  r.webhook.set_active(false);
+  r.webhook.set_disabled_reason(reason);
+  *r.webhook.mutable_updated_at() = ToProto(clock_->Now());
+  if (absl::Status s = store_->Put(r); !s.ok()) return s;
+  it->second = r;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> WebhookRegistry::KeysOf(const WebhookRecord& r) const {
+  std::vector<std::string> keys;
+  absl::StatusOr<std::string> current = DecodeSecret(r.webhook.secret());
+  if (!current.ok()) return current.status();
+  keys.push_back(*current);
+  if (!r.previous_secret.empty() && clock_->Now() < r.previous_expires) {
+    absl::StatusOr<std::string> previous = DecodeSecret(r.previous_secret);
+    if (previous.ok()) keys.push_back(*previous);
+  }
+  return keys;
+}
+
+std::vector<ActiveWebhook> WebhookRegistry::Matching(const std::string& event_type) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<ActiveWebhook> out;
+  for (const auto& [id, r] : records_) {
+    if (!r.webhook.active()) continue;
+    absl::StatusOr<TypeFilter> filter = TypeFilter::Parse(
+        std::vector<std::string>(r.webhook.events().begin(), r.webhook.events().end()), "events");
+    if (!filter.ok() || !filter->Matches(event_type)) continue;
+    absl::StatusOr<std::vector<std::string>> keys = KeysOf(r);
+    if (!keys.ok()) continue;
+    out.push_back(ActiveWebhook{Public(r), *std::move(filter), *std::move(keys)});
+  }
+  return out;
+}
+
+std::vector<std::string> WebhookRegistry::AllFilters() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  for (const auto& [id, r] : records_) {
+    if (!r.webhook.active()) continue;
+    for (const std::string& e : r.webhook.events()) out.push_back(e);
+  }
+  return out;
+}
+
+}  // namespace switchboard::webhooks

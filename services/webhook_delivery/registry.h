@@ -1,0 +1,73 @@
+#ifndef SWITCHBOARD_SERVICES_WEBHOOK_DELIVERY_REGISTRY_H_
+#define SWITCHBOARD_SERVICES_WEBHOOK_DELIVERY_REGISTRY_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "libs/common/clock.h"
+#include "libs/common/event_rules.h"
+#include "services/webhook_delivery/target_guard.h"
+#include "services/webhook_delivery/webhook_store.h"
+
+namespace switchboard::webhooks {
+
+struct RegistryConfig {
+  // Defaults for registrations that leave them out (env WEBHOOK_MAX_RETRIES,
+  // WEBHOOK_RETRY_DELAY in ms, WEBHOOK_TIMEOUT in ms).
+  uint32_t default_retry_attempts = 5;
+  absl::Duration default_retry_delay = absl::Milliseconds(5000);
+  absl::Duration default_timeout = absl::Milliseconds(30000);
+  bool allow_private_targets = false;
+  // How long the previous secret keeps signing after RotateSecret.
+  absl::Duration rotation_overlap = absl::Hours(24);
+  Resolver resolve = SystemResolve;
+};
+
+// A webhook as the delivery engine needs it: its filter and signing keys.
+struct ActiveWebhook {
+  v1::Webhook webhook;  // secret cleared
+  TypeFilter filter;
+  std::vector<std::string> keys;  // HMAC keys that sign now (1, or 2 during a rotation)
+};
+
+// The registry of SPEC §5: validation, secrets, rotation, persistence. The
+// gRPC service and the JSON API are thin adapters over it.
+class WebhookRegistry {
+ public:
+  WebhookRegistry(RegistryConfig config, WebhookStore* store, Clock* clock);
+  absl::Status Load();
+
+  absl::StatusOr<v1::Webhook> Register(const v1::RegisterWebhookRequest& request);
+  absl::StatusOr<v1::Webhook> Update(const v1::UpdateWebhookRequest& request);
+  absl::Status Unregister(const std::string& id);
+  absl::StatusOr<v1::Webhook> Get(const std::string& id) const;
+  std::vector<v1::Webhook> List() const;
+  absl::StatusOr<v1::Webhook> RotateSecret(const v1::RotateSecretRequest& request);
+  // Marks an endpoint inactive (410 Gone) with a reason.
+  absl::Status Disable(const std::string& id, const std::string& reason);
+
+  // Active webhooks whose filters match `event_type`, with their keys.
+  std::vector<ActiveWebhook> Matching(const std::string& event_type) const;
+  // Every filter of every active webhook (the broker subscription's types).
+  std::vector<std::string> AllFilters() const;
+
+ private:
+  absl::Status ValidateTarget(const std::string& url) const;
+  absl::StatusOr<std::vector<std::string>> KeysOf(const WebhookRecord& r) const;
+  static v1::Webhook Public(const WebhookRecord& r);
+
+  const RegistryConfig config_;
+  WebhookStore* const store_;
+  Clock* const clock_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, WebhookRecord> records_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace switchboard::webhooks
+
+#endif  // SWITCHBOARD_SERVICES_WEBHOOK_DELIVERY_REGISTRY_H_

@@ -1,0 +1,106 @@
+#include "services/webhook_delivery/webhook_store.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+
+namespace switchboard::webhooks {
+namespace {
+
+using sqlite::Stmt;
+
+constexpr char kSchema[] = R"sql(
+PRAGMA journal_mode=WAL;
+PRAGMA synchronous=NORMAL;
+CREATE TABLE IF NOT EXISTS webhooks(
+  id TEXT PRIMARY KEY, record BLOB NOT NULL, previous_secret TEXT NOT NULL,
+  previous_expires_us INTEGER NOT NULL);
+)sql";
+
+WebhookRecord FromRow(Stmt& st) {
+  WebhookRecord r;
+  absl::string_view blob = st.Blob(0);
+  r.webhook.ParseFromArray(blob.data(), static_cast<int>(blob.size()));
+  r.previous_secret = st.Text(1);
+  r.previous_expires = absl::FromUnixMicros(st.Int(2));
+  return r;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SqliteWebhookStore>> SqliteWebhookStore::Open(
+    const std::string& data_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data_dir: cannot create '", data_dir, "': ", ec.message()));
+  }
+  std::string path = (std::filesystem::path(data_dir) / "webhooks.db").string();
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+      SQLITE_OK) {
+    absl::Status s = absl::InvalidArgumentError(
+        absl::StrCat("data_dir: cannot open '", path, "': ", sqlite3_errmsg(db)));
+    sqlite3_close(db);
+    return s;
+  }
+  sqlite3_busy_timeout(db, 5000);
+  if (absl::Status s = sqlite::Exec(db, kSchema); !s.ok()) {
+    sqlite3_close(db);
+    return s;
+  }
+  return std::unique_ptr<SqliteWebhookStore>(new SqliteWebhookStore(db));
+}
+
+SqliteWebhookStore::~SqliteWebhookStore() {
+  absl::MutexLock lock(&mu_);
+  stmts_.Clear();
+  sqlite3_close_v2(db_);
+}
+
+absl::Status SqliteWebhookStore::Put(const WebhookRecord& r) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, &stmts_,
+          "INSERT OR REPLACE INTO webhooks(id,record,previous_secret,previous_expires_us) "
+          "VALUES(?,?,?,?)");
+  st.Bind(1, r.webhook.id());
+  st.BindBlob(2, r.webhook.SerializeAsString());
+  st.Bind(3, r.previous_secret);
+  st.Bind(4, r.previous_expires == absl::InfinitePast() ? int64_t{0}
+                                                        : absl::ToUnixMicros(r.previous_expires));
+  if (st.Step() != SQLITE_DONE) return sqlite::Error(db_, "put webhook");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<WebhookRecord>> SqliteWebhookStore::Get(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, &stmts_,
+          "SELECT record, previous_secret, previous_expires_us FROM webhooks WHERE id=?");
+  st.Bind(1, id);
+  int rc = st.Step();
+  if (rc == SQLITE_DONE) return std::optional<WebhookRecord>();
+  if (rc != SQLITE_ROW) return sqlite::Error(db_, "get webhook");
+  return std::optional<WebhookRecord>(FromRow(st));
+}
+
+absl::StatusOr<bool> SqliteWebhookStore::Delete(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, &stmts_, "DELETE FROM webhooks WHERE id=?");
+  st.Bind(1, id);
+  if (st.Step() != SQLITE_DONE) return sqlite::Error(db_, "delete webhook");
+  return sqlite3_changes(db_) > 0;
+}
+
+absl::StatusOr<std::vector<WebhookRecord>> SqliteWebhookStore::List() {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, &stmts_,
+          "SELECT record, previous_secret, previous_expires_us FROM webhooks ORDER BY id");
+  std::vector<WebhookRecord> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) out.push_back(FromRow(st));
+  if (rc != SQLITE_DONE) return sqlite::Error(db_, "list webhooks");
+  return out;
+}
+
+}  // namespace switchboard::webhooks
