@@ -164,6 +164,11 @@ int AdminHttpServer::HandleRequest(mg_connection* conn, void* self_ptr) {
       req.query[UrlDecode(p.first)] = UrlDecode(p.second);
     }
   }
+  for (int i = 0; i < info->num_headers; ++i) {
+    std::string name = info->http_headers[i].name ? info->http_headers[i].name : "";
+    for (char& c : name) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+    req.headers[name] = info->http_headers[i].value ? info->http_headers[i].value : "";
+  }
   HttpResponse resp;
   bool too_large = info->content_length > static_cast<long long>(kMaxBodyBytes);
   if (!too_large) {
@@ -187,7 +192,9 @@ int AdminHttpServer::HandleRequest(mg_connection* conn, void* self_ptr) {
   std::string head =
       absl::StrCat("HTTP/1.1 ", resp.status, " ", StatusText(resp.status),
                    "\r\nContent-Type: ", resp.content_type,
-                   "\r\nContent-Length: ", resp.body.size(), "\r\nCache-Control: no-store\r\n\r\n");
+                   "\r\nContent-Length: ", resp.body.size(), "\r\nCache-Control: no-store\r\n");
+  for (const auto& [k, v] : resp.headers) absl::StrAppend(&head, k, ": ", v, "\r\n");
+  head += "\r\n";
   mg_write(conn, head.data(), head.size());
   if (!resp.body.empty() && req.method != "HEAD")
     mg_write(conn, resp.body.data(), resp.body.size());

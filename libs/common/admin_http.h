@@ -21,12 +21,14 @@ struct HttpRequest {
   std::string path;
   std::map<std::string, std::string> query;
   std::string body;
+  std::map<std::string, std::string> headers;  // names lower-cased
 };
 
 struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra response headers
 };
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
