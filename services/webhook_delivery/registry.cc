@@ -281,6 +281,13 @@ std::vector<ActiveWebhook> WebhookRegistry::Matching(const std::string& event_ty
   return out;
 }
 
+absl::StatusOr<std::vector<std::string>> WebhookRegistry::SigningKeys(const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = records_.find(id);
+  if (it == records_.end()) return absl::NotFoundError(absl::StrCat("id: no webhook '", id, "'"));
+  return KeysOf(it->second);
+}
+
 std::vector<std::string> WebhookRegistry::AllFilters() const {
   absl::MutexLock lock(&mu_);
   std::vector<std::string> out;

@@ -53,6 +53,8 @@ class WebhookRegistry {
 
   // Active webhooks whose filters match `event_type`, with their keys.
   std::vector<ActiveWebhook> Matching(const std::string& event_type) const;
+  // The HMAC keys that sign for a webhook now (2 during a rotation).
+  absl::StatusOr<std::vector<std::string>> SigningKeys(const std::string& id) const;
   // Every filter of every active webhook (the broker subscription's types).
   std::vector<std::string> AllFilters() const;
 

@@ -1,0 +1,257 @@
+#include "services/webhook_delivery/delivery_engine.h"
+
+#include <algorithm>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+#include "libs/common/ids.h"
+#include "libs/common/json_log.h"
+#include "libs/common/thread_name.h"
+#include "services/webhook_delivery/signing.h"
+
+namespace switchboard::webhooks {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+google::protobuf::Timestamp ToProto(absl::Time t) {
+  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+}
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Microseconds(TimeUtil::DurationToMicroseconds(d));
+}
+
+// Retry-After is seconds or an HTTP date; only the seconds form is honoured.
+absl::Duration RetryAfter(const std::string& value) {
+  int64_t secs;
+  if (absl::SimpleAtoi(value, &secs) && secs >= 0) return absl::Seconds(secs);
+  return absl::ZeroDuration();
+}
+
+}  // namespace
+
+std::string DeliveryBody(const events::v1::Event& event) {
+  std::string data = "{}";
+  if (event.has_data()) {
+    data.clear();
+    (void)google::protobuf::util::MessageToJsonString(event.data(), &data);
+  }
+  std::string created = event.has_time() ? TimeUtil::ToString(event.time()) : "";
+  return absl::StrCat("{\"id\":", JsonQuote(event.id()), ",\"event\":", JsonQuote(event.type()),
+                      ",\"created\":", JsonQuote(created), ",\"data\":", data, "}");
+}
+
+DeliveryEngine::DeliveryEngine(EngineConfig config, WebhookRegistry* registry, DeliveryStore* store,
+                               HttpSender* sender, Clock* clock)
+    : config_(std::move(config)),
+      registry_(registry),
+      store_(store),
+      sender_(sender),
+      clock_(clock) {}
+
+DeliveryEngine::~DeliveryEngine() { Stop(); }
+
+void DeliveryEngine::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void DeliveryEngine::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void DeliveryEngine::Kick() {
+  absl::MutexLock lock(&mu_);
+  kicked_ = true;
+}
+
+DeliveryRecord DeliveryEngine::NewRecord(const std::string& webhook_id,
+                                         const events::v1::Event& event,
+                                         const std::string& body) const {
+  DeliveryRecord r;
+  absl::Time now = clock_->Now();
+  r.delivery.set_id(NewId("dlv"));
+  r.delivery.set_webhook_id(webhook_id);
+  r.delivery.set_event_id(event.id());
+  r.delivery.set_event_type(event.type());
+  r.delivery.set_status(v1::DELIVERY_STATUS_PENDING);
+  *r.delivery.mutable_created_at() = ToProto(now);
+  *r.delivery.mutable_next_attempt_at() = ToProto(now);
+  r.body = body;
+  r.next_attempt = now;
+  return r;
+}
+
+absl::StatusOr<int> DeliveryEngine::Record(const events::v1::Event& event) {
+  std::vector<ActiveWebhook> targets = registry_->Matching(event.type());
+  if (targets.empty()) return 0;
+  std::string body = DeliveryBody(event);
+  std::vector<DeliveryRecord> records;
+  for (const ActiveWebhook& w : targets) records.push_back(NewRecord(w.webhook.id(), event, body));
+  absl::StatusOr<int> created = store_->Create(records);
+  if (created.ok() && *created > 0) Kick();
+  return created;
+}
+
+absl::StatusOr<v1::WebhookDelivery> DeliveryEngine::RecordFor(const std::string& webhook_id,
+                                                              const events::v1::Event& event) {
+  absl::StatusOr<v1::Webhook> w = registry_->Get(webhook_id);
+  if (!w.ok()) return w.status();
+  DeliveryRecord r = NewRecord(webhook_id, event, DeliveryBody(event));
+  absl::StatusOr<int> created = store_->Create({r});
+  if (!created.ok()) return created.status();
+  Kick();
+  return r.delivery;
+}
+
+void DeliveryEngine::Run() {
+  SetThreadName("sb-deliver");
+  absl::MutexLock lock(&mu_);
+  while (!stop_) {
+    while (!outcomes_.empty()) {
+      Outcome o = std::move(outcomes_.front());
+      outcomes_.pop_front();
+      Finish(std::move(o));
+    }
+    kicked_ = false;
+    int room = config_.max_in_flight - static_cast<int>(in_flight_.size());
+    if (room > 0) {
+      mu_.Unlock();
+      absl::StatusOr<std::vector<DeliveryRecord>> due =
+          store_->Due(clock_->Now(), static_cast<size_t>(room) + in_flight_.size());
+      mu_.Lock();
+      if (!due.ok()) {
+        LogError("reading due deliveries failed", {{"error", due.status().ToString()}});
+      } else {
+        for (DeliveryRecord& r : *due) {
+          if (static_cast<int>(in_flight_.size()) >= config_.max_in_flight) break;
+          if (in_flight_.count(r.delivery.id())) continue;
+          if (per_webhook_[r.delivery.webhook_id()] >= config_.max_in_flight_per_webhook) continue;
+          Dispatch(std::move(r));
+        }
+      }
+    }
+    mu_.Unlock();
+    absl::StatusOr<absl::Time> next = store_->NextDue();
+    mu_.Lock();
+    absl::Duration wait = absl::Seconds(1);
+    if (next.ok())
+      wait = std::clamp(*next - clock_->Now(), absl::Milliseconds(5), absl::Seconds(1));
+    auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stop_ || kicked_ || !outcomes_.empty();
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&wake), wait);
+  }
+}
+
+void DeliveryEngine::Dispatch(DeliveryRecord record) {
+  const std::string webhook_id = record.delivery.webhook_id();
+  absl::StatusOr<v1::Webhook> webhook = registry_->Get(webhook_id);
+  absl::Time now = clock_->Now();
+  auto fail_now = [&](const std::string& error) {
+    Outcome o{std::move(record), HttpResult{}, now};
+    o.result.error = error;
+    Finish(std::move(o));
+  };
+  if (!webhook.ok() || !webhook->active()) {
+    fail_now(webhook.ok() ? "endpoint disabled: " + webhook->disabled_reason()
+                          : "webhook unregistered");
+    return;
+  }
+  absl::StatusOr<std::vector<std::string>> keys = registry_->SigningKeys(webhook_id);
+  if (!keys.ok()) {
+    fail_now(std::string(keys.status().message()));
+    return;
+  }
+  // The endpoint is checked again on every attempt: DNS may have changed.
+  absl::StatusOr<WebhookUrl> url = ParseWebhookUrl(webhook->url());
+  absl::StatusOr<VettedTarget> target =
+      url.ok() ? VetTarget(*url, config_.allow_private_targets, config_.resolve)
+               : absl::StatusOr<VettedTarget>(url.status());
+  if (!target.ok()) {
+    fail_now(std::string(target.status().message()));
+    return;
+  }
+  int64_t ts = absl::ToUnixSeconds(now);
+  const std::string& msg_id = record.delivery.event_id();
+  std::string signature = SignatureHeader(*keys, msg_id, ts, record.body);
+  HttpCall call;
+  call.url = webhook->url();
+  call.body = record.body;
+  call.timeout = webhook->has_timeout() ? FromProto(webhook->timeout()) : absl::Seconds(30);
+  call.resolve = target->curl_resolve;
+  call.headers = {{"Content-Type", "application/json"},
+                  {"webhook-id", msg_id},
+                  {"webhook-timestamp", absl::StrCat(ts)},
+                  {"webhook-signature", signature},
+                  {"X-Webhook-Event", record.delivery.event_type()},
+                  {"X-Webhook-ID", webhook_id},
+                  {"X-Webhook-Signature", signature}};
+  in_flight_.insert(record.delivery.id());
+  per_webhook_[webhook_id]++;
+  auto shared = std::make_shared<DeliveryRecord>(std::move(record));
+  sender_->Send(std::move(call), [this, shared, now](HttpResult result) {
+    absl::MutexLock lock(&mu_);
+    outcomes_.push_back(Outcome{std::move(*shared), std::move(result), now});
+  });
+}
+
+void DeliveryEngine::Finish(Outcome o) {
+  v1::WebhookDelivery& d = o.record.delivery;
+  const std::string webhook_id = d.webhook_id();
+  if (in_flight_.erase(d.id()) > 0 && --per_webhook_[webhook_id] <= 0) {
+    per_webhook_.erase(webhook_id);
+  }
+  v1::DeliveryAttempt* attempt = d.add_attempts();
+  attempt->set_attempt(d.attempts_size());
+  *attempt->mutable_time() = ToProto(o.sent_at);
+  attempt->set_http_status(o.result.status);
+  *attempt->mutable_latency() =
+      TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(o.result.latency));
+  attempt->set_response_body(o.result.body);
+  const int status = o.result.status;
+  if (status == 0) {
+    attempt->set_error(o.result.timed_out ? "timeout: " + o.result.error : o.result.error);
+  } else if (status < 200 || status >= 300) {
+    attempt->set_error(absl::StrCat("HTTP ", status));
+  }
+  absl::StatusOr<v1::Webhook> webhook = registry_->Get(webhook_id);
+  uint32_t max_attempts = 1 + (webhook.ok() ? webhook->retry_attempts() : 0);
+  absl::Time now = clock_->Now();
+  if (status >= 200 && status < 300) {
+    d.set_status(v1::DELIVERY_STATUS_DELIVERED);
+    d.clear_next_attempt_at();
+  } else if (status == 410) {
+    d.set_status(v1::DELIVERY_STATUS_FAILED);
+    d.clear_next_attempt_at();
+    if (webhook.ok()) {
+      registry_->Disable(webhook_id, "410 Gone from the endpoint").IgnoreError();
+      LogWarn("webhook disabled: endpoint answered 410 Gone", {{"webhook_id", webhook_id}});
+    }
+  } else if (static_cast<uint32_t>(d.attempts_size()) >= max_attempts || !webhook.ok() ||
+             !webhook->active()) {
+    d.set_status(v1::DELIVERY_STATUS_FAILED);
+    d.clear_next_attempt_at();
+  } else {
+    // Exponential backoff with jitter from the webhook's retry_delay.
+    absl::Duration base =
+        webhook->has_retry_delay() ? FromProto(webhook->retry_delay()) : absl::Seconds(5);
+    absl::Duration delay =
+        std::min(base * (1 << std::min(d.attempts_size() - 1, 20)), config_.max_backoff);
+    delay = delay * absl::Uniform(rng_, 0.8, 1.0);
+    if (status == 429 || status == 503) {
+      delay = std::max(delay, std::min(RetryAfter(o.result.retry_after), config_.max_retry_after));
+    }
+    o.record.next_attempt = now + delay;
+    *d.mutable_next_attempt_at() = ToProto(o.record.next_attempt);
+  }
+  absl::Status s = store_->Update(o.record);
+  if (!s.ok()) LogError("recording a delivery attempt failed", {{"error", s.ToString()}});
+}
+
+}  // namespace switchboard::webhooks

@@ -1,0 +1,87 @@
+#ifndef SWITCHBOARD_SERVICES_WEBHOOK_DELIVERY_DELIVERY_ENGINE_H_
+#define SWITCHBOARD_SERVICES_WEBHOOK_DELIVERY_DELIVERY_ENGINE_H_
+
+#include <deque>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "libs/common/clock.h"
+#include "services/webhook_delivery/delivery_store.h"
+#include "services/webhook_delivery/http_sender.h"
+#include "services/webhook_delivery/registry.h"
+#include "switchboard/events/v1/event.pb.h"
+
+namespace switchboard::webhooks {
+
+struct EngineConfig {
+  bool allow_private_targets = false;
+  int max_in_flight = 256;            // all endpoints
+  int max_in_flight_per_webhook = 8;  // one slow endpoint cannot take every slot
+  absl::Duration max_backoff = absl::Hours(1);
+  absl::Duration max_retry_after = absl::Hours(1);
+  Resolver resolve = SystemResolve;
+};
+
+// The body every attempt of an event's delivery sends (SPEC §5):
+// {"id":"evt_…","event":"order.created","created":"<RFC 3339>","data":{…}}
+std::string DeliveryBody(const events::v1::Event& event);
+
+// Records deliveries for events (before their broker ack) and sends them:
+// signed, with retries and backoff, Retry-After on 429/503, 410 disabling the
+// endpoint, per-endpoint and global concurrency limits.
+class DeliveryEngine {
+ public:
+  DeliveryEngine(EngineConfig config, WebhookRegistry* registry, DeliveryStore* store,
+                 HttpSender* sender, Clock* clock);
+  ~DeliveryEngine();
+
+  void Start();
+  void Stop();
+
+  // One delivery per matching webhook, durably recorded. Idempotent per
+  // (webhook, event). Returns how many were new.
+  absl::StatusOr<int> Record(const events::v1::Event& event);
+  // Records a delivery to one webhook regardless of its filters (test events,
+  // redelivery).
+  absl::StatusOr<v1::WebhookDelivery> RecordFor(const std::string& webhook_id,
+                                                const events::v1::Event& event);
+  // Wakes the scheduler (new deliveries are due).
+  void Kick();
+
+ private:
+  struct Outcome {
+    DeliveryRecord record;
+    HttpResult result;
+    absl::Time sent_at;
+  };
+  void Run();
+  void Dispatch(DeliveryRecord record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Finish(Outcome outcome) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  DeliveryRecord NewRecord(const std::string& webhook_id, const events::v1::Event& event,
+                           const std::string& body) const;
+
+  const EngineConfig config_;
+  WebhookRegistry* registry_;
+  DeliveryStore* store_;
+  HttpSender* sender_;
+  Clock* clock_;
+
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool kicked_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);         // delivery ids
+  std::map<std::string, int> per_webhook_ ABSL_GUARDED_BY(mu_);  // webhook id -> in flight
+  std::deque<Outcome> outcomes_ ABSL_GUARDED_BY(mu_);
+  absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace switchboard::webhooks
+
+#endif  // SWITCHBOARD_SERVICES_WEBHOOK_DELIVERY_DELIVERY_ENGINE_H_

@@ -1,0 +1,171 @@
+#include "services/webhook_delivery/delivery_store.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+
+namespace switchboard::webhooks {
+namespace {
+
+using sqlite::Stmt;
+
+constexpr char kSchema[] = R"sql(
+PRAGMA journal_mode=WAL;
+PRAGMA synchronous=NORMAL;
+CREATE TABLE IF NOT EXISTS deliveries(
+  id TEXT PRIMARY KEY,
+  webhook_id TEXT NOT NULL,
+  event_id TEXT NOT NULL,
+  status INTEGER NOT NULL,
+  next_attempt_us INTEGER NOT NULL,
+  created_us INTEGER NOT NULL,
+  body BLOB NOT NULL,
+  record BLOB NOT NULL,
+  UNIQUE(webhook_id, event_id));
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_attempt_us);
+CREATE INDEX IF NOT EXISTS deliveries_by_event ON deliveries(event_id);
+)sql";
+
+constexpr char kColumns[] = "record, body, next_attempt_us";
+
+DeliveryRecord FromRow(Stmt& st) {
+  DeliveryRecord r;
+  absl::string_view blob = st.Blob(0);
+  r.delivery.ParseFromArray(blob.data(), static_cast<int>(blob.size()));
+  r.body = std::string(st.Blob(1));
+  r.next_attempt = absl::FromUnixMicros(st.Int(2));
+  return r;
+}
+
+absl::StatusOr<std::vector<DeliveryRecord>> Collect(sqlite3* db, Stmt& st) {
+  std::vector<DeliveryRecord> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) out.push_back(FromRow(st));
+  if (rc != SQLITE_DONE) return sqlite::Error(db, "read deliveries");
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SqliteDeliveryStore>> SqliteDeliveryStore::Open(
+    const std::string& data_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data_dir: cannot create '", data_dir, "': ", ec.message()));
+  }
+  std::string path = (std::filesystem::path(data_dir) / "deliveries.db").string();
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+      SQLITE_OK) {
+    absl::Status s = absl::InvalidArgumentError(
+        absl::StrCat("data_dir: cannot open '", path, "': ", sqlite3_errmsg(db)));
+    sqlite3_close(db);
+    return s;
+  }
+  sqlite3_busy_timeout(db, 5000);
+  if (absl::Status s = sqlite::Exec(db, kSchema); !s.ok()) {
+    sqlite3_close(db);
+    return s;
+  }
+  return std::unique_ptr<SqliteDeliveryStore>(new SqliteDeliveryStore(db));
+}
+
+SqliteDeliveryStore::~SqliteDeliveryStore() {
+  absl::MutexLock lock(&mu_);
+  stmts_.Clear();
+  sqlite3_close_v2(db_);
+}
+
+absl::StatusOr<int> SqliteDeliveryStore::Create(const std::vector<DeliveryRecord>& records) {
+  absl::MutexLock lock(&mu_);
+  if (absl::Status s = sqlite::Exec(db_, "BEGIN"); !s.ok()) return s;
+  int created = 0;
+  for (const DeliveryRecord& r : records) {
+    Stmt st(db_, &stmts_,
+            "INSERT OR IGNORE INTO deliveries(id,webhook_id,event_id,status,next_attempt_us,"
+            "created_us,body,record) VALUES(?,?,?,?,?,?,?,?)");
+    st.Bind(1, r.delivery.id());
+    st.Bind(2, r.delivery.webhook_id());
+    st.Bind(3, r.delivery.event_id());
+    st.Bind(4, static_cast<int64_t>(r.delivery.status()));
+    st.Bind(5, absl::ToUnixMicros(r.next_attempt));
+    st.Bind(6, absl::ToUnixMicros(absl::Now()));
+    st.BindBlob(7, r.body);
+    st.BindBlob(8, r.delivery.SerializeAsString());
+    if (st.Step() != SQLITE_DONE) {
+      absl::Status s = sqlite::Error(db_, "create delivery");
+      sqlite::Exec(db_, "ROLLBACK").IgnoreError();
+      return s;
+    }
+    created += sqlite3_changes(db_);
+  }
+  if (absl::Status s = sqlite::Exec(db_, "COMMIT"); !s.ok()) return s;
+  return created;
+}
+
+absl::Status SqliteDeliveryStore::Update(const DeliveryRecord& r) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, &stmts_, "UPDATE deliveries SET status=?, next_attempt_us=?, record=? WHERE id=?");
+  st.Bind(1, static_cast<int64_t>(r.delivery.status()));
+  st.Bind(2, absl::ToUnixMicros(r.next_attempt));
+  st.BindBlob(3, r.delivery.SerializeAsString());
+  st.Bind(4, r.delivery.id());
+  if (st.Step() != SQLITE_DONE) return sqlite::Error(db_, "update delivery");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<DeliveryRecord>> SqliteDeliveryStore::Due(absl::Time now, size_t limit) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, &stmts_,
+          absl::StrCat("SELECT ", kColumns,
+                       " FROM deliveries WHERE status=? AND next_attempt_us<=? "
+                       "ORDER BY next_attempt_us LIMIT ?"));
+  st.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
+  st.Bind(2, absl::ToUnixMicros(now));
+  st.Bind(3, static_cast<int64_t>(limit));
+  return Collect(db_, st);
+}
+
+absl::StatusOr<absl::Time> SqliteDeliveryStore::NextDue() {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, &stmts_, "SELECT MIN(next_attempt_us) FROM deliveries WHERE status=?");
+  st.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
+  if (st.Step() != SQLITE_ROW) return sqlite::Error(db_, "next due");
+  if (sqlite3_column_type(st.get(), 0) == SQLITE_NULL) return absl::InfiniteFuture();
+  return absl::FromUnixMicros(st.Int(0));
+}
+
+absl::StatusOr<std::vector<DeliveryRecord>> SqliteDeliveryStore::List(const std::string& webhook_id,
+                                                                      v1::DeliveryStatus status,
+                                                                      const std::string& event_id,
+                                                                      size_t limit) {
+  std::string sql = absl::StrCat("SELECT ", kColumns, " FROM deliveries WHERE 1");
+  if (!webhook_id.empty()) sql += " AND webhook_id=?";
+  if (status != v1::DELIVERY_STATUS_UNSPECIFIED) sql += " AND status=?";
+  if (!event_id.empty()) sql += " AND event_id=?";
+  sql += " ORDER BY created_us DESC, id DESC LIMIT ?";
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, &stmts_, sql);
+  int i = 1;
+  if (!webhook_id.empty()) st.Bind(i++, webhook_id);
+  if (status != v1::DELIVERY_STATUS_UNSPECIFIED) st.Bind(i++, static_cast<int64_t>(status));
+  if (!event_id.empty()) st.Bind(i++, event_id);
+  st.Bind(i++, static_cast<int64_t>(limit));
+  return Collect(db_, st);
+}
+
+absl::StatusOr<std::map<int, uint64_t>> SqliteDeliveryStore::CountByStatus() {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, &stmts_, "SELECT status, COUNT(*) FROM deliveries GROUP BY status");
+  std::map<int, uint64_t> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    out[static_cast<int>(st.Int(0))] = static_cast<uint64_t>(st.Int(1));
+  }
+  if (rc != SQLITE_DONE) return sqlite::Error(db_, "count deliveries");
+  return out;
+}
+
+}  // namespace switchboard::webhooks
