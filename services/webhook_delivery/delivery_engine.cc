@@ -44,12 +44,13 @@ std::string DeliveryBody(const events::v1::Event& event) {
 }
 
 DeliveryEngine::DeliveryEngine(EngineConfig config, WebhookRegistry* registry, DeliveryStore* store,
-                               HttpSender* sender, Clock* clock)
+                               HttpSender* sender, Clock* clock, WebhookMetrics* metrics)
     : config_(std::move(config)),
       registry_(registry),
       store_(store),
       sender_(sender),
-      clock_(clock) {}
+      clock_(clock),
+      metrics_(metrics) {}
 
 DeliveryEngine::~DeliveryEngine() { Stop(); }
 
@@ -220,6 +221,12 @@ void DeliveryEngine::Finish(Outcome o) {
   } else if (status < 200 || status >= 300) {
     attempt->set_error(absl::StrCat("HTTP ", status));
   }
+  if (metrics_ != nullptr) {
+    std::string cls = status == 0 ? (o.result.timed_out ? "timeout" : "error")
+                                  : absl::StrCat(status / 100, "xx");
+    metrics_->attempts.Add({{"result", cls}}).Increment();
+    if (status != 0) metrics_->latency.Observe(absl::ToDoubleSeconds(o.result.latency));
+  }
   absl::StatusOr<v1::Webhook> webhook = registry_->Get(webhook_id);
   uint32_t max_attempts = 1 + (webhook.ok() ? webhook->retry_attempts() : 0);
   absl::Time now = clock_->Now();
@@ -231,6 +238,7 @@ void DeliveryEngine::Finish(Outcome o) {
     d.clear_next_attempt_at();
     if (webhook.ok()) {
       registry_->Disable(webhook_id, "410 Gone from the endpoint").IgnoreError();
+      if (metrics_ != nullptr) metrics_->endpoints_disabled.Increment();
       LogWarn("webhook disabled: endpoint answered 410 Gone", {{"webhook_id", webhook_id}});
     }
   } else if (static_cast<uint32_t>(d.attempts_size()) >= max_attempts || !webhook.ok() ||
@@ -249,6 +257,12 @@ void DeliveryEngine::Finish(Outcome o) {
     }
     o.record.next_attempt = now + delay;
     *d.mutable_next_attempt_at() = ToProto(o.record.next_attempt);
+  }
+  if (metrics_ != nullptr && d.status() != v1::DELIVERY_STATUS_PENDING) {
+    metrics_->deliveries
+        .Add({{"outcome", d.status() == v1::DELIVERY_STATUS_DELIVERED ? "delivered" : "failed"},
+              {"event_type", d.event_type()}})
+        .Increment();
   }
   absl::Status s = store_->Update(o.record);
   if (!s.ok()) LogError("recording a delivery attempt failed", {{"error", s.ToString()}});

@@ -15,6 +15,7 @@
 #include "services/webhook_delivery/delivery_store.h"
 #include "services/webhook_delivery/http_sender.h"
 #include "services/webhook_delivery/registry.h"
+#include "services/webhook_delivery/webhook_metrics.h"
 #include "switchboard/events/v1/event.pb.h"
 
 namespace switchboard::webhooks {
@@ -38,7 +39,7 @@ std::string DeliveryBody(const events::v1::Event& event);
 class DeliveryEngine {
  public:
   DeliveryEngine(EngineConfig config, WebhookRegistry* registry, DeliveryStore* store,
-                 HttpSender* sender, Clock* clock);
+                 HttpSender* sender, Clock* clock, WebhookMetrics* metrics = nullptr);
   ~DeliveryEngine();
 
   void Start();
@@ -71,6 +72,7 @@ class DeliveryEngine {
   DeliveryStore* store_;
   HttpSender* sender_;
   Clock* clock_;
+  WebhookMetrics* metrics_;
 
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
