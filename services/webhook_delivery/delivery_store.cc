@@ -168,4 +168,16 @@ absl::StatusOr<std::map<int, uint64_t>> SqliteDeliveryStore::CountByStatus() {
   return out;
 }
 
+absl::StatusOr<std::pair<uint64_t, uint64_t>> SqliteDeliveryStore::CountPending(absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, &stmts_,
+          "SELECT IFNULL(SUM(next_attempt_us<=?),0), IFNULL(SUM(next_attempt_us>?),0) "
+          "FROM deliveries WHERE status=?");
+  st.Bind(1, absl::ToUnixMicros(now));
+  st.Bind(2, absl::ToUnixMicros(now));
+  st.Bind(3, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
+  if (st.Step() != SQLITE_ROW) return sqlite::Error(db_, "count pending");
+  return std::make_pair(static_cast<uint64_t>(st.Int(0)), static_cast<uint64_t>(st.Int(1)));
+}
+
 }  // namespace switchboard::webhooks

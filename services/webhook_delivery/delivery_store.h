@@ -42,6 +42,8 @@ class DeliveryStore {
                                                            const std::string& event_id,
                                                            size_t limit) = 0;
   virtual absl::StatusOr<std::map<int, uint64_t>> CountByStatus() = 0;
+  // Pending deliveries due at `now` and scheduled later.
+  virtual absl::StatusOr<std::pair<uint64_t, uint64_t>> CountPending(absl::Time now) = 0;
 };
 
 class SqliteDeliveryStore : public DeliveryStore {
@@ -57,6 +59,7 @@ class SqliteDeliveryStore : public DeliveryStore {
                                                    const std::string& event_id,
                                                    size_t limit) override;
   absl::StatusOr<std::map<int, uint64_t>> CountByStatus() override;
+  absl::StatusOr<std::pair<uint64_t, uint64_t>> CountPending(absl::Time now) override;
 
  private:
   explicit SqliteDeliveryStore(sqlite3* db) : db_(db) {}

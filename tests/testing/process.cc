@@ -37,12 +37,13 @@ bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout,
 }
 
 absl::StatusOr<std::unique_ptr<ServiceProcess>> ServiceProcess::Start(
-    const std::string& binary, const std::vector<std::string>& args, absl::Duration timeout) {
+    const std::string& binary, const std::vector<std::string>& args, absl::Duration timeout,
+    bool grpc) {
   std::unique_ptr<ServiceProcess> p(new ServiceProcess());
   std::string dir = MakeTempDir();
   p->log_path_ = dir + "/service.log";
-  std::vector<std::string> argv_storage = {binary, "--grpc_addr=127.0.0.1:0",
-                                           "--http_addr=127.0.0.1:0"};
+  std::vector<std::string> argv_storage = {binary, "--http_addr=127.0.0.1:0"};
+  if (grpc) argv_storage.push_back("--grpc_addr=127.0.0.1:0");
   argv_storage.insert(argv_storage.end(), args.begin(), args.end());
   pid_t pid = fork();
   if (pid < 0) return absl::InternalError("fork failed");
@@ -61,7 +62,7 @@ absl::StatusOr<std::unique_ptr<ServiceProcess>> ServiceProcess::Start(
     _exit(127);
   }
   p->pid_ = pid;
-  static const std::regex kListening("listening grpc=([^ ]+) http=([^ \"]+)");
+  static const std::regex kListening("listening (?:grpc=([^ ]+) )?http=([^ \"]+)");
   bool up = WaitUntil(
       [&] {
         std::smatch m;
@@ -75,7 +76,7 @@ absl::StatusOr<std::unique_ptr<ServiceProcess>> ServiceProcess::Start(
         return waitpid(p->pid_, &status, WNOHANG) == p->pid_;
       },
       timeout);
-  if (!up || p->grpc_addr_.empty()) {
+  if (!up || p->http_addr_.empty()) {
     std::string log = p->Log();
     p->Kill9();
     return absl::UnavailableError(absl::StrCat(binary, " did not start: ", log));

@@ -18,9 +18,11 @@ namespace switchboard::testing {
 // binary logged "listening grpc=HOST:PORT http=HOST:PORT".
 class ServiceProcess {
  public:
+  // With grpc=false only --http_addr is passed and the log line is
+  // "listening http=HOST:PORT" (the sample webhook receiver).
   static absl::StatusOr<std::unique_ptr<ServiceProcess>> Start(
       const std::string& binary, const std::vector<std::string>& args,
-      absl::Duration timeout = absl::Seconds(30));
+      absl::Duration timeout = absl::Seconds(30), bool grpc = true);
   ~ServiceProcess();
 
   const std::string& grpc_addr() const { return grpc_addr_; }

@@ -1,0 +1,159 @@
+// webhook-delivery: wires flags, stores, registry, sender, engine, broker
+// client, gRPC and admin HTTP.
+#include <memory>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "libs/broker_client/broker_client.h"
+#include "libs/common/admin_http.h"
+#include "libs/common/flags.h"
+#include "libs/common/grpc_server.h"
+#include "libs/common/json_log.h"
+#include "libs/common/shutdown.h"
+#include "prometheus/registry.h"
+#include "services/webhook_delivery/delivery_engine.h"
+#include "services/webhook_delivery/delivery_store.h"
+#include "services/webhook_delivery/grpc_service.h"
+#include "services/webhook_delivery/http_api.h"
+#include "services/webhook_delivery/http_sender.h"
+#include "services/webhook_delivery/registry.h"
+#include "services/webhook_delivery/webhook_core.h"
+#include "services/webhook_delivery/webhook_store.h"
+
+ABSL_FLAG(std::string, grpc_addr, "0.0.0.0:50053", "gRPC listen address HOST:PORT (port 0: any)");
+ABSL_FLAG(std::string, http_addr, "0.0.0.0:8083",
+          "admin HTTP listen address HOST:PORT (/metrics, /healthz, /readyz, JSON API)");
+ABSL_FLAG(std::string, broker, "127.0.0.1:50051", "event-broker gRPC address HOST:PORT");
+ABSL_FLAG(std::string, data_dir, "./data/webhook-delivery",
+          "directory of the webhook registry and the delivery outbox");
+ABSL_FLAG(bool, allow_private_targets, false,
+          "allow webhook URLs on loopback, private, link-local and metadata addresses "
+          "(local development and tests only)");
+ABSL_FLAG(int32_t, webhook_max_retries, 5, "default retry_attempts of a registration");
+ABSL_FLAG(int32_t, webhook_retry_delay, 5000, "default retry_delay of a registration, in ms");
+ABSL_FLAG(int32_t, webhook_timeout, 30000, "default timeout of a registration, in ms");
+ABSL_FLAG(int32_t, max_in_flight, 256, "HTTP requests in flight, all endpoints together");
+ABSL_FLAG(int32_t, max_in_flight_per_webhook, 8, "HTTP requests in flight to one endpoint");
+ABSL_FLAG(std::string, start, "latest",
+          "where a new webhook-delivery consumer group starts: latest or earliest");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
+
+namespace switchboard::webhooks {
+namespace {
+
+std::string HostOf(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
+
+absl::Status ValidateFlags() {
+  if (absl::GetFlag(FLAGS_webhook_max_retries) < 0 || absl::GetFlag(FLAGS_webhook_max_retries) > 20) {
+    return absl::InvalidArgumentError("webhook_max_retries (WEBHOOK_MAX_RETRIES): 0 to 20");
+  }
+  if (absl::GetFlag(FLAGS_webhook_retry_delay) < 100 ||
+      absl::GetFlag(FLAGS_webhook_retry_delay) > 86400000) {
+    return absl::InvalidArgumentError("webhook_retry_delay (WEBHOOK_RETRY_DELAY): 100 to 86400000 ms");
+  }
+  if (absl::GetFlag(FLAGS_webhook_timeout) < 100 || absl::GetFlag(FLAGS_webhook_timeout) > 300000) {
+    return absl::InvalidArgumentError("webhook_timeout (WEBHOOK_TIMEOUT): 100 to 300000 ms");
+  }
+  if (absl::GetFlag(FLAGS_max_in_flight) < 1 || absl::GetFlag(FLAGS_max_in_flight_per_webhook) < 1) {
+    return absl::InvalidArgumentError("max_in_flight, max_in_flight_per_webhook: at least 1");
+  }
+  if (absl::GetFlag(FLAGS_start) != "latest" && absl::GetFlag(FLAGS_start) != "earliest") {
+    return absl::InvalidArgumentError("start: latest or earliest");
+  }
+  return absl::OkStatus();
+}
+
+int Run() {
+  if (absl::Status s = ValidateFlags(); !s.ok()) {
+    LogError("bad flag", {{"error", std::string(s.message())}});
+    return 2;
+  }
+  auto registry = std::make_shared<prometheus::Registry>();
+  WebhookMetrics metrics(*registry);
+  auto webhook_store = SqliteWebhookStore::Open(absl::GetFlag(FLAGS_data_dir));
+  auto delivery_store = SqliteDeliveryStore::Open(absl::GetFlag(FLAGS_data_dir));
+  if (!webhook_store.ok() || !delivery_store.ok()) {
+    LogError("cannot open stores", {{"error", (!webhook_store.ok() ? webhook_store.status()
+                                                                   : delivery_store.status())
+                                                  .ToString()}});
+    return 1;
+  }
+  RegistryConfig rc;
+  rc.default_retry_attempts = absl::GetFlag(FLAGS_webhook_max_retries);
+  rc.default_retry_delay = absl::Milliseconds(absl::GetFlag(FLAGS_webhook_retry_delay));
+  rc.default_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_webhook_timeout));
+  rc.allow_private_targets = absl::GetFlag(FLAGS_allow_private_targets);
+  WebhookRegistry webhooks(rc, webhook_store->get(), RealClock::Get());
+  if (absl::Status s = webhooks.Load(); !s.ok()) {
+    LogError("cannot load webhooks", {{"error", s.ToString()}});
+    return 1;
+  }
+  CurlMultiSender sender(absl::GetFlag(FLAGS_max_in_flight),
+                         absl::GetFlag(FLAGS_max_in_flight_per_webhook));
+  EngineConfig ec;
+  ec.allow_private_targets = rc.allow_private_targets;
+  ec.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
+  ec.max_in_flight_per_webhook = absl::GetFlag(FLAGS_max_in_flight_per_webhook);
+  DeliveryEngine engine(ec, &webhooks, delivery_store->get(), &sender, RealClock::Get(), &metrics);
+  std::unique_ptr<BrokerClient> broker = NewGrpcBrokerClient({absl::GetFlag(FLAGS_broker)});
+  WebhookCoreOptions options;
+  if (absl::GetFlag(FLAGS_start) == "earliest") {
+    options.start = broker::v1::SubscribeRequest::EARLIEST;
+  }
+  WebhookCore core(options, &webhooks, delivery_store->get(), &engine, broker.get(),
+                   RealClock::Get(), &metrics);
+  engine.Start();
+  if (absl::Status s = core.Start(); !s.ok()) {
+    LogError("cannot start", {{"error", s.ToString()}});
+    return 1;
+  }
+  WebhookGrpcService service(&core);
+  absl::StatusOr<RunningGrpcServer> grpc =
+      StartGrpcServer({absl::GetFlag(FLAGS_grpc_addr)}, {&service});
+  if (!grpc.ok()) {
+    LogError("cannot start gRPC", {{"error", grpc.status().ToString()}});
+    return 1;
+  }
+  AdminHttpServer http(registry);
+  RegisterWebhookHttpApi(&http, &core);
+  std::atomic<bool> stopping{false};
+  http.SetReadiness([&] { return !stopping.load() && core.ready(); });
+  absl::StatusOr<int> http_port = http.Start(absl::GetFlag(FLAGS_http_addr));
+  if (!http_port.ok()) {
+    LogError("cannot start admin HTTP", {{"error", http_port.status().ToString()}});
+    return 1;
+  }
+  std::string grpc_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_grpc_addr)), ":", grpc->port);
+  std::string http_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_http_addr)), ":", *http_port);
+  Log(LogLevel::kStartup, absl::StrCat("listening grpc=", grpc_bound, " http=", http_bound),
+      {{"grpc", grpc_bound},
+       {"http", http_bound},
+       {"broker", absl::GetFlag(FLAGS_broker)},
+       {"allow_private_targets", rc.allow_private_targets}});
+
+  int sig = WaitForShutdownSignal();
+  LogInfo("shutting down", {{"signal", sig}});
+  stopping = true;
+  grpc->server->GetHealthCheckService()->SetServingStatus(false);
+  core.Shutdown();  // no new events; recorded deliveries stay in the outbox
+  engine.Stop();
+  grpc->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  http.Stop();
+  LogInfo("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace switchboard::webhooks
+
+int main(int argc, char** argv) {
+  switchboard::BlockShutdownSignals();
+  switchboard::InitFlags(argc, argv,
+                         "delivers events as signed, retried, durable HTTP callbacks.\n"
+                         "Usage: webhook-delivery [--broker=HOST:PORT] [--data_dir=DIR] ...",
+                         {{"WEBHOOK_MAX_RETRIES", "webhook_max_retries"},
+                          {"WEBHOOK_RETRY_DELAY", "webhook_retry_delay"},
+                          {"WEBHOOK_TIMEOUT", "webhook_timeout"}});
+  switchboard::InitLogging("webhook-delivery", absl::GetFlag(FLAGS_log_level));
+  return switchboard::webhooks::Run();
+}
