@@ -572,8 +572,8 @@ TEST_F(BrokerIT, SyncFullPublishesAndBadPolicyIsRefused) {
   broker::v1::PublishResponse resp;
   ASSERT_TRUE(Publish(stub.get(), MakeEvent("order.created"), &resp).ok());
   EXPECT_EQ(resp.sequence(), 1u);
-  auto bad = ServiceProcess::Start(BROKER_BIN, {"--data_dir=" + data_dir_ + "2", "--sync=sometimes"},
-                                   absl::Seconds(10));
+  auto bad = ServiceProcess::Start(
+      BROKER_BIN, {"--data_dir=" + data_dir_ + "2", "--sync=sometimes"}, absl::Seconds(10));
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(std::string(bad.status().message()), ::testing::HasSubstr("sync: 'sometimes'"));
 }

@@ -222,8 +222,8 @@ void DeliveryEngine::Finish(Outcome o) {
     attempt->set_error(absl::StrCat("HTTP ", status));
   }
   if (metrics_ != nullptr) {
-    std::string cls = status == 0 ? (o.result.timed_out ? "timeout" : "error")
-                                  : absl::StrCat(status / 100, "xx");
+    std::string cls =
+        status == 0 ? (o.result.timed_out ? "timeout" : "error") : absl::StrCat(status / 100, "xx");
     metrics_->attempts.Add({{"result", cls}}).Increment();
     if (status != 0) metrics_->latency.Observe(absl::ToDoubleSeconds(o.result.latency));
   }

@@ -49,9 +49,9 @@ grpc::ServerUnaryReactor* WebhookGrpcService::RedeliverEvent(
     v1::RedeliverEventResponse* response) {
   return FinishUnary(ctx, core_->RedeliverEvent(*request), response);
 }
-grpc::ServerUnaryReactor* WebhookGrpcService::SendTestEvent(
-    grpc::CallbackServerContext* ctx, const v1::SendTestEventRequest* request,
-    v1::SendTestEventResponse* response) {
+grpc::ServerUnaryReactor* WebhookGrpcService::SendTestEvent(grpc::CallbackServerContext* ctx,
+                                                            const v1::SendTestEventRequest* request,
+                                                            v1::SendTestEventResponse* response) {
   return FinishUnary(ctx, core_->SendTestEvent(*request), response);
 }
 

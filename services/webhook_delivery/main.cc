@@ -44,17 +44,20 @@ namespace {
 std::string HostOf(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
 
 absl::Status ValidateFlags() {
-  if (absl::GetFlag(FLAGS_webhook_max_retries) < 0 || absl::GetFlag(FLAGS_webhook_max_retries) > 20) {
+  if (absl::GetFlag(FLAGS_webhook_max_retries) < 0 ||
+      absl::GetFlag(FLAGS_webhook_max_retries) > 20) {
     return absl::InvalidArgumentError("webhook_max_retries (WEBHOOK_MAX_RETRIES): 0 to 20");
   }
   if (absl::GetFlag(FLAGS_webhook_retry_delay) < 100 ||
       absl::GetFlag(FLAGS_webhook_retry_delay) > 86400000) {
-    return absl::InvalidArgumentError("webhook_retry_delay (WEBHOOK_RETRY_DELAY): 100 to 86400000 ms");
+    return absl::InvalidArgumentError(
+        "webhook_retry_delay (WEBHOOK_RETRY_DELAY): 100 to 86400000 ms");
   }
   if (absl::GetFlag(FLAGS_webhook_timeout) < 100 || absl::GetFlag(FLAGS_webhook_timeout) > 300000) {
     return absl::InvalidArgumentError("webhook_timeout (WEBHOOK_TIMEOUT): 100 to 300000 ms");
   }
-  if (absl::GetFlag(FLAGS_max_in_flight) < 1 || absl::GetFlag(FLAGS_max_in_flight_per_webhook) < 1) {
+  if (absl::GetFlag(FLAGS_max_in_flight) < 1 ||
+      absl::GetFlag(FLAGS_max_in_flight_per_webhook) < 1) {
     return absl::InvalidArgumentError("max_in_flight, max_in_flight_per_webhook: at least 1");
   }
   if (absl::GetFlag(FLAGS_start) != "latest" && absl::GetFlag(FLAGS_start) != "earliest") {
@@ -73,9 +76,10 @@ int Run() {
   auto webhook_store = SqliteWebhookStore::Open(absl::GetFlag(FLAGS_data_dir));
   auto delivery_store = SqliteDeliveryStore::Open(absl::GetFlag(FLAGS_data_dir));
   if (!webhook_store.ok() || !delivery_store.ok()) {
-    LogError("cannot open stores", {{"error", (!webhook_store.ok() ? webhook_store.status()
-                                                                   : delivery_store.status())
-                                                  .ToString()}});
+    LogError(
+        "cannot open stores",
+        {{"error",
+          (!webhook_store.ok() ? webhook_store.status() : delivery_store.status()).ToString()}});
     return 1;
   }
   RegistryConfig rc;

@@ -134,9 +134,10 @@ void WebhookCore::GaugesLoop() {
 void WebhookCore::OnDelivery(const broker::v1::Delivery& d) {
   absl::StatusOr<int> recorded = engine_->Record(d.event());
   if (!recorded.ok()) {
-    LogError("recording deliveries failed", {{"event_id", d.event().id()},
-                                             {"error", recorded.status().ToString()}});
-    absl::Status s = broker_->Nack(options_.group, {d.ack_id()}, absl::Seconds(1), absl::Seconds(5));
+    LogError("recording deliveries failed",
+             {{"event_id", d.event().id()}, {"error", recorded.status().ToString()}});
+    absl::Status s =
+        broker_->Nack(options_.group, {d.ack_id()}, absl::Seconds(1), absl::Seconds(5));
     if (!s.ok()) LogWarn("nack failed", {{"error", s.ToString()}});
     return;
   }
@@ -227,7 +228,8 @@ absl::StatusOr<v1::RedeliverEventResponse> WebhookCore::RedeliverEvent(
     r.delivery.set_status(v1::DELIVERY_STATUS_PENDING);
     r.delivery.clear_attempts();
     r.next_attempt = now;
-    *r.delivery.mutable_next_attempt_at() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(now));
+    *r.delivery.mutable_next_attempt_at() =
+        TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(now));
     if (absl::Status s = store_->Update(r); !s.ok()) return s;
     *resp.add_deliveries() = r.delivery;
   }
@@ -240,8 +242,8 @@ absl::StatusOr<v1::SendTestEventResponse> WebhookCore::SendTestEvent(
   if (req.webhook_id().empty()) return absl::InvalidArgumentError("webhook_id: required");
   std::string type = req.event_type().empty() ? "webhook.test" : req.event_type();
   if (!IsValidEventType(type)) {
-    return absl::InvalidArgumentError(absl::StrCat("event_type: '", type,
-                                                   "' is not an event type like 'order.created'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("event_type: '", type, "' is not an event type like 'order.created'"));
   }
   events::v1::Event ev;
   ev.set_id(NewId("evt"));

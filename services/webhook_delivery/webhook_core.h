@@ -31,8 +31,7 @@ struct WebhookCoreOptions {
 class WebhookCore {
  public:
   WebhookCore(WebhookCoreOptions options, WebhookRegistry* registry, DeliveryStore* store,
-              DeliveryEngine* engine, BrokerClient* broker, Clock* clock,
-              WebhookMetrics* metrics);
+              DeliveryEngine* engine, BrokerClient* broker, Clock* clock, WebhookMetrics* metrics);
   ~WebhookCore();
 
   absl::Status Start();

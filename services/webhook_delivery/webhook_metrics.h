@@ -24,8 +24,8 @@ struct WebhookMetrics {
                     .Help("Time of one HTTP attempt, request to response.")
                     .Register(r)
                     .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01,
-                                                                     0.025, 0.05, 0.1, 0.25, 0.5,
-                                                                     1, 2.5, 5, 10, 30})),
+                                                                     0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                                                     2.5, 5, 10, 30})),
         queue_depth(prometheus::BuildGauge()
                         .Name("switchboard_webhooks_queue_depth")
                         .Help("Pending deliveries: due now, or scheduled for a later retry.")
@@ -43,9 +43,9 @@ struct WebhookMetrics {
   prometheus::Family<prometheus::Counter>& deliveries;  // {outcome, event_type}
   prometheus::Family<prometheus::Counter>& attempts;    // {result}
   prometheus::Histogram& latency;
-  prometheus::Family<prometheus::Gauge>& queue_depth;   // {state: due, scheduled}
+  prometheus::Family<prometheus::Gauge>& queue_depth;  // {state: due, scheduled}
   prometheus::Counter& endpoints_disabled;
-  prometheus::Family<prometheus::Gauge>& registered;    // {state}
+  prometheus::Family<prometheus::Gauge>& registered;  // {state}
 };
 
 }  // namespace switchboard::webhooks

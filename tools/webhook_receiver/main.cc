@@ -143,9 +143,9 @@ int Run() {
     LogError("cannot listen", {{"error", port.status().ToString()}});
     return 1;
   }
-  std::string addr = absl::StrCat(absl::GetFlag(FLAGS_http_addr).substr(
-                                      0, absl::GetFlag(FLAGS_http_addr).rfind(':')),
-                                  ":", *port);
+  std::string addr = absl::StrCat(
+      absl::GetFlag(FLAGS_http_addr).substr(0, absl::GetFlag(FLAGS_http_addr).rfind(':')), ":",
+      *port);
   Log(LogLevel::kStartup, absl::StrCat("listening http=", addr), {{"http", addr}});
   WaitForShutdownSignal();
   http.Stop();

@@ -1,0 +1,200 @@
+// The whole mesh on real binaries: broker, job-worker, webhook-delivery and
+// the sample receiver (which verifies every signature). An order's webhooks
+// arrive signed; a kill -9 of webhook-delivery loses nothing; bad
+// registrations and private targets are refused.
+#include <fstream>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "switchboard/broker/v1/broker.grpc.pb.h"
+#include "switchboard/webhooks/v1/webhooks.grpc.pb.h"
+#include "tests/testing/process.h"
+
+namespace switchboard {
+namespace {
+
+using testing::HttpRequest;
+using testing::ServiceProcess;
+using testing::WaitUntil;
+
+constexpr char kSecret[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+class WebhookIT : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto b = ServiceProcess::Start(BROKER_BIN, {"--data_dir=" + dir_ + "/broker"});
+    ASSERT_TRUE(b.ok()) << b.status();
+    broker_ = *std::move(b);
+    broker_stub_ = broker::v1::EventBroker::NewStub(
+        grpc::CreateChannel(broker_->grpc_addr(), grpc::InsecureChannelCredentials()));
+    auto r = ServiceProcess::Start(RECEIVER_BIN, {std::string("--secret=") + kSecret},
+                                   absl::Seconds(30), /*grpc=*/false);
+    ASSERT_TRUE(r.ok()) << r.status();
+    receiver_ = *std::move(r);
+    StartWebhooks({"--allow_private_targets"});
+  }
+
+  void StartWebhooks(std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--broker=" + broker_->grpc_addr(),
+                                     "--data_dir=" + dir_ + "/webhooks"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto w = ServiceProcess::Start(WEBHOOK_BIN, args);
+    ASSERT_TRUE(w.ok()) << w.status();
+    webhooks_ = *std::move(w);
+    ASSERT_TRUE(WaitUntil(
+        [&] { return HttpRequest(webhooks_->http_addr(), "GET", "/readyz").status == 200; },
+        absl::Seconds(20)))
+        << webhooks_->Log();
+    webhook_stub_ = webhooks::v1::WebhookService::NewStub(
+        grpc::CreateChannel(webhooks_->grpc_addr(), grpc::InsecureChannelCredentials()));
+  }
+
+  grpc::Status Register(const std::string& url, webhooks::v1::Webhook* out,
+                        std::vector<std::string> events = {"order.*"},
+                        const std::string& secret = kSecret) {
+    webhooks::v1::RegisterWebhookRequest req;
+    req.set_url(url);
+    for (auto& e : events) req.add_events(e);
+    req.set_secret(secret);
+    *req.mutable_retry_delay() = google::protobuf::util::TimeUtil::MillisecondsToDuration(200);
+    grpc::ClientContext ctx;
+    return webhook_stub_->RegisterWebhook(&ctx, req, out);
+  }
+
+  void Publish(const std::string& type, const std::string& correlation, double total = 42) {
+    broker::v1::PublishRequest req;
+    req.mutable_event()->set_type(type);
+    req.mutable_event()->set_source("checkout-service");
+    req.mutable_event()->set_correlation_id(correlation);
+    (*req.mutable_event()->mutable_data()->mutable_fields())["total"].set_number_value(total);
+    (*req.mutable_event()->mutable_data()->mutable_fields())["customerId"].set_string_value("c1");
+    broker::v1::PublishResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(broker_stub_->Publish(&ctx, req, &resp).ok());
+  }
+
+  // What the receiver accepted (each one verified), as parsed bodies.
+  std::vector<google::protobuf::Struct> Received(uint64_t* duplicates = nullptr) {
+    auto r = HttpRequest(receiver_->http_addr(), "GET", "/received");
+    google::protobuf::Struct s;
+    std::vector<google::protobuf::Struct> out;
+    if (!google::protobuf::util::JsonStringToMessage(r.body, &s).ok()) return out;
+    if (duplicates) *duplicates = s.fields().at("duplicates").number_value();
+    for (const auto& v : s.fields().at("events").list_value().values()) {
+      out.push_back(v.struct_value());
+    }
+    return out;
+  }
+  std::string HookUrl() { return absl::StrCat("http://", receiver_->http_addr(), "/webhooks"); }
+
+  std::string dir_ = testing::MakeTempDir();
+  std::unique_ptr<ServiceProcess> broker_, receiver_, webhooks_, worker_;
+  std::unique_ptr<broker::v1::EventBroker::Stub> broker_stub_;
+  std::unique_ptr<webhooks::v1::WebhookService::Stub> webhook_stub_;
+};
+
+TEST_F(WebhookIT, AnOrderArrivesAsSignedWebhooks) {
+  auto w = ServiceProcess::Start(
+      WORKER_BIN, {"--broker=" + broker_->grpc_addr(), "--data_dir=" + dir_ + "/worker"});
+  ASSERT_TRUE(w.ok()) << w.status();
+  worker_ = *std::move(w);
+  ASSERT_TRUE(
+      WaitUntil([&] { return HttpRequest(worker_->http_addr(), "GET", "/readyz").status == 200; },
+                absl::Seconds(20)));
+  webhooks::v1::Webhook hook;
+  ASSERT_TRUE(Register(HookUrl(), &hook).ok());
+  EXPECT_TRUE(hook.secret() == kSecret);
+  Publish("order.checkout_initiated", "wh-order-1");
+  std::set<std::string> events;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        events.clear();
+        for (const auto& b : Received()) events.insert(b.fields().at("event").string_value());
+        return events.count("order.completed") > 0;
+      },
+      absl::Seconds(30)))
+      << "received: " << ::testing::PrintToString(events) << "\n"
+      << webhooks_->Log();
+  for (const char* t : {"order.checkout_initiated", "order.created", "order.payment_completed",
+                        "order.completed"}) {
+    EXPECT_TRUE(events.count(t)) << t;
+  }
+  for (const auto& b : Received()) {
+    EXPECT_TRUE(b.fields().count("id") && b.fields().count("created") && b.fields().count("data"));
+  }
+  webhooks::v1::GetStatsResponse stats;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(webhook_stub_->GetStats(&ctx, {}, &stats).ok());
+  EXPECT_EQ(stats.registered_webhooks(), 1u);
+  EXPECT_GE(stats.delivered_webhooks(), 4u);
+}
+
+TEST_F(WebhookIT, KillDashNineMidBurstLosesNoDelivery) {
+  webhooks::v1::Webhook hook;
+  ASSERT_TRUE(Register(HookUrl(), &hook).ok());
+  constexpr int kN = 300;
+  broker::v1::PublishBatchRequest batch;
+  for (int i = 0; i < kN; ++i) {
+    auto* ev = batch.add_events();
+    ev->set_type("order.created");
+    ev->set_source("burst");
+    ev->set_correlation_id(absl::StrCat("burst-", i));
+  }
+  broker::v1::PublishBatchResponse resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(broker_stub_->PublishBatch(&ctx, batch, &resp).ok());
+  ASSERT_TRUE(WaitUntil([&] { return Received().size() >= 20; }, absl::Seconds(30)));
+  webhooks_->Kill9();
+  StartWebhooks({"--allow_private_targets"});
+  uint64_t duplicates = 0;
+  ASSERT_TRUE(WaitUntil([&] { return Received(&duplicates).size() >= kN; }, absl::Seconds(60)))
+      << Received().size() << " of " << kN;
+  std::set<std::string> ids;
+  for (const auto& b : Received()) ids.insert(b.fields().at("id").string_value());
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kN)) << "every event once after dedupe on webhook-id";
+}
+
+TEST_F(WebhookIT, BadRegistrationsAndPrivateTargetsAreRefused) {
+  webhooks::v1::Webhook hook;
+  struct Case {
+    std::string url;
+    std::vector<std::string> events;
+    std::string secret;
+    std::string prefix;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"ftp://example.com/x", {"order.*"}, kSecret, "url: "},
+           {"::not a url::", {"order.*"}, kSecret, "url: "},
+           {"https://example.com/x", {}, kSecret, "events: "},
+           {"https://example.com/x", {"Order"}, kSecret, "events[0]: "},
+           {"https://example.com/x", {"order.*"}, "secret123", "secret: "},
+           {"https://example.com/x", {"order.*"}, "whsec_c2hvcnQ=", "secret: "},
+       }) {
+    grpc::Status s = Register(c.url, &hook, c.events, c.secret);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.url << " " << c.prefix;
+    EXPECT_THAT(s.error_message(), ::testing::StartsWith(c.prefix));
+  }
+  // The same service without --allow_private_targets refuses local targets.
+  webhooks_->Terminate();
+  StartWebhooks({});
+  for (const std::string& url :
+       {HookUrl(), std::string("http://localhost:9/x"), std::string("http://10.0.0.1/x"),
+        std::string("http://169.254.169.254/latest/meta-data/"), std::string("http://[::1]/x")}) {
+    grpc::Status s = Register(url, &hook);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << url;
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("allow_private_targets")) << url;
+  }
+  webhooks::v1::ListWebhooksResponse list;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(webhook_stub_->ListWebhooks(&ctx, {}, &list).ok());
+  EXPECT_EQ(list.webhooks_size(), 0);
+}
+
+}  // namespace
+}  // namespace switchboard
