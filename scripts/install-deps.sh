@@ -26,10 +26,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 NODE_DIR="$ROOT/.cache/node"
-if [ ! -x "$NODE_DIR/node_modules/.bin/buf" ]; then
-  echo "install-deps: npm install @bufbuild/buf into $NODE_DIR" >&2
+# Outside clients for the tests: buf (a grpcurl-like client using reflection)
+# and standardwebhooks (the reference signature verifier).
+if [ ! -x "$NODE_DIR/node_modules/.bin/buf" ] || [ ! -d "$NODE_DIR/node_modules/standardwebhooks" ]; then
+  echo "install-deps: npm install @bufbuild/buf standardwebhooks into $NODE_DIR" >&2
   mkdir -p "$NODE_DIR"
   [ -f "$NODE_DIR/package.json" ] || echo '{"name":"switchboard-test-tools","private":true}' > "$NODE_DIR/package.json"
-  (cd "$NODE_DIR" && npm install --no-audit --no-fund --loglevel=error @bufbuild/buf >/dev/null) ||
-    echo "install-deps: npm install failed; tests that need buf will fail" >&2
+  (cd "$NODE_DIR" && npm install --no-audit --no-fund --loglevel=error @bufbuild/buf standardwebhooks >/dev/null) ||
+    echo "install-deps: npm install failed; tests that need buf or standardwebhooks will fail" >&2
 fi

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# An outside verifier accepts our real requests: every delivery of an
+# end-to-end run (an order through broker and worker, plus test events) is
+# verified by the npm standardwebhooks package.
+source "$(dirname "$0")/lib.sh"
+BROKER_BIN=$1 WORKER_BIN=$2 WEBHOOK_BIN=$3
+NODE_MODULES="$ROOT/.cache/node/node_modules"
+[ -d "$NODE_MODULES/standardwebhooks" ] || fail "standardwebhooks not installed (scripts/install-deps.sh)"
+SECRET=whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD
+
+node "$(dirname "$0")/standardwebhooks_receiver.js" "$NODE_MODULES" "$SECRET" >"$WORK/node.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 200); do grep -q 'listening http=' "$WORK/node.log" && break; sleep 0.05; done
+RECV=$(grep -o 'http=[0-9.:]*' "$WORK/node.log" | head -1 | cut -d= -f2)
+[ -n "$RECV" ] || fail "node receiver did not start: $(cat "$WORK/node.log")"
+
+start_service BROKER "$BROKER_BIN" --data_dir="$WORK/broker"
+start_service WORKER "$WORKER_BIN" --broker="$BROKER_GRPC" --data_dir="$WORK/worker"
+start_service HOOKS "$WEBHOOK_BIN" --broker="$BROKER_GRPC" --data_dir="$WORK/hooks" --allow_private_targets
+for svc in "$WORKER_HTTP" "$HOOKS_HTTP"; do
+  for _ in $(seq 200); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$svc/readyz")" = 200 ] && break
+    sleep 0.05
+  done
+done
+
+out=$(curl -s -XPOST "http://$HOOKS_HTTP/api/webhooks/register" \
+  -d "{\"url\":\"http://$RECV/hook\",\"events\":[\"order.*\",\"job.*\"],\"secret\":\"$SECRET\"}")
+id=$(grep -o '"id":"wh_[^"]*"' <<<"$out" | cut -d'"' -f4)
+[ -n "$id" ] || fail "register: $out"
+
+curl -sf -XPOST "http://$BROKER_HTTP/api/events/test" \
+  -d '{"type":"order.checkout_initiated","source":"checkout-service","correlationId":"sw-1","data":{"customerId":"c1","total":10}}' >/dev/null
+for i in 1 2 3; do
+  curl -sf -XPOST "http://$HOOKS_HTTP/api/webhooks/test" -d "{\"webhookId\":\"$id\"}" >/dev/null || fail "test event"
+done
+# The order flow: 7 order.* events and 12 job.* events (4 jobs x 3), plus 3 test events.
+for _ in $(seq 400); do
+  stats=$(curl -s "http://$RECV/stats")
+  verified=$(grep -o '"verified":[0-9]*' <<<"$stats" | cut -d: -f2)
+  [ "${verified:-0}" -ge 22 ] && break
+  sleep 0.05
+done
+failed=$(grep -o '"failed":[0-9]*' <<<"$stats" | cut -d: -f2)
+[ "${verified:-0}" -ge 22 ] || fail "verified only ${verified:-0}: $stats"
+[ "$failed" = 0 ] || fail "standardwebhooks rejected $failed requests: $(cat "$WORK/node.log")"
+echo "1 passed, 0 failed"
