@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and starts Switchboard locally on embedded
-# storage under ./data: event-broker (gRPC :50051, admin HTTP :8081) and
-# job-worker (:50052 / :8082); webhook-delivery joins the mesh with issue 4.
+# Installs what is missing, builds, and starts the whole Switchboard mesh
+# locally on embedded storage under ./data: event-broker (gRPC :50051, admin
+# HTTP :8081), job-worker (:50052 / :8082), webhook-delivery (:50053 / :8083)
+# and the sample webhook receiver (:9000), registered for order.* events.
 # Ctrl-C stops everything (SIGTERM: drain, then exit).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,18 +27,42 @@ PIDS+=($!)
   --grpc_addr="${WORKER_GRPC:-127.0.0.1:50052}" --http_addr="${WORKER_HTTP:-127.0.0.1:8082}" \
   ${WORKER_CONFIG:+--config="$WORKER_CONFIG"} &
 PIDS+=($!)
+# Local development: the sample receiver is on loopback, which the SSRF
+# guard refuses unless told otherwise.
+HOOKS_HTTP=${HOOKS_HTTP:-127.0.0.1:8083}
+"$BIN/webhook_delivery/webhook-delivery" --broker="$BROKER_GRPC" --data_dir="$DATA/webhook-delivery" \
+  --grpc_addr="${HOOKS_GRPC:-127.0.0.1:50053}" --http_addr="$HOOKS_HTTP" --allow_private_targets &
+PIDS+=($!)
+# A fixed demo secret, so the receiver can verify what it gets.
+SECRET=${WEBHOOK_SECRET:-whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}
+RECEIVER=${RECEIVER_HTTP:-127.0.0.1:9000}
+"$ROOT/build/tools/webhook_receiver/webhook-receiver" --http_addr="$RECEIVER" --secret="$SECRET" &
+PIDS+=($!)
+for _ in $(seq 100); do
+  curl -sf "http://$HOOKS_HTTP/readyz" >/dev/null && break
+  sleep 0.1
+done
+if ! curl -s "http://$HOOKS_HTTP/api/webhooks" | grep -q "http://$RECEIVER/webhooks"; then
+  curl -sf -XPOST "http://$HOOKS_HTTP/api/webhooks/register" \
+    -d "{\"url\":\"http://$RECEIVER/webhooks\",\"events\":[\"order.*\"],\"secret\":\"$SECRET\",\"description\":\"sample CRM receiver\"}" \
+    >/dev/null || echo "run: registering the sample receiver failed" >&2
+fi
 
 cat <<MSG
 
 Switchboard is up (logs are JSON lines on this terminal).
   event-broker  gRPC 127.0.0.1:50051   admin http://127.0.0.1:8081/metrics
   job-worker    gRPC 127.0.0.1:50052   admin http://127.0.0.1:8082/metrics
+  webhooks      gRPC 127.0.0.1:50053   admin http://127.0.0.1:8083/metrics
+  receiver      http://$RECEIVER/webhooks (verifies signatures; GET /received lists them)
 
 Start an order and watch it, in another terminal (README.md has more):
   grpcurl -plaintext -d '{"event":{"type":"order.checkout_initiated","source":"checkout-service","correlationId":"demo-1","data":{"customerId":"cus_1","total":42.5,"items":[{"sku":"tea","qty":2}]}}}' \\
     127.0.0.1:50051 switchboard.broker.v1.EventBroker/Publish
   grpcurl -plaintext -d '{"correlationId":"demo-1"}' 127.0.0.1:50051 switchboard.broker.v1.EventBroker/GetEventHistory
   grpcurl -plaintext 127.0.0.1:50052 switchboard.jobs.v1.JobWorker/GetStats
+  grpcurl -plaintext 127.0.0.1:50053 switchboard.webhooks.v1.WebhookService/ListDeliveries
+  curl -s http://$RECEIVER/received        # the order's webhooks, as the receiver got them
   curl -s http://127.0.0.1:8081/api/events/stats
 
 MSG

@@ -44,4 +44,10 @@ done
 failed=$(grep -o '"failed":[0-9]*' <<<"$stats" | cut -d: -f2)
 [ "${verified:-0}" -ge 22 ] || fail "verified only ${verified:-0}: $stats"
 [ "$failed" = 0 ] || fail "standardwebhooks rejected $failed requests: $(cat "$WORK/node.log")"
+curl -sf "http://$HOOKS_HTTP/metrics" >"$WORK/hooks-metrics.txt" || fail "no /metrics"
+grep -q '^switchboard_webhooks_deliveries_total{.*outcome="delivered".*} ' "$WORK/hooks-metrics.txt" ||
+  fail "deliveries counter missing"
+if command -v promtool >/dev/null; then
+  promtool check metrics <"$WORK/hooks-metrics.txt" || fail "promtool check metrics (webhook-delivery)"
+fi
 echo "1 passed, 0 failed"
