@@ -2,6 +2,11 @@
 // the sample receiver (which verifies every signature). An order's webhooks
 // arrive signed; a kill -9 of webhook-delivery loses nothing; bad
 // registrations and private targets are refused.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <set>
 
@@ -158,6 +163,79 @@ TEST_F(WebhookIT, KillDashNineMidBurstLosesNoDelivery) {
   std::set<std::string> ids;
   for (const auto& b : Received()) ids.insert(b.fields().at("id").string_value());
   EXPECT_EQ(ids.size(), static_cast<size_t>(kN)) << "every event once after dedupe on webhook-id";
+}
+
+TEST_F(WebhookIT, DuringRotationOldAndNewSecretReceiversBothVerify) {
+  const std::string kNew = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+  auto only_new = ServiceProcess::Start(RECEIVER_BIN, {"--secret=" + kNew}, absl::Seconds(30),
+                                        /*grpc=*/false);
+  ASSERT_TRUE(only_new.ok()) << only_new.status();
+  webhooks::v1::Webhook hook;
+  ASSERT_TRUE(Register(HookUrl(), &hook).ok());  // receiver_ knows only the old secret
+  webhooks::v1::RotateSecretRequest rotate;
+  rotate.set_id(hook.id());
+  rotate.set_secret(kNew);
+  webhooks::v1::Webhook rotated;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(webhook_stub_->RotateSecret(&ctx, rotate, &rotated).ok());
+  }
+  EXPECT_EQ(rotated.secret(), kNew);
+  EXPECT_TRUE(rotated.has_previous_secret_expires_at());
+  auto send_test = [&] {
+    webhooks::v1::SendTestEventRequest req;
+    req.set_webhook_id(hook.id());
+    webhooks::v1::SendTestEventResponse resp;
+    grpc::ClientContext ctx;
+    return webhook_stub_->SendTestEvent(&ctx, req, &resp);
+  };
+  ASSERT_TRUE(send_test().ok());
+  ASSERT_TRUE(WaitUntil([&] { return Received().size() == 1; }, absl::Seconds(20)))
+      << "the old-secret receiver did not verify";
+  // Point the webhook at the receiver that has only the new secret.
+  webhooks::v1::UpdateWebhookRequest update;
+  update.set_id(hook.id());
+  update.set_url(absl::StrCat("http://", (*only_new)->http_addr(), "/webhooks"));
+  {
+    webhooks::v1::Webhook updated;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(webhook_stub_->UpdateWebhook(&ctx, update, &updated).ok());
+  }
+  ASSERT_TRUE(send_test().ok());
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return HttpRequest((*only_new)->http_addr(), "GET", "/received")
+                   .body.find("webhook.test") != std::string::npos;
+      },
+      absl::Seconds(20)))
+      << "the new-secret receiver did not verify";
+}
+
+TEST_F(WebhookIT, DeadEndpointsDoNotDelayAHealthyOne) {
+  // One endpoint refuses connections; one accepts them and never answers
+  // (a listening socket nobody accepts on).
+  int hang_fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(hang_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(hang_fd, 1024), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(hang_fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  webhooks::v1::Webhook dead, hanging, healthy;
+  ASSERT_TRUE(Register("http://127.0.0.1:1/refused", &dead).ok());
+  ASSERT_TRUE(
+      Register(absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port), "/hang"), &hanging).ok());
+  ASSERT_TRUE(Register(HookUrl(), &healthy).ok());
+  constexpr int kN = 50;
+  absl::Time start = absl::Now();
+  for (int i = 0; i < kN; ++i) Publish("order.created", absl::StrCat("dead-", i));
+  ASSERT_TRUE(WaitUntil([&] { return Received().size() >= kN; }, absl::Seconds(20)))
+      << Received().size() << " of " << kN;
+  // The hanging endpoint holds its requests for the 30 s timeout; the healthy
+  // one got all of its deliveries long before that.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  close(hang_fd);
 }
 
 TEST_F(WebhookIT, BadRegistrationsAndPrivateTargetsAreRefused) {
