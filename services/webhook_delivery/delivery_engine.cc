@@ -89,11 +89,20 @@ DeliveryRecord DeliveryEngine::NewRecord(const std::string& webhook_id,
 }
 
 absl::StatusOr<int> DeliveryEngine::Record(const events::v1::Event& event) {
-  std::vector<ActiveWebhook> targets = registry_->Matching(event.type());
-  if (targets.empty()) return 0;
-  std::string body = DeliveryBody(event);
+  return RecordAll({&event});
+}
+
+absl::StatusOr<int> DeliveryEngine::RecordAll(const std::vector<const events::v1::Event*>& events) {
   std::vector<DeliveryRecord> records;
-  for (const ActiveWebhook& w : targets) records.push_back(NewRecord(w.webhook.id(), event, body));
+  for (const events::v1::Event* event : events) {
+    std::vector<ActiveWebhook> targets = registry_->Matching(event->type());
+    if (targets.empty()) continue;
+    std::string body = DeliveryBody(*event);
+    for (const ActiveWebhook& w : targets) {
+      records.push_back(NewRecord(w.webhook.id(), *event, body));
+    }
+  }
+  if (records.empty()) return 0;
   absl::StatusOr<int> created = store_->Create(records);
   if (created.ok() && *created > 0) Kick();
   return created;
@@ -119,6 +128,7 @@ void DeliveryEngine::Run() {
       outcomes_.pop_front();
       Finish(std::move(o));
     }
+    FlushFinished();
     kicked_ = false;
     int room = config_.max_in_flight - static_cast<int>(in_flight_.size());
     if (room > 0) {
@@ -136,6 +146,7 @@ void DeliveryEngine::Run() {
           Dispatch(std::move(r));
         }
       }
+      FlushFinished();
     }
     mu_.Unlock();
     absl::StatusOr<absl::Time> next = store_->NextDue();
@@ -264,8 +275,17 @@ void DeliveryEngine::Finish(Outcome o) {
               {"event_type", d.event_type()}})
         .Increment();
   }
-  absl::Status s = store_->Update(o.record);
-  if (!s.ok()) LogError("recording a delivery attempt failed", {{"error", s.ToString()}});
+  finished_.push_back(std::move(o.record));
+}
+
+void DeliveryEngine::FlushFinished() {
+  if (finished_.empty()) return;
+  std::vector<DeliveryRecord> batch;
+  batch.swap(finished_);
+  mu_.Unlock();
+  absl::Status s = store_->UpdateMany(batch);
+  mu_.Lock();
+  if (!s.ok()) LogError("recording delivery attempts failed", {{"error", s.ToString()}});
 }
 
 }  // namespace switchboard::webhooks

@@ -48,6 +48,8 @@ class DeliveryEngine {
   // One delivery per matching webhook, durably recorded. Idempotent per
   // (webhook, event). Returns how many were new.
   absl::StatusOr<int> Record(const events::v1::Event& event);
+  // Record for many events in one transaction (the intake batches).
+  absl::StatusOr<int> RecordAll(const std::vector<const events::v1::Event*>& events);
   // Records a delivery to one webhook regardless of its filters (test events,
   // redelivery).
   absl::StatusOr<v1::WebhookDelivery> RecordFor(const std::string& webhook_id,
@@ -63,7 +65,10 @@ class DeliveryEngine {
   };
   void Run();
   void Dispatch(DeliveryRecord record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Computes the attempt's consequences; the record is written with the
+  // other outcomes of the same round, in one transaction.
   void Finish(Outcome outcome) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FlushFinished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   DeliveryRecord NewRecord(const std::string& webhook_id, const events::v1::Event& event,
                            const std::string& body) const;
 
@@ -80,6 +85,7 @@ class DeliveryEngine {
   std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);         // delivery ids
   std::map<std::string, int> per_webhook_ ABSL_GUARDED_BY(mu_);  // webhook id -> in flight
   std::deque<Outcome> outcomes_ ABSL_GUARDED_BY(mu_);
+  std::vector<DeliveryRecord> finished_ ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };

@@ -107,6 +107,22 @@ absl::StatusOr<int> SqliteDeliveryStore::Create(const std::vector<DeliveryRecord
 
 absl::Status SqliteDeliveryStore::Update(const DeliveryRecord& r) {
   absl::MutexLock lock(&mu_);
+  return UpdateLocked(r);
+}
+
+absl::Status SqliteDeliveryStore::UpdateMany(const std::vector<DeliveryRecord>& records) {
+  absl::MutexLock lock(&mu_);
+  if (absl::Status s = sqlite::Exec(db_, "BEGIN"); !s.ok()) return s;
+  for (const DeliveryRecord& r : records) {
+    if (absl::Status s = UpdateLocked(r); !s.ok()) {
+      sqlite::Exec(db_, "ROLLBACK").IgnoreError();
+      return s;
+    }
+  }
+  return sqlite::Exec(db_, "COMMIT");
+}
+
+absl::Status SqliteDeliveryStore::UpdateLocked(const DeliveryRecord& r) {
   Stmt st(db_, &stmts_, "UPDATE deliveries SET status=?, next_attempt_us=?, record=? WHERE id=?");
   st.Bind(1, static_cast<int64_t>(r.delivery.status()));
   st.Bind(2, absl::ToUnixMicros(r.next_attempt));

@@ -34,6 +34,8 @@ class DeliveryStore {
   // Returns how many were new.
   virtual absl::StatusOr<int> Create(const std::vector<DeliveryRecord>& records) = 0;
   virtual absl::Status Update(const DeliveryRecord& record) = 0;
+  // Several updates in one transaction.
+  virtual absl::Status UpdateMany(const std::vector<DeliveryRecord>& records) = 0;
   // Pending deliveries due at `now`, earliest first.
   virtual absl::StatusOr<std::vector<DeliveryRecord>> Due(absl::Time now, size_t limit) = 0;
   virtual absl::StatusOr<absl::Time> NextDue() = 0;  // InfiniteFuture when none
@@ -52,6 +54,7 @@ class SqliteDeliveryStore : public DeliveryStore {
   ~SqliteDeliveryStore() override;
   absl::StatusOr<int> Create(const std::vector<DeliveryRecord>& records) override;
   absl::Status Update(const DeliveryRecord& record) override;
+  absl::Status UpdateMany(const std::vector<DeliveryRecord>& records) override;
   absl::StatusOr<std::vector<DeliveryRecord>> Due(absl::Time now, size_t limit) override;
   absl::StatusOr<absl::Time> NextDue() override;
   absl::StatusOr<std::vector<DeliveryRecord>> List(const std::string& webhook_id,
@@ -63,6 +66,7 @@ class SqliteDeliveryStore : public DeliveryStore {
 
  private:
   explicit SqliteDeliveryStore(sqlite3* db) : db_(db) {}
+  absl::Status UpdateLocked(const DeliveryRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
   sqlite::StmtCache stmts_ ABSL_GUARDED_BY(mu_);

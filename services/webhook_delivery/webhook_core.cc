@@ -88,6 +88,7 @@ void WebhookCore::EnsureSubscribed() {
 }
 
 absl::Status WebhookCore::Start() {
+  intake_thread_ = std::thread([this] { IntakeLoop(); });
   EnsureSubscribed();
   gauges_ = std::thread([this] { GaugesLoop(); });
   return absl::OkStatus();
@@ -102,6 +103,11 @@ void WebhookCore::Shutdown() {
     sub = std::move(subscription_);
   }
   if (sub != nullptr) sub->Stop();
+  {
+    absl::MutexLock lock(&intake_mu_);
+    intake_stop_ = true;
+  }
+  if (intake_thread_.joinable()) intake_thread_.join();
   acker_->Flush();
   if (gauges_.joinable()) gauges_.join();
 }
@@ -132,16 +138,39 @@ void WebhookCore::GaugesLoop() {
 }
 
 void WebhookCore::OnDelivery(const broker::v1::Delivery& d) {
-  absl::StatusOr<int> recorded = engine_->Record(d.event());
-  if (!recorded.ok()) {
-    LogError("recording deliveries failed",
-             {{"event_id", d.event().id()}, {"error", recorded.status().ToString()}});
-    absl::Status s =
-        broker_->Nack(options_.group, {d.ack_id()}, absl::Seconds(1), absl::Seconds(5));
-    if (!s.ok()) LogWarn("nack failed", {{"error", s.ToString()}});
-    return;
+  absl::MutexLock lock(&intake_mu_);
+  intake_.push_back(d);
+}
+
+void WebhookCore::IntakeLoop() {
+  SetThreadName("sb-intake");
+  while (true) {
+    std::vector<broker::v1::Delivery> batch;
+    {
+      absl::MutexLock lock(&intake_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(intake_mu_) {
+        return !intake_.empty() || intake_stop_;
+      };
+      intake_mu_.Await(absl::Condition(&ready));
+      if (intake_.empty()) return;  // stopping; what was never recorded was never acked
+      batch.swap(intake_);
+    }
+    std::vector<const events::v1::Event*> events;
+    for (const auto& d : batch) events.push_back(&d.event());
+    absl::StatusOr<int> recorded = engine_->RecordAll(events);
+    if (!recorded.ok()) {
+      LogError("recording deliveries failed", {{"events", static_cast<uint64_t>(batch.size())},
+                                               {"error", recorded.status().ToString()}});
+      std::vector<std::string> ids;
+      for (const auto& d : batch) ids.push_back(d.ack_id());
+      absl::Status s = broker_->Nack(options_.group, ids, absl::Seconds(1), absl::Seconds(5));
+      if (!s.ok()) LogWarn("nack failed", {{"error", s.ToString()}});
+      continue;
+    }
+    // Recorded durably first: a crash before the ack only means a redelivery,
+    // which the outbox's (webhook, event) key absorbs.
+    for (const auto& d : batch) acker_->Ack(d.ack_id());
   }
-  acker_->Ack(d.ack_id());  // recorded durably first: a crash before this only redelivers
 }
 
 absl::StatusOr<v1::Webhook> WebhookCore::Register(const v1::RegisterWebhookRequest& req) {

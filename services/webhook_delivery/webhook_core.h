@@ -58,6 +58,7 @@ class WebhookCore {
   std::set<std::string> WantedFilters() const;
   void EnsureSubscribed() ABSL_LOCKS_EXCLUDED(sub_mu_);
   void GaugesLoop();
+  void IntakeLoop();
 
   const WebhookCoreOptions options_;
   WebhookRegistry* registry_;
@@ -73,6 +74,12 @@ class WebhookCore {
   std::unique_ptr<BrokerSubscription> subscription_ ABSL_GUARDED_BY(sub_mu_);
   bool stopping_ ABSL_GUARDED_BY(sub_mu_) = false;
   std::thread gauges_;
+  // Deliveries from the broker wait here; the intake thread records them in
+  // batches (one outbox transaction for many events), then acks them.
+  absl::Mutex intake_mu_;
+  std::vector<broker::v1::Delivery> intake_ ABSL_GUARDED_BY(intake_mu_);
+  bool intake_stop_ ABSL_GUARDED_BY(intake_mu_) = false;
+  std::thread intake_thread_;
 };
 
 }  // namespace switchboard::webhooks

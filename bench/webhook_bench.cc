@@ -1,0 +1,180 @@
+// webhook-delivery load generator. Starts the real broker and
+// webhook-delivery; (1) throughput: N events published at full speed, each
+// delivered (signed, recorded in the outbox) to --url (nginx answering 204,
+// see webhook_bench.sh), deliveries/s until the last is delivered; (2)
+// latency: events published at --rate, delivered to an in-process receiver
+// that notes arrival, p50/p99 from the intended publish time.
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+#include "libs/common/admin_http.h"
+#include "switchboard/broker/v1/broker.grpc.pb.h"
+#include "switchboard/webhooks/v1/webhooks.grpc.pb.h"
+#include "tests/testing/process.h"
+
+ABSL_FLAG(std::string, url, "", "endpoint for the throughput figure (nginx 204); empty: skip");
+ABSL_FLAG(int, n, 20000, "events for the throughput figure");
+ABSL_FLAG(int, rate, 1000, "events/s for the latency figure");
+ABSL_FLAG(int, lat_secs, 5, "seconds of the latency figure");
+ABSL_FLAG(int, per_webhook, 64, "webhook-delivery --max_in_flight_per_webhook");
+
+namespace sb = switchboard;
+
+namespace {
+
+struct Mesh {
+  std::unique_ptr<sb::testing::ServiceProcess> broker, hooks;
+  std::unique_ptr<sb::broker::v1::EventBroker::Stub> broker_stub;
+  std::unique_ptr<sb::webhooks::v1::WebhookService::Stub> hooks_stub;
+};
+
+Mesh StartMesh() {
+  Mesh m;
+  std::string dir = sb::testing::MakeTempDir();
+  m.broker = *sb::testing::ServiceProcess::Start(
+      BROKER_BIN, {"--data_dir=" + dir + "/broker", "--log_level=warn"});
+  m.hooks = *sb::testing::ServiceProcess::Start(
+      WEBHOOK_BIN,
+      {"--broker=" + m.broker->grpc_addr(), "--data_dir=" + dir + "/hooks",
+       "--allow_private_targets", "--log_level=warn",
+       absl::StrCat("--max_in_flight_per_webhook=", absl::GetFlag(FLAGS_per_webhook))});
+  sb::testing::WaitUntil(
+      [&] {
+        return sb::testing::HttpRequest(m.hooks->http_addr(), "GET", "/readyz").status == 200;
+      },
+      absl::Seconds(20));
+  m.broker_stub = sb::broker::v1::EventBroker::NewStub(
+      grpc::CreateChannel(m.broker->grpc_addr(), grpc::InsecureChannelCredentials()));
+  m.hooks_stub = sb::webhooks::v1::WebhookService::NewStub(
+      grpc::CreateChannel(m.hooks->grpc_addr(), grpc::InsecureChannelCredentials()));
+  return m;
+}
+
+void Register(Mesh& m, const std::string& url) {
+  sb::webhooks::v1::RegisterWebhookRequest req;
+  req.set_url(url);
+  req.add_events("order.*");
+  sb::webhooks::v1::Webhook w;
+  grpc::ClientContext ctx;
+  grpc::Status s = m.hooks_stub->RegisterWebhook(&ctx, req, &w);
+  if (!s.ok()) {
+    std::fprintf(stderr, "register: %s\n", s.error_message().c_str());
+    std::exit(2);
+  }
+}
+
+uint64_t Delivered(Mesh& m) {
+  sb::webhooks::v1::GetStatsResponse stats;
+  grpc::ClientContext ctx;
+  m.hooks_stub->GetStats(&ctx, {}, &stats);
+  return stats.delivered_webhooks();
+}
+
+sb::events::v1::Event Event(int i) {
+  sb::events::v1::Event ev;
+  ev.set_type("order.created");
+  ev.set_source("webhook-bench");
+  auto& f = *ev.mutable_data()->mutable_fields();
+  f["i"].set_number_value(i);
+  f["pad"].set_string_value(std::string(700, 'x'));  // ~1 KiB bodies, like the wrk figure
+  return ev;
+}
+
+void Throughput(const std::string& url) {
+  Mesh m = StartMesh();
+  Register(m, url);
+  int n = absl::GetFlag(FLAGS_n);
+  int64_t t0 = absl::GetCurrentTimeNanos();
+  for (int i = 0; i < n; i += 100) {
+    sb::broker::v1::PublishBatchRequest req;
+    for (int j = i; j < std::min(n, i + 100); ++j) *req.add_events() = Event(j);
+    sb::broker::v1::PublishBatchResponse resp;
+    grpc::ClientContext ctx;
+    m.broker_stub->PublishBatch(&ctx, req, &resp);
+  }
+  double publish_secs = (absl::GetCurrentTimeNanos() - t0) / 1e9;
+  bool all = sb::testing::WaitUntil([&] { return Delivered(m) >= static_cast<uint64_t>(n); },
+                                    absl::Seconds(300), absl::Milliseconds(20));
+  double secs = (absl::GetCurrentTimeNanos() - t0) / 1e9;
+  std::printf(
+      "{\"system\":\"switchboard\",\"figure\":\"webhook_deliveries\",\"n\":%d,\"body_bytes\":1024,"
+      "\"complete\":%s,\"publish_secs\":%.3f,\"secs\":%.3f,\"deliveries_per_s\":%.0f,"
+      "\"per_webhook_in_flight\":%d,\"target\":\"nginx 204\"}\n",
+      n, all ? "true" : "false", publish_secs, secs, n / secs, absl::GetFlag(FLAGS_per_webhook));
+  std::fflush(stdout);
+}
+
+void Latency() {
+  Mesh m = StartMesh();
+  int rate = absl::GetFlag(FLAGS_rate), n = rate * absl::GetFlag(FLAGS_lat_secs);
+  std::vector<int64_t> intended(n), arrived(n, -1);
+  absl::Mutex mu;
+  sb::AdminHttpServer receiver(std::make_shared<prometheus::Registry>());
+  std::atomic<int> count{0};
+  receiver.Route("POST", "/hook", [&](const sb::HttpRequest& r) {
+    int64_t now = absl::GetCurrentTimeNanos();
+    size_t at = r.body.find("\"i\":");
+    if (at != std::string::npos) {
+      int i = std::atoi(r.body.c_str() + at + 4);
+      if (i >= 0 && i < n && arrived[i] < 0) {
+        arrived[i] = now;
+        ++count;
+      }
+    }
+    return sb::HttpResponse{204, "text/plain", ""};
+  });
+  int port = *receiver.Start("127.0.0.1:0");
+  Register(m, absl::StrCat("http://127.0.0.1:", port, "/hook"));
+  auto pub = m.broker_stub.get();
+  struct Call {
+    grpc::ClientContext ctx;
+    sb::broker::v1::PublishRequest req;
+    sb::broker::v1::PublishResponse resp;
+  };
+  int64_t start = absl::GetCurrentTimeNanos() + 10'000'000;
+  int64_t interval = 1'000'000'000LL / rate;
+  for (int i = 0; i < n; ++i) {
+    intended[i] = start + i * interval;
+    while (absl::GetCurrentTimeNanos() < intended[i]) {
+      int64_t d = intended[i] - absl::GetCurrentTimeNanos();
+      if (d > 100000) absl::SleepFor(absl::Nanoseconds(d - 60000));
+    }
+    auto* call = new Call();
+    *call->req.mutable_event() = Event(i);
+    pub->async()->Publish(&call->ctx, &call->req, &call->resp,
+                          [call](grpc::Status) { delete call; });
+  }
+  bool all = sb::testing::WaitUntil([&] { return count.load() >= n; }, absl::Seconds(60));
+  std::vector<int64_t> lat;
+  for (int i = 0; i < n; ++i) {
+    if (arrived[i] >= 0) lat.push_back(arrived[i] - intended[i]);
+  }
+  std::sort(lat.begin(), lat.end());
+  auto pct = [&](double p) {
+    return lat.empty() ? -1.0
+                       : lat[std::min(lat.size() - 1, size_t(p / 100 * (lat.size() - 1)))] / 1000.0;
+  };
+  std::printf(
+      "{\"system\":\"switchboard\",\"figure\":\"webhook_latency\",\"rate_per_s\":%d,\"n\":%d,"
+      "\"received\":%d,\"complete\":%s,\"p50_us\":%.0f,\"p99_us\":%.0f,\"max_us\":%.0f}\n",
+      rate, n, count.load(), all ? "true" : "false", pct(50), pct(99), pct(100));
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  if (!absl::GetFlag(FLAGS_url).empty()) Throughput(absl::GetFlag(FLAGS_url));
+  Latency();
+  return 0;
+}
