@@ -134,10 +134,48 @@ TEST_F(WebhookIT, AnOrderArrivesAsSignedWebhooks) {
     EXPECT_TRUE(b.fields().count("id") && b.fields().count("created") && b.fields().count("data"));
   }
   webhooks::v1::GetStatsResponse stats;
-  grpc::ClientContext ctx;
-  ASSERT_TRUE(webhook_stub_->GetStats(&ctx, {}, &stats).ok());
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(webhook_stub_->GetStats(&ctx, {}, &stats).ok());
+  }
   EXPECT_EQ(stats.registered_webhooks(), 1u);
   EXPECT_GE(stats.delivered_webhooks(), 4u);
+
+  // Every delivery is listed with its attempt; one can be sent again.
+  webhooks::v1::ListDeliveriesRequest list_req;
+  list_req.set_webhook_id(hook.id());
+  list_req.set_status(webhooks::v1::DELIVERY_STATUS_DELIVERED);
+  webhooks::v1::ListDeliveriesResponse list;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(webhook_stub_->ListDeliveries(&ctx, list_req, &list).ok());
+  }
+  ASSERT_GE(list.deliveries_size(), 4);
+  EXPECT_EQ(list.deliveries(0).attempts_size(), 1);
+  EXPECT_EQ(list.deliveries(0).attempts(0).http_status(), 204u);
+  std::string event_id = list.deliveries(0).event_id();
+  uint64_t duplicates_before = 0;
+  Received(&duplicates_before);
+  webhooks::v1::RedeliverEventRequest redeliver;
+  redeliver.set_event_id(event_id);
+  webhooks::v1::RedeliverEventResponse redelivered;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(webhook_stub_->RedeliverEvent(&ctx, redeliver, &redelivered).ok());
+  }
+  ASSERT_EQ(redelivered.deliveries_size(), 1);
+  // The receiver sees the same webhook-id again (and dedupes it).
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        uint64_t d = 0;
+        Received(&d);
+        return d > duplicates_before;
+      },
+      absl::Seconds(20)));
+  redeliver.set_event_id("evt_unknown");
+  grpc::ClientContext ctx;
+  EXPECT_EQ(webhook_stub_->RedeliverEvent(&ctx, redeliver, &redelivered).error_code(),
+            grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_F(WebhookIT, KillDashNineMidBurstLosesNoDelivery) {
