@@ -109,7 +109,9 @@ TEST_F(BrokerClientIT, GroupSubscriptionReconnectsAndResumes) {
   {
     absl::MutexLock l(&mu);
     for (size_t i = 3; i < got.size(); ++i) {
-      if (got[i].event().sequence() == 2) EXPECT_GE(got[i].delivery_attempt(), 2u);
+      if (got[i].event().sequence() == 2) {
+        EXPECT_GE(got[i].delivery_attempt(), 2u);
+      }
     }
   }
   EXPECT_TRUE(sub->connected());

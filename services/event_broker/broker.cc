@@ -578,11 +578,11 @@ class GroupMember : public Subscription {
  public:
   GroupMember(Broker* broker, std::shared_ptr<Group> group, SubscriptionSink* sink,
               absl::Duration ack_deadline, uint32_t max_in_flight)
-      : broker_(broker),
+      : ack_deadline_(ack_deadline),
+        max_in_flight_(max_in_flight),
+        broker_(broker),
         group_(std::move(group)),
-        sink_(sink),
-        ack_deadline_(ack_deadline),
-        max_in_flight_(max_in_flight) {}
+        sink_(sink) {}
 
   std::optional<Outgoing> Next() override { return group_->NextFor(this); }
   void Close() override {

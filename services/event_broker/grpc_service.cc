@@ -168,9 +168,11 @@ grpc::ServerUnaryReactor* EventBrokerService::PublishBatch(grpc::CallbackServerC
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
-  absl::StatusOr<std::vector<NewEvent>> prepared = broker_->Prepare(
-      absl::MakeConstSpan(request->mutable_events()->mutable_data(), request->events_size()),
-      "events");
+  std::vector<events::v1::Event*> events;
+  events.reserve(request->events_size());
+  for (events::v1::Event& e : *request->mutable_events()) events.push_back(&e);
+  absl::StatusOr<std::vector<NewEvent>> prepared =
+      broker_->Prepare(absl::MakeConstSpan(events), "events");
   if (!prepared.ok()) {
     reactor->Finish(ToGrpcStatus(prepared.status()));
     return reactor;
