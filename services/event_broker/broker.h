@@ -20,8 +20,8 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "libs/common/clock.h"
-#include "services/event_broker/broker_metrics.h"
 #include "libs/common/event_rules.h"
+#include "services/event_broker/broker_metrics.h"
 #include "services/event_broker/event_store.h"
 #include "switchboard/broker/v1/broker.pb.h"
 
