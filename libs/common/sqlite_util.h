@@ -3,10 +3,12 @@
 
 #include <sqlite3.h>
 
+#include <filesystem>
 #include <map>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
@@ -24,6 +26,33 @@ inline absl::Status Exec(sqlite3* db, const char* sql) {
     return s;
   }
   return absl::OkStatus();
+}
+
+// Opens (creating) `dir`/`file` and runs `schema` on it. Errors about the
+// directory or file name the data_dir flag.
+inline absl::StatusOr<sqlite3*> OpenDatabase(const std::string& dir, const std::string& file,
+                                             const char* schema) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data_dir: cannot create '", dir, "': ", ec.message()));
+  }
+  std::string path = (std::filesystem::path(dir) / file).string();
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+      SQLITE_OK) {
+    absl::Status s = absl::InvalidArgumentError(
+        absl::StrCat("data_dir: cannot open '", path, "': ", sqlite3_errmsg(db)));
+    sqlite3_close(db);
+    return s;
+  }
+  sqlite3_busy_timeout(db, 5000);
+  if (absl::Status s = Exec(db, schema); !s.ok()) {
+    sqlite3_close(db);
+    return s;
+  }
+  return db;
 }
 
 // Prepared statements of one connection, kept for its lifetime: preparing

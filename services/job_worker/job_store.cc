@@ -40,35 +40,18 @@ SqliteJobStore::SqliteJobStore(sqlite3* db, sqlite3* reader)
       read_stmts_(std::make_unique<sqlite::StmtCache>()) {}
 
 absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::string& data_dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(data_dir, ec);
-  if (ec) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("data_dir: cannot create '", data_dir, "': ", ec.message()));
-  }
+  absl::StatusOr<sqlite3*> db = sqlite::OpenDatabase(data_dir, "jobs.db", kSchema);
+  if (!db.ok()) return db.status();
   std::string path = (std::filesystem::path(data_dir) / "jobs.db").string();
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
-      SQLITE_OK) {
-    absl::Status s = absl::InvalidArgumentError(
-        absl::StrCat("data_dir: cannot open '", path, "': ", sqlite3_errmsg(db)));
-    sqlite3_close(db);
-    return s;
-  }
-  sqlite3_busy_timeout(db, 5000);
-  if (absl::Status s = sqlite::Exec(db, kSchema); !s.ok()) {
-    sqlite3_close(db);
-    return s;
-  }
   sqlite3* reader = nullptr;
   if (sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
     absl::Status s = sqlite::Error(reader, "open reader");
     sqlite3_close(reader);
-    sqlite3_close(db);
+    sqlite3_close(*db);
     return s;
   }
   sqlite3_busy_timeout(reader, 5000);
-  return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(db, reader));
+  return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(*db, reader));
 }
 
 SqliteJobStore::~SqliteJobStore() {

@@ -49,27 +49,9 @@ absl::StatusOr<std::vector<DeliveryRecord>> Collect(sqlite3* db, Stmt& st) {
 
 absl::StatusOr<std::unique_ptr<SqliteDeliveryStore>> SqliteDeliveryStore::Open(
     const std::string& data_dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(data_dir, ec);
-  if (ec) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("data_dir: cannot create '", data_dir, "': ", ec.message()));
-  }
-  std::string path = (std::filesystem::path(data_dir) / "deliveries.db").string();
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
-      SQLITE_OK) {
-    absl::Status s = absl::InvalidArgumentError(
-        absl::StrCat("data_dir: cannot open '", path, "': ", sqlite3_errmsg(db)));
-    sqlite3_close(db);
-    return s;
-  }
-  sqlite3_busy_timeout(db, 5000);
-  if (absl::Status s = sqlite::Exec(db, kSchema); !s.ok()) {
-    sqlite3_close(db);
-    return s;
-  }
-  return std::unique_ptr<SqliteDeliveryStore>(new SqliteDeliveryStore(db));
+  absl::StatusOr<sqlite3*> db = sqlite::OpenDatabase(data_dir, "deliveries.db", kSchema);
+  if (!db.ok()) return db.status();
+  return std::unique_ptr<SqliteDeliveryStore>(new SqliteDeliveryStore(*db));
 }
 
 SqliteDeliveryStore::~SqliteDeliveryStore() {

@@ -54,6 +54,33 @@ absl::StatusOr<TypeFilter> CheckEvents(
   return TypeFilter::Parse(std::vector<std::string>(events.begin(), events.end()), "events");
 }
 
+// retry_attempts, retry_delay, timeout and description, for both Register
+// and Update (their messages share the field names).
+template <typename Request>
+absl::Status CheckOptionalFields(const Request& req) {
+  if (req.has_retry_attempts()) {
+    if (absl::Status s = CheckRetryAttempts(req.retry_attempts()); !s.ok()) return s;
+  }
+  if (req.has_retry_delay()) {
+    if (absl::Status s = CheckDuration(req.retry_delay(), "retry_delay", absl::Milliseconds(100),
+                                       absl::Hours(24));
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (req.has_timeout()) {
+    if (absl::Status s =
+            CheckDuration(req.timeout(), "timeout", absl::Milliseconds(100), absl::Minutes(5));
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (req.description().size() > 1000) {
+    return absl::InvalidArgumentError("description: longer than 1000 characters");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 WebhookRegistry::WebhookRegistry(RegistryConfig config, WebhookStore* store, Clock* clock)
@@ -97,26 +124,7 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::Register(const v1::RegisterWebhookR
   } else if (absl::StatusOr<std::string> key = DecodeSecret(secret); !key.ok()) {
     return key.status();
   }
-  if (req.has_retry_attempts()) {
-    if (absl::Status s = CheckRetryAttempts(req.retry_attempts()); !s.ok()) return s;
-  }
-  if (req.has_retry_delay()) {
-    if (absl::Status s = CheckDuration(req.retry_delay(), "retry_delay", absl::Milliseconds(100),
-                                       absl::Hours(24));
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (req.has_timeout()) {
-    if (absl::Status s =
-            CheckDuration(req.timeout(), "timeout", absl::Milliseconds(100), absl::Minutes(5));
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (req.description().size() > 1000) {
-    return absl::InvalidArgumentError("description: longer than 1000 characters");
-  }
+  if (absl::Status s = CheckOptionalFields(req); !s.ok()) return s;
   WebhookRecord r;
   v1::Webhook& w = r.webhook;
   absl::Time now = clock_->Now();
@@ -147,26 +155,7 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::Update(const v1::UpdateWebhookReque
   if (!req.events().empty()) {
     if (absl::StatusOr<TypeFilter> f = CheckEvents(req.events()); !f.ok()) return f.status();
   }
-  if (req.has_retry_attempts()) {
-    if (absl::Status s = CheckRetryAttempts(req.retry_attempts()); !s.ok()) return s;
-  }
-  if (req.has_retry_delay()) {
-    if (absl::Status s = CheckDuration(req.retry_delay(), "retry_delay", absl::Milliseconds(100),
-                                       absl::Hours(24));
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (req.has_timeout()) {
-    if (absl::Status s =
-            CheckDuration(req.timeout(), "timeout", absl::Milliseconds(100), absl::Minutes(5));
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (req.has_description() && req.description().size() > 1000) {
-    return absl::InvalidArgumentError("description: longer than 1000 characters");
-  }
+  if (absl::Status s = CheckOptionalFields(req); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = records_.find(req.id());
   if (it == records_.end()) {
