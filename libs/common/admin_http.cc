@@ -107,6 +107,7 @@ AdminHttpServer::AdminHttpServer(std::shared_ptr<prometheus::Registry> registry)
   Route("GET", "/metrics", [this](const HttpRequest&) {
     HttpResponse r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    if (before_scrape_) before_scrape_();
     r.body = prometheus::TextSerializer().Serialize(registry_->Collect());
     return r;
   });

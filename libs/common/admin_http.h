@@ -52,6 +52,8 @@ class AdminHttpServer {
   // Exact routes win over prefixes; longer prefixes over shorter ones.
   void Route(const std::string& method, const std::string& path, HttpHandler handler);
   void SetReadiness(std::function<bool()> ready) { ready_ = std::move(ready); }
+  // Runs before each /metrics scrape (e.g. to read process metrics).
+  void SetBeforeScrape(std::function<void()> hook) { before_scrape_ = std::move(hook); }
 
   // addr is HOST:PORT; port 0 picks a free port. Returns the bound port.
   absl::StatusOr<int> Start(const std::string& addr);
@@ -69,6 +71,7 @@ class AdminHttpServer {
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::function<bool()> ready_;
+  std::function<void()> before_scrape_;
   std::vector<RouteEntry> routes_;
   mg_context* ctx_ = nullptr;
 };

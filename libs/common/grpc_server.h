@@ -28,9 +28,12 @@ grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx,
   return reactor;
 }
 
+class ServiceMetrics;
+
 struct GrpcServerOptions {
   std::string addr;  // HOST:PORT, port 0 picks one
   int max_receive_message_bytes = 64 << 20;
+  ServiceMetrics* metrics = nullptr;  // adds the request metrics interceptor
 };
 
 struct RunningGrpcServer {

@@ -8,6 +8,7 @@
 #include "libs/common/flags.h"
 #include "libs/common/grpc_server.h"
 #include "libs/common/json_log.h"
+#include "libs/common/service_metrics.h"
 #include "libs/common/shutdown.h"
 #include "prometheus/registry.h"
 #include "services/event_broker/broker.h"
@@ -90,6 +91,7 @@ int Run() {
   }
 
   auto registry = std::make_shared<prometheus::Registry>();
+  ServiceMetrics service_metrics(*registry, "broker");
   BrokerMetrics metrics(*registry);
   absl::StatusOr<std::unique_ptr<SqliteEventStore>> store =
       SqliteEventStore::Open(absl::GetFlag(FLAGS_data_dir), *sync);
@@ -116,12 +118,13 @@ int Run() {
 
   EventBrokerService service(broker->get());
   absl::StatusOr<RunningGrpcServer> grpc =
-      StartGrpcServer({absl::GetFlag(FLAGS_grpc_addr)}, {&service});
+      StartGrpcServer({absl::GetFlag(FLAGS_grpc_addr), 64 << 20, &service_metrics}, {&service});
   if (!grpc.ok()) {
     LogError("cannot start gRPC", {{"error", grpc.status().ToString()}});
     return 1;
   }
   AdminHttpServer http(registry);
+  http.SetBeforeScrape([&service_metrics] { service_metrics.UpdateProcess(); });
   RegisterBrokerHttpApi(&http, broker->get());
   std::atomic<bool> ready{true};
   http.SetReadiness([&ready] { return ready.load(); });

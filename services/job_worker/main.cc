@@ -11,6 +11,7 @@
 #include "libs/common/flags.h"
 #include "libs/common/grpc_server.h"
 #include "libs/common/json_log.h"
+#include "libs/common/service_metrics.h"
 #include "libs/common/shutdown.h"
 #include "prometheus/registry.h"
 #include "services/job_worker/grpc_service.h"
@@ -79,6 +80,7 @@ int Run() {
   }
 
   auto registry = std::make_shared<prometheus::Registry>();
+  ServiceMetrics service_metrics(*registry, "worker");
   WorkerMetrics metrics(*registry);
   absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
       SqliteJobStore::Open(absl::GetFlag(FLAGS_data_dir));
@@ -95,12 +97,13 @@ int Run() {
   }
   JobWorkerService service(&worker);
   absl::StatusOr<RunningGrpcServer> grpc =
-      StartGrpcServer({absl::GetFlag(FLAGS_grpc_addr)}, {&service});
+      StartGrpcServer({absl::GetFlag(FLAGS_grpc_addr), 64 << 20, &service_metrics}, {&service});
   if (!grpc.ok()) {
     LogError("cannot start gRPC", {{"error", grpc.status().ToString()}});
     return 1;
   }
   AdminHttpServer http(registry);
+  http.SetBeforeScrape([&service_metrics] { service_metrics.UpdateProcess(); });
   std::atomic<bool> stopping{false};
   http.SetReadiness([&] { return !stopping.load() && worker.ready(); });
   absl::StatusOr<int> http_port = http.Start(absl::GetFlag(FLAGS_http_addr));

@@ -9,6 +9,7 @@
 #include "libs/common/flags.h"
 #include "libs/common/grpc_server.h"
 #include "libs/common/json_log.h"
+#include "libs/common/service_metrics.h"
 #include "libs/common/shutdown.h"
 #include "prometheus/registry.h"
 #include "services/webhook_delivery/delivery_engine.h"
@@ -72,6 +73,7 @@ int Run() {
     return 2;
   }
   auto registry = std::make_shared<prometheus::Registry>();
+  ServiceMetrics service_metrics(*registry, "webhooks");
   WebhookMetrics metrics(*registry);
   auto webhook_store = SqliteWebhookStore::Open(absl::GetFlag(FLAGS_data_dir));
   auto delivery_store = SqliteDeliveryStore::Open(absl::GetFlag(FLAGS_data_dir));
@@ -113,12 +115,13 @@ int Run() {
   }
   WebhookGrpcService service(&core);
   absl::StatusOr<RunningGrpcServer> grpc =
-      StartGrpcServer({absl::GetFlag(FLAGS_grpc_addr)}, {&service});
+      StartGrpcServer({absl::GetFlag(FLAGS_grpc_addr), 64 << 20, &service_metrics}, {&service});
   if (!grpc.ok()) {
     LogError("cannot start gRPC", {{"error", grpc.status().ToString()}});
     return 1;
   }
   AdminHttpServer http(registry);
+  http.SetBeforeScrape([&service_metrics] { service_metrics.UpdateProcess(); });
   RegisterWebhookHttpApi(&http, &core);
   std::atomic<bool> stopping{false};
   http.SetReadiness([&] { return !stopping.load() && core.ready(); });
