@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Prometheus configuration, rules and alerts are valid and unit-tested, and
+# every metric they use exists in a live scrape of the three services, so the
+# rules cannot drift from the code.
+source "$(dirname "$0")/lib.sh"
+BROKER_BIN=$1 WORKER_BIN=$2 WEBHOOK_BIN=$3
+P="$ROOT/deploy/prometheus"
+command -v promtool >/dev/null || fail "promtool missing (Debian package prometheus)"
+promtool check config "$P/prometheus.yml" >/dev/null || fail "promtool check config"
+promtool check rules "$P/rules.yml" "$P/alerts.yml" >/dev/null || fail "promtool check rules"
+(cd "$P" && promtool test rules alerts_test.yml) || fail "promtool test rules"
+
+start_service BROKER "$BROKER_BIN" --data_dir="$WORK/broker"
+start_service WORKER "$WORKER_BIN" --broker="$BROKER_GRPC" --data_dir="$WORK/worker"
+start_service HOOKS "$WEBHOOK_BIN" --broker="$BROKER_GRPC" --data_dir="$WORK/hooks" --allow_private_targets
+for svc in "$WORKER_HTTP" "$HOOKS_HTTP"; do
+  for _ in $(seq 200); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$svc/readyz")" = 200 ] && break
+    sleep 0.05
+  done
+done
+# Some traffic, so labelled families have samples: an order, a webhook that fails.
+curl -sf -XPOST "http://$HOOKS_HTTP/api/webhooks/register" \
+  -d '{"url":"http://127.0.0.1:1/nothing-here","events":["order.*"],"retryAttempts":0}' >/dev/null ||
+  fail "register"
+curl -sf -XPOST "http://$BROKER_HTTP/api/events/test" \
+  -d '{"type":"order.checkout_initiated","source":"t","correlationId":"p-1","data":{"total":5}}' >/dev/null
+# A gRPC call to each service (the interceptor's metrics appear with the first call).
+[ -x "$BUF" ] || fail "buf is not installed (scripts/install-deps.sh installs it)"
+"$BUF" curl --protocol grpc --http2-prior-knowledge "http://$WORKER_GRPC/switchboard.jobs.v1.JobWorker/GetStats" >/dev/null
+"$BUF" curl --protocol grpc --http2-prior-knowledge "http://$HOOKS_GRPC/switchboard.webhooks.v1.WebhookService/GetStats" >/dev/null
+for _ in $(seq 200); do
+  curl -s "http://$HOOKS_HTTP/metrics" | grep -q '^switchboard_webhooks_deliveries_total' &&
+    curl -s "http://$HOOKS_HTTP/metrics" | grep -q '^switchboard_webhooks_queue_depth' &&
+    curl -s "http://$WORKER_HTTP/metrics" | grep -q '^switchboard_worker_jobs_total' && break
+  sleep 0.05
+done
+for svc in "$BROKER_HTTP" "$WORKER_HTTP" "$HOOKS_HTTP"; do curl -sf "http://$svc/metrics"; done >"$WORK/scrape.txt"
+# Names the services export (from # TYPE lines and samples).
+{ awk '/^# TYPE /{print $3}' "$WORK/scrape.txt"; grep -v '^#' "$WORK/scrape.txt" | sed 's/[{ ].*//'; } |
+  sort -u >"$WORK/exported.txt"
+missing=0
+for name in $(grep -ohE 'switchboard_[a-z0-9_]+' "$P/rules.yml" "$P/alerts.yml" | sort -u); do
+  base=$(sed -E 's/_(bucket|sum|count)$//' <<<"$name")
+  if ! grep -qx "$name" "$WORK/exported.txt" && ! grep -qx "$base" "$WORK/exported.txt"; then
+    echo "metric used in rules but not exported: $name" >&2
+    missing=1
+  fi
+done
+[ $missing = 0 ] || fail "rules use metrics the services do not export"
+echo "1 passed, 0 failed"
