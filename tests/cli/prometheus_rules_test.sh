@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Prometheus configuration, rules and alerts are valid and unit-tested, and
-# every metric they use exists in a live scrape of the three services, so the
-# rules cannot drift from the code.
+# Prometheus configuration, rules and alerts are valid and unit-tested, the
+# Grafana dashboard parses with a query in every panel, and every metric they
+# use exists in a live scrape of the three services, so neither can drift from
+# the code.
 source "$(dirname "$0")/lib.sh"
 BROKER_BIN=$1 WORKER_BIN=$2 WEBHOOK_BIN=$3
 P="$ROOT/deploy/prometheus"
@@ -39,11 +40,26 @@ for svc in "$BROKER_HTTP" "$WORKER_HTTP" "$HOOKS_HTTP"; do curl -sf "http://$svc
 # Names the services export (from # TYPE lines and samples).
 { awk '/^# TYPE /{print $3}' "$WORK/scrape.txt"; grep -v '^#' "$WORK/scrape.txt" | sed 's/[{ ].*//'; } |
   sort -u >"$WORK/exported.txt"
+# The dashboard parses and every panel has a query; its expressions join the
+# names checked below.
+DASH="$ROOT/deploy/grafana/dashboards/switchboard.json"
+node -e '
+  const d = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  let n = 0;
+  for (const p of d.panels) {
+    if (p.type === "row") continue;
+    const exprs = (p.targets || []).map(t => t.expr).filter(e => e && e.trim());
+    if (exprs.length === 0) { console.error("panel without a query: " + p.title); process.exit(1); }
+    for (const e of exprs) console.log(e);
+    n++;
+  }
+  if (n < 10) { console.error("only " + n + " panels"); process.exit(1); }
+' "$DASH" >"$WORK/dashboard_exprs.txt" || fail "dashboard"
 missing=0
-for name in $(grep -ohE 'switchboard_[a-z0-9_]+' "$P/rules.yml" "$P/alerts.yml" | sort -u); do
+for name in $(grep -ohE 'switchboard_[a-z0-9_]+' "$P/rules.yml" "$P/alerts.yml" "$WORK/dashboard_exprs.txt" | sort -u); do
   base=$(sed -E 's/_(bucket|sum|count)$//' <<<"$name")
   if ! grep -qx "$name" "$WORK/exported.txt" && ! grep -qx "$base" "$WORK/exported.txt"; then
-    echo "metric used in rules but not exported: $name" >&2
+    echo "metric used in rules or the dashboard but not exported: $name" >&2
     missing=1
   fi
 done
