@@ -132,9 +132,10 @@ void DeliveryEngine::Run() {
     kicked_ = false;
     int room = config_.max_in_flight - static_cast<int>(in_flight_.size());
     if (room > 0) {
+      // In-flight rows are still due in the store; read past them.
+      size_t limit = static_cast<size_t>(room) + in_flight_.size();
       mu_.Unlock();
-      absl::StatusOr<std::vector<DeliveryRecord>> due =
-          store_->Due(clock_->Now(), static_cast<size_t>(room) + in_flight_.size());
+      absl::StatusOr<std::vector<DeliveryRecord>> due = store_->Due(clock_->Now(), limit);
       mu_.Lock();
       if (!due.ok()) {
         LogError("reading due deliveries failed", {{"error", due.status().ToString()}});
