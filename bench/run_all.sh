@@ -13,4 +13,5 @@ if [ "${1:-}" != "--skip-peers" ]; then
 fi
 "$ROOT/build/bench/broker_bench" | tee "$OUT/switchboard.jsonl"
 "$ROOT/build/bench/job_bench" | tee -a "$OUT/switchboard.jsonl"
+HOOK_PORT=${HOOK_PORT:-18090} bash "$ROOT/bench/webhook_bench.sh" | tee -a "$OUT/switchboard.jsonl"
 python3 "$ROOT/bench/table.py" "$OUT/peers.jsonl" "$OUT/switchboard.jsonl" | tee "$OUT/table.md"
