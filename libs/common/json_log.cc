@@ -90,6 +90,10 @@ void InitLogging(absl::string_view service, absl::string_view min_level) {
 }
 
 void Log(LogLevel level, absl::string_view msg, std::initializer_list<LogField> fields) {
+  LogWithFields(level, msg, std::vector<LogField>(fields));
+}
+
+void LogWithFields(LogLevel level, absl::string_view msg, const std::vector<LogField>& fields) {
   if (level < Config().min_level) return;
   std::string line = absl::StrCat(
       "{\"ts\":\"", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 
@@ -32,6 +33,7 @@ struct LogField {
 
 void InitLogging(absl::string_view service, absl::string_view min_level);
 void Log(LogLevel level, absl::string_view msg, std::initializer_list<LogField> fields = {});
+void LogWithFields(LogLevel level, absl::string_view msg, const std::vector<LogField>& fields);
 inline void LogInfo(absl::string_view msg, std::initializer_list<LogField> fields = {}) {
   Log(LogLevel::kInfo, msg, fields);
 }

@@ -8,7 +8,7 @@
 #include "libs/common/flags.h"
 #include "libs/common/grpc_server.h"
 #include "libs/common/json_log.h"
-#include "libs/common/service_metrics.h"
+#include "libs/common/service_edges.h"
 #include "libs/common/shutdown.h"
 #include "prometheus/registry.h"
 #include "services/event_broker/broker.h"
@@ -66,8 +66,6 @@ absl::Status ValidateFlags() {
   return absl::OkStatus();
 }
 
-std::string HostOf(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
-
 int Run() {
   if (absl::Status s = ValidateFlags(); !s.ok()) {
     LogError("bad flag", {{"error", std::string(s.message())}});
@@ -91,7 +89,7 @@ int Run() {
   }
 
   auto registry = std::make_shared<prometheus::Registry>();
-  ServiceMetrics service_metrics(*registry, "broker");
+  ServiceEdges edges(registry, "broker");
   BrokerMetrics metrics(*registry);
   absl::StatusOr<std::unique_ptr<SqliteEventStore>> store =
       SqliteEventStore::Open(absl::GetFlag(FLAGS_data_dir), *sync);
@@ -117,44 +115,25 @@ int Run() {
   }
 
   EventBrokerService service(broker->get());
-  absl::StatusOr<RunningGrpcServer> grpc =
-      StartGrpcServer({absl::GetFlag(FLAGS_grpc_addr), 64 << 20, &service_metrics}, {&service});
-  if (!grpc.ok()) {
-    LogError("cannot start gRPC", {{"error", grpc.status().ToString()}});
+  RegisterBrokerHttpApi(&edges.http(), broker->get());
+  if (absl::Status st = edges.Start(
+          absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr), {&service}, nullptr,
+          {{"data_dir", absl::GetFlag(FLAGS_data_dir)}, {"sync", absl::GetFlag(FLAGS_sync)}});
+      !st.ok()) {
+    LogError("cannot start", {{"error", st.ToString()}});
     return 1;
   }
-  AdminHttpServer http(registry);
-  http.SetBeforeScrape([&service_metrics] { service_metrics.UpdateProcess(); });
-  RegisterBrokerHttpApi(&http, broker->get());
-  std::atomic<bool> ready{true};
-  http.SetReadiness([&ready] { return ready.load(); });
-  absl::StatusOr<int> http_port = http.Start(absl::GetFlag(FLAGS_http_addr));
-  if (!http_port.ok()) {
-    LogError("cannot start admin HTTP", {{"error", http_port.status().ToString()}});
-    return 1;
-  }
-  std::string grpc_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_grpc_addr)), ":", grpc->port);
-  std::string http_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_http_addr)), ":", *http_port);
-  Log(LogLevel::kStartup, absl::StrCat("listening grpc=", grpc_bound, " http=", http_bound),
-      {{"grpc", grpc_bound},
-       {"http", http_bound},
-       {"data_dir", absl::GetFlag(FLAGS_data_dir)},
-       {"sync", absl::GetFlag(FLAGS_sync)}});
 
   int sig = WaitForShutdownSignal();
   LogInfo("shutting down", {{"signal", sig}});
-  ready = false;
-  grpc->server->GetHealthCheckService()->SetServingStatus(false);
+  edges.BeginShutdown();
   // Ends streams (clients reconnect elsewhere) and commits accepted publishes.
   absl::Time t0 = absl::Now();
   (*broker)->Shutdown();
   absl::Time t1 = absl::Now();
-  grpc->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::GetFlag(FLAGS_shutdown_grace)));
-  absl::Time t2 = absl::Now();
-  http.Stop();
+  edges.Stop(absl::GetFlag(FLAGS_shutdown_grace));
   LogInfo("stopped", {{"broker_ms", absl::ToInt64Milliseconds(t1 - t0)},
-                      {"grpc_ms", absl::ToInt64Milliseconds(t2 - t1)},
-                      {"http_ms", absl::ToInt64Milliseconds(absl::Now() - t2)}});
+                      {"edges_ms", absl::ToInt64Milliseconds(absl::Now() - t1)}});
   return 0;
 }
 

@@ -11,7 +11,7 @@
 #include "libs/common/flags.h"
 #include "libs/common/grpc_server.h"
 #include "libs/common/json_log.h"
-#include "libs/common/service_metrics.h"
+#include "libs/common/service_edges.h"
 #include "libs/common/shutdown.h"
 #include "prometheus/registry.h"
 #include "services/job_worker/grpc_service.h"
@@ -39,8 +39,6 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
 
 namespace switchboard::jobs {
 namespace {
-
-std::string HostOf(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
 
 int Run() {
   HandlerRegistry handlers;
@@ -80,7 +78,7 @@ int Run() {
   }
 
   auto registry = std::make_shared<prometheus::Registry>();
-  ServiceMetrics service_metrics(*registry, "worker");
+  ServiceEdges edges(registry, "worker");
   WorkerMetrics metrics(*registry);
   absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
       SqliteJobStore::Open(absl::GetFlag(FLAGS_data_dir));
@@ -96,36 +94,20 @@ int Run() {
     return 1;
   }
   JobWorkerService service(&worker);
-  absl::StatusOr<RunningGrpcServer> grpc =
-      StartGrpcServer({absl::GetFlag(FLAGS_grpc_addr), 64 << 20, &service_metrics}, {&service});
-  if (!grpc.ok()) {
-    LogError("cannot start gRPC", {{"error", grpc.status().ToString()}});
+  if (absl::Status st =
+          edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr), {&service},
+                      [&worker] { return worker.ready(); },
+                      {{"broker", absl::GetFlag(FLAGS_broker)}, {"worker_id", options.worker_id}});
+      !st.ok()) {
+    LogError("cannot start", {{"error", st.ToString()}});
     return 1;
   }
-  AdminHttpServer http(registry);
-  http.SetBeforeScrape([&service_metrics] { service_metrics.UpdateProcess(); });
-  std::atomic<bool> stopping{false};
-  http.SetReadiness([&] { return !stopping.load() && worker.ready(); });
-  absl::StatusOr<int> http_port = http.Start(absl::GetFlag(FLAGS_http_addr));
-  if (!http_port.ok()) {
-    LogError("cannot start admin HTTP", {{"error", http_port.status().ToString()}});
-    return 1;
-  }
-  std::string grpc_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_grpc_addr)), ":", grpc->port);
-  std::string http_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_http_addr)), ":", *http_port);
-  Log(LogLevel::kStartup, absl::StrCat("listening grpc=", grpc_bound, " http=", http_bound),
-      {{"grpc", grpc_bound},
-       {"http", http_bound},
-       {"broker", absl::GetFlag(FLAGS_broker)},
-       {"worker_id", options.worker_id}});
 
   int sig = WaitForShutdownSignal();
   LogInfo("shutting down", {{"signal", sig}});
-  stopping = true;
-  grpc->server->GetHealthCheckService()->SetServingStatus(false);
+  edges.BeginShutdown();
   bool drained = worker.Shutdown();
-  grpc->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
-  http.Stop();
+  edges.Stop(absl::Seconds(1));
   LogInfo("stopped", {{"drained", drained}});
   if (!drained) {
     std::fflush(stderr);

@@ -9,7 +9,7 @@
 #include "libs/common/flags.h"
 #include "libs/common/grpc_server.h"
 #include "libs/common/json_log.h"
-#include "libs/common/service_metrics.h"
+#include "libs/common/service_edges.h"
 #include "libs/common/shutdown.h"
 #include "prometheus/registry.h"
 #include "services/webhook_delivery/delivery_engine.h"
@@ -42,8 +42,6 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
 namespace switchboard::webhooks {
 namespace {
 
-std::string HostOf(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
-
 absl::Status ValidateFlags() {
   if (absl::GetFlag(FLAGS_webhook_max_retries) < 0 ||
       absl::GetFlag(FLAGS_webhook_max_retries) > 20) {
@@ -73,7 +71,7 @@ int Run() {
     return 2;
   }
   auto registry = std::make_shared<prometheus::Registry>();
-  ServiceMetrics service_metrics(*registry, "webhooks");
+  ServiceEdges edges(registry, "webhooks");
   WebhookMetrics metrics(*registry);
   auto webhook_store = SqliteWebhookStore::Open(absl::GetFlag(FLAGS_data_dir));
   auto delivery_store = SqliteDeliveryStore::Open(absl::GetFlag(FLAGS_data_dir));
@@ -114,38 +112,22 @@ int Run() {
     return 1;
   }
   WebhookGrpcService service(&core);
-  absl::StatusOr<RunningGrpcServer> grpc =
-      StartGrpcServer({absl::GetFlag(FLAGS_grpc_addr), 64 << 20, &service_metrics}, {&service});
-  if (!grpc.ok()) {
-    LogError("cannot start gRPC", {{"error", grpc.status().ToString()}});
+  RegisterWebhookHttpApi(&edges.http(), &core);
+  if (absl::Status st = edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr),
+                                    {&service}, [&core] { return core.ready(); },
+                                    {{"broker", absl::GetFlag(FLAGS_broker)},
+                                     {"allow_private_targets", rc.allow_private_targets}});
+      !st.ok()) {
+    LogError("cannot start", {{"error", st.ToString()}});
     return 1;
   }
-  AdminHttpServer http(registry);
-  http.SetBeforeScrape([&service_metrics] { service_metrics.UpdateProcess(); });
-  RegisterWebhookHttpApi(&http, &core);
-  std::atomic<bool> stopping{false};
-  http.SetReadiness([&] { return !stopping.load() && core.ready(); });
-  absl::StatusOr<int> http_port = http.Start(absl::GetFlag(FLAGS_http_addr));
-  if (!http_port.ok()) {
-    LogError("cannot start admin HTTP", {{"error", http_port.status().ToString()}});
-    return 1;
-  }
-  std::string grpc_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_grpc_addr)), ":", grpc->port);
-  std::string http_bound = absl::StrCat(HostOf(absl::GetFlag(FLAGS_http_addr)), ":", *http_port);
-  Log(LogLevel::kStartup, absl::StrCat("listening grpc=", grpc_bound, " http=", http_bound),
-      {{"grpc", grpc_bound},
-       {"http", http_bound},
-       {"broker", absl::GetFlag(FLAGS_broker)},
-       {"allow_private_targets", rc.allow_private_targets}});
 
   int sig = WaitForShutdownSignal();
   LogInfo("shutting down", {{"signal", sig}});
-  stopping = true;
-  grpc->server->GetHealthCheckService()->SetServingStatus(false);
+  edges.BeginShutdown();
   core.Shutdown();  // no new events; recorded deliveries stay in the outbox
   engine.Stop();
-  grpc->server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
-  http.Stop();
+  edges.Stop(absl::Seconds(1));
   LogInfo("stopped");
   return 0;
 }

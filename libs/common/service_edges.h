@@ -1,0 +1,53 @@
+#ifndef SWITCHBOARD_LIBS_COMMON_SERVICE_EDGES_H_
+#define SWITCHBOARD_LIBS_COMMON_SERVICE_EDGES_H_
+
+#include <atomic>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "libs/common/admin_http.h"
+#include "libs/common/grpc_server.h"
+#include "libs/common/json_log.h"
+#include "libs/common/service_metrics.h"
+#include "prometheus/registry.h"
+
+namespace switchboard {
+
+// What every binary exposes, started the same way: the gRPC server (health,
+// reflection, request metrics) and the admin HTTP server (/metrics with
+// process metrics, /healthz, /readyz, JSON routes), then the start-up line
+// "listening grpc=HOST:PORT http=HOST:PORT". main() adds its services and
+// routes, and on SIGTERM calls BeginShutdown, drains its core, then Stop.
+class ServiceEdges {
+ public:
+  // `service` names the metrics: switchboard_<service>_grpc_..., _process_...
+  ServiceEdges(std::shared_ptr<prometheus::Registry> registry, const std::string& service);
+
+  AdminHttpServer& http() { return http_; }
+
+  // `ready` says whether the core can serve (readiness is also off once
+  // shutting down). `extra` fields go on the start-up line.
+  absl::Status Start(const std::string& grpc_addr, const std::string& http_addr,
+                     const std::vector<grpc::Service*>& services, std::function<bool()> ready,
+                     std::initializer_list<LogField> extra = {});
+  // Readiness off, gRPC health NOT_SERVING.
+  void BeginShutdown();
+  // Ends gRPC calls still running after `grace`, stops the admin server.
+  void Stop(absl::Duration grace);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  ServiceMetrics metrics_;
+  AdminHttpServer http_;
+  RunningGrpcServer grpc_;
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace switchboard
+
+#endif  // SWITCHBOARD_LIBS_COMMON_SERVICE_EDGES_H_
