@@ -12,6 +12,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "libs/common/json_log.h"
+#include "libs/common/shutdown.h"
 
 ABSL_FLAG(bool, debug_mutex_deadlocks, false,
           "check every absl::Mutex acquisition for lock-order cycles (slow; for debugging)");
@@ -107,6 +109,17 @@ std::vector<char*> InitFlags(int argc, char** argv, absl::string_view usage,
     absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   }
   return rest;
+}
+
+void InitService(int argc, char** argv, absl::string_view service, absl::string_view usage,
+                 const std::map<std::string, std::string>& aliases) {
+  BlockShutdownSignals();
+  InitFlags(argc, argv, usage, aliases);
+  std::string level = "info";
+  if (absl::CommandLineFlag* flag = absl::FindCommandLineFlag("log_level")) {
+    level = flag->CurrentValue();
+  }
+  InitLogging(service, level);
 }
 
 }  // namespace switchboard

@@ -28,6 +28,12 @@ std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::st
 std::vector<char*> InitFlags(int argc, char** argv, absl::string_view usage,
                              const std::map<std::string, std::string>& aliases = {});
 
+// What every main() does first: block SIGTERM/SIGINT for the signal waiter,
+// read flags (InitFlags), start JSON logging for `service` at the level of
+// the binary's --log_level flag.
+void InitService(int argc, char** argv, absl::string_view service, absl::string_view usage,
+                 const std::map<std::string, std::string>& aliases = {});
+
 }  // namespace switchboard
 
 #endif  // SWITCHBOARD_LIBS_COMMON_FLAGS_H_

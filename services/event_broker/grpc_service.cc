@@ -121,6 +121,32 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
 
 }  // namespace
 
+// Prepares events on this thread, appends them, and finishes the call from
+// the writer thread once they are durable. `respond` turns the results into
+// the response message.
+template <typename Response>
+void PublishAndAnswer(Broker* broker, grpc::ServerUnaryReactor* reactor,
+                      grpc::ByteBuffer* response_bytes, absl::Span<events::v1::Event* const> events,
+                      absl::string_view field,
+                      std::function<void(const std::vector<PublishResult>&, Response*)> respond) {
+  absl::StatusOr<std::vector<NewEvent>> prepared = broker->Prepare(events, field);
+  if (!prepared.ok()) {
+    reactor->Finish(ToGrpcStatus(prepared.status()));
+    return;
+  }
+  broker->Append(*std::move(prepared), [reactor, response_bytes, respond = std::move(respond)](
+                                           absl::StatusOr<std::vector<PublishResult>> r) {
+    if (!r.ok()) {
+      reactor->Finish(ToGrpcStatus(r.status()));
+      return;
+    }
+    Response response;
+    respond(*r, &response);
+    SerializeResponse(response, response_bytes);
+    reactor->Finish(grpc::Status::OK);
+  });
+}
+
 grpc::ServerUnaryReactor* EventBrokerService::Publish(grpc::CallbackServerContext* ctx,
                                                       const grpc::ByteBuffer* request_bytes,
                                                       grpc::ByteBuffer* response_bytes) {
@@ -136,23 +162,10 @@ grpc::ServerUnaryReactor* EventBrokerService::Publish(grpc::CallbackServerContex
     return reactor;
   }
   events::v1::Event* event = request->mutable_event();
-  absl::StatusOr<std::vector<NewEvent>> prepared =
-      broker_->Prepare(absl::MakeConstSpan(&event, 1), "event");
-  if (!prepared.ok()) {
-    reactor->Finish(ToGrpcStatus(prepared.status()));
-    return reactor;
-  }
-  broker_->Append(*std::move(prepared),
-                  [reactor, response_bytes](absl::StatusOr<std::vector<PublishResult>> r) {
-                    if (!r.ok()) {
-                      reactor->Finish(ToGrpcStatus(r.status()));
-                      return;
-                    }
-                    v1::PublishResponse response;
-                    ToProto(r->front(), &response);
-                    SerializeResponse(response, response_bytes);
-                    reactor->Finish(grpc::Status::OK);
-                  });
+  PublishAndAnswer<v1::PublishResponse>(broker_, reactor, response_bytes,
+                                        absl::MakeConstSpan(&event, 1), "event",
+                                        [](const std::vector<PublishResult>& r,
+                                           v1::PublishResponse* out) { ToProto(r.front(), out); });
   return reactor;
 }
 
@@ -171,23 +184,11 @@ grpc::ServerUnaryReactor* EventBrokerService::PublishBatch(grpc::CallbackServerC
   std::vector<events::v1::Event*> events;
   events.reserve(request->events_size());
   for (events::v1::Event& e : *request->mutable_events()) events.push_back(&e);
-  absl::StatusOr<std::vector<NewEvent>> prepared =
-      broker_->Prepare(absl::MakeConstSpan(events), "events");
-  if (!prepared.ok()) {
-    reactor->Finish(ToGrpcStatus(prepared.status()));
-    return reactor;
-  }
-  broker_->Append(*std::move(prepared),
-                  [reactor, response_bytes](absl::StatusOr<std::vector<PublishResult>> r) {
-                    if (!r.ok()) {
-                      reactor->Finish(ToGrpcStatus(r.status()));
-                      return;
-                    }
-                    v1::PublishBatchResponse response;
-                    for (const PublishResult& p : *r) ToProto(p, response.add_results());
-                    SerializeResponse(response, response_bytes);
-                    reactor->Finish(grpc::Status::OK);
-                  });
+  PublishAndAnswer<v1::PublishBatchResponse>(
+      broker_, reactor, response_bytes, absl::MakeConstSpan(events), "events",
+      [](const std::vector<PublishResult>& r, v1::PublishBatchResponse* out) {
+        for (const PublishResult& p : r) ToProto(p, out->add_results());
+      });
   return reactor;
 }
 

@@ -141,10 +141,8 @@ int Run() {
 }  // namespace switchboard::broker
 
 int main(int argc, char** argv) {
-  switchboard::BlockShutdownSignals();
-  switchboard::InitFlags(argc, argv,
-                         "durable gRPC publish/subscribe with consumer groups.\n"
-                         "Usage: event-broker [--grpc_addr=0.0.0.0:50051] [--data_dir=DIR] ...");
-  switchboard::InitLogging("event-broker", absl::GetFlag(FLAGS_log_level));
+  switchboard::InitService(argc, argv, "event-broker",
+                           "durable gRPC publish/subscribe with consumer groups.\n"
+                           "Usage: event-broker [--grpc_addr=0.0.0.0:50051] [--data_dir=DIR] ...");
   return switchboard::broker::Run();
 }

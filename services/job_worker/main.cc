@@ -120,10 +120,8 @@ int Run() {
 }  // namespace switchboard::jobs
 
 int main(int argc, char** argv) {
-  switchboard::BlockShutdownSignals();
-  switchboard::InitFlags(argc, argv,
-                         "runs the jobs that events trigger and reports their lifecycle.\n"
-                         "Usage: job-worker [--broker=HOST:PORT] [--config=FILE] ...");
-  switchboard::InitLogging("job-worker", absl::GetFlag(FLAGS_log_level));
+  switchboard::InitService(argc, argv, "job-worker",
+                           "runs the jobs that events trigger and reports their lifecycle.\n"
+                           "Usage: job-worker [--broker=HOST:PORT] [--config=FILE] ...");
   return switchboard::jobs::Run();
 }

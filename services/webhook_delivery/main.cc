@@ -136,13 +136,11 @@ int Run() {
 }  // namespace switchboard::webhooks
 
 int main(int argc, char** argv) {
-  switchboard::BlockShutdownSignals();
-  switchboard::InitFlags(argc, argv,
-                         "delivers events as signed, retried, durable HTTP callbacks.\n"
-                         "Usage: webhook-delivery [--broker=HOST:PORT] [--data_dir=DIR] ...",
-                         {{"WEBHOOK_MAX_RETRIES", "webhook_max_retries"},
-                          {"WEBHOOK_RETRY_DELAY", "webhook_retry_delay"},
-                          {"WEBHOOK_TIMEOUT", "webhook_timeout"}});
-  switchboard::InitLogging("webhook-delivery", absl::GetFlag(FLAGS_log_level));
+  switchboard::InitService(argc, argv, "webhook-delivery",
+                           "delivers events as signed, retried, durable HTTP callbacks.\n"
+                           "Usage: webhook-delivery [--broker=HOST:PORT] [--data_dir=DIR] ...",
+                           {{"WEBHOOK_MAX_RETRIES", "webhook_max_retries"},
+                            {"WEBHOOK_RETRY_DELAY", "webhook_retry_delay"},
+                            {"WEBHOOK_TIMEOUT", "webhook_timeout"}});
   return switchboard::webhooks::Run();
 }

@@ -156,10 +156,8 @@ int Run() {
 }  // namespace switchboard
 
 int main(int argc, char** argv) {
-  switchboard::BlockShutdownSignals();
-  switchboard::InitFlags(argc, argv,
-                         "a sample webhook receiver that verifies Standard Webhooks signatures.",
-                         {{"WEBHOOK_SECRET", "secret"}});
-  switchboard::InitLogging("webhook-receiver", absl::GetFlag(FLAGS_log_level));
+  switchboard::InitService(argc, argv, "webhook-receiver",
+                           "a sample webhook receiver that verifies Standard Webhooks signatures.",
+                           {{"WEBHOOK_SECRET", "secret"}});
   return switchboard::Run();
 }
