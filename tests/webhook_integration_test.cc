@@ -30,6 +30,17 @@ using testing::WaitUntil;
 
 constexpr char kSecret[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+// The webhook in a JSON answer of the admin port.
+webhooks::v1::Webhook HookFromJson(const std::string& body) {
+  webhooks::v1::Webhook w;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(body, &w).ok()) << body;
+  return w;
+}
+
+int64_t Ms(const google::protobuf::Duration& d) {
+  return google::protobuf::util::TimeUtil::DurationToMilliseconds(d);
+}
+
 class WebhookIT : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -310,6 +321,170 @@ TEST_F(WebhookIT, BadRegistrationsAndPrivateTargetsAreRefused) {
   grpc::ClientContext ctx;
   ASSERT_TRUE(webhook_stub_->ListWebhooks(&ctx, {}, &list).ok());
   EXPECT_EQ(list.webhooks_size(), 0);
+}
+
+// The original design's registration bodies through the JSON route, with
+// durations as numbers of milliseconds; protobuf's duration strings and the
+// proto field names keep working.
+TEST_F(WebhookIT, DesignRegistrationBodiesOverJsonTakeMilliseconds) {
+  const std::string addr = webhooks_->http_addr();
+  // §4 "Webhook Registration", verbatim but for the secret: the design's
+  // "webhook-secret-key" is no Standard Webhooks secret ("whsec_" + base64).
+  auto r = HttpRequest(
+      addr, "POST", "/api/webhooks/register",
+      absl::StrCat(R"({"url":"https://api.external.com/webhooks/orders","secret":")", kSecret,
+                   R"(","events":["order.created","order.payment_completed","order.completed"],)"
+                   R"("retryAttempts":3,"retryDelay":5000,"timeout":30000})"));
+  ASSERT_EQ(r.status, 201) << r.body;
+  webhooks::v1::Webhook hook = HookFromJson(r.body);
+  EXPECT_EQ(hook.url(), "https://api.external.com/webhooks/orders");
+  EXPECT_EQ(hook.events_size(), 3);
+  EXPECT_EQ(hook.secret(), std::string(kSecret));
+  EXPECT_EQ(hook.retry_attempts(), 3u);
+  EXPECT_EQ(Ms(hook.retry_delay()), 5000);
+  EXPECT_EQ(Ms(hook.timeout()), 30000);
+  webhooks::v1::GetWebhookRequest get;
+  get.set_id(hook.id());
+  webhooks::v1::Webhook stored;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(webhook_stub_->GetWebhook(&ctx, get, &stored).ok());
+  }
+  EXPECT_EQ(Ms(stored.retry_delay()), 5000) << "gRPC sees what the JSON route stored";
+  EXPECT_EQ(Ms(stored.timeout()), 30000);
+
+  // §6 "External System Integration": no durations, so the defaults.
+  r = HttpRequest(addr, "POST", "/api/webhooks/register",
+                  absl::StrCat(R"({"url":"https://crm.example.com/webhooks/orders","secret":")",
+                               kSecret, R"(","events":["order.completed"],"retryAttempts":5})"));
+  ASSERT_EQ(r.status, 201) << r.body;
+  hook = HookFromJson(r.body);
+  EXPECT_EQ(hook.retry_attempts(), 5u);
+  EXPECT_EQ(Ms(hook.retry_delay()), 5000) << "WEBHOOK_RETRY_DELAY default";
+  EXPECT_EQ(Ms(hook.timeout()), 30000) << "WEBHOOK_TIMEOUT default";
+
+  // Duration strings and snake_case names, as before.
+  r = HttpRequest(addr, "POST", "/api/webhooks/register",
+                  absl::StrCat(R"({"url":")", HookUrl(),
+                               R"(","events":["order.*"],"retry_delay":"0.250s","timeout":"2s"})"));
+  ASSERT_EQ(r.status, 201) << r.body;
+  hook = HookFromJson(r.body);
+  EXPECT_EQ(Ms(hook.retry_delay()), 250);
+  EXPECT_EQ(Ms(hook.timeout()), 2000);
+  r = HttpRequest(addr, "GET", "/api/webhooks");
+  ASSERT_EQ(r.status, 200) << r.body;
+  webhooks::v1::ListWebhooksResponse list;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.body, &list).ok()) << r.body;
+  EXPECT_EQ(list.webhooks_size(), 3);
+}
+
+TEST_F(WebhookIT, JsonUpdateTakesMillisecondsAndDurationStrings) {
+  const std::string addr = webhooks_->http_addr();
+  webhooks::v1::Webhook hook;
+  ASSERT_TRUE(Register(HookUrl(), &hook).ok());
+  const std::string path = "/api/webhooks/" + hook.id();
+  auto r =
+      HttpRequest(addr, "PATCH", path, R"({"retryAttempts":4,"retryDelay":7000,"timeout":10000})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  webhooks::v1::Webhook updated = HookFromJson(r.body);
+  EXPECT_EQ(updated.retry_attempts(), 4u);
+  EXPECT_EQ(Ms(updated.retry_delay()), 7000);
+  EXPECT_EQ(Ms(updated.timeout()), 10000);
+  EXPECT_TRUE(updated.secret().empty()) << "only register and rotate answer the secret";
+  EXPECT_EQ(updated.url(), HookUrl()) << "fields left out keep their value";
+
+  r = HttpRequest(addr, "PATCH", path, R"({"retry_delay":1500,"timeout":"2.5s"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  updated = HookFromJson(r.body);
+  EXPECT_EQ(Ms(updated.retry_delay()), 1500);
+  EXPECT_EQ(Ms(updated.timeout()), 2500);
+
+  // A duration-looking text inside a string value is not touched.
+  r = HttpRequest(addr, "PATCH", path,
+                  R"({"description":"say \"retryDelay\":-1, {[ unbalanced","retryDelay":2500})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  r = HttpRequest(addr, "GET", path);
+  ASSERT_EQ(r.status, 200) << r.body;
+  updated = HookFromJson(r.body);
+  EXPECT_EQ(updated.description(), R"(say "retryDelay":-1, {[ unbalanced)");
+  EXPECT_EQ(Ms(updated.retry_delay()), 2500);
+  EXPECT_EQ(Ms(updated.timeout()), 2500);
+  EXPECT_EQ(HttpRequest(addr, "PATCH", "/api/webhooks/wh_nope", "{}").status, 404);
+}
+
+TEST_F(WebhookIT, JsonBadDurationsNameTheFieldAndChangeNothing) {
+  const std::string addr = webhooks_->http_addr();
+  webhooks::v1::Webhook hook;
+  ASSERT_TRUE(Register(HookUrl(), &hook).ok());
+  auto stored = [&] {
+    webhooks::v1::GetWebhookRequest get;
+    get.set_id(hook.id());
+    webhooks::v1::Webhook w;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(webhook_stub_->GetWebhook(&ctx, get, &w).ok());
+    return w;
+  };
+  const webhooks::v1::Webhook before = stored();
+  struct Case {
+    std::string members;  // a JSON object
+    std::string named;    // what the error message names
+  };
+  for (const Case& c : std::vector<Case>{
+           {R"({"retryDelay":-1})", "retryDelay: "},
+           {R"({"retryDelay":5000.5})", "retryDelay: "},
+           {R"({"retryDelay":NaN})", "retryDelay: "},
+           {R"({"retryDelay":true})", "retryDelay: "},
+           {R"({"timeout":1e300})", "timeout: "},
+           {R"({"timeout":Infinity})", "timeout: "},
+           {R"({"retry_delay":-250})", "retry_delay: "},
+           {R"({"retryAttempts":2,"timeout":-30000})", "timeout: "},
+           // Converted, then out of the service's range (24 h; 100 ms).
+           {R"({"retryDelay":86400001})", "retry_delay"},
+           {R"({"timeout":0})", "timeout"},
+           // Strings go to protobuf's duration parser as before.
+           {R"({"retryDelay":"5 seconds"})", "duration"},
+       }) {
+    auto r = HttpRequest(addr, "PATCH", "/api/webhooks/" + hook.id(), c.members);
+    EXPECT_EQ(r.status, 400) << c.members << " -> " << r.body;
+    EXPECT_THAT(r.body, ::testing::HasSubstr(c.named)) << c.members;
+    r = HttpRequest(
+        addr, "POST", "/api/webhooks/register",
+        absl::StrCat(R"({"url":")", HookUrl(), R"(","events":["order.*"],)", c.members.substr(1)));
+    EXPECT_EQ(r.status, 400) << c.members << " -> " << r.body;
+    EXPECT_THAT(r.body, ::testing::HasSubstr(c.named)) << c.members;
+  }
+  auto r = HttpRequest(addr, "PATCH", "/api/webhooks/" + hook.id(), R"({"id":"wh_other"})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_THAT(r.body, ::testing::HasSubstr("id: "));
+  EXPECT_EQ(stored().DebugString(), before.DebugString()) << "a refused update changed nothing";
+  webhooks::v1::ListWebhooksResponse list;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(webhook_stub_->ListWebhooks(&ctx, {}, &list).ok());
+  EXPECT_EQ(list.webhooks_size(), 1) << "a refused registration stored nothing";
+}
+
+// The design's event bodies (createEvent of order.created, job.enqueued and
+// job.started) through the broker's JSON route, then traced.
+TEST_F(WebhookIT, DesignEventBodiesPublishOverTheBrokersJson) {
+  const std::string addr = broker_->http_addr();
+  for (const std::string& body : {
+           std::string(R"({"type":"order.created","source":"checkout-service",)"
+                       R"("correlationId":"checkout_789","userId":"user_456",)"
+                       R"("data":{"orderId":"ord_123","customerId":"user_456","total":"99.99"}})"),
+           std::string(R"({"type":"job.enqueued","correlationId":"checkout_789",)"
+                       R"("data":{"jobId":"job_1","jobType":"order-creation",)"
+                       R"("queueName":"order-processing"}})"),
+           std::string(R"({"type":"job.started","correlationId":"checkout_789",)"
+                       R"("data":{"jobId":"job_1","workerId":"worker_1",)"
+                       R"("startedAt":"2024-01-01T10:00:00Z"}})"),
+       }) {
+    auto r = HttpRequest(addr, "POST", "/api/events/test", body);
+    EXPECT_EQ(r.status, 200) << body << " -> " << r.body;
+  }
+  auto r = HttpRequest(addr, "GET", "/api/events/history?limit=50&correlation_id=checkout_789");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.body, ::testing::HasSubstr("\"orderId\":\"ord_123\""));
+  EXPECT_THAT(r.body, ::testing::HasSubstr("\"workerId\":\"worker_1\""));
 }
 
 }  // namespace

@@ -91,6 +91,41 @@ int HttpStatusFor(absl::StatusCode code) {
   }
 }
 
+absl::Status CheckJsonNesting(absl::string_view body, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < body.size(); ++i) {
+    char c = body[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character cannot end the string
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_string = true;
+        break;
+      case '{':
+      case '[':
+        if (++depth > max_depth) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "body: JSON nested deeper than ", max_depth, " levels (at byte ", i, ")"));
+        }
+        break;
+      case '}':
+      case ']':
+        if (depth > 0) --depth;
+        break;
+      default:
+        break;
+    }
+  }
+  return absl::OkStatus();
+}
+
 HttpResponse ErrorResponse(const absl::Status& status) {
   std::string code = StatusCodeName(status.code());
   // absl names codes "INVALID_ARGUMENT"-style only through this mapping.
@@ -183,10 +218,13 @@ int AdminHttpServer::HandleRequest(mg_connection* conn, void* self_ptr) {
       }
     }
   }
+  absl::Status nesting = too_large ? absl::OkStatus() : CheckJsonNesting(req.body);
   if (too_large) {
     resp = ErrorResponse(
         absl::InvalidArgumentError(absl::StrCat("body: larger than ", kMaxBodyBytes, " bytes")));
     resp.status = 413;
+  } else if (!nesting.ok()) {
+    resp = ErrorResponse(nesting);
   } else {
     resp = self->Dispatch(req);
   }

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "prometheus/registry.h"
 
 struct mg_context;
@@ -37,6 +38,16 @@ using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 // the HTTP status that matches the status code (400 for INVALID_ARGUMENT...).
 HttpResponse ErrorResponse(const absl::Status& status);
 int HttpStatusFor(absl::StatusCode code);
+
+// JSON bodies nested deeper than this are refused before any handler parses
+// them (protobuf's binary parser has the same limit): protobuf's JSON parser
+// recurses per level and costs super-linear CPU on deep nesting.
+inline constexpr int kMaxJsonNesting = 100;
+
+// OK, or INVALID_ARGUMENT when `body` nests objects/arrays deeper than
+// `max_depth`. One pass, O(size), no allocation; strings are skipped so
+// brackets inside them do not count. Does not otherwise validate the JSON.
+absl::Status CheckJsonNesting(absl::string_view body, int max_depth = kMaxJsonNesting);
 
 // The admin port of every binary (civetweb): /metrics from the one registry
 // made in main, /healthz (process up), /readyz (ready to serve), and the JSON

@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "prometheus/counter.h"
@@ -76,6 +78,59 @@ TEST(AdminHttpTest, ErrorResponseNamesCode) {
   HttpResponse r = ErrorResponse(absl::InvalidArgumentError("event.type: bad"));
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(r.body, "{\"error\":{\"code\":\"INVALID_ARGUMENT\",\"message\":\"event.type: bad\"}}");
+}
+
+}  // namespace
+}  // namespace switchboard
+
+namespace switchboard {
+namespace {
+
+std::string Nested(int depth) {
+  return std::string(depth, '[') + std::string(depth, ']');
+}
+
+TEST(JsonNestingTest, AllowsTheLimitAndRefusesDeeper) {
+  EXPECT_TRUE(CheckJsonNesting("{\"a\":" + Nested(kMaxJsonNesting - 1) + "}").ok());
+  absl::Status s = CheckJsonNesting("{\"a\":" + Nested(kMaxJsonNesting) + "}");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("deeper than 100 levels"), absl::string_view::npos) << s;
+}
+
+TEST(JsonNestingTest, BracketsInsideStringsDoNotCount) {
+  std::string quoted = "{\"a\":\"" + Nested(500) + "\\\"[[[[\"}";
+  EXPECT_TRUE(CheckJsonNesting(quoted).ok());
+  // Depth comes back down: many shallow siblings are fine.
+  std::string wide = "[";
+  for (int i = 0; i < 10000; ++i) wide += Nested(50) + ",";
+  wide += "1]";
+  EXPECT_TRUE(CheckJsonNesting(wide).ok());
+}
+
+// The probe from the robustness issue: 100 000 levels (200 KB) pinned a
+// civetweb thread for over a minute in protobuf's JSON parser. Now it is
+// refused with 400 before any route runs.
+TEST(AdminHttpTest, DeeplyNestedBodyIsRefusedBeforeTheHandler) {
+  AdminHttpServer server(std::make_shared<prometheus::Registry>());
+  std::atomic<int> handled{0};
+  server.Route("POST", "/api/events/test", [&](const HttpRequest&) {
+    ++handled;
+    return HttpResponse{200, "application/json", "{}"};
+  });
+  absl::StatusOr<int> port = server.Start("127.0.0.1:0");
+  ASSERT_TRUE(port.ok()) << port.status();
+  std::string body = "{\"type\":\"order.created\",\"data\":{\"a\":" + Nested(100000) + "}}";
+  std::string resp = HttpCall(*port, absl::StrCat("POST /api/events/test HTTP/1.0\r\nContent-Length: ",
+                                                  body.size(), "\r\n\r\n", body));
+  EXPECT_NE(resp.find(" 400 "), std::string::npos) << resp.substr(0, 300);
+  EXPECT_NE(resp.find("nested deeper than 100 levels"), std::string::npos) << resp.substr(0, 300);
+  EXPECT_EQ(handled.load(), 0);
+  // A body at the limit still reaches the route.
+  std::string ok_body = "{\"a\":" + Nested(kMaxJsonNesting - 1) + "}";
+  resp = HttpCall(*port, absl::StrCat("POST /api/events/test HTTP/1.0\r\nContent-Length: ",
+                                      ok_body.size(), "\r\n\r\n", ok_body));
+  EXPECT_NE(resp.find(" 200 "), std::string::npos) << resp.substr(0, 300);
+  EXPECT_EQ(handled.load(), 1);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@ namespace {
 
 constexpr size_t kFillReadChunk = 512;
 constexpr size_t kFillMaxScan = 8192;
+constexpr size_t kMaxReplayPerCall = 10000;
 
 std::string MakeAckId(uint64_t seq, uint32_t attempt) { return absl::StrCat(seq, "-", attempt); }
 
@@ -325,7 +326,11 @@ class Group : public std::enable_shared_from_this<Group> {
           continue;
         }
         unblocked |= ReleaseMemberLocked(it->second);
-        if (it->second.awaiting) redeliver_.erase({it->second.available_at, seq});
+        if (it->second.awaiting) {
+          redeliver_.erase({it->second.available_at, seq});
+        } else {
+          deadlines_.erase({it->second.deadline, seq});
+        }
         pending_.erase(it);
         ops.push_back(Op(GroupOp::Kind::kRemovePending, seq));
         resp.set_acked(resp.acked() + 1);
@@ -364,27 +369,30 @@ class Group : public std::enable_shared_from_this<Group> {
     for (uint64_t seq : seqs) {
       auto it = pending_.find(seq);
       if (it == pending_.end() || it->second.awaiting) continue;
+      deadlines_.erase({it->second.deadline, seq});
       it->second.deadline = at;
+      deadlines_.insert({at, seq});
       ++n;
     }
     return n;
   }
 
-  // Ack deadlines that passed: the event goes back for redelivery.
+  // Ack deadlines that passed: the event goes back for redelivery. Looks
+  // only at the deliveries whose deadline passed (deadlines_ is ordered), not
+  // at every pending event.
   void Expire(absl::Time now) {
     std::vector<GroupOp> ops;
     std::vector<std::shared_ptr<GroupMember>> wake;
     {
       absl::MutexLock lock(&mu_);
-      for (auto it = pending_.begin(); it != pending_.end();) {
-        Pending& p = it->second;
-        if (!p.awaiting && p.deadline <= now) {
-          if (RequeueLocked(it->first, p, now, &ops)) {
-            it = pending_.erase(it);
-            continue;
-          }
+      while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+        uint64_t seq = deadlines_.begin()->second;
+        auto it = pending_.find(seq);
+        if (it == pending_.end() || it->second.awaiting) {
+          deadlines_.erase(deadlines_.begin());
+          continue;
         }
-        ++it;
+        if (RequeueLocked(seq, it->second, now, &ops)) pending_.erase(it);
       }
       if (!redeliver_.empty() && redeliver_.begin()->first <= now) wake = MembersLocked();
     }
@@ -490,6 +498,7 @@ class Group : public std::enable_shared_from_this<Group> {
   bool RequeueLocked(uint64_t seq, Pending& p, absl::Time available_at, std::vector<GroupOp>* ops)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     ReleaseMemberLocked(p);
+    if (!p.awaiting) deadlines_.erase({p.deadline, seq});
     if (p.attempts >= rec_.max_deliveries) {
       GroupOp op = Op(GroupOp::Kind::kDeadLetter, seq, p.attempts);
       op.event = p.ev;
@@ -565,6 +574,8 @@ class Group : public std::enable_shared_from_this<Group> {
   bool fill_pending_ ABSL_GUARDED_BY(mu_) = false;
   std::map<uint64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<absl::Time, uint64_t>> redeliver_ ABSL_GUARDED_BY(mu_);
+  // (ack deadline, seq) of every delivered, unacked event.
+  std::set<std::pair<absl::Time, uint64_t>> deadlines_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<GroupMember>> members_ ABSL_GUARDED_BY(mu_);
   uint64_t redelivered_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t dead_lettered_ ABSL_GUARDED_BY(mu_) = 0;
@@ -681,6 +692,7 @@ std::optional<Outgoing> Group::NextFor(GroupMember* member) {
       p.attempts++;
       p.member = member;
       p.deadline = now + member->ack_deadline_;
+      deadlines_.insert({p.deadline, seq});
       member->in_flight_++;
       if (p.attempts > 1) {
         ++redelivered_;
@@ -697,6 +709,7 @@ std::optional<Outgoing> Group::NextFor(GroupMember* member) {
       p.attempts = 1;
       p.member = member;
       p.deadline = now + member->ack_deadline_;
+      deadlines_.insert({p.deadline, seq});
       member->in_flight_++;
       ops.push_back(Op(GroupOp::Kind::kSetPending, seq, 1));
       ops.back().first_write = true;
@@ -856,13 +869,33 @@ absl::StatusOr<std::vector<NewEvent>> Broker::Prepare(absl::Span<events::v1::Eve
 }
 
 void Broker::Append(std::vector<NewEvent> events, PublishCallback done) {
-  if (shutting_down_) {
-    done(absl::UnavailableError("broker is shutting down"));
-    return;
+  size_t bytes = 0;
+  for (const NewEvent& e : events) bytes += e.payload.size() + e.id.size() + e.type.size();
+  absl::Status refused;
+  {
+    // Checked under the writer's lock: once the writer has stopped nothing
+    // can be queued where it would never be answered.
+    absl::MutexLock lock(&write_mu_);
+    if (stop_writer_ || shutting_down_) {
+      refused = absl::UnavailableError("broker is shutting down");
+    } else if (!publish_queue_.empty() &&
+               queued_publish_bytes_ + bytes > config_.max_queued_publish_bytes) {
+      refused = absl::ResourceExhaustedError(
+          absl::StrCat("publish queue full: ", queued_publish_bytes_,
+                       " bytes wait for the store (limit ", config_.max_queued_publish_bytes,
+                       "); retry with backoff"));
+    } else {
+      publish_queue_.push_back(
+          PublishWork{std::move(events), std::move(done), absl::Now(), bytes});
+      queued_publish_bytes_ += bytes;
+      ++enqueued_writes_;
+      return;
+    }
   }
-  absl::MutexLock lock(&write_mu_);
-  publish_queue_.push_back(PublishWork{std::move(events), std::move(done), absl::Now()});
-  ++enqueued_writes_;
+  if (refused.code() == absl::StatusCode::kResourceExhausted) {
+    metrics_->publishes_refused.Increment();
+  }
+  done(refused);
 }
 
 void Broker::Publish(std::vector<events::v1::Event> events, PublishCallback done) {
@@ -895,15 +928,16 @@ absl::StatusOr<std::vector<PublishResult>> Broker::PublishAndWait(
 void Broker::EnqueueOps(std::vector<GroupOp> ops) {
   if (ops.empty()) return;
   absl::MutexLock lock(&write_mu_);
-  for (GroupOp& op : ops) op_queue_.push_back(std::move(op));
-  ++enqueued_writes_;
+  uint64_t ticket = ++enqueued_writes_;
+  for (GroupOp& op : ops) op_queue_.push_back(QueuedOp{std::move(op), ticket, 0});
 }
 
 void Broker::FlushWrites() {
   absl::MutexLock lock(&write_mu_);
   uint64_t target = enqueued_writes_;
-  auto done = [this, target]()
-                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) { return committed_writes_ >= target; };
+  auto done = [this, target]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+    return durable_upto_ >= target || stop_writer_;
+  };
   write_mu_.Await(absl::Condition(&done));
 }
 
@@ -911,22 +945,42 @@ void Broker::WriterLoop() {
   SetThreadName("sb-writer");
   while (true) {
     std::deque<PublishWork> works;
-    std::vector<GroupOp> ops;
-    uint64_t taken;
+    std::vector<QueuedOp> ops;
+    uint64_t taken_upto;
     {
       absl::MutexLock lock(&write_mu_);
       auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
-        return !publish_queue_.empty() || !op_queue_.empty() || stop_writer_;
+        return !publish_queue_.empty() || !op_queue_.empty() || stop_writer_ ||
+               (!retry_ops_.empty() && absl::Now() >= retry_ops_at_);
       };
-      write_mu_.Await(absl::Condition(&has_work));
-      if (publish_queue_.empty() && op_queue_.empty()) return;
+      // Timed: refused ops are retried after a pause even with nothing new.
+      write_mu_.AwaitWithDeadline(absl::Condition(&has_work), retry_ops_at_);
+      if (stop_writer_ && publish_queue_.empty() && op_queue_.empty()) return;
       works.swap(publish_queue_);
-      ops.swap(op_queue_);
-      taken = enqueued_writes_ - committed_writes_;
+      queued_publish_bytes_ = 0;
+      if (!retry_ops_.empty() && (absl::Now() >= retry_ops_at_ || stop_writer_)) {
+        // Older than anything queued since: first, so coalescing keeps order.
+        ops.swap(retry_ops_);
+        retry_ops_at_ = absl::InfiniteFuture();
+      }
+      for (QueuedOp& op : op_queue_) ops.push_back(std::move(op));
+      op_queue_.clear();
+      taken_upto = enqueued_writes_;
     }
-    CommitOnce(works, ops);
+    metrics_->queued_publish_bytes.Set(0);
+    std::vector<QueuedOp> retry = CommitOnce(works, std::move(ops));
     absl::MutexLock lock(&write_mu_);
-    committed_writes_ += taken;
+    uint64_t durable = taken_upto;
+    for (const QueuedOp& op : retry) durable = std::min(durable, op.ticket - 1);
+    for (const QueuedOp& op : retry_ops_) durable = std::min(durable, op.ticket - 1);
+    if (!retry.empty()) {
+      retry_ops_.insert(retry_ops_.begin(), std::make_move_iterator(retry.begin()),
+                        std::make_move_iterator(retry.end()));
+      int failures = 0;
+      for (const QueuedOp& op : retry_ops_) failures = std::max(failures, op.failures);
+      retry_ops_at_ = absl::Now() + absl::Milliseconds(100) * (1 << std::min(failures, 6));
+    }
+    durable_upto_ = std::max(durable_upto_, durable);
   }
 }
 
@@ -934,11 +988,11 @@ namespace {
 
 // Drops group ops made moot by a later op on the same key within one commit
 // (a delivery acked before it was ever written costs one delete, no insert).
-std::vector<GroupOp> Coalesce(std::vector<GroupOp>& ops) {
+std::vector<QueuedOp> Coalesce(std::vector<QueuedOp>& ops) {
   absl::flat_hash_map<std::string, size_t> last;
   std::vector<bool> skip(ops.size(), false);
   for (size_t i = 0; i < ops.size(); ++i) {
-    const GroupOp& op = ops[i];
+    const GroupOp& op = ops[i].op;
     std::string key;
     switch (op.kind) {
       case GroupOp::Kind::kSetCursor:
@@ -953,10 +1007,10 @@ std::vector<GroupOp> Coalesce(std::vector<GroupOp>& ops) {
     }
     auto [it, inserted] = last.try_emplace(key, i);
     if (inserted) continue;
-    const GroupOp& prev = ops[it->second];
+    const GroupOp& prev = ops[it->second].op;
     skip[it->second] = true;
     if (op.kind == GroupOp::Kind::kRemovePending && prev.kind == GroupOp::Kind::kSetPending &&
-        prev.first_write) {
+        prev.first_write && ops[it->second].failures == 0) {
       // Delivered and acked within one commit: nothing to write at all.
       skip[i] = true;
       last.erase(it);
@@ -964,7 +1018,7 @@ std::vector<GroupOp> Coalesce(std::vector<GroupOp>& ops) {
     }
     it->second = i;
   }
-  std::vector<GroupOp> out;
+  std::vector<QueuedOp> out;
   out.reserve(ops.size());
   for (size_t i = 0; i < ops.size(); ++i) {
     if (!skip[i]) out.push_back(std::move(ops[i]));
@@ -972,17 +1026,58 @@ std::vector<GroupOp> Coalesce(std::vector<GroupOp>& ops) {
   return out;
 }
 
+std::vector<GroupOp> TakeOps(std::vector<QueuedOp>& ops) {
+  std::vector<GroupOp> out;
+  out.reserve(ops.size());
+  for (QueuedOp& q : ops) out.push_back(std::move(q.op));
+  return out;
+}
+
+void GiveBackOps(std::vector<GroupOp>& from, std::vector<QueuedOp>& to) {
+  for (size_t i = 0; i < from.size(); ++i) to[i].op = std::move(from[i]);
+}
+
 }  // namespace
 
 void Broker::ExpireDedupe(absl::Time now) {
-  while (!dedupe_order_.empty() && dedupe_order_.front().first < now - config_.dedupe_window) {
+  while (!dedupe_order_.empty() && (dedupe_order_.front().first < now - config_.dedupe_window ||
+                                    dedupe_order_.size() > config_.max_dedupe_keys)) {
     auto it = dedupe_.find(dedupe_order_.front().second);
     if (it != dedupe_.end()) dedupe_.erase(it);
     dedupe_order_.pop_front();
   }
 }
 
-void Broker::CommitOnce(std::deque<PublishWork>& works, std::vector<GroupOp>& ops) {
+std::vector<QueuedOp> Broker::CommitOpsAlone(std::vector<QueuedOp> ops, absl::Time now) {
+  std::vector<QueuedOp> retry;
+  if (ops.empty()) return retry;
+  WriteBatch batch;
+  batch.ops = TakeOps(ops);
+  if (store_->Commit(batch, now).ok()) return retry;
+  GiveBackOps(batch.ops, ops);
+  // One op may be what the store refuses: apply them one by one so the
+  // others are stored, and give up on an op only after repeated refusals.
+  for (QueuedOp& q : ops) {
+    WriteBatch one;
+    one.ops.push_back(q.op);
+    absl::StatusOr<uint64_t> r = store_->Commit(one, now);
+    if (r.ok()) continue;
+    if (++q.failures >= config_.max_op_failures) {
+      metrics_->group_ops_dropped.Increment();
+      LogError("group state change dropped after repeated store failures",
+               {{"group", q.op.group.name},
+                {"sequence", q.op.seq},
+                {"kind", static_cast<int>(q.op.kind)},
+                {"error", r.status().ToString()}});
+      continue;
+    }
+    retry.push_back(std::move(q));
+  }
+  return retry;
+}
+
+std::vector<QueuedOp> Broker::CommitOnce(std::deque<PublishWork>& works,
+                                         std::vector<QueuedOp> queued_ops) {
   absl::Time now = clock_->Now();
   ExpireDedupe(now);
   std::vector<std::vector<PublishResult>> results(works.size());
@@ -1017,10 +1112,21 @@ void Broker::CommitOnce(std::deque<PublishWork>& works, std::vector<GroupOp>& op
       batch.events.push_back(&ev);
     }
   }
-  std::vector<GroupOp> coalesced = Coalesce(ops);
-  batch.ops = std::move(coalesced);
+  std::vector<QueuedOp> ops = Coalesce(queued_ops);
+  std::vector<QueuedOp> retry;
+  batch.ops = TakeOps(ops);
   absl::Time t0 = absl::Now();
   absl::StatusOr<uint64_t> first = store_->Commit(batch, now);
+  if (!first.ok() && !batch.ops.empty()) {
+    // Group state must never fail the publishes riding with it: commit the
+    // events alone, and the ops apart (isolating any the store refuses).
+    LogWarn("store commit failed; committing events and group state apart",
+            {{"error", first.status().ToString()}});
+    GiveBackOps(batch.ops, ops);
+    batch.ops.clear();
+    first = batch.events.empty() ? absl::StatusOr<uint64_t>(0) : store_->Commit(batch, now);
+    retry = CommitOpsAlone(std::move(ops), now);
+  }
   metrics_->commit_latency.Observe(absl::ToDoubleSeconds(absl::Now() - t0));
   if (!first.ok()) {
     LogError("store commit failed", {{"error", first.status().ToString()},
@@ -1028,11 +1134,7 @@ void Broker::CommitOnce(std::deque<PublishWork>& works, std::vector<GroupOp>& op
     for (PublishWork& w : works)
       w.done(
           absl::UnavailableError(absl::StrCat("store commit failed: ", first.status().message())));
-    // Group state changes are retried with the next commit.
-    absl::MutexLock lock(&write_mu_);
-    op_queue_.insert(op_queue_.begin(), std::make_move_iterator(batch.ops.begin()),
-                     std::make_move_iterator(batch.ops.end()));
-    return;
+    return retry;
   }
   uint64_t prev_last = last_seq_.load();
   std::vector<EventPtr> committed;
@@ -1080,6 +1182,7 @@ void Broker::CommitOnce(std::deque<PublishWork>& works, std::vector<GroupOp>& op
     metrics_->publish_latency.Observe(absl::ToDoubleSeconds(acked - works[w].received));
     works[w].done(std::move(results[w]));
   }
+  return retry;
 }
 
 void Broker::Dispatch(const std::vector<EventPtr>& events, uint64_t prev_last) {
@@ -1158,24 +1261,36 @@ void Broker::Tick() {
     g->Expire(now);
     g->UpdateGauges(last);
   }
+  absl::MutexLock lock(&tick_mu_);
   if (absl::Now() >= next_maintenance_) {
     next_maintenance_ = absl::Now() + absl::Milliseconds(200);
     store_->Maintain();
   }
   if (now >= next_retention_) {
     next_retention_ = now + config_.retention_interval;
-    absl::StatusOr<uint64_t> deleted =
-        store_->ApplyRetention(now, config_.retention_age, config_.retention_count, 100000);
+    RunRetention(now);
+  }
+}
+
+// In chunks, each its own short store transaction, so commits interleave
+// with a large deletion instead of waiting behind it.
+void Broker::RunRetention(absl::Time now) {
+  uint64_t total = 0;
+  while (!shutting_down_) {
+    absl::StatusOr<uint64_t> deleted = store_->ApplyRetention(
+        now, config_.retention_age, config_.retention_count, config_.retention_chunk);
     if (!deleted.ok()) {
       LogError("retention failed", {{"error", deleted.status().ToString()}});
-    } else if (*deleted > 0) {
-      metrics_->retention_deleted.Increment(static_cast<double>(*deleted));
-      LogInfo("retention removed events", {{"deleted", *deleted}});
+      break;
     }
-    metrics_->storage_bytes.Set(static_cast<double>(store_->StorageBytes()));
-    if (absl::StatusOr<StoreBounds> b = store_->Bounds(); b.ok()) {
-      metrics_->stored_events.Set(static_cast<double>(b->count));
-    }
+    total += *deleted;
+    metrics_->retention_deleted.Increment(static_cast<double>(*deleted));
+    if (*deleted < config_.retention_chunk) break;
+  }
+  if (total > 0) LogInfo("retention removed events", {{"deleted", total}});
+  metrics_->storage_bytes.Set(static_cast<double>(store_->StorageBytes()));
+  if (absl::StatusOr<StoreBounds> b = store_->Bounds(); b.ok()) {
+    metrics_->stored_events.Set(static_cast<double>(b->count));
   }
 }
 
@@ -1441,18 +1556,26 @@ absl::StatusOr<v1::ReplayDeadLettersResponse> Broker::ReplayDeadLetters(
   if (!g.ok()) return g.status();
   // Dead letters are written asynchronously with the group's other state.
   FlushWrites();
+  if (req.sequences_size() > static_cast<int>(kMaxReplayPerCall)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequences: at most ", kMaxReplayPerCall, " per call"));
+  }
+  // One call loads at most kMaxReplayPerCall dead letters; replaying "all"
+  // of a larger queue takes several calls (each answers how many it did).
   std::vector<DeadLetterRecord> chosen;
   uint64_t after = 0;
   std::set<uint64_t> wanted(req.sequences().begin(), req.sequences().end());
-  while (true) {
+  while (chosen.size() < kMaxReplayPerCall) {
     absl::StatusOr<std::vector<DeadLetterRecord>> page =
         store_->ListDeadLetters(req.group(), after, 1000);
     if (!page.ok()) return page.status();
     if (page->empty()) break;
     for (DeadLetterRecord& d : *page) {
       after = d.event->seq;
+      if (chosen.size() >= kMaxReplayPerCall) break;
       if (wanted.empty() || wanted.count(after)) chosen.push_back(std::move(d));
     }
+    if (!wanted.empty() && chosen.size() == wanted.size()) break;
   }
   if (!wanted.empty() && chosen.size() != wanted.size()) {
     std::set<uint64_t> found;

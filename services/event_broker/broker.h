@@ -47,6 +47,18 @@ struct BrokerConfig {
   bool run_housekeeping = true;
   absl::Duration housekeeping_interval = absl::Milliseconds(50);
   absl::Duration retention_interval = absl::Seconds(10);
+  // Retention deletes at most this many events per store transaction, so a
+  // large backlog never holds the store's write lock for long.
+  uint64_t retention_chunk = 2000;
+  // Publishes accepted but not yet committed, in serialized bytes. Past it a
+  // publish is refused with RESOURCE_EXHAUSTED (the store is not keeping up).
+  size_t max_queued_publish_bytes = 256u << 20;
+  // Client-chosen ids remembered for deduplication. Past it the oldest are
+  // forgotten before dedupe_window ends (a flood cannot grow memory).
+  size_t max_dedupe_keys = 2'000'000;
+  // A group-state change the store refuses this often is dropped (logged and
+  // counted): it must not block the writer or the publishes behind it.
+  int max_op_failures = 5;
 };
 
 struct PublishResult {
@@ -60,6 +72,15 @@ struct PublishWork {
   std::vector<NewEvent> events;
   PublishCallback done;
   absl::Time received;
+  size_t bytes = 0;
+};
+
+// A group-state change waiting for a commit; `ticket` orders it for
+// FlushWrites, `failures` counts refused commits.
+struct QueuedOp {
+  GroupOp op;
+  uint64_t ticket = 0;
+  int failures = 0;
 };
 
 // One delivery handed to a subscriber's stream.
@@ -157,7 +178,11 @@ class Broker {
   void WriterLoop();
   void FillLoop();
   void HousekeepingLoop();
-  void CommitOnce(std::deque<PublishWork>& works, std::vector<GroupOp>& ops);
+  // Commits the publishes and ops; returns the ops to try again later.
+  std::vector<QueuedOp> CommitOnce(std::deque<PublishWork>& works, std::vector<QueuedOp> ops);
+  // Ops only, isolating those the store refuses; returns those to retry.
+  std::vector<QueuedOp> CommitOpsAlone(std::vector<QueuedOp> ops, absl::Time now);
+  void RunRetention(absl::Time now);
   void Dispatch(const std::vector<EventPtr>& events, uint64_t prev_last);
   absl::StatusOr<uint64_t> StartCursor(const v1::SubscribeRequest& request);
   absl::StatusOr<std::shared_ptr<Group>> FindGroup(const std::string& name);
@@ -174,9 +199,15 @@ class Broker {
   // Writer: publishes and group ops waiting for the next commit.
   absl::Mutex write_mu_;
   std::deque<PublishWork> publish_queue_ ABSL_GUARDED_BY(write_mu_);
-  std::vector<GroupOp> op_queue_ ABSL_GUARDED_BY(write_mu_);
+  size_t queued_publish_bytes_ ABSL_GUARDED_BY(write_mu_) = 0;
+  std::vector<QueuedOp> op_queue_ ABSL_GUARDED_BY(write_mu_);
+  // Ops a commit refused, retried alone once retry_ops_at_ has passed.
+  std::vector<QueuedOp> retry_ops_ ABSL_GUARDED_BY(write_mu_);
+  absl::Time retry_ops_at_ ABSL_GUARDED_BY(write_mu_) = absl::InfiniteFuture();
+  // Every write (publish or op batch) gets a ticket; all tickets <=
+  // durable_upto_ are stored, answered with an error, or finally dropped.
   uint64_t enqueued_writes_ ABSL_GUARDED_BY(write_mu_) = 0;
-  uint64_t committed_writes_ ABSL_GUARDED_BY(write_mu_) = 0;
+  uint64_t durable_upto_ ABSL_GUARDED_BY(write_mu_) = 0;
   bool stop_writer_ ABSL_GUARDED_BY(write_mu_) = false;
 
   // Dedupe window, owned by the writer thread (no lock needed).
@@ -208,8 +239,10 @@ class Broker {
 
   absl::Mutex hk_mu_;
   bool stop_hk_ ABSL_GUARDED_BY(hk_mu_) = false;
-  absl::Time next_retention_ = absl::InfinitePast();
-  absl::Time next_maintenance_ = absl::InfinitePast();
+  // Housekeeping state: Tick() runs on the housekeeping thread (or a test's).
+  absl::Mutex tick_mu_ ABSL_ACQUIRED_AFTER(hk_mu_);
+  absl::Time next_retention_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();
+  absl::Time next_maintenance_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();
 
   std::thread writer_;
   std::thread filler_;

@@ -86,6 +86,23 @@ BrokerMetrics::BrokerMetrics(prometheus::Registry& r)
                               .Name("switchboard_broker_subscribers_dropped_total")
                               .Help("Subscribers ended because they fell behind retention.")
                               .Register(r)
-                              .Add({})) {}
+                              .Add({})),
+      publishes_refused(prometheus::BuildCounter()
+                            .Name("switchboard_broker_publishes_refused_total")
+                            .Help("Publish calls refused because the publish queue was full "
+                                  "(the store is not keeping up).")
+                            .Register(r)
+                            .Add({})),
+      group_ops_dropped(prometheus::BuildCounter()
+                            .Name("switchboard_broker_group_ops_dropped_total")
+                            .Help("Group state changes the store refused repeatedly and that "
+                                  "were dropped (a redelivery may follow).")
+                            .Register(r)
+                            .Add({})),
+      queued_publish_bytes(prometheus::BuildGauge()
+                               .Name("switchboard_broker_queued_publish_bytes")
+                               .Help("Serialized bytes of publishes waiting for a commit.")
+                               .Register(r)
+                               .Add({})) {}
 
 }  // namespace switchboard::broker

@@ -32,6 +32,9 @@ struct BrokerMetrics {
   prometheus::Family<prometheus::Counter>& events_delivered;    // {mode}
   prometheus::Counter& retention_deleted;
   prometheus::Counter& subscribers_dropped;
+  prometheus::Counter& publishes_refused;
+  prometheus::Counter& group_ops_dropped;
+  prometheus::Gauge& queued_publish_bytes;
 };
 
 }  // namespace switchboard::broker

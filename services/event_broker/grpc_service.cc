@@ -1,5 +1,6 @@
 #include "services/event_broker/grpc_service.h"
 
+#include "libs/common/executor.h"
 #include "libs/common/grpc_server.h"
 #include "libs/common/wire_check.h"
 #include "services/event_broker/delivery_codec.h"
@@ -31,13 +32,20 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
       Finish(ToGrpcStatus(sub.status()));
       return;
     }
-    {
-      absl::MutexLock lock(&mu_);
-      sub_ = *std::move(sub);
-    }
+    // The broker may end the stream (OnEnd) from its threads as soon as the
+    // subscription exists; until the headers are started OnEnd only records
+    // the end, so Finish never comes before StartSendInitialMetadata.
+    absl::MutexLock lock(&mu_);
+    sub_ = *std::move(sub);
     // Headers now, so the client knows the subscription is in place.
     StartSendInitialMetadata();
-    OnReady();
+    started_ = true;
+    if (ending_) {
+      finished_ = true;
+      Finish(end_status_);
+      return;
+    }
+    PumpLocked();
   }
 
   void OnReady() override {
@@ -50,7 +58,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
     if (finished_ || ending_) return;
     ending_ = true;
     end_status_ = ToGrpcStatus(status);
-    if (!writing_) {
+    if (started_ && !writing_) {
       finished_ = true;
       Finish(end_status_);
     }
@@ -77,7 +85,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
 
   void OnCancel() override {
     absl::MutexLock lock(&mu_);
-    if (!finished_) {
+    if (started_ && !finished_) {
       finished_ = true;
       Finish(grpc::Status::CANCELLED);
     }
@@ -96,7 +104,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
 
  private:
   void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (writing_ || finished_ || ending_ || sub_ == nullptr) return;
+    if (!started_ || writing_ || finished_ || ending_ || sub_ == nullptr) return;
     std::optional<Outgoing> next = sub_->Next();
     if (!next.has_value()) return;
     // No buffer_hint: a hinted write can sit in gRPC's buffer until another
@@ -113,6 +121,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
   std::shared_ptr<Subscription> sub_ ABSL_GUARDED_BY(mu_);
   grpc::ByteBuffer delivery_ ABSL_GUARDED_BY(mu_);
   std::string scratch_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;  // initial metadata started
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
@@ -218,25 +227,25 @@ grpc::ServerUnaryReactor* EventBrokerService::ModifyAckDeadline(
 grpc::ServerUnaryReactor* EventBrokerService::GetEventHistory(
     grpc::CallbackServerContext* ctx, const v1::GetEventHistoryRequest* request,
     v1::GetEventHistoryResponse* response) {
-  return FinishUnary(ctx, broker_->GetEventHistory(*request), response);
+  return FinishOnExecutor(ctx, &slow_, response, [this, request] { return broker_->GetEventHistory(*request); });
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::GetStats(grpc::CallbackServerContext* ctx,
                                                        const v1::GetStatsRequest* request,
                                                        v1::GetStatsResponse* response) {
-  return FinishUnary(ctx, broker_->GetStats(), response);
+  return FinishOnExecutor(ctx, &slow_, response, [this, request] { return broker_->GetStats(); });
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::ListDeadLetters(
     grpc::CallbackServerContext* ctx, const v1::ListDeadLettersRequest* request,
     v1::ListDeadLettersResponse* response) {
-  return FinishUnary(ctx, broker_->ListDeadLetters(*request), response);
+  return FinishOnExecutor(ctx, &slow_, response, [this, request] { return broker_->ListDeadLetters(*request); });
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::ReplayDeadLetters(
     grpc::CallbackServerContext* ctx, const v1::ReplayDeadLettersRequest* request,
     v1::ReplayDeadLettersResponse* response) {
-  return FinishUnary(ctx, broker_->ReplayDeadLetters(*request), response);
+  return FinishOnExecutor(ctx, &slow_, response, [this, request] { return broker_->ReplayDeadLetters(*request); });
 }
 
 }  // namespace switchboard::broker

@@ -1,6 +1,7 @@
 #ifndef SWITCHBOARD_SERVICES_EVENT_BROKER_GRPC_SERVICE_H_
 #define SWITCHBOARD_SERVICES_EVENT_BROKER_GRPC_SERVICE_H_
 
+#include "libs/common/executor.h"
 #include "services/event_broker/broker.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 
@@ -19,7 +20,8 @@ using EventBrokerServiceBase = v1::EventBroker::WithRawCallbackMethod_Publish<
 
 class EventBrokerService final : public EventBrokerServiceBase {
  public:
-  explicit EventBrokerService(Broker* broker) : broker_(broker) {}
+  explicit EventBrokerService(Broker* broker)
+      : broker_(broker), slow_("sb-grpc-slow", 2, 256) {}
 
   grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
                                     const grpc::ByteBuffer* request,
@@ -51,6 +53,9 @@ class EventBrokerService final : public EventBrokerServiceBase {
 
  private:
   Broker* const broker_;
+  // History, stats and dead letters query the store (and Replay waits for
+  // the writer): they run here, never on a gRPC reaction thread.
+  Executor slow_;
 };
 
 }  // namespace switchboard::broker

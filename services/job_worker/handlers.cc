@@ -178,7 +178,12 @@ class Sleep : public JobHandler {
   absl::StatusOr<JobOutput> Run(const JobContext& ctx) override {
     absl::Time until =
         absl::Now() + absl::Milliseconds(NumberField(ctx.trigger.data(), "sleepMs", 1000));
-    absl::SleepFor(std::min(until, ctx.deadline) - absl::Now());
+    absl::Time wake = std::min(until, ctx.deadline);
+    if (ctx.cancel != nullptr) {
+      ctx.cancel->WaitForNotificationWithDeadline(wake);
+    } else {
+      absl::SleepFor(wake - absl::Now());
+    }
     return JobOutput{};
   }
 };

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "switchboard/events/v1/event.pb.h"
 #include "switchboard/jobs/v1/jobs.pb.h"
@@ -22,6 +23,9 @@ struct JobContext {
   const v1::PaymentRule& payment_rule;
   // Durable counters (e.g. order numbers) from the worker's store.
   std::function<absl::StatusOr<uint64_t>(const std::string& name)> next_counter;
+  // Notified when the worker gives up waiting for running jobs (shutdown past
+  // its drain time): a handler that waits should return at once.
+  const absl::Notification* cancel = nullptr;
 };
 
 // Events a successful job emits, in order. The worker sets their ids,

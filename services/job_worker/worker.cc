@@ -86,6 +86,12 @@ absl::Status Worker::Start() {
       q.failed = (*counts)[{name, v1::JOB_STATUS_FAILED}];
     }
     for (auto& [name, q] : queues_) {
+      // Every queue's series exist from the start, so the rules and alerts
+      // over them have a value before the first job (deploy/prometheus).
+      UpdateGauges(name, q);
+      metrics_->duration.Add({{"queue", name}}, WorkerMetrics::Buckets());
+      metrics_->queue_wait.Add({{"queue", name}}, WorkerMetrics::Buckets());
+      metrics_->retries.Add({{"queue", name}});
       for (uint32_t i = 0; i < q.settings.concurrency; ++i) {
         q.threads.emplace_back([this, name = name] { RunQueue(name); });
       }
@@ -190,7 +196,7 @@ void Worker::OnDelivery(const broker::v1::Delivery& d) {
   if (!job.has_enqueued_at()) *job.mutable_enqueued_at() = ToProto(task->arrived);
   if (job.attempt() == 1) {
     // Not waited for: the publisher keeps it ahead of this job's job.started.
-    publisher_->PublishAsync({LifecycleEvent(*task, "job.enqueued", "enqueued")});
+    publisher_->PublishAsync({LifecycleEvent(*task, job, "job.enqueued", "enqueued")});
   }
   absl::MutexLock lock(&mu_);
   Queue& q = queues_[route->queue];
@@ -220,9 +226,8 @@ void Worker::RunQueue(const std::string& name) {
   }
 }
 
-events::v1::Event Worker::LifecycleEvent(const Task& task, const std::string& type,
-                                         const std::string& id_suffix) {
-  const v1::Job& job = task.job;
+events::v1::Event Worker::LifecycleEvent(const Task& task, const v1::Job& job,
+                                         const std::string& type, const std::string& id_suffix) {
   events::v1::Event ev;
   // Ids derive from the job and attempt, so a re-run after a crash repeats
   // them and the broker's dedupe window drops the repeats.
@@ -251,26 +256,43 @@ events::v1::Event Worker::LifecycleEvent(const Task& task, const std::string& ty
 }
 
 void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
-  v1::Job& job = task->job;
+  v1::Job job;
+  {
+    absl::MutexLock lock(&mu_);
+    job = task->job;
+  }
   const QueueSettings& settings = queue->settings;
   absl::Time started = clock_->Now();
   job.set_status(v1::JOB_STATUS_ACTIVE);
   *job.mutable_started_at() = ToProto(started);
   job.set_queue_wait_ms(absl::ToInt64Milliseconds(started - task->arrived));
   job.clear_error();
+  {
+    absl::MutexLock lock(&mu_);
+    task->job = job;
+  }
   metrics_->queue_wait.Add({{"queue", job.queue()}}, WorkerMetrics::Buckets())
       .Observe(absl::ToDoubleSeconds(started - task->arrived));
   // Not waited for: the publisher keeps it ahead of this job's results, and
   // the results are waited for before anything is recorded or acked.
   publisher_->PublishAsync(
-      {LifecycleEvent(*task, "job.started", absl::StrCat("started.", job.attempt()))});
+      {LifecycleEvent(*task, job, "job.started", absl::StrCat("started.", job.attempt()))});
 
   JobHandler* handler = handlers_->Find(job.type());
   JobContext ctx{task->trigger, job, started + settings.timeout, config_.payment_rule,
-                 [this](const std::string& name) { return store_->NextCounter(name); }};
+                 [this](const std::string& name) { return store_->NextCounter(name); },
+                 &cancel_};
   absl::StatusOr<JobOutput> result =
       handler != nullptr ? handler->Run(ctx)
                          : absl::StatusOr<JobOutput>(absl::InternalError("no handler"));
+  if (cancel_.HasBeenNotified()) {
+    // Shutdown gave up on this job and handed its event back to the broker:
+    // another worker runs it; record nothing here.
+    absl::MutexLock lock(&mu_);
+    queue->active.erase(job.id());
+    held_.erase(job.id());
+    return;
+  }
   absl::Time finished = clock_->Now();
   absl::Duration took = finished - started;
   if (result.ok() && took > settings.timeout) {
@@ -297,7 +319,7 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
       if (ev.user_id().empty()) ev.set_user_id(task->trigger.user_id());
       out.push_back(std::move(ev));
     }
-    out.push_back(LifecycleEvent(*task, "job.completed", "completed"));
+    out.push_back(LifecycleEvent(*task, job, "job.completed", "completed"));
     absl::Status published = PublishAll(std::move(out));
     if (!published.ok()) {
       // The work is done but its events are not out: let the broker redeliver
@@ -345,7 +367,7 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
       nack_delay = absl::Seconds(1);
     } else if (outcome != "completed") {
       events::v1::Event failed =
-          LifecycleEvent(*task, "job.failed", absl::StrCat("failed.", job.attempt()));
+          LifecycleEvent(*task, job, "job.failed", absl::StrCat("failed.", job.attempt()));
       SetField(failed, "final", job.status() == v1::JOB_STATUS_FAILED);
       if (absl::Status s = PublishAll({std::move(failed)}); !s.ok()) {
         LogWarn("publishing job.failed failed", {{"job_id", job.id()}, {"error", s.ToString()}});
@@ -357,6 +379,7 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
   std::string ack_id;
   {
     absl::MutexLock lock(&mu_);
+    task->job = job;
     ack_id = task->ack_id;
     queue->active.erase(job.id());
     held_.erase(job.id());
@@ -430,6 +453,9 @@ bool Worker::Shutdown() {
     stopping_ = true;
     for (auto& [name, q] : queues_) q.work.SignalAll();
   }
+  // Past the drain time: running handlers are asked to return now (their
+  // events were handed back above), so every thread can be joined.
+  if (!finished) cancel_.Notify();
   // Waiting jobs go back to the group at once, for another worker.
   if (!hand_back.empty()) {
     absl::Status s =
@@ -438,18 +464,16 @@ bool Worker::Shutdown() {
   }
   if (extender_.joinable()) extender_.join();
   acker_->Flush();
-  absl::MutexLock lock(&mu_);
-  for (auto& [name, q] : queues_) {
-    for (auto& t : q.threads) {
-      if (!finished) {
-        t.detach();  // stuck in a handler past the bound; the process exits anyway
-      } else if (t.joinable()) {
-        mu_.Unlock();
-        t.join();
-        mu_.Lock();
-      }
+  std::vector<std::thread> threads;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [name, q] : queues_) {
+      for (auto& t : q.threads) threads.push_back(std::move(t));
+      q.threads.clear();
     }
-    q.threads.clear();
+  }
+  for (std::thread& t : threads) {
+    if (t.joinable()) t.join();
   }
   LogInfo("worker drained", {{"all_jobs_finished", finished},
                              {"handed_back", static_cast<uint64_t>(hand_back.size())}});

@@ -64,6 +64,9 @@ class Worker {
   void OnDelivery(const broker::v1::Delivery& delivery);
 
  private:
+  // trigger, route and arrived are set before the task is queued and never
+  // change; ack_id and job change under mu_ (RunTask works on a copy of the
+  // job and publishes it back, so GetJob/ListJobs never see a half update).
   struct Task {
     events::v1::Event trigger;
     std::string ack_id;
@@ -88,7 +91,7 @@ class Worker {
   void RunQueue(const std::string& queue_name);
   void RunTask(Queue* queue, const std::shared_ptr<Task>& task);
   void ExtendDeadlinesLoop();
-  events::v1::Event LifecycleEvent(const Task& task, const std::string& type,
+  events::v1::Event LifecycleEvent(const Task& task, const v1::Job& job, const std::string& type,
                                    const std::string& id_suffix);
   absl::Status PublishAll(std::vector<events::v1::Event> events);
   void Ack(const std::string& ack_id);
@@ -115,6 +118,8 @@ class Worker {
   std::unique_ptr<BatchAcker> acker_;
   std::vector<std::unique_ptr<BrokerSubscription>> subscriptions_;
   std::thread extender_;
+  // Handlers still running after the drain time are told to stop.
+  absl::Notification cancel_;
 };
 
 }  // namespace switchboard::jobs

@@ -50,7 +50,9 @@ DeliveryEngine::DeliveryEngine(EngineConfig config, WebhookRegistry* registry, D
       store_(store),
       sender_(sender),
       clock_(clock),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      resolvers_(std::make_unique<Executor>("sb-resolve", config_.resolver_threads,
+                                            static_cast<size_t>(config_.max_in_flight))) {}
 
 DeliveryEngine::~DeliveryEngine() { Stop(); }
 
@@ -58,12 +60,17 @@ void DeliveryEngine::Start() {
   thread_ = std::thread([this] { Run(); });
 }
 
+// The sender's and the resolvers' callbacks point into this engine: both are
+// stopped before Stop returns, so nothing calls back into a destroyed engine
+// and a transfer still in flight (up to its timeout) does not delay shutdown.
 void DeliveryEngine::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
   }
   if (thread_.joinable()) thread_.join();
+  resolvers_.reset();  // runs what was queued: those sends are abandoned below
+  sender_->Stop();
 }
 
 void DeliveryEngine::Kick() {
@@ -144,6 +151,9 @@ void DeliveryEngine::Run() {
           if (static_cast<int>(in_flight_.size()) >= config_.max_in_flight) break;
           if (in_flight_.count(r.delivery.id())) continue;
           if (per_webhook_[r.delivery.webhook_id()] >= config_.max_in_flight_per_webhook) continue;
+          // One resolution per endpoint at a time: a hanging resolver holds
+          // one pool thread, and the endpoint's other deliveries wait for it.
+          if (resolving_.count(r.delivery.webhook_id())) continue;
           Dispatch(std::move(r));
         }
       }
@@ -181,45 +191,88 @@ void DeliveryEngine::Dispatch(DeliveryRecord record) {
     fail_now(std::string(keys.status().message()));
     return;
   }
-  // The endpoint is checked again on every attempt: DNS may have changed.
-  absl::StatusOr<WebhookUrl> url = ParseWebhookUrl(webhook->url());
+  in_flight_.insert(record.delivery.id());
+  per_webhook_[webhook_id]++;
+  auto shared = std::make_shared<DeliveryRecord>(std::move(record));
+  auto cached = targets_.find(webhook_id);
+  if (cached != targets_.end() && cached->second.url == webhook->url() &&
+      cached->second.expires > now) {
+    SendLocked(std::move(shared), *webhook, *keys, cached->second.curl_resolve, now);
+    return;
+  }
+  // Not vetted lately: resolve on the pool, never on this thread (DNS can
+  // hang, and this thread serves every endpoint).
+  resolving_.insert(webhook_id);
+  bool queued = resolvers_ != nullptr &&
+                resolvers_->Submit([this, shared, w = *std::move(webhook), k = *std::move(keys),
+                                    now]() mutable {
+                  Resolve(std::move(shared), std::move(w), std::move(k), now);
+                });
+  if (!queued) {
+    // Stopping: the delivery stays due in the outbox.
+    resolving_.erase(webhook_id);
+    ReleaseSlotLocked(*shared);
+  }
+}
+
+void DeliveryEngine::ReleaseSlotLocked(const DeliveryRecord& record) {
+  const std::string& webhook_id = record.delivery.webhook_id();
+  if (in_flight_.erase(record.delivery.id()) > 0 && --per_webhook_[webhook_id] <= 0) {
+    per_webhook_.erase(webhook_id);
+  }
+}
+
+void DeliveryEngine::Resolve(std::shared_ptr<DeliveryRecord> record, v1::Webhook webhook,
+                             std::vector<std::string> keys, absl::Time now) {
+  // The endpoint is vetted again when its last check is older than
+  // target_ttl: DNS may have changed. This may block (a slow resolver), so it
+  // runs without mu_.
+  absl::StatusOr<WebhookUrl> url = ParseWebhookUrl(webhook.url());
   absl::StatusOr<VettedTarget> target =
       url.ok() ? VetTarget(*url, config_.allow_private_targets, config_.resolve)
                : absl::StatusOr<VettedTarget>(url.status());
+  absl::MutexLock lock(&mu_);
+  resolving_.erase(webhook.id());
+  kicked_ = true;  // the endpoint's other due deliveries may go now
   if (!target.ok()) {
-    fail_now(std::string(target.status().message()));
+    Outcome o{std::move(*record), HttpResult{}, now};
+    o.result.error = std::string(target.status().message());
+    outcomes_.push_back(std::move(o));
     return;
   }
+  targets_[webhook.id()] =
+      VettedEntry{webhook.url(), target->curl_resolve, clock_->Now() + config_.target_ttl};
+  SendLocked(std::move(record), webhook, keys, target->curl_resolve, now);
+}
+
+void DeliveryEngine::SendLocked(std::shared_ptr<DeliveryRecord> record, const v1::Webhook& webhook,
+                                const std::vector<std::string>& keys,
+                                const std::string& curl_resolve, absl::Time now) {
   int64_t ts = absl::ToUnixSeconds(now);
-  const std::string& msg_id = record.delivery.event_id();
-  std::string signature = SignatureHeader(*keys, msg_id, ts, record.body);
+  const std::string& msg_id = record->delivery.event_id();
+  std::string signature = SignatureHeader(keys, msg_id, ts, record->body);
   HttpCall call;
-  call.url = webhook->url();
-  call.body = record.body;
-  call.timeout = webhook->has_timeout() ? FromProto(webhook->timeout()) : absl::Seconds(30);
-  call.resolve = target->curl_resolve;
+  call.url = webhook.url();
+  call.body = record->body;
+  call.timeout = webhook.has_timeout() ? FromProto(webhook.timeout()) : absl::Seconds(30);
+  call.resolve = curl_resolve;
   call.headers = {{"Content-Type", "application/json"},
                   {"webhook-id", msg_id},
                   {"webhook-timestamp", absl::StrCat(ts)},
                   {"webhook-signature", signature},
-                  {"X-Webhook-Event", record.delivery.event_type()},
-                  {"X-Webhook-ID", webhook_id},
+                  {"X-Webhook-Event", record->delivery.event_type()},
+                  {"X-Webhook-ID", webhook.id()},
                   {"X-Webhook-Signature", signature}};
-  in_flight_.insert(record.delivery.id());
-  per_webhook_[webhook_id]++;
-  auto shared = std::make_shared<DeliveryRecord>(std::move(record));
-  sender_->Send(std::move(call), [this, shared, now](HttpResult result) {
+  sender_->Send(std::move(call), [this, record, now](HttpResult result) {
     absl::MutexLock lock(&mu_);
-    outcomes_.push_back(Outcome{std::move(*shared), std::move(result), now});
+    outcomes_.push_back(Outcome{std::move(*record), std::move(result), now});
   });
 }
 
 void DeliveryEngine::Finish(Outcome o) {
   v1::WebhookDelivery& d = o.record.delivery;
   const std::string webhook_id = d.webhook_id();
-  if (in_flight_.erase(d.id()) > 0 && --per_webhook_[webhook_id] <= 0) {
-    per_webhook_.erase(webhook_id);
-  }
+  ReleaseSlotLocked(o.record);
   v1::DeliveryAttempt* attempt = d.add_attempts();
   attempt->set_attempt(d.attempts_size());
   *attempt->mutable_time() = ToProto(o.sent_at);

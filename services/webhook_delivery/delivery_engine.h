@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "libs/common/clock.h"
+#include "libs/common/executor.h"
 #include "services/webhook_delivery/delivery_store.h"
 #include "services/webhook_delivery/http_sender.h"
 #include "services/webhook_delivery/registry.h"
@@ -24,6 +25,12 @@ struct EngineConfig {
   bool allow_private_targets = false;
   int max_in_flight = 256;            // all endpoints
   int max_in_flight_per_webhook = 8;  // one slow endpoint cannot take every slot
+  // Threads that resolve and vet endpoints (DNS can hang). Each endpoint
+  // resolves one attempt at a time, so a hanging resolver holds one thread.
+  int resolver_threads = 8;
+  // A vetted endpoint address is reused this long before it is resolved and
+  // checked again (curl's own DNS cache keeps 60 s).
+  absl::Duration target_ttl = absl::Seconds(5);
   absl::Duration max_backoff = absl::Hours(1);
   absl::Duration max_retry_after = absl::Hours(1);
   Resolver resolve = SystemResolve;
@@ -64,7 +71,15 @@ class DeliveryEngine {
     absl::Time sent_at;
   };
   void Run();
+  // Reserves the endpoint's slot and hands the attempt to the resolver pool.
   void Dispatch(DeliveryRecord record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // On a resolver thread: vets the endpoint (DNS), signs, sends.
+  void Resolve(std::shared_ptr<DeliveryRecord> record, v1::Webhook webhook,
+               std::vector<std::string> keys, absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
+  void ReleaseSlotLocked(const DeliveryRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendLocked(std::shared_ptr<DeliveryRecord> record, const v1::Webhook& webhook,
+                  const std::vector<std::string>& keys, const std::string& curl_resolve,
+                  absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Computes the attempt's consequences; the record is written with the
   // other outcomes of the same round, in one transaction.
   void Finish(Outcome outcome) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -84,9 +99,17 @@ class DeliveryEngine {
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;
   std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);         // delivery ids
   std::map<std::string, int> per_webhook_ ABSL_GUARDED_BY(mu_);  // webhook id -> in flight
+  std::set<std::string> resolving_ ABSL_GUARDED_BY(mu_);         // webhook ids
+  struct VettedEntry {
+    std::string url;
+    std::string curl_resolve;
+    absl::Time expires;
+  };
+  std::map<std::string, VettedEntry> targets_ ABSL_GUARDED_BY(mu_);  // by webhook id
   std::deque<Outcome> outcomes_ ABSL_GUARDED_BY(mu_);
   std::vector<DeliveryRecord> finished_ ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Executor> resolvers_;
   std::thread thread_;
 };
 

@@ -8,7 +8,10 @@ namespace switchboard::webhooks {
 
 // The JSON API of SPEC §6 over the same WebhookCore calls as gRPC:
 // POST /api/webhooks/register, DELETE /api/webhooks/{id}, GET /api/webhooks,
-// GET /api/webhooks/stats, POST /api/webhooks/test.
+// GET /api/webhooks/stats, POST /api/webhooks/test; and GET and PATCH
+// /api/webhooks/{id} (GetWebhook, UpdateWebhook). Bodies are protobuf JSON;
+// retryDelay and timeout also take whole milliseconds, as in the original
+// design's example ({"retryDelay":5000,"timeout":30000}).
 void RegisterWebhookHttpApi(AdminHttpServer* http, WebhookCore* core);
 
 }  // namespace switchboard::webhooks

@@ -54,15 +54,23 @@ CurlMultiSender::CurlMultiSender(int max_total, int max_per_host) {
 }
 
 CurlMultiSender::~CurlMultiSender() {
+  Stop();
+  curl_multi_cleanup(multi_);
+}
+
+void CurlMultiSender::Stop() {
   {
     absl::MutexLock lock(&mu_);
+    if (stop_) return;
     stop_ = true;
   }
   curl_multi_wakeup(multi_);
   thread_.join();
+  // Abandoned without calling `done`: their deliveries stay due in the outbox.
   for (auto& [easy, t] : running_) curl_multi_remove_handle(multi_, easy);
   running_.clear();
-  curl_multi_cleanup(multi_);
+  absl::MutexLock lock(&mu_);
+  incoming_.clear();
 }
 
 void CurlMultiSender::Send(HttpCall call, std::function<void(HttpResult)> done) {
@@ -71,6 +79,7 @@ void CurlMultiSender::Send(HttpCall call, std::function<void(HttpResult)> done) 
   t->done = std::move(done);
   {
     absl::MutexLock lock(&mu_);
+    if (stop_) return;
     incoming_.push_back(std::move(t));
   }
   curl_multi_wakeup(multi_);

@@ -42,6 +42,9 @@ class HttpSender {
   virtual ~HttpSender() = default;
   // `done` runs on the sender's thread; it must not block.
   virtual void Send(HttpCall call, std::function<void(HttpResult)> done) = 0;
+  // Abandons transfers in flight and sends nothing more. After it returns no
+  // `done` runs any more, so their owner may go away. Idempotent.
+  virtual void Stop() {}
 };
 
 // libcurl's multi interface on one thread: connections kept alive and reused
@@ -51,6 +54,7 @@ class CurlMultiSender : public HttpSender {
   explicit CurlMultiSender(int max_total = 256, int max_per_host = 32);
   ~CurlMultiSender() override;
   void Send(HttpCall call, std::function<void(HttpResult)> done) override;
+  void Stop() override;
 
  private:
   struct Transfer;

@@ -3,10 +3,12 @@
 #include <filesystem>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 #include "libs/common/clock.h"
+#include "libs/common/proto_json.h"
 #include "services/webhook_delivery/registry.h"
 #include "services/webhook_delivery/signing.h"
 #include "services/webhook_delivery/target_guard.h"
@@ -310,6 +312,79 @@ TEST_F(RegistryTest, MatchingFollowsFiltersAndSkipsDisabledEndpoints) {
   EXPECT_EQ(registry_->Unregister(ops->id()).code(), absl::StatusCode::kNotFound);
   Open(false);
   EXPECT_EQ(registry_->List().size(), 1u);
+}
+
+// The JSON API's durations: whole milliseconds as in the original design, or
+// protobuf's duration strings.
+TEST(JsonMillisTest, NumbersBecomeDurationsAndStringsStay) {
+  using google::protobuf::util::TimeUtil;
+  v1::RegisterWebhookRequest r;
+  // The original design's registration, verbatim.
+  ASSERT_TRUE(JsonToProtoWithMillis(
+                  R"({"url":"https://api.external.com/webhooks/orders",)"
+                  R"("secret":"webhook-secret-key",)"
+                  R"("events":["order.created","order.payment_completed","order.completed"],)"
+                  R"("retryAttempts":3,"retryDelay":5000,"timeout":30000})",
+                  &r)
+                  .ok());
+  EXPECT_EQ(r.retry_attempts(), 3u);
+  EXPECT_EQ(TimeUtil::DurationToMilliseconds(r.retry_delay()), 5000);
+  EXPECT_EQ(TimeUtil::DurationToMilliseconds(r.timeout()), 30000);
+  EXPECT_EQ(r.events_size(), 3);
+  v1::UpdateWebhookRequest u;
+  ASSERT_TRUE(JsonToProtoWithMillis(R"({ "retry_delay" : 1 , "timeout":"2.5s"})", &u).ok());
+  EXPECT_EQ(TimeUtil::DurationToMilliseconds(u.retry_delay()), 1);
+  EXPECT_EQ(TimeUtil::DurationToMilliseconds(u.timeout()), 2500);
+  u.Clear();
+  ASSERT_TRUE(JsonToProtoWithMillis(R"({"retryDelay":5e3,"timeout":0})", &u).ok());
+  EXPECT_EQ(TimeUtil::DurationToMilliseconds(u.retry_delay()), 5000);
+  EXPECT_TRUE(u.has_timeout());
+  EXPECT_EQ(TimeUtil::DurationToMilliseconds(u.timeout()), 0);
+}
+
+TEST(JsonMillisTest, OnlyTopLevelNumbersAreRewritten) {
+  const std::vector<std::string> keys = {"retryDelay", "timeout"};
+  struct Case {
+    std::string in, out;
+  };
+  const std::vector<Case> cases = {
+      {R"({"retryDelay": 1, "timeout" :250})", R"({"retryDelay": "0.001s", "timeout" :"0.250s"})"},
+      {R"({"timeout":315576000000000})", R"({"timeout":"315576000000.000s"})"},
+      {R"({"timeout":"5s"})", R"({"timeout":"5s"})"},
+      // Nested values, key-like text in strings, other keys: untouched.
+      {R"({"d":"\"timeout\":-1 {[","x":{"timeout":5,"y":[{"timeout":6}]},"timeout":7})",
+       R"({"d":"\"timeout\":-1 {[","x":{"timeout":5,"y":[{"timeout":6}]},"timeout":"0.007s"})"},
+      {R"({"retryAttempts":3,"url":"u"})", R"({"retryAttempts":3,"url":"u"})"},
+      {R"([{"timeout":5}])", R"([{"timeout":5}])"},
+      {R"({"timeout":[5]})", R"({"timeout":[5]})"},
+      // Malformed: rewritten up to where the scan stops, the rest copied.
+      {R"({"timeout":5,)", R"({"timeout":"0.005s",)"},
+      {R"({"timeout":5 "retryDelay":6})", R"({"timeout":"0.005s" "retryDelay":6})"},
+      {R"({"timeout")", R"({"timeout")"},
+      {R"({"a":"unterminated)", R"({"a":"unterminated)"},
+      {"", ""},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<std::string> out = MillisToDurationStrings(c.in, keys);
+    ASSERT_TRUE(out.ok()) << c.in << ": " << out.status();
+    EXPECT_EQ(*out, c.out) << c.in;
+  }
+}
+
+TEST(JsonMillisTest, BadNumbersNameTheField) {
+  for (const char* bad : {"-1", "-0.5", "5000.5", "1e300", "-1e300", "315576000000001", "NaN",
+                          "Infinity", "-Infinity", "true", "5000x", "+5", "05", "1.", "0x10"}) {
+    v1::UpdateWebhookRequest u;
+    absl::Status s = JsonToProtoWithMillis(absl::StrCat(R"({"retryDelay":)", bad, "}"), &u);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_TRUE(absl::StartsWith(s.message(), "retryDelay: must be a whole number of milliseconds"))
+        << bad << ": " << s;
+    s = JsonToProtoWithMillis(absl::StrCat(R"({"url":"x","timeout":)", bad, "}"), &u);
+    EXPECT_TRUE(absl::StartsWith(s.message(), "timeout: ")) << bad << ": " << s;
+  }
+  v1::RegisterWebhookRequest r;
+  absl::Status s = JsonToProtoWithMillis(R"({"retry_delay":-5})", &r);
+  EXPECT_TRUE(absl::StartsWith(s.message(), "retry_delay: ")) << s;
 }
 
 }  // namespace
