@@ -1,15 +1,21 @@
 // The shared broker client against the real broker, across a kill -9 and a
 // restart on the same port: publishes retry and stay idempotent, group
-// subscriptions reconnect and resume.
+// subscriptions reconnect and resume. BatchPublisher against a fake client:
+// retries of asynchronous events in order, errors for synchronous ones, the
+// bounded queue and the last attempt at destruction.
 #include "libs/broker_client/broker_client.h"
 
 #include <atomic>
+#include <climits>
+#include <map>
 #include <set>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
+#include "libs/broker_client/batching.h"
 #include "tests/testing/process.h"
 
 namespace switchboard {
@@ -116,6 +122,268 @@ TEST_F(BrokerClientIT, GroupSubscriptionReconnectsAndResumes) {
   }
   EXPECT_TRUE(sub->connected());
   sub->Stop();
+}
+
+// Publishes fail as told (the first fail_first calls, and the calls numbered
+// in fail_calls, 1-based); while blocked, a call waits for Release().
+class FakePublishClient : public BrokerClient {
+ public:
+  absl::StatusOr<broker::v1::PublishResponse> Publish(events::v1::Event,
+                                                      absl::Duration) override {
+    return absl::UnimplementedError("Publish");
+  }
+  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(std::vector<events::v1::Event> evs,
+                                                                absl::Duration) override {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string> subjects, ids;
+    for (const auto& e : evs) {
+      subjects.push_back(e.subject());
+      ids.push_back(e.id());
+    }
+    calls_.push_back(subjects);
+    call_ids_.push_back(ids);
+    int n = static_cast<int>(calls_.size());
+    auto released = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !blocked_; };
+    mu_.Await(absl::Condition(&released));
+    if (n <= fail_first_ || fail_calls_.count(n)) return error_;
+    for (const auto& e : evs) published_.push_back(e.subject());
+    return broker::v1::PublishBatchResponse();
+  }
+  absl::Status Ack(const std::string&, const std::vector<std::string>&, absl::Duration) override {
+    return absl::OkStatus();
+  }
+  absl::Status Nack(const std::string&, const std::vector<std::string>&, absl::Duration,
+                    absl::Duration) override {
+    return absl::OkStatus();
+  }
+  absl::Status ExtendAckDeadline(const std::string&, const std::vector<std::string>&,
+                                 absl::Duration, absl::Duration) override {
+    return absl::OkStatus();
+  }
+  std::unique_ptr<BrokerSubscription> SubscribeGroup(broker::v1::SubscribeRequest,
+                                                     DeliveryCallback) override {
+    return nullptr;
+  }
+
+  void FailFirst(int n, absl::Status error = absl::UnavailableError("broker down")) {
+    absl::MutexLock lock(&mu_);
+    fail_first_ = n;
+    error_ = error;
+  }
+  void FailCall(int n) {
+    absl::MutexLock lock(&mu_);
+    fail_calls_.insert(n);
+  }
+  void Block() {
+    absl::MutexLock lock(&mu_);
+    blocked_ = true;
+  }
+  void Release() {
+    absl::MutexLock lock(&mu_);
+    blocked_ = false;
+  }
+  // Wait (with a deadline) until at least n calls were made / n events published.
+  bool WaitForCalls(size_t n, absl::Duration timeout = absl::Seconds(30)) {
+    absl::MutexLock lock(&mu_);
+    auto c = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return calls_.size() >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&c), timeout);
+  }
+  bool WaitForPublished(size_t n, absl::Duration timeout = absl::Seconds(30)) {
+    absl::MutexLock lock(&mu_);
+    auto c = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return published_.size() >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&c), timeout);
+  }
+  std::vector<std::vector<std::string>> calls() const {
+    absl::MutexLock lock(&mu_);
+    return calls_;
+  }
+  std::vector<std::vector<std::string>> call_ids() const {
+    absl::MutexLock lock(&mu_);
+    return call_ids_;
+  }
+  std::vector<std::string> published() const {
+    absl::MutexLock lock(&mu_);
+    return published_;
+  }
+
+
+ private:
+  mutable absl::Mutex mu_;
+  std::vector<std::vector<std::string>> calls_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> published_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::vector<std::string>> call_ids_ ABSL_GUARDED_BY(mu_);
+  int fail_first_ ABSL_GUARDED_BY(mu_) = 0;
+  std::set<int> fail_calls_ ABSL_GUARDED_BY(mu_);
+  absl::Status error_ ABSL_GUARDED_BY(mu_) = absl::UnavailableError("broker down");
+  bool blocked_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Declared after the publisher: releases the fake before the publisher's
+// destructor waits for its thread, also when an ASSERT left the test early.
+struct ReleaseOnExit {
+  FakePublishClient* broker;
+  ~ReleaseOnExit() { broker->Release(); }
+};
+
+using Subjects = std::vector<std::string>;
+using Calls = std::vector<std::vector<std::string>>;
+
+// An event without an id, told apart by its subject.
+events::v1::Event Subject(const std::string& subject) {
+  events::v1::Event ev = OrderEvent("job.started");
+  ev.set_subject(subject);
+  return ev;
+}
+
+std::vector<std::string> Names(const std::string& prefix, int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) out.push_back(absl::StrCat(prefix, i));
+  return out;
+}
+
+TEST(BatchPublisherTest, AsyncEventsAreRetriedAndPublishedInSubmissionOrder) {
+  FakePublishClient broker;
+  broker.FailFirst(3);
+  auto publisher = std::make_unique<BatchPublisher>(&broker, /*max_batch=*/4, absl::Seconds(1),
+                                                    /*max_queued=*/1000, absl::Milliseconds(1),
+                                                    absl::Milliseconds(5));
+  std::vector<std::string> want = Names("a", 20);
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (i % 3 == 0 && i + 1 < want.size()) {  // some submissions hold two events
+      publisher->PublishAsync({Subject(want[i]), Subject(want[i + 1])});
+      ++i;
+    } else {
+      publisher->PublishAsync({Subject(want[i])});
+    }
+  }
+  ASSERT_TRUE(broker.WaitForPublished(want.size())) << broker.calls().size() << " calls";
+  EXPECT_EQ(broker.published(), want) << "every event once, in submission order";
+  std::vector<std::vector<std::string>> calls = broker.calls();
+  ASSERT_GE(calls.size(), 4u);
+  // The failed calls retried the same head of the queue.
+  EXPECT_EQ(calls[0][0], "a0");
+  EXPECT_EQ(calls[1][0], "a0");
+  EXPECT_EQ(calls[2][0], "a0");
+  EXPECT_EQ(calls[3][0], "a0");
+  // Ids were set once, before the first try: the broker's dedupe window
+  // recognises a retry.
+  std::map<std::string, std::string> id_of;
+  std::vector<std::vector<std::string>> ids = broker.call_ids();
+  for (size_t c = 0; c < calls.size(); ++c) {
+    for (size_t i = 0; i < calls[c].size(); ++i) {
+      EXPECT_TRUE(absl::StartsWith(ids[c][i], "evt_")) << ids[c][i];
+      auto [it, inserted] = id_of.emplace(calls[c][i], ids[c][i]);
+      EXPECT_EQ(it->second, ids[c][i]) << calls[c][i] << " changed its id";
+    }
+  }
+  EXPECT_TRUE(WaitUntil([&] { return publisher->pending_events() == 0; }, absl::Seconds(10)));
+  EXPECT_EQ(publisher->dropped_events(), 0u);
+}
+
+TEST(BatchPublisherTest, SyncPublishInAFailedBatchGetsTheErrorWhileAsyncEventsAreRetried) {
+  FakePublishClient broker;
+  broker.Block();
+  broker.FailCall(2);
+  BatchPublisher publisher(&broker, 1000, absl::Seconds(1), 1000, absl::Milliseconds(1),
+                           absl::Milliseconds(5));
+  ReleaseOnExit release{&broker};
+  publisher.PublishAsync({Subject("e0")});
+  // e0 is in flight (held by the fake); the next three go in one batch.
+  ASSERT_TRUE(broker.WaitForCalls(1));
+  publisher.PublishAsync({Subject("a1")});
+  absl::Status sync_status;
+  std::thread sync([&] { sync_status = publisher.Publish({Subject("s1")}); });
+  // (EXPECT, not ASSERT, while a thread runs: it is joined either way.)
+  EXPECT_TRUE(WaitUntil([&] { return publisher.pending_events() == 3; }, absl::Seconds(10)));
+  publisher.PublishAsync({Subject("a2")});
+  broker.Release();
+  sync.join();
+  EXPECT_EQ(sync_status.code(), absl::StatusCode::kUnavailable) << sync_status;
+  ASSERT_TRUE(broker.WaitForPublished(3));
+  EXPECT_EQ(broker.calls(), (Calls{{"e0"}, {"a1", "s1", "a2"}, {"a1", "a2"}}));
+  EXPECT_EQ(broker.published(), (Subjects{"e0", "a1", "a2"}));
+  // A synchronous publish after the failure goes through.
+  EXPECT_TRUE(publisher.Publish({Subject("s2")}).ok());
+  EXPECT_EQ(broker.published(), (Subjects{"e0", "a1", "a2", "s2"}));
+}
+
+TEST(BatchPublisherTest, FullQueueBlocksPublishersUntilThereIsRoom) {
+  FakePublishClient broker;
+  broker.Block();
+  BatchPublisher publisher(&broker, 1000, absl::Seconds(1), /*max_queued=*/2);
+  ReleaseOnExit release{&broker};
+  publisher.PublishAsync({Subject("e1")});
+  ASSERT_TRUE(broker.WaitForCalls(1));
+  publisher.PublishAsync({Subject("e2")});  // e1 in flight + e2 queued: full
+  std::atomic<bool> async_returned{false};
+  std::thread async([&] {
+    publisher.PublishAsync({Subject("e3")});
+    async_returned.store(true);
+  });
+  EXPECT_TRUE(WaitUntil([&] { return publisher.blocked_callers() == 1; }, absl::Seconds(10)));
+  EXPECT_FALSE(async_returned.load()) << "PublishAsync returned with the queue full";
+  EXPECT_EQ(publisher.pending_events(), 2u);
+  broker.Release();
+  EXPECT_TRUE(WaitUntil([&] { return async_returned.load(); }, absl::Seconds(10)));
+  async.join();
+  ASSERT_TRUE(broker.WaitForPublished(3));
+  EXPECT_EQ(broker.published(), (Subjects{"e1", "e2", "e3"}));
+
+  // A synchronous publish waits for room the same way.
+  broker.Block();
+  size_t calls_before = broker.calls().size();
+  publisher.PublishAsync({Subject("e4")});
+  ASSERT_TRUE(broker.WaitForCalls(calls_before + 1));
+  publisher.PublishAsync({Subject("e5")});
+  absl::Status sync_status = absl::UnknownError("not returned");
+  std::atomic<bool> sync_returned{false};
+  std::thread sync([&] {
+    sync_status = publisher.Publish({Subject("s6")});
+    sync_returned.store(true);
+  });
+  EXPECT_TRUE(WaitUntil([&] { return publisher.blocked_callers() == 1; }, absl::Seconds(10)));
+  EXPECT_FALSE(sync_returned.load()) << "Publish did not wait for room";
+  broker.Release();
+  sync.join();
+  EXPECT_TRUE(sync_status.ok()) << sync_status;
+  EXPECT_EQ(broker.published(), (Subjects{"e1", "e2", "e3", "e4", "e5", "s6"}));
+}
+
+TEST(BatchPublisherTest, DestructionCutsTheBackoffShortMakesOneLastAttemptAndLogsTheDrops) {
+  FakePublishClient broker;
+  broker.FailFirst(INT_MAX);
+  auto publisher = std::make_unique<BatchPublisher>(&broker, 1000, absl::Seconds(1), 1000,
+                                                    absl::Hours(1), absl::Hours(1));
+  publisher->PublishAsync({Subject("a1")});
+  // The first try failed: a1 waits out its (hour-long) backoff.
+  ASSERT_TRUE(broker.WaitForCalls(1));
+  publisher->PublishAsync({Subject("a2"), Subject("a3")});
+  ::testing::internal::CaptureStderr();
+  absl::Time start = absl::Now();
+  publisher.reset();
+  absl::Duration took = absl::Now() - start;
+  std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_LT(took, absl::Seconds(10)) << "the backoff held up destruction";
+  EXPECT_EQ(broker.calls(), (Calls{{"a1"}, {"a1", "a2", "a3"}}))
+      << "one last attempt with everything queued, in order";
+  EXPECT_TRUE(broker.published().empty());
+  EXPECT_TRUE(absl::StrContains(log, "\"level\":\"error\"")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "dropped")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "\"events\":3")) << log;
+}
+
+TEST(BatchPublisherTest, EventsTheBrokerRefusesAreDroppedNotRetriedForever) {
+  FakePublishClient broker;
+  broker.FailFirst(1, absl::InvalidArgumentError("events[0].type: bad"));
+  BatchPublisher publisher(&broker, 1000, absl::Seconds(1), 1000, absl::Milliseconds(1),
+                           absl::Milliseconds(5));
+  publisher.PublishAsync({Subject("bad")});
+  ASSERT_TRUE(broker.WaitForCalls(1));
+  publisher.PublishAsync({Subject("good")});
+  ASSERT_TRUE(broker.WaitForPublished(1));
+  EXPECT_EQ(broker.published(), (Subjects{"good"}));
+  EXPECT_EQ(broker.calls().size(), 2u);
+  EXPECT_TRUE(WaitUntil([&] { return publisher.dropped_events() == 1; }, absl::Seconds(10)));
 }
 
 }  // namespace

@@ -1,10 +1,13 @@
 // The real broker and job-worker binaries: the order flow end to end, retries,
 // final failures, kill -9 with orders in flight, SIGTERM drain, pause/resume.
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -26,7 +29,7 @@ constexpr char kConfig[] = R"({
   ],
   "queues": [
     {"name": "test", "attempts": 3, "backoff": {"initial": "0.2s", "multiplier": 2, "max": "1s"}},
-    {"name": "slow", "concurrency": 1}
+    {"name": "slow", "concurrency": 1, "timeout": "120s"}
   ],
   "paymentRule": {"failAboveTotal": 1000}
 })";
@@ -43,10 +46,10 @@ class JobWorkerIT : public ::testing::Test {
     StartWorker();
   }
 
-  void StartWorker() {
+  void StartWorker(const std::string& drain_timeout = "10s") {
     auto w = ServiceProcess::Start(
         WORKER_BIN, {"--broker=" + broker_->grpc_addr(), "--data_dir=" + dir_ + "/worker",
-                     "--config=" + dir_ + "/worker.json", "--drain_timeout=10s"});
+                     "--config=" + dir_ + "/worker.json", "--drain_timeout=" + drain_timeout});
     ASSERT_TRUE(w.ok()) << w.status();
     worker_ = *std::move(w);
     ASSERT_TRUE(
@@ -269,6 +272,51 @@ TEST_F(JobWorkerIT, SigtermLetsTheRunningJobFinishAndHandsBackTheRest) {
   EXPECT_EQ(Count(History("drain-2"), "job.completed"), 0);
   StartWorker();
   ASSERT_TRUE(WaitForType("drain-2", "job.completed")) << "the waiting job was not lost";
+}
+
+// A job still running when --drain_timeout runs out: its handler is told to
+// stop, its event goes back to the group, and the process exits by itself,
+// cleanly (threads joined, stores closed), long before the job would end.
+TEST_F(JobWorkerIT, SigtermPastTheDrainTimeoutStopsTheJobExitsCleanlyAndHandsItBack) {
+  ASSERT_EQ(worker_->Terminate(absl::Seconds(30)), 0);
+  StartWorker("1s");
+  // 60 s of work; the queue's timeout (120 s) would let it run to the end.
+  Publish("test.sleep", "drain-long", {{"sleepMs", 60000}});
+  ASSERT_TRUE(WaitForType("drain-long", "job.started"));
+  absl::Time sigterm = absl::Now();
+  // Far less than the job's 60 s, with room for sanitizer builds.
+  int code = worker_->Terminate(absl::Seconds(20));
+  absl::Duration took = absl::Now() - sigterm;
+  std::string log = worker_->Log();
+  ASSERT_EQ(code, 0) << "not exited by itself with 0 (-1: still running after 20 s): " << log;
+  EXPECT_LT(took, absl::Seconds(20));
+  std::string drained;
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    if (absl::StrContains(line, "\"msg\":\"worker drained\"")) drained = std::string(line);
+  }
+  EXPECT_THAT(drained, ::testing::HasSubstr("\"all_jobs_finished\":false")) << log;
+  EXPECT_THAT(drained, ::testing::HasSubstr("\"handed_back\":1")) << log;
+  EXPECT_THAT(log, ::testing::HasSubstr("\"msg\":\"stopped\"")) << "main did not return";
+  // Destructors ran (no _exit): closing the job store's last connection
+  // checkpoints and removes its write-ahead log.
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/worker/jobs.db-wal"))
+      << "the job store was not closed";
+  EXPECT_EQ(Count(History("drain-long"), "job.completed"), 0);
+  EXPECT_EQ(Count(History("drain-long"), "job.failed"), 0) << "a stopped job is not a failure";
+
+  // The event was handed back: the next worker runs the job.
+  StartWorker();
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        jobs::v1::ListJobsRequest req;
+        req.set_correlation_id("drain-long");
+        req.set_status(jobs::v1::JOB_STATUS_ACTIVE);
+        jobs::v1::ListJobsResponse resp;
+        grpc::ClientContext ctx;
+        return jobs_stub_->ListJobs(&ctx, req, &resp).ok() && resp.jobs_size() == 1;
+      },
+      absl::Seconds(30)))
+      << worker_->Log();
 }
 
 TEST_F(JobWorkerIT, PausedQueueHoldsItsJobsUntilResumed) {

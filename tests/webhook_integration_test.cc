@@ -328,18 +328,18 @@ TEST_F(WebhookIT, BadRegistrationsAndPrivateTargetsAreRefused) {
 // proto field names keep working.
 TEST_F(WebhookIT, DesignRegistrationBodiesOverJsonTakeMilliseconds) {
   const std::string addr = webhooks_->http_addr();
-  // §4 "Webhook Registration", verbatim but for the secret: the design's
-  // "webhook-secret-key" is no Standard Webhooks secret ("whsec_" + base64).
+  // §4 "Webhook Registration", verbatim: its secret "webhook-secret-key" is
+  // no whsec_ secret; it is taken as a raw HMAC key.
   auto r = HttpRequest(
       addr, "POST", "/api/webhooks/register",
-      absl::StrCat(R"({"url":"https://api.external.com/webhooks/orders","secret":")", kSecret,
-                   R"(","events":["order.created","order.payment_completed","order.completed"],)"
-                   R"("retryAttempts":3,"retryDelay":5000,"timeout":30000})"));
+      R"({"url":"https://api.external.com/webhooks/orders","secret":"webhook-secret-key",)"
+      R"("events":["order.created","order.payment_completed","order.completed"],)"
+      R"("retryAttempts":3,"retryDelay":5000,"timeout":30000})");
   ASSERT_EQ(r.status, 201) << r.body;
   webhooks::v1::Webhook hook = HookFromJson(r.body);
   EXPECT_EQ(hook.url(), "https://api.external.com/webhooks/orders");
   EXPECT_EQ(hook.events_size(), 3);
-  EXPECT_EQ(hook.secret(), std::string(kSecret));
+  EXPECT_EQ(hook.secret(), "webhook-secret-key");
   EXPECT_EQ(hook.retry_attempts(), 3u);
   EXPECT_EQ(Ms(hook.retry_delay()), 5000);
   EXPECT_EQ(Ms(hook.timeout()), 30000);
@@ -376,6 +376,45 @@ TEST_F(WebhookIT, DesignRegistrationBodiesOverJsonTakeMilliseconds) {
   webhooks::v1::ListWebhooksResponse list;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.body, &list).ok()) << r.body;
   EXPECT_EQ(list.webhooks_size(), 3);
+}
+
+// The design's raw secret signs real deliveries that a receiver holding the
+// same secret verifies.
+TEST_F(WebhookIT, DesignSecretSignsDeliveriesTheReceiverVerifies) {
+  auto raw_receiver = ServiceProcess::Start(RECEIVER_BIN, {"--secret=webhook-secret-key"},
+                                            absl::Seconds(30), /*grpc=*/false);
+  ASSERT_TRUE(raw_receiver.ok()) << raw_receiver.status();
+  const std::string addr = webhooks_->http_addr();
+  auto r = HttpRequest(addr, "POST", "/api/webhooks/register",
+                       absl::StrCat(R"({"url":"http://)", (*raw_receiver)->http_addr(),
+                                    R"(/webhooks","secret":"webhook-secret-key",)"
+                                    R"("events":["order.created"],"retryDelay":200})"));
+  ASSERT_EQ(r.status, 201) << r.body;
+  webhooks::v1::Webhook hook = HookFromJson(r.body);
+  Publish("order.created", "raw-secret-1");
+  r = HttpRequest(addr, "POST", "/api/webhooks/test",
+                  absl::StrCat(R"({"webhookId":")", hook.id(), R"("})"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        std::string body = HttpRequest((*raw_receiver)->http_addr(), "GET", "/received").body;
+        return body.find("webhook.test") != std::string::npos &&
+               body.find("order.created") != std::string::npos;
+      },
+      absl::Seconds(20)))
+      << "the receiver did not verify: "
+      << HttpRequest((*raw_receiver)->http_addr(), "GET", "/received").body << "\n"
+      << (*raw_receiver)->Log();
+  webhooks::v1::ListDeliveriesRequest list_req;
+  list_req.set_webhook_id(hook.id());
+  webhooks::v1::ListDeliveriesResponse list;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(webhook_stub_->ListDeliveries(&ctx, list_req, &list).ok());
+  for (const auto& d : list.deliveries()) {
+    EXPECT_EQ(d.status(), webhooks::v1::DELIVERY_STATUS_DELIVERED) << d.DebugString();
+    ASSERT_GE(d.attempts_size(), 1);
+    EXPECT_EQ(d.attempts(0).http_status(), 204u) << "verified on the first attempt";
+  }
 }
 
 TEST_F(WebhookIT, JsonUpdateTakesMillisecondsAndDurationStrings) {

@@ -1,6 +1,12 @@
 #include "libs/broker_client/batching.h"
 
+#include <algorithm>
+#include <cmath>
+
+#include "absl/random/random.h"
 #include "absl/synchronization/notification.h"
+#include "libs/common/backoff.h"
+#include "libs/common/ids.h"
 #include "libs/common/json_log.h"
 #include "libs/common/thread_name.h"
 
@@ -11,8 +17,42 @@ struct Waiter {
   absl::Status status;
 };
 
-BatchPublisher::BatchPublisher(BrokerClient* broker, size_t max_batch, absl::Duration timeout)
-    : broker_(broker), max_batch_(max_batch), timeout_(timeout) {
+namespace {
+
+// Errors a retry cannot fix: the broker refused the events themselves.
+bool IsPermanent(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kUnimplemented:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kAlreadyExists:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void SetIds(std::vector<events::v1::Event>& events) {
+  for (auto& e : events) {
+    if (e.id().empty()) e.set_id(NewId("evt"));
+  }
+}
+
+}  // namespace
+
+BatchPublisher::BatchPublisher(BrokerClient* broker, size_t max_batch, absl::Duration timeout,
+                               size_t max_queued, absl::Duration initial_backoff,
+                               absl::Duration max_backoff)
+    : broker_(broker),
+      max_batch_(std::max<size_t>(max_batch, 1)),
+      timeout_(timeout),
+      max_queued_(std::max<size_t>(max_queued, 1)),
+      initial_backoff_(initial_backoff),
+      max_backoff_(std::max(max_backoff, initial_backoff)) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -20,14 +60,34 @@ BatchPublisher::~BatchPublisher() {
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
+    // Callers waiting for room give up; let them leave before mu_ goes.
+    auto gone = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return blocked_callers_ == 0; };
+    mu_.Await(absl::Condition(&gone));
   }
   thread_.join();
 }
 
+bool BatchPublisher::WaitForRoom(size_t n) {
+  auto room = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stop_ || pending_events_ == 0 || pending_events_ + n <= max_queued_;
+  };
+  if (!room()) {
+    ++blocked_callers_;
+    mu_.Await(absl::Condition(&room));
+    --blocked_callers_;
+  }
+  return !stop_;
+}
+
 absl::Status BatchPublisher::Publish(std::vector<events::v1::Event> events) {
+  SetIds(events);
   auto waiter = std::make_shared<Waiter>();
   {
     absl::MutexLock lock(&mu_);
+    if (!WaitForRoom(events.size())) {
+      return absl::UnavailableError("publisher is shutting down");
+    }
+    pending_events_ += events.size();
     queue_.push_back(Pending{std::move(events), waiter});
   }
   waiter->done.WaitForNotification();
@@ -35,19 +95,49 @@ absl::Status BatchPublisher::Publish(std::vector<events::v1::Event> events) {
 }
 
 void BatchPublisher::PublishAsync(std::vector<events::v1::Event> events) {
+  SetIds(events);
   absl::MutexLock lock(&mu_);
+  if (!WaitForRoom(events.size())) {
+    dropped_ += events.size();
+    LogError("event dropped: publisher is shutting down",
+             {{"events", static_cast<uint64_t>(events.size())}});
+    return;
+  }
+  pending_events_ += events.size();
   queue_.push_back(Pending{std::move(events), nullptr});
+}
+
+size_t BatchPublisher::pending_events() const {
+  absl::MutexLock lock(&mu_);
+  return pending_events_;
+}
+
+size_t BatchPublisher::blocked_callers() const {
+  absl::MutexLock lock(&mu_);
+  return blocked_callers_;
+}
+
+uint64_t BatchPublisher::dropped_events() const {
+  absl::MutexLock lock(&mu_);
+  return dropped_;
 }
 
 void BatchPublisher::Run() {
   SetThreadName("sb-publish");
+  // Consecutive failed attempts that put events back.
+  Backoff retry_backoff(BackoffPolicy{initial_backoff_, 2.0, max_backoff_, 0.5});
+  // Stopping, and the last attempt failed: what is left is not tried again.
+  bool give_up = false;
+  uint64_t dropped_at_stop = 0;
   while (true) {
     std::vector<Pending> batch;
+    bool stopping;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stop_; };
       mu_.Await(absl::Condition(&ready));
-      if (queue_.empty()) return;  // stopping, and everything was sent
+      if (queue_.empty()) break;  // stopping, and everything was handled
+      stopping = stop_;
       size_t n = 0;
       // Whole submissions only, so each stays one atomic append.
       while (!queue_.empty() && (batch.empty() || n + queue_.front().events.size() <= max_batch_)) {
@@ -56,18 +146,71 @@ void BatchPublisher::Run() {
         queue_.pop_front();
       }
     }
-    std::vector<events::v1::Event> events;
-    for (Pending& p : batch) {
-      for (auto& e : p.events) events.push_back(std::move(e));
+    absl::Status s;
+    if (give_up) {
+      s = absl::UnavailableError("publisher stopped after a failed last attempt");
+    } else {
+      // Asynchronous events are kept for a retry; synchronous ones are
+      // answered either way.
+      std::vector<events::v1::Event> events;
+      for (Pending& p : batch) {
+        if (p.waiter == nullptr) {
+          events.insert(events.end(), p.events.begin(), p.events.end());
+        } else {
+          for (auto& e : p.events) events.push_back(std::move(e));
+        }
+      }
+      s = broker_->PublishBatch(std::move(events), timeout_).status();
     }
-    absl::Status s = broker_->PublishBatch(std::move(events), timeout_).status();
-    if (!s.ok()) LogWarn("batched publish failed", {{"error", s.ToString()}});
+    const bool retry = !s.ok() && !stopping && !IsPermanent(s);
+    size_t done = 0;  // events that leave the queue for good
+    uint64_t dropped = 0;
+    std::vector<Pending> again;
+    uint64_t retrying = 0;
     for (Pending& p : batch) {
       if (p.waiter != nullptr) {
+        done += p.events.size();
         p.waiter->status = s;
         p.waiter->done.Notify();
+      } else if (retry) {
+        retrying += p.events.size();
+        again.push_back(std::move(p));
+      } else {
+        done += p.events.size();
+        if (!s.ok()) dropped += p.events.size();
       }
     }
+    if (!s.ok() && !give_up) {
+      LogWarn("batched publish failed",
+              {{"error", s.ToString()}, {"retrying_events", retrying}});
+    }
+    if (dropped > 0 && !stopping) {
+      LogError("events dropped: the broker refused them",
+               {{"error", s.ToString()}, {"events", dropped}});
+    }
+    if (stopping && !s.ok()) {
+      give_up = true;
+      dropped_at_stop += dropped;
+    }
+    absl::Duration backoff = absl::ZeroDuration();
+    if (!again.empty()) {
+      backoff = retry_backoff.Next();
+    } else if (s.ok()) {
+      retry_backoff.Reset();
+    }
+    absl::MutexLock lock(&mu_);
+    // Put back ahead of everything queued since, in their order.
+    for (auto it = again.rbegin(); it != again.rend(); ++it) queue_.push_front(std::move(*it));
+    pending_events_ -= done;
+    dropped_ += dropped;
+    if (backoff > absl::ZeroDuration()) {
+      // Destruction cuts the wait short for one last attempt.
+      mu_.AwaitWithTimeout(absl::Condition(&stop_), backoff);
+    }
+  }
+  if (dropped_at_stop > 0) {
+    LogError("publisher stopped: events that could not be published were dropped",
+             {{"events", dropped_at_stop}});
   }
 }
 

@@ -18,29 +18,64 @@ namespace switchboard {
 // Coalesces publishes from many threads into PublishBatch calls: one call is
 // in flight at a time and whatever arrives meanwhile goes in the next one
 // (client-side group commit). Events keep their submission order in the log.
+//
+// A failed batch answers its synchronous publishers with the error (they
+// decide what to do, e.g. the worker nacks its job); its asynchronous events
+// go back to the front of the queue, in order, and are retried with
+// exponential backoff and jitter until they are published. Only an error that
+// a retry cannot fix (INVALID_ARGUMENT and the like) drops them, logged.
+//
+// The queue is bounded: at most max_queued events wait or are in flight;
+// Publish and PublishAsync wait for room (backpressure). A single submission
+// larger than the bound is taken when nothing else is queued.
+//
+// Destruction interrupts the backoff and makes one last attempt with what is
+// queued; events that could not be published then are logged (count) and
+// dropped, and synchronous publishers get the error.
 class BatchPublisher {
  public:
   BatchPublisher(BrokerClient* broker, size_t max_batch = 1000,
-                 absl::Duration timeout = absl::Seconds(30));
+                 absl::Duration timeout = absl::Seconds(30), size_t max_queued = 100000,
+                 absl::Duration initial_backoff = absl::Milliseconds(100),
+                 absl::Duration max_backoff = absl::Seconds(5));
   ~BatchPublisher();
 
-  // Returns once the events are durable in the broker (or failed).
+  // Returns once the events are durable in the broker (or failed). Events
+  // without an id get one (NewId("evt")).
   absl::Status Publish(std::vector<events::v1::Event> events);
-  // Queues the events; they are published in order with the rest.
+  // Queues the events; they are published in order with the rest, retried
+  // until they are. Events without an id get one first, so that a retry is
+  // recognised by the broker's dedupe window.
   void PublishAsync(std::vector<events::v1::Event> events);
+
+  // Events queued or in flight.
+  size_t pending_events() const;
+  // Publish/PublishAsync calls waiting for room in the queue.
+  size_t blocked_callers() const;
+  // Asynchronous events given up on (permanent error, or destruction).
+  uint64_t dropped_events() const;
 
  private:
   struct Pending {
     std::vector<events::v1::Event> events;
     std::shared_ptr<struct Waiter> waiter;  // null for async
   };
+  // Waits for room for n events; false if the publisher is stopping.
+  bool WaitForRoom(size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Run();
 
   BrokerClient* const broker_;
   const size_t max_batch_;
   const absl::Duration timeout_;
-  absl::Mutex mu_;
+  const size_t max_queued_;
+  const absl::Duration initial_backoff_;
+  const absl::Duration max_backoff_;
+  mutable absl::Mutex mu_;
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  // Events in queue_ plus those in the batch in flight.
+  size_t pending_events_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t blocked_callers_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };

@@ -9,6 +9,8 @@
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpcpp/grpcpp.h"
+#include "libs/common/proto_time.h"
+#include "libs/common/backoff.h"
 #include "libs/common/grpc_server.h"
 #include "libs/common/ids.h"
 #include "libs/common/json_log.h"
@@ -21,27 +23,7 @@ namespace {
 using broker::v1::EventBroker;
 using google::protobuf::util::TimeUtil;
 
-google::protobuf::Duration ToProto(absl::Duration d) {
-  return TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(d));
-}
-
-// Exponential backoff with jitter (each wait between half and all of the step).
-class Backoff {
- public:
-  Backoff(absl::Duration initial, absl::Duration max)
-      : initial_(initial), max_(max), next_(initial) {}
-  absl::Duration Next() {
-    absl::Duration d = next_;
-    next_ = std::min(next_ * 2, max_);
-    int64_t ns = absl::ToInt64Nanoseconds(d);
-    return absl::Nanoseconds(absl::Uniform<int64_t>(absl::IntervalClosed, gen_, ns / 2, ns));
-  }
-  void Reset() { next_ = initial_; }
-
- private:
-  absl::Duration initial_, max_, next_;
-  absl::BitGen gen_;
-};
+google::protobuf::Duration ToProto(absl::Duration d) { return ToProtoDuration(d); }
 
 bool Retryable(const grpc::Status& s) { return s.error_code() == grpc::StatusCode::UNAVAILABLE; }
 
@@ -70,7 +52,7 @@ class GroupSubscription : public BrokerSubscription {
  private:
   void Run() {
     SetThreadName("sb-subscribe");
-    Backoff backoff(options_.initial_backoff, options_.max_backoff);
+    Backoff backoff(BackoffPolicy{options_.initial_backoff, 2.0, options_.max_backoff, 0.5});
     while (true) {
       auto ctx = std::make_shared<grpc::ClientContext>();
       // Wait for the connection rather than fail fast: a failed call would
@@ -223,7 +205,7 @@ class GrpcBrokerClient : public BrokerClient {
   absl::Status Call(absl::Duration timeout,
                     const std::function<grpc::Status(grpc::ClientContext*)>& rpc) {
     absl::Time deadline = absl::Now() + timeout;
-    Backoff backoff(options_.initial_backoff, options_.max_backoff);
+    Backoff backoff(BackoffPolicy{options_.initial_backoff, 2.0, options_.max_backoff, 0.5});
     while (true) {
       grpc::ClientContext ctx;
       ctx.set_deadline(absl::ToChronoTime(deadline));

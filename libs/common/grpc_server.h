@@ -33,6 +33,9 @@ class ServiceMetrics;
 struct GrpcServerOptions {
   std::string addr;  // HOST:PORT, port 0 picks one
   int max_receive_message_bytes = 64 << 20;
+  // gRPC's memory for requests being read and answers being written; past it
+  // new requests wait or fail with RESOURCE_EXHAUSTED instead of growing RSS.
+  int64_t memory_quota_bytes = 1LL << 30;
   ServiceMetrics* metrics = nullptr;  // adds the request metrics interceptor
 };
 

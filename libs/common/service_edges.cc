@@ -20,7 +20,7 @@ absl::Status ServiceEdges::Start(const std::string& grpc_addr, const std::string
                                  std::function<bool()> ready,
                                  std::initializer_list<LogField> extra) {
   absl::StatusOr<RunningGrpcServer> grpc =
-      StartGrpcServer({grpc_addr, 64 << 20, &metrics_}, services);
+      StartGrpcServer({grpc_addr, 64 << 20, grpc_memory_quota_, &metrics_}, services);
   if (!grpc.ok()) return grpc.status();
   grpc_ = *std::move(grpc);
   http_.SetReadiness(

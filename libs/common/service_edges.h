@@ -40,11 +40,15 @@ class ServiceEdges {
   // Ends gRPC calls still running after `grace`, stops the admin server.
   void Stop(absl::Duration grace);
 
+  // Memory gRPC may use for calls in flight (before Start).
+  void set_grpc_memory_quota(int64_t bytes) { grpc_memory_quota_ = bytes; }
+
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   ServiceMetrics metrics_;
   AdminHttpServer http_;
   RunningGrpcServer grpc_;
+  int64_t grpc_memory_quota_ = 1LL << 30;
   std::atomic<bool> stopping_{false};
 };
 

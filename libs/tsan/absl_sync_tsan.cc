@@ -21,12 +21,15 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 
+#define SB_STR2(x) #x
+#define SB_STR(x) SB_STR2(x)
+
 namespace {
 
 // "_ZN4absl" "7debian3" + rest: the mangled name of an Abseil member.
 // A leading 'K' in `rest` marks a const member (_ZNK...).
 std::string Mangled(const char* rest) {
-  std::string ns = ABSL_STRINGIFY(ABSL_OPTION_INLINE_NAMESPACE_NAME);
+  std::string ns = SB_STR(ABSL_OPTION_INLINE_NAMESPACE_NAME);
   std::string prefix = "_ZN";
   if (rest[0] == 'K') {
     prefix += 'K';
@@ -51,6 +54,29 @@ void* Real(const char* rest) {
 
 void Acquire(const void* p) { __tsan_acquire(const_cast<void*>(p)); }
 void Release(const void* p) { __tsan_release(const_cast<void*>(p)); }
+
+// Abseil evaluates a waiter's Condition while it holds the mutex, on the
+// waiting thread or on the thread that is unlocking. Evaluating it is a
+// critical section of its own: acquire before, release after.
+struct GuardedCondition {
+  const void* mu;
+  const absl::Condition* cond;
+};
+bool EvalGuarded(void* arg) {
+  auto* g = static_cast<GuardedCondition*>(arg);
+  Acquire(g->mu);
+  bool r = g->cond->Eval();
+  Release(g->mu);
+  return r;
+}
+
+// Abseil's own deadlock detector (on in Debian's build) keeps a graph under
+// an uninstrumented spin lock, which TSAN would report; TSAN does its own
+// lock checking.
+const bool kNoAbslDeadlockGraph = [] {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  return true;
+}();
 
 }  // namespace
 
@@ -103,35 +129,41 @@ void Mutex::ReaderUnlock() {
 }
 void Mutex::LockWhen(const Condition& cond) {
   REAL(CondFn, "5Mutex8LockWhenERKNS0_9ConditionE");
-  real(this, cond);
+  GuardedCondition g{this, &cond};
+  real(this, Condition(&EvalGuarded, &g));
   Acquire(this);
 }
 void Mutex::ReaderLockWhen(const Condition& cond) {
   REAL(CondFn, "5Mutex14ReaderLockWhenERKNS0_9ConditionE");
-  real(this, cond);
+  GuardedCondition g{this, &cond};
+  real(this, Condition(&EvalGuarded, &g));
   Acquire(this);
 }
 bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
   REAL(CondBoolDurFn, "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  bool r = real(this, cond, timeout);
+  GuardedCondition g{this, &cond};
+  bool r = real(this, Condition(&EvalGuarded, &g), timeout);
   Acquire(this);
   return r;
 }
 bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
   REAL(CondBoolTimeFn, "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
-  bool r = real(this, cond, deadline);
+  GuardedCondition g{this, &cond};
+  bool r = real(this, Condition(&EvalGuarded, &g), deadline);
   Acquire(this);
   return r;
 }
 bool Mutex::ReaderLockWhenWithTimeout(const Condition& cond, Duration timeout) {
   REAL(CondBoolDurFn, "5Mutex25ReaderLockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  bool r = real(this, cond, timeout);
+  GuardedCondition g{this, &cond};
+  bool r = real(this, Condition(&EvalGuarded, &g), timeout);
   Acquire(this);
   return r;
 }
 bool Mutex::ReaderLockWhenWithDeadline(const Condition& cond, Time deadline) {
   REAL(CondBoolTimeFn, "5Mutex26ReaderLockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
-  bool r = real(this, cond, deadline);
+  GuardedCondition g{this, &cond};
+  bool r = real(this, Condition(&EvalGuarded, &g), deadline);
   Acquire(this);
   return r;
 }
@@ -139,20 +171,23 @@ bool Mutex::ReaderLockWhenWithDeadline(const Condition& cond, Time deadline) {
 void Mutex::Await(const Condition& cond) {
   REAL(CondFn, "5Mutex5AwaitERKNS0_9ConditionE");
   Release(this);
-  real(this, cond);
+  GuardedCondition g{this, &cond};
+  real(this, Condition(&EvalGuarded, &g));
   Acquire(this);
 }
 bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
   REAL(CondBoolDurFn, "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
   Release(this);
-  bool r = real(this, cond, timeout);
+  GuardedCondition g{this, &cond};
+  bool r = real(this, Condition(&EvalGuarded, &g), timeout);
   Acquire(this);
   return r;
 }
 bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
   REAL(CondBoolTimeFn, "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE");
   Release(this);
-  bool r = real(this, cond, deadline);
+  GuardedCondition g{this, &cond};
+  bool r = real(this, Condition(&EvalGuarded, &g), deadline);
   Acquire(this);
   return r;
 }

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
+#include "libs/common/proto_time.h"
 #include "libs/common/ids.h"
 #include "libs/common/json_log.h"
 #include "libs/common/thread_name.h"
@@ -19,7 +20,6 @@ namespace {
 
 constexpr size_t kFillReadChunk = 512;
 constexpr size_t kFillMaxScan = 8192;
-constexpr size_t kMaxReplayPerCall = 10000;
 
 std::string MakeAckId(uint64_t seq, uint32_t attempt) { return absl::StrCat(seq, "-", attempt); }
 
@@ -30,15 +30,9 @@ bool ParseAckId(absl::string_view id, uint64_t* seq, uint32_t* attempt) {
          absl::SimpleAtoi(id.substr(dash + 1), attempt) && *attempt > 0;
 }
 
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
-}
-absl::Time FromProto(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixMicros(TimeUtil::TimestampToMicroseconds(t));
-}
-absl::Duration FromProto(const google::protobuf::Duration& d) {
-  return absl::Microseconds(TimeUtil::DurationToMicroseconds(d));
-}
+google::protobuf::Timestamp ToProto(absl::Time t) { return ToProtoTime(t); }
+absl::Time FromProto(const google::protobuf::Timestamp& t) { return FromProtoTime(t); }
+absl::Duration FromProto(const google::protobuf::Duration& d) { return FromProtoDuration(d); }
 
 std::string DedupeKey(absl::string_view source, absl::string_view id) {
   return absl::StrCat(source, "\x1f", id);
@@ -240,16 +234,17 @@ class Group : public std::enable_shared_from_this<Group> {
  public:
   Group(Broker* broker, GroupRecord rec, TypeFilter filter, uint64_t dead_lettered)
       : broker_(broker),
+        name_(rec.name),
         rec_(std::move(rec)),
         filter_(std::move(filter)),
         fetched_upto_(rec_.cursor),
         dead_lettered_(dead_lettered),
-        redeliveries_metric_(&broker->metrics()->group_redeliveries.Add({{"group", rec_.name}})),
-        dead_letters_metric_(&broker->metrics()->group_dead_letters.Add({{"group", rec_.name}})),
-        pending_gauge_(&broker->metrics()->group_pending.Add({{"group", rec_.name}})),
-        lag_gauge_(&broker->metrics()->group_lag.Add({{"group", rec_.name}})) {}
+        redeliveries_metric_(&broker->metrics()->group_redeliveries.Add({{"group", name_}})),
+        dead_letters_metric_(&broker->metrics()->group_dead_letters.Add({{"group", name_}})),
+        pending_gauge_(&broker->metrics()->group_pending.Add({{"group", name_}})),
+        lag_gauge_(&broker->metrics()->group_lag.Add({{"group", name_}})) {}
 
-  const std::string& name() const { return rec_.name; }
+  const std::string& name() const { return name_; }
 
   void Restore(std::vector<std::pair<PendingRecord, EventPtr>> pending) {
     absl::MutexLock lock(&mu_);
@@ -304,7 +299,7 @@ class Group : public std::enable_shared_from_this<Group> {
       }
       if (seq > cursor && pending_.count(seq) == 0) {
         return absl::InvalidArgumentError(absl::StrCat("ack_ids[", i, "]: unknown ack id '", ids[i],
-                                                       "' (never delivered to group '", rec_.name,
+                                                       "' (never delivered to group '", name_,
                                                        "')"));
       }
       seqs->push_back(seq);
@@ -431,7 +426,7 @@ class Group : public std::enable_shared_from_this<Group> {
 
   void FillStats(v1::GroupStats* s, uint64_t last_seq) {
     absl::MutexLock lock(&mu_);
-    s->set_name(rec_.name);
+    s->set_name(name_);
     for (const std::string& t : filter_.patterns()) s->add_types(t);
     s->set_pending(pending_.size());
     uint64_t cursor = CursorLocked();
@@ -470,7 +465,7 @@ class Group : public std::enable_shared_from_this<Group> {
   GroupOp Op(GroupOp::Kind kind, uint64_t seq, uint32_t attempts = 0) {
     GroupOp op;
     op.kind = kind;
-    op.group.name = rec_.name;
+    op.group.name = name_;
     op.seq = seq;
     op.attempts = attempts;
     return op;
@@ -505,7 +500,7 @@ class Group : public std::enable_shared_from_this<Group> {
       ops->push_back(std::move(op));
       ++dead_lettered_;
       dead_letters_metric_->Increment();
-      LogWarn("event dead-lettered", {{"group", rec_.name},
+      LogWarn("event dead-lettered", {{"group", name_},
                                       {"sequence", seq},
                                       {"attempts", p.attempts},
                                       {"type", p.ev->type}});
@@ -529,20 +524,22 @@ class Group : public std::enable_shared_from_this<Group> {
   void Fill() {
     uint64_t from;
     size_t space;
+    TypeFilter filter;  // a copy: Join may change the group's filter meanwhile
     {
       absl::MutexLock lock(&mu_);
       from = fetched_upto_;
       space = broker_->config().group_buffer - ready_.size();
+      filter = filter_;
     }
-    Scan scan = ScanMatching(broker_, filter_, from, space, /*stop_at_gap=*/false);
+    Scan scan = ScanMatching(broker_, filter, from, space, /*stop_at_gap=*/false);
     std::vector<EventPtr>& got = scan.events;
     uint64_t examined = scan.examined;
     if (!scan.error.ok()) {
-      LogError("group fill failed", {{"group", rec_.name}, {"error", scan.error.ToString()}});
+      LogError("group fill failed", {{"group", name_}, {"error", scan.error.ToString()}});
     }
     if (scan.gap_to != 0) {
       LogWarn("group fell behind retention",
-              {{"group", rec_.name}, {"from", scan.gap_from}, {"to", scan.gap_to}});
+              {{"group", name_}, {"from", scan.gap_from}, {"to", scan.gap_to}});
     }
     std::vector<std::shared_ptr<GroupMember>> wake;
     std::vector<GroupOp> ops;
@@ -566,6 +563,7 @@ class Group : public std::enable_shared_from_this<Group> {
   static void Wake(const std::vector<std::shared_ptr<GroupMember>>& members);
 
   Broker* const broker_;
+  const std::string name_;
   absl::Mutex mu_;
   GroupRecord rec_ ABSL_GUARDED_BY(mu_);
   TypeFilter filter_ ABSL_GUARDED_BY(mu_);
@@ -639,7 +637,7 @@ absl::Status Group::Join(std::shared_ptr<GroupMember> member, const TypeFilter& 
     if (filter.patterns() != filter_.patterns()) {
       // Like a JetStream consumer update: the group's filter follows its
       // newest member. Events already fetched keep their old match.
-      LogInfo("group filter changed", {{"group", rec_.name},
+      LogInfo("group filter changed", {{"group", name_},
                                        {"from", absl::StrJoin(filter_.patterns(), ",")},
                                        {"to", absl::StrJoin(filter.patterns(), ",")}});
       filter_ = filter;
@@ -878,7 +876,7 @@ void Broker::Append(std::vector<NewEvent> events, PublishCallback done) {
     absl::MutexLock lock(&write_mu_);
     if (stop_writer_ || shutting_down_) {
       refused = absl::UnavailableError("broker is shutting down");
-    } else if (!publish_queue_.empty() &&
+    } else if (queued_publish_bytes_ > 0 &&
                queued_publish_bytes_ + bytes > config_.max_queued_publish_bytes) {
       refused = absl::ResourceExhaustedError(
           absl::StrCat("publish queue full: ", queued_publish_bytes_,
@@ -957,7 +955,8 @@ void Broker::WriterLoop() {
       write_mu_.AwaitWithDeadline(absl::Condition(&has_work), retry_ops_at_);
       if (stop_writer_ && publish_queue_.empty() && op_queue_.empty()) return;
       works.swap(publish_queue_);
-      queued_publish_bytes_ = 0;
+      // queued_publish_bytes_ keeps counting these until they are committed:
+      // the bound covers the publishes in the commit as well as those queued.
       if (!retry_ops_.empty() && (absl::Now() >= retry_ops_at_ || stop_writer_)) {
         // Older than anything queued since: first, so coalescing keeps order.
         ops.swap(retry_ops_);
@@ -967,9 +966,12 @@ void Broker::WriterLoop() {
       op_queue_.clear();
       taken_upto = enqueued_writes_;
     }
-    metrics_->queued_publish_bytes.Set(0);
+    size_t taken_bytes = 0;
+    for (const PublishWork& w : works) taken_bytes += w.bytes;
     std::vector<QueuedOp> retry = CommitOnce(works, std::move(ops));
     absl::MutexLock lock(&write_mu_);
+    queued_publish_bytes_ -= taken_bytes;
+    metrics_->queued_publish_bytes.Set(static_cast<double>(queued_publish_bytes_));
     uint64_t durable = taken_upto;
     for (const QueuedOp& op : retry) durable = std::min(durable, op.ticket - 1);
     for (const QueuedOp& op : retry_ops_) durable = std::min(durable, op.ticket - 1);
@@ -1556,23 +1558,23 @@ absl::StatusOr<v1::ReplayDeadLettersResponse> Broker::ReplayDeadLetters(
   if (!g.ok()) return g.status();
   // Dead letters are written asynchronously with the group's other state.
   FlushWrites();
-  if (req.sequences_size() > static_cast<int>(kMaxReplayPerCall)) {
+  if (static_cast<size_t>(req.sequences_size()) > config_.max_replay_per_call) {
     return absl::InvalidArgumentError(
-        absl::StrCat("sequences: at most ", kMaxReplayPerCall, " per call"));
+        absl::StrCat("sequences: at most ", config_.max_replay_per_call, " per call"));
   }
-  // One call loads at most kMaxReplayPerCall dead letters; replaying "all"
+  // One call loads at most config_.max_replay_per_call dead letters; replaying "all"
   // of a larger queue takes several calls (each answers how many it did).
   std::vector<DeadLetterRecord> chosen;
   uint64_t after = 0;
   std::set<uint64_t> wanted(req.sequences().begin(), req.sequences().end());
-  while (chosen.size() < kMaxReplayPerCall) {
+  while (chosen.size() < config_.max_replay_per_call) {
     absl::StatusOr<std::vector<DeadLetterRecord>> page =
         store_->ListDeadLetters(req.group(), after, 1000);
     if (!page.ok()) return page.status();
     if (page->empty()) break;
     for (DeadLetterRecord& d : *page) {
       after = d.event->seq;
-      if (chosen.size() >= kMaxReplayPerCall) break;
+      if (chosen.size() >= config_.max_replay_per_call) break;
       if (wanted.empty() || wanted.count(after)) chosen.push_back(std::move(d));
     }
     if (!wanted.empty() && chosen.size() == wanted.size()) break;

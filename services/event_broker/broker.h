@@ -59,6 +59,9 @@ struct BrokerConfig {
   // A group-state change the store refuses this often is dropped (logged and
   // counted): it must not block the writer or the publishes behind it.
   int max_op_failures = 5;
+  // Dead letters one ReplayDeadLetters call loads and replays; replaying a
+  // longer queue takes several calls.
+  size_t max_replay_per_call = 10000;
 };
 
 struct PublishResult {

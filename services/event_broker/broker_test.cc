@@ -2,10 +2,14 @@
 // redelivery and dead-lettering, group cursor persistence, flow control.
 #include "services/event_broker/broker.h"
 
+#include <atomic>
+#include <thread>
+
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
+#include "services/event_broker/forwarding_store.h"
 #include "services/event_broker/sqlite_store.h"
 #include "services/event_broker/test_util.h"
 
@@ -71,6 +75,62 @@ class CollectingSink : public SubscriptionSink {
   absl::Status ended_ ABSL_GUARDED_BY(mu_);
 };
 
+// The real SQLite store behind a switch board of faults: commits can be held
+// at a gate, and commits that touch one group op's sequence can be refused.
+class FaultyStore : public ForwardingEventStore {
+ public:
+  explicit FaultyStore(std::unique_ptr<EventStore> inner) : ForwardingEventStore(std::move(inner)) {}
+
+  void SetGate(bool open) {
+    absl::MutexLock lock(&mu_);
+    gate_open_ = open;
+  }
+  // Waits (bounded) until a commit is held at the closed gate.
+  bool WaitForHeldCommit(absl::Duration timeout = absl::Seconds(10)) {
+    absl::MutexLock lock(&mu_);
+    auto held = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return held_ > 0; };
+    return mu_.AwaitWithTimeout(absl::Condition(&held), timeout);
+  }
+  void RefuseOpsFor(uint64_t seq) {
+    absl::MutexLock lock(&mu_);
+    refuse_seq_ = seq;
+  }
+  std::vector<uint64_t> retention_calls() {
+    absl::MutexLock lock(&mu_);
+    return retention_calls_;
+  }
+
+  absl::StatusOr<uint64_t> Commit(const WriteBatch& batch, absl::Time now) override {
+    {
+      absl::MutexLock lock(&mu_);
+      ++held_;
+      mu_.Await(absl::Condition(&gate_open_));
+      --held_;
+      for (const GroupOp& op : batch.ops) {
+        if (refuse_seq_ != 0 && op.seq == refuse_seq_) {
+          return absl::InternalError("refused on purpose");
+        }
+      }
+    }
+    return ForwardingEventStore::Commit(batch, now);
+  }
+  absl::StatusOr<uint64_t> ApplyRetention(absl::Time now, absl::Duration max_age,
+                                          uint64_t max_count, uint64_t max_delete) override {
+    {
+      absl::MutexLock lock(&mu_);
+      retention_calls_.push_back(max_delete);
+    }
+    return ForwardingEventStore::ApplyRetention(now, max_age, max_count, max_delete);
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool gate_open_ ABSL_GUARDED_BY(mu_) = true;
+  int held_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t refuse_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<uint64_t> retention_calls_ ABSL_GUARDED_BY(mu_);
+};
+
 class BrokerTest : public ::testing::Test {
  protected:
   void SetUp() override { Open(); }
@@ -81,7 +141,9 @@ class BrokerTest : public ::testing::Test {
     auto store = SqliteEventStore::Open(dir_.path(), SyncPolicy::kNormal);
     ASSERT_TRUE(store.ok()) << store.status();
     config_.run_housekeeping = false;
-    auto b = Broker::Create(config_, *std::move(store), &clock_, metrics_.get());
+    auto faulty = std::make_unique<FaultyStore>(*std::move(store));
+    faulty_ = faulty.get();
+    auto b = Broker::Create(config_, std::move(faulty), &clock_, metrics_.get());
     ASSERT_TRUE(b.ok()) << b.status();
     broker_ = *std::move(b);
   }
@@ -123,6 +185,7 @@ class BrokerTest : public ::testing::Test {
   prometheus::Registry registry_;
   std::unique_ptr<BrokerMetrics> metrics_;
   BrokerConfig config_;
+  FaultyStore* faulty_ = nullptr;  // owned by broker_
   std::unique_ptr<Broker> broker_;
 };
 
@@ -418,6 +481,169 @@ TEST_F(BrokerTest, PublishRejectsBadInputAndStoresNothing) {
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(absl::StartsWith(r.status().message(), "events[1].type:")) << r.status();
   EXPECT_EQ(broker_->GetStats()->total_events(), 0u) << "a bad batch stores nothing";
+}
+
+
+// Item 11 of the robustness issue: a group-state change the store always
+// refuses used to be put back in front of the queue and committed with every
+// later publish, failing them all; and FlushWrites counted it as done.
+TEST_F(BrokerTest, RefusedGroupStateNeverFailsPublishesAndFlushWaitsForIt) {
+  CollectingSink sink;
+  Subscribe(sink, GroupRequest("workers"));
+  PublishResult poisoned = Publish(MakeEvent("order.created", "evt_p"));
+  ASSERT_EQ(sink.WaitFor(1).size(), 1u);
+  broker_->FlushWrites();
+  faulty_->RefuseOpsFor(poisoned.sequence);
+  // The ack of the delivered event is the op the store refuses from now on.
+  ASSERT_TRUE(Ack("workers", {sink.WaitFor(1)[0].ack_id}).ok());
+  for (int i = 0; i < 5; ++i) {
+    auto r = broker_->PublishAndWait({MakeEvent("order.created")});
+    ASSERT_TRUE(r.ok()) << "publish " << i << " failed with the refused op: " << r.status();
+  }
+  broker_->FlushWrites();
+  // Flush returned only once the op was stored or finally given up on.
+  EXPECT_EQ(metrics_->group_ops_dropped.Value(), 1);
+  EXPECT_EQ(broker_->GetStats()->total_events(), 6u);
+}
+
+// Item 9: under overload a publish is refused, never queued without bound.
+TEST_F(BrokerTest, FullPublishQueueRefusesWithResourceExhaustedAndStoresTheRest) {
+  config_.max_queued_publish_bytes = 16 << 10;
+  Open();
+  faulty_->SetGate(false);
+  absl::Mutex mu;
+  int ok = 0, refused = 0, other = 0;
+  auto done = [&](absl::StatusOr<std::vector<PublishResult>> r) {
+    absl::MutexLock lock(&mu);
+    if (r.ok()) {
+      ++ok;
+    } else if (r.status().code() == absl::StatusCode::kResourceExhausted) {
+      ++refused;
+    } else {
+      ++other;
+    }
+  };
+  events::v1::Event big = MakeEvent("order.created");
+  (*big.mutable_data()->mutable_fields())["pad"].set_string_value(std::string(1000, 'x'));
+  broker_->Publish({big}, done);
+  ASSERT_TRUE(faulty_->WaitForHeldCommit()) << "the writer holds the first publish";
+  constexpr int kMore = 100;
+  for (int i = 0; i < kMore; ++i) broker_->Publish({big}, done);
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_GT(refused, 50) << "about 16 of 100 KB fit in the queue";
+    EXPECT_EQ(ok, 0);
+  }
+  EXPECT_GT(metrics_->publishes_refused.Value(), 50);
+  faulty_->SetGate(true);
+  broker_->FlushWrites();
+  absl::MutexLock lock(&mu);
+  auto all = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return ok + refused + other == kMore + 1; };
+  ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(10)));
+  EXPECT_EQ(other, 0);
+  EXPECT_EQ(broker_->GetStats()->total_events(), static_cast<uint64_t>(ok))
+      << "every acknowledged publish is stored, and only those";
+}
+
+// Item 8: a publish racing Shutdown is always answered (it used to be
+// queued after the writer had exited, and PublishAndWait blocked forever).
+TEST_F(BrokerTest, PublishRacingShutdownIsAlwaysAnswered) {
+  for (int round = 0; round < 20; ++round) {
+    Open();
+    std::atomic<int> sent{0};
+    absl::Mutex mu;
+    int answered = 0;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&] {
+        for (int i = 0; i < 50; ++i) {
+          ++sent;
+          broker_->Publish({MakeEvent("order.created")},
+                           [&](absl::StatusOr<std::vector<PublishResult>>) {
+                             absl::MutexLock lock(&mu);
+                             ++answered;
+                           });
+        }
+      });
+    }
+    broker_->Shutdown();
+    for (auto& t : threads) t.join();
+    absl::MutexLock lock(&mu);
+    auto all = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return answered == sent.load(); };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(10)))
+        << "round " << round << ": " << answered << " of " << sent.load() << " answered";
+  }
+}
+
+// Item 10: retention works through a large backlog in short transactions.
+TEST_F(BrokerTest, RetentionDeletesInBoundedChunks) {
+  config_.retention_count = 10;
+  config_.retention_chunk = 100;
+  Open();
+  std::vector<events::v1::Event> batch;
+  for (int i = 0; i < 1000; ++i) batch.push_back(MakeEvent("order.created"));
+  ASSERT_TRUE(broker_->PublishAndWait(batch).ok());
+  broker_->Tick();
+  EXPECT_EQ(broker_->GetStats()->total_events(), 10u);
+  std::vector<uint64_t> calls = faulty_->retention_calls();
+  EXPECT_GE(calls.size(), 10u);
+  for (uint64_t max_delete : calls) EXPECT_LE(max_delete, 100u);
+}
+
+// Item 10: deadlines expire from an ordered index; extending one moves it.
+TEST_F(BrokerTest, ExtendedDeadlineIsHonouredAndExpiryStillWorks) {
+  CollectingSink sink;
+  Subscribe(sink, GroupRequest("workers"));
+  Publish(MakeEvent("order.created"));
+  Publish(MakeEvent("order.created"));
+  auto got = sink.WaitFor(2);
+  ASSERT_EQ(got.size(), 2u);
+  v1::ModifyAckDeadlineRequest mod;
+  mod.set_group("workers");
+  mod.add_ack_ids(got[0].ack_id);
+  *mod.mutable_ack_deadline() = TimeUtil::SecondsToDuration(120);
+  ASSERT_TRUE(broker_->ModifyAckDeadline(mod).ok());
+  clock_.Advance(absl::Seconds(31));
+  broker_->Tick();
+  got = sink.WaitFor(3);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[2].event->seq, got[1].event->seq) << "only the unextended one is redelivered";
+  ASSERT_TRUE(Ack("workers", {got[2].ack_id}).ok());
+  clock_.Advance(absl::Seconds(90));
+  broker_->Tick();
+  got = sink.WaitFor(4);
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[3].event->seq, got[0].event->seq);
+}
+
+// Item 7: one ReplayDeadLetters call loads a bounded number of dead letters;
+// a longer queue is replayed by calling again.
+TEST_F(BrokerTest, ReplayLoadsABoundedNumberPerCall) {
+  config_.max_replay_per_call = 5;
+  Open();
+  CollectingSink sink;
+  v1::SubscribeRequest req = GroupRequest("workers");
+  req.set_max_deliveries(1);
+  Subscribe(sink, req);
+  for (int i = 0; i < 12; ++i) Publish(MakeEvent("order.created"));
+  ASSERT_EQ(sink.WaitFor(12).size(), 12u);
+  clock_.Advance(absl::Seconds(31));
+  broker_->Tick();
+  broker_->FlushWrites();
+  sink.SetPaused(true);
+  v1::ReplayDeadLettersRequest replay;
+  replay.set_group("workers");
+  std::vector<uint32_t> per_call;
+  for (int i = 0; i < 4; ++i) {
+    auto r = broker_->ReplayDeadLetters(replay);
+    ASSERT_TRUE(r.ok()) << r.status();
+    per_call.push_back(r->replayed());
+  }
+  EXPECT_EQ(per_call, (std::vector<uint32_t>{5, 5, 2, 0}));
+  for (int i = 0; i < 6; ++i) replay.add_sequences(i + 1);
+  auto too_many = broker_->ReplayDeadLetters(replay);
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_many.status().message(), ::testing::HasSubstr("sequences: at most 5"));
 }
 
 }  // namespace

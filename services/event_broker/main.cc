@@ -12,6 +12,7 @@
 #include "libs/common/shutdown.h"
 #include "prometheus/registry.h"
 #include "services/event_broker/broker.h"
+#include "services/event_broker/forwarding_store.h"
 #include "services/event_broker/grpc_service.h"
 #include "services/event_broker/http_api.h"
 #include "services/event_broker/sqlite_store.h"
@@ -35,6 +36,13 @@ ABSL_FLAG(absl::Duration, ack_deadline, absl::Seconds(30), "default group ack de
 ABSL_FLAG(int32_t, max_in_flight, 1000, "default unacked deliveries per group subscriber");
 ABSL_FLAG(int32_t, max_deliveries, 5, "default deliveries before an event is dead-lettered");
 ABSL_FLAG(int64_t, cache_events, 16384, "recent events kept in memory for live subscribers");
+ABSL_FLAG(int64_t, max_queued_publish_bytes, 256 << 20,
+          "publishes waiting for a commit, in bytes; past it publishes are refused with "
+          "RESOURCE_EXHAUSTED (HTTP 429) until the store catches up");
+ABSL_FLAG(int64_t, grpc_memory_quota_bytes, 1LL << 30,
+          "memory gRPC may use for requests and responses in flight");
+ABSL_FLAG(int64_t, test_store_bytes_per_sec, 0,
+          "for overload tests only: the store appends no faster than this (0: off)");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(1),
           "on SIGTERM, after the broker drained (accepted publishes committed, streams "
           "ended), how long other in-flight calls may take before they are cancelled");
@@ -107,14 +115,21 @@ int Run() {
   config.default_max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
   config.default_max_deliveries = absl::GetFlag(FLAGS_max_deliveries);
   config.cache_events = absl::GetFlag(FLAGS_cache_events);
+  config.max_queued_publish_bytes = absl::GetFlag(FLAGS_max_queued_publish_bytes);
+  std::unique_ptr<EventStore> event_store = *std::move(store);
+  if (int64_t rate = absl::GetFlag(FLAGS_test_store_bytes_per_sec); rate > 0) {
+    LogWarn("store throttled for a test", {{"bytes_per_sec", rate}});
+    event_store = std::make_unique<ThrottledEventStore>(std::move(event_store), rate);
+  }
   absl::StatusOr<std::unique_ptr<Broker>> broker =
-      Broker::Create(config, *std::move(store), RealClock::Get(), &metrics);
+      Broker::Create(config, std::move(event_store), RealClock::Get(), &metrics);
   if (!broker.ok()) {
     LogError("cannot start broker", {{"error", broker.status().ToString()}});
     return 1;
   }
 
   EventBrokerService service(broker->get());
+  edges.set_grpc_memory_quota(absl::GetFlag(FLAGS_grpc_memory_quota_bytes));
   RegisterBrokerHttpApi(&edges.http(), broker->get());
   if (absl::Status st = edges.Start(
           absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr), {&service}, nullptr,

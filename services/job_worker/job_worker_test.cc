@@ -1,12 +1,14 @@
 // Worker logic: backoff schedule, configuration validation, mapping lookup,
 // order-flow handlers, and the retry/ack protocol against a fake broker
 // client (the real broker is exercised in tests/job_worker_integration_test).
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "services/job_worker/backoff.h"
+#include "libs/common/backoff.h"
 #include "services/job_worker/handlers.h"
 #include "services/job_worker/job_store.h"
 #include "services/job_worker/worker.h"
@@ -206,10 +208,10 @@ class FakeBrokerClient : public BrokerClient {
     return nullptr;
   }
   template <typename F>
-  bool WaitFor(F cond) {
+  bool WaitFor(F cond, absl::Duration timeout = absl::Seconds(10)) {
     absl::MutexLock lock(&mu_);
     auto c = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return cond(*this); };
-    return mu_.AwaitWithTimeout(absl::Condition(&c), absl::Seconds(10));
+    return mu_.AwaitWithTimeout(absl::Condition(&c), timeout);
   }
   std::vector<events::v1::Event> published_;
   std::vector<std::string> acked_;
@@ -246,6 +248,10 @@ class WorkerTest : public ::testing::Test {
     worker_.reset();
     store_.reset();
     std::filesystem::remove_all(dir_);
+  }
+  void Rebuild(const std::string& config_json, Clock* clock = nullptr) {
+    TearDown();
+    Build(config_json, clock);
   }
   broker::v1::Delivery Delivery(const std::string& id, int fail_times, int attempt) {
     broker::v1::Delivery d;
@@ -360,6 +366,149 @@ TEST_F(WorkerTest, JobPastItsTimeoutFailsWithTimeout) {
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->status(), v1::JOB_STATUS_FAILED);
   EXPECT_THAT(job->error(), HasSubstr("timed out"));
+}
+
+// A job's status and its timing fields as one snapshot: what a reader may see.
+std::string Inconsistency(const v1::Job& j) {
+  if (j.id().empty() || j.attempt() < 1) return "no id or attempt";
+  if (!j.has_enqueued_at()) return "no enqueued_at";
+  switch (j.status()) {
+    case v1::JOB_STATUS_WAITING:
+      return "";
+    case v1::JOB_STATUS_ACTIVE:
+      if (!j.has_started_at()) return "active without started_at";
+      if (j.has_finished_at()) return "active with finished_at";
+      return "";
+    case v1::JOB_STATUS_COMPLETED:
+    case v1::JOB_STATUS_FAILED:
+    case v1::JOB_STATUS_RETRY_SCHEDULED:
+      if (!j.has_started_at() || !j.has_finished_at()) return "finished without its times";
+      if (j.finished_at().seconds() < j.started_at().seconds()) return "finished before started";
+      if (j.status() == v1::JOB_STATUS_RETRY_SCHEDULED && !j.has_next_retry_at()) {
+        return "retry without next_retry_at";
+      }
+      if (j.status() == v1::JOB_STATUS_FAILED && j.error().empty()) return "failed without error";
+      if (j.status() == v1::JOB_STATUS_COMPLETED && !j.error().empty()) {
+        return "completed with an error";
+      }
+      return "";
+    default:
+      return "unknown status";
+  }
+}
+
+// GetJob/ListJobs/GetStats from other threads while many jobs run, fail,
+// retry and complete: every job they return is one consistent snapshot (the
+// worker threads update a job while readers copy it). Under ThreadSanitizer
+// an unsynchronised update of a job readers can see is reported.
+TEST_F(WorkerTest, JobsReadWhileRunningAreConsistent) {
+  Rebuild(R"({"mappings":[{"eventType":"test.sleep","jobType":"sleep","queue":"slow"},
+                          {"eventType":"test.flaky","jobType":"flaky","queue":"test"}],
+              "queues":[{"name":"slow","concurrency":4},
+                        {"name":"test","concurrency":4,"attempts":2,
+                         "backoff":{"initial":"0.01s","max":"0.01s"}}]})",
+          RealClock::Get());  // the sleep handler sleeps in real time
+  constexpr int kSleeps = 120, kFlaky = 80;
+  auto event = [](const std::string& id, const std::string& type, const std::string& key,
+                  double value, int attempt) {
+    broker::v1::Delivery d;
+    d.mutable_event()->set_id(id);
+    d.mutable_event()->set_type(type);
+    d.mutable_event()->set_correlation_id("reads");
+    (*d.mutable_event()->mutable_data()->mutable_fields())[key].set_number_value(value);
+    d.set_ack_id(absl::StrCat(id, "-", attempt));
+    d.set_delivery_attempt(attempt);
+    return d;
+  };
+  // Ids of the jobs delivered so far; readers only ask for those.
+  std::vector<std::string> ids;
+  for (int i = 0; i < kSleeps; ++i) ids.push_back(absl::StrCat("job_S", i));
+  for (int i = 0; i < kFlaky; ++i) ids.push_back(absl::StrCat("job_F", i));
+  std::atomic<int> delivered{0};
+  std::atomic<bool> done{false};
+  absl::Mutex bad_mu;
+  std::vector<std::string> bad;
+  auto report = [&](const std::string& what) {
+    absl::MutexLock lock(&bad_mu);
+    if (bad.size() < 5) bad.push_back(what);
+  };
+  std::atomic<uint64_t> reads{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 3; ++r) {
+    readers.emplace_back([&, r] {
+      uint64_t last_done = 0;
+      size_t i = r;
+      while (!done.load()) {
+        int n = delivered.load();
+        if (n > 0) {
+          v1::GetJobRequest get;
+          get.set_id(ids[i++ % n]);
+          absl::StatusOr<v1::Job> job = worker_->GetJob(get);
+          if (!job.ok()) {
+            report(absl::StrCat(get.id(), ": ", job.status().ToString()));
+          } else if (std::string why = Inconsistency(*job); !why.empty()) {
+            report(absl::StrCat(get.id(), ": ", why, ": ", job->ShortDebugString()));
+          }
+        }
+        if (r == 0) {
+          v1::ListJobsRequest list;
+          list.set_limit(1000);
+          absl::StatusOr<v1::ListJobsResponse> resp = worker_->ListJobs(list);
+          if (!resp.ok()) {
+            report(resp.status().ToString());
+          } else {
+            for (const v1::Job& j : resp->jobs()) {
+              if (std::string why = Inconsistency(j); !why.empty()) {
+                report(absl::StrCat("list: ", j.id(), ": ", why, ": ", j.ShortDebugString()));
+              }
+            }
+          }
+        }
+        if (r == 1) {
+          uint64_t finished = 0;
+          v1::GetStatsResponse stats = worker_->GetStats();
+          for (const v1::QueueStats& q : stats.queues()) {
+            if (q.active() > q.concurrency()) report(absl::StrCat(q.name(), ": over concurrency"));
+            finished += q.completed() + q.failed() + q.retried();
+          }
+          if (finished < last_done) report("stats went backwards");
+          last_done = finished;
+        }
+        reads.fetch_add(1);
+      }
+    });
+  }
+  for (int i = 0; i < kSleeps + kFlaky; ++i) {
+    worker_->OnDelivery(i < kSleeps ? event(absl::StrCat("evt_S", i), "test.sleep", "sleepMs",
+                                            i % 3, 1)
+                                    : event(absl::StrCat("evt_F", i - kSleeps), "test.flaky",
+                                            "failTimes", 1, 1));
+    delivered.store(i + 1);
+  }
+  // Every flaky job fails once: redeliver it as the broker would.
+  ASSERT_TRUE(broker_.WaitFor(
+      [&](FakeBrokerClient& b) { return b.nacked_.size() == static_cast<size_t>(kFlaky); },
+      absl::Seconds(60)));
+  for (int i = 0; i < kFlaky; ++i) {
+    worker_->OnDelivery(event(absl::StrCat("evt_F", i), "test.flaky", "failTimes", 1, 2));
+  }
+  bool all_acked = broker_.WaitFor(
+      [&](FakeBrokerClient& b) { return b.acked_.size() == static_cast<size_t>(kSleeps + kFlaky); },
+      absl::Seconds(60));
+  done.store(true);
+  for (std::thread& t : readers) t.join();
+  ASSERT_TRUE(all_acked);
+  EXPECT_GT(reads.load(), 0u);
+  absl::MutexLock lock(&bad_mu);
+  EXPECT_THAT(bad, ::testing::IsEmpty());
+  for (const std::string& id : ids) {
+    v1::GetJobRequest get;
+    get.set_id(id);
+    absl::StatusOr<v1::Job> job = worker_->GetJob(get);
+    ASSERT_TRUE(job.ok()) << id;
+    EXPECT_EQ(job->status(), v1::JOB_STATUS_COMPLETED) << job->ShortDebugString();
+    EXPECT_EQ(Inconsistency(*job), "") << job->ShortDebugString();
+  }
 }
 
 TEST_F(WorkerTest, PausedQueueHoldsJobsUntilResumed) {

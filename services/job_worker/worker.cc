@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
+#include "libs/common/proto_time.h"
 #include "libs/common/json_log.h"
 #include "libs/common/thread_name.h"
 
@@ -14,9 +15,7 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
-}
+google::protobuf::Timestamp ToProto(absl::Time t) { return ToProtoTime(t); }
 
 std::string Rfc3339(absl::Time t) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone());
@@ -108,7 +107,7 @@ absl::Status Worker::Start() {
   for (const std::string& t : config_.EventTypes()) req.add_types(t);
   req.set_start(options_.start);
   *req.mutable_ack_deadline() =
-      TimeUtil::MillisecondsToDuration(absl::ToInt64Milliseconds(options_.ack_deadline));
+      ToProtoDuration(options_.ack_deadline);
   // Prefetch: by Little's law the events held (queued + running + waiting
   // for their ack) bound throughput at held / per-job latency, so hold a lot
   // more than the slots.
@@ -250,7 +249,7 @@ events::v1::Event Worker::LifecycleEvent(const Task& task, const v1::Job& job,
   SetField(ev, "triggerEventId", job.trigger_event_id());
   if (job.has_next_retry_at()) {
     SetField(ev, "nextRetryAt",
-             Rfc3339(absl::FromUnixMicros(TimeUtil::TimestampToMicroseconds(job.next_retry_at()))));
+             Rfc3339(FromProtoTime(job.next_retry_at())));
   }
   return ev;
 }
@@ -267,6 +266,10 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
   *job.mutable_started_at() = ToProto(started);
   job.set_queue_wait_ms(absl::ToInt64Milliseconds(started - task->arrived));
   job.clear_error();
+  // A retry starts from the stored job: what the last attempt finished with
+  // does not describe this one.
+  job.clear_finished_at();
+  job.clear_processing_time_ms();
   {
     absl::MutexLock lock(&mu_);
     task->job = job;
@@ -291,6 +294,7 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
     absl::MutexLock lock(&mu_);
     queue->active.erase(job.id());
     held_.erase(job.id());
+    UpdateGauges(job.queue(), *queue);
     return;
   }
   absl::Time finished = clock_->Now();
@@ -463,7 +467,6 @@ bool Worker::Shutdown() {
     if (!s.ok()) LogWarn("handing back jobs failed", {{"error", s.ToString()}});
   }
   if (extender_.joinable()) extender_.join();
-  acker_->Flush();
   std::vector<std::thread> threads;
   {
     absl::MutexLock lock(&mu_);
@@ -475,6 +478,9 @@ bool Worker::Shutdown() {
   for (std::thread& t : threads) {
     if (t.joinable()) t.join();
   }
+  // After the join: a job that finished during the drain queues its ack only
+  // after it left the active set (what the drain waited for).
+  acker_->Flush();
   LogInfo("worker drained", {{"all_jobs_finished", finished},
                              {"handed_back", static_cast<uint64_t>(hand_back.size())}});
   return finished;

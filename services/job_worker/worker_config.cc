@@ -12,6 +12,7 @@
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
+#include "libs/common/proto_time.h"
 #include "libs/common/event_rules.h"
 
 namespace switchboard::jobs {
@@ -19,9 +20,7 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 
-absl::Duration FromProto(const google::protobuf::Duration& d) {
-  return absl::Microseconds(TimeUtil::DurationToMicroseconds(d));
-}
+absl::Duration FromProto(const google::protobuf::Duration& d) { return FromProtoDuration(d); }
 
 bool IsQueueName(const std::string& s) {
   if (s.empty() || s.size() > 64) return false;

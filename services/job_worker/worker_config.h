@@ -7,7 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "services/job_worker/backoff.h"
+#include "libs/common/backoff.h"
 #include "switchboard/jobs/v1/jobs.pb.h"
 
 namespace switchboard::jobs {

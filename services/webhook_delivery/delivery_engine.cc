@@ -176,7 +176,7 @@ void DeliveryEngine::Dispatch(DeliveryRecord record) {
   const std::string webhook_id = record.delivery.webhook_id();
   absl::StatusOr<v1::Webhook> webhook = registry_->Get(webhook_id);
   absl::Time now = clock_->Now();
-  auto fail_now = [&](const std::string& error) {
+  auto fail_now = [&](const std::string& error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Outcome o{std::move(record), HttpResult{}, now};
     o.result.error = error;
     Finish(std::move(o));

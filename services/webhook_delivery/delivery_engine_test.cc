@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
@@ -16,6 +17,40 @@ namespace switchboard::webhooks {
 namespace {
 
 using google::protobuf::util::TimeUtil;
+
+// Forwards to a real sender. A `done` that runs after OwnerGone (the engine
+// it calls back into was destroyed) is counted, not forwarded.
+class ObservedSender : public HttpSender {
+ public:
+  explicit ObservedSender(HttpSender* real) : real_(real) {}
+  void Send(HttpCall call, std::function<void(HttpResult)> done) override {
+    real_->Send(std::move(call), [this, done = std::move(done)](HttpResult r) {
+      absl::MutexLock lock(&mu_);
+      if (owner_gone_) {
+        ++late_;
+        return;
+      }
+      done(std::move(r));
+    });
+  }
+  void Stop() override { real_->Stop(); }
+  void OwnerGone() {
+    absl::MutexLock lock(&mu_);
+    owner_gone_ = true;
+  }
+  // True when a `done` ran after OwnerGone within `window`.
+  bool LateCallbackWithin(absl::Duration window) {
+    absl::MutexLock lock(&mu_);
+    auto late = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return late_ > 0; };
+    return mu_.AwaitWithTimeout(absl::Condition(&late), window);
+  }
+
+ private:
+  HttpSender* const real_;
+  absl::Mutex mu_;
+  bool owner_gone_ ABSL_GUARDED_BY(mu_) = false;
+  int late_ ABSL_GUARDED_BY(mu_) = 0;
+};
 
 struct Received {
   std::map<std::string, std::string> headers;
@@ -32,6 +67,10 @@ class DeliveryEngineTest : public ::testing::Test {
     deliveries_ = *SqliteDeliveryStore::Open(dir_);
     RegistryConfig rc;
     rc.allow_private_targets = true;
+    // Registration never waits for DNS here: every name is the receiver.
+    rc.resolve = [](const std::string&) -> absl::StatusOr<std::vector<std::string>> {
+      return std::vector<std::string>{"127.0.0.1"};
+    };
     registry_ = std::make_unique<WebhookRegistry>(rc, webhooks_.get(), RealClock::Get());
     EngineConfig ec;
     ec.allow_private_targets = true;
@@ -49,7 +88,13 @@ class DeliveryEngineTest : public ::testing::Test {
       return resp;
     });
     receiver_->Route("POST", "/hang", [this](const HttpRequest&) {
+      {
+        absl::MutexLock lock(&mu_);
+        ++hang_requests_;
+      }
       release_.WaitForNotificationWithTimeout(absl::Seconds(20));
+      absl::MutexLock lock(&mu_);
+      ++hang_answers_;
       return HttpResponse{200, "text/plain", ""};
     });
     port_ = *receiver_->Start("127.0.0.1:0");
@@ -57,16 +102,55 @@ class DeliveryEngineTest : public ::testing::Test {
   }
   void TearDown() override {
     if (!release_.HasBeenNotified()) release_.Notify();
+    if (!release_dns_.HasBeenNotified()) release_dns_.Notify();
     engine_.reset();
     receiver_.reset();
     std::filesystem::remove_all(dir_);
   }
 
+  // Replaces the engine. Stopping an engine stops its sender, so the new one
+  // gets a curl sender of its own, declared (as in main.cc) before the engine
+  // so that the engine goes first; `observe` puts observed_ in between.
+  void RestartEngine(EngineConfig ec, bool observe = false) {
+    engine_.reset();
+    observed_.reset();
+    own_sender_ = std::make_unique<CurlMultiSender>();
+    HttpSender* sender = own_sender_.get();
+    if (observe) {
+      observed_ = std::make_unique<ObservedSender>(sender);
+      sender = observed_.get();
+    }
+    engine_ = std::make_unique<DeliveryEngine>(ec, registry_.get(), deliveries_.get(), sender,
+                                               RealClock::Get());
+    engine_->Start();
+  }
+  // A resolver that hangs for "hang.example" until release_dns_ (counting
+  // the lookups that started) and answers 127.0.0.1 for any other name.
+  Resolver HangingResolver() {
+    return [this](const std::string& host) -> absl::StatusOr<std::vector<std::string>> {
+      if (host != "hang.example") return std::vector<std::string>{"127.0.0.1"};
+      {
+        absl::MutexLock lock(&mu_);
+        ++hanging_lookups_;
+      }
+      release_dns_.WaitForNotificationWithTimeout(absl::Seconds(60));
+      return absl::UnavailableError("hang.example: no answer");
+    };
+  }
+  bool WaitFor(std::function<bool()> condition, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto met = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return condition(); };
+    return mu_.AwaitWithTimeout(absl::Condition(&met), timeout);
+  }
+
   v1::Webhook Register(const std::string& path, uint32_t retries,
-                       absl::Duration timeout = absl::Seconds(5)) {
+                       absl::Duration timeout = absl::Seconds(5),
+                       const std::string& host = "127.0.0.1", const std::string& events = "order.*",
+                       const std::string& secret = "") {
     v1::RegisterWebhookRequest r;
-    r.set_url(absl::StrCat("http://127.0.0.1:", port_, path));
-    r.add_events("order.*");
+    r.set_url(absl::StrCat("http://", host, ":", port_, path));
+    r.add_events(events);
+    r.set_secret(secret);
     r.set_retry_attempts(retries);
     *r.mutable_retry_delay() = TimeUtil::MillisecondsToDuration(100);
     *r.mutable_timeout() = TimeUtil::MillisecondsToDuration(absl::ToInt64Milliseconds(timeout));
@@ -105,6 +189,8 @@ class DeliveryEngineTest : public ::testing::Test {
   std::unique_ptr<SqliteDeliveryStore> deliveries_;
   std::unique_ptr<WebhookRegistry> registry_;
   CurlMultiSender sender_;
+  std::unique_ptr<CurlMultiSender> own_sender_;
+  std::unique_ptr<ObservedSender> observed_;
   std::unique_ptr<DeliveryEngine> engine_;
   std::unique_ptr<AdminHttpServer> receiver_;
   int port_ = 0;
@@ -112,6 +198,10 @@ class DeliveryEngineTest : public ::testing::Test {
   std::vector<Received> received_;
   std::deque<HttpResponse> script_;
   absl::Notification release_;
+  absl::Notification release_dns_;
+  int hang_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  int hang_answers_ ABSL_GUARDED_BY(mu_) = 0;
+  int hanging_lookups_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 TEST_F(DeliveryEngineTest, ServerErrorsTwiceThenDeliveredOnAttempt3WithValidSignatures) {
@@ -192,6 +282,119 @@ TEST_F(DeliveryEngineTest, RecordingTheSameEventTwiceCreatesOneDelivery) {
   EXPECT_EQ(*engine_->Record(Event("evt_D")), 0);
   ASSERT_TRUE(WaitForStatus("evt_D", v1::DELIVERY_STATUS_DELIVERED).has_value());
   EXPECT_EQ(ReceivedCount(), 1u);
+}
+
+// Resolution runs off the scheduler: an endpoint whose DNS hangs holds one
+// resolver thread, and the others' deliveries go on.
+TEST_F(DeliveryEngineTest, HangingResolverDoesNotDelayOtherEndpoints) {
+  EngineConfig ec;
+  ec.allow_private_targets = true;
+  ec.resolve = HangingResolver();
+  RestartEngine(ec);
+  Register("/hook", 0, absl::Seconds(5), "hang.example", "order.hang");
+  v1::Webhook healthy = Register("/hook", 0, absl::Seconds(5), "healthy.example", "order.created");
+  events::v1::Event hang_event = Event("evt_H1");
+  hang_event.set_type("order.hang");
+  ASSERT_EQ(*engine_->Record(hang_event), 1);
+  ASSERT_TRUE(WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return hanging_lookups_ > 0; },
+                      absl::Seconds(5)))
+      << "the hanging endpoint's lookup started";
+  absl::Time start = absl::Now();
+  ASSERT_EQ(*engine_->Record(Event("evt_H2")), 1);
+  ASSERT_TRUE(WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !received_.empty(); },
+                      absl::Seconds(5)))
+      << "the healthy endpoint waited for the hanging resolver";
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_FALSE(release_dns_.HasBeenNotified()) << "still hanging";
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_EQ(received_[0].headers.at("x-webhook-id"), healthy.id());
+    EXPECT_EQ(received_[0].headers.at("webhook-id"), "evt_H2");
+  }
+  ASSERT_TRUE(WaitForStatus("evt_H2", v1::DELIVERY_STATUS_DELIVERED).has_value());
+  release_dns_.Notify();  // so that Stop can join the resolver thread
+  auto failed = WaitForStatus("evt_H1", v1::DELIVERY_STATUS_FAILED);
+  ASSERT_TRUE(failed.has_value());
+  EXPECT_THAT(failed->attempts(0).error(), ::testing::HasSubstr("no answer"));
+}
+
+// Found while reviewing the resolver change; fails today (delivery_engine.cc
+// is not this change's file). Due() reads the earliest max_in_flight +
+// in-flight rows; when they all belong to an endpoint that is resolving (or at
+// its per-endpoint limit), the scheduler skips them and never reads the other
+// endpoints' rows behind them, so a backlog on one stuck endpoint delays all
+// others. Enable once the scheduler reads past skipped endpoints.
+TEST_F(DeliveryEngineTest, DISABLED_AHangingEndpointsBacklogDoesNotDelayOthers) {
+  EngineConfig ec;
+  ec.allow_private_targets = true;
+  ec.max_in_flight = 8;
+  ec.resolve = HangingResolver();
+  RestartEngine(ec);
+  Register("/hook", 0, absl::Seconds(5), "hang.example", "order.hang");
+  Register("/hook", 0, absl::Seconds(5), "healthy.example", "order.created");
+  for (int i = 0; i < 20; ++i) {
+    events::v1::Event e = Event(absl::StrCat("evt_B", i));
+    e.set_type("order.hang");
+    ASSERT_EQ(*engine_->Record(e), 1);
+  }
+  ASSERT_TRUE(WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return hanging_lookups_ > 0; },
+                      absl::Seconds(5)));
+  ASSERT_EQ(*engine_->Record(Event("evt_B_healthy")), 1);
+  EXPECT_TRUE(WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !received_.empty(); },
+                      absl::Seconds(5)))
+      << "the healthy endpoint waited behind the hanging endpoint's backlog";
+}
+
+// Shutdown with a request in flight (the endpoint answers after the engine is
+// gone, or never: 30 s timeout): Stop abandons the transfer instead of waiting
+// for it, and no sender callback runs into the destroyed engine. The delivery
+// stays due in the outbox for the next start.
+TEST_F(DeliveryEngineTest, StopWithARequestInFlightReturnsPromptly) {
+  EngineConfig ec;
+  ec.allow_private_targets = true;
+  RestartEngine(ec, /*observe=*/true);
+  Register("/hang", 0, absl::Seconds(30));
+  ASSERT_EQ(*engine_->Record(Event("evt_S")), 1);
+  ASSERT_TRUE(WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return hang_requests_ > 0; },
+                      absl::Seconds(10)))
+      << "the request reached the endpoint";
+  absl::Time start = absl::Now();
+  engine_.reset();  // Stop, then the destructor
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3)) << "Stop waited for the transfer";
+  observed_->OwnerGone();
+  release_.Notify();  // the endpoint answers now
+  ASSERT_TRUE(WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return hang_answers_ > 0; },
+                      absl::Seconds(10)));
+  // The answer is on its way; a sender still running would hand it to the
+  // engine within milliseconds. Nothing may arrive (a bounded wait for
+  // something that must not happen).
+  EXPECT_FALSE(observed_->LateCallbackWithin(absl::Seconds(1)))
+      << "a sender callback ran after the engine was destroyed";
+  auto list = deliveries_->List("", v1::DELIVERY_STATUS_UNSPECIFIED, "evt_S", 10);
+  ASSERT_TRUE(list.ok() && list->size() == 1u);
+  EXPECT_EQ((*list)[0].delivery.status(), v1::DELIVERY_STATUS_PENDING) << "due again after restart";
+  EXPECT_EQ((*list)[0].delivery.attempts_size(), 0);
+}
+
+// The original design's secret ("webhook-secret-key", no whsec_ prefix) is a
+// raw key: deliveries signed with it verify with that same secret.
+TEST_F(DeliveryEngineTest, RawSecretSignsDeliveriesThatVerify) {
+  v1::Webhook w =
+      Register("/hook", 0, absl::Seconds(5), "127.0.0.1", "order.*", "webhook-secret-key");
+  EXPECT_EQ(w.secret(), "webhook-secret-key");
+  ASSERT_EQ(*engine_->Record(Event("evt_RAW")), 1);
+  ASSERT_TRUE(WaitForStatus("evt_RAW", v1::DELIVERY_STATUS_DELIVERED).has_value());
+  absl::MutexLock lock(&mu_);
+  ASSERT_EQ(received_.size(), 1u);
+  const Received& r = received_[0];
+  EXPECT_TRUE(Verify("webhook-secret-key", r.headers.at("webhook-id"),
+                     r.headers.at("webhook-timestamp"), r.headers.at("webhook-signature"), r.body,
+                     absl::Now())
+                  .ok());
+  // The key is the secret's bytes: HMAC-SHA256("webhook-secret-key", ...).
+  int64_t ts = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(r.headers.at("webhook-timestamp"), &ts));
+  EXPECT_EQ(r.headers.at("webhook-signature"), Sign("webhook-secret-key", "evt_RAW", ts, r.body));
 }
 
 }  // namespace

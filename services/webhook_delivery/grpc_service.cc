@@ -3,56 +3,84 @@
 #include "libs/common/grpc_server.h"
 
 namespace switchboard::webhooks {
+namespace {
+
+// Runs `fn` on `pool` and finishes the call from there (see the class
+// comment); skipped when the call was cancelled while it waited.
+template <typename Response, typename Fn>
+grpc::ServerUnaryReactor* OnPool(grpc::CallbackServerContext* ctx, Executor* pool,
+                                 Response* response, Fn fn) {
+  return FinishOnExecutor(ctx, pool, response,
+                          [ctx, fn = std::move(fn)]() mutable -> absl::StatusOr<Response> {
+                            if (ctx->IsCancelled()) {
+                              return absl::CancelledError("cancelled before it ran");
+                            }
+                            return fn();
+                          });
+}
+
+}  // namespace
+
+WebhookGrpcService::WebhookGrpcService(WebhookCore* core, WebhookGrpcServiceOptions options)
+    : core_(core),
+      registrations_("sb-wh-register", options.threads, options.max_queued),
+      queries_("sb-wh-rpc", options.threads, options.max_queued) {}
 
 grpc::ServerUnaryReactor* WebhookGrpcService::RegisterWebhook(
     grpc::CallbackServerContext* ctx, const v1::RegisterWebhookRequest* request,
     v1::Webhook* response) {
-  return FinishUnary(ctx, core_->Register(*request), response);
+  return OnPool(ctx, &registrations_, response,
+                [this, request] { return core_->Register(*request); });
 }
 grpc::ServerUnaryReactor* WebhookGrpcService::UnregisterWebhook(
     grpc::CallbackServerContext* ctx, const v1::UnregisterWebhookRequest* request,
     v1::UnregisterWebhookResponse* response) {
-  return FinishUnary(ctx, core_->Unregister(*request), response);
+  return OnPool(ctx, &queries_, response, [this, request] { return core_->Unregister(*request); });
 }
 grpc::ServerUnaryReactor* WebhookGrpcService::ListWebhooks(grpc::CallbackServerContext* ctx,
                                                            const v1::ListWebhooksRequest* request,
                                                            v1::ListWebhooksResponse* response) {
-  return FinishUnary(ctx, core_->List(*request), response);
+  return OnPool(ctx, &queries_, response, [this, request] { return core_->List(*request); });
 }
 grpc::ServerUnaryReactor* WebhookGrpcService::GetWebhook(grpc::CallbackServerContext* ctx,
                                                          const v1::GetWebhookRequest* request,
                                                          v1::Webhook* response) {
-  return FinishUnary(ctx, core_->Get(*request), response);
+  return OnPool(ctx, &queries_, response, [this, request] { return core_->Get(*request); });
 }
 grpc::ServerUnaryReactor* WebhookGrpcService::UpdateWebhook(grpc::CallbackServerContext* ctx,
                                                             const v1::UpdateWebhookRequest* request,
                                                             v1::Webhook* response) {
-  return FinishUnary(ctx, core_->Update(*request), response);
+  return OnPool(ctx, &registrations_, response,
+                [this, request] { return core_->Update(*request); });
 }
 grpc::ServerUnaryReactor* WebhookGrpcService::RotateSecret(grpc::CallbackServerContext* ctx,
                                                            const v1::RotateSecretRequest* request,
                                                            v1::Webhook* response) {
-  return FinishUnary(ctx, core_->RotateSecret(*request), response);
+  return OnPool(ctx, &queries_, response,
+                [this, request] { return core_->RotateSecret(*request); });
 }
 grpc::ServerUnaryReactor* WebhookGrpcService::GetStats(grpc::CallbackServerContext* ctx,
                                                        const v1::GetStatsRequest*,
                                                        v1::GetStatsResponse* response) {
-  return FinishUnary(ctx, core_->GetStats(), response);
+  return OnPool(ctx, &queries_, response, [this] { return core_->GetStats(); });
 }
 grpc::ServerUnaryReactor* WebhookGrpcService::ListDeliveries(
     grpc::CallbackServerContext* ctx, const v1::ListDeliveriesRequest* request,
     v1::ListDeliveriesResponse* response) {
-  return FinishUnary(ctx, core_->ListDeliveries(*request), response);
+  return OnPool(ctx, &queries_, response,
+                [this, request] { return core_->ListDeliveries(*request); });
 }
 grpc::ServerUnaryReactor* WebhookGrpcService::RedeliverEvent(
     grpc::CallbackServerContext* ctx, const v1::RedeliverEventRequest* request,
     v1::RedeliverEventResponse* response) {
-  return FinishUnary(ctx, core_->RedeliverEvent(*request), response);
+  return OnPool(ctx, &queries_, response,
+                [this, request] { return core_->RedeliverEvent(*request); });
 }
 grpc::ServerUnaryReactor* WebhookGrpcService::SendTestEvent(grpc::CallbackServerContext* ctx,
                                                             const v1::SendTestEventRequest* request,
                                                             v1::SendTestEventResponse* response) {
-  return FinishUnary(ctx, core_->SendTestEvent(*request), response);
+  return OnPool(ctx, &queries_, response,
+                [this, request] { return core_->SendTestEvent(*request); });
 }
 
 }  // namespace switchboard::webhooks

@@ -111,6 +111,8 @@ int Run() {
     LogError("cannot start", {{"error", s.ToString()}});
     return 1;
   }
+  // After core: the service's pools (where its calls run) drain and join
+  // before core goes.
   WebhookGrpcService service(&core);
   RegisterWebhookHttpApi(&edges.http(), &core);
   if (absl::Status st = edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr),
@@ -125,8 +127,16 @@ int Run() {
   int sig = WaitForShutdownSignal();
   LogInfo("shutting down", {{"signal", sig}});
   edges.BeginShutdown();
-  core.Shutdown();  // no new events; recorded deliveries stay in the outbox
+  // No new events: the subscription and resubscription threads are joined,
+  // then the intake thread, the only caller of engine.RecordAll. Recorded
+  // deliveries stay in the outbox.
+  core.Shutdown();
+  // Joins the scheduler and resolvers, stops the sender: transfers in flight
+  // are abandoned (due again at the next start), no curl callback runs later.
   engine.Stop();
+  // RPCs still running may only record deliveries (outbox) and Kick the
+  // stopped engine; calls still queued after the grace are cancelled and
+  // skipped.
   edges.Stop(absl::Seconds(1));
   LogInfo("stopped");
   return 0;

@@ -179,13 +179,19 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::Update(const v1::UpdateWebhookReque
   return Public(r);
 }
 
+// Every change is persisted first and applied in memory only once the store
+// took it (Register, Update, RotateSecret, Disable and Unregister alike), under
+// mu_ so that two changes of one webhook reach the store in the order they
+// reach memory: a failed write leaves both as they were, and a restart never
+// brings back (or loses) what the service had answered.
 absl::Status WebhookRegistry::Unregister(const std::string& id) {
   if (id.empty()) return absl::InvalidArgumentError("id: required");
   absl::MutexLock lock(&mu_);
-  if (records_.erase(id) == 0)
-    return absl::NotFoundError(absl::StrCat("id: no webhook '", id, "'"));
-  absl::StatusOr<bool> deleted = store_->Delete(id);
-  return deleted.status();
+  auto it = records_.find(id);
+  if (it == records_.end()) return absl::NotFoundError(absl::StrCat("id: no webhook '", id, "'"));
+  if (absl::StatusOr<bool> deleted = store_->Delete(id); !deleted.ok()) return deleted.status();
+  records_.erase(it);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::Webhook> WebhookRegistry::Get(const std::string& id) const {

@@ -5,6 +5,8 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -15,8 +17,16 @@ namespace switchboard::webhooks {
 
 absl::StatusOr<std::string> DecodeSecret(absl::string_view secret, absl::string_view field) {
   if (!absl::StartsWith(secret, kSecretPrefix)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": must start with 'whsec_' followed by base64"));
+    // A raw key (the design's "webhook-secret-key"): its bytes sign as they are.
+    bool printable =
+        std::all_of(secret.begin(), secret.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+    if (secret.size() < kMinRawSecret || secret.size() > kMaxRawSecret || !printable) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": must start with 'whsec_' followed by base64, or be a raw key of ",
+          kMinRawSecret, " to ", kMaxRawSecret, " printable ASCII characters without spaces (got ",
+          secret.size(), " characters", printable ? "" : ", not all printable", ")"));
+    }
+    return std::string(secret);
   }
   std::string key;
   if (!absl::Base64Unescape(secret.substr(kSecretPrefix.size()), &key)) {

@@ -17,9 +17,22 @@ namespace switchboard::webhooks {
 // where key is the base64-decoded part of the secret after "whsec_".
 
 constexpr absl::string_view kSecretPrefix = "whsec_";
+// A secret without the prefix is a raw key (see DecodeSecret): this long at least.
+constexpr size_t kMinRawSecret = 16;
+constexpr size_t kMaxRawSecret = 256;
 
-// The HMAC key of a "whsec_<base64>" secret. Errors name `field` and say
-// what is wrong (prefix, base64, length: 24 to 64 bytes).
+// The HMAC key of a secret:
+// - "whsec_<base64>" (what we generate, SPEC §5): the decoded bytes, 24 to 64.
+// - anything else, e.g. the original design's "webhook-secret-key": the
+//   secret's own bytes are the key, as a shared HMAC secret of the design's
+//   kind is used. 16 to 256 printable ASCII characters, no spaces (ASCII so
+//   that every verifier derives the same bytes). SPEC §5 defines the key of a
+//   whsec_ secret and the format of generated ones; it does not forbid others.
+//   Receivers verify with the raw key: standardwebhooks' `new Webhook(secret,
+//   {format: "raw"})` (JS) or `Webhook(secret.encode())` (Python, bytes), not
+//   the default string form, which would base64-decode it.
+// A secret that starts with "whsec_" is never taken as a raw key. Errors name
+// `field` and say what is wrong (prefix, base64, length, characters).
 absl::StatusOr<std::string> DecodeSecret(absl::string_view secret,
                                          absl::string_view field = "secret");
 

@@ -90,18 +90,50 @@ void WebhookCore::EnsureSubscribed() {
 absl::Status WebhookCore::Start() {
   intake_thread_ = std::thread([this] { IntakeLoop(); });
   EnsureSubscribed();
+  subscriber_ = std::thread([this] { SubscriberLoop(); });
   gauges_ = std::thread([this] { GaugesLoop(); });
   return absl::OkStatus();
 }
 
+void WebhookCore::RequestResubscribe() {
+  absl::MutexLock lock(&sub_mu_);
+  resubscribe_ = true;
+}
+
+// Resubscribing stops the old subscription, which joins its thread: never on
+// an RPC's thread. One thread does it, so two registrations cannot race to
+// replace the subscription, and Shutdown joins it before taking the last one.
+void WebhookCore::SubscriberLoop() {
+  SetThreadName("sb-resubscribe");
+  while (true) {
+    {
+      absl::MutexLock lock(&sub_mu_);
+      auto wake = [this]()
+                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(sub_mu_) { return resubscribe_ || stopping_; };
+      sub_mu_.Await(absl::Condition(&wake));
+      if (stopping_) return;
+      resubscribe_ = false;
+    }
+    EnsureSubscribed();
+  }
+}
+
 void WebhookCore::Shutdown() {
-  std::unique_ptr<BrokerSubscription> sub;
   {
     absl::MutexLock lock(&sub_mu_);
     if (stopping_) return;
     stopping_ = true;
+  }
+  // No subscription is made after this: the only thread that makes them is
+  // done, and EnsureSubscribed checks stopping_.
+  if (subscriber_.joinable()) subscriber_.join();
+  std::unique_ptr<BrokerSubscription> sub;
+  {
+    absl::MutexLock lock(&sub_mu_);
     sub = std::move(subscription_);
   }
+  // Once it is stopped no OnDelivery runs; then the intake thread (the only
+  // caller of the engine's RecordAll) finishes, before the engine stops.
   if (sub != nullptr) sub->Stop();
   {
     absl::MutexLock lock(&intake_mu_);
@@ -175,7 +207,7 @@ void WebhookCore::IntakeLoop() {
 
 absl::StatusOr<v1::Webhook> WebhookCore::Register(const v1::RegisterWebhookRequest& req) {
   absl::StatusOr<v1::Webhook> w = registry_->Register(req);
-  if (w.ok()) EnsureSubscribed();
+  if (w.ok()) RequestResubscribe();
   return w;
 }
 
@@ -198,7 +230,7 @@ absl::StatusOr<v1::Webhook> WebhookCore::Get(const v1::GetWebhookRequest& req) {
 absl::StatusOr<v1::Webhook> WebhookCore::Update(const v1::UpdateWebhookRequest& req) {
   absl::StatusOr<v1::Webhook> w = registry_->Update(req);
   if (w.ok()) {
-    EnsureSubscribed();
+    RequestResubscribe();
     engine_->Kick();
   }
   return w;

@@ -56,7 +56,14 @@ class WebhookCore {
 
  private:
   std::set<std::string> WantedFilters() const;
+  // Subscribes for WantedFilters() unless the subscription covers them: stops
+  // the old subscription (joins its thread) first. Only Start and the
+  // subscriber thread call it, never an RPC.
   void EnsureSubscribed() ABSL_LOCKS_EXCLUDED(sub_mu_);
+  // What Register and Update call: asks the subscriber thread to run
+  // EnsureSubscribed, without waiting for it.
+  void RequestResubscribe() ABSL_LOCKS_EXCLUDED(sub_mu_);
+  void SubscriberLoop();
   void GaugesLoop();
   void IntakeLoop();
 
@@ -73,6 +80,8 @@ class WebhookCore {
   std::set<std::string> subscribed_ ABSL_GUARDED_BY(sub_mu_);
   std::unique_ptr<BrokerSubscription> subscription_ ABSL_GUARDED_BY(sub_mu_);
   bool stopping_ ABSL_GUARDED_BY(sub_mu_) = false;
+  bool resubscribe_ ABSL_GUARDED_BY(sub_mu_) = false;
+  std::thread subscriber_;
   std::thread gauges_;
   // Deliveries from the broker wait here; the intake thread records them in
   // batches (one outbox transaction for many events), then acks them.

@@ -2,16 +2,23 @@
 // verification, and the SSRF guard's address and URL tables.
 #include <filesystem>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/time_util.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "libs/common/clock.h"
+#include "libs/common/grpc_server.h"
 #include "libs/common/proto_json.h"
+#include "services/webhook_delivery/delivery_engine.h"
+#include "services/webhook_delivery/grpc_service.h"
 #include "services/webhook_delivery/registry.h"
 #include "services/webhook_delivery/signing.h"
 #include "services/webhook_delivery/target_guard.h"
+#include "services/webhook_delivery/webhook_core.h"
 
 namespace switchboard::webhooks {
 namespace {
@@ -40,13 +47,34 @@ TEST(SigningTest, GeneratedSecretsDecodeAndDiffer) {
 }
 
 TEST(SigningTest, BadSecretsNameTheField) {
-  for (const char* bad : {"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_!!!not base64!!!",
-                          "whsec_c2hvcnQ=" /* "short" */}) {
+  for (const std::string& bad :
+       {std::string("short-secret"), std::string("a raw key with spaces in it"),
+        std::string(257, 'k'), std::string("webhook-secret-k\xc3\xa9y"),
+        std::string("webhook-secret\tkey"), std::string("whsec_!!!not base64!!!"),
+        std::string("whsec_c2hvcnQ=") /* "short" */, std::string("whsec_webhook-secret-key")}) {
     auto key = DecodeSecret(bad);
     ASSERT_FALSE(key.ok()) << bad;
     EXPECT_EQ(key.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_TRUE(absl::StartsWith(key.status().message(), "secret: ")) << key.status();
   }
+}
+
+// The original design's secret "webhook-secret-key" is a raw HMAC key: its
+// own bytes sign. The expected value is from `openssl dgst -sha256 -hmac
+// webhook-secret-key` (and npm standardwebhooks with {format: "raw"}).
+TEST(SigningTest, RawSecretsAreTheirOwnKeyBytes) {
+  auto key = DecodeSecret("webhook-secret-key");
+  ASSERT_TRUE(key.ok()) << key.status();
+  EXPECT_EQ(*key, "webhook-secret-key");
+  EXPECT_EQ(Sign(*key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, "{\"test\": 2432232314}"),
+            "v1,CTX1vlCAElq/nrDY4px0CB1UCoTLfmccjtx6J+iB+D4=");
+  EXPECT_TRUE(Verify("webhook-secret-key", "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
+                     "v1,CTX1vlCAElq/nrDY4px0CB1UCoTLfmccjtx6J+iB+D4=", "{\"test\": 2432232314}",
+                     absl::FromUnixSeconds(1614265330))
+                  .ok());
+  // 16 characters is enough; a whsec_ secret keeps its base64 meaning.
+  EXPECT_EQ(*DecodeSecret("0123456789abcdef"), "0123456789abcdef");
+  EXPECT_EQ(DecodeSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")->size(), 24u);
 }
 
 TEST(SigningTest, VerifyAcceptsEitherSecretDuringRotationAndRejectsTampering) {
@@ -267,6 +295,34 @@ TEST_F(RegistryTest, PrivateTargetsAreRefusedUnlessAllowed) {
   EXPECT_TRUE(registry_->Register(Req("http://localhost:9000/h")).ok());
 }
 
+// The original design's registration body, verbatim (its secret is no whsec_
+// secret): accepted, and the secret's bytes are the signing key.
+TEST_F(RegistryTest, TheDesignsRegistrationBodyIsAccepted) {
+  v1::RegisterWebhookRequest r;
+  ASSERT_TRUE(JsonToProtoWithMillis(
+                  R"({"url":"https://api.external.com/webhooks/orders",)"
+                  R"("secret":"webhook-secret-key",)"
+                  R"("events":["order.created","order.payment_completed","order.completed"],)"
+                  R"("retryAttempts":3,"retryDelay":5000,"timeout":30000})",
+                  &r)
+                  .ok());
+  auto w = registry_->Register(r);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->secret(), "webhook-secret-key");
+  auto matching = registry_->Matching("order.created");
+  ASSERT_EQ(matching.size(), 1u);
+  EXPECT_EQ(matching[0].keys, std::vector<std::string>{"webhook-secret-key"});
+  // Rotating to another raw key keeps both signing.
+  v1::RotateSecretRequest rotate;
+  rotate.set_id(w->id());
+  rotate.set_secret("another-raw-secret-key");
+  ASSERT_TRUE(registry_->RotateSecret(rotate).ok());
+  EXPECT_EQ(registry_->Matching("order.created")[0].keys,
+            (std::vector<std::string>{"another-raw-secret-key", "webhook-secret-key"}));
+  Open(false);  // survives a restart
+  EXPECT_EQ(registry_->Matching("order.created")[0].keys.size(), 2u);
+}
+
 TEST_F(RegistryTest, RotationSignsWithBothSecretsFor24Hours) {
   auto w = registry_->Register(Req());
   ASSERT_TRUE(w.ok());
@@ -312,6 +368,85 @@ TEST_F(RegistryTest, MatchingFollowsFiltersAndSkipsDisabledEndpoints) {
   EXPECT_EQ(registry_->Unregister(ops->id()).code(), absl::StatusCode::kNotFound);
   Open(false);
   EXPECT_EQ(registry_->List().size(), 1u);
+}
+
+// The SQLite store, but writes fail while `fail_writes` is set (a full disk,
+// a locked database).
+class FlakyWebhookStore : public WebhookStore {
+ public:
+  explicit FlakyWebhookStore(WebhookStore* real) : real_(real) {}
+  absl::Status Put(const WebhookRecord& record) override {
+    if (fail_writes) return absl::UnavailableError("disk I/O error");
+    return real_->Put(record);
+  }
+  absl::StatusOr<std::optional<WebhookRecord>> Get(const std::string& id) override {
+    return real_->Get(id);
+  }
+  absl::StatusOr<bool> Delete(const std::string& id) override {
+    if (fail_writes) return absl::UnavailableError("disk I/O error");
+    return real_->Delete(id);
+  }
+  absl::StatusOr<std::vector<WebhookRecord>> List() override { return real_->List(); }
+
+  bool fail_writes = false;
+
+ private:
+  WebhookStore* const real_;
+};
+
+// A delete the store refused leaves the webhook registered and matching:
+// memory never says "gone" while the store (and so the next start) has it.
+TEST_F(RegistryTest, FailedUnregisterKeepsTheWebhook) {
+  FlakyWebhookStore flaky(store_.get());
+  auto registry = std::make_unique<WebhookRegistry>(RegistryConfig{}, &flaky, &clock_);
+  v1::RegisterWebhookRequest req = Req("https://93.184.216.34/hooks");
+  auto w = registry->Register(req);
+  ASSERT_TRUE(w.ok()) << w.status();
+  flaky.fail_writes = true;
+  absl::Status s = registry->Unregister(w->id());
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_TRUE(registry->Get(w->id()).ok()) << "still registered";
+  EXPECT_EQ(registry->Matching("order.created").size(), 1u) << "still delivered to";
+  EXPECT_EQ(registry->List().size(), 1u);
+  // A restart agrees with what the running service says.
+  auto restarted = std::make_unique<WebhookRegistry>(RegistryConfig{}, &flaky, &clock_);
+  ASSERT_TRUE(restarted->Load().ok());
+  EXPECT_TRUE(restarted->Get(w->id()).ok());
+
+  flaky.fail_writes = false;
+  ASSERT_TRUE(registry->Unregister(w->id()).ok());
+  EXPECT_EQ(registry->Get(w->id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(registry->Matching("order.created").empty());
+  restarted = std::make_unique<WebhookRegistry>(RegistryConfig{}, &flaky, &clock_);
+  ASSERT_TRUE(restarted->Load().ok());
+  EXPECT_TRUE(restarted->List().empty());
+}
+
+// Update, RotateSecret and Disable the same way: a refused write changes
+// nothing in memory either.
+TEST_F(RegistryTest, FailedWritesChangeNothing) {
+  FlakyWebhookStore flaky(store_.get());
+  auto registry = std::make_unique<WebhookRegistry>(RegistryConfig{}, &flaky, &clock_);
+  auto w = registry->Register(Req("https://93.184.216.34/hooks"));
+  ASSERT_TRUE(w.ok()) << w.status();
+  const std::string before = registry->Get(w->id())->DebugString();
+  const std::vector<std::string> keys = *registry->SigningKeys(w->id());
+  flaky.fail_writes = true;
+  v1::UpdateWebhookRequest update;
+  update.set_id(w->id());
+  update.set_url("https://93.184.216.35/other");
+  update.set_active(false);
+  EXPECT_FALSE(registry->Update(update).ok());
+  v1::RotateSecretRequest rotate;
+  rotate.set_id(w->id());
+  EXPECT_FALSE(registry->RotateSecret(rotate).ok());
+  EXPECT_FALSE(registry->Disable(w->id(), "410 Gone").ok());
+  EXPECT_EQ(registry->Get(w->id())->DebugString(), before);
+  EXPECT_EQ(*registry->SigningKeys(w->id()), keys);
+  EXPECT_EQ(registry->Matching("order.created").size(), 1u);
+  v1::RegisterWebhookRequest another = Req("https://93.184.216.34/another");
+  EXPECT_FALSE(registry->Register(another).ok());
+  EXPECT_EQ(registry->List().size(), 1u);
 }
 
 // The JSON API's durations: whole milliseconds as in the original design, or
@@ -385,6 +520,328 @@ TEST(JsonMillisTest, BadNumbersNameTheField) {
   v1::RegisterWebhookRequest r;
   absl::Status s = JsonToProtoWithMillis(R"({"retry_delay":-5})", &r);
   EXPECT_TRUE(absl::StartsWith(s.message(), "retry_delay: ")) << s;
+}
+
+// A broker that never delivers. While HoldStops is on, a subscription's Stop
+// waits for `release_stop` (a subscription thread slow to join).
+class FakeBroker;
+class FakeSubscription : public BrokerSubscription {
+ public:
+  explicit FakeSubscription(FakeBroker* broker) : broker_(broker) {}
+  ~FakeSubscription() override { Stop(); }
+  void Stop() override;
+  bool connected() const override { return true; }
+
+ private:
+  FakeBroker* const broker_;
+  bool stopped_ = false;
+};
+
+class FakeBroker : public BrokerClient {
+ public:
+  absl::StatusOr<broker::v1::PublishResponse> Publish(events::v1::Event, absl::Duration) override {
+    return absl::UnimplementedError("fake broker");
+  }
+  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(std::vector<events::v1::Event>,
+                                                                absl::Duration) override {
+    return absl::UnimplementedError("fake broker");
+  }
+  absl::Status Ack(const std::string&, const std::vector<std::string>&, absl::Duration) override {
+    return absl::OkStatus();
+  }
+  absl::Status Nack(const std::string&, const std::vector<std::string>&, absl::Duration,
+                    absl::Duration) override {
+    return absl::OkStatus();
+  }
+  absl::Status ExtendAckDeadline(const std::string&, const std::vector<std::string>&,
+                                 absl::Duration, absl::Duration) override {
+    return absl::OkStatus();
+  }
+  std::unique_ptr<BrokerSubscription> SubscribeGroup(broker::v1::SubscribeRequest request,
+                                                     DeliveryCallback) override {
+    absl::MutexLock lock(&mu_);
+    requests_.push_back(std::move(request));
+    ++live_;
+    return std::make_unique<FakeSubscription>(this);
+  }
+  void HoldStops() {
+    absl::MutexLock lock(&mu_);
+    hold_stops_ = true;
+  }
+  // Waits until a subscription asks for `type` among its types.
+  bool WaitForSubscriptionTo(const std::string& type, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto asked = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      for (const auto& r : requests_) {
+        for (const std::string& t : r.types()) {
+          if (t == type) return true;
+        }
+      }
+      return false;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&asked), timeout);
+  }
+  // Waits until a Stop is being held.
+  bool WaitForHeldStop(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto held = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return held_stops_ > 0; };
+    return mu_.AwaitWithTimeout(absl::Condition(&held), timeout);
+  }
+  // Subscriptions made and not stopped yet.
+  int live() {
+    absl::MutexLock lock(&mu_);
+    return live_;
+  }
+
+  absl::Notification release_stop;
+
+ private:
+  friend class FakeSubscription;
+  void Stopped() {
+    bool hold;
+    {
+      absl::MutexLock lock(&mu_);
+      hold = hold_stops_;
+    }
+    if (hold) {
+      {
+        absl::MutexLock lock(&mu_);
+        ++held_stops_;
+      }
+      release_stop.WaitForNotificationWithTimeout(absl::Seconds(30));
+    }
+    absl::MutexLock lock(&mu_);
+    --live_;
+  }
+
+  absl::Mutex mu_;
+  bool hold_stops_ ABSL_GUARDED_BY(mu_) = false;
+  int live_ ABSL_GUARDED_BY(mu_) = 0;
+  int held_stops_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<broker::v1::SubscribeRequest> requests_ ABSL_GUARDED_BY(mu_);
+};
+
+void FakeSubscription::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  broker_->Stopped();
+}
+
+// HttpSender that never answers (the engine is not started in these tests).
+class NullSender : public HttpSender {
+ public:
+  void Send(HttpCall, std::function<void(HttpResult)>) override {}
+};
+
+// WebhookCore and its gRPC edge on fakes: a broker that is never there and a
+// resolver that hangs for "hang.example" until the test releases it.
+class WebhookServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("wh-svc-test-" + std::to_string(getpid()) + "-" + std::to_string(rand()));
+    webhooks_ = *SqliteWebhookStore::Open(dir_);
+    deliveries_ = *SqliteDeliveryStore::Open(dir_);
+    RegistryConfig rc;
+    rc.resolve = [this](const std::string& host) -> absl::StatusOr<std::vector<std::string>> {
+      if (host == "hang.example") {
+        {
+          absl::MutexLock lock(&mu_);
+          ++hanging_;
+        }
+        release_dns_.WaitForNotificationWithTimeout(absl::Seconds(60));
+      }
+      return std::vector<std::string>{"93.184.216.34"};
+    };
+    registry_ = std::make_unique<WebhookRegistry>(rc, webhooks_.get(), RealClock::Get());
+    engine_ = std::make_unique<DeliveryEngine>(EngineConfig{}, registry_.get(), deliveries_.get(),
+                                               &sender_, RealClock::Get());
+    core_ = std::make_unique<WebhookCore>(WebhookCoreOptions{}, registry_.get(), deliveries_.get(),
+                                          engine_.get(), &broker_, RealClock::Get(), nullptr);
+    ASSERT_TRUE(core_->Start().ok());
+  }
+  void TearDown() override {
+    ReleaseAll();
+    core_->Shutdown();
+    core_.reset();
+    engine_.reset();
+    registry_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void ReleaseAll() {
+    if (!release_dns_.HasBeenNotified()) release_dns_.Notify();
+    if (!broker_.release_stop.HasBeenNotified()) broker_.release_stop.Notify();
+  }
+  int Hanging() {
+    absl::MutexLock lock(&mu_);
+    return hanging_;
+  }
+  bool WaitForHanging(int n, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto reached = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return hanging_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&reached), timeout);
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<SqliteWebhookStore> webhooks_;
+  std::unique_ptr<SqliteDeliveryStore> deliveries_;
+  std::unique_ptr<WebhookRegistry> registry_;
+  NullSender sender_;
+  FakeBroker broker_;
+  std::unique_ptr<DeliveryEngine> engine_;
+  std::unique_ptr<WebhookCore> core_;
+  absl::Notification release_dns_;
+  absl::Mutex mu_;
+  int hanging_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Register and Update resolve the URL (DNS can hang) and may resubscribe:
+// that runs on the service's own threads, never on gRPC's, so reads are
+// answered while registrations hang.
+TEST_F(WebhookServiceTest, HangingRegistrationsDoNotDelayOtherCalls) {
+  WebhookGrpcService service(core_.get());
+  auto server = StartGrpcServer({.addr = "127.0.0.1:0"}, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  // In-process: the calls go through gRPC's server and its callback threads
+  // as over TCP.
+  auto stub =
+      v1::WebhookService::NewStub(server->server->InProcessChannel(grpc::ChannelArguments()));
+  struct Pending {
+    grpc::ClientContext ctx;
+    v1::RegisterWebhookRequest request;
+    v1::Webhook response;
+    grpc::Status status;
+    absl::Notification done;
+  };
+  // More than gRPC has callback threads on a small machine.
+  constexpr int kHanging = 16;
+  std::vector<std::unique_ptr<Pending>> pending;
+  // Whatever fails, the lookups end and the calls are over before the server
+  // and the calls' objects go.
+  absl::Cleanup finish = [&] {
+    ReleaseAll();
+    for (auto& p : pending) {
+      if (!p->done.WaitForNotificationWithTimeout(absl::Seconds(30))) p->ctx.TryCancel();
+      p->done.WaitForNotification();
+    }
+  };
+  for (int i = 0; i < kHanging; ++i) {
+    auto p = std::make_unique<Pending>();
+    p->request.set_url(absl::StrCat("https://hang.example/hook", i));
+    p->request.add_events("order.*");
+    p->ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+    Pending* raw = p.get();
+    stub->async()->RegisterWebhook(&raw->ctx, &raw->request, &raw->response, [raw](grpc::Status s) {
+      raw->status = std::move(s);
+      raw->done.Notify();
+    });
+    pending.push_back(std::move(p));
+  }
+  ASSERT_TRUE(WaitForHanging(4, absl::Seconds(20))) << "registrations resolving: " << Hanging();
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext list_ctx;
+    list_ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    v1::ListWebhooksResponse list;
+    grpc::Status s = stub->ListWebhooks(&list_ctx, {}, &list);
+    EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
+    grpc::ClientContext stats_ctx;
+    stats_ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    v1::GetStatsResponse stats;
+    s = stub->GetStats(&stats_ctx, {}, &stats);
+    EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
+  }
+  release_dns_.Notify();
+  for (auto& p : pending) {
+    ASSERT_TRUE(p->done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    EXPECT_TRUE(p->status.ok()) << p->status.error_message();
+  }
+  EXPECT_EQ(registry_->List().size(), static_cast<size_t>(kHanging));
+}
+
+// A full pool answers RESOURCE_EXHAUSTED at once rather than queueing more.
+TEST_F(WebhookServiceTest, AFullQueueAnswersResourceExhausted) {
+  WebhookGrpcService service(core_.get(), {.threads = 1, .max_queued = 1});
+  auto server = StartGrpcServer({.addr = "127.0.0.1:0"}, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  // In-process: the calls go through gRPC's server and its callback threads
+  // as over TCP.
+  auto stub =
+      v1::WebhookService::NewStub(server->server->InProcessChannel(grpc::ChannelArguments()));
+  struct Pending {
+    grpc::ClientContext ctx;
+    v1::RegisterWebhookRequest request;
+    v1::Webhook response;
+    grpc::Status status;
+    absl::Notification done;
+  };
+  std::vector<std::unique_ptr<Pending>> pending;
+  absl::Cleanup finish = [&] {
+    ReleaseAll();
+    for (auto& p : pending) {
+      if (!p->done.WaitForNotificationWithTimeout(absl::Seconds(30))) p->ctx.TryCancel();
+      p->done.WaitForNotification();
+    }
+  };
+  auto start = [&] {
+    auto p = std::make_unique<Pending>();
+    p->request.set_url("https://hang.example/hook");
+    p->request.add_events("order.*");
+    p->ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    Pending* raw = p.get();
+    stub->async()->RegisterWebhook(&raw->ctx, &raw->request, &raw->response, [raw](grpc::Status s) {
+      raw->status = std::move(s);
+      raw->done.Notify();
+    });
+    pending.push_back(std::move(p));
+  };
+  start();
+  ASSERT_TRUE(WaitForHanging(1, absl::Seconds(10)));  // the one thread is busy
+  start();
+  start();  // one of these two is queued, the other refused
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  int refused = -1;
+  while (refused < 0 && absl::Now() < deadline) {
+    for (int i : {1, 2}) {
+      if (pending[i]->done.WaitForNotificationWithTimeout(absl::Milliseconds(10))) refused = i;
+    }
+  }
+  ASSERT_GE(refused, 1) << "neither was answered while the pool was full";
+  EXPECT_EQ(pending[refused]->status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << pending[refused]->status.error_message();
+  ReleaseAll();
+  for (int i : {0, 1, 2}) {
+    ASSERT_TRUE(pending[i]->done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+    if (i != refused) {
+      EXPECT_TRUE(pending[i]->status.ok()) << pending[i]->status.error_message();
+    }
+  }
+}
+
+// A registration that needs a wider subscription does not wait for the old
+// subscription to stop (that joins its thread): the subscriber thread does it.
+TEST_F(WebhookServiceTest, RegisterDoesNotWaitForTheResubscription) {
+  broker_.HoldStops();  // the current subscription's thread is slow to join
+  v1::RegisterWebhookRequest req;
+  req.set_url("https://crm.example.com/hooks");
+  req.add_events("payment.*");  // not covered by order.* and job.*
+  absl::Time start = absl::Now();
+  auto w = core_->Register(req);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << "Register waited for the resubscription";
+  // The resubscription (with payment.*) is under way, stuck in the old Stop.
+  ASSERT_TRUE(broker_.WaitForHeldStop(absl::Seconds(10)));
+  v1::UpdateWebhookRequest update;
+  update.set_id(w->id());
+  update.add_events("refund.*");
+  start = absl::Now();
+  ASSERT_TRUE(core_->Update(update).ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << "Update waited for the resubscription";
+  broker_.release_stop.Notify();  // the old subscription stops now
+  EXPECT_TRUE(broker_.WaitForSubscriptionTo("payment.*", absl::Seconds(10)));
+  EXPECT_TRUE(broker_.WaitForSubscriptionTo("refund.*", absl::Seconds(10)));
+  // Shutdown leaves no subscription behind, whatever was in progress.
+  core_->Shutdown();
+  EXPECT_EQ(broker_.live(), 0);
 }
 
 }  // namespace

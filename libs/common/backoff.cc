@@ -1,9 +1,9 @@
-#include "services/job_worker/backoff.h"
+#include "libs/common/backoff.h"
 
 #include <algorithm>
 #include <cmath>
 
-namespace switchboard::jobs {
+namespace switchboard {
 
 absl::Duration BackoffDelay(const BackoffPolicy& policy, uint32_t failed_attempt,
                             double unit_random) {
@@ -15,4 +15,4 @@ absl::Duration BackoffDelay(const BackoffPolicy& policy, uint32_t failed_attempt
   return absl::Seconds(base_s * (1.0 - policy.jitter * u));
 }
 
-}  // namespace switchboard::jobs
+}  // namespace switchboard
