@@ -7,9 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
-#include "libs/common/proto_time.h"
 #include "libs/common/ids.h"
 #include "libs/common/json_log.h"
+#include "libs/common/proto_time.h"
 #include "libs/common/thread_name.h"
 
 namespace switchboard::broker {
@@ -500,10 +500,9 @@ class Group : public std::enable_shared_from_this<Group> {
       ops->push_back(std::move(op));
       ++dead_lettered_;
       dead_letters_metric_->Increment();
-      LogWarn("event dead-lettered", {{"group", name_},
-                                      {"sequence", seq},
-                                      {"attempts", p.attempts},
-                                      {"type", p.ev->type}});
+      LogWarn(
+          "event dead-lettered",
+          {{"group", name_}, {"sequence", seq}, {"attempts", p.attempts}, {"type", p.ev->type}});
       return true;
     }
     p.awaiting = true;
@@ -575,6 +574,8 @@ class Group : public std::enable_shared_from_this<Group> {
   // (ack deadline, seq) of every delivered, unacked event.
   std::set<std::pair<absl::Time, uint64_t>> deadlines_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<GroupMember>> members_ ABSL_GUARDED_BY(mu_);
+  // Unacked deliveries each member holds (at most its max_in_flight_).
+  absl::flat_hash_map<const GroupMember*, uint32_t> in_flight_ ABSL_GUARDED_BY(mu_);
   uint64_t redelivered_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t dead_lettered_ ABSL_GUARDED_BY(mu_) = 0;
   prometheus::Counter* redeliveries_metric_;
@@ -606,7 +607,6 @@ class GroupMember : public Subscription {
 
   const absl::Duration ack_deadline_;
   const uint32_t max_in_flight_;
-  uint32_t in_flight_ = 0;  // guarded by the group's mutex
 
  private:
   friend class Group;
@@ -619,8 +619,9 @@ class GroupMember : public Subscription {
 bool Group::ReleaseMemberLocked(Pending& p) {
   bool was_blocked = false;
   if (p.member != nullptr) {
-    was_blocked = p.member->in_flight_ >= p.member->max_in_flight_;
-    --p.member->in_flight_;
+    uint32_t& n = in_flight_[p.member];
+    was_blocked = n >= p.member->max_in_flight_;
+    --n;
     p.member = nullptr;
   }
   return was_blocked;
@@ -669,6 +670,7 @@ void Group::Leave(GroupMember* member) {
       }
       ++it;
     }
+    in_flight_.erase(member);
     wake = MembersLocked();
   }
   broker_->EnqueueOps(std::move(ops));
@@ -680,7 +682,8 @@ std::optional<Outgoing> Group::NextFor(GroupMember* member) {
   std::optional<Outgoing> out;
   {
     absl::MutexLock lock(&mu_);
-    if (member->closed_ || member->in_flight_ >= member->max_in_flight_) return std::nullopt;
+    uint32_t& in_flight = in_flight_[member];
+    if (member->closed_ || in_flight >= member->max_in_flight_) return std::nullopt;
     absl::Time now = broker_->clock()->Now();
     if (!redeliver_.empty() && redeliver_.begin()->first <= now) {
       uint64_t seq = redeliver_.begin()->second;
@@ -691,7 +694,7 @@ std::optional<Outgoing> Group::NextFor(GroupMember* member) {
       p.member = member;
       p.deadline = now + member->ack_deadline_;
       deadlines_.insert({p.deadline, seq});
-      member->in_flight_++;
+      ++in_flight;
       if (p.attempts > 1) {
         ++redelivered_;
         redeliveries_metric_->Increment();
@@ -708,7 +711,7 @@ std::optional<Outgoing> Group::NextFor(GroupMember* member) {
       p.member = member;
       p.deadline = now + member->ack_deadline_;
       deadlines_.insert({p.deadline, seq});
-      member->in_flight_++;
+      ++in_flight;
       ops.push_back(Op(GroupOp::Kind::kSetPending, seq, 1));
       ops.back().first_write = true;
       PersistCursorLocked(&ops);
@@ -878,13 +881,11 @@ void Broker::Append(std::vector<NewEvent> events, PublishCallback done) {
       refused = absl::UnavailableError("broker is shutting down");
     } else if (queued_publish_bytes_ > 0 &&
                queued_publish_bytes_ + bytes > config_.max_queued_publish_bytes) {
-      refused = absl::ResourceExhaustedError(
-          absl::StrCat("publish queue full: ", queued_publish_bytes_,
-                       " bytes wait for the store (limit ", config_.max_queued_publish_bytes,
-                       "); retry with backoff"));
+      refused = absl::ResourceExhaustedError(absl::StrCat(
+          "publish queue full: ", queued_publish_bytes_, " bytes wait for the store (limit ",
+          config_.max_queued_publish_bytes, "); retry with backoff"));
     } else {
-      publish_queue_.push_back(
-          PublishWork{std::move(events), std::move(done), absl::Now(), bytes});
+      publish_queue_.push_back(PublishWork{std::move(events), std::move(done), absl::Now(), bytes});
       queued_publish_bytes_ += bytes;
       ++enqueued_writes_;
       return;

@@ -6,8 +6,10 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
+#include "libs/common/backoff.h"
 #include "libs/common/ids.h"
 #include "libs/common/json_log.h"
+#include "libs/common/proto_time.h"
 #include "libs/common/thread_name.h"
 #include "services/webhook_delivery/signing.h"
 
@@ -16,12 +18,8 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
-}
-absl::Duration FromProto(const google::protobuf::Duration& d) {
-  return absl::Microseconds(TimeUtil::DurationToMicroseconds(d));
-}
+google::protobuf::Timestamp ToProto(absl::Time t) { return ToProtoTime(t); }
+absl::Duration FromProto(const google::protobuf::Duration& d) { return FromProtoDuration(d); }
 
 // Retry-After is seconds or an HTTP date; only the seconds form is honoured.
 absl::Duration RetryAfter(const std::string& value) {
@@ -69,8 +67,17 @@ void DeliveryEngine::Stop() {
     stop_ = true;
   }
   if (thread_.joinable()) thread_.join();
-  resolvers_.reset();  // runs what was queued: those sends are abandoned below
+  resolvers_.reset();  // queued lookups see stop_ and leave their deliveries due
   sender_->Stop();
+  // Answers that arrived before the sender stopped are recorded, so a
+  // delivered webhook is not sent again after a restart.
+  absl::MutexLock lock(&mu_);
+  while (!outcomes_.empty()) {
+    Outcome o = std::move(outcomes_.front());
+    outcomes_.pop_front();
+    Finish(std::move(o));
+  }
+  FlushFinished();
 }
 
 void DeliveryEngine::Kick() {
@@ -139,10 +146,13 @@ void DeliveryEngine::Run() {
     kicked_ = false;
     int room = config_.max_in_flight - static_cast<int>(in_flight_.size());
     if (room > 0) {
-      // In-flight rows are still due in the store; read past them.
+      // In-flight rows are still due in the store; read past them. Endpoints
+      // that can take nothing more now are left out of the read, so their
+      // backlog never hides another endpoint's due deliveries.
       size_t limit = static_cast<size_t>(room) + in_flight_.size();
+      std::vector<std::string> skip = SaturatedLocked();
       mu_.Unlock();
-      absl::StatusOr<std::vector<DeliveryRecord>> due = store_->Due(clock_->Now(), limit);
+      absl::StatusOr<std::vector<DeliveryRecord>> due = store_->Due(clock_->Now(), limit, skip);
       mu_.Lock();
       if (!due.ok()) {
         LogError("reading due deliveries failed", {{"error", due.status().ToString()}});
@@ -159,8 +169,11 @@ void DeliveryEngine::Run() {
       }
       FlushFinished();
     }
+    // Deliveries of saturated endpoints wait for an outcome (which wakes
+    // this loop), not for their due time.
+    std::vector<std::string> skip = SaturatedLocked();
     mu_.Unlock();
-    absl::StatusOr<absl::Time> next = store_->NextDue();
+    absl::StatusOr<absl::Time> next = store_->NextDue(skip);
     mu_.Lock();
     absl::Duration wait = absl::Seconds(1);
     if (next.ok())
@@ -170,6 +183,16 @@ void DeliveryEngine::Run() {
     };
     mu_.AwaitWithTimeout(absl::Condition(&wake), wait);
   }
+}
+
+std::vector<std::string> DeliveryEngine::SaturatedLocked() const {
+  std::vector<std::string> out(resolving_.begin(), resolving_.end());
+  for (const auto& [webhook_id, n] : per_webhook_) {
+    if (n >= config_.max_in_flight_per_webhook && !resolving_.count(webhook_id)) {
+      out.push_back(webhook_id);
+    }
+  }
+  return out;
 }
 
 void DeliveryEngine::Dispatch(DeliveryRecord record) {
@@ -203,11 +226,10 @@ void DeliveryEngine::Dispatch(DeliveryRecord record) {
   // Not vetted lately: resolve on the pool, never on this thread (DNS can
   // hang, and this thread serves every endpoint).
   resolving_.insert(webhook_id);
-  bool queued = resolvers_ != nullptr &&
-                resolvers_->Submit([this, shared, w = *std::move(webhook), k = *std::move(keys),
-                                    now]() mutable {
-                  Resolve(std::move(shared), std::move(w), std::move(k), now);
-                });
+  bool queued = resolvers_ != nullptr && resolvers_->Submit([this, shared, w = *std::move(webhook),
+                                                             k = *std::move(keys), now]() mutable {
+    Resolve(std::move(shared), std::move(w), std::move(k), now);
+  });
   if (!queued) {
     // Stopping: the delivery stays due in the outbox.
     resolving_.erase(webhook_id);
@@ -227,10 +249,21 @@ void DeliveryEngine::Resolve(std::shared_ptr<DeliveryRecord> record, v1::Webhook
   // The endpoint is vetted again when its last check is older than
   // target_ttl: DNS may have changed. This may block (a slow resolver), so it
   // runs without mu_.
+  {
+    absl::MutexLock lock(&mu_);
+    if (stop_) {
+      // Shutting down: no lookup (it may hang); the delivery stays due.
+      resolving_.erase(webhook.id());
+      ReleaseSlotLocked(*record);
+      return;
+    }
+  }
   absl::StatusOr<WebhookUrl> url = ParseWebhookUrl(webhook.url());
   absl::StatusOr<VettedTarget> target =
       url.ok() ? VetTarget(*url, config_.allow_private_targets, config_.resolve)
                : absl::StatusOr<VettedTarget>(url.status());
+  // A slow lookup must not date the attempt: it is signed and recorded now.
+  now = clock_->Now();
   absl::MutexLock lock(&mu_);
   resolving_.erase(webhook.id());
   kicked_ = true;  // the endpoint's other due deliveries may go now
@@ -277,8 +310,7 @@ void DeliveryEngine::Finish(Outcome o) {
   attempt->set_attempt(d.attempts_size());
   *attempt->mutable_time() = ToProto(o.sent_at);
   attempt->set_http_status(o.result.status);
-  *attempt->mutable_latency() =
-      TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(o.result.latency));
+  *attempt->mutable_latency() = ToProtoDuration(o.result.latency);
   attempt->set_response_body(o.result.body);
   const int status = o.result.status;
   if (status == 0) {
@@ -315,8 +347,8 @@ void DeliveryEngine::Finish(Outcome o) {
     absl::Duration base =
         webhook->has_retry_delay() ? FromProto(webhook->retry_delay()) : absl::Seconds(5);
     absl::Duration delay =
-        std::min(base * (1 << std::min(d.attempts_size() - 1, 20)), config_.max_backoff);
-    delay = delay * absl::Uniform(rng_, 0.8, 1.0);
+        BackoffDelay(BackoffPolicy{base, 2.0, config_.max_backoff, 0.2},
+                     static_cast<uint32_t>(d.attempts_size()), absl::Uniform(rng_, 0.0, 1.0));
     if (status == 429 || status == 503) {
       delay = std::max(delay, std::min(RetryAfter(o.result.retry_after), config_.max_retry_after));
     }

@@ -77,6 +77,8 @@ class DeliveryEngine {
   void Resolve(std::shared_ptr<DeliveryRecord> record, v1::Webhook webhook,
                std::vector<std::string> keys, absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
   void ReleaseSlotLocked(const DeliveryRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Webhooks that can take no delivery now (at their limit, or resolving).
+  std::vector<std::string> SaturatedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendLocked(std::shared_ptr<DeliveryRecord> record, const v1::Webhook& webhook,
                   const std::vector<std::string>& keys, const std::string& curl_resolve,
                   absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -114,22 +114,42 @@ absl::Status SqliteDeliveryStore::UpdateLocked(const DeliveryRecord& r) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<DeliveryRecord>> SqliteDeliveryStore::Due(absl::Time now, size_t limit) {
+namespace {
+
+// " AND webhook_id NOT IN (?,?,…)" for n webhooks, or nothing.
+std::string SkipClause(size_t n) {
+  if (n == 0) return "";
+  std::string in = " AND webhook_id NOT IN (?";
+  for (size_t i = 1; i < n; ++i) in += ",?";
+  return in + ")";
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<DeliveryRecord>> SqliteDeliveryStore::Due(
+    absl::Time now, size_t limit, const std::vector<std::string>& skip_webhooks) {
   absl::MutexLock lock(&mu_);
-  Stmt st(db_, &stmts_,
-          absl::StrCat("SELECT ", kColumns,
-                       " FROM deliveries WHERE status=? AND next_attempt_us<=? "
-                       "ORDER BY next_attempt_us LIMIT ?"));
-  st.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
-  st.Bind(2, absl::ToUnixMicros(now));
-  st.Bind(3, static_cast<int64_t>(limit));
+  Stmt st(
+      db_, &stmts_,
+      absl::StrCat("SELECT ", kColumns, " FROM deliveries WHERE status=? AND next_attempt_us<=?",
+                   SkipClause(skip_webhooks.size()), " ORDER BY next_attempt_us LIMIT ?"));
+  int i = 1;
+  st.Bind(i++, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
+  st.Bind(i++, absl::ToUnixMicros(now));
+  for (const std::string& w : skip_webhooks) st.Bind(i++, w);
+  st.Bind(i++, static_cast<int64_t>(limit));
   return Collect(db_, st);
 }
 
-absl::StatusOr<absl::Time> SqliteDeliveryStore::NextDue() {
+absl::StatusOr<absl::Time> SqliteDeliveryStore::NextDue(
+    const std::vector<std::string>& skip_webhooks) {
   absl::MutexLock lock(&mu_);
-  Stmt st(db_, &stmts_, "SELECT MIN(next_attempt_us) FROM deliveries WHERE status=?");
-  st.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
+  Stmt st(db_, &stmts_,
+          absl::StrCat("SELECT MIN(next_attempt_us) FROM deliveries WHERE status=?",
+                       SkipClause(skip_webhooks.size())));
+  int i = 1;
+  st.Bind(i++, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
+  for (const std::string& w : skip_webhooks) st.Bind(i++, w);
   if (st.Step() != SQLITE_ROW) return sqlite::Error(db_, "next due");
   if (sqlite3_column_type(st.get(), 0) == SQLITE_NULL) return absl::InfiniteFuture();
   return absl::FromUnixMicros(st.Int(0));

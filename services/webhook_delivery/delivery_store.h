@@ -36,9 +36,15 @@ class DeliveryStore {
   virtual absl::Status Update(const DeliveryRecord& record) = 0;
   // Several updates in one transaction.
   virtual absl::Status UpdateMany(const std::vector<DeliveryRecord>& records) = 0;
-  // Pending deliveries due at `now`, earliest first.
-  virtual absl::StatusOr<std::vector<DeliveryRecord>> Due(absl::Time now, size_t limit) = 0;
-  virtual absl::StatusOr<absl::Time> NextDue() = 0;  // InfiniteFuture when none
+  // Pending deliveries due at `now`, earliest first, except those of
+  // `skip_webhooks` (endpoints that can take nothing more now: their backlog
+  // must not hide the others' deliveries).
+  virtual absl::StatusOr<std::vector<DeliveryRecord>> Due(
+      absl::Time now, size_t limit, const std::vector<std::string>& skip_webhooks = {}) = 0;
+  // When the next pending delivery not of `skip_webhooks` is due;
+  // InfiniteFuture when none.
+  virtual absl::StatusOr<absl::Time> NextDue(
+      const std::vector<std::string>& skip_webhooks = {}) = 0;
   virtual absl::StatusOr<std::vector<DeliveryRecord>> List(const std::string& webhook_id,
                                                            v1::DeliveryStatus status,
                                                            const std::string& event_id,
@@ -55,8 +61,9 @@ class SqliteDeliveryStore : public DeliveryStore {
   absl::StatusOr<int> Create(const std::vector<DeliveryRecord>& records) override;
   absl::Status Update(const DeliveryRecord& record) override;
   absl::Status UpdateMany(const std::vector<DeliveryRecord>& records) override;
-  absl::StatusOr<std::vector<DeliveryRecord>> Due(absl::Time now, size_t limit) override;
-  absl::StatusOr<absl::Time> NextDue() override;
+  absl::StatusOr<std::vector<DeliveryRecord>> Due(
+      absl::Time now, size_t limit, const std::vector<std::string>& skip_webhooks) override;
+  absl::StatusOr<absl::Time> NextDue(const std::vector<std::string>& skip_webhooks) override;
   absl::StatusOr<std::vector<DeliveryRecord>> List(const std::string& webhook_id,
                                                    v1::DeliveryStatus status,
                                                    const std::string& event_id,

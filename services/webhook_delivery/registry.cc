@@ -3,22 +3,15 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 #include "libs/common/ids.h"
+#include "libs/common/proto_time.h"
 #include "services/webhook_delivery/signing.h"
 
 namespace switchboard::webhooks {
 namespace {
 
-using google::protobuf::util::TimeUtil;
-
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
-}
-google::protobuf::Duration ToProto(absl::Duration d) {
-  return TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(d));
-}
-absl::Duration FromProto(const google::protobuf::Duration& d) {
-  return absl::Microseconds(TimeUtil::DurationToMicroseconds(d));
-}
+google::protobuf::Timestamp ToProto(absl::Time t) { return ToProtoTime(t); }
+google::protobuf::Duration ToProto(absl::Duration d) { return ToProtoDuration(d); }
+absl::Duration FromProto(const google::protobuf::Duration& d) { return FromProtoDuration(d); }
 
 constexpr uint32_t kMaxRetryAttempts = 20;
 

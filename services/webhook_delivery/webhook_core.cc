@@ -5,12 +5,11 @@
 #include "google/protobuf/util/time_util.h"
 #include "libs/common/ids.h"
 #include "libs/common/json_log.h"
+#include "libs/common/proto_time.h"
 #include "libs/common/thread_name.h"
 
 namespace switchboard::webhooks {
 namespace {
-
-using google::protobuf::util::TimeUtil;
 
 // Does some subscribed filter already cover `filter`?
 bool Covered(const std::set<std::string>& subscribed, const std::string& filter) {
@@ -74,8 +73,7 @@ void WebhookCore::EnsureSubscribed() {
   req.set_group(options_.group);
   for (const std::string& f : wanted) req.add_types(f);
   req.set_start(options_.start);
-  *req.mutable_ack_deadline() =
-      TimeUtil::MillisecondsToDuration(absl::ToInt64Milliseconds(options_.ack_deadline));
+  *req.mutable_ack_deadline() = ToProtoDuration(options_.ack_deadline);
   req.set_max_in_flight(2000);
   req.set_max_deliveries(100);
   auto sub = broker_->SubscribeGroup(req, [this](const broker::v1::Delivery& d) { OnDelivery(d); });
@@ -289,8 +287,7 @@ absl::StatusOr<v1::RedeliverEventResponse> WebhookCore::RedeliverEvent(
     r.delivery.set_status(v1::DELIVERY_STATUS_PENDING);
     r.delivery.clear_attempts();
     r.next_attempt = now;
-    *r.delivery.mutable_next_attempt_at() =
-        TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(now));
+    *r.delivery.mutable_next_attempt_at() = ToProtoTime(now);
     if (absl::Status s = store_->Update(r); !s.ok()) return s;
     *resp.add_deliveries() = r.delivery;
   }
@@ -310,7 +307,7 @@ absl::StatusOr<v1::SendTestEventResponse> WebhookCore::SendTestEvent(
   ev.set_id(NewId("evt"));
   ev.set_type(type);
   ev.set_source("webhook-delivery");
-  *ev.mutable_time() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(clock_->Now()));
+  *ev.mutable_time() = ToProtoTime(clock_->Now());
   if (req.has_data()) {
     *ev.mutable_data() = req.data();
   } else {
