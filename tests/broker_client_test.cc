@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "libs/broker_client/batching.h"
+#include "libs/broker_client/null_broker_client.h"
 #include "tests/testing/process.h"
 
 namespace switchboard {
@@ -126,12 +127,8 @@ TEST_F(BrokerClientIT, GroupSubscriptionReconnectsAndResumes) {
 
 // Publishes fail as told (the first fail_first calls, and the calls numbered
 // in fail_calls, 1-based); while blocked, a call waits for Release().
-class FakePublishClient : public BrokerClient {
+class FakePublishClient : public NullBrokerClient {
  public:
-  absl::StatusOr<broker::v1::PublishResponse> Publish(events::v1::Event,
-                                                      absl::Duration) override {
-    return absl::UnimplementedError("Publish");
-  }
   absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(std::vector<events::v1::Event> evs,
                                                                 absl::Duration) override {
     absl::MutexLock lock(&mu_);
@@ -148,21 +145,6 @@ class FakePublishClient : public BrokerClient {
     if (n <= fail_first_ || fail_calls_.count(n)) return error_;
     for (const auto& e : evs) published_.push_back(e.subject());
     return broker::v1::PublishBatchResponse();
-  }
-  absl::Status Ack(const std::string&, const std::vector<std::string>&, absl::Duration) override {
-    return absl::OkStatus();
-  }
-  absl::Status Nack(const std::string&, const std::vector<std::string>&, absl::Duration,
-                    absl::Duration) override {
-    return absl::OkStatus();
-  }
-  absl::Status ExtendAckDeadline(const std::string&, const std::vector<std::string>&,
-                                 absl::Duration, absl::Duration) override {
-    return absl::OkStatus();
-  }
-  std::unique_ptr<BrokerSubscription> SubscribeGroup(broker::v1::SubscribeRequest,
-                                                     DeliveryCallback) override {
-    return nullptr;
   }
 
   void FailFirst(int n, absl::Status error = absl::UnavailableError("broker down")) {
@@ -205,7 +187,6 @@ class FakePublishClient : public BrokerClient {
     absl::MutexLock lock(&mu_);
     return published_;
   }
-
 
  private:
   mutable absl::Mutex mu_;

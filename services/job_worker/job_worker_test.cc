@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "libs/broker_client/null_broker_client.h"
 #include "libs/common/backoff.h"
 #include "services/job_worker/handlers.h"
 #include "services/job_worker/job_store.h"
@@ -173,7 +174,7 @@ TEST(HandlersTest, OrderCreationIsDeterministicAndPaymentRuleFails) {
 }
 
 // A broker client that records what the worker does.
-class FakeBrokerClient : public BrokerClient {
+class FakeBrokerClient : public NullBrokerClient {
  public:
   absl::StatusOr<broker::v1::PublishResponse> Publish(events::v1::Event event,
                                                       absl::Duration) override {
@@ -198,14 +199,6 @@ class FakeBrokerClient : public BrokerClient {
     absl::MutexLock lock(&mu_);
     for (auto& id : ids) nacked_.push_back({id, delay});
     return absl::OkStatus();
-  }
-  absl::Status ExtendAckDeadline(const std::string&, const std::vector<std::string>&,
-                                 absl::Duration, absl::Duration) override {
-    return absl::OkStatus();
-  }
-  std::unique_ptr<BrokerSubscription> SubscribeGroup(broker::v1::SubscribeRequest,
-                                                     DeliveryCallback) override {
-    return nullptr;
   }
   template <typename F>
   bool WaitFor(F cond, absl::Duration timeout = absl::Seconds(10)) {
@@ -479,10 +472,9 @@ TEST_F(WorkerTest, JobsReadWhileRunningAreConsistent) {
     });
   }
   for (int i = 0; i < kSleeps + kFlaky; ++i) {
-    worker_->OnDelivery(i < kSleeps ? event(absl::StrCat("evt_S", i), "test.sleep", "sleepMs",
-                                            i % 3, 1)
-                                    : event(absl::StrCat("evt_F", i - kSleeps), "test.flaky",
-                                            "failTimes", 1, 1));
+    worker_->OnDelivery(
+        i < kSleeps ? event(absl::StrCat("evt_S", i), "test.sleep", "sleepMs", i % 3, 1)
+                    : event(absl::StrCat("evt_F", i - kSleeps), "test.flaky", "failTimes", 1, 1));
     delivered.store(i + 1);
   }
   // Every flaky job fails once: redeliver it as the broker would.

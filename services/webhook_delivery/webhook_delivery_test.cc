@@ -10,6 +10,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "libs/broker_client/null_broker_client.h"
 #include "libs/common/clock.h"
 #include "libs/common/grpc_server.h"
 #include "libs/common/proto_json.h"
@@ -537,26 +538,8 @@ class FakeSubscription : public BrokerSubscription {
   bool stopped_ = false;
 };
 
-class FakeBroker : public BrokerClient {
+class FakeBroker : public NullBrokerClient {
  public:
-  absl::StatusOr<broker::v1::PublishResponse> Publish(events::v1::Event, absl::Duration) override {
-    return absl::UnimplementedError("fake broker");
-  }
-  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(std::vector<events::v1::Event>,
-                                                                absl::Duration) override {
-    return absl::UnimplementedError("fake broker");
-  }
-  absl::Status Ack(const std::string&, const std::vector<std::string>&, absl::Duration) override {
-    return absl::OkStatus();
-  }
-  absl::Status Nack(const std::string&, const std::vector<std::string>&, absl::Duration,
-                    absl::Duration) override {
-    return absl::OkStatus();
-  }
-  absl::Status ExtendAckDeadline(const std::string&, const std::vector<std::string>&,
-                                 absl::Duration, absl::Duration) override {
-    return absl::OkStatus();
-  }
   std::unique_ptr<BrokerSubscription> SubscribeGroup(broker::v1::SubscribeRequest request,
                                                      DeliveryCallback) override {
     absl::MutexLock lock(&mu_);
@@ -695,6 +678,50 @@ class WebhookServiceTest : public ::testing::Test {
   int hanging_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// Async RegisterWebhook calls on an in-process stub. Whatever a test does,
+// the calls are over (lookups released first, then waited for or cancelled)
+// before the server and the calls' objects go.
+class PendingRegistrations {
+ public:
+  struct Call {
+    grpc::ClientContext ctx;
+    v1::RegisterWebhookRequest request;
+    v1::Webhook response;
+    grpc::Status status;
+    absl::Notification done;
+  };
+  PendingRegistrations(v1::WebhookService::Stub* stub, std::function<void()> release)
+      : stub_(stub), release_(std::move(release)) {}
+  ~PendingRegistrations() {
+    release_();
+    for (auto& c : calls_) {
+      if (!c->done.WaitForNotificationWithTimeout(absl::Seconds(30))) c->ctx.TryCancel();
+      c->done.WaitForNotification();
+    }
+  }
+  Call* Start(const std::string& url, absl::Duration deadline) {
+    auto c = std::make_unique<Call>();
+    c->request.set_url(url);
+    c->request.add_events("order.*");
+    c->ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+    Call* raw = c.get();
+    stub_->async()->RegisterWebhook(&raw->ctx, &raw->request, &raw->response,
+                                    [raw](grpc::Status s) {
+                                      raw->status = std::move(s);
+                                      raw->done.Notify();
+                                    });
+    calls_.push_back(std::move(c));
+    return raw;
+  }
+  Call* operator[](size_t i) { return calls_[i].get(); }
+  const std::vector<std::unique_ptr<Call>>& all() const { return calls_; }
+
+ private:
+  v1::WebhookService::Stub* const stub_;
+  std::function<void()> release_;
+  std::vector<std::unique_ptr<Call>> calls_;
+};
+
 // Register and Update resolve the URL (DNS can hang) and may resubscribe:
 // that runs on the service's own threads, never on gRPC's, so reads are
 // answered while registrations hang.
@@ -706,36 +733,11 @@ TEST_F(WebhookServiceTest, HangingRegistrationsDoNotDelayOtherCalls) {
   // as over TCP.
   auto stub =
       v1::WebhookService::NewStub(server->server->InProcessChannel(grpc::ChannelArguments()));
-  struct Pending {
-    grpc::ClientContext ctx;
-    v1::RegisterWebhookRequest request;
-    v1::Webhook response;
-    grpc::Status status;
-    absl::Notification done;
-  };
   // More than gRPC has callback threads on a small machine.
   constexpr int kHanging = 16;
-  std::vector<std::unique_ptr<Pending>> pending;
-  // Whatever fails, the lookups end and the calls are over before the server
-  // and the calls' objects go.
-  absl::Cleanup finish = [&] {
-    ReleaseAll();
-    for (auto& p : pending) {
-      if (!p->done.WaitForNotificationWithTimeout(absl::Seconds(30))) p->ctx.TryCancel();
-      p->done.WaitForNotification();
-    }
-  };
+  PendingRegistrations pending(stub.get(), [this] { ReleaseAll(); });
   for (int i = 0; i < kHanging; ++i) {
-    auto p = std::make_unique<Pending>();
-    p->request.set_url(absl::StrCat("https://hang.example/hook", i));
-    p->request.add_events("order.*");
-    p->ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
-    Pending* raw = p.get();
-    stub->async()->RegisterWebhook(&raw->ctx, &raw->request, &raw->response, [raw](grpc::Status s) {
-      raw->status = std::move(s);
-      raw->done.Notify();
-    });
-    pending.push_back(std::move(p));
+    pending.Start(absl::StrCat("https://hang.example/hook", i), absl::Seconds(120));
   }
   ASSERT_TRUE(WaitForHanging(4, absl::Seconds(20))) << "registrations resolving: " << Hanging();
   for (int i = 0; i < 3; ++i) {
@@ -751,7 +753,7 @@ TEST_F(WebhookServiceTest, HangingRegistrationsDoNotDelayOtherCalls) {
     EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
   }
   release_dns_.Notify();
-  for (auto& p : pending) {
+  for (auto& p : pending.all()) {
     ASSERT_TRUE(p->done.WaitForNotificationWithTimeout(absl::Seconds(60)));
     EXPECT_TRUE(p->status.ok()) << p->status.error_message();
   }
@@ -767,33 +769,8 @@ TEST_F(WebhookServiceTest, AFullQueueAnswersResourceExhausted) {
   // as over TCP.
   auto stub =
       v1::WebhookService::NewStub(server->server->InProcessChannel(grpc::ChannelArguments()));
-  struct Pending {
-    grpc::ClientContext ctx;
-    v1::RegisterWebhookRequest request;
-    v1::Webhook response;
-    grpc::Status status;
-    absl::Notification done;
-  };
-  std::vector<std::unique_ptr<Pending>> pending;
-  absl::Cleanup finish = [&] {
-    ReleaseAll();
-    for (auto& p : pending) {
-      if (!p->done.WaitForNotificationWithTimeout(absl::Seconds(30))) p->ctx.TryCancel();
-      p->done.WaitForNotification();
-    }
-  };
-  auto start = [&] {
-    auto p = std::make_unique<Pending>();
-    p->request.set_url("https://hang.example/hook");
-    p->request.add_events("order.*");
-    p->ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
-    Pending* raw = p.get();
-    stub->async()->RegisterWebhook(&raw->ctx, &raw->request, &raw->response, [raw](grpc::Status s) {
-      raw->status = std::move(s);
-      raw->done.Notify();
-    });
-    pending.push_back(std::move(p));
-  };
+  PendingRegistrations pending(stub.get(), [this] { ReleaseAll(); });
+  auto start = [&] { pending.Start("https://hang.example/hook", absl::Seconds(60)); };
   start();
   ASSERT_TRUE(WaitForHanging(1, absl::Seconds(10)));  // the one thread is busy
   start();
