@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "libs/broker_client/batching.h"
 #include "libs/broker_client/null_broker_client.h"
@@ -143,6 +144,11 @@ class FakePublishClient : public NullBrokerClient {
     auto released = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !blocked_; };
     mu_.Await(absl::Condition(&released));
     if (n <= fail_first_ || fail_calls_.count(n)) return error_;
+    for (const auto& e : evs) {
+      if (!refused_subject_.empty() && e.subject() == refused_subject_) {
+        return absl::InvalidArgumentError(absl::StrCat("events: '", e.subject(), "' is bad"));
+      }
+    }
     for (const auto& e : evs) published_.push_back(e.subject());
     return broker::v1::PublishBatchResponse();
   }
@@ -155,6 +161,11 @@ class FakePublishClient : public NullBrokerClient {
   void FailCall(int n) {
     absl::MutexLock lock(&mu_);
     fail_calls_.insert(n);
+  }
+  // Every batch holding an event with this subject is refused for good.
+  void RefuseSubject(std::string subject) {
+    absl::MutexLock lock(&mu_);
+    refused_subject_ = std::move(subject);
   }
   void Block() {
     absl::MutexLock lock(&mu_);
@@ -197,6 +208,7 @@ class FakePublishClient : public NullBrokerClient {
   std::set<int> fail_calls_ ABSL_GUARDED_BY(mu_);
   absl::Status error_ ABSL_GUARDED_BY(mu_) = absl::UnavailableError("broker down");
   bool blocked_ ABSL_GUARDED_BY(mu_) = false;
+  std::string refused_subject_ ABSL_GUARDED_BY(mu_);
 };
 
 // Declared after the publisher: releases the fake before the publisher's
@@ -364,6 +376,34 @@ TEST(BatchPublisherTest, EventsTheBrokerRefusesAreDroppedNotRetriedForever) {
   ASSERT_TRUE(broker.WaitForPublished(1));
   EXPECT_EQ(broker.published(), (Subjects{"good"}));
   EXPECT_EQ(broker.calls().size(), 2u);
+  EXPECT_TRUE(WaitUntil([&] { return publisher.dropped_events() == 1; }, absl::Seconds(10)));
+}
+
+// Review finding: one bad event refused for good must not drop the other
+// submissions that shared its batch: they are sent again, each alone.
+TEST(BatchPublisherTest, ARefusedEventDoesNotTakeItsBatchmatesDown) {
+  FakePublishClient broker;
+  broker.RefuseSubject("bad");
+  BatchPublisher publisher(&broker, 1000, absl::Seconds(5), 1000, absl::Milliseconds(1),
+                           absl::Milliseconds(5));
+  broker.Block();
+  publisher.PublishAsync({Subject("first")});  // in flight, blocked
+  ASSERT_TRUE(broker.WaitForCalls(1));
+  publisher.PublishAsync({Subject("good-1")});
+  publisher.PublishAsync({Subject("bad")});
+  absl::Status sync_status;
+  absl::Notification sync_done;
+  std::thread sync([&] {
+    sync_status = publisher.Publish({Subject("good-2")});
+    sync_done.Notify();
+  });
+  ASSERT_TRUE(WaitUntil([&] { return publisher.pending_events() == 4; }, absl::Seconds(10)));
+  broker.Release();  // the second batch holds good-1, bad and good-2
+  ASSERT_TRUE(sync_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  sync.join();
+  EXPECT_TRUE(sync_status.ok()) << sync_status;
+  ASSERT_TRUE(broker.WaitForPublished(3));
+  EXPECT_EQ(broker.published(), (Subjects{"first", "good-1", "good-2"}));
   EXPECT_TRUE(WaitUntil([&] { return publisher.dropped_events() == 1; }, absl::Seconds(10)));
 }
 

@@ -408,8 +408,19 @@ TEST_F(WebhookIT, DesignSecretSignsDeliveriesTheReceiverVerifies) {
   webhooks::v1::ListDeliveriesRequest list_req;
   list_req.set_webhook_id(hook.id());
   webhooks::v1::ListDeliveriesResponse list;
-  grpc::ClientContext ctx;
-  ASSERT_TRUE(webhook_stub_->ListDeliveries(&ctx, list_req, &list).ok());
+  // The attempt is recorded just after the receiver answered.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        grpc::ClientContext ctx;
+        list.Clear();
+        if (!webhook_stub_->ListDeliveries(&ctx, list_req, &list).ok()) return false;
+        for (const auto& d : list.deliveries()) {
+          if (d.status() != webhooks::v1::DELIVERY_STATUS_DELIVERED) return false;
+        }
+        return list.deliveries_size() >= 2;
+      },
+      absl::Seconds(20)))
+      << list.DebugString();
   for (const auto& d : list.deliveries()) {
     EXPECT_EQ(d.status(), webhooks::v1::DELIVERY_STATUS_DELIVERED) << d.DebugString();
     ASSERT_GE(d.attempts_size(), 1);

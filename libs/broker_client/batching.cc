@@ -139,8 +139,11 @@ void BatchPublisher::Run() {
       if (queue_.empty()) break;  // stopping, and everything was handled
       stopping = stop_;
       size_t n = 0;
-      // Whole submissions only, so each stays one atomic append.
-      while (!queue_.empty() && (batch.empty() || n + queue_.front().events.size() <= max_batch_)) {
+      // Whole submissions only, so each stays one atomic append. One marked
+      // `alone` (its batch was refused) goes by itself.
+      while (!queue_.empty() &&
+             (batch.empty() || (!queue_.front().alone && !batch.front().alone &&
+                                n + queue_.front().events.size() <= max_batch_))) {
         n += queue_.front().events.size();
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
@@ -150,11 +153,11 @@ void BatchPublisher::Run() {
     if (give_up) {
       s = absl::UnavailableError("publisher stopped after a failed last attempt");
     } else {
-      // Asynchronous events are kept for a retry; synchronous ones are
-      // answered either way.
       std::vector<events::v1::Event> events;
+      // Kept (copied) when they may be sent again: asynchronous ones (retry)
+      // and any in a batch of several (a refused batch is split).
       for (Pending& p : batch) {
-        if (p.waiter == nullptr) {
+        if (p.waiter == nullptr || batch.size() > 1) {
           events.insert(events.end(), p.events.begin(), p.events.end());
         } else {
           for (auto& e : p.events) events.push_back(std::move(e));
@@ -163,12 +166,19 @@ void BatchPublisher::Run() {
       s = broker_->PublishBatch(std::move(events), timeout_).status();
     }
     const bool retry = !s.ok() && !stopping && !IsPermanent(s);
+    // The broker refused the batch for good (a bad event): one submission
+    // must not take the others down with it, so each is sent again alone,
+    // and only the bad one fails.
+    const bool split = !s.ok() && !stopping && IsPermanent(s) && batch.size() > 1;
     size_t done = 0;  // events that leave the queue for good
     uint64_t dropped = 0;
     std::vector<Pending> again;
     uint64_t retrying = 0;
     for (Pending& p : batch) {
-      if (p.waiter != nullptr) {
+      if (split) {
+        p.alone = true;
+        again.push_back(std::move(p));
+      } else if (p.waiter != nullptr) {
         done += p.events.size();
         p.waiter->status = s;
         p.waiter->done.Notify();
@@ -181,8 +191,7 @@ void BatchPublisher::Run() {
       }
     }
     if (!s.ok() && !give_up) {
-      LogWarn("batched publish failed",
-              {{"error", s.ToString()}, {"retrying_events", retrying}});
+      LogWarn("batched publish failed", {{"error", s.ToString()}, {"retrying_events", retrying}});
     }
     if (dropped > 0 && !stopping) {
       LogError("events dropped: the broker refused them",

@@ -59,6 +59,7 @@ class BatchPublisher {
   struct Pending {
     std::vector<events::v1::Event> events;
     std::shared_ptr<struct Waiter> waiter;  // null for async
+    bool alone = false;                     // sent in a batch of its own (its batch was refused)
   };
   // Waits for room for n events; false if the publisher is stopping.
   bool WaitForRoom(size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -93,26 +93,29 @@ int HttpStatusFor(absl::StatusCode code) {
 
 absl::Status CheckJsonNesting(absl::string_view body, int max_depth) {
   int depth = 0;
-  bool in_string = false;
+  // protobuf's JSON parser also accepts single-quoted strings: a quote of
+  // either kind opens a string that only the same kind closes.
+  char quote = 0;
   for (size_t i = 0; i < body.size(); ++i) {
     char c = body[i];
-    if (in_string) {
+    if (quote != 0) {
       if (c == '\\') {
         ++i;  // the escaped character cannot end the string
-      } else if (c == '"') {
-        in_string = false;
+      } else if (c == quote) {
+        quote = 0;
       }
       continue;
     }
     switch (c) {
       case '"':
-        in_string = true;
+      case '\'':
+        quote = c;
         break;
       case '{':
       case '[':
         if (++depth > max_depth) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "body: JSON nested deeper than ", max_depth, " levels (at byte ", i, ")"));
+          return absl::InvalidArgumentError(absl::StrCat("body: JSON nested deeper than ",
+                                                         max_depth, " levels (at byte ", i, ")"));
         }
         break;
       case '}':
@@ -123,6 +126,7 @@ absl::Status CheckJsonNesting(absl::string_view body, int max_depth) {
         break;
     }
   }
+  if (quote != 0) return absl::InvalidArgumentError("body: JSON string not terminated");
   return absl::OkStatus();
 }
 

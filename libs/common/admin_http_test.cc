@@ -86,15 +86,25 @@ TEST(AdminHttpTest, ErrorResponseNamesCode) {
 namespace switchboard {
 namespace {
 
-std::string Nested(int depth) {
-  return std::string(depth, '[') + std::string(depth, ']');
-}
+std::string Nested(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
 
 TEST(JsonNestingTest, AllowsTheLimitAndRefusesDeeper) {
   EXPECT_TRUE(CheckJsonNesting("{\"a\":" + Nested(kMaxJsonNesting - 1) + "}").ok());
   absl::Status s = CheckJsonNesting("{\"a\":" + Nested(kMaxJsonNesting) + "}");
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("deeper than 100 levels"), absl::string_view::npos) << s;
+}
+
+// The parser accepts single-quoted strings too: a lone quote of the other
+// kind must not hide the nesting that follows it (review finding).
+TEST(JsonNestingTest, QuotesOfEitherKindAndUnterminatedStrings) {
+  absl::Status s = CheckJsonNesting("{\"a\":['\"'," + Nested(200) + "]}");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_TRUE(CheckJsonNesting("{\"a\":'it\\'s " + Nested(200) + "'}").ok());
+  s = CheckJsonNesting("{\"a\":\"" + Nested(200));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("not terminated"), absl::string_view::npos) << s;
+  EXPECT_TRUE(CheckJsonNesting("{\"a\":\"ends in a backslash \\\\\"}").ok());
 }
 
 TEST(JsonNestingTest, BracketsInsideStringsDoNotCount) {
@@ -120,8 +130,9 @@ TEST(AdminHttpTest, DeeplyNestedBodyIsRefusedBeforeTheHandler) {
   absl::StatusOr<int> port = server.Start("127.0.0.1:0");
   ASSERT_TRUE(port.ok()) << port.status();
   std::string body = "{\"type\":\"order.created\",\"data\":{\"a\":" + Nested(100000) + "}}";
-  std::string resp = HttpCall(*port, absl::StrCat("POST /api/events/test HTTP/1.0\r\nContent-Length: ",
-                                                  body.size(), "\r\n\r\n", body));
+  std::string resp = HttpCall(
+      *port, absl::StrCat("POST /api/events/test HTTP/1.0\r\nContent-Length: ", body.size(),
+                          "\r\n\r\n", body));
   EXPECT_NE(resp.find(" 400 "), std::string::npos) << resp.substr(0, 300);
   EXPECT_NE(resp.find("nested deeper than 100 levels"), std::string::npos) << resp.substr(0, 300);
   EXPECT_EQ(handled.load(), 0);

@@ -8,7 +8,8 @@
 // calls the real function (found with dlsym(RTLD_NEXT)) and tells TSAN about
 // the acquire or release it performs. It adds exactly the edges the real
 // primitives provide, so races on data that is *not* under the lock are still
-// reported. Lock-order (deadlock) detection is not modelled.
+// reported. Lock-order (deadlock) detection is not modelled, and reader locks
+// are modelled like exclusive ones (our code takes none).
 #include <dlfcn.h>
 #include <sanitizer/tsan_interface.h>
 
@@ -71,8 +72,9 @@ bool EvalGuarded(void* arg) {
 }
 
 // Abseil's own deadlock detector (on in Debian's build) keeps a graph under
-// an uninstrumented spin lock, which TSAN would report; TSAN does its own
-// lock checking.
+// an uninstrumented spin lock, which TSAN would report. Lock-order
+// inversions are therefore not checked in this build: the acquire/release
+// edges below model happens-before only.
 const bool kNoAbslDeadlockGraph = [] {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   return true;

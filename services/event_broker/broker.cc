@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -635,6 +636,9 @@ absl::Status Group::Join(std::shared_ptr<GroupMember> member, const TypeFilter& 
   std::vector<GroupOp> ops;
   {
     absl::MutexLock lock(&mu_);
+    // EndAll takes mu_ after Shutdown set the flag: a member joins before
+    // (and is ended) or sees the flag.
+    if (broker_->shutting_down()) return absl::UnavailableError("broker is shutting down");
     if (filter.patterns() != filter_.patterns()) {
       // Like a JetStream consumer update: the group's filter follows its
       // newest member. Events already fetched keep their old match.
@@ -946,25 +950,33 @@ void Broker::WriterLoop() {
     std::deque<PublishWork> works;
     std::vector<QueuedOp> ops;
     uint64_t taken_upto;
+    bool last_round;
     {
       absl::MutexLock lock(&write_mu_);
-      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
-        return !publish_queue_.empty() || !op_queue_.empty() || stop_writer_ ||
-               (!retry_ops_.empty() && absl::Now() >= retry_ops_at_);
+      // Group state is one ordered stream: while refused ops wait for their
+      // retry, later ops wait behind them (an ack must not be stored before
+      // the delivery it acks). Publishes go on meanwhile.
+      auto ops_allowed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+        return retry_ops_.empty() || stop_writer_ || absl::Now() >= retry_ops_at_;
+      };
+      auto has_work = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+        return !publish_queue_.empty() || stop_writer_ ||
+               ((!op_queue_.empty() || !retry_ops_.empty()) && ops_allowed());
       };
       // Timed: refused ops are retried after a pause even with nothing new.
       write_mu_.AwaitWithDeadline(absl::Condition(&has_work), retry_ops_at_);
-      if (stop_writer_ && publish_queue_.empty() && op_queue_.empty()) return;
+      last_round = stop_writer_;
+      if (last_round && publish_queue_.empty() && op_queue_.empty() && retry_ops_.empty()) return;
       works.swap(publish_queue_);
       // queued_publish_bytes_ keeps counting these until they are committed:
       // the bound covers the publishes in the commit as well as those queued.
-      if (!retry_ops_.empty() && (absl::Now() >= retry_ops_at_ || stop_writer_)) {
-        // Older than anything queued since: first, so coalescing keeps order.
+      if (ops_allowed()) {
+        // Tickets ascend: the retried ops first, then what queued since.
         ops.swap(retry_ops_);
         retry_ops_at_ = absl::InfiniteFuture();
+        for (QueuedOp& op : op_queue_) ops.push_back(std::move(op));
+        op_queue_.clear();
       }
-      for (QueuedOp& op : op_queue_) ops.push_back(std::move(op));
-      op_queue_.clear();
       taken_upto = enqueued_writes_;
     }
     size_t taken_bytes = 0;
@@ -973,16 +985,21 @@ void Broker::WriterLoop() {
     absl::MutexLock lock(&write_mu_);
     queued_publish_bytes_ -= taken_bytes;
     metrics_->queued_publish_bytes.Set(static_cast<double>(queued_publish_bytes_));
-    uint64_t durable = taken_upto;
-    for (const QueuedOp& op : retry) durable = std::min(durable, op.ticket - 1);
-    for (const QueuedOp& op : retry_ops_) durable = std::min(durable, op.ticket - 1);
-    if (!retry.empty()) {
-      retry_ops_.insert(retry_ops_.begin(), std::make_move_iterator(retry.begin()),
-                        std::make_move_iterator(retry.end()));
-      int failures = 0;
-      for (const QueuedOp& op : retry_ops_) failures = std::max(failures, op.failures);
-      retry_ops_at_ = absl::Now() + absl::Milliseconds(100) * (1 << std::min(failures, 6));
+    if (last_round && !retry.empty() && publish_queue_.empty() && op_queue_.empty()) {
+      metrics_->group_ops_dropped.Increment(static_cast<double>(retry.size()));
+      LogError("group state changes not stored at shutdown (redeliveries may follow)",
+               {{"ops", static_cast<uint64_t>(retry.size())}});
+      retry.clear();
     }
+    if (!retry.empty()) {
+      int failures = 0;
+      for (const QueuedOp& op : retry) failures = std::max(failures, op.failures);
+      retry_ops_ = std::move(retry);
+      retry_ops_at_ = absl::Now() + absl::Milliseconds(100) * (1 << std::min(failures + 1, 6));
+    }
+    uint64_t durable = taken_upto;
+    for (const QueuedOp& op : retry_ops_) durable = std::min(durable, op.ticket - 1);
+    for (const QueuedOp& op : op_queue_) durable = std::min(durable, op.ticket - 1);
     durable_upto_ = std::max(durable_upto_, durable);
   }
 }
@@ -1012,6 +1029,8 @@ std::vector<QueuedOp> Coalesce(std::vector<QueuedOp>& ops) {
     if (inserted) continue;
     const GroupOp& prev = ops[it->second].op;
     skip[it->second] = true;
+    // The surviving op stands for both: FlushWrites waits for the lower ticket.
+    ops[i].ticket = std::min(ops[i].ticket, ops[it->second].ticket);
     if (op.kind == GroupOp::Kind::kRemovePending && prev.kind == GroupOp::Kind::kSetPending &&
         prev.first_write && ops[it->second].failures == 0) {
       // Delivered and acked within one commit: nothing to write at all.
@@ -1051,7 +1070,25 @@ void Broker::ExpireDedupe(absl::Time now) {
   }
 }
 
-std::vector<QueuedOp> Broker::CommitOpsAlone(std::vector<QueuedOp> ops, absl::Time now) {
+namespace {
+
+// Ops with the same key must be stored in order: a later one may undo an
+// earlier one (ack after delivery, replay after dead-lettering, cursor after
+// the group's creation).
+std::string OrderKey(const GroupOp& op) {
+  switch (op.kind) {
+    case GroupOp::Kind::kUpsertGroup:
+    case GroupOp::Kind::kSetCursor:
+      return absl::StrCat("g\x1f", op.group.name);
+    default:
+      return absl::StrCat("s\x1f", op.group.name, "\x1f", op.seq);
+  }
+}
+
+}  // namespace
+
+std::vector<QueuedOp> Broker::CommitOpsAlone(std::vector<QueuedOp> ops, absl::Time now,
+                                             bool store_works) {
   std::vector<QueuedOp> retry;
   if (ops.empty()) return retry;
   WriteBatch batch;
@@ -1059,19 +1096,40 @@ std::vector<QueuedOp> Broker::CommitOpsAlone(std::vector<QueuedOp> ops, absl::Ti
   if (store_->Commit(batch, now).ok()) return retry;
   GiveBackOps(batch.ops, ops);
   // One op may be what the store refuses: apply them one by one so the
-  // others are stored, and give up on an op only after repeated refusals.
-  for (QueuedOp& q : ops) {
+  // others are stored. Behind a refused op, later ops on its key wait (in
+  // order) without being tried.
+  absl::flat_hash_set<std::string> held;
+  std::vector<bool> refused(ops.size(), false);
+  absl::Status last_error;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    std::string key = OrderKey(ops[i].op);
+    if (held.contains(key)) continue;
     WriteBatch one;
-    one.ops.push_back(q.op);
+    one.ops.push_back(ops[i].op);
     absl::StatusOr<uint64_t> r = store_->Commit(one, now);
-    if (r.ok()) continue;
-    if (++q.failures >= config_.max_op_failures) {
+    if (r.ok()) {
+      store_works = true;
+      ops[i].ticket = 0;  // stored
+      continue;
+    }
+    refused[i] = true;
+    last_error = r.status();
+    held.insert(std::move(key));
+  }
+  for (size_t i = 0; i < ops.size(); ++i) {
+    QueuedOp& q = ops[i];
+    if (q.ticket == 0) continue;
+    // Refusals count against an op once the store was seen storing other
+    // writes while refusing it: during an outage every op waits, however
+    // long, and nothing is dropped.
+    if (refused[i] && store_works) q.refused_while_store_worked = true;
+    if (refused[i] && q.refused_while_store_worked && ++q.failures >= config_.max_op_failures) {
       metrics_->group_ops_dropped.Increment();
-      LogError("group state change dropped after repeated store failures",
+      LogError("group state change dropped after repeated store refusals",
                {{"group", q.op.group.name},
                 {"sequence", q.op.seq},
                 {"kind", static_cast<int>(q.op.kind)},
-                {"error", r.status().ToString()}});
+                {"error", last_error.ToString()}});
       continue;
     }
     retry.push_back(std::move(q));
@@ -1128,7 +1186,7 @@ std::vector<QueuedOp> Broker::CommitOnce(std::deque<PublishWork>& works,
     GiveBackOps(batch.ops, ops);
     batch.ops.clear();
     first = batch.events.empty() ? absl::StatusOr<uint64_t>(0) : store_->Commit(batch, now);
-    retry = CommitOpsAlone(std::move(ops), now);
+    retry = CommitOpsAlone(std::move(ops), now, !batch.events.empty() && first.ok());
   }
   metrics_->commit_latency.Observe(absl::ToDoubleSeconds(absl::Now() - t0));
   if (!first.ok()) {
@@ -1357,7 +1415,11 @@ absl::StatusOr<std::shared_ptr<Subscription>> Broker::Subscribe(const v1::Subscr
   if (req.group().empty()) {
     auto sub = std::make_shared<BroadcastSubscription>(this, *std::move(filter), *cursor, sink);
     {
+      // Shutdown sets shutting_down_ before it takes subs_mu_ to end every
+      // stream: checked here under subs_mu_, a stream is either in its
+      // snapshot or refused, never left running.
       absl::MutexLock lock(&subs_mu_);
+      if (shutting_down_) return absl::UnavailableError("broker is shutting down");
       broadcasts_.push_back(sub);
     }
     SubscriberCountChanged(+1);

@@ -84,6 +84,7 @@ struct QueuedOp {
   GroupOp op;
   uint64_t ticket = 0;
   int failures = 0;
+  bool refused_while_store_worked = false;
 };
 
 // One delivery handed to a subscriber's stream.
@@ -163,6 +164,7 @@ class Broker {
   void FlushWrites();
 
   uint64_t last_sequence() const { return last_seq_.load(); }
+  bool shutting_down() const { return shutting_down_.load(); }
   const BrokerConfig& config() const { return config_; }
   Clock* clock() const { return clock_; }
   BrokerMetrics* metrics() const { return metrics_; }
@@ -184,7 +186,9 @@ class Broker {
   // Commits the publishes and ops; returns the ops to try again later.
   std::vector<QueuedOp> CommitOnce(std::deque<PublishWork>& works, std::vector<QueuedOp> ops);
   // Ops only, isolating those the store refuses; returns those to retry.
-  std::vector<QueuedOp> CommitOpsAlone(std::vector<QueuedOp> ops, absl::Time now);
+  // `store_works`: something else was stored this round, so a refusal is
+  // about the op (it counts towards max_op_failures), not an outage.
+  std::vector<QueuedOp> CommitOpsAlone(std::vector<QueuedOp> ops, absl::Time now, bool store_works);
   void RunRetention(absl::Time now);
   void Dispatch(const std::vector<EventPtr>& events, uint64_t prev_last);
   absl::StatusOr<uint64_t> StartCursor(const v1::SubscribeRequest& request);

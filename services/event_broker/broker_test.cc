@@ -33,6 +33,11 @@ class CollectingSink : public SubscriptionSink {
   void OnEnd(absl::Status status) override {
     absl::MutexLock lock(&mu_);
     ended_ = status;
+    has_ended_ = true;
+  }
+  bool WaitForEnd(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(&has_ended_), timeout);
   }
   void Drain() {
     absl::MutexLock lock(&mu_);
@@ -73,13 +78,15 @@ class CollectingSink : public SubscriptionSink {
   std::vector<Outgoing> got_ ABSL_GUARDED_BY(mu_);
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status ended_ ABSL_GUARDED_BY(mu_);
+  bool has_ended_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // The real SQLite store behind a switch board of faults: commits can be held
 // at a gate, and commits that touch one group op's sequence can be refused.
 class FaultyStore : public ForwardingEventStore {
  public:
-  explicit FaultyStore(std::unique_ptr<EventStore> inner) : ForwardingEventStore(std::move(inner)) {}
+  explicit FaultyStore(std::unique_ptr<EventStore> inner)
+      : ForwardingEventStore(std::move(inner)) {}
 
   void SetGate(bool open) {
     absl::MutexLock lock(&mu_);
@@ -95,6 +102,22 @@ class FaultyStore : public ForwardingEventStore {
     absl::MutexLock lock(&mu_);
     refuse_seq_ = seq;
   }
+  // Refuses the next `times` commits holding an op of `kind` for `seq`.
+  void RefuseKind(GroupOp::Kind kind, uint64_t seq, int times) {
+    absl::MutexLock lock(&mu_);
+    refuse_kind_ = kind;
+    refuse_kind_seq_ = seq;
+    refuse_kind_times_ = times;
+  }
+  // Every commit fails (the store is down).
+  void SetDown(bool down) {
+    absl::MutexLock lock(&mu_);
+    down_ = down;
+  }
+  int failed_commits() {
+    absl::MutexLock lock(&mu_);
+    return failed_commits_;
+  }
   std::vector<uint64_t> retention_calls() {
     absl::MutexLock lock(&mu_);
     return retention_calls_;
@@ -106,8 +129,18 @@ class FaultyStore : public ForwardingEventStore {
       ++held_;
       mu_.Await(absl::Condition(&gate_open_));
       --held_;
+      if (down_) {
+        ++failed_commits_;
+        return absl::UnavailableError("store down on purpose");
+      }
       for (const GroupOp& op : batch.ops) {
         if (refuse_seq_ != 0 && op.seq == refuse_seq_) {
+          ++failed_commits_;
+          return absl::InternalError("refused on purpose");
+        }
+        if (refuse_kind_times_ > 0 && op.kind == refuse_kind_ && op.seq == refuse_kind_seq_) {
+          --refuse_kind_times_;
+          ++failed_commits_;
           return absl::InternalError("refused on purpose");
         }
       }
@@ -128,6 +161,11 @@ class FaultyStore : public ForwardingEventStore {
   bool gate_open_ ABSL_GUARDED_BY(mu_) = true;
   int held_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t refuse_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  GroupOp::Kind refuse_kind_ ABSL_GUARDED_BY(mu_) = GroupOp::Kind::kSetPending;
+  uint64_t refuse_kind_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  int refuse_kind_times_ ABSL_GUARDED_BY(mu_) = 0;
+  bool down_ ABSL_GUARDED_BY(mu_) = false;
+  int failed_commits_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<uint64_t> retention_calls_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -483,7 +521,6 @@ TEST_F(BrokerTest, PublishRejectsBadInputAndStoresNothing) {
   EXPECT_EQ(broker_->GetStats()->total_events(), 0u) << "a bad batch stores nothing";
 }
 
-
 // Item 11 of the robustness issue: a group-state change the store always
 // refuses used to be put back in front of the queue and committed with every
 // later publish, failing them all; and FlushWrites counted it as done.
@@ -644,6 +681,100 @@ TEST_F(BrokerTest, ReplayLoadsABoundedNumberPerCall) {
   auto too_many = broker_->ReplayDeadLetters(replay);
   EXPECT_EQ(too_many.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(too_many.status().message(), ::testing::HasSubstr("sequences: at most 5"));
+}
+
+// A subscription accepted while Shutdown runs is always ended by it (one
+// registered after Shutdown's snapshot used to stay open).
+TEST_F(BrokerTest, SubscriptionsRacingShutdownAreAllEnded) {
+  for (int round = 0; round < 20; ++round) {
+    Open();
+    constexpr int kThreads = 4, kEach = 10;
+    std::vector<std::unique_ptr<CollectingSink>> sinks(kThreads * kEach);
+    std::vector<std::shared_ptr<Subscription>> subs(sinks.size());
+    for (auto& s : sinks) s = std::make_unique<CollectingSink>();
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kEach; ++i) {
+          size_t k = t * kEach + i;
+          v1::SubscribeRequest req =
+              (k % 2) ? GroupRequest(absl::StrCat("g", k % 3)) : v1::SubscribeRequest();
+          auto sub = broker_->Subscribe(req, sinks[k].get());
+          if (sub.ok()) subs[k] = *sub;
+        }
+      });
+    }
+    broker_->Shutdown();
+    for (auto& t : threads) t.join();
+    for (size_t k = 0; k < sinks.size(); ++k) {
+      if (subs[k] == nullptr) continue;
+      EXPECT_TRUE(sinks[k]->WaitForEnd(absl::Seconds(10)))
+          << "round " << round << ": subscription " << k << " accepted but never ended";
+      subs[k]->Close();
+    }
+  }
+}
+
+// Review finding: a refused delivery record retried later must not land
+// after the ack that followed it (the acked event would come back after a
+// restart).
+TEST_F(BrokerTest, GroupStateKeepsItsOrderAcrossRetries) {
+  CollectingSink sink;
+  Subscribe(sink, GroupRequest("workers"));
+  broker_->FlushWrites();
+  faulty_->RefuseKind(GroupOp::Kind::kSetPending, 1, 2);
+  Publish(MakeEvent("order.created"));
+  auto got = sink.WaitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  // The ack comes while the refused delivery record waits for its retry.
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (faulty_->failed_commits() < 1 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));  // polling a counter, with a deadline
+  }
+  ASSERT_GE(faulty_->failed_commits(), 1);
+  ASSERT_TRUE(Ack("workers", {got[0].ack_id}).ok());
+  broker_->FlushWrites();
+  sink.Close();
+  Open();  // a restart: the group reloads its pending deliveries
+  CollectingSink again;
+  Subscribe(again, GroupRequest("workers"));
+  Publish(MakeEvent("order.created"));
+  got = again.WaitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].event->seq, 2u) << "the acked event 1 came back";
+}
+
+// Review finding: while the store is down (longer than max_op_failures
+// retries) group state waits; nothing is dropped.
+TEST_F(BrokerTest, GroupStateWaitsOutAStoreOutage) {
+  config_.max_op_failures = 2;
+  Open();
+  CollectingSink sink;
+  Subscribe(sink, GroupRequest("workers"));
+  Publish(MakeEvent("order.created"));
+  auto got = sink.WaitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  broker_->FlushWrites();
+  faulty_->SetDown(true);
+  ASSERT_TRUE(Ack("workers", {got[0].ack_id}).ok());
+  auto failed = broker_->PublishAndWait({MakeEvent("order.created")});
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kUnavailable);
+  absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (faulty_->failed_commits() < 8 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));  // polling a counter, with a deadline
+  }
+  ASSERT_GE(faulty_->failed_commits(), 8) << "the ack was retried during the outage";
+  faulty_->SetDown(false);
+  broker_->FlushWrites();
+  EXPECT_EQ(metrics_->group_ops_dropped.Value(), 0);
+  sink.Close();
+  Open();
+  CollectingSink again;
+  Subscribe(again, GroupRequest("workers"));
+  Publish(MakeEvent("order.created"));
+  got = again.WaitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_NE(got[0].event->seq, 1u) << "the ack made during the outage was lost";
 }
 
 }  // namespace

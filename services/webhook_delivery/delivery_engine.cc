@@ -267,6 +267,11 @@ void DeliveryEngine::Resolve(std::shared_ptr<DeliveryRecord> record, v1::Webhook
   absl::MutexLock lock(&mu_);
   resolving_.erase(webhook.id());
   kicked_ = true;  // the endpoint's other due deliveries may go now
+  if (stop_) {
+    // Stopped during the lookup: nothing is sent (it would be abandoned).
+    ReleaseSlotLocked(*record);
+    return;
+  }
   if (!target.ok()) {
     Outcome o{std::move(*record), HttpResult{}, now};
     o.result.error = std::string(target.status().message());
