@@ -13,13 +13,15 @@ grpc::ServerUnaryReactor* JobWorkerService::GetStats(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* JobWorkerService::ListJobs(grpc::CallbackServerContext* ctx,
                                                      const v1::ListJobsRequest* request,
                                                      v1::ListJobsResponse* response) {
-  return FinishUnary(ctx, worker_->ListJobs(*request), response);
+  return FinishOnExecutor(ctx, &slow_, response,
+                          [this, request] { return worker_->ListJobs(*request); });
 }
 
 grpc::ServerUnaryReactor* JobWorkerService::GetJob(grpc::CallbackServerContext* ctx,
                                                    const v1::GetJobRequest* request,
                                                    v1::Job* response) {
-  return FinishUnary(ctx, worker_->GetJob(*request), response);
+  return FinishOnExecutor(ctx, &slow_, response,
+                          [this, request] { return worker_->GetJob(*request); });
 }
 
 grpc::ServerUnaryReactor* JobWorkerService::PauseQueue(grpc::CallbackServerContext* ctx,

@@ -1,15 +1,18 @@
 #ifndef SWITCHBOARD_SERVICES_JOB_WORKER_GRPC_SERVICE_H_
 #define SWITCHBOARD_SERVICES_JOB_WORKER_GRPC_SERVICE_H_
 
+#include "libs/common/executor.h"
 #include "services/job_worker/worker.h"
 #include "switchboard/jobs/v1/jobs.grpc.pb.h"
 
 namespace switchboard::jobs {
 
-// gRPC edge of the worker: hands each call to Worker.
+// gRPC edge of the worker: hands each call to Worker. ListJobs and GetJob
+// read the job store, so they run on the service's executor, never on a gRPC
+// reaction thread.
 class JobWorkerService final : public v1::JobWorker::CallbackService {
  public:
-  explicit JobWorkerService(Worker* worker) : worker_(worker) {}
+  explicit JobWorkerService(Worker* worker) : worker_(worker), slow_("sb-jobs-rpc", 2, 256) {}
 
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
                                      const v1::GetStatsRequest* request,
@@ -28,6 +31,7 @@ class JobWorkerService final : public v1::JobWorker::CallbackService {
 
  private:
   Worker* const worker_;
+  Executor slow_;
 };
 
 }  // namespace switchboard::jobs
