@@ -761,6 +761,25 @@ TEST_F(BrokerIT, SubscribesRacingShutdownEndCleanly) {
   EXPECT_EQ(unexpected.load(), 0);
 }
 
+// start=TIME looks its position up in the store: that runs on the broker's
+// executor, and the stream still starts at the first event stored then.
+TEST_F(BrokerIT, SubscribeFromATimeStartsThere) {
+  auto broker = StartBroker(data_dir_);
+  ASSERT_NE(broker, nullptr);
+  auto stub = Connect(*broker);
+  broker::v1::PublishResponse resp;
+  ASSERT_TRUE(Publish(stub.get(), MakeEvent("order.created", "evt_before"), &resp).ok());
+  absl::Time t = absl::Now();
+  ASSERT_TRUE(WaitUntil([&] { return absl::Now() > t + absl::Milliseconds(5); }, absl::Seconds(1)));
+  ASSERT_TRUE(Publish(stub.get(), MakeEvent("order.created", "evt_after"), &resp).ok());
+  SubscribeRequest req;
+  req.set_start(SubscribeRequest::TIME);
+  *req.mutable_start_time() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+  Collector c(stub.get(), req);
+  ASSERT_TRUE(c.WaitForCount(1));
+  EXPECT_EQ(c.Got().front().event().id(), "evt_after");
+}
+
 }  // namespace
 }  // namespace switchboard
 

@@ -21,31 +21,27 @@ void ToProto(const PublishResult& r, v1::PublishResponse* out) {
 class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                                public SubscriptionSink {
  public:
-  SubscribeReactor(Broker* broker, const grpc::ByteBuffer* request_bytes) {
-    v1::SubscribeRequest request;
-    absl::Status parsed = ParseRequest(*request_bytes, &request);
-    absl::StatusOr<std::shared_ptr<Subscription>> sub =
-        parsed.ok() ? broker->Subscribe(request, this) : parsed;
-    if (!sub.ok()) {
+  // `slow` runs the subscribe when finding its start reads the store
+  // (start=TIME), so that never happens on a gRPC reaction thread.
+  SubscribeReactor(Broker* broker, Executor* slow, const grpc::ByteBuffer* request_bytes) {
+    auto request = std::make_shared<v1::SubscribeRequest>();
+    absl::Status parsed = ParseRequest(*request_bytes, request.get());
+    if (parsed.ok() && request->start() == v1::SubscribeRequest::TIME) {
+      if (!slow->Submit([this, broker, request] { Start(broker, *request); })) {
+        absl::MutexLock lock(&mu_);
+        finished_ = true;
+        Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            "server busy: too many slow requests queued; retry later"));
+      }
+      return;
+    }
+    if (!parsed.ok()) {
       absl::MutexLock lock(&mu_);
       finished_ = true;
-      Finish(ToGrpcStatus(sub.status()));
+      Finish(ToGrpcStatus(parsed));
       return;
     }
-    // The broker may end the stream (OnEnd) from its threads as soon as the
-    // subscription exists; until the headers are started OnEnd only records
-    // the end, so Finish never comes before StartSendInitialMetadata.
-    absl::MutexLock lock(&mu_);
-    sub_ = *std::move(sub);
-    // Headers now, so the client knows the subscription is in place.
-    StartSendInitialMetadata();
-    started_ = true;
-    if (ending_) {
-      finished_ = true;
-      Finish(end_status_);
-      return;
-    }
-    PumpLocked();
+    Start(broker, *request);
   }
 
   void OnReady() override {
@@ -85,6 +81,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
 
   void OnCancel() override {
     absl::MutexLock lock(&mu_);
+    cancelled_ = true;
     if (started_ && !finished_) {
       finished_ = true;
       Finish(grpc::Status::CANCELLED);
@@ -103,6 +100,30 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
   }
 
  private:
+  void Start(Broker* broker, const v1::SubscribeRequest& request) {
+    absl::StatusOr<std::shared_ptr<Subscription>> sub = broker->Subscribe(request, this);
+    if (!sub.ok()) {
+      absl::MutexLock lock(&mu_);
+      finished_ = true;
+      Finish(ToGrpcStatus(sub.status()));
+      return;
+    }
+    // The broker may end the stream (OnEnd) from its threads as soon as the
+    // subscription exists; until the headers are started OnEnd only records
+    // the end, so Finish never comes before StartSendInitialMetadata.
+    absl::MutexLock lock(&mu_);
+    sub_ = *std::move(sub);
+    // Headers now, so the client knows the subscription is in place.
+    StartSendInitialMetadata();
+    started_ = true;
+    if (ending_ || cancelled_) {
+      finished_ = true;
+      Finish(cancelled_ ? grpc::Status::CANCELLED : end_status_);
+      return;
+    }
+    PumpLocked();
+  }
+
   void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!started_ || writing_ || finished_ || ending_ || sub_ == nullptr) return;
     std::optional<Outgoing> next = sub_->Next();
@@ -122,6 +143,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
   grpc::ByteBuffer delivery_ ABSL_GUARDED_BY(mu_);
   std::string scratch_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;  // initial metadata started
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
@@ -203,7 +225,7 @@ grpc::ServerUnaryReactor* EventBrokerService::PublishBatch(grpc::CallbackServerC
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* EventBrokerService::Subscribe(
     grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
-  return new SubscribeReactor(broker_, request);
+  return new SubscribeReactor(broker_, &slow_, request);
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::Ack(grpc::CallbackServerContext* ctx,
@@ -227,7 +249,8 @@ grpc::ServerUnaryReactor* EventBrokerService::ModifyAckDeadline(
 grpc::ServerUnaryReactor* EventBrokerService::GetEventHistory(
     grpc::CallbackServerContext* ctx, const v1::GetEventHistoryRequest* request,
     v1::GetEventHistoryResponse* response) {
-  return FinishOnExecutor(ctx, &slow_, response, [this, request] { return broker_->GetEventHistory(*request); });
+  return FinishOnExecutor(ctx, &slow_, response,
+                          [this, request] { return broker_->GetEventHistory(*request); });
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::GetStats(grpc::CallbackServerContext* ctx,
@@ -239,13 +262,15 @@ grpc::ServerUnaryReactor* EventBrokerService::GetStats(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* EventBrokerService::ListDeadLetters(
     grpc::CallbackServerContext* ctx, const v1::ListDeadLettersRequest* request,
     v1::ListDeadLettersResponse* response) {
-  return FinishOnExecutor(ctx, &slow_, response, [this, request] { return broker_->ListDeadLetters(*request); });
+  return FinishOnExecutor(ctx, &slow_, response,
+                          [this, request] { return broker_->ListDeadLetters(*request); });
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::ReplayDeadLetters(
     grpc::CallbackServerContext* ctx, const v1::ReplayDeadLettersRequest* request,
     v1::ReplayDeadLettersResponse* response) {
-  return FinishOnExecutor(ctx, &slow_, response, [this, request] { return broker_->ReplayDeadLetters(*request); });
+  return FinishOnExecutor(ctx, &slow_, response,
+                          [this, request] { return broker_->ReplayDeadLetters(*request); });
 }
 
 }  // namespace switchboard::broker
