@@ -303,7 +303,7 @@ TEST(BatchPublisherTest, SyncPublishInAFailedBatchGetsTheErrorWhileAsyncEventsAr
 TEST(BatchPublisherTest, FullQueueBlocksPublishersUntilThereIsRoom) {
   FakePublishClient broker;
   broker.Block();
-  BatchPublisher publisher(&broker, 1000, absl::Seconds(1), /*max_queued=*/2);
+  BatchPublisher publisher(&broker, 1000, absl::Seconds(60), /*max_queued=*/2);
   ReleaseOnExit release{&broker};
   publisher.PublishAsync({Subject("e1")});
   ASSERT_TRUE(broker.WaitForCalls(1));
@@ -405,6 +405,22 @@ TEST(BatchPublisherTest, ARefusedEventDoesNotTakeItsBatchmatesDown) {
   ASSERT_TRUE(broker.WaitForPublished(3));
   EXPECT_EQ(broker.published(), (Subjects{"first", "good-1", "good-2"}));
   EXPECT_TRUE(WaitUntil([&] { return publisher.dropped_events() == 1; }, absl::Seconds(10)));
+}
+
+// A broker that takes nothing does not hold callers forever: waiting for
+// room is bounded by the publish timeout (review finding: a worker's shutdown
+// could hang behind it).
+TEST(BatchPublisherTest, WaitingForRoomEndsAtThePublishTimeout) {
+  FakePublishClient broker;
+  broker.Block();
+  BatchPublisher publisher(&broker, 1000, absl::Milliseconds(300), /*max_queued=*/1);
+  ReleaseOnExit release{&broker};
+  publisher.PublishAsync({Subject("e1")});  // in flight, blocked: the queue is full
+  ASSERT_TRUE(broker.WaitForCalls(1));
+  absl::Status s = publisher.Publish({Subject("e2")});
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  publisher.PublishAsync({Subject("e3")});
+  EXPECT_EQ(publisher.dropped_events(), 1u);
 }
 
 }  // namespace

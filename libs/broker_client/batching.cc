@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "libs/common/backoff.h"
 #include "libs/common/ids.h"
@@ -67,16 +68,24 @@ BatchPublisher::~BatchPublisher() {
   thread_.join();
 }
 
-bool BatchPublisher::WaitForRoom(size_t n) {
+absl::Status BatchPublisher::WaitForRoom(size_t n) {
   auto room = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return stop_ || pending_events_ == 0 || pending_events_ + n <= max_queued_;
   };
   if (!room()) {
+    // Bounded like a publish: a broker that takes nothing for that long
+    // must not hold a caller (and its shutdown) forever.
     ++blocked_callers_;
-    mu_.Await(absl::Condition(&room));
+    bool got = mu_.AwaitWithTimeout(absl::Condition(&room), timeout_);
     --blocked_callers_;
+    if (!got) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("publish queue full (", pending_events_, " events) for ",
+                       absl::FormatDuration(timeout_), ": the broker is not taking events"));
+    }
   }
-  return !stop_;
+  if (stop_) return absl::UnavailableError("publisher is shutting down");
+  return absl::OkStatus();
 }
 
 absl::Status BatchPublisher::Publish(std::vector<events::v1::Event> events) {
@@ -84,9 +93,7 @@ absl::Status BatchPublisher::Publish(std::vector<events::v1::Event> events) {
   auto waiter = std::make_shared<Waiter>();
   {
     absl::MutexLock lock(&mu_);
-    if (!WaitForRoom(events.size())) {
-      return absl::UnavailableError("publisher is shutting down");
-    }
+    if (absl::Status room = WaitForRoom(events.size()); !room.ok()) return room;
     pending_events_ += events.size();
     queue_.push_back(Pending{std::move(events), waiter});
   }
@@ -97,10 +104,10 @@ absl::Status BatchPublisher::Publish(std::vector<events::v1::Event> events) {
 void BatchPublisher::PublishAsync(std::vector<events::v1::Event> events) {
   SetIds(events);
   absl::MutexLock lock(&mu_);
-  if (!WaitForRoom(events.size())) {
+  if (absl::Status room = WaitForRoom(events.size()); !room.ok()) {
     dropped_ += events.size();
-    LogError("event dropped: publisher is shutting down",
-             {{"events", static_cast<uint64_t>(events.size())}});
+    LogError("events dropped",
+             {{"events", static_cast<uint64_t>(events.size())}, {"error", room.ToString()}});
     return;
   }
   pending_events_ += events.size();

@@ -61,8 +61,9 @@ class BatchPublisher {
     std::shared_ptr<struct Waiter> waiter;  // null for async
     bool alone = false;                     // sent in a batch of its own (its batch was refused)
   };
-  // Waits for room for n events; false if the publisher is stopping.
-  bool WaitForRoom(size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits for room for n events, at most the publish timeout; an error if
+  // there was none by then or the publisher is stopping.
+  absl::Status WaitForRoom(size_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Run();
 
   BrokerClient* const broker_;
