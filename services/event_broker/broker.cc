@@ -102,6 +102,50 @@ Scan ScanMatching(Broker* broker, const TypeFilter& filter, uint64_t from, size_
   return scan;
 }
 
+// The read position and ready events of one reader of the log (a broadcast
+// stream or a consumer group), fed by live offers from the writer and by
+// catch-up fills. Both readers keep one under their own mutex.
+struct CatchUp {
+  CatchUp(uint64_t from, size_t capacity) : examined(from), capacity(capacity) {}
+
+  // Takes the events a commit appended after prev_last, if this reader is
+  // exactly there (else a fill must catch up). Returns true when `ready`
+  // went from empty to non-empty; *behind says a fill is needed.
+  bool TakeLive(const std::vector<EventPtr>& events, uint64_t prev_last, const TypeFilter& filter,
+                bool* behind) {
+    if (fill_pending || examined != prev_last) {
+      *behind = true;
+      return false;
+    }
+    bool was_empty = ready.empty();
+    for (const EventPtr& ev : events) {
+      if (ready.size() >= capacity) break;
+      examined = ev->seq;
+      if (filter.Matches(ev->type)) ready.push_back(ev);
+    }
+    *behind = examined != events.back()->seq;
+    return was_empty && !ready.empty();
+  }
+  // A fill is worth queueing: none queued, the log is ahead, and there is room.
+  bool WantsFill(uint64_t last_seq) const {
+    return !fill_pending && examined < last_seq && ready.size() < capacity;
+  }
+  size_t space() const { return capacity - ready.size(); }
+  // A fill's result. Returns true when `ready` went from empty to non-empty.
+  bool TakeFill(std::vector<EventPtr>& got, uint64_t upto) {
+    fill_pending = false;
+    bool was_empty = ready.empty();
+    for (EventPtr& ev : got) ready.push_back(std::move(ev));
+    examined = upto;
+    return was_empty && !ready.empty();
+  }
+
+  std::deque<EventPtr> ready;
+  uint64_t examined;  // last sequence looked at
+  bool fill_pending = false;
+  const size_t capacity;
+};
+
 // ---------------------------------------------------------------------------
 // Broadcast: every matching event from the start position, then live.
 
@@ -109,17 +153,20 @@ class BroadcastSubscription : public Subscription,
                               public std::enable_shared_from_this<BroadcastSubscription> {
  public:
   BroadcastSubscription(Broker* broker, TypeFilter filter, uint64_t cursor, SubscriptionSink* sink)
-      : broker_(broker), filter_(std::move(filter)), sink_(sink), cursor_(cursor) {}
+      : broker_(broker),
+        filter_(std::move(filter)),
+        sink_(sink),
+        state_(cursor, broker->config().broadcast_buffer) {}
 
   std::optional<Outgoing> Next() override {
     absl::MutexLock lock(&mu_);
-    if (closed_ || buf_.empty()) {
+    if (closed_ || state_.ready.empty()) {
       MaybeRequestFillLocked();
       return std::nullopt;
     }
-    Outgoing out{std::move(buf_.front()), 1, ""};
-    buf_.pop_front();
-    if (buf_.size() < broker_->config().broadcast_buffer / 2) MaybeRequestFillLocked();
+    Outgoing out{std::move(state_.ready.front()), 1, ""};
+    state_.ready.pop_front();
+    if (state_.ready.size() < state_.capacity / 2) MaybeRequestFillLocked();
     return out;
   }
 
@@ -130,7 +177,7 @@ class BroadcastSubscription : public Subscription,
       absl::MutexLock lock(&mu_);
       was_open = !closed_;
       closed_ = true;
-      buf_.clear();
+      state_.ready.clear();
     }
     if (was_open) broker_->SubscriberCountChanged(-1);
   }
@@ -147,18 +194,9 @@ class BroadcastSubscription : public Subscription,
     {
       absl::MutexLock lock(&mu_);
       if (closed_) return;
-      if (fill_pending_ || cursor_ != prev_last) {
-        MaybeRequestFillLocked();
-        return;
-      }
-      bool was_empty = buf_.empty();
-      for (const EventPtr& ev : events) {
-        if (buf_.size() >= broker_->config().broadcast_buffer) break;
-        cursor_ = ev->seq;
-        if (filter_.Matches(ev->type)) buf_.push_back(ev);
-      }
-      wake = was_empty && !buf_.empty();
-      if (cursor_ != events.back()->seq) MaybeRequestFillLocked();
+      bool behind = false;
+      wake = state_.TakeLive(events, prev_last, filter_, &behind);
+      if (behind) MaybeRequestFillLocked();
     }
     if (wake) sink_.Wake();
   }
@@ -167,11 +205,8 @@ class BroadcastSubscription : public Subscription,
 
  private:
   void MaybeRequestFillLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (closed_ || fill_pending_ || cursor_ >= broker_->last_sequence() ||
-        buf_.size() >= broker_->config().broadcast_buffer) {
-      return;
-    }
-    fill_pending_ = true;
+    if (closed_ || !state_.WantsFill(broker_->last_sequence())) return;
+    state_.fill_pending = true;
     broker_->RequestFill([self = shared_from_this()] { self->Fill(); });
   }
 
@@ -182,11 +217,11 @@ class BroadcastSubscription : public Subscription,
     {
       absl::MutexLock lock(&mu_);
       if (closed_) {
-        fill_pending_ = false;
+        state_.fill_pending = false;
         return;
       }
-      from = cursor_;
-      space = broker_->config().broadcast_buffer - buf_.size();
+      from = state_.examined;
+      space = state_.space();
     }
     Scan scan = ScanMatching(broker_, filter_, from, space, /*stop_at_gap=*/true);
     std::vector<EventPtr>& got = scan.events;
@@ -200,11 +235,11 @@ class BroadcastSubscription : public Subscription,
     bool wake = false;
     {
       absl::MutexLock lock(&mu_);
-      fill_pending_ = false;
-      if (closed_) return;
-      wake = buf_.empty() && !got.empty();
-      for (EventPtr& ev : got) buf_.push_back(std::move(ev));
-      cursor_ = examined;
+      if (closed_) {
+        state_.fill_pending = false;
+        return;
+      }
+      wake = state_.TakeFill(got, examined);
       if (error.ok()) MaybeRequestFillLocked();
     }
     if (!error.ok()) {
@@ -220,9 +255,7 @@ class BroadcastSubscription : public Subscription,
   const TypeFilter filter_;
   SinkHolder sink_;
   absl::Mutex mu_;
-  std::deque<EventPtr> buf_ ABSL_GUARDED_BY(mu_);
-  uint64_t cursor_ ABSL_GUARDED_BY(mu_);  // last sequence examined
-  bool fill_pending_ ABSL_GUARDED_BY(mu_) = false;
+  CatchUp state_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
@@ -238,7 +271,7 @@ class Group : public std::enable_shared_from_this<Group> {
         name_(rec.name),
         rec_(std::move(rec)),
         filter_(std::move(filter)),
-        fetched_upto_(rec_.cursor),
+        state_(rec_.cursor, broker->config().group_buffer),
         dead_lettered_(dead_lettered),
         redeliveries_metric_(&broker->metrics()->group_redeliveries.Add({{"group", name_}})),
         dead_letters_metric_(&broker->metrics()->group_dead_letters.Add({{"group", name_}})),
@@ -270,18 +303,10 @@ class Group : public std::enable_shared_from_this<Group> {
     std::vector<std::shared_ptr<GroupMember>> wake;
     {
       absl::MutexLock lock(&mu_);
-      if (fill_pending_ || fetched_upto_ != prev_last) {
-        MaybeRequestFillLocked();
-        return;
-      }
-      bool was_empty = ready_.empty();
-      for (const EventPtr& ev : events) {
-        if (ready_.size() >= broker_->config().group_buffer) break;
-        fetched_upto_ = ev->seq;
-        if (filter_.Matches(ev->type)) ready_.push_back(ev);
-      }
-      if (fetched_upto_ != events.back()->seq) MaybeRequestFillLocked();
-      if (was_empty && !ready_.empty()) wake = MembersLocked();
+      bool behind = false;
+      bool became_ready = state_.TakeLive(events, prev_last, filter_, &behind);
+      if (behind) MaybeRequestFillLocked();
+      if (became_ready) wake = MembersLocked();
     }
     Wake(wake);
   }
@@ -473,7 +498,7 @@ class Group : public std::enable_shared_from_this<Group> {
   }
 
   uint64_t CursorLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return ready_.empty() ? fetched_upto_ : ready_.front()->seq - 1;
+    return state_.ready.empty() ? state_.examined : state_.ready.front()->seq - 1;
   }
 
   void PersistCursorLocked(std::vector<GroupOp>* ops) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -513,11 +538,8 @@ class Group : public std::enable_shared_from_this<Group> {
   }
 
   void MaybeRequestFillLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (fill_pending_ || fetched_upto_ >= broker_->last_sequence() ||
-        ready_.size() >= broker_->config().group_buffer) {
-      return;
-    }
-    fill_pending_ = true;
+    if (!state_.WantsFill(broker_->last_sequence())) return;
+    state_.fill_pending = true;
     broker_->RequestFill([self = shared_from_this()] { self->Fill(); });
   }
 
@@ -527,8 +549,8 @@ class Group : public std::enable_shared_from_this<Group> {
     TypeFilter filter;  // a copy: Join may change the group's filter meanwhile
     {
       absl::MutexLock lock(&mu_);
-      from = fetched_upto_;
-      space = broker_->config().group_buffer - ready_.size();
+      from = state_.examined;
+      space = state_.space();
       filter = filter_;
     }
     Scan scan = ScanMatching(broker_, filter, from, space, /*stop_at_gap=*/false);
@@ -545,13 +567,10 @@ class Group : public std::enable_shared_from_this<Group> {
     std::vector<GroupOp> ops;
     {
       absl::MutexLock lock(&mu_);
-      fill_pending_ = false;
-      bool was_empty = ready_.empty();
-      for (EventPtr& ev : got) ready_.push_back(std::move(ev));
-      fetched_upto_ = examined;
+      bool became_ready = state_.TakeFill(got, examined);
       PersistCursorLocked(&ops);
       MaybeRequestFillLocked();
-      if (was_empty && !ready_.empty()) wake = MembersLocked();
+      if (became_ready) wake = MembersLocked();
     }
     broker_->EnqueueOps(std::move(ops));
     Wake(wake);
@@ -567,9 +586,7 @@ class Group : public std::enable_shared_from_this<Group> {
   absl::Mutex mu_;
   GroupRecord rec_ ABSL_GUARDED_BY(mu_);
   TypeFilter filter_ ABSL_GUARDED_BY(mu_);
-  std::deque<EventPtr> ready_ ABSL_GUARDED_BY(mu_);
-  uint64_t fetched_upto_ ABSL_GUARDED_BY(mu_);
-  bool fill_pending_ ABSL_GUARDED_BY(mu_) = false;
+  CatchUp state_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<absl::Time, uint64_t>> redeliver_ ABSL_GUARDED_BY(mu_);
   // (ack deadline, seq) of every delivered, unacked event.
@@ -705,9 +722,9 @@ std::optional<Outgoing> Group::NextFor(GroupMember* member) {
       }
       ops.push_back(Op(GroupOp::Kind::kSetPending, seq, p.attempts));
       out = Outgoing{p.ev, p.attempts, MakeAckId(seq, p.attempts)};
-    } else if (!ready_.empty()) {
-      EventPtr ev = std::move(ready_.front());
-      ready_.pop_front();
+    } else if (!state_.ready.empty()) {
+      EventPtr ev = std::move(state_.ready.front());
+      state_.ready.pop_front();
       uint64_t seq = ev->seq;
       Pending& p = pending_[seq];
       p.ev = ev;
@@ -719,7 +736,7 @@ std::optional<Outgoing> Group::NextFor(GroupMember* member) {
       ops.push_back(Op(GroupOp::Kind::kSetPending, seq, 1));
       ops.back().first_write = true;
       PersistCursorLocked(&ops);
-      if (ready_.size() < broker_->config().group_buffer / 2) MaybeRequestFillLocked();
+      if (state_.ready.size() < state_.capacity / 2) MaybeRequestFillLocked();
       out = Outgoing{std::move(ev), 1, MakeAckId(seq, 1)};
     } else {
       MaybeRequestFillLocked();
