@@ -165,6 +165,16 @@ TEST_F(JobWorkerIT, CheckoutRunsTheWholeOrderFlowInCausalOrder) {
   EXPECT_EQ(Str(*created, "customerId"), "cus_1");
   EXPECT_GE(Num(*created, "orderNumber"), 1);
   EXPECT_EQ(created->subject(), Str(*created, "orderId"));
+  // Derived ids keep a fixed length to the end of the order (they used to
+  // grow with every step: evt_….order-creation.1.payment-processing.2…).
+  for (auto& e : h) {
+    if (e.source() != "job-worker") continue;
+    EXPECT_LE(e.id().size(), 4u + 40u) << e.type() << " " << e.id();
+    if (e.type().rfind("job.", 0) == 0) {
+      EXPECT_LE(Str(e, "jobId").size(), 4u + 40u) << Str(e, "jobId");
+      EXPECT_EQ(Str(e, "status"), e.type().substr(4)) << "status names the step";
+    }
+  }
 }
 
 TEST_F(JobWorkerIT, PaymentRuleFailsThePaymentAndTheOrderStops) {

@@ -1,5 +1,7 @@
 #include "libs/common/ids.h"
 
+#include <openssl/evp.h>
+
 #include <array>
 #include <cstdint>
 
@@ -64,5 +66,25 @@ std::string NewUlid(absl::Time now) {
 }
 
 std::string NewId(absl::string_view prefix) { return absl::StrCat(prefix, "_", NewUlid()); }
+
+std::string DeriveId(absl::string_view prefix, std::initializer_list<absl::string_view> parts) {
+  std::string message;
+  for (absl::string_view p : parts) {
+    // Lengths keep ("ab","c") and ("a","bc") apart.
+    absl::StrAppend(&message, p.size(), ":", p, "\x1f");
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_len = 0;
+  EVP_Digest(message.data(), message.size(), digest, &digest_len, EVP_sha256(), nullptr);
+  // 26 characters of 5 bits: the first 130 bits of the digest.
+  std::string out(prefix);
+  out += '_';
+  for (int i = 0; i < 26; ++i) {
+    int bit = i * 5;
+    int v = ((digest[bit / 8] << 8) | digest[bit / 8 + 1]) >> (11 - bit % 8);
+    out += kCrockford[v & 31];
+  }
+  return out;
+}
 
 }  // namespace switchboard

@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "libs/broker_client/null_broker_client.h"
 #include "libs/common/backoff.h"
+#include "libs/common/ids.h"
 #include "services/job_worker/handlers.h"
 #include "services/job_worker/job_store.h"
 #include "services/job_worker/worker.h"
@@ -290,13 +291,25 @@ TEST_F(WorkerTest, FailsTwiceThenSucceedsWithBackoffAndAcksOnlyAtTheEnd) {
                                      "job.failed", "job.started", "job.completed"));
   auto job = worker_->GetJob([] {
     v1::GetJobRequest r;
-    r.set_id("job_A");
+    r.set_id(DeriveId("job", {"evt_A"}));
     return r;
   }());
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->status(), v1::JOB_STATUS_COMPLETED);
   EXPECT_EQ(job->attempt(), 3u);
   absl::MutexLock lock(&broker_.mu_);
+  // The design's WorkerStatusWebhook: status is a string naming the step
+  // (it used to be the boolean `true`), processingTime a number of ms.
+  for (const auto& ev : broker_.published_) {
+    const auto& f = ev.data().fields();
+    ASSERT_TRUE(f.count("status")) << ev.type();
+    EXPECT_EQ(f.at("status").kind_case(), google::protobuf::Value::kStringValue) << ev.type();
+    EXPECT_EQ("job." + f.at("status").string_value(), ev.type());
+    EXPECT_EQ(f.at("processingTime").kind_case(), google::protobuf::Value::kNumberValue);
+    for (const char* k : {"workerId", "queueName", "jobId", "jobType"}) {
+      EXPECT_EQ(f.at(k).kind_case(), google::protobuf::Value::kStringValue) << k;
+    }
+  }
   const auto& failed = broker_.published_[2];
   EXPECT_EQ(failed.data().fields().at("attempt").number_value(), 1);
   EXPECT_TRUE(failed.data().fields().count("nextRetryAt"));
@@ -353,7 +366,7 @@ TEST_F(WorkerTest, JobPastItsTimeoutFailsWithTimeout) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(4)) << "the handler was stopped at its deadline";
   auto job = worker_->GetJob([] {
     v1::GetJobRequest r;
-    r.set_id("job_S");
+    r.set_id(DeriveId("job", {"evt_S"}));
     return r;
   }());
   ASSERT_TRUE(job.ok()) << job.status();
@@ -415,8 +428,8 @@ TEST_F(WorkerTest, JobsReadWhileRunningAreConsistent) {
   };
   // Ids of the jobs delivered so far; readers only ask for those.
   std::vector<std::string> ids;
-  for (int i = 0; i < kSleeps; ++i) ids.push_back(absl::StrCat("job_S", i));
-  for (int i = 0; i < kFlaky; ++i) ids.push_back(absl::StrCat("job_F", i));
+  for (int i = 0; i < kSleeps; ++i) ids.push_back(DeriveId("job", {absl::StrCat("evt_S", i)}));
+  for (int i = 0; i < kFlaky; ++i) ids.push_back(DeriveId("job", {absl::StrCat("evt_F", i)}));
   std::atomic<int> delivered{0};
   std::atomic<bool> done{false};
   absl::Mutex bad_mu;

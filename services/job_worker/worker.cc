@@ -6,8 +6,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
-#include "libs/common/proto_time.h"
+#include "libs/common/ids.h"
 #include "libs/common/json_log.h"
+#include "libs/common/proto_time.h"
 #include "libs/common/thread_name.h"
 
 namespace switchboard::jobs {
@@ -23,11 +24,7 @@ std::string Rfc3339(absl::Time t) {
 
 // The job id follows from the triggering event, so a redelivery of the event
 // is recognised as the same job.
-std::string JobIdFor(const events::v1::Event& trigger) {
-  absl::string_view id = trigger.id();
-  if (absl::StartsWith(id, "evt_")) id.remove_prefix(4);
-  return absl::StrCat("job_", id);
-}
+std::string JobIdFor(const events::v1::Event& trigger) { return DeriveId("job", {trigger.id()}); }
 
 void SetField(events::v1::Event& ev, const std::string& key, const std::string& v) {
   (*ev.mutable_data()->mutable_fields())[key].set_string_value(v);
@@ -38,22 +35,9 @@ void SetField(events::v1::Event& ev, const std::string& key, double v) {
 void SetField(events::v1::Event& ev, const std::string& key, bool v) {
   (*ev.mutable_data()->mutable_fields())[key].set_bool_value(v);
 }
-
-const char* StatusName(v1::JobStatus s) {
-  switch (s) {
-    case v1::JOB_STATUS_WAITING:
-      return "waiting";
-    case v1::JOB_STATUS_ACTIVE:
-      return "active";
-    case v1::JOB_STATUS_COMPLETED:
-      return "completed";
-    case v1::JOB_STATUS_RETRY_SCHEDULED:
-      return "retry_scheduled";
-    case v1::JOB_STATUS_FAILED:
-      return "failed";
-    default:
-      return "unknown";
-  }
+// Without it a string literal would bind to the bool overload.
+void SetField(events::v1::Event& ev, const std::string& key, const char* v) {
+  SetField(ev, key, std::string(v));
 }
 
 }  // namespace
@@ -106,8 +90,7 @@ absl::Status Worker::Start() {
   req.set_group(options_.group);
   for (const std::string& t : config_.EventTypes()) req.add_types(t);
   req.set_start(options_.start);
-  *req.mutable_ack_deadline() =
-      ToProtoDuration(options_.ack_deadline);
+  *req.mutable_ack_deadline() = ToProtoDuration(options_.ack_deadline);
   // Prefetch: by Little's law the events held (queued + running + waiting
   // for their ack) bound throughput at held / per-job latency, so hold a lot
   // more than the slots.
@@ -230,7 +213,7 @@ events::v1::Event Worker::LifecycleEvent(const Task& task, const v1::Job& job,
   events::v1::Event ev;
   // Ids derive from the job and attempt, so a re-run after a crash repeats
   // them and the broker's dedupe window drops the repeats.
-  ev.set_id(absl::StrCat("evt_", job.id().substr(4), ".", id_suffix));
+  ev.set_id(DeriveId("evt", {job.id(), id_suffix}));
   ev.set_type(type);
   ev.set_source("job-worker");
   ev.set_subject(task.trigger.subject());
@@ -240,16 +223,18 @@ events::v1::Event Worker::LifecycleEvent(const Task& task, const v1::Job& job,
   SetField(ev, "queueName", job.queue());
   SetField(ev, "jobId", job.id());
   SetField(ev, "jobType", job.type());
-  SetField(ev, "status", StatusName(job.status()));
+  // The original design's WorkerStatusWebhook: status names the lifecycle
+  // step (enqueued, started, completed, failed), processingTime is in ms.
+  SetField(ev, "status", type.substr(type.rfind('.') + 1));
   SetField(ev, "attempt", static_cast<double>(job.attempt()));
   SetField(ev, "maxAttempts", static_cast<double>(job.max_attempts()));
+  SetField(ev, "processingTime", static_cast<double>(job.processing_time_ms()));
   SetField(ev, "processingTimeMs", static_cast<double>(job.processing_time_ms()));
   SetField(ev, "queueWaitMs", static_cast<double>(job.queue_wait_ms()));
   SetField(ev, "error", job.error());
   SetField(ev, "triggerEventId", job.trigger_event_id());
   if (job.has_next_retry_at()) {
-    SetField(ev, "nextRetryAt",
-             Rfc3339(FromProtoTime(job.next_retry_at())));
+    SetField(ev, "nextRetryAt", Rfc3339(FromProtoTime(job.next_retry_at())));
   }
   return ev;
 }
@@ -282,7 +267,10 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
       {LifecycleEvent(*task, job, "job.started", absl::StrCat("started.", job.attempt()))});
 
   JobHandler* handler = handlers_->Find(job.type());
-  JobContext ctx{task->trigger, job, started + settings.timeout, config_.payment_rule,
+  JobContext ctx{task->trigger,
+                 job,
+                 started + settings.timeout,
+                 config_.payment_rule,
                  [this](const std::string& name) { return store_->NextCounter(name); },
                  &cancel_};
   absl::StatusOr<JobOutput> result =
@@ -316,7 +304,7 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
     std::vector<events::v1::Event> out;
     for (size_t i = 0; i < result->events.size(); ++i) {
       events::v1::Event ev = std::move(result->events[i]);
-      ev.set_id(absl::StrCat("evt_", job.id().substr(4), ".", job.type(), ".", i + 1));
+      ev.set_id(DeriveId("evt", {job.id(), job.type(), absl::StrCat(i + 1)}));
       ev.set_source("job-worker");
       if (ev.correlation_id().empty()) ev.set_correlation_id(task->trigger.correlation_id());
       if (ev.subject().empty()) ev.set_subject(task->trigger.subject());
