@@ -2,6 +2,7 @@
 // generated gRPC client: delivery, groups, redelivery, crash recovery,
 // flow control, bad input, graceful shutdown.
 #include <atomic>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <set>
@@ -11,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -787,6 +789,58 @@ TEST_F(BrokerIT, SubscribeFromATimeStartsThere) {
   Collector c(stub.get(), req);
   ASSERT_TRUE(c.WaitForCount(1));
   EXPECT_EQ(c.Got().front().event().id(), "evt_after");
+}
+
+// The original design's environment configuration (issue 14): a service
+// started with EVENT_HISTORY_SIZE / EVENT_EMISSION_TIMEOUT in its
+// environment follows them.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+  ~ScopedEnv() { unsetenv(name_); }
+
+ private:
+  const char* name_;
+};
+
+TEST_F(BrokerIT, EventHistorySizeIsTheDefaultHistoryLimit) {
+  std::unique_ptr<ServiceProcess> broker;
+  {
+    ScopedEnv env("EVENT_HISTORY_SIZE", "3");
+    broker = StartBroker(data_dir_);
+  }
+  ASSERT_NE(broker, nullptr);
+  auto stub = Connect(*broker);
+  broker::v1::PublishResponse resp;
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(Publish(stub.get(), MakeEvent("order.created"), &resp).ok());
+  testing::HttpResult r = HttpRequest(broker->http_addr(), "GET", "/api/events/history");
+  ASSERT_EQ(r.status, 200) << r.body;
+  broker::v1::GetEventHistoryResponse history;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.body, &history).ok()) << r.body;
+  EXPECT_EQ(history.events_size(), 3);
+  broker::v1::GetEventHistoryRequest req;
+  broker::v1::GetEventHistoryResponse grpc_history;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stub->GetEventHistory(&ctx, req, &grpc_history).ok());
+  EXPECT_EQ(grpc_history.events_size(), 3) << "the gRPC default too";
+}
+
+TEST_F(BrokerIT, EventEmissionTimeoutBoundsAJsonPublish) {
+  std::unique_ptr<ServiceProcess> broker;
+  {
+    ScopedEnv env("EVENT_EMISSION_TIMEOUT", "300");
+    // A store that needs seconds for this event: the publish outlasts 300 ms.
+    broker = StartBroker(data_dir_, {"--test_store_bytes_per_sec=2000"});
+  }
+  ASSERT_NE(broker, nullptr);
+  std::string body = absl::StrCat(R"({"type":"order.created","source":"it","data":{"pad":")",
+                                  std::string(8000, 'x'), R"("}})");
+  absl::Time t0 = absl::Now();
+  testing::HttpResult r = HttpRequest(broker->http_addr(), "POST", "/api/events/test", body);
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_THAT(r.body, ::testing::HasSubstr("DEADLINE_EXCEEDED"));
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(3)) << "answered at the timeout, not at the commit";
 }
 
 }  // namespace

@@ -932,17 +932,25 @@ void Broker::Publish(std::vector<events::v1::Event> events, PublishCallback done
 
 absl::StatusOr<std::vector<PublishResult>> Broker::PublishAndWait(
     std::vector<events::v1::Event> events) {
-  absl::Mutex mu;
-  bool finished = false;
-  absl::StatusOr<std::vector<PublishResult>> result;
-  Publish(std::move(events), [&](absl::StatusOr<std::vector<PublishResult>> r) {
-    absl::MutexLock lock(&mu);
-    result = std::move(r);
-    finished = true;
+  // Shared with the callback: it may run after this returned on a timeout.
+  struct Wait {
+    absl::Mutex mu;
+    bool finished ABSL_GUARDED_BY(mu) = false;
+    absl::StatusOr<std::vector<PublishResult>> result ABSL_GUARDED_BY(mu);
+  };
+  auto wait = std::make_shared<Wait>();
+  Publish(std::move(events), [wait](absl::StatusOr<std::vector<PublishResult>> r) {
+    absl::MutexLock lock(&wait->mu);
+    wait->result = std::move(r);
+    wait->finished = true;
   });
-  absl::MutexLock lock(&mu);
-  mu.Await(absl::Condition(&finished));
-  return result;
+  absl::MutexLock lock(&wait->mu);
+  if (!wait->mu.AwaitWithTimeout(absl::Condition(&wait->finished), config_.emission_timeout)) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "publish not committed within ", absl::FormatDuration(config_.emission_timeout),
+        " (EVENT_EMISSION_TIMEOUT); it may still be stored"));
+  }
+  return std::move(wait->result);
 }
 
 void Broker::EnqueueOps(std::vector<GroupOp> ops) {
@@ -1544,7 +1552,7 @@ absl::StatusOr<v1::GetEventHistoryResponse> Broker::GetEventHistory(
   absl::StatusOr<TypeFilter> filter = TypeFilter::Parse(patterns, "types");
   if (!filter.ok()) return filter.status();
   HistoryQuery q;
-  q.limit = req.limit() ? req.limit() : 100;
+  q.limit = req.limit() ? req.limit() : config_.default_history_limit;
   if (!filter->MatchesAll()) {
     for (const std::string& p : patterns) {
       if (p.size() > 2 && p.compare(p.size() - 2, 2, ".*") == 0) {

@@ -62,6 +62,12 @@ struct BrokerConfig {
   // Dead letters one ReplayDeadLetters call loads and replays; replaying a
   // longer queue takes several calls.
   size_t max_replay_per_call = 10000;
+  // Events GetEventHistory returns when the request gives no limit
+  // (EVENT_HISTORY_SIZE of the original design).
+  uint32_t default_history_limit = 1000;
+  // How long PublishAndWait (the JSON API) waits for the commit before
+  // DEADLINE_EXCEEDED (EVENT_EMISSION_TIMEOUT).
+  absl::Duration emission_timeout = absl::Seconds(5);
 };
 
 struct PublishResult {
@@ -141,7 +147,8 @@ class Broker {
   void Append(std::vector<NewEvent> events, PublishCallback done);
   // Prepare + Append. Bad input is answered before anything is queued.
   void Publish(std::vector<events::v1::Event> events, PublishCallback done);
-  // Blocking convenience over Publish for the JSON API and tests.
+  // Blocking convenience over Publish for the JSON API and tests; at most
+  // config.emission_timeout (the publish may still commit after that).
   absl::StatusOr<std::vector<PublishResult>> PublishAndWait(std::vector<events::v1::Event> events);
 
   absl::StatusOr<std::shared_ptr<Subscription>> Subscribe(const v1::SubscribeRequest& request,

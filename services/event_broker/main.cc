@@ -41,6 +41,12 @@ ABSL_FLAG(int64_t, max_queued_publish_bytes, 256 << 20,
           "RESOURCE_EXHAUSTED (HTTP 429) until the store catches up");
 ABSL_FLAG(int64_t, grpc_memory_quota_bytes, 1LL << 30,
           "memory gRPC may use for requests and responses in flight");
+ABSL_FLAG(int64_t, event_history_size, 1000,
+          "events GetEventHistory and /api/events/history return when no limit is given "
+          "(env EVENT_HISTORY_SIZE)");
+ABSL_FLAG(int64_t, event_emission_timeout, 5000,
+          "ms a JSON-API publish may wait for its commit before DEADLINE_EXCEEDED "
+          "(env EVENT_EMISSION_TIMEOUT)");
 ABSL_FLAG(int64_t, test_store_bytes_per_sec, 0,
           "for overload tests only: the store appends no faster than this (0: off)");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(1),
@@ -58,6 +64,13 @@ absl::Status ValidateFlags() {
   }
   if (absl::GetFlag(FLAGS_max_batch_events) < 1) {
     return absl::InvalidArgumentError("max_batch_events: must be >= 1");
+  }
+  if (absl::GetFlag(FLAGS_event_history_size) < 1 ||
+      absl::GetFlag(FLAGS_event_history_size) > 10000) {
+    return absl::InvalidArgumentError("event_history_size: must be between 1 and 10000");
+  }
+  if (absl::GetFlag(FLAGS_event_emission_timeout) < 1) {
+    return absl::InvalidArgumentError("event_emission_timeout: must be >= 1 (ms)");
   }
   if (absl::GetFlag(FLAGS_retention_count) < 1) {
     return absl::InvalidArgumentError("retention_count: must be >= 1");
@@ -116,6 +129,8 @@ int Run() {
   config.default_max_deliveries = absl::GetFlag(FLAGS_max_deliveries);
   config.cache_events = absl::GetFlag(FLAGS_cache_events);
   config.max_queued_publish_bytes = absl::GetFlag(FLAGS_max_queued_publish_bytes);
+  config.default_history_limit = static_cast<uint32_t>(absl::GetFlag(FLAGS_event_history_size));
+  config.emission_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_event_emission_timeout));
   std::unique_ptr<EventStore> event_store = *std::move(store);
   if (int64_t rate = absl::GetFlag(FLAGS_test_store_bytes_per_sec); rate > 0) {
     LogWarn("store throttled for a test", {{"bytes_per_sec", rate}});
@@ -158,6 +173,8 @@ int Run() {
 int main(int argc, char** argv) {
   switchboard::InitService(argc, argv, "event-broker",
                            "durable gRPC publish/subscribe with consumer groups.\n"
-                           "Usage: event-broker [--grpc_addr=0.0.0.0:50051] [--data_dir=DIR] ...");
+                           "Usage: event-broker [--grpc_addr=0.0.0.0:50051] [--data_dir=DIR] ...",
+                           {{"EVENT_HISTORY_SIZE", "event_history_size"},
+                            {"EVENT_EMISSION_TIMEOUT", "event_emission_timeout"}});
   return switchboard::broker::Run();
 }

@@ -35,6 +35,9 @@ ABSL_FLAG(absl::Duration, ack_deadline, absl::Seconds(30),
           "ack deadline asked of the broker; extended while a job runs");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(20),
           "on SIGTERM, how long running jobs may take to finish");
+ABSL_FLAG(int64_t, event_emission_timeout, 30000,
+          "ms the worker's own publishes (job results, job.* events) may take before they fail "
+          "(env EVENT_EMISSION_TIMEOUT; a failed result publish re-runs the job later)");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
 
 namespace switchboard::jobs {
@@ -66,6 +69,11 @@ int Run() {
   }
   options.ack_deadline = absl::GetFlag(FLAGS_ack_deadline);
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  options.publish_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_event_emission_timeout));
+  if (options.publish_timeout < absl::Milliseconds(1)) {
+    LogError("bad flag", {{"error", "event_emission_timeout: must be >= 1 (ms)"}});
+    return 2;
+  }
   if (absl::GetFlag(FLAGS_start) == "earliest") {
     options.start = broker::v1::SubscribeRequest::EARLIEST;
   } else if (absl::GetFlag(FLAGS_start) != "latest") {
@@ -118,6 +126,7 @@ int Run() {
 int main(int argc, char** argv) {
   switchboard::InitService(argc, argv, "job-worker",
                            "runs the jobs that events trigger and reports their lifecycle.\n"
-                           "Usage: job-worker [--broker=HOST:PORT] [--config=FILE] ...");
+                           "Usage: job-worker [--broker=HOST:PORT] [--config=FILE] ...",
+                           {{"EVENT_EMISSION_TIMEOUT", "event_emission_timeout"}});
   return switchboard::jobs::Run();
 }
