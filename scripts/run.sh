@@ -42,11 +42,17 @@ for _ in $(seq 100); do
   curl -sf "http://$HOOKS_HTTP/readyz" >/dev/null && break
   sleep 0.1
 done
-if ! curl -s "http://$HOOKS_HTTP/api/webhooks" | grep -q "http://$RECEIVER/webhooks"; then
-  curl -sf -XPOST "http://$HOOKS_HTTP/api/webhooks/register" \
-    -d "{\"url\":\"http://$RECEIVER/webhooks\",\"events\":[\"order.*\"],\"secret\":\"$SECRET\",\"description\":\"sample CRM receiver\"}" \
-    >/dev/null || echo "run: registering the sample receiver failed" >&2
-fi
+# The original design's receiving endpoints: order.* to order-status, job.*
+# to worker-status.
+register() {  # PATH EVENTS DESCRIPTION
+  if ! curl -s "http://$HOOKS_HTTP/api/webhooks" | grep -q "http://$RECEIVER$1\""; then
+    curl -sf -XPOST "http://$HOOKS_HTTP/api/webhooks/register" \
+      -d "{\"url\":\"http://$RECEIVER$1\",\"events\":[\"$2\"],\"secret\":\"$SECRET\",\"description\":\"$3\"}" \
+      >/dev/null || echo "run: registering the sample receiver at $1 failed" >&2
+  fi
+}
+register /api/webhooks/order-status "order.*" "sample CRM receiver: order status"
+register /api/webhooks/worker-status "job.*" "sample receiver: worker status"
 
 cat <<MSG
 
@@ -54,7 +60,8 @@ Switchboard is up (logs are JSON lines on this terminal).
   event-broker  gRPC 127.0.0.1:50051   admin http://127.0.0.1:8081/metrics
   job-worker    gRPC 127.0.0.1:50052   admin http://127.0.0.1:8082/metrics
   webhooks      gRPC 127.0.0.1:50053   admin http://127.0.0.1:8083/metrics
-  receiver      http://$RECEIVER/webhooks (verifies signatures; GET /received lists them)
+  receiver      http://$RECEIVER/api/webhooks/order-status (order.*), .../worker-status (job.*)
+                (verifies signatures; GET /received lists them)
 
 Start an order and watch it, in another terminal (README.md has more):
   grpcurl -plaintext -d '{"event":{"type":"order.checkout_initiated","source":"checkout-service","correlationId":"demo-1","data":{"customerId":"cus_1","total":42.5,"items":[{"sku":"tea","qty":2}]}}}' \\

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -538,6 +539,44 @@ TEST_F(WebhookIT, DesignEventBodiesPublishOverTheBrokersJson) {
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_THAT(r.body, ::testing::HasSubstr("\"orderId\":\"ord_123\""));
   EXPECT_THAT(r.body, ::testing::HasSubstr("\"workerId\":\"worker_1\""));
+}
+
+// The original design's receiving endpoints (issue 14): the sample receiver
+// serves /api/webhooks/order-status and /api/webhooks/worker-status (and
+// /api/webhooks/test), verifying each; order.* and job.* go to their own.
+TEST_F(WebhookIT, TheDesignsReceivingEndpointsGetOrderAndWorkerStatus) {
+  auto w = ServiceProcess::Start(
+      WORKER_BIN, {"--broker=" + broker_->grpc_addr(), "--data_dir=" + dir_ + "/worker"});
+  ASSERT_TRUE(w.ok()) << w.status();
+  worker_ = *std::move(w);
+  ASSERT_TRUE(
+      WaitUntil([&] { return HttpRequest(worker_->http_addr(), "GET", "/readyz").status == 200; },
+                absl::Seconds(20)));
+  std::string base = absl::StrCat("http://", receiver_->http_addr(), "/api/webhooks/");
+  webhooks::v1::Webhook orders, workers;
+  ASSERT_TRUE(Register(base + "order-status", &orders, {"order.*"}).ok());
+  ASSERT_TRUE(Register(base + "worker-status", &workers, {"job.*"}).ok());
+  Publish("order.checkout_initiated", "wh-design-paths");
+  google::protobuf::Struct listing;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto r = HttpRequest(receiver_->http_addr(), "GET", "/received");
+        listing.Clear();
+        if (!google::protobuf::util::JsonStringToMessage(r.body, &listing).ok()) return false;
+        const auto& by_path = listing.fields().at("byPath").struct_value().fields();
+        return by_path.count("/api/webhooks/order-status") &&
+               by_path.count("/api/webhooks/worker-status") &&
+               by_path.at("/api/webhooks/order-status").number_value() >= 7;
+      },
+      absl::Seconds(30)))
+      << listing.DebugString();
+  // Each body went where its type belongs, verified by the receiver.
+  std::map<std::string, int> kinds;
+  for (const auto& b : Received()) kinds[b.fields().at("event").string_value().substr(0, 4)]++;
+  EXPECT_GT(kinds["orde"], 0);
+  EXPECT_GT(kinds["job."], 0);
+  auto test = HttpRequest(receiver_->http_addr(), "POST", "/api/webhooks/test", "{}");
+  EXPECT_EQ(test.status, 401) << "unsigned requests are refused there too";
 }
 
 }  // namespace

@@ -4,8 +4,11 @@
 //
 //   webhook-receiver --http_addr=127.0.0.1:9000 --secret=whsec_...
 //
-// POST /webhooks receives; GET /received lists what was accepted (JSON).
+// POST /webhooks (--path), /api/webhooks/order-status, /api/webhooks/worker-status and
+// /api/webhooks/test receive; GET /received lists what was accepted (JSON, with counts
+// per path).
 #include <deque>
+#include <map>
 #include <set>
 
 #include "absl/flags/flag.h"
@@ -72,6 +75,7 @@ class Receiver {
       }
       received_.push_back(req.body);
       if (received_.size() > 10000) received_.pop_front();
+      ++by_path_[req.path];
     }
     google::protobuf::Struct body;
     if (google::protobuf::util::JsonStringToMessage(req.body, &body).ok()) {
@@ -94,7 +98,13 @@ class Receiver {
 
   HttpResponse List() {
     absl::MutexLock lock(&mu_);
-    std::string out = absl::StrCat("{\"duplicates\":", duplicates_, ",\"events\":[");
+    std::string out = absl::StrCat("{\"duplicates\":", duplicates_, ",\"byPath\":{");
+    bool first_path = true;
+    for (const auto& [path, n] : by_path_) {
+      absl::StrAppend(&out, first_path ? "" : ",", JsonQuote(path), ":", n);
+      first_path = false;
+    }
+    out += "},\"events\":[";
     bool first = true;
     for (const std::string& b : received_) {
       absl::StrAppend(&out, first ? "" : ",", b);
@@ -116,6 +126,7 @@ class Receiver {
   std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> received_ ABSL_GUARDED_BY(mu_);
   uint64_t duplicates_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, uint64_t> by_path_ ABSL_GUARDED_BY(mu_);  // accepted, per path
   int failures_left_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
@@ -135,8 +146,13 @@ int Run() {
   Receiver receiver(secrets);
   receiver.FailFirst(absl::GetFlag(FLAGS_fail_first));
   AdminHttpServer http(std::make_shared<prometheus::Registry>());
-  http.Route("POST", absl::GetFlag(FLAGS_path),
-             [&](const HttpRequest& r) { return receiver.Handle(r); });
+  // The original design's receiving endpoints ("Order Status Webhooks"),
+  // besides --path; each verifies the signature the same way.
+  std::set<std::string> paths = {absl::GetFlag(FLAGS_path), "/api/webhooks/order-status",
+                                 "/api/webhooks/worker-status", "/api/webhooks/test"};
+  for (const std::string& path : paths) {
+    http.Route("POST", path, [&](const HttpRequest& r) { return receiver.Handle(r); });
+  }
   http.Route("GET", "/received", [&](const HttpRequest&) { return receiver.List(); });
   absl::StatusOr<int> port = http.Start(absl::GetFlag(FLAGS_http_addr));
   if (!port.ok()) {
