@@ -165,6 +165,38 @@ TEST_F(JobWorkerIT, CheckoutRunsTheWholeOrderFlowInCausalOrder) {
   EXPECT_EQ(Str(*created, "customerId"), "cus_1");
   EXPECT_GE(Num(*created, "orderNumber"), 1);
   EXPECT_EQ(created->subject(), Str(*created, "orderId"));
+  // Every order.* the worker emits has the original design's
+  // OrderStatusWebhook shape; its CRM example reads customerId and total
+  // from order.completed.
+  std::map<std::string, std::string> status_of;
+  for (auto& e : h) {
+    if (e.source() != "job-worker" || e.type().rfind("order.", 0) != 0) continue;
+    for (const char* k : {"orderId", "orderNumber", "customerId", "status", "statusChangedAt",
+                          "total", "currency", "items", "metadata"}) {
+      EXPECT_TRUE(e.data().fields().count(k)) << e.type() << " lacks " << k;
+    }
+    status_of[e.type()] = Str(e, "status");
+    absl::Time changed;
+    std::string err;
+    EXPECT_TRUE(absl::ParseTime(absl::RFC3339_full, Str(e, "statusChangedAt"), &changed, &err))
+        << Str(e, "statusChangedAt");
+    if (e.type() == "order.completed") {
+      EXPECT_EQ(Str(e, "customerId"), "cus_1");
+      EXPECT_EQ(Num(e, "total"), 99.5);
+    }
+    if (e.type() == "order.payment_completed" || e.type() == "order.completed") {
+      const auto& pay = e.data().fields().at("paymentInfo").struct_value().fields();
+      EXPECT_FALSE(pay.at("paymentId").string_value().empty()) << e.type();
+      EXPECT_EQ(pay.at("status").string_value(), "captured");
+    }
+  }
+  EXPECT_EQ(status_of, (std::map<std::string, std::string>{
+                           {"order.created", "created"},
+                           {"order.payment_processing", "payment_processing"},
+                           {"order.payment_completed", "paid"},
+                           {"order.inventory_updated", "inventory_reserved"},
+                           {"order.confirmation_sent", "confirmed"},
+                           {"order.completed", "completed"}}));
   // Derived ids keep a fixed length to the end of the order (they used to
   // grow with every step: evt_….order-creation.1.payment-processing.2…).
   for (auto& e : h) {

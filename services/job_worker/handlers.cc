@@ -37,6 +37,9 @@ void Set(events::v1::Event& ev, const std::string& key, const std::string& v) {
 void Set(events::v1::Event& ev, const std::string& key, double v) {
   (*ev.mutable_data()->mutable_fields())[key].set_number_value(v);
 }
+void Set(events::v1::Event& ev, const std::string& key, const char* v) {
+  Set(ev, key, std::string(v));
+}
 void Copy(events::v1::Event& ev, const Struct& from, const std::string& key) {
   if (const Value* v = Field(from, key)) (*ev.mutable_data()->mutable_fields())[key] = *v;
 }
@@ -45,6 +48,32 @@ void Copy(events::v1::Event& ev, const Struct& from, const std::string& key) {
 std::string OrderIdOf(const events::v1::Event& trigger) {
   std::string id = StringField(trigger.data(), "orderId");
   return id.empty() ? trigger.subject() : id;
+}
+
+// An order.* event in the original design's OrderStatusWebhook shape: the
+// order as the triggering event carried it (orderId, orderNumber,
+// customerId, total, currency, items, paymentInfo, metadata), with this
+// step's status and when it changed. Status vocabulary: created,
+// payment_processing, paid, payment_failed, inventory_reserved, confirmed,
+// completed.
+events::v1::Event OrderEvent(const std::string& type, const events::v1::Event& trigger,
+                             const std::string& order_id, const std::string& status) {
+  events::v1::Event ev = Emit(type);
+  const Struct& in = trigger.data();
+  Set(ev, "orderId", order_id);
+  for (const char* key :
+       {"orderNumber", "customerId", "total", "currency", "items", "paymentInfo", "metadata"}) {
+    Copy(ev, in, key);
+  }
+  auto& f = *ev.mutable_data()->mutable_fields();
+  if (!f.count("currency")) f["currency"].set_string_value("USD");
+  if (!f.count("items")) f["items"].mutable_list_value();
+  if (!f.count("metadata")) f["metadata"].mutable_struct_value();
+  if (!f.count("total")) f["total"].set_number_value(0);
+  Set(ev, "status", status);
+  Set(ev, "statusChangedAt",
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()));
+  return ev;
 }
 
 class OrderCreation : public JobHandler {
@@ -57,19 +86,12 @@ class OrderCreation : public JobHandler {
     std::string order_id = absl::StrCat("ord_", suffix);
     absl::StatusOr<uint64_t> number = ctx.next_counter("orderNumber");
     if (!number.ok()) return number.status();
-    events::v1::Event ev = Emit("order.created");
+    events::v1::Event ev = OrderEvent("order.created", ctx.trigger, order_id, "created");
     ev.set_subject(order_id);
-    Set(ev, "orderId", order_id);
+    (*ev.mutable_data()->mutable_fields()).erase("paymentInfo");
     Set(ev, "orderNumber", static_cast<double>(*number));
     Set(ev, "customerId", StringField(in, "customerId", ctx.trigger.user_id()));
     Set(ev, "total", NumberField(in, "total"));
-    Set(ev, "currency", StringField(in, "currency", "USD"));
-    if (Field(in, "items") != nullptr) {
-      Copy(ev, in, "items");
-    } else {
-      (*ev.mutable_data()->mutable_fields())["items"].mutable_list_value();
-    }
-    Set(ev, "status", "created");
     return JobOutput{{std::move(ev)}};
   }
 };
@@ -82,10 +104,9 @@ class PaymentProcessing : public JobHandler {
     double total = NumberField(in, "total");
     std::string customer = StringField(in, "customerId");
     JobOutput out;
-    events::v1::Event processing = Emit("order.payment_processing");
-    Set(processing, "orderId", order_id);
+    events::v1::Event processing =
+        OrderEvent("order.payment_processing", ctx.trigger, order_id, "payment_processing");
     Set(processing, "amount", total);
-    Set(processing, "currency", StringField(in, "currency", "USD"));
     out.events.push_back(std::move(processing));
 
     std::string reason;
@@ -97,20 +118,28 @@ class PaymentProcessing : public JobHandler {
       if (c == customer) reason = absl::StrCat("customer ", customer, " is declined");
     }
     if (!reason.empty()) {
-      events::v1::Event failed = Emit("order.payment_failed");
-      Set(failed, "orderId", order_id);
+      events::v1::Event failed =
+          OrderEvent("order.payment_failed", ctx.trigger, order_id, "payment_failed");
       Set(failed, "amount", total);
       Set(failed, "reason", reason);
-      Set(failed, "status", "payment_failed");
+      Struct& payment =
+          *(*failed.mutable_data()->mutable_fields())["paymentInfo"].mutable_struct_value();
+      (*payment.mutable_fields())["status"].set_string_value("failed");
+      (*payment.mutable_fields())["amount"].set_number_value(total);
+      (*payment.mutable_fields())["reason"].set_string_value(reason);
       out.events.push_back(std::move(failed));
     } else {
-      events::v1::Event done = Emit("order.payment_completed");
-      Set(done, "orderId", order_id);
+      events::v1::Event done = OrderEvent("order.payment_completed", ctx.trigger, order_id, "paid");
+      std::string payment_id = absl::StrCat("pay_", order_id.substr(order_id.find('_') + 1));
       Set(done, "amount", total);
-      Set(done, "paymentId", absl::StrCat("pay_", order_id.substr(order_id.find('_') + 1)));
-      Set(done, "status", "paid");
-      Copy(done, in, "customerId");
-      Copy(done, in, "items");
+      Set(done, "paymentId", payment_id);
+      Struct& payment =
+          *(*done.mutable_data()->mutable_fields())["paymentInfo"].mutable_struct_value();
+      (*payment.mutable_fields())["paymentId"].set_string_value(payment_id);
+      (*payment.mutable_fields())["method"].set_string_value(
+          StringField(in, "paymentMethod", "card"));
+      (*payment.mutable_fields())["amount"].set_number_value(total);
+      (*payment.mutable_fields())["status"].set_string_value("captured");
       out.events.push_back(std::move(done));
     }
     return out;
@@ -120,11 +149,8 @@ class PaymentProcessing : public JobHandler {
 class InventoryUpdate : public JobHandler {
  public:
   absl::StatusOr<JobOutput> Run(const JobContext& ctx) override {
-    events::v1::Event ev = Emit("order.inventory_updated");
-    Set(ev, "orderId", OrderIdOf(ctx.trigger));
-    Copy(ev, ctx.trigger.data(), "items");
-    Copy(ev, ctx.trigger.data(), "customerId");
-    Set(ev, "status", "inventory_reserved");
+    events::v1::Event ev = OrderEvent("order.inventory_updated", ctx.trigger,
+                                      OrderIdOf(ctx.trigger), "inventory_reserved");
     return JobOutput{{std::move(ev)}};
   }
 };
@@ -133,13 +159,10 @@ class SendConfirmation : public JobHandler {
  public:
   absl::StatusOr<JobOutput> Run(const JobContext& ctx) override {
     std::string order_id = OrderIdOf(ctx.trigger);
-    events::v1::Event sent = Emit("order.confirmation_sent");
-    Set(sent, "orderId", order_id);
-    Copy(sent, ctx.trigger.data(), "customerId");
+    events::v1::Event sent =
+        OrderEvent("order.confirmation_sent", ctx.trigger, order_id, "confirmed");
     Set(sent, "channel", "email");
-    events::v1::Event completed = Emit("order.completed");
-    Set(completed, "orderId", order_id);
-    Set(completed, "status", "completed");
+    events::v1::Event completed = OrderEvent("order.completed", ctx.trigger, order_id, "completed");
     return JobOutput{{std::move(sent), std::move(completed)}};
   }
 };
