@@ -35,8 +35,9 @@ void SetField(events::v1::Event& ev, const std::string& key, double v) {
 void SetField(events::v1::Event& ev, const std::string& key, bool v) {
   (*ev.mutable_data()->mutable_fields())[key].set_bool_value(v);
 }
-// Without it a string literal would bind to the bool overload.
-void SetField(events::v1::Event& ev, const std::string& key, const char* v) {
+// Without it a string literal would bind to the bool overload (job.* status
+// was `true` that way).
+[[maybe_unused]] void SetField(events::v1::Event& ev, const std::string& key, const char* v) {
   SetField(ev, key, std::string(v));
 }
 
