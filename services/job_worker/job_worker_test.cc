@@ -536,5 +536,57 @@ TEST_F(WorkerTest, PausedQueueHoldsJobsUntilResumed) {
   EXPECT_EQ(worker_->SetPaused("nope", true).status().code(), absl::StatusCode::kNotFound);
 }
 
+// Priorities (issue 14): a burst of low-priority cart e-mails does not delay
+// a payment job queued after them in the same queue, and an event can raise
+// its own job with metadata.priority.
+TEST_F(WorkerTest, HigherPriorityJobsStartFirstFifoWithinAPriority) {
+  Rebuild(R"({"mappings":[
+      {"eventType":"cart.abandoned","jobType":"noop","queue":"shared"},
+      {"eventType":"test.pay","jobType":"noop","queue":"shared","priority":10}],
+    "queues":[{"name":"shared","concurrency":1}]})");
+  ASSERT_TRUE(worker_->SetPaused("shared", true).ok());
+  auto delivery = [](const std::string& id, const std::string& type, const std::string& priority) {
+    broker::v1::Delivery d;
+    d.mutable_event()->set_id(id);
+    d.mutable_event()->set_type(type);
+    if (!priority.empty()) (*d.mutable_event()->mutable_metadata())["priority"] = priority;
+    d.set_ack_id(id + "-1");
+    d.set_delivery_attempt(1);
+    return d;
+  };
+  for (int i = 0; i < 20; ++i)
+    worker_->OnDelivery(delivery(absl::StrCat("evt_cart", i), "cart.abandoned", ""));
+  worker_->OnDelivery(delivery("evt_pay", "test.pay", ""));
+  worker_->OnDelivery(delivery("evt_urgent_cart", "cart.abandoned", "20"));
+  ASSERT_TRUE(worker_->SetPaused("shared", false).ok());
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() == 22; }));
+  std::vector<std::string> started;
+  {
+    absl::MutexLock lock(&broker_.mu_);
+    for (const auto& e : broker_.published_) {
+      if (e.type() == "job.started")
+        started.push_back(e.data().fields().at("jobId").string_value());
+    }
+  }
+  ASSERT_EQ(started.size(), 22u);
+  EXPECT_EQ(started[0], DeriveId("job", {"evt_urgent_cart"})) << "raised by its metadata";
+  EXPECT_EQ(started[1], DeriveId("job", {"evt_pay"})) << "the payment did not wait for 20 e-mails";
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(started[2 + i], DeriveId("job", {absl::StrCat("evt_cart", i)})) << "FIFO at " << i;
+  }
+}
+
+TEST(WorkerConfigTest, PriorityOutOfRangeNamesTheField) {
+  HandlerRegistry r;
+  RegisterBuiltinHandlers(&r);
+  auto parsed = ParseWorkerConfig(
+      R"({"mappings":[{"eventType":"test.x","jobType":"noop","queue":"q","priority":5000}]})",
+      "w.json");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  auto c = ResolveWorkerConfig(*parsed, r.Types());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("mappings[0].priority"));
+}
+
 }  // namespace
 }  // namespace switchboard::jobs

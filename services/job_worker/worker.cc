@@ -4,6 +4,7 @@
 #include <set>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 #include "libs/common/ids.h"
@@ -181,9 +182,21 @@ void Worker::OnDelivery(const broker::v1::Delivery& d) {
     // Not waited for: the publisher keeps it ahead of this job's job.started.
     publisher_->PublishAsync({LifecycleEvent(*task, job, "job.enqueued", "enqueued")});
   }
+  task->priority = route->priority;
+  if (auto it = d.event().metadata().find("priority"); it != d.event().metadata().end()) {
+    int raised;
+    if (absl::SimpleAtoi(it->second, &raised)) {
+      task->priority = std::max(task->priority, std::min(raised, 1000));
+    }
+  }
   absl::MutexLock lock(&mu_);
   Queue& q = queues_[route->queue];
-  q.waiting.push_back(std::move(task));
+  // Highest priority first, FIFO within a priority: after the last waiting
+  // job of at least this priority.
+  auto pos = std::find_if(q.waiting.begin(), q.waiting.end(), [&](const std::shared_ptr<Task>& t) {
+    return t->priority < task->priority;
+  });
+  q.waiting.insert(pos, std::move(task));
   q.work.Signal();
   UpdateGauges(route->queue, q);
 }

@@ -73,6 +73,7 @@ class Worker {
     const JobRoute* route = nullptr;
     v1::Job job;
     absl::Time arrived;
+    int priority = 0;  // the route's, raised by the event's metadata["priority"]
   };
   struct Queue {
     QueueSettings settings;

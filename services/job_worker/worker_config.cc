@@ -12,8 +12,8 @@
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
-#include "libs/common/proto_time.h"
 #include "libs/common/event_rules.h"
+#include "libs/common/proto_time.h"
 
 namespace switchboard::jobs {
 namespace {
@@ -123,6 +123,10 @@ absl::StatusOr<ResolvedConfig> ResolveWorkerConfig(const v1::WorkerConfig& confi
       return absl::InvalidArgumentError(
           absl::StrCat(f, ".queue: '", m.queue(), "' is not a queue name ([a-z0-9_-], 1..64)"));
     }
+    if (m.priority() < -1000 || m.priority() > 1000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(f, ".priority: ", m.priority(), " is not between -1000 and 1000"));
+    }
     if (!seen.insert(m.event_type()).second) {
       return absl::InvalidArgumentError(
           absl::StrCat(f, ".event_type: '", m.event_type(), "' is mapped twice"));
@@ -135,7 +139,7 @@ absl::StatusOr<ResolvedConfig> ResolveWorkerConfig(const v1::WorkerConfig& confi
   }
   if (mappings.empty()) return absl::InvalidArgumentError("mappings: none left to run");
   for (const v1::JobMapping& m : mappings) {
-    out.routes.push_back(JobRoute{m.event_type(), m.job_type(), m.queue()});
+    out.routes.push_back(JobRoute{m.event_type(), m.job_type(), m.queue(), m.priority()});
     out.queues[m.queue()].name = m.queue();
   }
   for (int i = 0; i < config.queues_size(); ++i) {

@@ -24,6 +24,7 @@ struct JobRoute {
   std::string event_type;
   std::string job_type;
   std::string queue;
+  int priority = 0;
 };
 
 // The configuration the worker runs with: defaults merged with the file.
