@@ -301,6 +301,8 @@ TEST_F(WorkerTest, FailsTwiceThenSucceedsWithBackoffAndAcksOnlyAtTheEnd) {
   // The design's WorkerStatusWebhook: status is a string naming the step
   // (it used to be the boolean `true`), processingTime a number of ms.
   for (const auto& ev : broker_.published_) {
+    // Ids stay of fixed length after retries (issue 14).
+    EXPECT_EQ(ev.id().size(), 4u + 26u) << ev.id();
     const auto& f = ev.data().fields();
     ASSERT_TRUE(f.count("status")) << ev.type();
     EXPECT_EQ(f.at("status").kind_case(), google::protobuf::Value::kStringValue) << ev.type();
