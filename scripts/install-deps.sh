@@ -7,7 +7,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export DEBIAN_FRONTEND=noninteractive
 
-mapfile -t pkgs < <(grep -vE '^\s*(#|$)' "$ROOT/deploy/debian-packages.txt")
+mapfile -t pkgs < <(grep -hvE '^\s*(#|$)' "$ROOT/deploy/debian-packages.txt" \
+  "$ROOT/deploy/debian-test-packages.txt")
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do
