@@ -190,13 +190,13 @@ TEST_F(JobWorkerIT, CheckoutRunsTheWholeOrderFlowInCausalOrder) {
       EXPECT_EQ(pay.at("status").string_value(), "captured");
     }
   }
-  EXPECT_EQ(status_of, (std::map<std::string, std::string>{
-                           {"order.created", "created"},
-                           {"order.payment_processing", "payment_processing"},
-                           {"order.payment_completed", "paid"},
-                           {"order.inventory_updated", "inventory_reserved"},
-                           {"order.confirmation_sent", "confirmed"},
-                           {"order.completed", "completed"}}));
+  EXPECT_EQ(status_of,
+            (std::map<std::string, std::string>{{"order.created", "created"},
+                                                {"order.payment_processing", "payment_processing"},
+                                                {"order.payment_completed", "paid"},
+                                                {"order.inventory_updated", "inventory_reserved"},
+                                                {"order.confirmation_sent", "confirmed"},
+                                                {"order.completed", "completed"}}));
   // Derived ids keep a fixed length to the end of the order (they used to
   // grow with every step: evt_….order-creation.1.payment-processing.2…).
   for (auto& e : h) {

@@ -108,6 +108,16 @@ class WebhookIT : public ::testing::Test {
     }
     return out;
   }
+  // The job-worker on the same broker, ready (its group subscription is in place).
+  void StartWorker() {
+    auto w = ServiceProcess::Start(
+        WORKER_BIN, {"--broker=" + broker_->grpc_addr(), "--data_dir=" + dir_ + "/worker"});
+    ASSERT_TRUE(w.ok()) << w.status();
+    worker_ = *std::move(w);
+    ASSERT_TRUE(
+        WaitUntil([&] { return HttpRequest(worker_->http_addr(), "GET", "/readyz").status == 200; },
+                  absl::Seconds(20)));
+  }
   std::string HookUrl() { return absl::StrCat("http://", receiver_->http_addr(), "/webhooks"); }
 
   std::string dir_ = testing::MakeTempDir();
@@ -117,13 +127,7 @@ class WebhookIT : public ::testing::Test {
 };
 
 TEST_F(WebhookIT, AnOrderArrivesAsSignedWebhooks) {
-  auto w = ServiceProcess::Start(
-      WORKER_BIN, {"--broker=" + broker_->grpc_addr(), "--data_dir=" + dir_ + "/worker"});
-  ASSERT_TRUE(w.ok()) << w.status();
-  worker_ = *std::move(w);
-  ASSERT_TRUE(
-      WaitUntil([&] { return HttpRequest(worker_->http_addr(), "GET", "/readyz").status == 200; },
-                absl::Seconds(20)));
+  ASSERT_NO_FATAL_FAILURE(StartWorker());
   webhooks::v1::Webhook hook;
   ASSERT_TRUE(Register(HookUrl(), &hook).ok());
   EXPECT_TRUE(hook.secret() == kSecret);
@@ -545,13 +549,7 @@ TEST_F(WebhookIT, DesignEventBodiesPublishOverTheBrokersJson) {
 // serves /api/webhooks/order-status and /api/webhooks/worker-status (and
 // /api/webhooks/test), verifying each; order.* and job.* go to their own.
 TEST_F(WebhookIT, TheDesignsReceivingEndpointsGetOrderAndWorkerStatus) {
-  auto w = ServiceProcess::Start(
-      WORKER_BIN, {"--broker=" + broker_->grpc_addr(), "--data_dir=" + dir_ + "/worker"});
-  ASSERT_TRUE(w.ok()) << w.status();
-  worker_ = *std::move(w);
-  ASSERT_TRUE(
-      WaitUntil([&] { return HttpRequest(worker_->http_addr(), "GET", "/readyz").status == 200; },
-                absl::Seconds(20)));
+  ASSERT_NO_FATAL_FAILURE(StartWorker());
   std::string base = absl::StrCat("http://", receiver_->http_addr(), "/api/webhooks/");
   webhooks::v1::Webhook orders, workers;
   ASSERT_TRUE(Register(base + "order-status", &orders, {"order.*"}).ok());

@@ -9,11 +9,11 @@
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpcpp/grpcpp.h"
-#include "libs/common/proto_time.h"
 #include "libs/common/backoff.h"
 #include "libs/common/grpc_server.h"
 #include "libs/common/ids.h"
 #include "libs/common/json_log.h"
+#include "libs/common/proto_time.h"
 #include "libs/common/thread_name.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 

@@ -29,7 +29,9 @@ absl::Duration BackoffDelay(const BackoffPolicy& policy, uint32_t failed_attempt
 class Backoff {
  public:
   explicit Backoff(BackoffPolicy policy) : policy_(policy) {}
-  absl::Duration Next() { return BackoffDelay(policy_, ++failures_, absl::Uniform(gen_, 0.0, 1.0)); }
+  absl::Duration Next() {
+    return BackoffDelay(policy_, ++failures_, absl::Uniform(gen_, 0.0, 1.0));
+  }
   void Reset() { failures_ = 0; }
   uint32_t failures() const { return failures_; }
 

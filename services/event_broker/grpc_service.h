@@ -20,8 +20,7 @@ using EventBrokerServiceBase = v1::EventBroker::WithRawCallbackMethod_Publish<
 
 class EventBrokerService final : public EventBrokerServiceBase {
  public:
-  explicit EventBrokerService(Broker* broker)
-      : broker_(broker), slow_("sb-grpc-slow", 2, 256) {}
+  explicit EventBrokerService(Broker* broker) : broker_(broker), slow_("sb-grpc-slow", 2, 256) {}
 
   grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
                                     const grpc::ByteBuffer* request,
