@@ -6,7 +6,7 @@
 namespace switchboard::broker_it {
 namespace {
 
-TEST_F(BrokerIT, PublishThenSubscribeBroadcastAndGroup) {
+TEST_P(BrokerIT, PublishThenSubscribeBroadcastAndGroup) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
   auto stub = Connect(*broker);
@@ -38,7 +38,7 @@ TEST_F(BrokerIT, PublishThenSubscribeBroadcastAndGroup) {
   ASSERT_TRUE(WaitUntil([&] { return group.Acked().size() == 2; }, absl::Seconds(10)));
 }
 
-TEST_F(BrokerIT, TwoGroupMembersShareTheWorkWithoutDuplicates) {
+TEST_P(BrokerIT, TwoGroupMembersShareTheWorkWithoutDuplicates) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
   auto stub = Connect(*broker);
@@ -64,7 +64,7 @@ TEST_F(BrokerIT, TwoGroupMembersShareTheWorkWithoutDuplicates) {
 // Every event reaches some member promptly, not at its ack deadline: a
 // delivery must never wait in a stream for a later write that another member
 // took.
-TEST_F(BrokerIT, ManyGroupMembersGetEveryEventPromptly) {
+TEST_P(BrokerIT, ManyGroupMembersGetEveryEventPromptly) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
   auto stub = Connect(*broker);
@@ -88,7 +88,7 @@ TEST_F(BrokerIT, ManyGroupMembersGetEveryEventPromptly) {
       << "only " << total() << " of " << kN << " delivered";
 }
 
-TEST_F(BrokerIT, UnackedEventIsRedeliveredWithAttempt2) {
+TEST_P(BrokerIT, UnackedEventIsRedeliveredWithAttempt2) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
   auto stub = Connect(*broker);
@@ -103,7 +103,7 @@ TEST_F(BrokerIT, UnackedEventIsRedeliveredWithAttempt2) {
   EXPECT_NE(got[0].ack_id(), got[1].ack_id());
 }
 
-TEST_F(BrokerIT, KillDashNineLosesNothingAcknowledged) {
+TEST_P(BrokerIT, KillDashNineLosesNothingAcknowledged) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
   std::map<std::string, uint64_t> acknowledged;  // id -> sequence
@@ -200,7 +200,7 @@ TEST_F(BrokerIT, KillDashNineLosesNothingAcknowledged) {
   EXPECT_LT(again, acked_before.size() / 20 + 50) << "acked events redelivered after restart";
 }
 
-TEST_F(BrokerIT, SlowSubscriberNeitherGrowsMemoryNorSlowsOthers) {
+TEST_P(BrokerIT, SlowSubscriberNeitherGrowsMemoryNorSlowsOthers) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
   auto stub = Connect(*broker);
@@ -235,7 +235,7 @@ TEST_F(BrokerIT, SlowSubscriberNeitherGrowsMemoryNorSlowsOthers) {
   slow_ctx.TryCancel();
 }
 
-TEST_F(BrokerIT, BadInputIsRejectedNamingTheFieldAndStoresNothing) {
+TEST_P(BrokerIT, BadInputIsRejectedNamingTheFieldAndStoresNothing) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
   auto stub = Connect(*broker);
@@ -355,7 +355,7 @@ TEST_F(BrokerIT, BadInputIsRejectedNamingTheFieldAndStoresNothing) {
   EXPECT_EQ(group.Count(), 0u);
 }
 
-TEST_F(BrokerIT, JsonApiOverTheSameCore) {
+TEST_P(BrokerIT, JsonApiOverTheSameCore) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
   auto r = HttpRequest(broker->http_addr(), "POST", "/api/events/test",
@@ -384,20 +384,22 @@ TEST_F(BrokerIT, JsonApiOverTheSameCore) {
   EXPECT_EQ(HttpRequest(broker->http_addr(), "GET", "/readyz").status, 200);
 }
 
-TEST_F(BrokerIT, SyncFullPublishesAndBadPolicyIsRefused) {
-  auto broker = StartBroker(data_dir_, {"--sync=full"});
+TEST_P(BrokerIT, SyncFullPublishesAndBadPolicyIsRefused) {
+  // full (fsync) is the embedded store's; Redis's own are normal/replicated.
+  auto broker = StartBroker(data_dir_, {redis_mode() ? "--sync=normal" : "--sync=full"});
   ASSERT_NE(broker, nullptr);
   auto stub = Connect(*broker);
   broker::v1::PublishResponse resp;
   ASSERT_TRUE(Publish(stub.get(), MakeEvent("order.created"), &resp).ok());
   EXPECT_EQ(resp.sequence(), 1u);
-  auto bad = ServiceProcess::Start(
-      BROKER_BIN, {"--data_dir=" + data_dir_ + "2", "--sync=sometimes"}, absl::Seconds(10));
+  std::vector<std::string> args = StoreArgs(data_dir_ + "2");
+  args.push_back("--sync=sometimes");
+  auto bad = ServiceProcess::Start(BROKER_BIN, args, absl::Seconds(10));
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(std::string(bad.status().message()), ::testing::HasSubstr("sync: 'sometimes'"));
 }
 
-TEST_F(BrokerIT, SigtermEndsStreamsAndExitsZero) {
+TEST_P(BrokerIT, SigtermEndsStreamsAndExitsZero) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
   auto stub = Connect(*broker);
@@ -419,5 +421,9 @@ TEST_F(BrokerIT, SigtermEndsStreamsAndExitsZero) {
 // against a store that appends only 8 MB/s. The publish queue is bounded
 // (--max_queued_publish_bytes) and so is gRPC's memory: the broker's RSS stays
 // under a ceiling, every publish is either acknowledged (and then stored) or
+INSTANTIATE_TEST_SUITE_P(Stores, BrokerIT,
+                         ::testing::Values(StoreMode::kEmbedded, StoreMode::kRedis),
+                         StoreModeName);
+
 }  // namespace
 }  // namespace switchboard::broker_it

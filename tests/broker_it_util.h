@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 #include "tests/testing/process.h"
+#include "tests/testing/redis_server.h"
 
 namespace switchboard::broker_it {
 
@@ -42,15 +43,6 @@ inline events::v1::Event MakeEvent(const std::string& type, const std::string& i
   fields["orderId"].set_string_value("ord_1");
   if (payload_bytes > 0) fields["pad"].set_string_value(std::string(payload_bytes, 'x'));
   return ev;
-}
-
-inline std::unique_ptr<ServiceProcess> StartBroker(const std::string& data_dir,
-                                                   std::vector<std::string> extra = {}) {
-  std::vector<std::string> args = {"--data_dir=" + data_dir};
-  args.insert(args.end(), extra.begin(), extra.end());
-  auto p = ServiceProcess::Start(BROKER_BIN, args);
-  EXPECT_TRUE(p.ok()) << p.status();
-  return p.ok() ? *std::move(p) : nullptr;
 }
 
 inline std::unique_ptr<EventBroker::Stub> Connect(const ServiceProcess& p) {
@@ -206,9 +198,49 @@ inline SubscribeRequest GroupReq(const std::string& group,
   return req;
 }
 
-class BrokerIT : public ::testing::Test {
+// Every broker integration test runs on each store: the embedded SQLite
+// store, and Redis (one real redis-server per test process; each data
+// directory of a test maps to its own key prefix there, so "the same
+// data_dir" still means "the same data").
+enum class StoreMode { kEmbedded, kRedis };
+
+inline std::string StoreModeName(const ::testing::TestParamInfo<StoreMode>& info) {
+  return info.param == StoreMode::kEmbedded ? "Embedded" : "Redis";
+}
+
+class BrokerIT : public ::testing::TestWithParam<StoreMode> {
  protected:
+  static void TearDownTestSuite() { redis_.reset(); }
+
+  void SetUp() override {
+    if (GetParam() == StoreMode::kRedis && !redis_) {
+      absl::StatusOr<std::unique_ptr<testing::RedisServer>> r = testing::RedisServer::Start();
+      ASSERT_TRUE(r.ok()) << r.status();
+      redis_ = *std::move(r);
+    }
+  }
+
+  // The flags that put a broker on this test's store for `data_dir`.
+  std::vector<std::string> StoreArgs(const std::string& data_dir) const {
+    if (GetParam() == StoreMode::kEmbedded) return {"--data_dir=" + data_dir};
+    std::string prefix = "it" + std::to_string(std::hash<std::string>()(data_dir));
+    return {"--data_dir=" + data_dir, "--store=" + redis_->url(), "--redis_prefix=" + prefix};
+  }
+
+  std::unique_ptr<ServiceProcess> StartBroker(const std::string& data_dir,
+                                              std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = StoreArgs(data_dir);
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto p = ServiceProcess::Start(BROKER_BIN, args);
+    EXPECT_TRUE(p.ok()) << p.status();
+    return p.ok() ? *std::move(p) : nullptr;
+  }
+
+  bool redis_mode() const { return GetParam() == StoreMode::kRedis; }
+  testing::RedisServer* redis() const { return redis_.get(); }
+
   std::string data_dir_ = testing::MakeTempDir();
+  static inline std::unique_ptr<testing::RedisServer> redis_;
 };
 
 }  // namespace switchboard::broker_it

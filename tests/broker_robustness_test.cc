@@ -12,7 +12,7 @@ namespace switchboard::broker_it {
 namespace {
 
 // refused with RESOURCE_EXHAUSTED, and nothing else happens.
-TEST_F(BrokerIT, PublishFloodAgainstASlowStoreStaysBoundedAndLosesNothing) {
+TEST_P(BrokerIT, PublishFloodAgainstASlowStoreStaysBoundedAndLosesNothing) {
   auto broker = StartBroker(
       data_dir_, {"--test_store_bytes_per_sec=8000000", "--max_queued_publish_bytes=33554432",
                   "--grpc_memory_quota_bytes=134217728"});
@@ -111,7 +111,7 @@ TEST_F(BrokerIT, PublishFloodAgainstASlowStoreStaysBoundedAndLosesNothing) {
 // Robustness item 14: the broker may end a stream (here: shutdown) while its
 // reactor is still being set up. Subscribes racing SIGTERM must each end with
 // a status, and the broker must exit cleanly.
-TEST_F(BrokerIT, SubscribesRacingShutdownEndCleanly) {
+TEST_P(BrokerIT, SubscribesRacingShutdownEndCleanly) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
   std::atomic<bool> stop{false};
@@ -163,7 +163,7 @@ TEST_F(BrokerIT, SubscribesRacingShutdownEndCleanly) {
 
 // start=TIME looks its position up in the store: that runs on the broker's
 // executor, and the stream still starts at the first event stored then.
-TEST_F(BrokerIT, SubscribeFromATimeStartsThere) {
+TEST_P(BrokerIT, SubscribeFromATimeStartsThere) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
   auto stub = Connect(*broker);
@@ -192,7 +192,7 @@ class ScopedEnv {
   const char* name_;
 };
 
-TEST_F(BrokerIT, EventHistorySizeIsTheDefaultHistoryLimit) {
+TEST_P(BrokerIT, EventHistorySizeIsTheDefaultHistoryLimit) {
   std::unique_ptr<ServiceProcess> broker;
   {
     ScopedEnv env("EVENT_HISTORY_SIZE", "3");
@@ -215,7 +215,7 @@ TEST_F(BrokerIT, EventHistorySizeIsTheDefaultHistoryLimit) {
   EXPECT_EQ(grpc_history.events_size(), 3) << "the gRPC default too";
 }
 
-TEST_F(BrokerIT, EventEmissionTimeoutBoundsAJsonPublish) {
+TEST_P(BrokerIT, EventEmissionTimeoutBoundsAJsonPublish) {
   std::unique_ptr<ServiceProcess> broker;
   {
     ScopedEnv env("EVENT_EMISSION_TIMEOUT", "300");
@@ -231,6 +231,10 @@ TEST_F(BrokerIT, EventEmissionTimeoutBoundsAJsonPublish) {
   EXPECT_THAT(r.body, ::testing::HasSubstr("DEADLINE_EXCEEDED"));
   EXPECT_LT(absl::Now() - t0, absl::Seconds(3)) << "answered at the timeout, not at the commit";
 }
+
+INSTANTIATE_TEST_SUITE_P(Stores, BrokerIT,
+                         ::testing::Values(StoreMode::kEmbedded, StoreMode::kRedis),
+                         StoreModeName);
 
 }  // namespace
 }  // namespace switchboard::broker_it

@@ -41,6 +41,11 @@ void ServiceEdges::BeginShutdown() {
   if (grpc_.server != nullptr) grpc_.server->GetHealthCheckService()->SetServingStatus(false);
 }
 
+void ServiceEdges::SetServing(bool serving) {
+  if (stopping_.load() || grpc_.server == nullptr) return;
+  grpc_.server->GetHealthCheckService()->SetServingStatus(serving);
+}
+
 void ServiceEdges::Stop(absl::Duration grace) {
   if (grpc_.server != nullptr) grpc_.server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   http_.Stop();

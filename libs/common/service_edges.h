@@ -37,6 +37,9 @@ class ServiceEdges {
                      std::initializer_list<LogField> extra = {});
   // Readiness off, gRPC health NOT_SERVING.
   void BeginShutdown();
+  // gRPC health SERVING or NOT_SERVING (ignored once shutting down); the
+  // core's readiness changed.
+  void SetServing(bool serving);
   // Ends gRPC calls still running after `grace`, stops the admin server.
   void Stop(absl::Duration grace);
 

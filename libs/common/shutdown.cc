@@ -30,4 +30,10 @@ int WaitForShutdownSignal() {
   return sig;
 }
 
+bool WaitForShutdownSignalFor(absl::Duration timeout) {
+  sigset_t set = ShutdownSet();
+  timespec ts = absl::ToTimespec(timeout);
+  return sigtimedwait(&set, nullptr, &ts) > 0;
+}
+
 }  // namespace switchboard

@@ -1,6 +1,8 @@
 #ifndef SWITCHBOARD_LIBS_COMMON_SHUTDOWN_H_
 #define SWITCHBOARD_LIBS_COMMON_SHUTDOWN_H_
 
+#include "absl/time/time.h"
+
 namespace switchboard {
 
 // Call first in main, before any thread starts, so that SIGTERM and SIGINT
@@ -9,6 +11,10 @@ void BlockShutdownSignals();
 
 // Blocks until SIGTERM or SIGINT; returns the signal number.
 int WaitForShutdownSignal();
+
+// Waits at most `timeout` for SIGTERM or SIGINT; true when one came (it is
+// consumed: the caller shuts down).
+bool WaitForShutdownSignalFor(absl::Duration timeout);
 
 }  // namespace switchboard
 

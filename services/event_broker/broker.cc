@@ -524,6 +524,10 @@ std::vector<QueuedOp> Broker::CommitOnce(std::deque<PublishWork>& works,
     }
     {
       absl::MutexLock lock(&cache_mu_);
+      // The cache is indexed by offset, so it must stay contiguous. A commit
+      // whose outcome was unknown (a Redis timeout after Redis applied it)
+      // leaves a hole: start the cache over behind it.
+      if (!cache_.empty() && cache_.back()->seq + 1 != committed.front()->seq) cache_.clear();
       for (const EventPtr& ev : committed) cache_.push_back(ev);
       while (cache_.size() > config_.cache_events) cache_.pop_front();
     }
@@ -622,6 +626,17 @@ void Broker::Tick() {
   if (absl::Now() >= next_maintenance_) {
     next_maintenance_ = absl::Now() + absl::Milliseconds(200);
     store_->Maintain();
+  }
+  if (absl::Now() >= next_check_) {
+    next_check_ = absl::Now() + absl::Seconds(1);
+    absl::Status st = store_->Check();
+    if (st.ok() != store_reachable_.exchange(st.ok())) {
+      if (st.ok()) {
+        LogInfo("store reachable again");
+      } else {
+        LogError("store unreachable", {{"error", st.ToString()}});
+      }
+    }
   }
   if (now >= next_retention_) {
     next_retention_ = now + config_.retention_interval;

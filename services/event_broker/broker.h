@@ -171,6 +171,8 @@ class Broker {
   void FlushWrites();
 
   uint64_t last_sequence() const { return last_seq_.load(); }
+  // The store answered the last probe (readiness and gRPC health follow it).
+  bool store_reachable() const { return store_reachable_.load(); }
   bool shutting_down() const { return shutting_down_.load(); }
   const BrokerConfig& config() const { return config_; }
   Clock* clock() const { return clock_; }
@@ -209,6 +211,7 @@ class Broker {
   BrokerMetrics* const metrics_;
   std::atomic<uint64_t> last_seq_{0};
   std::atomic<bool> shutting_down_{false};
+  std::atomic<bool> store_reachable_{true};
 
   // Writer: publishes and group ops waiting for the next commit.
   absl::Mutex write_mu_;
@@ -257,6 +260,7 @@ class Broker {
   absl::Mutex tick_mu_ ABSL_ACQUIRED_AFTER(hk_mu_);
   absl::Time next_retention_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();
   absl::Time next_maintenance_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();
+  absl::Time next_check_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();
 
   std::thread writer_;
   std::thread filler_;

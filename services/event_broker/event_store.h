@@ -149,6 +149,9 @@ class EventStore {
   // Background upkeep the store wants off the commit path (e.g. WAL
   // checkpoints); called periodically from the broker's housekeeping thread.
   virtual void Maintain() {}
+  // A cheap probe that the store can be reached (readiness); called from
+  // housekeeping about once a second.
+  virtual absl::Status Check() { return absl::OkStatus(); }
 };
 
 }  // namespace switchboard::broker

@@ -5,27 +5,41 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "libs/common/admin_http.h"
+#include "libs/common/backoff.h"
 #include "libs/common/flags.h"
 #include "libs/common/grpc_server.h"
 #include "libs/common/json_log.h"
 #include "libs/common/service_edges.h"
 #include "libs/common/shutdown.h"
+#include "libs/redis/redis_metrics.h"
 #include "prometheus/registry.h"
 #include "services/event_broker/broker.h"
 #include "services/event_broker/forwarding_store.h"
 #include "services/event_broker/grpc_service.h"
 #include "services/event_broker/http_api.h"
-#include "services/event_broker/sqlite_store.h"
+#include "services/event_broker/store_factory.h"
 
 ABSL_FLAG(std::string, grpc_addr, "0.0.0.0:50051", "gRPC listen address HOST:PORT (port 0: any)");
 ABSL_FLAG(std::string, http_addr, "0.0.0.0:8081",
           "admin HTTP listen address HOST:PORT (/metrics, /healthz, /readyz, JSON API)");
 ABSL_FLAG(std::string, store, "sqlite",
-          "event store: 'sqlite' (embedded, under --data_dir) or redis://HOST:PORT");
+          "event store: 'sqlite' (embedded, under --data_dir), "
+          "redis://[USER:PASSWORD@]HOST:PORT or redis-cluster://HOST:PORT[,HOST:PORT...] "
+          "(env REDIS_URL)");
+ABSL_FLAG(std::string, redis_prefix, "switchboard",
+          "Redis keys are '{PREFIX}:...': one Cluster slot per deployment "
+          "(env REDIS_EVENT_CHANNEL)");
+ABSL_FLAG(std::string, redis_password_file, "",
+          "file holding the Redis password (overrides the URL's)");
+ABSL_FLAG(int32_t, redis_min_replicas, 1,
+          "with --sync=replicated: replicas WAIT must confirm before a write is acknowledged");
+ABSL_FLAG(absl::Duration, redis_timeout, absl::Seconds(5),
+          "longest one Redis operation may take, Cluster failover retries included");
 ABSL_FLAG(std::string, data_dir, "./data/event-broker", "directory of the embedded store");
 ABSL_FLAG(std::string, sync, "normal",
-          "durability of an ack: 'normal' survives a process crash, 'full' also power loss "
-          "(fsync before ack)");
+          "durability of an ack. sqlite: 'normal' survives a process crash, 'full' also power "
+          "loss (fsync before ack). redis: 'normal' once the master applied it (then Redis's "
+          "appendfsync decides), 'replicated' once WAIT saw --redis_min_replicas replicas");
 ABSL_FLAG(int64_t, max_event_bytes, 1 << 20, "largest accepted event, serialized");
 ABSL_FLAG(int64_t, max_batch_events, 10000, "most events in one PublishBatch");
 ABSL_FLAG(absl::Duration, dedupe_window, absl::Minutes(2),
@@ -92,31 +106,26 @@ int Run() {
     LogError("bad flag", {{"error", std::string(s.message())}});
     return 2;
   }
-  if (absl::StartsWith(absl::GetFlag(FLAGS_store), "redis://")) {
-    LogError("bad flag", {{"error",
-                           "store: the Redis Streams store is not part of this build yet; "
-                           "use --store=sqlite"}});
-    return 2;
-  }
-  if (absl::GetFlag(FLAGS_store) != "sqlite") {
-    LogError("bad flag", {{"error", absl::StrCat("store: '", absl::GetFlag(FLAGS_store),
-                                                 "' is not 'sqlite' or redis://HOST:PORT")}});
-    return 2;
-  }
-  absl::StatusOr<SyncPolicy> sync = ParseSyncPolicy(absl::GetFlag(FLAGS_sync));
-  if (!sync.ok()) {
-    LogError("bad flag", {{"error", std::string(sync.status().message())}});
-    return 2;
-  }
-
   auto registry = std::make_shared<prometheus::Registry>();
   ServiceEdges edges(registry, "broker");
   BrokerMetrics metrics(*registry);
-  absl::StatusOr<std::unique_ptr<SqliteEventStore>> store =
-      SqliteEventStore::Open(absl::GetFlag(FLAGS_data_dir), *sync);
+  redis::RedisMetrics redis_metrics(*registry, "broker");
+  StoreSettings settings;
+  settings.store = absl::GetFlag(FLAGS_store);
+  settings.data_dir = absl::GetFlag(FLAGS_data_dir);
+  settings.sync = absl::GetFlag(FLAGS_sync);
+  settings.redis_prefix = absl::GetFlag(FLAGS_redis_prefix);
+  settings.redis_password_file = absl::GetFlag(FLAGS_redis_password_file);
+  settings.redis_min_replicas = absl::GetFlag(FLAGS_redis_min_replicas);
+  settings.redis_timeout = absl::GetFlag(FLAGS_redis_timeout);
+  settings.retention_age = absl::GetFlag(FLAGS_retention_age);
+  std::string store_description;
+  absl::StatusOr<std::unique_ptr<EventStore>> store =
+      OpenEventStore(settings, &redis_metrics, &store_description);
   if (!store.ok()) {
-    LogError("cannot open store", {{"error", store.status().ToString()}});
-    return 1;
+    LogError(absl::IsInvalidArgument(store.status()) ? "bad flag" : "cannot open store",
+             {{"error", std::string(store.status().message())}});
+    return absl::IsInvalidArgument(store.status()) ? 2 : 1;
   }
   BrokerConfig config;
   config.max_event_bytes = absl::GetFlag(FLAGS_max_event_bytes);
@@ -136,8 +145,25 @@ int Run() {
     LogWarn("store throttled for a test", {{"bytes_per_sec", rate}});
     event_store = std::make_unique<ThrottledEventStore>(std::move(event_store), rate);
   }
-  absl::StatusOr<std::unique_ptr<Broker>> broker =
-      Broker::Create(config, std::move(event_store), RealClock::Get(), &metrics);
+  // A store that cannot be reached yet (Redis starting) is waited for;
+  // SIGTERM still ends the wait.
+  absl::StatusOr<std::unique_ptr<Broker>> broker;
+  Backoff backoff(BackoffPolicy{absl::Milliseconds(200), 2.0, absl::Seconds(5), 0.2});
+  while (true) {
+    absl::Status reachable = event_store->Check();
+    if (reachable.ok()) {
+      broker = Broker::Create(config, std::move(event_store), RealClock::Get(), &metrics);
+      break;
+    }
+    if (absl::IsUnauthenticated(reachable) || absl::IsFailedPrecondition(reachable)) {
+      LogError("bad flag", {{"error", absl::StrCat("store: ", reachable.message())}});
+      return 2;
+    }
+    absl::Duration wait = backoff.Next();
+    LogWarn("store not reachable yet", {{"error", std::string(reachable.message())},
+                                        {"retry_ms", absl::ToInt64Milliseconds(wait)}});
+    if (WaitForShutdownSignalFor(wait)) return 0;
+  }
   if (!broker.ok()) {
     LogError("cannot start broker", {{"error", broker.status().ToString()}});
     return 1;
@@ -146,16 +172,20 @@ int Run() {
   EventBrokerService service(broker->get());
   edges.set_grpc_memory_quota(absl::GetFlag(FLAGS_grpc_memory_quota_bytes));
   RegisterBrokerHttpApi(&edges.http(), broker->get());
-  if (absl::Status st = edges.Start(
-          absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr), {&service}, nullptr,
-          {{"data_dir", absl::GetFlag(FLAGS_data_dir)}, {"sync", absl::GetFlag(FLAGS_sync)}});
+  if (absl::Status st =
+          edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr), {&service},
+                      [b = broker->get()] { return b->store_reachable(); },
+                      {{"store", store_description}, {"sync", absl::GetFlag(FLAGS_sync)}});
       !st.ok()) {
     LogError("cannot start", {{"error", st.ToString()}});
     return 1;
   }
 
-  int sig = WaitForShutdownSignal();
-  LogInfo("shutting down", {{"signal", sig}});
+  // gRPC health follows the store's reachability, like /readyz.
+  while (!WaitForShutdownSignalFor(absl::Seconds(1))) {
+    edges.SetServing((*broker)->store_reachable());
+  }
+  LogInfo("shutting down");
   edges.BeginShutdown();
   // Ends streams (clients reconnect elsewhere) and commits accepted publishes.
   absl::Time t0 = absl::Now();
@@ -175,6 +205,8 @@ int main(int argc, char** argv) {
                            "durable gRPC publish/subscribe with consumer groups.\n"
                            "Usage: event-broker [--grpc_addr=0.0.0.0:50051] [--data_dir=DIR] ...",
                            {{"EVENT_HISTORY_SIZE", "event_history_size"},
-                            {"EVENT_EMISSION_TIMEOUT", "event_emission_timeout"}});
+                            {"EVENT_EMISSION_TIMEOUT", "event_emission_timeout"},
+                            {"REDIS_URL", "store"},
+                            {"REDIS_EVENT_CHANNEL", "redis_prefix"}});
   return switchboard::broker::Run();
 }

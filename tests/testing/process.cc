@@ -84,6 +84,42 @@ absl::StatusOr<std::unique_ptr<ServiceProcess>> ServiceProcess::Start(
   return p;
 }
 
+ExitResult RunToExit(const std::string& binary, const std::vector<std::string>& args,
+                     absl::Duration timeout) {
+  std::string log_path = MakeTempDir() + "/output.log";
+  std::vector<std::string> argv_storage = {binary};
+  argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+  pid_t pid = fork();
+  if (pid < 0) return {};
+  if (pid == 0) {
+    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 2);
+    dup2(fd, 1);
+    std::vector<char*> argv;
+    for (std::string& s : argv_storage) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  ExitResult result;
+  int status = 0;
+  bool exited = WaitUntil([&] { return waitpid(pid, &status, WNOHANG) == pid; }, timeout);
+  if (!exited) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  } else if (WIFEXITED(status)) {
+    result.code = WEXITSTATUS(status);
+  }
+  std::ifstream in(log_path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  result.output = buf.str();
+  return result;
+}
+
 ServiceProcess::~ServiceProcess() {
   if (pid_ > 0) Kill9();
 }

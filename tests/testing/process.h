@@ -45,6 +45,15 @@ class ServiceProcess {
   std::string http_addr_;
 };
 
+// Runs a binary to its end (SIGKILL after `timeout`): exit code (-1 when
+// killed) and everything it wrote to stdout and stderr.
+struct ExitResult {
+  int code = -1;
+  std::string output;
+};
+ExitResult RunToExit(const std::string& binary, const std::vector<std::string>& args,
+                     absl::Duration timeout = absl::Seconds(30));
+
 // A bare HTTP/1.0 request to HOST:PORT; returns status code and body.
 struct HttpResult {
   int status = 0;

@@ -1,0 +1,212 @@
+#include "libs/redis/connection.h"
+
+#include <hiredis/hiredis.h>
+#include <sys/time.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace switchboard::redis {
+namespace {
+
+timeval DurationToTimeval(absl::Duration d) {
+  if (d < absl::Milliseconds(1)) d = absl::Milliseconds(1);
+  return absl::ToTimeval(d);
+}
+
+Reply Convert(const redisReply* r) {
+  Reply out;
+  switch (r->type) {
+    case REDIS_REPLY_STRING:
+      out.type = Reply::Type::kString;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_STATUS:
+      out.type = Reply::Type::kStatus;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_ERROR:
+      out.type = Reply::Type::kError;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_INTEGER:
+      out.type = Reply::Type::kInteger;
+      out.integer = r->integer;
+      break;
+    case REDIS_REPLY_ARRAY:
+      out.type = Reply::Type::kArray;
+      out.elements.reserve(r->elements);
+      for (size_t i = 0; i < r->elements; ++i) out.elements.push_back(Convert(r->element[i]));
+      break;
+    default:
+      out.type = Reply::Type::kNil;
+  }
+  return out;
+}
+
+absl::Status TransportError(redisContext* ctx, const Endpoint& ep, absl::Time deadline,
+                            absl::string_view what) {
+  std::string msg = absl::StrCat("redis ", ep.ToString(), ": ", what, ": ",
+                                 ctx != nullptr ? ctx->errstr : "out of memory");
+  if (absl::Now() >= deadline) return absl::DeadlineExceededError(msg);
+  return absl::UnavailableError(msg);
+}
+
+}  // namespace
+
+absl::Status ReplyStatus(const Reply& reply, absl::string_view what) {
+  if (!reply.is_error()) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": redis: ", reply.str));
+}
+
+absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const Endpoint& endpoint,
+                                                             const RedisConfig& config,
+                                                             absl::Time deadline) {
+  absl::Duration left = std::min(deadline - absl::Now(), config.connect_timeout);
+  if (left <= absl::ZeroDuration()) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("redis ", endpoint.ToString(), ": no time left to connect"));
+  }
+  redisContext* ctx =
+      redisConnectWithTimeout(endpoint.host.c_str(), endpoint.port, DurationToTimeval(left));
+  if (ctx == nullptr || ctx->err != 0) {
+    absl::Status st = TransportError(ctx, endpoint, deadline, "connect");
+    if (ctx != nullptr) redisFree(ctx);
+    return st;
+  }
+  redisEnableKeepAlive(ctx);
+  std::unique_ptr<Connection> conn(new Connection(ctx));
+  std::vector<Command> setup;
+  if (!config.password.empty()) {
+    if (config.user.empty()) {
+      setup.push_back({"AUTH", config.password});
+    } else {
+      setup.push_back({"AUTH", config.user, config.password});
+    }
+  }
+  if (config.db != 0) setup.push_back({"SELECT", absl::StrCat(config.db)});
+  if (setup.empty()) return conn;
+  std::vector<const Command*> ptrs;
+  for (const Command& c : setup) ptrs.push_back(&c);
+  absl::StatusOr<std::vector<Reply>> replies = conn->Exchange(ptrs, deadline);
+  if (!replies.ok()) return replies.status();
+  for (const Reply& r : *replies) {
+    if (!r.is_error()) continue;
+    // Redis's message never contains the password.
+    if (r.error_code() == "WRONGPASS" || r.error_code() == "NOAUTH" ||
+        absl::StrContains(r.str, "AUTH")) {
+      return absl::UnauthenticatedError(
+          absl::StrCat("redis ", endpoint.ToString(), ": authentication failed: ", r.str));
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("redis ", endpoint.ToString(), ": connection set-up failed: ", r.str));
+  }
+  conn->uses_ = 0;
+  return conn;
+}
+
+Connection::~Connection() { redisFree(ctx_); }
+
+absl::StatusOr<std::vector<Reply>> Connection::Exchange(const std::vector<const Command*>& commands,
+                                                        absl::Time deadline) {
+  ++uses_;
+  absl::Duration left = deadline - absl::Now();
+  if (left <= absl::ZeroDuration()) {
+    return absl::DeadlineExceededError("redis: deadline passed before the request was sent");
+  }
+  redisSetTimeout(ctx_, DurationToTimeval(left));
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  for (const Command* cmd : commands) {
+    argv.clear();
+    lens.clear();
+    for (const std::string& a : *cmd) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()) !=
+        REDIS_OK) {
+      broken_ = true;
+      return absl::InternalError(absl::StrCat("redis: cannot format a command: ", ctx_->errstr));
+    }
+  }
+  std::vector<Reply> out;
+  out.reserve(commands.size());
+  for (size_t i = 0; i < commands.size(); ++i) {
+    void* raw = nullptr;
+    if (redisGetReply(ctx_, &raw) != REDIS_OK || raw == nullptr) {
+      broken_ = true;
+      return TransportError(ctx_, Endpoint{ctx_->tcp.host ? ctx_->tcp.host : "", ctx_->tcp.port},
+                            deadline, "request");
+    }
+    auto* r = static_cast<redisReply*>(raw);
+    out.push_back(Convert(r));
+    freeReplyObject(r);
+  }
+  return out;
+}
+
+Pool::~Pool() {
+  absl::MutexLock lock(&mu_);
+  idle_.clear();
+}
+
+absl::StatusOr<std::unique_ptr<Connection>> Pool::Acquire(absl::Time deadline) {
+  bool reconnect;
+  {
+    absl::MutexLock lock(&mu_);
+    auto can_take = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !idle_.empty() || open_ < config_->max_connections_per_node;
+    };
+    while (!can_take()) {
+      if (mu_.AwaitWithDeadline(absl::Condition(&can_take), deadline)) break;
+      if (!can_take()) {
+        metrics_->Error("timeout");
+        return absl::DeadlineExceededError(
+            absl::StrCat("redis ", endpoint_.ToString(), ": every connection is busy"));
+      }
+    }
+    if (!idle_.empty()) {
+      std::unique_ptr<Connection> c = std::move(idle_.back());
+      idle_.pop_back();
+      return c;
+    }
+    ++open_;
+    reconnect = lost_;
+  }
+  absl::StatusOr<std::unique_ptr<Connection>> c = Connection::Open(endpoint_, *config_, deadline);
+  absl::MutexLock lock(&mu_);
+  if (!c.ok()) {
+    --open_;
+    lost_ = true;
+    return c.status();
+  }
+  metrics_->connects.Increment();
+  metrics_->connections.Increment();
+  if (reconnect) metrics_->reconnects.Increment();
+  lost_ = false;
+  return c;
+}
+
+void Pool::Release(std::unique_ptr<Connection> connection) {
+  std::vector<std::unique_ptr<Connection>> close;
+  absl::MutexLock lock(&mu_);
+  if (!connection->broken()) {
+    idle_.push_back(std::move(connection));
+    return;
+  }
+  lost_ = true;
+  close.swap(idle_);
+  open_ -= static_cast<int>(close.size()) + 1;
+  metrics_->connections.Decrement(static_cast<double>(close.size()) + 1);
+  connection.reset();
+}
+
+void Pool::DropIdle() {
+  absl::MutexLock lock(&mu_);
+  open_ -= static_cast<int>(idle_.size());
+  metrics_->connections.Decrement(static_cast<double>(idle_.size()));
+  idle_.clear();
+}
+
+}  // namespace switchboard::redis

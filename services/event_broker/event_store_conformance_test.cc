@@ -1,0 +1,445 @@
+// The EventStore contract, run against every implementation: the embedded
+// SQLite store, and the Redis store on a real standalone redis-server and on
+// a real 3-master Redis Cluster (started once per suite on loopback ports).
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "libs/redis/redis_metrics.h"
+#include "prometheus/registry.h"
+#include "services/event_broker/redis_store.h"
+#include "services/event_broker/sqlite_store.h"
+#include "services/event_broker/test_util.h"
+#include "tests/testing/redis_server.h"
+
+namespace switchboard::broker {
+namespace {
+
+const absl::Time kNow = absl::FromUnixSeconds(1700000000);
+
+enum class Backend { kSqlite, kRedis, kRedisCluster };
+
+std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
+  switch (info.param) {
+    case Backend::kSqlite:
+      return "Sqlite";
+    case Backend::kRedis:
+      return "Redis";
+    case Backend::kRedisCluster:
+      return "RedisCluster";
+  }
+  return "Unknown";
+}
+
+// Servers shared by every test of the suite; each test has its own data (a
+// directory, or a key prefix).
+struct Servers {
+  std::unique_ptr<testing::RedisServer> redis;
+  std::unique_ptr<testing::RedisCluster> cluster;
+  prometheus::Registry registry;
+  redis::RedisMetrics metrics{registry, "test"};
+};
+Servers* servers = nullptr;
+
+class EventStoreConformance : public ::testing::TestWithParam<Backend> {
+ public:
+  static void SetUpTestSuite() { servers = new Servers; }
+  static void TearDownTestSuite() {
+    delete servers;
+    servers = nullptr;
+  }
+
+ protected:
+  // Starts only the server this test needs (CTest runs each test in its own
+  // process; a run of the whole binary shares them).
+  void SetUp() override {
+    static int n = 0;
+    prefix_ = absl::StrCat("conf", ++n, "-", getpid());
+    if (GetParam() == Backend::kRedis && !servers->redis) {
+      absl::StatusOr<std::unique_ptr<testing::RedisServer>> r = testing::RedisServer::Start();
+      ASSERT_TRUE(r.ok()) << r.status();
+      servers->redis = *std::move(r);
+    }
+    if (GetParam() == Backend::kRedisCluster && !servers->cluster) {
+      absl::StatusOr<std::unique_ptr<testing::RedisCluster>> c = testing::RedisCluster::Start(3, 0);
+      ASSERT_TRUE(c.ok()) << c.status();
+      servers->cluster = *std::move(c);
+    }
+  }
+
+  // A store over this test's data; a second call is the same data seen by a
+  // restarted process (or by another replica, for Redis).
+  std::unique_ptr<EventStore> Open() {
+    if (GetParam() == Backend::kSqlite) {
+      absl::StatusOr<std::unique_ptr<SqliteEventStore>> s =
+          SqliteEventStore::Open(dir_.path(), SyncPolicy::kNormal);
+      EXPECT_TRUE(s.ok()) << s.status();
+      return s.ok() ? *std::move(s) : nullptr;
+    }
+    std::string url =
+        GetParam() == Backend::kRedis ? servers->redis->url() : servers->cluster->url();
+    absl::StatusOr<redis::RedisConfig> cfg = redis::ParseRedisUrl(url, "store");
+    EXPECT_TRUE(cfg.ok()) << cfg.status();
+    RedisStoreOptions opts;
+    opts.prefix = prefix_;
+    return std::make_unique<RedisEventStore>(redis::NewRedisClient(*cfg, &servers->metrics), opts);
+  }
+
+  bool shared_by_processes() const { return GetParam() != Backend::kSqlite; }
+
+  TempDir dir_;
+  std::string prefix_;
+};
+
+uint64_t Append(EventStore& store, std::vector<events::v1::Event> evs, absl::Time now = kNow) {
+  WriteBatch batch;
+  std::vector<NewEvent> prepared;
+  for (auto& e : evs) prepared.push_back(ToNewEvent(e));
+  for (auto& e : prepared) batch.events.push_back(&e);
+  absl::StatusOr<uint64_t> first = store.Commit(batch, now);
+  EXPECT_TRUE(first.ok()) << first.status();
+  return first.ok() ? *first : 0;
+}
+
+events::v1::Event WithSubject(events::v1::Event e, std::string s) {
+  e.set_subject(std::move(s));
+  return e;
+}
+
+events::v1::Event WithTime(events::v1::Event e, absl::Time t) {
+  e.mutable_time()->set_seconds(absl::ToUnixSeconds(t));
+  return e;
+}
+
+GroupOp Op(GroupOp::Kind kind, const std::string& group, uint64_t seq = 0, uint32_t attempts = 0) {
+  GroupOp op{kind};
+  op.group.name = group;
+  op.seq = seq;
+  op.attempts = attempts;
+  return op;
+}
+
+absl::Status CommitOps(EventStore& store, std::vector<GroupOp> ops) {
+  WriteBatch batch;
+  batch.ops = std::move(ops);
+  return store.Commit(batch, kNow).status();
+}
+
+TEST_P(EventStoreConformance, AppendAssignsConsecutiveSequencesAndReadsBack) {
+  auto store = Open();
+  EXPECT_EQ(Append(*store, {MakeEvent("order.created", "a"), MakeEvent("order.paid", "b")}), 1u);
+  EXPECT_EQ(Append(*store, {MakeEvent("order.shipped", "c")}), 3u);
+  absl::StatusOr<std::vector<EventPtr>> evs = store->ReadAfter(1, 10);
+  ASSERT_TRUE(evs.ok()) << evs.status();
+  ASSERT_EQ(evs->size(), 2u);
+  EXPECT_EQ((*evs)[0]->seq, 2u);
+  EXPECT_EQ((*evs)[0]->Parse().sequence(), 2u);
+  EXPECT_EQ((*evs)[0]->Parse().id(), "b");
+  EXPECT_EQ((*evs)[0]->ingest_time, kNow);
+  EXPECT_EQ((*evs)[1]->type, "order.shipped");
+  EXPECT_EQ(store->ReadAfter(0, 2)->size(), 2u);
+  EXPECT_TRUE(store->ReadAfter(3, 10)->empty());
+  absl::StatusOr<EventPtr> one = store->ReadOne(3);
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ((*one)->Parse().id(), "c");
+  EXPECT_TRUE(absl::IsNotFound(store->ReadOne(4).status()));
+  absl::StatusOr<StoreBounds> b = store->Bounds();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->first_seq, 1u);
+  EXPECT_EQ(b->last_seq, 3u);
+  EXPECT_EQ(b->count, 3u);
+}
+
+TEST_P(EventStoreConformance, EmptyStoreHasEmptyBounds) {
+  auto store = Open();
+  absl::StatusOr<StoreBounds> b = store->Bounds();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->first_seq, 0u);
+  EXPECT_EQ(b->last_seq, 0u);
+  EXPECT_EQ(b->count, 0u);
+  EXPECT_EQ(*store->FirstSequenceAtOrAfter(kNow), 1u);
+  EXPECT_TRUE(store->ReadIngestedSince(kNow - absl::Hours(1))->empty());
+  EXPECT_TRUE(store->LoadGroups()->empty());
+}
+
+TEST_P(EventStoreConformance, PayloadsAreBinarySafe) {
+  auto store = Open();
+  // The store keeps bytes: NULs, high bytes, CR LF and braces come back as given.
+  NewEvent ev = ToNewEvent(MakeEvent("blob.stored"));
+  ev.payload.append(std::string("\0\x01\xff{}\r\n", 7));
+  ev.payload.append(std::string(100000, '\0'));
+  WriteBatch batch;
+  batch.events.push_back(&ev);
+  ASSERT_TRUE(store->Commit(batch, kNow).ok());
+  absl::StatusOr<EventPtr> got = store->ReadOne(1);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ((*got)->payload, ev.payload);
+}
+
+TEST_P(EventStoreConformance, SequencesNeverReusedAfterRetentionAndReopen) {
+  {
+    auto store = Open();
+    for (int i = 0; i < 10; ++i) Append(*store, {MakeEvent("order.created")});
+    absl::StatusOr<uint64_t> deleted = store->ApplyRetention(kNow, absl::Hours(1), 1, 1000);
+    ASSERT_TRUE(deleted.ok()) << deleted.status();
+    EXPECT_EQ(*deleted, 9u);
+    // Even with every event gone, the next sequence continues.
+    ASSERT_TRUE(store->ApplyRetention(kNow + absl::Hours(2), absl::Hours(1), 100, 1000).ok());
+    absl::StatusOr<StoreBounds> b = store->Bounds();
+    EXPECT_EQ(b->count, 0u);
+    EXPECT_EQ(b->last_seq, 10u);
+  }
+  auto store = Open();
+  EXPECT_EQ(Append(*store, {MakeEvent("order.created")}), 11u);
+}
+
+TEST_P(EventStoreConformance, RetentionByAgeDeletesOnlyOldEvents) {
+  auto store = Open();
+  Append(*store, {MakeEvent("a.b"), MakeEvent("a.b")}, kNow - absl::Hours(48));
+  Append(*store, {MakeEvent("a.b")}, kNow);
+  absl::StatusOr<uint64_t> deleted = store->ApplyRetention(kNow, absl::Hours(24), 100, 1000);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, 2u);
+  EXPECT_EQ(store->Bounds()->first_seq, 3u);
+  // Retention removes the events from history too.
+  HistoryQuery q;
+  q.exact_types = {"a.b"};
+  EXPECT_EQ(store->Query(q)->size(), 1u);
+}
+
+TEST_P(EventStoreConformance, RetentionDeletesAtMostMaxDeletePerCall) {
+  auto store = Open();
+  for (int i = 0; i < 5; ++i) {
+    Append(*store, {MakeEvent("a.b"), MakeEvent("a.b")}, kNow - absl::Hours(48));
+  }
+  EXPECT_EQ(*store->ApplyRetention(kNow, absl::Hours(24), 100, 4), 4u);
+  EXPECT_EQ(*store->ApplyRetention(kNow, absl::Hours(24), 100, 4), 4u);
+  EXPECT_EQ(*store->ApplyRetention(kNow, absl::Hours(24), 100, 4), 2u);
+  EXPECT_EQ(*store->ApplyRetention(kNow, absl::Hours(24), 100, 4), 0u);
+  EXPECT_EQ(store->Bounds()->count, 0u);
+}
+
+TEST_P(EventStoreConformance, HistoryFiltersNewestFirst) {
+  auto store = Open();
+  Append(*store, {MakeEvent("order.created", "", "c1"), MakeEvent("order.paid", "", "c2"),
+                  WithSubject(MakeEvent("cart.abandoned", "", "c1"), "ord_9"),
+                  MakeEvent("order.completed", "", "c1")});
+  HistoryQuery q;
+  q.correlation_id = "c1";
+  auto r = store->Query(q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 3u);
+  EXPECT_EQ((*r)[0]->type, "order.completed");
+  EXPECT_EQ((*r)[2]->type, "order.created");
+
+  q.type_prefixes = {"order."};
+  r = store->Query(q);
+  ASSERT_EQ(r->size(), 2u);
+
+  HistoryQuery by_subject;
+  by_subject.subject = "ord_9";
+  r = store->Query(by_subject);
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ((*r)[0]->type, "cart.abandoned");
+
+  HistoryQuery paged;
+  paged.limit = 2;
+  paged.before_sequence = 4;
+  r = store->Query(paged);
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[0]->seq, 3u);
+  EXPECT_EQ((*r)[1]->seq, 2u);
+
+  HistoryQuery types;
+  types.exact_types = {"order.paid", "cart.abandoned"};
+  r = store->Query(types);
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[0]->seq, 3u);
+  EXPECT_EQ((*r)[1]->seq, 2u);
+
+  HistoryQuery none;
+  none.correlation_id = "nobody";
+  EXPECT_TRUE(store->Query(none)->empty());
+}
+
+TEST_P(EventStoreConformance, HistoryByTypeMergesTypesAcrossManyEvents) {
+  auto store = Open();
+  // Enough events that every index is read in several pages.
+  for (int round = 0; round < 12; ++round) {
+    std::vector<events::v1::Event> batch;
+    for (int i = 0; i < 100; ++i) batch.push_back(MakeEvent(i % 3 == 0 ? "job.done" : "order.x"));
+    Append(*store, batch);
+  }
+  HistoryQuery q;
+  q.type_prefixes = {"job.", "order."};
+  q.limit = 1100;
+  auto r = store->Query(q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 1100u);
+  for (size_t i = 0; i < r->size(); ++i) ASSERT_EQ((*r)[i]->seq, 1200u - i);
+  q.type_prefixes = {"job."};
+  q.limit = 1000;
+  r = store->Query(q);
+  ASSERT_EQ(r->size(), 408u);  // i = 0, 3, ... 99 of each hundred
+  EXPECT_EQ(r->front()->seq, 1200u);
+  EXPECT_EQ(r->back()->seq, 1u);
+}
+
+TEST_P(EventStoreConformance, HistorySinceFiltersOnEventTime) {
+  auto store = Open();
+  Append(*store,
+         {WithTime(MakeEvent("a.b"), kNow - absl::Hours(3)),
+          WithTime(MakeEvent("a.b"), kNow - absl::Hours(1)), WithTime(MakeEvent("a.c"), kNow)});
+  HistoryQuery q;
+  q.since = kNow - absl::Hours(2);
+  auto r = store->Query(q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[1]->seq, 2u);
+  q.exact_types = {"a.b"};
+  EXPECT_EQ(store->Query(q)->size(), 1u);
+}
+
+TEST_P(EventStoreConformance, TimeLookupsUseIngestTime) {
+  auto store = Open();
+  Append(*store, {MakeEvent("a.b")}, kNow - absl::Minutes(10));
+  Append(*store, {MakeEvent("a.b"), MakeEvent("a.b")}, kNow - absl::Minutes(5));
+  Append(*store, {MakeEvent("a.b")}, kNow);
+  EXPECT_EQ(*store->FirstSequenceAtOrAfter(kNow - absl::Hours(1)), 1u);
+  EXPECT_EQ(*store->FirstSequenceAtOrAfter(kNow - absl::Minutes(7)), 2u);
+  EXPECT_EQ(*store->FirstSequenceAtOrAfter(kNow), 4u);
+  EXPECT_EQ(*store->FirstSequenceAtOrAfter(kNow + absl::Seconds(1)), 5u);
+  absl::StatusOr<std::vector<EventPtr>> recent = store->ReadIngestedSince(kNow - absl::Minutes(6));
+  ASSERT_TRUE(recent.ok()) << recent.status();
+  ASSERT_EQ(recent->size(), 3u);
+  EXPECT_EQ(recent->front()->seq, 2u);
+}
+
+TEST_P(EventStoreConformance, GroupCursorPendingAndDeadLettersPersist) {
+  {
+    auto store = Open();
+    Append(*store, {MakeEvent("a.b"), MakeEvent("a.b"), MakeEvent("a.b")});
+    GroupOp create{GroupOp::Kind::kUpsertGroup};
+    create.group = GroupRecord{"workers", {"a.*", "b.c"}, 0, 4};
+    GroupOp cursor = Op(GroupOp::Kind::kSetCursor, "workers");
+    cursor.group.cursor = 3;
+    GroupOp dead = Op(GroupOp::Kind::kDeadLetter, "workers", 3, 4);
+    dead.event = *store->ReadOne(3);
+    ASSERT_TRUE(CommitOps(*store, {create, cursor, Op(GroupOp::Kind::kSetPending, "workers", 2, 2),
+                                   Op(GroupOp::Kind::kSetPending, "workers", 3, 4), dead})
+                    .ok());
+  }
+  auto store = Open();
+  auto groups = store->LoadGroups();
+  ASSERT_TRUE(groups.ok()) << groups.status();
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ((*groups)[0].name, "workers");
+  EXPECT_EQ((*groups)[0].cursor, 3u);
+  EXPECT_EQ((*groups)[0].max_deliveries, 4u);
+  EXPECT_EQ((*groups)[0].types, (std::vector<std::string>{"a.*", "b.c"}));
+  auto pending = store->LoadPending("workers");
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  ASSERT_EQ(pending->size(), 1u);  // the dead letter left pending
+  EXPECT_EQ((*pending)[0].seq, 2u);
+  EXPECT_EQ((*pending)[0].attempts, 2u);
+  auto dead = store->ListDeadLetters("workers", 0, 10);
+  ASSERT_TRUE(dead.ok()) << dead.status();
+  ASSERT_EQ(dead->size(), 1u);
+  EXPECT_EQ((*dead)[0].event->seq, 3u);
+  EXPECT_EQ((*dead)[0].event->type, "a.b");
+  EXPECT_EQ((*dead)[0].attempts, 4u);
+  EXPECT_EQ((*dead)[0].dead_at, kNow);
+  EXPECT_EQ(*store->CountDeadLetters("workers"), 1u);
+  EXPECT_TRUE(store->LoadPending("nobody")->empty());
+}
+
+TEST_P(EventStoreConformance, GroupChangesFollowTheContract) {
+  auto store = Open();
+  Append(*store, {MakeEvent("a.b"), MakeEvent("a.b"), MakeEvent("a.b"), MakeEvent("a.b")});
+  GroupOp create{GroupOp::Kind::kUpsertGroup};
+  create.group = GroupRecord{"g", {"a.*"}, 2, 5};
+  ASSERT_TRUE(CommitOps(*store, {create}).ok());
+  // Upserting again changes types and max_deliveries but keeps the cursor.
+  create.group = GroupRecord{"g", {"a.b"}, 0, 7};
+  GroupOp back = Op(GroupOp::Kind::kSetCursor, "g");
+  back.group.cursor = 1;  // a cursor never moves back
+  ASSERT_TRUE(CommitOps(*store, {create, back}).ok());
+  auto groups = store->LoadGroups();
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ((*groups)[0].cursor, 2u);
+  EXPECT_EQ((*groups)[0].max_deliveries, 7u);
+  EXPECT_EQ((*groups)[0].types, std::vector<std::string>{"a.b"});
+
+  ASSERT_TRUE(CommitOps(*store, {Op(GroupOp::Kind::kSetPending, "g", 1, 1),
+                                 Op(GroupOp::Kind::kSetPending, "g", 2, 1),
+                                 Op(GroupOp::Kind::kSetPending, "g", 1, 3),
+                                 Op(GroupOp::Kind::kRemovePending, "g", 2)})
+                  .ok());
+  auto pending = store->LoadPending("g");
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].attempts, 3u);
+
+  std::vector<GroupOp> letters;
+  for (uint64_t s = 1; s <= 4; ++s) {
+    GroupOp d = Op(GroupOp::Kind::kDeadLetter, "g", s, 5);
+    d.event = *store->ReadOne(s);
+    letters.push_back(d);
+  }
+  ASSERT_TRUE(CommitOps(*store, letters).ok());
+  EXPECT_TRUE(store->LoadPending("g")->empty());
+  auto page = store->ListDeadLetters("g", 1, 2);
+  ASSERT_EQ(page->size(), 2u);
+  EXPECT_EQ((*page)[0].event->seq, 2u);
+  EXPECT_EQ((*page)[1].event->seq, 3u);
+  ASSERT_TRUE(CommitOps(*store, {Op(GroupOp::Kind::kRemoveDeadLetter, "g", 2)}).ok());
+  EXPECT_EQ(*store->CountDeadLetters("g"), 3u);
+  // Dead letters keep their event after retention deleted it from the log.
+  ASSERT_TRUE(store->ApplyRetention(kNow + absl::Hours(100), absl::Hours(1), 100, 100).ok());
+  EXPECT_EQ(store->Bounds()->count, 0u);
+  auto kept = store->ListDeadLetters("g", 0, 10);
+  ASSERT_EQ(kept->size(), 3u);
+  EXPECT_EQ(kept->back().event->Parse().type(), "a.b");
+}
+
+TEST_P(EventStoreConformance, ReplicasSharingTheStoreNeverReuseSequences) {
+  if (!shared_by_processes()) {
+    GTEST_SKIP() << "the embedded store belongs to one broker process";
+  }
+  constexpr int kReplicas = 3, kCommits = 50;
+  std::vector<std::unique_ptr<EventStore>> stores;
+  for (int i = 0; i < kReplicas; ++i) stores.push_back(Open());
+  std::vector<std::vector<uint64_t>> firsts(kReplicas);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kReplicas; ++i) {
+    threads.emplace_back([&, i] {
+      for (int k = 0; k < kCommits; ++k) {
+        firsts[i].push_back(Append(*stores[i], {MakeEvent("a.b"), MakeEvent("a.b")}));
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<uint64_t> seen;
+  for (const auto& f : firsts) {
+    for (uint64_t s : f) {
+      EXPECT_TRUE(seen.insert(s).second) << s;
+      EXPECT_TRUE(seen.insert(s + 1).second) << s + 1;
+    }
+  }
+  EXPECT_EQ(seen.size(), 2u * kReplicas * kCommits);
+  EXPECT_EQ(*seen.rbegin(), 2u * kReplicas * kCommits);
+  EXPECT_EQ(stores[0]->Bounds()->count, 2u * kReplicas * kCommits);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, EventStoreConformance,
+                         ::testing::Values(Backend::kSqlite, Backend::kRedis,
+                                           Backend::kRedisCluster),
+                         BackendName);
+
+TEST(SqliteStoreTest, BadDataDirIsNamed) {
+  auto s = SqliteEventStore::Open("/proc/no/such/dir", SyncPolicy::kNormal);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("data_dir"), std::string::npos) << s.status();
+}
+
+}  // namespace
+}  // namespace switchboard::broker

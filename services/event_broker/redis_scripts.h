@@ -1,0 +1,260 @@
+#ifndef SWITCHBOARD_SERVICES_EVENT_BROKER_REDIS_SCRIPTS_H_
+#define SWITCHBOARD_SERVICES_EVENT_BROKER_REDIS_SCRIPTS_H_
+
+// Lua run inside Redis by RedisEventStore. Every key is built from the
+// deployment's tag "{prefix}" (ARGV[1]), so they share one Cluster slot and a
+// script may touch any of them. Keys:
+//   P:seq               last sequence ever assigned (never decreases)
+//   P:log               stream; entry id "<seq>-0", fields ty in tm co su pl
+//   P:types             set of types present;  P:ix:ty:<type>  zset seq
+//   P:ix:co:<id>        zset seq by correlation id (expires after retention)
+//   P:ix:su:<subject>   zset seq by subject (expires after retention)
+//   P:groups            set of group names;  P:g:<name>  hash types cursor maxd
+//   P:g:<name>:pending  hash seq -> attempts
+//   P:g:<name>:dead     zset seq;  P:g:<name>:dl:<seq>  hash a d i t p
+//   P:commit:<token>    first sequence of a commit already applied
+// Sequences and times travel as decimal strings; Lua numbers hold them
+// exactly below 2^53.
+
+namespace switchboard::broker::redis_scripts {
+
+// Appends events and applies group ops atomically. A commit retried with
+// the same token (after a lost connection) is answered from the first run.
+// KEYS[1] = P:seq. ARGV: prefix token token_ttl_ms now_us index_ttl_ms n_events
+// {type corr subject time_us payload}*n n_ops {kind group args...}*.
+inline constexpr char kCommit[] = R"lua(
+local p = ARGV[1]
+local tok = p .. ':commit:' .. ARGV[2]
+local done = redis.call('GET', tok)
+if done then
+  -- a write, so a WAIT after this retry covers the first run too
+  redis.call('PEXPIRE', tok, ARGV[3])
+  return tonumber(done)
+end
+local now, ttl, n = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local i = 7
+local first = 0
+if n > 0 then
+  local seq = redis.call('INCRBY', KEYS[1], n) - n
+  first = seq + 1
+  local log = p .. ':log'
+  local types, touched = {}, {}
+  for k = 1, n do
+    seq = seq + 1
+    local ty, co, su, tm, pl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    i = i + 5
+    redis.call('XADD', log, seq .. '-0', 'ty', ty, 'in', now, 'tm', tm, 'co', co, 'su', su, 'pl', pl)
+    redis.call('ZADD', p .. ':ix:ty:' .. ty, seq, seq)
+    types[ty] = true
+    if co ~= '' then
+      local key = p .. ':ix:co:' .. co
+      redis.call('ZADD', key, seq, seq)
+      touched[key] = true
+    end
+    if su ~= '' then
+      local key = p .. ':ix:su:' .. su
+      redis.call('ZADD', key, seq, seq)
+      touched[key] = true
+    end
+  end
+  for ty in pairs(types) do redis.call('SADD', p .. ':types', ty) end
+  for key in pairs(touched) do redis.call('PEXPIRE', key, ttl) end
+end
+local nops = tonumber(ARGV[i])
+i = i + 1
+for k = 1, nops do
+  local kind, g = ARGV[i], ARGV[i + 1]
+  i = i + 2
+  local gk = p .. ':g:' .. g
+  if kind == 'U' then
+    redis.call('SADD', p .. ':groups', g)
+    if redis.call('EXISTS', gk) == 0 then redis.call('HSET', gk, 'cursor', ARGV[i + 1]) end
+    redis.call('HSET', gk, 'types', ARGV[i], 'maxd', ARGV[i + 2])
+    i = i + 3
+  elseif kind == 'C' then
+    local cur = redis.call('HGET', gk, 'cursor')
+    if cur and tonumber(ARGV[i]) > tonumber(cur) then redis.call('HSET', gk, 'cursor', ARGV[i]) end
+    i = i + 1
+  elseif kind == 'P' then
+    redis.call('HSET', gk .. ':pending', ARGV[i], ARGV[i + 1])
+    i = i + 2
+  elseif kind == 'R' then
+    redis.call('HDEL', gk .. ':pending', ARGV[i])
+    i = i + 1
+  elseif kind == 'D' then
+    local s = ARGV[i]
+    redis.call('HDEL', gk .. ':pending', s)
+    redis.call('ZADD', gk .. ':dead', s, s)
+    redis.call('HSET', gk .. ':dl:' .. s, 'a', ARGV[i + 1], 'd', now, 'i', ARGV[i + 2],
+               't', ARGV[i + 3], 'p', ARGV[i + 4])
+    i = i + 5
+  elseif kind == 'X' then
+    redis.call('ZREM', gk .. ':dead', ARGV[i])
+    redis.call('DEL', gk .. ':dl:' .. ARGV[i])
+    i = i + 1
+  else
+    return redis.error_reply('ERR unknown group op ' .. kind)
+  end
+end
+redis.call('SET', tok, first, 'PX', ARGV[3])
+return first
+)lua";
+
+// Ingest time of the entry at or after seq `s` (nil past the end).
+#define SWITCHBOARD_LUA_INGEST_AT                                                  \
+  "local function ingest_at(log, s)\n"                                             \
+  "  local e = redis.call('XRANGE', log, s .. '-0', '+', 'COUNT', 1)[1]\n"         \
+  "  if not e then return nil end\n"                                               \
+  "  local f = e[2]\n"                                                             \
+  "  for k = 1, #f, 2 do if f[k] == 'in' then return tonumber(f[k + 1]) end end\n" \
+  "  return 0\n"                                                                   \
+  "end\n"
+
+// The first sequence in [lo, hi) ingested at or after target (hi if none):
+// ingest time grows with the sequence, so bisect.
+#define SWITCHBOARD_LUA_BISECT                                           \
+  "local function first_at(log, lo, hi, target)\n"                       \
+  "  while lo < hi do\n"                                                 \
+  "    local mid = math.floor((lo + hi) / 2)\n"                          \
+  "    local t = ingest_at(log, mid)\n"                                  \
+  "    if t == nil or t >= target then hi = mid else lo = mid + 1 end\n" \
+  "  end\n"                                                              \
+  "  return lo\n"                                                        \
+  "end\n"
+
+// KEYS[1] = P:log. ARGV: prefix target_us. Returns the first sequence whose
+// ingest time is >= target, or last + 1.
+inline constexpr char kFirstAt[] = SWITCHBOARD_LUA_INGEST_AT SWITCHBOARD_LUA_BISECT R"lua(
+local log = KEYS[1]
+local last = tonumber(redis.call('GET', ARGV[1] .. ':seq') or '0')
+local head = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
+if not head then return last + 1 end
+local first = tonumber(string.match(head[1], '^(%d+)'))
+return first_at(log, first, last + 1, tonumber(ARGV[2]))
+)lua";
+
+// KEYS[1] = P:log. ARGV: prefix cutoff_us max_count max_delete. Deletes the
+// oldest events beyond max_count or ingested before cutoff, at most
+// max_delete; trims the type indexes. Returns how many were deleted.
+inline constexpr char kRetention[] = SWITCHBOARD_LUA_INGEST_AT SWITCHBOARD_LUA_BISECT R"lua(
+local p, log = ARGV[1], KEYS[1]
+local len = redis.call('XLEN', log)
+if len == 0 then return 0 end
+local head = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
+local first = tonumber(string.match(head[1], '^(%d+)'))
+local max_count, max_delete = tonumber(ARGV[3]), tonumber(ARGV[4])
+local below = first
+if len > max_count then below = first + math.min(len - max_count, max_delete) end
+local aged = first_at(log, first, first + math.min(len, max_delete), tonumber(ARGV[2]))
+if aged > below then below = aged end
+if below <= first then return 0 end
+local deleted = redis.call('XTRIM', log, 'MINID', below .. '-0')
+for _, ty in ipairs(redis.call('SMEMBERS', p .. ':types')) do
+  local key = p .. ':ix:ty:' .. ty
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. below)
+  if redis.call('EXISTS', key) == 0 then redis.call('SREM', p .. ':types', ty) end
+end
+return deleted
+)lua";
+
+// KEYS[1] = P:log. ARGV: prefix limit before since_us corr subject n_exact
+// exact* n_prefix prefix*. Newest first, as a flat array seq ingest type
+// payload .... Walks the most selective index (correlation id, subject, the
+// matching types, else the log) and filters on the rest, looking at no
+// more than `budget` candidates per call.
+inline constexpr char kQuery[] = R"lua(
+local p, log = ARGV[1], KEYS[1]
+local limit, before = tonumber(ARGV[2]), tonumber(ARGV[3])
+local since = nil
+if ARGV[4] ~= '' then since = tonumber(ARGV[4]) end
+local corr, subj = ARGV[5], ARGV[6]
+local i = 7
+local exact, ne = {}, tonumber(ARGV[i])
+i = i + 1
+for k = 1, ne do exact[ARGV[i]] = true; i = i + 1 end
+local prefixes, np = {}, tonumber(ARGV[i])
+i = i + 1
+for k = 1, np do prefixes[#prefixes + 1] = ARGV[i]; i = i + 1 end
+local function type_ok(t)
+  if ne == 0 and np == 0 then return true end
+  if exact[t] then return true end
+  for _, pf in ipairs(prefixes) do if string.sub(t, 1, #pf) == pf then return true end end
+  return false
+end
+local function get(f, name)
+  for k = 1, #f, 2 do if f[k] == name then return f[k + 1] end end
+  return ''
+end
+local out = {}
+local budget = 20000
+-- true when the limit is reached
+local function consider(e)
+  local f = e[2]
+  local ty = get(f, 'ty')
+  if not type_ok(ty) then return false end
+  if corr ~= '' and get(f, 'co') ~= corr then return false end
+  if subj ~= '' and get(f, 'su') ~= subj then return false end
+  if since and tonumber(get(f, 'tm')) < since then return false end
+  out[#out + 1] = string.match(e[1], '^(%d+)')
+  out[#out + 1] = get(f, 'in')
+  out[#out + 1] = ty
+  out[#out + 1] = get(f, 'pl')
+  return #out >= 4 * limit
+end
+local index = nil
+if corr ~= '' then
+  index = {p .. ':ix:co:' .. corr}
+elseif subj ~= '' then
+  index = {p .. ':ix:su:' .. subj}
+elseif ne + np > 0 then
+  index = {}
+  for _, ty in ipairs(redis.call('SMEMBERS', p .. ':types')) do
+    if type_ok(ty) then index[#index + 1] = p .. ':ix:ty:' .. ty end
+  end
+end
+if index == nil then
+  local upper = '+'
+  if before > 0 then upper = '(' .. before .. '-0' end
+  while budget > 0 do
+    local batch = redis.call('XREVRANGE', log, upper, '-', 'COUNT', 500)
+    if #batch == 0 then break end
+    for _, e in ipairs(batch) do
+      budget = budget - 1
+      if consider(e) then return out end
+    end
+    upper = '(' .. batch[#batch][1]
+  end
+  return out
+end
+local upper = nil
+if before > 0 then upper = before end
+while budget > 0 do
+  local cands, bound = {}, nil
+  for _, key in ipairs(index) do
+    local hi = '+inf'
+    if upper then hi = '(' .. upper end
+    local r = redis.call('ZREVRANGEBYSCORE', key, hi, '-inf', 'LIMIT', 0, 500)
+    for _, m in ipairs(r) do cands[#cands + 1] = tonumber(m) end
+    -- a full page may hide older members: only seqs above its last are safe
+    if #r == 500 then
+      local last = tonumber(r[#r])
+      if bound == nil or last > bound then bound = last end
+    end
+  end
+  if #cands == 0 then break end
+  table.sort(cands, function(a, b) return a > b end)
+  for _, s in ipairs(cands) do
+    if bound and s < bound then break end
+    budget = budget - 1
+    local e = redis.call('XRANGE', log, s .. '-0', s .. '-0')[1]
+    if e and consider(e) then return out end
+  end
+  if bound == nil then break end
+  upper = bound
+end
+return out
+)lua";
+
+}  // namespace switchboard::broker::redis_scripts
+
+#endif  // SWITCHBOARD_SERVICES_EVENT_BROKER_REDIS_SCRIPTS_H_

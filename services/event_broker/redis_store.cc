@@ -1,0 +1,368 @@
+#include "services/event_broker/redis_store.h"
+
+#include <algorithm>
+
+#include "absl/random/random.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "services/event_broker/redis_scripts.h"
+
+namespace switchboard::broker {
+namespace {
+
+using redis::Command;
+using redis::Reply;
+
+int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
+
+uint64_t ParseU64(absl::string_view s) {
+  uint64_t v = 0;
+  // A stream id "123-0" counts by its first part.
+  (void)absl::SimpleAtoi(s.substr(0, s.find('-')), &v);
+  return v;
+}
+
+EventPtr MakeEvent(uint64_t seq, int64_t ingest_us, std::string type, std::string payload) {
+  auto ev = std::make_shared<StoredEvent>();
+  ev->seq = seq;
+  ev->ingest_time = absl::FromUnixMicros(ingest_us);
+  ev->type = std::move(type);
+  ev->payload = std::move(payload);
+  return ev;
+}
+
+// One XRANGE entry: [id, [field, value, ...]].
+EventPtr FromEntry(Reply& entry) {
+  if (entry.elements.size() < 2) return nullptr;
+  uint64_t seq = ParseU64(entry.elements[0].str);
+  int64_t ingest = 0;
+  std::string type, payload;
+  std::vector<Reply>& f = entry.elements[1].elements;
+  for (size_t k = 0; k + 1 < f.size(); k += 2) {
+    const std::string& name = f[k].str;
+    if (name == "ty") {
+      type = std::move(f[k + 1].str);
+    } else if (name == "in") {
+      (void)absl::SimpleAtoi(f[k + 1].str, &ingest);
+    } else if (name == "pl") {
+      payload = std::move(f[k + 1].str);
+    }
+  }
+  return MakeEvent(seq, ingest, std::move(type), std::move(payload));
+}
+
+absl::StatusOr<std::vector<EventPtr>> FromEntries(absl::StatusOr<Reply> r, absl::string_view what) {
+  if (!r.ok()) return r.status();
+  if (absl::Status st = redis::ReplyStatus(*r, what); !st.ok()) return st;
+  std::vector<EventPtr> out;
+  out.reserve(r->elements.size());
+  for (Reply& e : r->elements) {
+    if (EventPtr ev = FromEntry(e)) out.push_back(std::move(ev));
+  }
+  return out;
+}
+
+std::string Token() {
+  static thread_local absl::BitGen gen;
+  return absl::StrCat(absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16),
+                      absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16));
+}
+
+}  // namespace
+
+absl::Status ValidateRedisPrefix(const std::string& prefix) {
+  if (prefix.empty() || prefix.size() > 64) {
+    return absl::InvalidArgumentError("redis_prefix: must be 1 to 64 characters");
+  }
+  for (char c : prefix) {
+    if (!(absl::ascii_isalnum(c) || c == '_' || c == '-' || c == '.' || c == ':')) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("redis_prefix: '", prefix, "' may hold only letters, digits and _ - . :"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+RedisEventStore::RedisEventStore(std::unique_ptr<redis::RedisClient> client,
+                                 RedisStoreOptions options)
+    : client_(std::move(client)),
+      options_(std::move(options)),
+      tag_(absl::StrCat("{", options_.prefix, "}")),
+      commit_(redis_scripts::kCommit),
+      first_at_(redis_scripts::kFirstAt),
+      retention_(redis_scripts::kRetention),
+      query_(redis_scripts::kQuery) {
+  for (const redis::Script* s : {&commit_, &first_at_, &retention_, &query_}) client_->Register(*s);
+}
+
+std::string RedisEventStore::Key(absl::string_view suffix) const {
+  return absl::StrCat(tag_, ":", suffix);
+}
+
+absl::Status RedisEventStore::Check() {
+  absl::StatusOr<Reply> r = client_->Run(tag_, {"PING"}, Deadline());
+  if (!r.ok()) return r.status();
+  return redis::ReplyStatus(*r, "ping");
+}
+
+absl::StatusOr<Reply> RedisEventStore::Write(Command command, absl::string_view what) {
+  std::vector<Command> cmds;
+  cmds.push_back(std::move(command));
+  absl::Time deadline = Deadline();
+  if (options_.min_replicas > 0) {
+    // WAIT on the same connection covers this client's writes up to here.
+    int64_t wait_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.timeout) / 2);
+    cmds.push_back({"WAIT", absl::StrCat(options_.min_replicas), absl::StrCat(wait_ms)});
+  }
+  absl::StatusOr<std::vector<Reply>> r = client_->Pipeline(tag_, cmds, deadline);
+  if (!r.ok()) return r.status();
+  if (absl::Status st = redis::ReplyStatus(r->front(), what); !st.ok()) return st;
+  if (options_.min_replicas > 0) {
+    const Reply& wait = (*r)[1];
+    if (wait.is_error() || wait.integer < options_.min_replicas) {
+      return absl::UnavailableError(absl::StrCat(what, ": applied on the Redis master but only ",
+                                                 wait.integer, " of ", options_.min_replicas,
+                                                 " replicas confirmed it (--sync=replicated)"));
+    }
+  }
+  return std::move(r->front());
+}
+
+absl::StatusOr<uint64_t> RedisEventStore::Commit(const WriteBatch& batch, absl::Time now) {
+  std::vector<std::string> args;
+  args.reserve(6 + batch.events.size() * 5 + batch.ops.size() * 4);
+  args.push_back(tag_);
+  args.push_back(Token());
+  // Retries of one commit happen within one call's timeout.
+  args.push_back(
+      absl::StrCat(std::max<int64_t>(1000, 3 * absl::ToInt64Milliseconds(options_.timeout))));
+  args.push_back(absl::StrCat(ToMicros(now)));
+  args.push_back(absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.index_ttl))));
+  args.push_back(absl::StrCat(batch.events.size()));
+  for (const NewEvent* ev : batch.events) {
+    args.push_back(ev->type);
+    args.push_back(ev->correlation_id);
+    args.push_back(ev->subject);
+    args.push_back(absl::StrCat(ev->time_us));
+    args.push_back(ev->payload);
+  }
+  args.push_back(absl::StrCat(batch.ops.size()));
+  for (const GroupOp& op : batch.ops) {
+    const std::string& g = op.group.name;
+    switch (op.kind) {
+      case GroupOp::Kind::kUpsertGroup:
+        args.insert(args.end(),
+                    {"U", g, absl::StrJoin(op.group.types, ","), absl::StrCat(op.group.cursor),
+                     absl::StrCat(op.group.max_deliveries)});
+        break;
+      case GroupOp::Kind::kSetCursor:
+        args.insert(args.end(), {"C", g, absl::StrCat(op.group.cursor)});
+        break;
+      case GroupOp::Kind::kSetPending:
+        args.insert(args.end(), {"P", g, absl::StrCat(op.seq), absl::StrCat(op.attempts)});
+        break;
+      case GroupOp::Kind::kRemovePending:
+        args.insert(args.end(), {"R", g, absl::StrCat(op.seq)});
+        break;
+      case GroupOp::Kind::kDeadLetter:
+        args.insert(args.end(),
+                    {"D", g, absl::StrCat(op.seq), absl::StrCat(op.attempts),
+                     absl::StrCat(op.event ? ToMicros(op.event->ingest_time) : ToMicros(now)),
+                     op.event ? op.event->type : "", op.event ? op.event->payload : ""});
+        break;
+      case GroupOp::Kind::kRemoveDeadLetter:
+        args.insert(args.end(), {"X", g, absl::StrCat(op.seq)});
+        break;
+    }
+  }
+  absl::StatusOr<Reply> r = Write(commit_.Call({Key("seq")}, args), "commit");
+  if (!r.ok()) return r.status();
+  return static_cast<uint64_t>(r->integer);
+}
+
+absl::StatusOr<std::vector<EventPtr>> RedisEventStore::ReadAfter(uint64_t after_seq, size_t limit) {
+  return FromEntries(client_->Run(tag_,
+                                  {"XRANGE", Key("log"), absl::StrCat("(", after_seq, "-0"), "+",
+                                   "COUNT", absl::StrCat(std::max<size_t>(limit, 1))},
+                                  Deadline()),
+                     "read events");
+}
+
+absl::StatusOr<EventPtr> RedisEventStore::ReadOne(uint64_t seq) {
+  std::string id = absl::StrCat(seq, "-0");
+  absl::StatusOr<std::vector<EventPtr>> evs =
+      FromEntries(client_->Run(tag_, {"XRANGE", Key("log"), id, id}, Deadline()), "read event");
+  if (!evs.ok()) return evs.status();
+  if (evs->empty()) return absl::NotFoundError(absl::StrCat("event ", seq, " is not stored"));
+  return evs->front();
+}
+
+absl::StatusOr<std::vector<EventPtr>> RedisEventStore::Query(const HistoryQuery& q) {
+  std::vector<std::string> args = {
+      tag_,
+      absl::StrCat(std::max<size_t>(q.limit, 1)),
+      absl::StrCat(q.before_sequence),
+      q.since == absl::InfinitePast() ? "" : absl::StrCat(ToMicros(q.since)),
+      q.correlation_id,
+      q.subject,
+      absl::StrCat(q.exact_types.size())};
+  args.insert(args.end(), q.exact_types.begin(), q.exact_types.end());
+  args.push_back(absl::StrCat(q.type_prefixes.size()));
+  args.insert(args.end(), q.type_prefixes.begin(), q.type_prefixes.end());
+  absl::StatusOr<Reply> r = client_->Run(tag_, query_.Call({Key("log")}, args), Deadline());
+  if (!r.ok()) return r.status();
+  if (absl::Status st = redis::ReplyStatus(*r, "history query"); !st.ok()) return st;
+  std::vector<EventPtr> out;
+  for (size_t i = 0; i + 3 < r->elements.size(); i += 4) {
+    int64_t ingest = 0;
+    (void)absl::SimpleAtoi(r->elements[i + 1].str, &ingest);
+    out.push_back(MakeEvent(ParseU64(r->elements[i].str), ingest, std::move(r->elements[i + 2].str),
+                            std::move(r->elements[i + 3].str)));
+  }
+  return out;
+}
+
+absl::StatusOr<uint64_t> RedisEventStore::FirstSequenceAtOrAfter(absl::Time t) {
+  absl::StatusOr<Reply> r = client_->Run(
+      tag_, first_at_.Call({Key("log")}, {tag_, absl::StrCat(ToMicros(t))}), Deadline());
+  if (!r.ok()) return r.status();
+  if (absl::Status st = redis::ReplyStatus(*r, "first sequence at time"); !st.ok()) return st;
+  return static_cast<uint64_t>(r->integer);
+}
+
+absl::StatusOr<std::vector<EventPtr>> RedisEventStore::ReadIngestedSince(absl::Time since) {
+  absl::StatusOr<uint64_t> first = FirstSequenceAtOrAfter(since);
+  if (!first.ok()) return first.status();
+  std::vector<EventPtr> out;
+  uint64_t after = *first - 1;
+  while (true) {
+    absl::StatusOr<std::vector<EventPtr>> chunk = ReadAfter(after, 10000);
+    if (!chunk.ok()) return chunk.status();
+    if (chunk->empty()) return out;
+    after = chunk->back()->seq;
+    for (EventPtr& ev : *chunk) out.push_back(std::move(ev));
+  }
+}
+
+absl::StatusOr<StoreBounds> RedisEventStore::Bounds() {
+  absl::StatusOr<std::vector<Reply>> r = client_->Pipeline(
+      tag_,
+      {{"XRANGE", Key("log"), "-", "+", "COUNT", "1"}, {"XLEN", Key("log")}, {"GET", Key("seq")}},
+      Deadline());
+  if (!r.ok()) return r.status();
+  for (const Reply& x : *r) {
+    if (absl::Status st = redis::ReplyStatus(x, "bounds"); !st.ok()) return st;
+  }
+  StoreBounds b;
+  if (!(*r)[0].elements.empty()) b.first_seq = ParseU64((*r)[0].elements[0].elements[0].str);
+  b.count = static_cast<uint64_t>((*r)[1].integer);
+  b.last_seq = ParseU64((*r)[2].str);
+  return b;
+}
+
+absl::StatusOr<std::vector<GroupRecord>> RedisEventStore::LoadGroups() {
+  absl::StatusOr<Reply> names = client_->Run(tag_, {"SMEMBERS", Key("groups")}, Deadline());
+  if (!names.ok()) return names.status();
+  if (absl::Status st = redis::ReplyStatus(*names, "load groups"); !st.ok()) return st;
+  std::vector<std::string> sorted;
+  for (const Reply& n : names->elements) sorted.push_back(n.str);
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<Command> cmds;
+  for (const std::string& n : sorted) {
+    cmds.push_back({"HMGET", Key(absl::StrCat("g:", n)), "types", "cursor", "maxd"});
+  }
+  std::vector<GroupRecord> out;
+  if (cmds.empty()) return out;
+  absl::StatusOr<std::vector<Reply>> r = client_->Pipeline(tag_, cmds, Deadline());
+  if (!r.ok()) return r.status();
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    const Reply& h = (*r)[i];
+    if (absl::Status st = redis::ReplyStatus(h, "load groups"); !st.ok()) return st;
+    if (h.elements.size() < 3 || h.elements[1].is_nil()) continue;
+    GroupRecord g;
+    g.name = sorted[i];
+    if (!h.elements[0].str.empty()) g.types = absl::StrSplit(h.elements[0].str, ',');
+    g.cursor = ParseU64(h.elements[1].str);
+    g.max_deliveries = static_cast<uint32_t>(ParseU64(h.elements[2].str));
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<PendingRecord>> RedisEventStore::LoadPending(const std::string& group) {
+  absl::StatusOr<Reply> r =
+      client_->Run(tag_, {"HGETALL", Key(absl::StrCat("g:", group, ":pending"))}, Deadline());
+  if (!r.ok()) return r.status();
+  if (absl::Status st = redis::ReplyStatus(*r, "load pending"); !st.ok()) return st;
+  std::vector<PendingRecord> out;
+  for (size_t i = 0; i + 1 < r->elements.size(); i += 2) {
+    out.push_back(PendingRecord{ParseU64(r->elements[i].str),
+                                static_cast<uint32_t>(ParseU64(r->elements[i + 1].str))});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const PendingRecord& a, const PendingRecord& b) { return a.seq < b.seq; });
+  return out;
+}
+
+absl::StatusOr<std::vector<DeadLetterRecord>> RedisEventStore::ListDeadLetters(
+    const std::string& group, uint64_t after_seq, size_t limit) {
+  std::string gk = Key(absl::StrCat("g:", group));
+  absl::StatusOr<Reply> seqs =
+      client_->Run(tag_,
+                   {"ZRANGEBYSCORE", gk + ":dead", absl::StrCat("(", after_seq), "+inf", "LIMIT",
+                    "0", absl::StrCat(std::max<size_t>(limit, 1))},
+                   Deadline());
+  if (!seqs.ok()) return seqs.status();
+  if (absl::Status st = redis::ReplyStatus(*seqs, "list dead letters"); !st.ok()) return st;
+  std::vector<DeadLetterRecord> out;
+  if (seqs->elements.empty()) return out;
+  std::vector<Command> cmds;
+  for (const Reply& s : seqs->elements) {
+    cmds.push_back({"HMGET", absl::StrCat(gk, ":dl:", s.str), "a", "d", "i", "t", "p"});
+  }
+  absl::StatusOr<std::vector<Reply>> r = client_->Pipeline(tag_, cmds, Deadline());
+  if (!r.ok()) return r.status();
+  for (size_t i = 0; i < r->size(); ++i) {
+    Reply& h = (*r)[i];
+    if (absl::Status st = redis::ReplyStatus(h, "list dead letters"); !st.ok()) return st;
+    if (h.elements.size() < 5 || h.elements[0].is_nil()) continue;
+    int64_t dead_us = 0, ingest_us = 0;
+    (void)absl::SimpleAtoi(h.elements[1].str, &dead_us);
+    (void)absl::SimpleAtoi(h.elements[2].str, &ingest_us);
+    out.push_back(DeadLetterRecord{
+        group,
+        MakeEvent(ParseU64(seqs->elements[i].str), ingest_us, std::move(h.elements[3].str),
+                  std::move(h.elements[4].str)),
+        static_cast<uint32_t>(ParseU64(h.elements[0].str)), absl::FromUnixMicros(dead_us)});
+  }
+  return out;
+}
+
+absl::StatusOr<uint64_t> RedisEventStore::CountDeadLetters(const std::string& group) {
+  absl::StatusOr<Reply> r =
+      client_->Run(tag_, {"ZCARD", Key(absl::StrCat("g:", group, ":dead"))}, Deadline());
+  if (!r.ok()) return r.status();
+  if (absl::Status st = redis::ReplyStatus(*r, "count dead letters"); !st.ok()) return st;
+  return static_cast<uint64_t>(r->integer);
+}
+
+absl::StatusOr<uint64_t> RedisEventStore::ApplyRetention(absl::Time now, absl::Duration max_age,
+                                                         uint64_t max_count, uint64_t max_delete) {
+  absl::StatusOr<Reply> r =
+      Write(retention_.Call({Key("log")}, {tag_, absl::StrCat(ToMicros(now - max_age)),
+                                           absl::StrCat(max_count), absl::StrCat(max_delete)}),
+            "retention");
+  if (!r.ok()) return r.status();
+  return static_cast<uint64_t>(r->integer);
+}
+
+uint64_t RedisEventStore::StorageBytes() {
+  absl::StatusOr<Reply> r = client_->Run(tag_, {"MEMORY", "USAGE", Key("log")}, Deadline());
+  if (!r.ok() || r->type != Reply::Type::kInteger) return 0;
+  return static_cast<uint64_t>(r->integer);
+}
+
+}  // namespace switchboard::broker

@@ -1,0 +1,74 @@
+#ifndef SWITCHBOARD_SERVICES_EVENT_BROKER_REDIS_STORE_H_
+#define SWITCHBOARD_SERVICES_EVENT_BROKER_REDIS_STORE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "libs/redis/redis_client.h"
+#include "services/event_broker/event_store.h"
+
+namespace switchboard::broker {
+
+struct RedisStoreOptions {
+  // Every key starts with "{prefix}:": one Cluster slot per deployment.
+  std::string prefix = "switchboard";
+  // 0: a write is acknowledged once the master applied it (--sync=normal).
+  // N: also once WAIT saw N replicas have it (--sync=replicated).
+  int min_replicas = 0;
+  // How long one store call may take, retries on Cluster failover included.
+  absl::Duration timeout = absl::Seconds(5);
+  // Correlation-id and subject indexes outlive their newest event by this
+  // (set it to the retention age).
+  absl::Duration index_ttl = absl::Hours(24 * 7);
+};
+
+// Checks a --redis_prefix: letters, digits and "_-.:", 1 to 64 of them.
+absl::Status ValidateRedisPrefix(const std::string& prefix);
+
+// The log and group state in Redis: a stream with the sequence as entry id,
+// secondary indexes for history, hashes and sorted sets for groups, every
+// multi-key change one Lua script. See redis_scripts.h for the keys.
+class RedisEventStore : public EventStore {
+ public:
+  RedisEventStore(std::unique_ptr<redis::RedisClient> client, RedisStoreOptions options);
+
+  // PING; UNAVAILABLE while Redis cannot be reached.
+  absl::Status Check() override;
+
+  absl::StatusOr<uint64_t> Commit(const WriteBatch& batch, absl::Time now) override;
+  absl::StatusOr<std::vector<EventPtr>> ReadAfter(uint64_t after_seq, size_t limit) override;
+  absl::StatusOr<EventPtr> ReadOne(uint64_t seq) override;
+  absl::StatusOr<std::vector<EventPtr>> Query(const HistoryQuery& query) override;
+  absl::StatusOr<uint64_t> FirstSequenceAtOrAfter(absl::Time t) override;
+  absl::StatusOr<std::vector<EventPtr>> ReadIngestedSince(absl::Time since) override;
+  absl::StatusOr<StoreBounds> Bounds() override;
+  absl::StatusOr<std::vector<GroupRecord>> LoadGroups() override;
+  absl::StatusOr<std::vector<PendingRecord>> LoadPending(const std::string& group) override;
+  absl::StatusOr<std::vector<DeadLetterRecord>> ListDeadLetters(const std::string& group,
+                                                                uint64_t after_seq,
+                                                                size_t limit) override;
+  absl::StatusOr<uint64_t> CountDeadLetters(const std::string& group) override;
+  absl::StatusOr<uint64_t> ApplyRetention(absl::Time now, absl::Duration max_age,
+                                          uint64_t max_count, uint64_t max_delete) override;
+  uint64_t StorageBytes() override;
+
+ private:
+  std::string Key(absl::string_view suffix) const;
+  absl::Time Deadline() const { return absl::Now() + options_.timeout; }
+  // Runs a write followed by WAIT when min_replicas asks for it.
+  absl::StatusOr<redis::Reply> Write(redis::Command command, absl::string_view what);
+
+  std::unique_ptr<redis::RedisClient> client_;
+  const RedisStoreOptions options_;
+  const std::string tag_;  // "{prefix}"
+  const redis::Script commit_;
+  const redis::Script first_at_;
+  const redis::Script retention_;
+  const redis::Script query_;
+};
+
+}  // namespace switchboard::broker
+
+#endif  // SWITCHBOARD_SERVICES_EVENT_BROKER_REDIS_STORE_H_
