@@ -3,6 +3,7 @@
 // back (publishes fail fast, readiness follows, everything acked survives).
 #include <fstream>
 
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/broker_it_util.h"
 
 namespace switchboard::broker_it {
@@ -100,6 +101,167 @@ TEST(BrokerRedisOutageTest, PublishesFailFastWhileRedisIsDownAndResumeAfter) {
   std::set<uint64_t> stored;
   for (const auto& ev : AllEvents(stub.get())) stored.insert(ev.sequence());
   for (uint64_t s : acked) EXPECT_TRUE(stored.count(s)) << "acked event " << s << " lost";
+}
+
+// Publishes with client ids from a thread, recording every acknowledged one;
+// a publish that fails is retried with the same id (the broker deduplicates).
+class Publisher {
+ public:
+  explicit Publisher(EventBroker::Stub* stub) : stub_(stub) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~Publisher() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  size_t acked() {
+    absl::MutexLock lock(&mu_);
+    return acked_.size();
+  }
+  size_t failures() {
+    absl::MutexLock lock(&mu_);
+    return failures_;
+  }
+  std::map<std::string, uint64_t> Acked() {
+    absl::MutexLock lock(&mu_);
+    return acked_;
+  }
+
+ private:
+  void Run() {
+    int i = 0;
+    while (!stop_) {
+      std::string id = absl::StrCat("pub-", i);
+      broker::v1::PublishResponse resp;
+      grpc::Status st = Publish(stub_, MakeEvent("order.created", id), &resp);
+      absl::MutexLock lock(&mu_);
+      if (st.ok()) {
+        acked_[id] = resp.sequence();
+        ++i;
+      } else {
+        ++failures_;
+        auto stopping = [this] { return stop_.load(); };
+        mu_.AwaitWithTimeout(absl::Condition(&stopping), absl::Milliseconds(20));
+      }
+    }
+  }
+
+  EventBroker::Stub* stub_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  absl::Mutex mu_;
+  std::map<std::string, uint64_t> acked_ ABSL_GUARDED_BY(mu_);
+  size_t failures_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Every acknowledged publish is stored under the sequence it was acked with,
+// and no sequence was handed out twice.
+void ExpectAllAckedStored(EventBroker::Stub* stub, const std::map<std::string, uint64_t>& acked) {
+  std::map<uint64_t, std::string> stored;
+  for (const auto& ev : AllEvents(stub)) stored[ev.sequence()] = ev.id();
+  std::set<uint64_t> seqs;
+  for (const auto& [id, seq] : acked) {
+    EXPECT_TRUE(seqs.insert(seq).second) << "sequence " << seq << " acked twice";
+    auto it = stored.find(seq);
+    ASSERT_TRUE(it != stored.end()) << "acked publish " << id << " (sequence " << seq << ") lost";
+    EXPECT_EQ(it->second, id);
+  }
+}
+
+TEST(BrokerRedisOutageTest, RedisKilledDuringPublishesLosesNothingAcknowledged) {
+  RedisOptions opts;
+  opts.appendfsync = "always";
+  absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start(opts);
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  auto broker = testing::ServiceProcess::Start(
+      BROKER_BIN, {"--store=" + (*redis)->url(), "--redis_timeout=2s"});
+  ASSERT_TRUE(broker.ok()) << broker.status();
+  auto stub = Connect(**broker);
+  Publisher pub(stub.get());
+  ASSERT_TRUE(WaitUntil([&] { return pub.acked() >= 200; }, absl::Seconds(30)));
+  (*redis)->Kill9();
+  size_t at_kill = pub.acked();
+  ASSERT_TRUE(WaitUntil([&] { return pub.failures() > 0; }, absl::Seconds(10)));
+  ASSERT_TRUE((*redis)->Restart().ok());
+  // The broker recovers on its own: publishing resumes.
+  ASSERT_TRUE(WaitUntil([&] { return pub.acked() >= at_kill + 200; }, absl::Seconds(30)))
+      << (*broker)->Log();
+  pub.Stop();
+  ExpectAllAckedStored(stub.get(), pub.Acked());
+}
+
+TEST(BrokerRedisClusterTest, MasterFailoverWithSyncReplicatedLosesNothingAcknowledged) {
+  absl::StatusOr<std::unique_ptr<testing::RedisCluster>> cluster =
+      testing::RedisCluster::Start(3, 1);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  auto broker = testing::ServiceProcess::Start(
+      BROKER_BIN, {"--store=" + (*cluster)->url(), "--sync=replicated", "--redis_min_replicas=1",
+                   "--redis_timeout=10s", "--redis_prefix=shop"});
+  ASSERT_TRUE(broker.ok()) << broker.status();
+  auto stub = Connect(**broker);
+  Publisher pub(stub.get());
+  ASSERT_TRUE(WaitUntil([&] { return pub.acked() >= 200; }, absl::Seconds(30)));
+  int slot = testing::RedisKeySlot("{shop}");
+  absl::StatusOr<size_t> master = (*cluster)->MasterOf(slot);
+  ASSERT_TRUE(master.ok()) << master.status();
+  (*cluster)->node(*master)->Kill9();
+  size_t at_kill = pub.acked();
+  absl::StatusOr<size_t> promoted = (*cluster)->WaitForNewMaster(slot, *master, absl::Seconds(30));
+  ASSERT_TRUE(promoted.ok()) << promoted.status();
+  // The old master comes back as the new master's replica, so WAIT can
+  // confirm writes again; no broker is restarted.
+  ASSERT_TRUE((*cluster)->node(*master)->Restart().ok());
+  ASSERT_TRUE(WaitUntil([&] { return pub.acked() >= at_kill + 200; }, absl::Seconds(60)))
+      << (*broker)->Log();
+  pub.Stop();
+  ExpectAllAckedStored(stub.get(), pub.Acked());
+}
+
+TEST(BrokerRedisOutageTest, StartsBeforeRedisAndServesOnceItComes) {
+  // A port nothing listens on yet: Redis will be started there later.
+  absl::StatusOr<std::unique_ptr<RedisServer>> probe = RedisServer::Start();
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  std::string url = (*probe)->url();
+  (*probe)->Kill9();
+  auto broker = testing::ServiceProcess::Start(BROKER_BIN, {"--store=" + url});
+  ASSERT_TRUE(broker.ok()) << broker.status();
+  EXPECT_EQ(HttpRequest((*broker)->http_addr(), "GET", "/readyz").status, 503);
+  EXPECT_EQ(HttpRequest((*broker)->http_addr(), "GET", "/healthz").status, 200);
+  EXPECT_EQ(HttpRequest((*broker)->http_addr(), "GET", "/api/events/stats").status, 503);
+  auto channel = grpc::CreateChannel((*broker)->grpc_addr(), grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  auto serving = [&] {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::Status st = health->Check(&ctx, req, &resp);
+    return st.ok() ? resp.status() : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  };
+  EXPECT_EQ(serving(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  auto stub = EventBroker::NewStub(channel);
+  broker::v1::PublishResponse resp;
+  grpc::Status early = Publish(stub.get(), MakeEvent("order.created"), &resp);
+  EXPECT_EQ(early.error_code(), grpc::StatusCode::UNAVAILABLE) << early.error_message();
+  {
+    grpc::ClientContext ctx;
+    broker::v1::Delivery d;
+    auto reader = stub->Subscribe(&ctx, SubscribeRequest());
+    EXPECT_FALSE(reader->Read(&d));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+
+  ASSERT_TRUE((*probe)->Restart().ok());
+  EXPECT_TRUE(WaitUntil([&] { return serving() == grpc::health::v1::HealthCheckResponse::SERVING; },
+                        absl::Seconds(20)))
+      << (*broker)->Log();
+  EXPECT_EQ(HttpRequest((*broker)->http_addr(), "GET", "/readyz").status, 200);
+  EXPECT_TRUE(Publish(stub.get(), MakeEvent("order.created"), &resp).ok());
+  EXPECT_EQ(resp.sequence(), 1u);
+  // SIGTERM while waiting for Redis also exits cleanly.
+  auto waiting = testing::ServiceProcess::Start(BROKER_BIN, {"--store=redis://127.0.0.1:1"});
+  ASSERT_TRUE(waiting.ok()) << waiting.status();
+  EXPECT_EQ((*waiting)->Terminate(absl::Seconds(10)), 0);
 }
 
 }  // namespace

@@ -267,6 +267,21 @@ class Broker {
   std::thread housekeeper_;
 };
 
+// The broker once it exists. main starts the edges before the store can be
+// reached (Redis may come up later, and meanwhile health says NOT_SERVING);
+// until set() they answer UNAVAILABLE.
+class BrokerSlot {
+ public:
+  Broker* get() const { return broker_.load(std::memory_order_acquire); }
+  void set(Broker* broker) { broker_.store(broker, std::memory_order_release); }
+  static absl::Status NotReady() {
+    return absl::UnavailableError("event-broker: the store is not reachable yet; retry shortly");
+  }
+
+ private:
+  std::atomic<Broker*> broker_{nullptr};
+};
+
 }  // namespace switchboard::broker
 
 #endif  // SWITCHBOARD_SERVICES_EVENT_BROKER_BROKER_H_

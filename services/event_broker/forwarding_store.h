@@ -51,6 +51,7 @@ class ForwardingEventStore : public EventStore {
   }
   uint64_t StorageBytes() override { return inner_->StorageBytes(); }
   void Maintain() override { inner_->Maintain(); }
+  absl::Status Check() override { return inner_->Check(); }
 
  private:
   std::unique_ptr<EventStore> inner_;

@@ -24,6 +24,12 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
   // `slow` runs the subscribe when finding its start reads the store
   // (start=TIME), so that never happens on a gRPC reaction thread.
   SubscribeReactor(Broker* broker, Executor* slow, const grpc::ByteBuffer* request_bytes) {
+    if (broker == nullptr) {
+      absl::MutexLock lock(&mu_);
+      finished_ = true;
+      Finish(ToGrpcStatus(BrokerSlot::NotReady()));
+      return;
+    }
     auto request = std::make_shared<v1::SubscribeRequest>();
     absl::Status parsed = ParseRequest(*request_bytes, request.get());
     if (parsed.ok() && request->start() == v1::SubscribeRequest::TIME) {
@@ -192,8 +198,13 @@ grpc::ServerUnaryReactor* EventBrokerService::Publish(grpc::CallbackServerContex
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "event: required"));
     return reactor;
   }
+  Broker* broker = broker_->get();
+  if (broker == nullptr) {
+    reactor->Finish(ToGrpcStatus(BrokerSlot::NotReady()));
+    return reactor;
+  }
   events::v1::Event* event = request->mutable_event();
-  PublishAndAnswer<v1::PublishResponse>(broker_, reactor, response_bytes,
+  PublishAndAnswer<v1::PublishResponse>(broker, reactor, response_bytes,
                                         absl::MakeConstSpan(&event, 1), "event",
                                         [](const std::vector<PublishResult>& r,
                                            v1::PublishResponse* out) { ToProto(r.front(), out); });
@@ -212,11 +223,16 @@ grpc::ServerUnaryReactor* EventBrokerService::PublishBatch(grpc::CallbackServerC
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
+  Broker* broker = broker_->get();
+  if (broker == nullptr) {
+    reactor->Finish(ToGrpcStatus(BrokerSlot::NotReady()));
+    return reactor;
+  }
   std::vector<events::v1::Event*> events;
   events.reserve(request->events_size());
   for (events::v1::Event& e : *request->mutable_events()) events.push_back(&e);
   PublishAndAnswer<v1::PublishBatchResponse>(
-      broker_, reactor, response_bytes, absl::MakeConstSpan(events), "events",
+      broker, reactor, response_bytes, absl::MakeConstSpan(events), "events",
       [](const std::vector<PublishResult>& r, v1::PublishBatchResponse* out) {
         for (const PublishResult& p : r) ToProto(p, out->add_results());
       });
@@ -225,52 +241,75 @@ grpc::ServerUnaryReactor* EventBrokerService::PublishBatch(grpc::CallbackServerC
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* EventBrokerService::Subscribe(
     grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
-  return new SubscribeReactor(broker_, &slow_, request);
+  return new SubscribeReactor(broker_->get(), &slow_, request);
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::Ack(grpc::CallbackServerContext* ctx,
                                                   const v1::AckRequest* request,
                                                   v1::AckResponse* response) {
-  return FinishUnary(ctx, broker_->Ack(*request), response);
+  Broker* broker = broker_->get();
+  if (broker == nullptr)
+    return FinishUnary(ctx, absl::StatusOr<v1::AckResponse>(BrokerSlot::NotReady()), response);
+  return FinishUnary(ctx, broker->Ack(*request), response);
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::Nack(grpc::CallbackServerContext* ctx,
                                                    const v1::NackRequest* request,
                                                    v1::NackResponse* response) {
-  return FinishUnary(ctx, broker_->Nack(*request), response);
+  Broker* broker = broker_->get();
+  if (broker == nullptr)
+    return FinishUnary(ctx, absl::StatusOr<v1::NackResponse>(BrokerSlot::NotReady()), response);
+  return FinishUnary(ctx, broker->Nack(*request), response);
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::ModifyAckDeadline(
     grpc::CallbackServerContext* ctx, const v1::ModifyAckDeadlineRequest* request,
     v1::ModifyAckDeadlineResponse* response) {
-  return FinishUnary(ctx, broker_->ModifyAckDeadline(*request), response);
+  Broker* broker = broker_->get();
+  if (broker == nullptr)
+    return FinishUnary(ctx, absl::StatusOr<v1::ModifyAckDeadlineResponse>(BrokerSlot::NotReady()),
+                       response);
+  return FinishUnary(ctx, broker->ModifyAckDeadline(*request), response);
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::GetEventHistory(
     grpc::CallbackServerContext* ctx, const v1::GetEventHistoryRequest* request,
     v1::GetEventHistoryResponse* response) {
-  return FinishOnExecutor(ctx, &slow_, response,
-                          [this, request] { return broker_->GetEventHistory(*request); });
+  return FinishOnExecutor(ctx, &slow_, response, [this, request] {
+    Broker* b = broker_->get();
+    if (b == nullptr) return absl::StatusOr<v1::GetEventHistoryResponse>(BrokerSlot::NotReady());
+    return b->GetEventHistory(*request);
+  });
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::GetStats(grpc::CallbackServerContext* ctx,
                                                        const v1::GetStatsRequest* request,
                                                        v1::GetStatsResponse* response) {
-  return FinishOnExecutor(ctx, &slow_, response, [this, request] { return broker_->GetStats(); });
+  return FinishOnExecutor(ctx, &slow_, response, [this, request] {
+    Broker* b = broker_->get();
+    if (b == nullptr) return absl::StatusOr<v1::GetStatsResponse>(BrokerSlot::NotReady());
+    return b->GetStats();
+  });
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::ListDeadLetters(
     grpc::CallbackServerContext* ctx, const v1::ListDeadLettersRequest* request,
     v1::ListDeadLettersResponse* response) {
-  return FinishOnExecutor(ctx, &slow_, response,
-                          [this, request] { return broker_->ListDeadLetters(*request); });
+  return FinishOnExecutor(ctx, &slow_, response, [this, request] {
+    Broker* b = broker_->get();
+    if (b == nullptr) return absl::StatusOr<v1::ListDeadLettersResponse>(BrokerSlot::NotReady());
+    return b->ListDeadLetters(*request);
+  });
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::ReplayDeadLetters(
     grpc::CallbackServerContext* ctx, const v1::ReplayDeadLettersRequest* request,
     v1::ReplayDeadLettersResponse* response) {
-  return FinishOnExecutor(ctx, &slow_, response,
-                          [this, request] { return broker_->ReplayDeadLetters(*request); });
+  return FinishOnExecutor(ctx, &slow_, response, [this, request] {
+    Broker* b = broker_->get();
+    if (b == nullptr) return absl::StatusOr<v1::ReplayDeadLettersResponse>(BrokerSlot::NotReady());
+    return b->ReplayDeadLetters(*request);
+  });
 }
 
 }  // namespace switchboard::broker

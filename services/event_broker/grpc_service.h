@@ -20,7 +20,7 @@ using EventBrokerServiceBase = v1::EventBroker::WithRawCallbackMethod_Publish<
 
 class EventBrokerService final : public EventBrokerServiceBase {
  public:
-  explicit EventBrokerService(Broker* broker) : broker_(broker), slow_("sb-grpc-slow", 2, 256) {}
+  explicit EventBrokerService(BrokerSlot* broker) : broker_(broker), slow_("sb-grpc-slow", 2, 256) {}
 
   grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
                                     const grpc::ByteBuffer* request,
@@ -51,7 +51,7 @@ class EventBrokerService final : public EventBrokerServiceBase {
                                               v1::ReplayDeadLettersResponse* response) override;
 
  private:
-  Broker* const broker_;
+  BrokerSlot* const broker_;
   // History, stats and dead letters query the store (and Replay waits for
   // the writer): they run here, never on a gRPC reaction thread.
   Executor slow_;

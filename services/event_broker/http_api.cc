@@ -43,60 +43,75 @@ absl::StatusOr<v1::GetEventHistoryRequest> HistoryRequestFromQuery(
   return req;
 }
 
+// The handler with the broker, or 503 while there is none yet.
+template <typename Handler>
+HttpHandler WithBroker(BrokerSlot* slot, Handler handler) {
+  return [slot, handler](const HttpRequest& req) {
+    Broker* broker = slot->get();
+    if (broker == nullptr) return ErrorResponse(BrokerSlot::NotReady());
+    return handler(broker, req);
+  };
+}
+
 }  // namespace
 
-void RegisterBrokerHttpApi(AdminHttpServer* http, Broker* broker) {
-  http->Route("GET", "/api/events/stats",
-              [broker](const HttpRequest&) { return JsonAnswer(broker->GetStats()); });
+void RegisterBrokerHttpApi(AdminHttpServer* http, BrokerSlot* slot) {
+  http->Route("GET", "/api/events/stats", WithBroker(slot, [](Broker* broker, const HttpRequest&) {
+                return JsonAnswer(broker->GetStats());
+              }));
 
-  http->Route("GET", "/api/events/history", [broker](const HttpRequest& req) {
-    absl::StatusOr<v1::GetEventHistoryRequest> r = HistoryRequestFromQuery(req.query);
-    if (!r.ok()) return ErrorResponse(r.status());
-    return JsonAnswer(broker->GetEventHistory(*r));
-  });
+  http->Route("GET", "/api/events/history",
+              WithBroker(slot, [](Broker* broker, const HttpRequest& req) {
+                absl::StatusOr<v1::GetEventHistoryRequest> r = HistoryRequestFromQuery(req.query);
+                if (!r.ok()) return ErrorResponse(r.status());
+                return JsonAnswer(broker->GetEventHistory(*r));
+              }));
 
   // Publishes the event in the body (protobuf JSON of Event), or a sample
   // test event when the body is empty.
-  http->Route("POST", "/api/events/test", [broker](const HttpRequest& req) {
-    events::v1::Event event;
-    if (req.body.find_first_not_of(" \t\r\n") != std::string::npos) {
-      if (absl::Status s = JsonToProto(req.body, &event); !s.ok()) return ErrorResponse(s);
-    } else {
-      event.set_type("system.test");
-      event.set_source("event-broker");
-      (*event.mutable_data()->mutable_fields())["message"].set_string_value("test event");
-    }
-    absl::StatusOr<std::vector<PublishResult>> r = broker->PublishAndWait({std::move(event)});
-    if (!r.ok()) return ErrorResponse(r.status());
-    v1::PublishResponse resp;
-    resp.set_id(r->front().id);
-    resp.set_sequence(r->front().sequence);
-    resp.set_duplicate(r->front().duplicate);
-    return HttpResponse{200, "application/json", ProtoToJson(resp)};
-  });
+  http->Route(
+      "POST", "/api/events/test", WithBroker(slot, [](Broker* broker, const HttpRequest& req) {
+        events::v1::Event event;
+        if (req.body.find_first_not_of(" \t\r\n") != std::string::npos) {
+          if (absl::Status s = JsonToProto(req.body, &event); !s.ok()) return ErrorResponse(s);
+        } else {
+          event.set_type("system.test");
+          event.set_source("event-broker");
+          (*event.mutable_data()->mutable_fields())["message"].set_string_value("test event");
+        }
+        absl::StatusOr<std::vector<PublishResult>> r = broker->PublishAndWait({std::move(event)});
+        if (!r.ok()) return ErrorResponse(r.status());
+        v1::PublishResponse resp;
+        resp.set_id(r->front().id);
+        resp.set_sequence(r->front().sequence);
+        resp.set_duplicate(r->front().duplicate);
+        return HttpResponse{200, "application/json", ProtoToJson(resp)};
+      }));
 
-  http->Route("GET", "/health/events", [broker](const HttpRequest&) {
-    absl::StatusOr<v1::GetStatsResponse> stats = broker->GetStats();
-    if (!stats.ok()) {
-      return HttpResponse{503, "application/json",
-                          absl::StrCat("{\"status\":\"unhealthy\",\"error\":",
-                                       JsonQuote(stats.status().ToString()), "}")};
-    }
-    // The webhook side as the broker sees it: its consumer group.
-    std::string webhooks = "{\"group\":\"webhook-delivery\",\"connected\":false}";
-    for (const v1::GroupStats& g : stats->groups()) {
-      if (g.name() != "webhook-delivery") continue;
-      webhooks = absl::StrCat("{\"group\":\"webhook-delivery\",\"connected\":",
-                              g.members() > 0 ? "true" : "false", ",\"pending\":", g.pending(),
-                              ",\"lag\":", g.lag(), ",\"deadLettered\":", g.dead_lettered(), "}");
-    }
-    return HttpResponse{
-        200, "application/json",
-        absl::StrCat("{\"status\":\"healthy\",\"eventBus\":{\"active\":true,\"subscribers\":",
-                     stats->active_subscribers(), ",\"totalEvents\":", stats->total_events(),
-                     ",\"lastSequence\":", stats->last_sequence(), "},\"webhooks\":", webhooks,
-                     "}")};
-  });
+  http->Route(
+      "GET", "/health/events", WithBroker(slot, [](Broker* broker, const HttpRequest&) {
+        absl::StatusOr<v1::GetStatsResponse> stats = broker->GetStats();
+        if (!stats.ok()) {
+          return HttpResponse{503, "application/json",
+                              absl::StrCat("{\"status\":\"unhealthy\",\"error\":",
+                                           JsonQuote(stats.status().ToString()), "}")};
+        }
+        // The webhook side as the broker sees it: its consumer group.
+        std::string webhooks = "{\"group\":\"webhook-delivery\",\"connected\":false}";
+        for (const v1::GroupStats& g : stats->groups()) {
+          if (g.name() != "webhook-delivery") continue;
+          webhooks = absl::StrCat(
+              "{\"group\":\"webhook-delivery\",\"connected\":", g.members() > 0 ? "true" : "false",
+              ",\"pending\":", g.pending(), ",\"lag\":", g.lag(),
+              ",\"deadLettered\":", g.dead_lettered(), "}");
+        }
+        return HttpResponse{
+            200, "application/json",
+            absl::StrCat("{\"status\":\"healthy\",\"eventBus\":{\"active\":true,\"subscribers\":",
+                         stats->active_subscribers(), ",\"totalEvents\":", stats->total_events(),
+                         ",\"lastSequence\":", stats->last_sequence(), "},\"webhooks\":", webhooks,
+                         "}")};
+      }));
 }
 
 }  // namespace switchboard::broker

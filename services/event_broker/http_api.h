@@ -9,7 +9,8 @@ namespace switchboard::broker {
 // The JSON API of SPEC §6 on the admin port, over the same Broker calls as
 // gRPC: GET /api/events/stats, GET /api/events/history, POST /api/events/test,
 // GET /health/events.
-void RegisterBrokerHttpApi(AdminHttpServer* http, Broker* broker);
+// Until the slot holds a broker every route answers 503.
+void RegisterBrokerHttpApi(AdminHttpServer* http, BrokerSlot* slot);
 
 }  // namespace switchboard::broker
 

@@ -145,56 +145,73 @@ int Run() {
     LogWarn("store throttled for a test", {{"bytes_per_sec", rate}});
     event_store = std::make_unique<ThrottledEventStore>(std::move(event_store), rate);
   }
-  // A store that cannot be reached yet (Redis starting) is waited for;
-  // SIGTERM still ends the wait.
-  absl::StatusOr<std::unique_ptr<Broker>> broker;
-  Backoff backoff(BackoffPolicy{absl::Milliseconds(200), 2.0, absl::Seconds(5), 0.2});
-  while (true) {
-    absl::Status reachable = event_store->Check();
-    if (reachable.ok()) {
-      broker = Broker::Create(config, std::move(event_store), RealClock::Get(), &metrics);
-      break;
+  // The broker needs its store to recover. A store that cannot be reached
+  // yet (Redis still starting) is waited for with the edges already up,
+  // answering UNAVAILABLE and NOT_SERVING; SIGTERM ends the wait.
+  BrokerSlot slot;
+  std::unique_ptr<Broker> broker;
+  // 0: broker created; 1: not yet (retry); 2: never (bad credentials).
+  auto try_create = [&]() -> int {
+    if (event_store == nullptr) {  // a failed Broker::Create consumed it
+      absl::StatusOr<std::unique_ptr<EventStore>> again =
+          OpenEventStore(settings, &redis_metrics, &store_description);
+      if (!again.ok()) return 1;
+      event_store = *std::move(again);
     }
+    absl::Status reachable = event_store->Check();
     if (absl::IsUnauthenticated(reachable) || absl::IsFailedPrecondition(reachable)) {
       LogError("bad flag", {{"error", absl::StrCat("store: ", reachable.message())}});
       return 2;
     }
-    absl::Duration wait = backoff.Next();
-    LogWarn("store not reachable yet", {{"error", std::string(reachable.message())},
-                                        {"retry_ms", absl::ToInt64Milliseconds(wait)}});
-    if (WaitForShutdownSignalFor(wait)) return 0;
-  }
-  if (!broker.ok()) {
-    LogError("cannot start broker", {{"error", broker.status().ToString()}});
-    return 1;
-  }
+    absl::StatusOr<std::unique_ptr<Broker>> created =
+        reachable.ok() ? Broker::Create(config, std::move(event_store), RealClock::Get(), &metrics)
+                       : absl::StatusOr<std::unique_ptr<Broker>>(reachable);
+    if (!created.ok()) {
+      LogWarn("store not reachable yet", {{"error", std::string(created.status().message())}});
+      return 1;
+    }
+    broker = *std::move(created);
+    slot.set(broker.get());
+    return 0;
+  };
+  if (try_create() == 2) return 2;
 
-  EventBrokerService service(broker->get());
+  EventBrokerService service(&slot);
   edges.set_grpc_memory_quota(absl::GetFlag(FLAGS_grpc_memory_quota_bytes));
-  RegisterBrokerHttpApi(&edges.http(), broker->get());
+  RegisterBrokerHttpApi(&edges.http(), &slot);
   if (absl::Status st =
           edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr), {&service},
-                      [b = broker->get()] { return b->store_reachable(); },
+                      [&slot] {
+                        Broker* b = slot.get();
+                        return b != nullptr && b->store_reachable();
+                      },
                       {{"store", store_description}, {"sync", absl::GetFlag(FLAGS_sync)}});
       !st.ok()) {
     LogError("cannot start", {{"error", st.ToString()}});
     return 1;
   }
-
-  // gRPC health follows the store's reachability, like /readyz.
-  while (!WaitForShutdownSignalFor(absl::Seconds(1))) {
-    edges.SetServing((*broker)->store_reachable());
+  Backoff backoff(BackoffPolicy{absl::Milliseconds(200), 2.0, absl::Seconds(5), 0.2});
+  int exit_code = 0;
+  while (true) {
+    edges.SetServing(broker != nullptr && broker->store_reachable());
+    if (WaitForShutdownSignalFor(broker != nullptr ? absl::Seconds(1) : backoff.Next())) break;
+    if (broker == nullptr) {
+      if (int r = try_create(); r == 2) {
+        exit_code = 2;
+        break;
+      }
+    }
   }
   LogInfo("shutting down");
   edges.BeginShutdown();
   // Ends streams (clients reconnect elsewhere) and commits accepted publishes.
   absl::Time t0 = absl::Now();
-  (*broker)->Shutdown();
+  if (broker != nullptr) broker->Shutdown();
   absl::Time t1 = absl::Now();
   edges.Stop(absl::GetFlag(FLAGS_shutdown_grace));
   LogInfo("stopped", {{"broker_ms", absl::ToInt64Milliseconds(t1 - t0)},
                       {"edges_ms", absl::ToInt64Milliseconds(absl::Now() - t1)}});
-  return 0;
+  return exit_code;
 }
 
 }  // namespace
