@@ -264,5 +264,87 @@ TEST(BrokerRedisOutageTest, StartsBeforeRedisAndServesOnceItComes) {
   EXPECT_EQ((*waiting)->Terminate(absl::Seconds(10)), 0);
 }
 
+// Three brokers on one Redis behave as one: publishes spread over them share
+// one sequence, dedupe works across them, every broadcast subscriber on every
+// replica sees every event in order, history and stats answer for all.
+TEST(BrokerReplicasTest, ThreeReplicasOnOneRedisActAsOneBroker) {
+  absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  std::vector<std::unique_ptr<testing::ServiceProcess>> brokers;
+  std::vector<std::unique_ptr<EventBroker::Stub>> stubs;
+  for (int i = 0; i < 3; ++i) {
+    auto b = testing::ServiceProcess::Start(BROKER_BIN, {"--store=" + (*redis)->url()});
+    ASSERT_TRUE(b.ok()) << b.status();
+    stubs.push_back(Connect(**b));
+    brokers.push_back(*std::move(b));
+  }
+  std::vector<std::unique_ptr<Collector>> subscribers;
+  for (auto& stub : stubs) {
+    SubscribeRequest req;
+    req.add_types("order.*");
+    subscribers.push_back(std::make_unique<Collector>(stub.get(), req));
+  }
+  constexpr int kEvents = 300;
+  std::map<uint64_t, std::string> acked;
+  for (int i = 0; i < kEvents; ++i) {
+    broker::v1::PublishResponse resp;
+    ASSERT_TRUE(
+        Publish(stubs[i % 3].get(), MakeEvent("order.created", absl::StrCat("ev-", i)), &resp)
+            .ok());
+    EXPECT_FALSE(resp.duplicate());
+    EXPECT_TRUE(acked.emplace(resp.sequence(), resp.id()).second)
+        << "sequence " << resp.sequence() << " handed out twice";
+  }
+  // A retry through another replica is recognised.
+  broker::v1::PublishResponse dup;
+  ASSERT_TRUE(Publish(stubs[1].get(), MakeEvent("order.created", "ev-0"), &dup).ok());
+  EXPECT_TRUE(dup.duplicate());
+  EXPECT_EQ(dup.sequence(), acked.begin()->first);
+
+  for (size_t r = 0; r < subscribers.size(); ++r) {
+    ASSERT_TRUE(subscribers[r]->WaitForCount(kEvents)) << "replica " << r;
+    std::vector<Delivery> got = subscribers[r]->Got();
+    ASSERT_EQ(got.size(), static_cast<size_t>(kEvents)) << "replica " << r;
+    uint64_t prev = 0;
+    for (const Delivery& d : got) {
+      EXPECT_GT(d.event().sequence(), prev) << "replica " << r << " out of order";
+      prev = d.event().sequence();
+      EXPECT_EQ(acked[d.event().sequence()], d.event().id());
+    }
+  }
+  for (auto& stub : stubs) {
+    broker::v1::GetEventHistoryRequest req;
+    req.set_correlation_id("corr-1");
+    req.set_limit(1000);
+    broker::v1::GetEventHistoryResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->GetEventHistory(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.events_size(), kEvents);
+  }
+  // Every replica's stats count every replica's subscribers.
+  auto subscribers_seen = [&](EventBroker::Stub* stub) {
+    broker::v1::GetStatsResponse stats;
+    grpc::ClientContext ctx;
+    if (!stub->GetStats(&ctx, {}, &stats).ok()) return -1;
+    return static_cast<int>(stats.active_subscribers());
+  };
+  for (auto& stub : stubs) {
+    EXPECT_TRUE(WaitUntil([&] { return subscribers_seen(stub.get()) == 3; }, absl::Seconds(10)))
+        << subscribers_seen(stub.get());
+  }
+
+  // kill -9 of one replica mid-stream: the others go on, nothing acked is lost.
+  Publisher pub(stubs[0].get());
+  ASSERT_TRUE(WaitUntil([&] { return pub.acked() >= 50; }, absl::Seconds(20)));
+  brokers[2]->Kill9();
+  ASSERT_TRUE(WaitUntil([&] { return pub.acked() >= 150; }, absl::Seconds(20)));
+  pub.Stop();
+  ExpectAllAckedStored(stubs[1].get(), pub.Acked());
+  size_t total = kEvents + pub.acked();
+  EXPECT_TRUE(subscribers[1]->WaitForCount(total)) << subscribers[1]->Count() << " of " << total;
+  // The dead replica's subscriber is no longer counted.
+  EXPECT_TRUE(WaitUntil([&] { return subscribers_seen(stubs[0].get()) == 2; }, absl::Seconds(10)));
+}
+
 }  // namespace
 }  // namespace switchboard::broker_it

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
+#include "libs/common/backoff.h"
 #include "libs/common/ids.h"
 #include "libs/common/json_log.h"
 #include "libs/common/proto_time.h"
@@ -18,20 +19,16 @@ namespace switchboard::broker {
 
 using google::protobuf::util::TimeUtil;
 
-namespace {
-
-std::string DedupeKey(absl::string_view source, absl::string_view id) {
-  return absl::StrCat(source, "\x1f", id);
-}
-
-}  // namespace
-
 // ---------------------------------------------------------------------------
 // Broker
 
 Broker::Broker(BrokerConfig config, std::unique_ptr<EventStore> store, Clock* clock,
                BrokerMetrics* metrics)
-    : config_(std::move(config)), store_(std::move(store)), clock_(clock), metrics_(metrics) {}
+    : config_(std::move(config)),
+      store_(std::move(store)),
+      clock_(clock),
+      metrics_(metrics),
+      replica_id_(config_.replica_id.empty() ? NewId("brk") : config_.replica_id) {}
 
 absl::StatusOr<std::unique_ptr<Broker>> Broker::Create(BrokerConfig config,
                                                        std::unique_ptr<EventStore> store,
@@ -42,6 +39,7 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Create(BrokerConfig config,
   b->filler_ = std::thread([p = b.get()] { p->FillLoop(); });
   if (b->config_.run_housekeeping)
     b->housekeeper_ = std::thread([p = b.get()] { p->HousekeepingLoop(); });
+  if (b->store_->shared()) b->tailer_ = std::thread([p = b.get()] { p->TailLoop(); });
   return b;
 }
 
@@ -49,16 +47,6 @@ absl::Status Broker::Recover() {
   absl::StatusOr<StoreBounds> bounds = store_->Bounds();
   if (!bounds.ok()) return bounds.status();
   last_seq_ = bounds->last_seq;
-  absl::Time now = clock_->Now();
-  absl::StatusOr<std::vector<EventPtr>> recent =
-      store_->ReadIngestedSince(now - config_.dedupe_window);
-  if (!recent.ok()) return recent.status();
-  for (const EventPtr& ev : *recent) {
-    events::v1::Event parsed = ev->Parse();
-    std::string key = DedupeKey(parsed.source(), parsed.id());
-    dedupe_[key] = DedupeEntry{ev->seq, parsed.id()};
-    dedupe_order_.emplace_back(ev->ingest_time, std::move(key));
-  }
   absl::StatusOr<std::vector<GroupRecord>> groups = store_->LoadGroups();
   if (!groups.ok()) return groups.status();
   size_t restored = 0;
@@ -113,6 +101,7 @@ void Broker::Shutdown() {
     stop_hk_ = true;
   }
   if (housekeeper_.joinable()) housekeeper_.join();
+  if (tailer_.joinable()) tailer_.join();
   {
     absl::MutexLock lock(&write_mu_);
     stop_writer_ = true;
@@ -357,15 +346,6 @@ void GiveBackOps(std::vector<GroupOp>& from, std::vector<QueuedOp>& to) {
 
 }  // namespace
 
-void Broker::ExpireDedupe(absl::Time now) {
-  while (!dedupe_order_.empty() && (dedupe_order_.front().first < now - config_.dedupe_window ||
-                                    dedupe_order_.size() > config_.max_dedupe_keys)) {
-    auto it = dedupe_.find(dedupe_order_.front().second);
-    if (it != dedupe_.end()) dedupe_.erase(it);
-    dedupe_order_.pop_front();
-  }
-}
-
 namespace {
 
 // Ops with the same key must be stored in order: a later one may undo an
@@ -402,7 +382,7 @@ std::vector<QueuedOp> Broker::CommitOpsAlone(std::vector<QueuedOp> ops, absl::Ti
     if (held.contains(key)) continue;
     WriteBatch one;
     one.ops.push_back(ops[i].op);
-    absl::StatusOr<uint64_t> r = store_->Commit(one, now);
+    absl::StatusOr<CommitResult> r = store_->Commit(one, now);
     if (r.ok()) {
       store_works = true;
       ops[i].ticket = 0;  // stored
@@ -436,75 +416,57 @@ std::vector<QueuedOp> Broker::CommitOpsAlone(std::vector<QueuedOp> ops, absl::Ti
 std::vector<QueuedOp> Broker::CommitOnce(std::deque<PublishWork>& works,
                                          std::vector<QueuedOp> queued_ops) {
   absl::Time now = clock_->Now();
-  ExpireDedupe(now);
   std::vector<std::vector<PublishResult>> results(works.size());
   WriteBatch batch;
-  std::vector<std::pair<size_t, size_t>> where;  // (work, index) per stored event
-  struct InBatchDuplicate {
-    size_t work, index, stored;
-  };
-  std::vector<InBatchDuplicate> in_batch_dups;
-  absl::flat_hash_map<std::string, size_t> batch_keys;
-  std::vector<std::pair<std::string, size_t>> new_keys;
+  std::vector<std::pair<size_t, size_t>> where;  // (work, index) per batch event
   for (size_t w = 0; w < works.size(); ++w) {
     results[w].resize(works[w].events.size());
     for (size_t i = 0; i < works[w].events.size(); ++i) {
-      NewEvent& ev = works[w].events[i];
-      if (ev.client_id) {
-        std::string key = DedupeKey(ev.source, ev.id);
-        if (auto it = dedupe_.find(key); it != dedupe_.end()) {
-          results[w][i] = PublishResult{ev.id, it->second.seq, true};
-          metrics_->duplicates.Increment();
-          continue;
-        }
-        if (auto it = batch_keys.find(key); it != batch_keys.end()) {
-          in_batch_dups.push_back({w, i, it->second});
-          metrics_->duplicates.Increment();
-          continue;
-        }
-        batch_keys.emplace(key, batch.events.size());
-        new_keys.emplace_back(std::move(key), batch.events.size());
-      }
       where.emplace_back(w, i);
-      batch.events.push_back(&ev);
+      batch.events.push_back(&works[w].events[i]);
     }
   }
   std::vector<QueuedOp> ops = Coalesce(queued_ops);
   std::vector<QueuedOp> retry;
   batch.ops = TakeOps(ops);
   absl::Time t0 = absl::Now();
-  absl::StatusOr<uint64_t> first = store_->Commit(batch, now);
-  if (!first.ok() && !batch.ops.empty()) {
+  absl::StatusOr<CommitResult> commit = store_->Commit(batch, now);
+  if (!commit.ok() && !batch.ops.empty()) {
     // Group state must never fail the publishes riding with it: commit the
     // events alone, and the ops apart (isolating any the store refuses).
     LogWarn("store commit failed; committing events and group state apart",
-            {{"error", first.status().ToString()}});
+            {{"error", commit.status().ToString()}});
     GiveBackOps(batch.ops, ops);
     batch.ops.clear();
-    first = batch.events.empty() ? absl::StatusOr<uint64_t>(0) : store_->Commit(batch, now);
-    retry = CommitOpsAlone(std::move(ops), now, !batch.events.empty() && first.ok());
+    commit = batch.events.empty() ? absl::StatusOr<CommitResult>(CommitResult{})
+                                  : store_->Commit(batch, now);
+    retry = CommitOpsAlone(std::move(ops), now, !batch.events.empty() && commit.ok());
   }
   metrics_->commit_latency.Observe(absl::ToDoubleSeconds(absl::Now() - t0));
-  if (!first.ok()) {
-    LogError("store commit failed", {{"error", first.status().ToString()},
+  if (!commit.ok()) {
+    LogError("store commit failed", {{"error", commit.status().ToString()},
                                      {"events", static_cast<uint64_t>(batch.events.size())}});
     for (PublishWork& w : works)
       w.done(
-          absl::UnavailableError(absl::StrCat("store commit failed: ", first.status().message())));
+          absl::UnavailableError(absl::StrCat("store commit failed: ", commit.status().message())));
     return retry;
   }
-  uint64_t prev_last = last_seq_.load();
   std::vector<EventPtr> committed;
   committed.reserve(batch.events.size());
   if (!batch.events.empty()) {
     metrics_->commit_events.Observe(static_cast<double>(batch.events.size()));
+    uint64_t seq = commit->first;
     for (size_t k = 0; k < batch.events.size(); ++k) {
-      uint64_t seq = *first + k;
       auto [w, i] = where[k];
       NewEvent& n = works[w].events[i];
+      if (k < commit->duplicate_of.size() && commit->duplicate_of[k] != 0) {
+        results[w][i] = PublishResult{n.id, commit->duplicate_of[k], true};
+        metrics_->duplicates.Increment();
+        continue;
+      }
       results[w][i] = PublishResult{n.id, seq, false};
       auto stored = std::make_shared<StoredEvent>();
-      stored->seq = seq;
+      stored->seq = seq++;
       stored->ingest_time = now;
       stored->type = n.type;
       stored->payload = std::move(n.payload);
@@ -513,37 +475,56 @@ std::vector<QueuedOp> Broker::CommitOnce(std::deque<PublishWork>& works,
       counter->Increment();
       committed.push_back(std::move(stored));
     }
-    for (const InBatchDuplicate& d : in_batch_dups) {
-      results[d.work][d.index] =
-          PublishResult{works[d.work].events[d.index].id, committed[d.stored]->seq, true};
-    }
-    for (auto& [key, k] : new_keys) {
-      auto [w, i] = where[k];
-      dedupe_[key] = DedupeEntry{committed[k]->seq, works[w].events[i].id};
-      dedupe_order_.emplace_back(now, std::move(key));
-    }
-    {
-      absl::MutexLock lock(&cache_mu_);
-      // The cache is indexed by offset, so it must stay contiguous. A commit
-      // whose outcome was unknown (a Redis timeout after Redis applied it)
-      // leaves a hole: start the cache over behind it.
-      if (!cache_.empty() && cache_.back()->seq + 1 != committed.front()->seq) cache_.clear();
-      for (const EventPtr& ev : committed) cache_.push_back(ev);
-      while (cache_.size() > config_.cache_events) cache_.pop_front();
-    }
-    last_seq_ = committed.back()->seq;
-    metrics_->last_sequence.Set(static_cast<double>(committed.back()->seq));
-    RecordRate(now, committed.size());
+    if (!committed.empty()) RecordRate(now, committed.size());
   }
   // Subscribers first: their latency is the product; the acks follow within
-  // microseconds.
-  if (!committed.empty()) Dispatch(committed, prev_last);
+  // microseconds. On a shared store the tail thread hands every replica's
+  // appends (these included) to subscribers, in sequence order.
+  if (!committed.empty() && !store_->shared()) Deliver(committed);
   absl::Time acked = absl::Now();
   for (size_t w = 0; w < works.size(); ++w) {
     metrics_->publish_latency.Observe(absl::ToDoubleSeconds(acked - works[w].received));
     works[w].done(std::move(results[w]));
   }
   return retry;
+}
+
+// Appended events (contiguous, ascending) into the tail cache and to the
+// subscribers.
+void Broker::Deliver(const std::vector<EventPtr>& events) {
+  uint64_t prev_last = last_seq_.load();
+  {
+    absl::MutexLock lock(&cache_mu_);
+    // The cache is indexed by offset, so it must stay contiguous. A commit
+    // whose outcome was unknown (a Redis timeout after Redis applied it) or
+    // retention between two reads leaves a hole: start the cache over.
+    if (!cache_.empty() && cache_.back()->seq + 1 != events.front()->seq) cache_.clear();
+    for (const EventPtr& ev : events) cache_.push_back(ev);
+    while (cache_.size() > config_.cache_events) cache_.pop_front();
+  }
+  last_seq_ = events.back()->seq;
+  metrics_->last_sequence.Set(static_cast<double>(events.back()->seq));
+  Dispatch(events, prev_last);
+}
+
+// Shared stores only: follows the log, so subscribers here see what every
+// replica appends.
+void Broker::TailLoop() {
+  SetThreadName("sb-tail");
+  Backoff backoff(BackoffPolicy{absl::Milliseconds(100), 2.0, absl::Seconds(2), 0.2});
+  while (!shutting_down_.load()) {
+    absl::StatusOr<std::vector<EventPtr>> evs =
+        store_->WaitForAppends(last_seq_.load(), 1000, absl::Milliseconds(500));
+    if (!evs.ok()) {
+      LogWarn("following the store's log failed", {{"error", evs.status().ToString()}});
+      absl::MutexLock lock(&hk_mu_);
+      auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(hk_mu_) { return stop_hk_; };
+      hk_mu_.AwaitWithTimeout(absl::Condition(&stopping), backoff.Next());
+      continue;
+    }
+    backoff.Reset();
+    if (!evs->empty()) Deliver(*evs);
+  }
 }
 
 void Broker::Dispatch(const std::vector<EventPtr>& events, uint64_t prev_last) {
@@ -626,6 +607,12 @@ void Broker::Tick() {
   if (absl::Now() >= next_maintenance_) {
     next_maintenance_ = absl::Now() + absl::Milliseconds(200);
     store_->Maintain();
+  }
+  if (store_->shared() && absl::Now() >= next_load_) {
+    next_load_ = absl::Now() + config_.load_interval;
+    if (absl::Status st = store_->PublishLoad(LocalLoad(), 3 * config_.load_interval); !st.ok()) {
+      LogWarn("cannot publish this replica's load", {{"error", st.ToString()}});
+    }
   }
   if (absl::Now() >= next_check_) {
     next_check_ = absl::Now() + absl::Seconds(1);

@@ -30,7 +30,6 @@ namespace switchboard::broker {
 struct BrokerConfig {
   size_t max_event_bytes = 1 << 20;
   size_t max_batch_events = 10000;
-  absl::Duration dedupe_window = absl::Minutes(2);
   absl::Duration retention_age = absl::Hours(24 * 7);
   uint64_t retention_count = 10'000'000;
   // Recent events kept in memory so live subscribers never touch the store.
@@ -53,9 +52,6 @@ struct BrokerConfig {
   // Publishes accepted but not yet committed, in serialized bytes. Past it a
   // publish is refused with RESOURCE_EXHAUSTED (the store is not keeping up).
   size_t max_queued_publish_bytes = 256u << 20;
-  // Client-chosen ids remembered for deduplication. Past it the oldest are
-  // forgotten before dedupe_window ends (a flood cannot grow memory).
-  size_t max_dedupe_keys = 2'000'000;
   // A group-state change the store refuses this often is dropped (logged and
   // counted): it must not block the writer or the publishes behind it.
   int max_op_failures = 5;
@@ -68,6 +64,12 @@ struct BrokerConfig {
   // How long PublishAndWait (the JSON API) waits for the commit before
   // DEADLINE_EXCEEDED (EVENT_EMISSION_TIMEOUT).
   absl::Duration emission_timeout = absl::Seconds(5);
+  // Names this process among the replicas sharing a store (empty: made up
+  // at start).
+  std::string replica_id;
+  // How often a replica on a shared store publishes its load (GetStats of
+  // every replica sums them); a replica silent for 3 periods is gone.
+  absl::Duration load_interval = absl::Seconds(1);
 };
 
 struct PublishResult {
@@ -199,11 +201,14 @@ class Broker {
   // about the op (it counts towards max_op_failures), not an outage.
   std::vector<QueuedOp> CommitOpsAlone(std::vector<QueuedOp> ops, absl::Time now, bool store_works);
   void RunRetention(absl::Time now);
+  void Deliver(const std::vector<EventPtr>& events);
   void Dispatch(const std::vector<EventPtr>& events, uint64_t prev_last);
+  void TailLoop();
   absl::StatusOr<uint64_t> StartCursor(const v1::SubscribeRequest& request);
   absl::StatusOr<std::shared_ptr<Group>> FindGroup(const std::string& name);
-  void ExpireDedupe(absl::Time now);
   void RecordRate(absl::Time now, uint64_t n);
+  // This process's subscribers, groups and publish rate.
+  ReplicaLoad LocalLoad();
 
   const BrokerConfig config_;
   std::unique_ptr<EventStore> store_;
@@ -212,6 +217,7 @@ class Broker {
   std::atomic<uint64_t> last_seq_{0};
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> store_reachable_{true};
+  std::string replica_id_;
 
   // Writer: publishes and group ops waiting for the next commit.
   absl::Mutex write_mu_;
@@ -227,13 +233,6 @@ class Broker {
   uint64_t durable_upto_ ABSL_GUARDED_BY(write_mu_) = 0;
   bool stop_writer_ ABSL_GUARDED_BY(write_mu_) = false;
 
-  // Dedupe window, owned by the writer thread (no lock needed).
-  struct DedupeEntry {
-    uint64_t seq;
-    std::string id;
-  };
-  absl::flat_hash_map<std::string, DedupeEntry> dedupe_;
-  std::deque<std::pair<absl::Time, std::string>> dedupe_order_;
   // Counters per type, cached by the writer thread.
   absl::flat_hash_map<std::string, prometheus::Counter*> published_by_type_;
 
@@ -261,10 +260,12 @@ class Broker {
   absl::Time next_retention_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();
   absl::Time next_maintenance_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();
   absl::Time next_check_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();
+  absl::Time next_load_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();
 
   std::thread writer_;
   std::thread filler_;
   std::thread housekeeper_;
+  std::thread tailer_;
 };
 
 // The broker once it exists. main starts the edges before the store can be

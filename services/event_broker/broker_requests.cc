@@ -185,6 +185,43 @@ absl::StatusOr<v1::GetEventHistoryResponse> Broker::GetEventHistory(
   return resp;
 }
 
+ReplicaLoad Broker::LocalLoad() {
+  ReplicaLoad load;
+  load.replica = replica_id_;
+  {
+    absl::MutexLock lock(&rate_mu_);
+    int64_t now = absl::ToUnixSeconds(clock_->Now());
+    uint64_t n = 0;
+    for (auto& [sec, count] : rate_) {
+      if (sec >= now - 10 && sec < now) n += count;
+    }
+    load.events_per_second = static_cast<double>(n) / 10.0;
+  }
+  std::vector<std::shared_ptr<BroadcastSubscription>> subs;
+  std::vector<std::shared_ptr<Group>> groups;
+  {
+    absl::MutexLock lock(&subs_mu_);
+    load.subscribers = static_cast<uint32_t>(subscriber_count_);
+    for (auto& w : broadcasts_) {
+      if (auto s = w.lock()) subs.push_back(std::move(s));
+    }
+    for (auto& [name, g] : groups_) groups.push_back(g);
+  }
+  for (auto& s : subs) {
+    if (s->closed()) continue;
+    if (s->filter().patterns().empty()) load.subscriptions_by_type["*"]++;
+    for (const std::string& p : s->filter().patterns()) load.subscriptions_by_type[p]++;
+  }
+  for (auto& g : groups) {
+    int members = 0;
+    std::vector<std::string> patterns = g->PatternsForStats(&members);
+    load.group_members[g->name()] = members;
+    if (members > 0 && patterns.empty()) load.subscriptions_by_type["*"] += members;
+    for (const std::string& p : patterns) load.subscriptions_by_type[p] += members;
+  }
+  return load;
+}
+
 absl::StatusOr<v1::GetStatsResponse> Broker::GetStats() {
   v1::GetStatsResponse resp;
   absl::StatusOr<StoreBounds> b = store_->Bounds();
@@ -193,37 +230,43 @@ absl::StatusOr<v1::GetStatsResponse> Broker::GetStats() {
   resp.set_first_sequence(b->first_seq);
   resp.set_last_sequence(b->last_seq);
   resp.set_storage_bytes(store_->StorageBytes());
-  {
-    absl::MutexLock lock(&rate_mu_);
-    int64_t now = absl::ToUnixSeconds(clock_->Now());
-    uint64_t n = 0;
-    for (auto& [sec, count] : rate_) {
-      if (sec >= now - 10 && sec < now) n += count;
+  // Subscribers and rates are per process: on a shared store, add what the
+  // other replicas published of theirs.
+  ReplicaLoad total = LocalLoad();
+  if (store_->shared()) {
+    absl::StatusOr<std::vector<ReplicaLoad>> others = store_->ListLoads();
+    if (!others.ok()) return others.status();
+    for (const ReplicaLoad& l : *others) {
+      if (l.replica == replica_id_) continue;
+      total.subscribers += l.subscribers;
+      total.events_per_second += l.events_per_second;
+      for (const auto& [p, n] : l.subscriptions_by_type) total.subscriptions_by_type[p] += n;
+      for (const auto& [g, n] : l.group_members) total.group_members[g] += n;
     }
-    resp.set_events_per_second(static_cast<double>(n) / 10.0);
   }
-  std::vector<std::shared_ptr<BroadcastSubscription>> subs;
+  resp.set_events_per_second(total.events_per_second);
+  resp.set_active_subscribers(total.subscribers);
+  for (const auto& [p, n] : total.subscriptions_by_type) {
+    (*resp.mutable_subscriptions_by_type())[p] = n;
+  }
   std::vector<std::shared_ptr<Group>> groups;
   {
     absl::MutexLock lock(&subs_mu_);
-    resp.set_active_subscribers(subscriber_count_);
-    for (auto& w : broadcasts_) {
-      if (auto s = w.lock()) subs.push_back(std::move(s));
-    }
     for (auto& [name, g] : groups_) groups.push_back(g);
   }
-  auto& by_type = *resp.mutable_subscriptions_by_type();
-  for (auto& s : subs) {
-    if (s->closed()) continue;
-    if (s->filter().patterns().empty()) by_type["*"]++;
-    for (const std::string& p : s->filter().patterns()) by_type[p]++;
-  }
+  std::set<std::string> local;
   for (auto& g : groups) {
-    int members = 0;
-    std::vector<std::string> patterns = g->PatternsForStats(&members);
-    if (members > 0 && patterns.empty()) by_type["*"] += members;
-    for (const std::string& p : patterns) by_type[p] += members;
-    g->FillStats(resp.add_groups(), b->last_seq);
+    v1::GroupStats* gs = resp.add_groups();
+    g->FillStats(gs, b->last_seq);
+    gs->set_members(total.group_members[g->name()]);
+    local.insert(g->name());
+  }
+  // Groups only other replicas serve: their members.
+  for (const auto& [name, n] : total.group_members) {
+    if (local.count(name) != 0) continue;
+    v1::GroupStats* gs = resp.add_groups();
+    gs->set_name(name);
+    gs->set_members(n);
   }
   HistoryQuery recent;
   recent.limit = 10;

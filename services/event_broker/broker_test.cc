@@ -123,7 +123,7 @@ class FaultyStore : public ForwardingEventStore {
     return retention_calls_;
   }
 
-  absl::StatusOr<uint64_t> Commit(const WriteBatch& batch, absl::Time now) override {
+  absl::StatusOr<CommitResult> Commit(const WriteBatch& batch, absl::Time now) override {
     {
       absl::MutexLock lock(&mu_);
       ++held_;

@@ -2,12 +2,15 @@
 #define SWITCHBOARD_SERVICES_EVENT_BROKER_EVENT_STORE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "switchboard/events/v1/event.pb.h"
 
@@ -89,6 +92,34 @@ struct GroupOp {
   bool first_write = false;
 };
 
+// Publishing source+id again within the store's dedupe window is a
+// duplicate (NewEvent::client_id events only).
+inline std::string DedupeKey(absl::string_view source, absl::string_view id) {
+  return absl::StrCat(source, "\x1f", id);
+}
+
+struct DedupeOptions {
+  absl::Duration window = absl::Minutes(2);
+  // The embedded store keeps keys in memory: past this many it forgets the
+  // oldest early. (Redis keeps one key per id for the window.)
+  size_t max_keys = 2'000'000;
+};
+
+struct CommitResult {
+  // The sequence of the first appended event; 0 when none was appended.
+  uint64_t first = 0;
+  // Per batch event, in order: 0 when it was appended (the appended events
+  // have consecutive sequences from `first`), else the sequence of the event
+  // with the same source+id it duplicates (appended before, or earlier in
+  // this batch), and it was not appended.
+  std::vector<uint64_t> duplicate_of;
+  size_t appended() const {
+    size_t n = 0;
+    for (uint64_t d : duplicate_of) n += d == 0;
+    return n;
+  }
+};
+
 struct WriteBatch {
   // Events to append, in order; the store assigns consecutive sequences.
   std::vector<const NewEvent*> events;
@@ -111,6 +142,16 @@ struct StoreBounds {
   uint64_t count = 0;
 };
 
+// What one broker process serves, for GetStats on a shared store to sum over
+// every replica.
+struct ReplicaLoad {
+  std::string replica;
+  uint32_t subscribers = 0;
+  double events_per_second = 0;
+  std::map<std::string, uint32_t> subscriptions_by_type;
+  std::map<std::string, uint32_t> group_members;
+};
+
 // Storage of the event log and of consumer-group state. The SQLite store is
 // the embedded default; a Redis Streams store implements the same interface.
 // Nothing above this interface may assume which one it is.
@@ -120,8 +161,9 @@ class EventStore {
 
   // Appends batch.events with sequences after the last one ever assigned and
   // applies batch.ops, atomically and durably (per the store's sync policy).
-  // Returns the sequence of the first appended event (0 if none).
-  virtual absl::StatusOr<uint64_t> Commit(const WriteBatch& batch, absl::Time now) = 0;
+  // An event whose source+id was appended within the dedupe window (by any
+  // broker sharing the store) is not appended again.
+  virtual absl::StatusOr<CommitResult> Commit(const WriteBatch& batch, absl::Time now) = 0;
 
   // Up to `limit` events with seq > after_seq, ascending.
   virtual absl::StatusOr<std::vector<EventPtr>> ReadAfter(uint64_t after_seq, size_t limit) = 0;
@@ -152,6 +194,25 @@ class EventStore {
   // A cheap probe that the store can be reached (readiness); called from
   // housekeeping about once a second.
   virtual absl::Status Check() { return absl::OkStatus(); }
+  // Several broker processes may share this store: each must learn of the
+  // others' appends from the store (WaitForAppends) rather than only from
+  // its own commits.
+  virtual bool shared() const { return false; }
+  // Blocks until events after `after_seq` exist or `timeout` passed, then
+  // returns up to `limit` of them (ascending; empty on timeout). Only shared
+  // stores need it.
+  virtual absl::StatusOr<std::vector<EventPtr>> WaitForAppends(uint64_t after_seq, size_t limit,
+                                                               absl::Duration timeout) {
+    return absl::UnimplementedError("WaitForAppends: the store is not shared");
+  }
+  // Shared stores: records this replica's load, valid for `ttl`, and lists
+  // every replica's that is still valid (this one's included).
+  virtual absl::Status PublishLoad(const ReplicaLoad& load, absl::Duration ttl) {
+    return absl::OkStatus();
+  }
+  virtual absl::StatusOr<std::vector<ReplicaLoad>> ListLoads() {
+    return std::vector<ReplicaLoad>();
+  }
 };
 
 }  // namespace switchboard::broker

@@ -10,6 +10,7 @@
 #include "services/event_broker/redis_store.h"
 #include "services/event_broker/sqlite_store.h"
 #include "services/event_broker/test_util.h"
+#include "tests/testing/process.h"
 #include "tests/testing/redis_server.h"
 
 namespace switchboard::broker {
@@ -72,7 +73,7 @@ class EventStoreConformance : public ::testing::TestWithParam<Backend> {
   std::unique_ptr<EventStore> Open() {
     if (GetParam() == Backend::kSqlite) {
       absl::StatusOr<std::unique_ptr<SqliteEventStore>> s =
-          SqliteEventStore::Open(dir_.path(), SyncPolicy::kNormal);
+          SqliteEventStore::Open(dir_.path(), SyncPolicy::kNormal, dedupe_);
       EXPECT_TRUE(s.ok()) << s.status();
       return s.ok() ? *std::move(s) : nullptr;
     }
@@ -82,6 +83,7 @@ class EventStoreConformance : public ::testing::TestWithParam<Backend> {
     EXPECT_TRUE(cfg.ok()) << cfg.status();
     RedisStoreOptions opts;
     opts.prefix = prefix_;
+    opts.dedupe_window = dedupe_.window;
     return std::make_unique<RedisEventStore>(redis::NewRedisClient(*cfg, &servers->metrics), opts);
   }
 
@@ -89,6 +91,7 @@ class EventStoreConformance : public ::testing::TestWithParam<Backend> {
 
   TempDir dir_;
   std::string prefix_;
+  DedupeOptions dedupe_;
 };
 
 uint64_t Append(EventStore& store, std::vector<events::v1::Event> evs, absl::Time now = kNow) {
@@ -96,9 +99,9 @@ uint64_t Append(EventStore& store, std::vector<events::v1::Event> evs, absl::Tim
   std::vector<NewEvent> prepared;
   for (auto& e : evs) prepared.push_back(ToNewEvent(e));
   for (auto& e : prepared) batch.events.push_back(&e);
-  absl::StatusOr<uint64_t> first = store.Commit(batch, now);
-  EXPECT_TRUE(first.ok()) << first.status();
-  return first.ok() ? *first : 0;
+  absl::StatusOr<CommitResult> r = store.Commit(batch, now);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? r->first : 0;
 }
 
 events::v1::Event WithSubject(events::v1::Event e, std::string s) {
@@ -160,6 +163,62 @@ TEST_P(EventStoreConformance, EmptyStoreHasEmptyBounds) {
   EXPECT_EQ(*store->FirstSequenceAtOrAfter(kNow), 1u);
   EXPECT_TRUE(store->ReadIngestedSince(kNow - absl::Hours(1))->empty());
   EXPECT_TRUE(store->LoadGroups()->empty());
+}
+
+// Commits `evs`; the per-event sequences, a duplicate's being the sequence
+// of the event it repeats.
+std::vector<uint64_t> AppendSeqs(EventStore& store, std::vector<events::v1::Event> evs,
+                                 absl::Time now = kNow) {
+  WriteBatch batch;
+  std::vector<NewEvent> prepared;
+  for (auto& e : evs) prepared.push_back(ToNewEvent(e));
+  for (auto& e : prepared) batch.events.push_back(&e);
+  absl::StatusOr<CommitResult> r = store.Commit(batch, now);
+  EXPECT_TRUE(r.ok()) << r.status();
+  std::vector<uint64_t> out;
+  if (!r.ok()) return out;
+  EXPECT_EQ(r->duplicate_of.size(), evs.size());
+  uint64_t next = r->first;
+  for (uint64_t dup : r->duplicate_of) out.push_back(dup != 0 ? dup : next++);
+  return out;
+}
+
+TEST_P(EventStoreConformance, ClientIdsAreDeduplicatedWithinTheWindow) {
+  auto store = Open();
+  events::v1::Event other_source = MakeEvent("order.created", "id-1");
+  other_source.set_source("elsewhere");
+  EXPECT_EQ(AppendSeqs(*store, {MakeEvent("order.created", "id-1"), MakeEvent("order.paid")}),
+            (std::vector<uint64_t>{1, 2}));
+  // Again in a later commit, twice in one batch, from another source (not a
+  // duplicate), and events without a client id (never duplicates).
+  EXPECT_EQ(AppendSeqs(*store, {MakeEvent("order.created", "id-1"), MakeEvent("x.y", "id-2"),
+                                MakeEvent("x.y", "id-2"), other_source, MakeEvent("x.y")}),
+            (std::vector<uint64_t>{1, 3, 3, 4, 5}));
+  absl::StatusOr<CommitResult> r = store->Commit(WriteBatch{}, kNow);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->first, 0u);
+  // Only appended events took sequences: no holes.
+  EXPECT_EQ(store->Bounds()->count, 5u);
+  EXPECT_EQ(store->Bounds()->last_seq, 5u);
+  // Another process of the same store (a restarted broker, another replica)
+  // knows the ids too.
+  auto again = Open();
+  EXPECT_EQ(AppendSeqs(*again, {MakeEvent("x.y", "id-2")}), (std::vector<uint64_t>{3}));
+}
+
+TEST_P(EventStoreConformance, DedupeWindowEnds) {
+  dedupe_.window = absl::Milliseconds(300);
+  auto store = Open();
+  ASSERT_EQ(AppendSeqs(*store, {MakeEvent("a.b", "once")}, absl::Now()), std::vector<uint64_t>{1});
+  EXPECT_EQ(AppendSeqs(*store, {MakeEvent("a.b", "once")}, absl::Now()), std::vector<uint64_t>{1});
+  // Past the window the id is new again (the embedded store measures the
+  // window with the commit's time, Redis with its own clock).
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        return AppendSeqs(*store, {MakeEvent("a.b", "once")}, absl::Now()) !=
+               std::vector<uint64_t>{1};
+      },
+      absl::Seconds(5), absl::Milliseconds(50)));
 }
 
 TEST_P(EventStoreConformance, PayloadsAreBinarySafe) {

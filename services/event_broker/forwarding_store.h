@@ -16,7 +16,7 @@ class ForwardingEventStore : public EventStore {
  public:
   explicit ForwardingEventStore(std::unique_ptr<EventStore> inner) : inner_(std::move(inner)) {}
 
-  absl::StatusOr<uint64_t> Commit(const WriteBatch& batch, absl::Time now) override {
+  absl::StatusOr<CommitResult> Commit(const WriteBatch& batch, absl::Time now) override {
     return inner_->Commit(batch, now);
   }
   absl::StatusOr<std::vector<EventPtr>> ReadAfter(uint64_t after, size_t limit) override {
@@ -52,6 +52,15 @@ class ForwardingEventStore : public EventStore {
   uint64_t StorageBytes() override { return inner_->StorageBytes(); }
   void Maintain() override { inner_->Maintain(); }
   absl::Status Check() override { return inner_->Check(); }
+  bool shared() const override { return inner_->shared(); }
+  absl::StatusOr<std::vector<EventPtr>> WaitForAppends(uint64_t after_seq, size_t limit,
+                                                       absl::Duration timeout) override {
+    return inner_->WaitForAppends(after_seq, limit, timeout);
+  }
+  absl::Status PublishLoad(const ReplicaLoad& load, absl::Duration ttl) override {
+    return inner_->PublishLoad(load, ttl);
+  }
+  absl::StatusOr<std::vector<ReplicaLoad>> ListLoads() override { return inner_->ListLoads(); }
 
  private:
   std::unique_ptr<EventStore> inner_;
@@ -64,7 +73,7 @@ class ThrottledEventStore : public ForwardingEventStore {
   ThrottledEventStore(std::unique_ptr<EventStore> inner, int64_t bytes_per_second)
       : ForwardingEventStore(std::move(inner)), bytes_per_second_(bytes_per_second) {}
 
-  absl::StatusOr<uint64_t> Commit(const WriteBatch& batch, absl::Time now) override {
+  absl::StatusOr<CommitResult> Commit(const WriteBatch& batch, absl::Time now) override {
     int64_t bytes = 0;
     for (const NewEvent* e : batch.events) bytes += static_cast<int64_t>(e->payload.size());
     absl::SleepFor(absl::Seconds(static_cast<double>(bytes) / bytes_per_second_));

@@ -20,7 +20,8 @@ using EventBrokerServiceBase = v1::EventBroker::WithRawCallbackMethod_Publish<
 
 class EventBrokerService final : public EventBrokerServiceBase {
  public:
-  explicit EventBrokerService(BrokerSlot* broker) : broker_(broker), slow_("sb-grpc-slow", 2, 256) {}
+  explicit EventBrokerService(BrokerSlot* broker)
+      : broker_(broker), slow_("sb-grpc-slow", 2, 256) {}
 
   grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
                                     const grpc::ByteBuffer* request,

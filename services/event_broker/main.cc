@@ -1,4 +1,6 @@
 // event-broker: wires flags, store, broker core, gRPC and admin HTTP.
+#include <unistd.h>
+
 #include <memory>
 
 #include "absl/flags/flag.h"
@@ -119,6 +121,7 @@ int Run() {
   settings.redis_min_replicas = absl::GetFlag(FLAGS_redis_min_replicas);
   settings.redis_timeout = absl::GetFlag(FLAGS_redis_timeout);
   settings.retention_age = absl::GetFlag(FLAGS_retention_age);
+  settings.dedupe.window = absl::GetFlag(FLAGS_dedupe_window);
   std::string store_description;
   absl::StatusOr<std::unique_ptr<EventStore>> store =
       OpenEventStore(settings, &redis_metrics, &store_description);
@@ -130,7 +133,6 @@ int Run() {
   BrokerConfig config;
   config.max_event_bytes = absl::GetFlag(FLAGS_max_event_bytes);
   config.max_batch_events = absl::GetFlag(FLAGS_max_batch_events);
-  config.dedupe_window = absl::GetFlag(FLAGS_dedupe_window);
   config.retention_age = absl::GetFlag(FLAGS_retention_age);
   config.retention_count = absl::GetFlag(FLAGS_retention_count);
   config.default_ack_deadline = absl::GetFlag(FLAGS_ack_deadline);
@@ -140,6 +142,11 @@ int Run() {
   config.max_queued_publish_bytes = absl::GetFlag(FLAGS_max_queued_publish_bytes);
   config.default_history_limit = static_cast<uint32_t>(absl::GetFlag(FLAGS_event_history_size));
   config.emission_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_event_emission_timeout));
+  {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    config.replica_id = absl::StrCat(host, "-", getpid());
+  }
   std::unique_ptr<EventStore> event_store = *std::move(store);
   if (int64_t rate = absl::GetFlag(FLAGS_test_store_bytes_per_sec); rate > 0) {
     LogWarn("store throttled for a test", {{"bytes_per_sec", rate}});

@@ -12,16 +12,20 @@
 //   P:groups            set of group names;  P:g:<name>  hash types cursor maxd
 //   P:g:<name>:pending  hash seq -> attempts
 //   P:g:<name>:dead     zset seq;  P:g:<name>:dl:<seq>  hash a d i t p
-//   P:commit:<token>    first sequence of a commit already applied
+//   P:dd:<source,id>    sequence of a recent event with that client id (expires)
+//   P:commit:<token>    the result of a commit already applied
 // Sequences and times travel as decimal strings; Lua numbers hold them
 // exactly below 2^53.
 
 namespace switchboard::broker::redis_scripts {
 
-// Appends events and applies group ops atomically. A commit retried with
-// the same token (after a lost connection) is answered from the first run.
-// KEYS[1] = P:seq. ARGV: prefix token token_ttl_ms now_us index_ttl_ms n_events
-// {type corr subject time_us payload}*n n_ops {kind group args...}*.
+// Appends events and applies group ops atomically, skipping events whose
+// dedupe key was appended within the window (by any broker). A commit
+// retried with the same token (after a lost connection) is answered from the
+// first run. KEYS[1] = P:seq. ARGV: prefix token token_ttl_ms now_us
+// index_ttl_ms dedupe_ms n_events {type corr subject time_us dedupe_key
+// payload}*n n_ops {kind group args...}*. Returns {first, dup_1..dup_n}:
+// dup_k is 0 for an appended event, else the sequence it duplicates.
 inline constexpr char kCommit[] = R"lua(
 local p = ARGV[1]
 local tok = p .. ':commit:' .. ARGV[2]
@@ -29,37 +33,61 @@ local done = redis.call('GET', tok)
 if done then
   -- a write, so a WAIT after this retry covers the first run too
   redis.call('PEXPIRE', tok, ARGV[3])
-  return tonumber(done)
+  return cjson.decode(done)
 end
-local now, ttl, n = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local i = 7
-local first = 0
-if n > 0 then
-  local seq = redis.call('INCRBY', KEYS[1], n) - n
-  first = seq + 1
-  local log = p .. ':log'
-  local types, touched = {}, {}
-  for k = 1, n do
-    seq = seq + 1
-    local ty, co, su, tm, pl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-    i = i + 5
-    redis.call('XADD', log, seq .. '-0', 'ty', ty, 'in', now, 'tm', tm, 'co', co, 'su', su, 'pl', pl)
-    redis.call('ZADD', p .. ':ix:ty:' .. ty, seq, seq)
-    types[ty] = true
-    if co ~= '' then
-      local key = p .. ':ix:co:' .. co
-      redis.call('ZADD', key, seq, seq)
-      touched[key] = true
+local now, ttl, dedupe_ms, n = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local base = 8
+local result = {0}
+local first_in_batch, count = {}, 0
+for k = 1, n do
+  local dkey = ARGV[base + (k - 1) * 6 + 4]
+  local dup = 0
+  if dkey ~= '' and dedupe_ms > 0 then
+    if first_in_batch[dkey] then
+      dup = -first_in_batch[dkey]
+    else
+      local seen = redis.call('GET', p .. ':dd:' .. dkey)
+      if seen then dup = tonumber(seen) else first_in_batch[dkey] = k end
     end
-    if su ~= '' then
-      local key = p .. ':ix:su:' .. su
-      redis.call('ZADD', key, seq, seq)
-      touched[key] = true
+  end
+  result[k + 1] = dup
+  if dup == 0 then count = count + 1 end
+end
+if count > 0 then
+  local seq = redis.call('INCRBY', KEYS[1], count) - count
+  result[1] = seq + 1
+  local log = p .. ':log'
+  local types, touched, seq_of = {}, {}, {}
+  for k = 1, n do
+    local i = base + (k - 1) * 6
+    if result[k + 1] == 0 then
+      seq = seq + 1
+      seq_of[k] = seq
+      local ty, co, su, tm, dkey, pl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+      redis.call('XADD', log, seq .. '-0', 'ty', ty, 'in', now, 'tm', tm, 'co', co, 'su', su, 'pl', pl)
+      redis.call('ZADD', p .. ':ix:ty:' .. ty, seq, seq)
+      types[ty] = true
+      if co ~= '' then
+        local key = p .. ':ix:co:' .. co
+        redis.call('ZADD', key, seq, seq)
+        touched[key] = true
+      end
+      if su ~= '' then
+        local key = p .. ':ix:su:' .. su
+        redis.call('ZADD', key, seq, seq)
+        touched[key] = true
+      end
+      if dkey ~= '' and dedupe_ms > 0 then
+        redis.call('SET', p .. ':dd:' .. dkey, seq, 'PX', dedupe_ms)
+      end
+    elseif result[k + 1] < 0 then
+      result[k + 1] = seq_of[-result[k + 1]]
     end
   end
   for ty in pairs(types) do redis.call('SADD', p .. ':types', ty) end
   for key in pairs(touched) do redis.call('PEXPIRE', key, ttl) end
 end
+local i = base + n * 6
 local nops = tonumber(ARGV[i])
 i = i + 1
 for k = 1, nops do
@@ -96,8 +124,8 @@ for k = 1, nops do
     return redis.error_reply('ERR unknown group op ' .. kind)
   end
 end
-redis.call('SET', tok, first, 'PX', ARGV[3])
-return first
+redis.call('SET', tok, cjson.encode(result), 'PX', ARGV[3])
+return result
 )lua";
 
 // Ingest time of the entry at or after seq `s` (nil past the end).

@@ -131,7 +131,7 @@ absl::StatusOr<Reply> RedisEventStore::Write(Command command, absl::string_view 
   return std::move(r->front());
 }
 
-absl::StatusOr<uint64_t> RedisEventStore::Commit(const WriteBatch& batch, absl::Time now) {
+absl::StatusOr<CommitResult> RedisEventStore::Commit(const WriteBatch& batch, absl::Time now) {
   std::vector<std::string> args;
   args.reserve(6 + batch.events.size() * 5 + batch.ops.size() * 4);
   args.push_back(tag_);
@@ -141,12 +141,14 @@ absl::StatusOr<uint64_t> RedisEventStore::Commit(const WriteBatch& batch, absl::
       absl::StrCat(std::max<int64_t>(1000, 3 * absl::ToInt64Milliseconds(options_.timeout))));
   args.push_back(absl::StrCat(ToMicros(now)));
   args.push_back(absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.index_ttl))));
+  args.push_back(absl::StrCat(absl::ToInt64Milliseconds(options_.dedupe_window)));
   args.push_back(absl::StrCat(batch.events.size()));
   for (const NewEvent* ev : batch.events) {
     args.push_back(ev->type);
     args.push_back(ev->correlation_id);
     args.push_back(ev->subject);
     args.push_back(absl::StrCat(ev->time_us));
+    args.push_back(ev->client_id ? DedupeKey(ev->source, ev->id) : "");
     args.push_back(ev->payload);
   }
   args.push_back(absl::StrCat(batch.ops.size()));
@@ -180,7 +182,16 @@ absl::StatusOr<uint64_t> RedisEventStore::Commit(const WriteBatch& batch, absl::
   }
   absl::StatusOr<Reply> r = Write(commit_.Call({Key("seq")}, args), "commit");
   if (!r.ok()) return r.status();
-  return static_cast<uint64_t>(r->integer);
+  if (r->elements.size() != batch.events.size() + 1) {
+    return absl::InternalError("commit: unexpected reply from the commit script");
+  }
+  CommitResult result;
+  result.first = static_cast<uint64_t>(r->elements[0].integer);
+  result.duplicate_of.reserve(batch.events.size());
+  for (size_t k = 1; k < r->elements.size(); ++k) {
+    result.duplicate_of.push_back(static_cast<uint64_t>(r->elements[k].integer));
+  }
+  return result;
 }
 
 absl::StatusOr<std::vector<EventPtr>> RedisEventStore::ReadAfter(uint64_t after_seq, size_t limit) {
@@ -189,6 +200,25 @@ absl::StatusOr<std::vector<EventPtr>> RedisEventStore::ReadAfter(uint64_t after_
                                    "COUNT", absl::StrCat(std::max<size_t>(limit, 1))},
                                   Deadline()),
                      "read events");
+}
+
+absl::StatusOr<std::vector<EventPtr>> RedisEventStore::WaitForAppends(uint64_t after_seq,
+                                                                      size_t limit,
+                                                                      absl::Duration timeout) {
+  // XREAD BLOCK holds a pooled connection for up to `timeout`.
+  absl::StatusOr<Reply> r =
+      client_->Run(tag_,
+                   {"XREAD", "COUNT", absl::StrCat(std::max<size_t>(limit, 1)), "BLOCK",
+                    absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(timeout))),
+                    "STREAMS", Key("log"), absl::StrCat(after_seq, "-0")},
+                   absl::Now() + timeout + options_.timeout);
+  if (!r.ok()) return r.status();
+  if (absl::Status st = redis::ReplyStatus(*r, "wait for appends"); !st.ok()) return st;
+  if (r->is_nil() || r->elements.empty()) return std::vector<EventPtr>();
+  // [[key, [entries...]]]
+  Reply& stream = r->elements[0];
+  if (stream.elements.size() < 2) return std::vector<EventPtr>();
+  return FromEntries(std::move(stream.elements[1]), "wait for appends");
 }
 
 absl::StatusOr<EventPtr> RedisEventStore::ReadOne(uint64_t seq) {
@@ -357,6 +387,53 @@ absl::StatusOr<uint64_t> RedisEventStore::ApplyRetention(absl::Time now, absl::D
             "retention");
   if (!r.ok()) return r.status();
   return static_cast<uint64_t>(r->integer);
+}
+
+// P:replicas is a hash: replica -> "expires_ms\nsubscribers\nrate\n" then
+// "t <count> <pattern>\n" and "g <count> <group>\n" lines.
+absl::Status RedisEventStore::PublishLoad(const ReplicaLoad& load, absl::Duration ttl) {
+  std::string v = absl::StrCat(absl::ToUnixMillis(absl::Now() + ttl), "\n", load.subscribers, "\n",
+                               load.events_per_second, "\n");
+  for (const auto& [pattern, n] : load.subscriptions_by_type) {
+    absl::StrAppend(&v, "t ", n, " ", pattern, "\n");
+  }
+  for (const auto& [group, n] : load.group_members) absl::StrAppend(&v, "g ", n, " ", group, "\n");
+  absl::StatusOr<Reply> r =
+      client_->Run(tag_, {"HSET", Key("replicas"), load.replica, v}, Deadline());
+  if (!r.ok()) return r.status();
+  return redis::ReplyStatus(*r, "publish replica load");
+}
+
+absl::StatusOr<std::vector<ReplicaLoad>> RedisEventStore::ListLoads() {
+  absl::StatusOr<Reply> r = client_->Run(tag_, {"HGETALL", Key("replicas")}, Deadline());
+  if (!r.ok()) return r.status();
+  if (absl::Status st = redis::ReplyStatus(*r, "list replica loads"); !st.ok()) return st;
+  std::vector<ReplicaLoad> out;
+  Command expired = {"HDEL", Key("replicas")};
+  int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  for (size_t i = 0; i + 1 < r->elements.size(); i += 2) {
+    std::vector<absl::string_view> lines =
+        absl::StrSplit(r->elements[i + 1].str, '\n', absl::SkipEmpty());
+    int64_t expires = 0;
+    if (lines.size() < 3 || !absl::SimpleAtoi(lines[0], &expires) || expires < now_ms) {
+      expired.push_back(r->elements[i].str);
+      continue;
+    }
+    ReplicaLoad load;
+    load.replica = r->elements[i].str;
+    (void)absl::SimpleAtoi(lines[1], &load.subscribers);
+    (void)absl::SimpleAtod(lines[2], &load.events_per_second);
+    for (size_t k = 3; k < lines.size(); ++k) {
+      std::vector<absl::string_view> f = absl::StrSplit(lines[k], absl::MaxSplits(' ', 2));
+      uint32_t n = 0;
+      if (f.size() != 3 || !absl::SimpleAtoi(f[1], &n)) continue;
+      (f[0] == "t" ? load.subscriptions_by_type : load.group_members)[std::string(f[2])] += n;
+    }
+    out.push_back(std::move(load));
+  }
+  // Replicas that stopped refreshing (killed) are forgotten.
+  if (expired.size() > 2) (void)client_->Run(tag_, expired, Deadline());
+  return out;
 }
 
 uint64_t RedisEventStore::StorageBytes() {

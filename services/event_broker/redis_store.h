@@ -22,6 +22,8 @@ struct RedisStoreOptions {
   // Correlation-id and subject indexes outlive their newest event by this
   // (set it to the retention age).
   absl::Duration index_ttl = absl::Hours(24 * 7);
+  // A client id published again within this window is a duplicate.
+  absl::Duration dedupe_window = absl::Minutes(2);
 };
 
 // Checks a --redis_prefix: letters, digits and "_-.:", 1 to 64 of them.
@@ -37,7 +39,12 @@ class RedisEventStore : public EventStore {
   // PING; UNAVAILABLE while Redis cannot be reached.
   absl::Status Check() override;
 
-  absl::StatusOr<uint64_t> Commit(const WriteBatch& batch, absl::Time now) override;
+  absl::StatusOr<CommitResult> Commit(const WriteBatch& batch, absl::Time now) override;
+  bool shared() const override { return true; }
+  absl::StatusOr<std::vector<EventPtr>> WaitForAppends(uint64_t after_seq, size_t limit,
+                                                       absl::Duration timeout) override;
+  absl::Status PublishLoad(const ReplicaLoad& load, absl::Duration ttl) override;
+  absl::StatusOr<std::vector<ReplicaLoad>> ListLoads() override;
   absl::StatusOr<std::vector<EventPtr>> ReadAfter(uint64_t after_seq, size_t limit) override;
   absl::StatusOr<EventPtr> ReadOne(uint64_t seq) override;
   absl::StatusOr<std::vector<EventPtr>> Query(const HistoryQuery& query) override;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -72,10 +73,12 @@ CREATE TABLE IF NOT EXISTS dead_letters(
 
 }  // namespace
 
-SqliteEventStore::SqliteEventStore(std::string path, sqlite3* writer, sqlite3* reader)
+SqliteEventStore::SqliteEventStore(std::string path, sqlite3* writer, sqlite3* reader,
+                                   DedupeOptions dedupe)
     : path_(std::move(path)),
       writer_(writer),
       write_cache_(std::make_unique<StmtCache>()),
+      dedupe_(dedupe.window, dedupe.max_keys),
       reader_(reader),
       read_cache_(std::make_unique<StmtCache>()) {}
 
@@ -87,7 +90,7 @@ absl::StatusOr<SyncPolicy> ParseSyncPolicy(absl::string_view s) {
 }
 
 absl::StatusOr<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(
-    const std::string& data_dir, SyncPolicy sync) {
+    const std::string& data_dir, SyncPolicy sync, DedupeOptions dedupe) {
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
   if (ec) {
@@ -104,7 +107,7 @@ absl::StatusOr<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(
     sqlite3_close(writer);
     return s;
   }
-  std::unique_ptr<SqliteEventStore> store(new SqliteEventStore(path, writer, nullptr));
+  std::unique_ptr<SqliteEventStore> store(new SqliteEventStore(path, writer, nullptr, dedupe));
   if (absl::Status s = store->Init(sync); !s.ok()) return s;
   {
     absl::MutexLock lock(&store->checkpoint_mu_);
@@ -130,6 +133,7 @@ absl::StatusOr<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(
       return s;
     }
   }
+  if (absl::Status s = store->LoadDedupeWindow(); !s.ok()) return s;
   return store;
 }
 
@@ -156,6 +160,28 @@ absl::Status SqliteEventStore::Init(SyncPolicy sync) {
   Stmt max(writer_, write_cache_.get(), "SELECT IFNULL(MAX(seq),0) FROM events");
   if (max.Step() == SQLITE_ROW) last_seq_ = std::max<uint64_t>(last_seq_, max.Int(0));
   published_last_seq_ = last_seq_;
+  return absl::OkStatus();
+}
+
+absl::Status SqliteEventStore::LoadDedupeWindow() {
+  absl::StatusOr<StoreBounds> b = Bounds();
+  if (!b.ok()) return b.status();
+  if (b->count == 0) return absl::OkStatus();
+  absl::StatusOr<EventPtr> newest = ReadOne(b->first_seq + b->count - 1);
+  if (!newest.ok()) return newest.status();
+  absl::Duration window;
+  {
+    absl::MutexLock lock(&write_mu_);
+    window = dedupe_.window();
+  }
+  absl::StatusOr<std::vector<EventPtr>> recent = ReadIngestedSince((*newest)->ingest_time - window);
+  if (!recent.ok()) return recent.status();
+  absl::MutexLock lock(&write_mu_);
+  for (const EventPtr& ev : *recent) {
+    events::v1::Event parsed = ev->Parse();
+    if (parsed.id().empty()) continue;
+    dedupe_.Add(DedupeKey(parsed.source(), parsed.id()), ev->seq, ev->ingest_time);
+  }
   return absl::OkStatus();
 }
 
@@ -252,23 +278,41 @@ absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
   return absl::InternalError("unknown group op");
 }
 
-absl::StatusOr<uint64_t> SqliteEventStore::Commit(const WriteBatch& batch, absl::Time now) {
+absl::StatusOr<CommitResult> SqliteEventStore::Commit(const WriteBatch& batch, absl::Time now) {
   absl::MutexLock lock(&write_mu_);
+  dedupe_.Expire(now);
   {
     Stmt begin(writer_, write_cache_.get(), "BEGIN");
     if (begin.Step() != SQLITE_DONE) return SqlError(writer_, "begin");
   }
+  CommitResult result;
+  result.duplicate_of.assign(batch.events.size(), 0);
+  // Keys appended by this batch, added to the window once it committed.
+  absl::flat_hash_map<std::string, uint64_t> new_keys;
   uint64_t seq = last_seq_;
-  uint64_t first = 0;
   absl::Status status;
   if (!batch.events.empty()) {
     Stmt st(writer_, write_cache_.get(),
             "INSERT INTO events(seq,type,correlation_id,subject,time_us,ingest_us,payload) "
             "VALUES(?,?,?,?,?,?,?)");
     int64_t now_us = ToMicros(now);
-    for (const NewEvent* ev : batch.events) {
+    for (size_t i = 0; i < batch.events.size(); ++i) {
+      const NewEvent* ev = batch.events[i];
+      std::string key;
+      if (ev->client_id) {
+        key = DedupeKey(ev->source, ev->id);
+        uint64_t dup = dedupe_.Find(key);
+        if (dup == 0) {
+          if (auto it = new_keys.find(key); it != new_keys.end()) dup = it->second;
+        }
+        if (dup != 0) {
+          result.duplicate_of[i] = dup;
+          continue;
+        }
+      }
       ++seq;
-      if (first == 0) first = seq;
+      if (result.first == 0) result.first = seq;
+      if (!key.empty()) new_keys.emplace(std::move(key), seq);
       st.Bind(1, static_cast<int64_t>(seq));
       st.Bind(2, ev->type);
       st.BindNullable(3, ev->correlation_id);
@@ -294,7 +338,8 @@ absl::StatusOr<uint64_t> SqliteEventStore::Commit(const WriteBatch& batch, absl:
   }
   last_seq_ = seq;
   published_last_seq_ = seq;
-  return first;
+  for (auto& [key, s] : new_keys) dedupe_.Add(key, s, now);
+  return result;
 }
 
 absl::StatusOr<std::vector<EventPtr>> SqliteEventStore::ReadAfter(uint64_t after_seq,

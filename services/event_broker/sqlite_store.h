@@ -8,6 +8,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "services/event_broker/dedupe_window.h"
 #include "services/event_broker/event_store.h"
 
 namespace switchboard::sqlite {
@@ -29,10 +30,11 @@ absl::StatusOr<SyncPolicy> ParseSyncPolicy(absl::string_view s);
 class SqliteEventStore : public EventStore {
  public:
   static absl::StatusOr<std::unique_ptr<SqliteEventStore>> Open(const std::string& data_dir,
-                                                                SyncPolicy sync);
+                                                                SyncPolicy sync,
+                                                                DedupeOptions dedupe = {});
   ~SqliteEventStore() override;
 
-  absl::StatusOr<uint64_t> Commit(const WriteBatch& batch, absl::Time now) override;
+  absl::StatusOr<CommitResult> Commit(const WriteBatch& batch, absl::Time now) override;
   absl::StatusOr<std::vector<EventPtr>> ReadAfter(uint64_t after_seq, size_t limit) override;
   absl::StatusOr<EventPtr> ReadOne(uint64_t seq) override;
   absl::StatusOr<std::vector<EventPtr>> Query(const HistoryQuery& query) override;
@@ -53,7 +55,10 @@ class SqliteEventStore : public EventStore {
   void Maintain() override;
 
  private:
-  SqliteEventStore(std::string path, sqlite3* writer, sqlite3* reader);
+  SqliteEventStore(std::string path, sqlite3* writer, sqlite3* reader, DedupeOptions dedupe);
+  // Rebuilds the dedupe window from the events ingested in the window before
+  // the newest one.
+  absl::Status LoadDedupeWindow();
   absl::Status Init(SyncPolicy sync);
   absl::Status ApplyOp(const GroupOp& op, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
@@ -62,6 +67,7 @@ class SqliteEventStore : public EventStore {
   sqlite3* writer_ ABSL_GUARDED_BY(write_mu_);
   std::unique_ptr<::switchboard::sqlite::StmtCache> write_cache_ ABSL_GUARDED_BY(write_mu_);
   uint64_t last_seq_ ABSL_GUARDED_BY(write_mu_) = 0;
+  DedupeWindow dedupe_ ABSL_GUARDED_BY(write_mu_);
   absl::Mutex read_mu_;
   sqlite3* reader_ ABSL_GUARDED_BY(read_mu_);
   std::unique_ptr<::switchboard::sqlite::StmtCache> read_cache_ ABSL_GUARDED_BY(read_mu_);

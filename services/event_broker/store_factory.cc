@@ -19,7 +19,7 @@ absl::StatusOr<std::unique_ptr<EventStore>> OpenEventStore(const StoreSettings& 
     absl::StatusOr<SyncPolicy> sync = ParseSyncPolicy(s.sync);
     if (!sync.ok()) return sync.status();
     absl::StatusOr<std::unique_ptr<SqliteEventStore>> store =
-        SqliteEventStore::Open(s.data_dir, *sync);
+        SqliteEventStore::Open(s.data_dir, *sync, s.dedupe);
     if (!store.ok()) return store.status();
     *description = absl::StrCat("sqlite:", s.data_dir);
     return std::unique_ptr<EventStore>(*std::move(store));
@@ -51,6 +51,7 @@ absl::StatusOr<std::unique_ptr<EventStore>> OpenEventStore(const StoreSettings& 
   opts.prefix = s.redis_prefix;
   opts.timeout = s.redis_timeout;
   opts.index_ttl = s.retention_age;
+  opts.dedupe_window = s.dedupe.window;
   if (s.sync == "normal") {
     opts.min_replicas = 0;
   } else if (s.sync == "replicated") {

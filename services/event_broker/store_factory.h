@@ -24,6 +24,7 @@ struct StoreSettings {
   int redis_min_replicas = 1;
   absl::Duration redis_timeout = absl::Seconds(5);
   absl::Duration retention_age = absl::Hours(24 * 7);
+  DedupeOptions dedupe;
 };
 
 // Builds the store the settings describe. Configuration mistakes are
