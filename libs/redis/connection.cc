@@ -1,6 +1,9 @@
 #include "libs/redis/connection.h"
 
+#include <errno.h>
 #include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/time.h>
 
 #include "absl/strings/match.h"
@@ -43,6 +46,41 @@ Reply Convert(const redisReply* r) {
   }
   return out;
 }
+
+// hiredis sends with write(2), which raises SIGPIPE once the server has
+// reset the connection: a pooled connection to a restarted server, with a
+// pipeline too big to go out before the reset arrives. Unless the process
+// ignores SIGPIPE that kills it instead of failing the exchange, so SIGPIPE
+// is blocked on this thread meanwhile and one raised here is discarded.
+class ScopedSigpipeGuard {
+ public:
+  ScopedSigpipeGuard() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    // Not ours to discard.
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_mask_);
+  }
+  ~ScopedSigpipeGuard() {
+    int saved_errno = errno;
+    if (!was_pending_) {
+      timespec zero = {0, 0};
+      while (sigtimedwait(&pipe_, nullptr, &zero) < 0 && errno == EINTR) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
+    errno = saved_errno;
+  }
+  ScopedSigpipeGuard(const ScopedSigpipeGuard&) = delete;
+  ScopedSigpipeGuard& operator=(const ScopedSigpipeGuard&) = delete;
+
+ private:
+  sigset_t pipe_;
+  sigset_t old_mask_;
+  bool was_pending_ = false;
+};
 
 absl::Status TransportError(redisContext* ctx, const Endpoint& ep, absl::Time deadline,
                             absl::string_view what) {
@@ -132,6 +170,7 @@ absl::StatusOr<std::vector<Reply>> Connection::Exchange(const std::vector<const 
   }
   std::vector<Reply> out;
   out.reserve(commands.size());
+  ScopedSigpipeGuard sigpipe_guard;  // the first redisGetReply writes
   for (size_t i = 0; i < commands.size(); ++i) {
     void* raw = nullptr;
     if (redisGetReply(ctx_, &raw) != REDIS_OK || raw == nullptr) {

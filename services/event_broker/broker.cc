@@ -13,7 +13,7 @@
 #include "libs/common/json_log.h"
 #include "libs/common/proto_time.h"
 #include "libs/common/thread_name.h"
-#include "services/event_broker/subscriptions.h"
+#include "services/event_broker/local_group.h"
 
 namespace switchboard::broker {
 
@@ -65,7 +65,7 @@ absl::Status Broker::Recover() {
     }
     restored += restore.size();
     std::string name = rec.name;
-    auto group = std::make_shared<Group>(this, std::move(rec), *std::move(filter), *dead);
+    auto group = std::make_shared<LocalGroup>(this, std::move(rec), *std::move(filter), *dead);
     group->Restore(std::move(restore));
     absl::MutexLock lock(&subs_mu_);
     groups_[name] = std::move(group);

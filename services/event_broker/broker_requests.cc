@@ -5,7 +5,7 @@
 #include "libs/common/json_log.h"
 #include "libs/common/proto_time.h"
 #include "services/event_broker/broker.h"
-#include "services/event_broker/subscriptions.h"
+#include "services/event_broker/local_group.h"
 
 // Broker's request handling: subscribe, acks, history, stats, dead letters.
 namespace switchboard::broker {
@@ -97,7 +97,7 @@ absl::StatusOr<std::shared_ptr<Subscription>> Broker::Subscribe(const v1::Subscr
       op.kind = GroupOp::Kind::kUpsertGroup;
       op.group = rec;
       ops.push_back(std::move(op));
-      group = std::make_shared<Group>(this, std::move(rec), *filter, 0);
+      group = std::make_shared<LocalGroup>(this, std::move(rec), *filter, 0);
       groups_[req.group()] = group;
       LogInfo("consumer group created", {{"group", req.group()},
                                          {"cursor", *cursor},
@@ -152,8 +152,10 @@ absl::StatusOr<v1::ModifyAckDeadlineResponse> Broker::ModifyAckDeadline(
   }
   std::vector<uint64_t> seqs;
   if (absl::Status s = (*g)->ValidateAckIds(req.ack_ids(), &seqs); !s.ok()) return s;
+  absl::StatusOr<uint32_t> n = (*g)->ModifyDeadline(seqs, d);
+  if (!n.ok()) return n.status();
   v1::ModifyAckDeadlineResponse resp;
-  resp.set_modified((*g)->ModifyDeadline(seqs, d));
+  resp.set_modified(*n);
   return resp;
 }
 
@@ -257,7 +259,7 @@ absl::StatusOr<v1::GetStatsResponse> Broker::GetStats() {
   std::set<std::string> local;
   for (auto& g : groups) {
     v1::GroupStats* gs = resp.add_groups();
-    g->FillStats(gs, b->last_seq);
+    if (absl::Status st = g->FillStats(gs, b->last_seq); !st.ok()) return st;
     gs->set_members(total.group_members[g->name()]);
     local.insert(g->name());
   }

@@ -105,6 +105,9 @@ std::string RedisEventStore::Key(absl::string_view suffix) const {
 absl::Status RedisEventStore::Check() {
   absl::StatusOr<Reply> r = client_->Run(tag_, {"PING"}, Deadline());
   if (!r.ok()) return r.status();
+  if (r->error_code() == "NOAUTH" || r->error_code() == "WRONGPASS") {
+    return absl::UnauthenticatedError(absl::StrCat("redis: authentication needed: ", r->str));
+  }
   return redis::ReplyStatus(*r, "ping");
 }
 
