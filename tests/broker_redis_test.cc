@@ -346,5 +346,90 @@ TEST(BrokerReplicasTest, ThreeReplicasOnOneRedisActAsOneBroker) {
   EXPECT_TRUE(WaitUntil([&] { return subscribers_seen(stubs[0].get()) == 2; }, absl::Seconds(10)));
 }
 
+// A consumer group with members on different replicas shares the work: each
+// event to one member, acks through any replica; a replica killed with
+// unacked deliveries loses nothing, they reach the other member again.
+TEST(BrokerReplicasTest, GroupMembersOnDifferentReplicasShareTheWork) {
+  absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  std::vector<std::unique_ptr<testing::ServiceProcess>> brokers;
+  std::vector<std::unique_ptr<EventBroker::Stub>> stubs;
+  for (int i = 0; i < 3; ++i) {
+    auto b = testing::ServiceProcess::Start(BROKER_BIN, {"--store=" + (*redis)->url()});
+    ASSERT_TRUE(b.ok()) << b.status();
+    stubs.push_back(Connect(**b));
+    brokers.push_back(*std::move(b));
+  }
+  // Member A on replica 0 acks everything; member B on replica 1 acks
+  // nothing with a sequence ending in 7 (they stay pending).
+  SubscribeRequest req = GroupReq("work", absl::Seconds(2));
+  Collector member_a(stubs[0].get(), req, [](const Delivery&) { return true; });
+  Collector member_b(stubs[1].get(), req,
+                     [](const Delivery& d) { return d.event().sequence() % 10 != 7; });
+  constexpr int kEvents = 400;
+  std::set<uint64_t> published;
+  for (int i = 0; i < kEvents; ++i) {
+    broker::v1::PublishResponse resp;
+    ASSERT_TRUE(
+        Publish(stubs[i % 3].get(), MakeEvent("order.created", absl::StrCat("w-", i)), &resp).ok());
+    published.insert(resp.sequence());
+  }
+  auto delivered = [&] {
+    std::set<uint64_t> all;
+    for (const auto& d : member_a.Got()) all.insert(d.event().sequence());
+    for (const auto& d : member_b.Got()) all.insert(d.event().sequence());
+    return all;
+  };
+  ASSERT_TRUE(WaitUntil([&] { return delivered() == published; }, absl::Seconds(30)))
+      << delivered().size() << " of " << published.size();
+  EXPECT_GT(member_a.Count(), 0u);
+  EXPECT_GT(member_b.Count(), 0u) << "both members get work";
+  // Stats from the third replica count both members.
+  auto members_seen = [&] {
+    broker::v1::GetStatsResponse stats;
+    grpc::ClientContext ctx;
+    if (!stubs[2]->GetStats(&ctx, {}, &stats).ok()) return -1;
+    for (const auto& g : stats.groups()) {
+      if (g.name() == "work") return static_cast<int>(g.members());
+    }
+    return 0;
+  };
+  EXPECT_TRUE(WaitUntil([&] { return members_seen() == 2; }, absl::Seconds(10))) << members_seen();
+  // No event went to both before its deadline could pass (B's unacked ones
+  // come back after 2 s, to either member, with attempt >= 2).
+  std::set<uint64_t> held_by_b;
+  for (const auto& d : member_b.Got()) {
+    if (d.event().sequence() % 10 == 7) held_by_b.insert(d.event().sequence());
+  }
+  ASSERT_FALSE(held_by_b.empty());
+  brokers[1]->Kill9();
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        std::set<uint64_t> again;
+        for (const auto& d : member_a.Got()) {
+          if (d.delivery_attempt() >= 2) again.insert(d.event().sequence());
+        }
+        return std::includes(again.begin(), again.end(), held_by_b.begin(), held_by_b.end());
+      },
+      absl::Seconds(30)))
+      << "the killed replica's unacked deliveries reach the other member";
+  // Every first delivery went to exactly one member.
+  std::map<uint64_t, int> firsts;
+  for (const auto& d : member_a.Got()) firsts[d.event().sequence()] += d.delivery_attempt() == 1;
+  for (const auto& d : member_b.Got()) firsts[d.event().sequence()] += d.delivery_attempt() == 1;
+  for (const auto& [seq, n] : firsts) EXPECT_LE(n, 1) << "sequence " << seq << " delivered twice";
+  // Nothing left pending once A acked the redeliveries.
+  auto pending = [&] {
+    broker::v1::GetStatsResponse stats;
+    grpc::ClientContext ctx;
+    if (!stubs[2]->GetStats(&ctx, {}, &stats).ok()) return int64_t{-1};
+    for (const auto& g : stats.groups()) {
+      if (g.name() == "work") return static_cast<int64_t>(g.pending());
+    }
+    return int64_t{-2};
+  };
+  EXPECT_TRUE(WaitUntil([&] { return pending() == 0; }, absl::Seconds(10))) << pending();
+}
+
 }  // namespace
 }  // namespace switchboard::broker_it

@@ -14,6 +14,7 @@
 #include "libs/common/proto_time.h"
 #include "libs/common/thread_name.h"
 #include "services/event_broker/local_group.h"
+#include "services/event_broker/shared_group.h"
 
 namespace switchboard::broker {
 
@@ -47,6 +48,13 @@ absl::Status Broker::Recover() {
   absl::StatusOr<StoreBounds> bounds = store_->Bounds();
   if (!bounds.ok()) return bounds.status();
   last_seq_ = bounds->last_seq;
+  if (store_->shared()) {
+    // Group state stays in the store; groups are looked up when used.
+    LogInfo(
+        "store recovered",
+        {{"last_sequence", last_seq_.load()}, {"events", bounds->count}, {"replica", replica_id_}});
+    return absl::OkStatus();
+  }
   absl::StatusOr<std::vector<GroupRecord>> groups = store_->LoadGroups();
   if (!groups.ok()) return groups.status();
   size_t restored = 0;

@@ -175,6 +175,8 @@ class Broker {
   uint64_t last_sequence() const { return last_seq_.load(); }
   // The store answered the last probe (readiness and gRPC health follow it).
   bool store_reachable() const { return store_reachable_.load(); }
+  // Several replicas share the store: group calls reach it (they block).
+  bool store_shared() const { return store_->shared(); }
   bool shutting_down() const { return shutting_down_.load(); }
   const BrokerConfig& config() const { return config_; }
   Clock* clock() const { return clock_; }
@@ -206,6 +208,8 @@ class Broker {
   void TailLoop();
   absl::StatusOr<uint64_t> StartCursor(const v1::SubscribeRequest& request);
   absl::StatusOr<std::shared_ptr<Group>> FindGroup(const std::string& name);
+  // Shared stores: a Group object for every group in the store.
+  absl::Status AdoptSharedGroups();
   void RecordRate(absl::Time now, uint64_t n);
   // This process's subscribers, groups and publish rate.
   ReplicaLoad LocalLoad();

@@ -6,6 +6,7 @@
 #include "libs/common/proto_time.h"
 #include "services/event_broker/broker.h"
 #include "services/event_broker/local_group.h"
+#include "services/event_broker/shared_group.h"
 
 // Broker's request handling: subscribe, acks, history, stats, dead letters.
 namespace switchboard::broker {
@@ -93,11 +94,17 @@ absl::StatusOr<std::shared_ptr<Subscription>> Broker::Subscribe(const v1::Subscr
       rec.cursor = *cursor;
       rec.max_deliveries =
           req.max_deliveries() ? req.max_deliveries() : config_.default_max_deliveries;
-      GroupOp op;
-      op.kind = GroupOp::Kind::kUpsertGroup;
-      op.group = rec;
-      ops.push_back(std::move(op));
-      group = std::make_shared<LocalGroup>(this, std::move(rec), *filter, 0);
+      if (store_->shared()) {
+        // Created in the store by its first claim.
+        group =
+            std::make_shared<SharedGroup>(this, store_.get(), replica_id_, std::move(rec), *filter);
+      } else {
+        GroupOp op;
+        op.kind = GroupOp::Kind::kUpsertGroup;
+        op.group = rec;
+        ops.push_back(std::move(op));
+        group = std::make_shared<LocalGroup>(this, std::move(rec), *filter, 0);
+      }
       groups_[req.group()] = group;
       LogInfo("consumer group created", {{"group", req.group()},
                                          {"cursor", *cursor},
@@ -113,12 +120,35 @@ absl::StatusOr<std::shared_ptr<Subscription>> Broker::Subscribe(const v1::Subscr
 
 absl::StatusOr<std::shared_ptr<Group>> Broker::FindGroup(const std::string& name) {
   if (name.empty()) return absl::InvalidArgumentError("group: required");
-  absl::MutexLock lock(&subs_mu_);
-  auto it = groups_.find(name);
-  if (it == groups_.end()) {
-    return absl::InvalidArgumentError(absl::StrCat("group: no consumer group '", name, "'"));
+  {
+    absl::MutexLock lock(&subs_mu_);
+    auto it = groups_.find(name);
+    if (it != groups_.end()) return it->second;
   }
-  return it->second;
+  if (store_->shared()) {
+    // A group other replicas serve: acks, nacks and dead letters for it go
+    // to the store from here too.
+    if (absl::Status st = AdoptSharedGroups(); !st.ok()) return st;
+    absl::MutexLock lock(&subs_mu_);
+    auto it = groups_.find(name);
+    if (it != groups_.end()) return it->second;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("group: no consumer group '", name, "'"));
+}
+
+absl::Status Broker::AdoptSharedGroups() {
+  absl::StatusOr<std::vector<GroupRecord>> recs = store_->LoadGroups();
+  if (!recs.ok()) return recs.status();
+  for (GroupRecord& rec : *recs) {
+    absl::StatusOr<TypeFilter> filter = TypeFilter::Parse(rec.types);
+    if (!filter.ok()) continue;
+    absl::MutexLock lock(&subs_mu_);
+    if (groups_.count(rec.name) != 0) continue;
+    std::string name = rec.name;
+    groups_[name] = std::make_shared<SharedGroup>(this, store_.get(), replica_id_, std::move(rec),
+                                                  *std::move(filter));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::AckResponse> Broker::Ack(const v1::AckRequest& req) {
@@ -234,6 +264,9 @@ absl::StatusOr<v1::GetStatsResponse> Broker::GetStats() {
   resp.set_storage_bytes(store_->StorageBytes());
   // Subscribers and rates are per process: on a shared store, add what the
   // other replicas published of theirs.
+  if (store_->shared()) {
+    if (absl::Status st = AdoptSharedGroups(); !st.ok()) return st;
+  }
   ReplicaLoad total = LocalLoad();
   if (store_->shared()) {
     absl::StatusOr<std::vector<ReplicaLoad>> others = store_->ListLoads();

@@ -152,6 +152,33 @@ struct ReplicaLoad {
   std::map<std::string, uint32_t> group_members;
 };
 
+// Groups on a shared store: a replica leases deliveries for its members.
+struct ClaimRequest {
+  // Created with these if new; its types and max_deliveries follow the
+  // newest member's.
+  GroupRecord group;
+  std::string owner;  // the replica
+  size_t max = 64;
+  absl::Duration lease = absl::Seconds(30);  // the members' ack deadline
+  size_t max_scan = 4096;                    // log entries one claim looks at
+};
+struct ClaimedDelivery {
+  EventPtr event;
+  uint32_t attempt = 1;
+};
+struct ClaimResult {
+  std::vector<ClaimedDelivery> deliveries;
+  uint32_t dead_lettered = 0;
+  uint32_t redelivered = 0;
+  bool more = false;  // stopped at max or max_scan: claim again
+};
+struct SharedGroupStats {
+  uint64_t pending = 0;
+  uint64_t cursor = 0;
+  uint64_t redelivered = 0;
+  uint64_t dead_lettered = 0;
+};
+
 // Storage of the event log and of consumer-group state. The SQLite store is
 // the embedded default; a Redis Streams store implements the same interface.
 // Nothing above this interface may assume which one it is.
@@ -212,6 +239,48 @@ class EventStore {
   }
   virtual absl::StatusOr<std::vector<ReplicaLoad>> ListLoads() {
     return std::vector<ReplicaLoad>();
+  }
+
+  // Consumer groups of a shared store, whose state (cursor, pending
+  // deliveries with their leases, dead letters) only the store holds: each
+  // replica claims deliveries for its own members. Others: Unimplemented.
+  // Leases up to request.max deliveries: those due again first (deadline
+  // passed, nack delay over; dead-lettered past max_deliveries), then new
+  // matching events after the group's cursor.
+  virtual absl::StatusOr<ClaimResult> Claim(const ClaimRequest& request, absl::Time now) {
+    return Unshared("Claim");
+  }
+  // Removes acknowledged deliveries; returns how many were pending.
+  virtual absl::StatusOr<uint32_t> AckDeliveries(const std::string& group,
+                                                 const std::vector<uint64_t>& seqs) {
+    return Unshared("AckDeliveries");
+  }
+  // Held deliveries become due again at `at`, for any replica (a nack, a
+  // member gone); or, from_dead_letters, dead letters become pending again.
+  virtual absl::StatusOr<uint32_t> Requeue(const std::string& group,
+                                           const std::vector<uint64_t>& seqs, absl::Time at,
+                                           bool from_dead_letters) {
+    return Unshared("Requeue");
+  }
+  virtual absl::StatusOr<uint32_t> ExtendLeases(const std::string& group,
+                                                const std::vector<uint64_t>& seqs,
+                                                absl::Time until) {
+    return Unshared("ExtendLeases");
+  }
+  // Of `seqs`, those `owner` still holds with a lease ending after `now`.
+  virtual absl::StatusOr<std::vector<uint64_t>> StillHeld(const std::string& group,
+                                                          const std::string& owner,
+                                                          const std::vector<uint64_t>& seqs,
+                                                          absl::Time now) {
+    return Unshared("StillHeld");
+  }
+  virtual absl::StatusOr<SharedGroupStats> GroupStats(const std::string& group) {
+    return Unshared("GroupStats");
+  }
+
+ private:
+  static absl::Status Unshared(absl::string_view what) {
+    return absl::UnimplementedError(absl::StrCat(what, ": the store is not shared"));
   }
 };
 

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "libs/redis/redis_metrics.h"
 #include "prometheus/registry.h"
@@ -487,6 +488,76 @@ TEST_P(EventStoreConformance, ReplicasSharingTheStoreNeverReuseSequences) {
   EXPECT_EQ(seen.size(), 2u * kReplicas * kCommits);
   EXPECT_EQ(*seen.rbegin(), 2u * kReplicas * kCommits);
   EXPECT_EQ(stores[0]->Bounds()->count, 2u * kReplicas * kCommits);
+}
+
+// Groups on a shared store: leases, acks, redelivery, dead letters. (The
+// embedded store's groups are LocalGroup's, tested in broker_test.)
+TEST_P(EventStoreConformance, SharedGroupsLeaseAckAndRedeliver) {
+  if (!shared_by_processes()) GTEST_SKIP() << "the embedded store keeps groups in the broker";
+  auto a = Open();
+  auto b = Open();
+  for (int i = 0; i < 10; ++i) Append(*a, {MakeEvent(i % 2 ? "order.paid" : "cart.x")});
+  ClaimRequest req;
+  req.group = GroupRecord{"g", {"order.*"}, 0, 2};
+  req.owner = "replica-a";
+  req.max = 3;
+  req.lease = absl::Seconds(10);
+  absl::Time t0 = absl::Now();
+  absl::StatusOr<ClaimResult> ra = a->Claim(req, t0);
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  ASSERT_EQ(ra->deliveries.size(), 3u);
+  EXPECT_TRUE(ra->more);
+  EXPECT_EQ(ra->deliveries[0].event->seq, 2u);
+  EXPECT_EQ(ra->deliveries[0].attempt, 1u);
+  EXPECT_EQ(ra->deliveries[2].event->seq, 6u);
+  // Another replica gets the rest, never what a holds.
+  req.owner = "replica-b";
+  req.max = 10;
+  absl::StatusOr<ClaimResult> rb = b->Claim(req, t0);
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  ASSERT_EQ(rb->deliveries.size(), 2u);
+  EXPECT_EQ(rb->deliveries[0].event->seq, 8u);
+  EXPECT_FALSE(rb->more);
+  EXPECT_TRUE(b->Claim(req, t0)->deliveries.empty());
+  // Acks through any replica; StillHeld tells a what it no longer holds.
+  EXPECT_EQ(*b->AckDeliveries("g", {2, 8}), 2u);
+  EXPECT_EQ(*b->AckDeliveries("g", {2}), 0u) << "acked before";
+  absl::StatusOr<uint32_t> unknown = b->AckDeliveries("g", {4, 99});
+  EXPECT_TRUE(absl::IsInvalidArgument(unknown.status())) << unknown.status();
+  EXPECT_THAT(std::string(unknown.status().message()), ::testing::HasSubstr("ack_ids[1]"));
+  EXPECT_TRUE(absl::IsInvalidArgument(b->Requeue("g", {99}, t0, false).status()));
+  EXPECT_EQ(*a->StillHeld("g", "replica-a", {2, 4, 6}, t0), (std::vector<uint64_t>{4, 6}));
+  // Past the lease, b may claim what a held, as attempt 2.
+  absl::Time later = t0 + absl::Seconds(11);
+  EXPECT_TRUE(a->StillHeld("g", "replica-a", {4, 6}, later)->empty());
+  rb = b->Claim(req, later);
+  ASSERT_EQ(rb->deliveries.size(), 3u);  // 4 and 6 from a, 10 from b
+  EXPECT_EQ(rb->redelivered, 3u);
+  for (const ClaimedDelivery& d : rb->deliveries) EXPECT_EQ(d.attempt, 2u);
+  // A nack makes one due again after its delay; a longer lease keeps another.
+  EXPECT_EQ(*b->Requeue("g", {4}, later + absl::Seconds(1), false), 1u);
+  EXPECT_EQ(*b->ExtendLeases("g", {6}, later + absl::Seconds(100)), 1u);
+  absl::Time much_later = later + absl::Seconds(20);
+  // max_deliveries is 2: 4 and 10 are dead-lettered, 6 is still leased.
+  rb = b->Claim(req, much_later);
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  EXPECT_TRUE(rb->deliveries.empty());
+  EXPECT_EQ(rb->dead_lettered, 2u);
+  EXPECT_EQ(*a->CountDeadLetters("g"), 2u);
+  absl::StatusOr<SharedGroupStats> st = a->GroupStats("g");
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->pending, 1u);
+  EXPECT_EQ(st->cursor, 10u);
+  EXPECT_EQ(st->dead_lettered, 2u);
+  // Replayed dead letters are delivered again from attempt 1.
+  EXPECT_EQ(*a->Requeue("g", {4, 10}, much_later, true), 2u);
+  ra = a->Claim(req, much_later);
+  ASSERT_EQ(ra->deliveries.size(), 2u);
+  EXPECT_EQ(ra->deliveries[0].attempt, 1u);
+  EXPECT_EQ(*a->CountDeadLetters("g"), 0u);
+  auto groups = a->LoadGroups();
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ((*groups)[0].max_deliveries, 2u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, EventStoreConformance,

@@ -61,6 +61,30 @@ class ForwardingEventStore : public EventStore {
     return inner_->PublishLoad(load, ttl);
   }
   absl::StatusOr<std::vector<ReplicaLoad>> ListLoads() override { return inner_->ListLoads(); }
+  absl::StatusOr<ClaimResult> Claim(const ClaimRequest& request, absl::Time now) override {
+    return inner_->Claim(request, now);
+  }
+  absl::StatusOr<uint32_t> AckDeliveries(const std::string& group,
+                                         const std::vector<uint64_t>& seqs) override {
+    return inner_->AckDeliveries(group, seqs);
+  }
+  absl::StatusOr<uint32_t> Requeue(const std::string& group, const std::vector<uint64_t>& seqs,
+                                   absl::Time at, bool from_dead_letters) override {
+    return inner_->Requeue(group, seqs, at, from_dead_letters);
+  }
+  absl::StatusOr<uint32_t> ExtendLeases(const std::string& group, const std::vector<uint64_t>& seqs,
+                                        absl::Time until) override {
+    return inner_->ExtendLeases(group, seqs, until);
+  }
+  absl::StatusOr<std::vector<uint64_t>> StillHeld(const std::string& group,
+                                                  const std::string& owner,
+                                                  const std::vector<uint64_t>& seqs,
+                                                  absl::Time now) override {
+    return inner_->StillHeld(group, owner, seqs, now);
+  }
+  absl::StatusOr<SharedGroupStats> GroupStats(const std::string& group) override {
+    return inner_->GroupStats(group);
+  }
 
  private:
   std::unique_ptr<EventStore> inner_;

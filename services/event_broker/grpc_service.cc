@@ -250,6 +250,10 @@ grpc::ServerUnaryReactor* EventBrokerService::Ack(grpc::CallbackServerContext* c
   Broker* broker = broker_->get();
   if (broker == nullptr)
     return FinishUnary(ctx, absl::StatusOr<v1::AckResponse>(BrokerSlot::NotReady()), response);
+  if (broker->store_shared()) {
+    return FinishOnExecutor(ctx, &acks_, response,
+                            [broker, request] { return broker->Ack(*request); });
+  }
   return FinishUnary(ctx, broker->Ack(*request), response);
 }
 
@@ -259,6 +263,10 @@ grpc::ServerUnaryReactor* EventBrokerService::Nack(grpc::CallbackServerContext* 
   Broker* broker = broker_->get();
   if (broker == nullptr)
     return FinishUnary(ctx, absl::StatusOr<v1::NackResponse>(BrokerSlot::NotReady()), response);
+  if (broker->store_shared()) {
+    return FinishOnExecutor(ctx, &acks_, response,
+                            [broker, request] { return broker->Nack(*request); });
+  }
   return FinishUnary(ctx, broker->Nack(*request), response);
 }
 
@@ -269,6 +277,10 @@ grpc::ServerUnaryReactor* EventBrokerService::ModifyAckDeadline(
   if (broker == nullptr)
     return FinishUnary(ctx, absl::StatusOr<v1::ModifyAckDeadlineResponse>(BrokerSlot::NotReady()),
                        response);
+  if (broker->store_shared()) {
+    return FinishOnExecutor(ctx, &acks_, response,
+                            [broker, request] { return broker->ModifyAckDeadline(*request); });
+  }
   return FinishUnary(ctx, broker->ModifyAckDeadline(*request), response);
 }
 

@@ -21,7 +21,7 @@ using EventBrokerServiceBase = v1::EventBroker::WithRawCallbackMethod_Publish<
 class EventBrokerService final : public EventBrokerServiceBase {
  public:
   explicit EventBrokerService(BrokerSlot* broker)
-      : broker_(broker), slow_("sb-grpc-slow", 2, 256) {}
+      : broker_(broker), slow_("sb-grpc-slow", 2, 256), acks_("sb-grpc-acks", 4, 16384) {}
 
   grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
                                     const grpc::ByteBuffer* request,
@@ -56,6 +56,9 @@ class EventBrokerService final : public EventBrokerServiceBase {
   // History, stats and dead letters query the store (and Replay waits for
   // the writer): they run here, never on a gRPC reaction thread.
   Executor slow_;
+  // On a shared store acks, nacks and lease changes are store round trips:
+  // they run here, never on a gRPC reaction thread.
+  Executor acks_;
 };
 
 }  // namespace switchboard::broker

@@ -109,7 +109,7 @@ class LocalGroup : public Group, public std::enable_shared_from_this<LocalGroup>
   }
 
   absl::StatusOr<v1::NackResponse> Nack(const std::vector<uint64_t>& seqs,
-                                       absl::Duration delay) override {
+                                        absl::Duration delay) override {
     v1::NackResponse resp;
     std::vector<GroupOp> ops;
     std::vector<std::shared_ptr<GroupMember>> wake;

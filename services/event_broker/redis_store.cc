@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "services/event_broker/redis_group_scripts.h"
 #include "services/event_broker/redis_scripts.h"
 
 namespace switchboard::broker {
@@ -94,8 +95,16 @@ RedisEventStore::RedisEventStore(std::unique_ptr<redis::RedisClient> client,
       commit_(redis_scripts::kCommit),
       first_at_(redis_scripts::kFirstAt),
       retention_(redis_scripts::kRetention),
-      query_(redis_scripts::kQuery) {
-  for (const redis::Script* s : {&commit_, &first_at_, &retention_, &query_}) client_->Register(*s);
+      query_(redis_scripts::kQuery),
+      claim_(redis_scripts::kClaim),
+      ack_(redis_scripts::kAck),
+      requeue_(redis_scripts::kRequeue),
+      extend_(redis_scripts::kExtend),
+      still_held_(redis_scripts::kStillHeld) {
+  for (const redis::Script* s : {&commit_, &first_at_, &retention_, &query_, &claim_, &ack_,
+                                 &requeue_, &extend_, &still_held_}) {
+    client_->Register(*s);
+  }
 }
 
 std::string RedisEventStore::Key(absl::string_view suffix) const {

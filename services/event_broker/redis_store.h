@@ -45,6 +45,18 @@ class RedisEventStore : public EventStore {
                                                        absl::Duration timeout) override;
   absl::Status PublishLoad(const ReplicaLoad& load, absl::Duration ttl) override;
   absl::StatusOr<std::vector<ReplicaLoad>> ListLoads() override;
+  absl::StatusOr<ClaimResult> Claim(const ClaimRequest& request, absl::Time now) override;
+  absl::StatusOr<uint32_t> AckDeliveries(const std::string& group,
+                                         const std::vector<uint64_t>& seqs) override;
+  absl::StatusOr<uint32_t> Requeue(const std::string& group, const std::vector<uint64_t>& seqs,
+                                   absl::Time at, bool from_dead_letters) override;
+  absl::StatusOr<uint32_t> ExtendLeases(const std::string& group, const std::vector<uint64_t>& seqs,
+                                        absl::Time until) override;
+  absl::StatusOr<std::vector<uint64_t>> StillHeld(const std::string& group,
+                                                  const std::string& owner,
+                                                  const std::vector<uint64_t>& seqs,
+                                                  absl::Time now) override;
+  absl::StatusOr<SharedGroupStats> GroupStats(const std::string& group) override;
   absl::StatusOr<std::vector<EventPtr>> ReadAfter(uint64_t after_seq, size_t limit) override;
   absl::StatusOr<EventPtr> ReadOne(uint64_t seq) override;
   absl::StatusOr<std::vector<EventPtr>> Query(const HistoryQuery& query) override;
@@ -66,6 +78,11 @@ class RedisEventStore : public EventStore {
   absl::Time Deadline() const { return absl::Now() + options_.timeout; }
   // Runs a write followed by WAIT when min_replicas asks for it.
   absl::StatusOr<redis::Reply> Write(redis::Command command, absl::string_view what);
+  // A group script taking prefix, group, `args` and the sequences.
+  absl::StatusOr<redis::Reply> GroupWrite(const redis::Script& script, const std::string& group,
+                                          std::vector<std::string> args,
+                                          const std::vector<uint64_t>& seqs,
+                                          absl::string_view what);
 
   std::unique_ptr<redis::RedisClient> client_;
   const RedisStoreOptions options_;
@@ -74,6 +91,11 @@ class RedisEventStore : public EventStore {
   const redis::Script first_at_;
   const redis::Script retention_;
   const redis::Script query_;
+  const redis::Script claim_;
+  const redis::Script ack_;
+  const redis::Script requeue_;
+  const redis::Script extend_;
+  const redis::Script still_held_;
 };
 
 }  // namespace switchboard::broker

@@ -252,7 +252,7 @@ class Group {
                                       std::vector<uint64_t>* seqs) = 0;
   virtual absl::StatusOr<v1::AckResponse> Ack(const std::vector<uint64_t>& seqs) = 0;
   virtual absl::StatusOr<v1::NackResponse> Nack(const std::vector<uint64_t>& seqs,
-                                               absl::Duration delay) = 0;
+                                                absl::Duration delay) = 0;
   virtual absl::StatusOr<uint32_t> ModifyDeadline(const std::vector<uint64_t>& seqs,
                                                   absl::Duration deadline) = 0;
   // Housekeeping: ack deadlines that passed.

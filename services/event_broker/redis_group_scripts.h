@@ -1,0 +1,204 @@
+#ifndef SWITCHBOARD_SERVICES_EVENT_BROKER_REDIS_GROUP_SCRIPTS_H_
+#define SWITCHBOARD_SERVICES_EVENT_BROKER_REDIS_GROUP_SCRIPTS_H_
+
+// Lua for consumer groups shared by broker replicas (see redis_scripts.h for
+// the log's keys). Per group P:g:<name>:
+//   P:g:<name>          hash types cursor maxd redelivered
+//   P:g:<name>:pending  hash seq -> deliveries so far
+//   P:g:<name>:due      zset seq by the time (ms) it may be handed out again:
+//                       the lease of whoever holds it, or a nack's delay
+//   P:g:<name>:owner    hash seq -> replica holding it (absent: nobody)
+//   P:g:<name>:dead, :dl:<seq>   dead letters, as for the embedded store
+// Times are milliseconds of the brokers' clocks.
+
+namespace switchboard::broker::redis_scripts {
+
+// Refuses sequences the group never handed out (after its cursor and not
+// pending): returns -(their position among the sequences), changing nothing.
+#define SWITCHBOARD_LUA_CHECK_KNOWN(gk, from)      \
+  "local cursor = tonumber(redis.call('HGET', " gk \
+  ", 'cursor') or '0')\n"                          \
+  "for i = " from                                  \
+  ", #ARGV do\n"                                   \
+  "  if tonumber(ARGV[i]) > cursor and\n"          \
+  "     redis.call('HEXISTS', " gk                 \
+  " .. ':pending', ARGV[i]) == 0 then\n"           \
+  "    return -(i - " from                         \
+  " + 1)\n"                                        \
+  "  end\n"                                        \
+  "end\n"
+
+// KEYS[1] = P:log. ARGV: prefix group owner now_ms lease_ms max max_scan types
+// cursor maxd. Creates the group if new (at `cursor`), updates its types and
+// max_deliveries, then leases up to `max` deliveries to `owner`: first those
+// due again (dead-lettering those out of deliveries), then new matching
+// events after the cursor. Returns {dead, redelivered, more, {seq attempt
+// ingest_us type payload}*}.
+inline constexpr char kClaim[] = R"lua(
+local p, log = ARGV[1], KEYS[1]
+local g, owner = ARGV[2], ARGV[3]
+local now, lease, max, max_scan = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local gk = p .. ':g:' .. g
+if redis.call('EXISTS', gk) == 0 then
+  redis.call('SADD', p .. ':groups', g)
+  redis.call('HSET', gk, 'cursor', ARGV[9], 'redelivered', 0)
+end
+redis.call('HSET', gk, 'types', ARGV[8], 'maxd', ARGV[10])
+local maxd = tonumber(ARGV[10])
+local all, exact, prefixes = ARGV[8] == '', {}, {}
+for t in string.gmatch(ARGV[8], '[^,]+') do
+  if t == '*' then
+    all = true
+  elseif string.sub(t, -2) == '.*' then
+    prefixes[#prefixes + 1] = string.sub(t, 1, -2)
+  else
+    exact[t] = true
+  end
+end
+local function type_ok(ty)
+  if all or exact[ty] then return true end
+  for _, pf in ipairs(prefixes) do if string.sub(ty, 1, #pf) == pf then return true end end
+  return false
+end
+local function get(f, name)
+  for k = 1, #f, 2 do if f[k] == name then return f[k + 1] end end
+  return ''
+end
+local pend, due, own = gk .. ':pending', gk .. ':due', gk .. ':owner'
+local out = {0, 0, 0}
+local n = 0
+local function hand(s, attempts, e)
+  redis.call('HSET', pend, s, attempts)
+  redis.call('ZADD', due, now + lease, s)
+  redis.call('HSET', own, s, owner)
+  local f = e[2]
+  out[#out + 1] = s
+  out[#out + 1] = attempts
+  out[#out + 1] = get(f, 'in')
+  out[#out + 1] = get(f, 'ty')
+  out[#out + 1] = get(f, 'pl')
+  n = n + 1
+end
+for _, s in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, max)) do
+  local attempts = tonumber(redis.call('HGET', pend, s) or '0')
+  local e = redis.call('XRANGE', log, s .. '-0', s .. '-0')[1]
+  if not e or attempts >= maxd then
+    redis.call('HDEL', pend, s)
+    redis.call('ZREM', due, s)
+    redis.call('HDEL', own, s)
+    if e then
+      local f = e[2]
+      redis.call('ZADD', gk .. ':dead', s, s)
+      redis.call('HSET', gk .. ':dl:' .. s, 'a', attempts, 'd', ARGV[4] .. '000', 'i', get(f, 'in'),
+                 't', get(f, 'ty'), 'p', get(f, 'pl'))
+      out[1] = out[1] + 1
+    end
+  else
+    if attempts >= 1 then
+      out[2] = out[2] + 1
+      redis.call('HINCRBY', gk, 'redelivered', 1)
+    end
+    hand(tonumber(s), attempts + 1, e)
+  end
+end
+local cursor = tonumber(redis.call('HGET', gk, 'cursor'))
+local scanned = 0
+while n < max and scanned < max_scan do
+  local batch = redis.call('XRANGE', log, '(' .. cursor .. '-0', '+', 'COUNT', 256)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    cursor = tonumber(string.match(e[1], '^(%d+)'))
+    scanned = scanned + 1
+    if type_ok(get(e[2], 'ty')) then
+      hand(cursor, 1, e)
+      if n >= max then break end
+    end
+  end
+  if #batch < 256 then break end
+end
+redis.call('HSET', gk, 'cursor', cursor)
+if n >= max or scanned >= max_scan then out[3] = 1 end
+return out
+)lua";
+
+// ARGV: prefix group seq*. Removes the deliveries; returns how many were
+// pending (or, for a sequence never delivered, -its position).
+inline constexpr char kAck[] =
+    "local gk = ARGV[1] .. ':g:' .. ARGV[2]\n" SWITCHBOARD_LUA_CHECK_KNOWN("gk", "3") R"lua(
+local n = 0
+for i = 3, #ARGV do
+  if redis.call('HDEL', gk .. ':pending', ARGV[i]) == 1 then
+    redis.call('ZREM', gk .. ':due', ARGV[i])
+    redis.call('HDEL', gk .. ':owner', ARGV[i])
+    n = n + 1
+  end
+end
+return n
+)lua";
+
+// ARGV: prefix group at_ms mode seq*. mode 'held': deliveries someone holds
+// become due at at_ms for anyone (nack, a member gone); 'dead': dead letters
+// become pending again, due at at_ms. Returns how many changed.
+inline constexpr char kRequeue[] = R"lua(
+local gk = ARGV[1] .. ':g:' .. ARGV[2]
+local at, mode = tonumber(ARGV[3]), ARGV[4]
+local n = 0
+if mode == 'held' then
+  local cursor = tonumber(redis.call('HGET', gk, 'cursor') or '0')
+  for i = 5, #ARGV do
+    if tonumber(ARGV[i]) > cursor and redis.call('HEXISTS', gk .. ':pending', ARGV[i]) == 0 then
+      return -(i - 4)
+    end
+  end
+end
+for i = 5, #ARGV do
+  local s = ARGV[i]
+  if mode == 'dead' then
+    if redis.call('ZREM', gk .. ':dead', s) == 1 then
+      redis.call('DEL', gk .. ':dl:' .. s)
+      if redis.call('HEXISTS', gk .. ':pending', s) == 0 then
+        redis.call('HSET', gk .. ':pending', s, 0)
+        redis.call('ZADD', gk .. ':due', at, s)
+        n = n + 1
+      end
+    end
+  elseif redis.call('HDEL', gk .. ':owner', s) == 1 then
+    redis.call('ZADD', gk .. ':due', at, s)
+    n = n + 1
+  end
+end
+return n
+)lua";
+
+// ARGV: prefix group until_ms seq*. A new lease end for held deliveries;
+// returns how many.
+inline constexpr char kExtend[] =
+    "local gk = ARGV[1] .. ':g:' .. ARGV[2]\n" SWITCHBOARD_LUA_CHECK_KNOWN("gk", "4") R"lua(
+local n = 0
+for i = 4, #ARGV do
+  if redis.call('HEXISTS', gk .. ':owner', ARGV[i]) == 1 then
+    redis.call('ZADD', gk .. ':due', 'XX', ARGV[3], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+)lua";
+
+// ARGV: prefix group owner now_ms seq*. Those `owner` still holds with a
+// lease ending after now.
+inline constexpr char kStillHeld[] = R"lua(
+local gk = ARGV[1] .. ':g:' .. ARGV[2]
+local now = tonumber(ARGV[4])
+local out = {}
+for i = 5, #ARGV do
+  if redis.call('HGET', gk .. ':owner', ARGV[i]) == ARGV[3] then
+    local d = redis.call('ZSCORE', gk .. ':due', ARGV[i])
+    if d and tonumber(d) > now then out[#out + 1] = ARGV[i] end
+  end
+end
+return out
+)lua";
+
+}  // namespace switchboard::broker::redis_scripts
+
+#endif  // SWITCHBOARD_SERVICES_EVENT_BROKER_REDIS_GROUP_SCRIPTS_H_

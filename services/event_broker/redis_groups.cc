@@ -1,0 +1,140 @@
+// RedisEventStore's consumer groups shared by broker replicas (the scripts
+// are in redis_group_scripts.h).
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "services/event_broker/redis_store.h"
+
+namespace switchboard::broker {
+namespace {
+
+using redis::Reply;
+
+int64_t Millis(absl::Time t) { return absl::ToUnixMillis(t); }
+
+// Lua hands numbers back as integers, strings as strings: accept both.
+uint64_t AsU64(const Reply& r) {
+  if (r.type == Reply::Type::kInteger) return static_cast<uint64_t>(r.integer);
+  uint64_t v = 0;
+  (void)absl::SimpleAtoi(r.str, &v);
+  return v;
+}
+
+}  // namespace
+
+absl::StatusOr<Reply> RedisEventStore::GroupWrite(const redis::Script& script,
+                                                  const std::string& group,
+                                                  std::vector<std::string> args,
+                                                  const std::vector<uint64_t>& seqs,
+                                                  absl::string_view what) {
+  std::vector<std::string> argv = {tag_, group};
+  argv.insert(argv.end(), std::make_move_iterator(args.begin()),
+              std::make_move_iterator(args.end()));
+  for (uint64_t s : seqs) argv.push_back(absl::StrCat(s));
+  return Write(script.Call({Key("log")}, argv), what);
+}
+
+absl::StatusOr<ClaimResult> RedisEventStore::Claim(const ClaimRequest& req, absl::Time now) {
+  absl::StatusOr<Reply> r = GroupWrite(
+      claim_, req.group.name,
+      {req.owner, absl::StrCat(Millis(now)),
+       absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(req.lease))),
+       absl::StrCat(std::max<size_t>(req.max, 1)), absl::StrCat(std::max<size_t>(req.max_scan, 1)),
+       absl::StrJoin(req.group.types, ","), absl::StrCat(req.group.cursor),
+       absl::StrCat(req.group.max_deliveries)},
+      {}, "claim");
+  if (!r.ok()) return r.status();
+  if (r->elements.size() < 3) return absl::InternalError("claim: unexpected reply");
+  ClaimResult out;
+  out.dead_lettered = static_cast<uint32_t>(r->elements[0].integer);
+  out.redelivered = static_cast<uint32_t>(r->elements[1].integer);
+  out.more = r->elements[2].integer != 0;
+  for (size_t i = 3; i + 4 < r->elements.size(); i += 5) {
+    auto ev = std::make_shared<StoredEvent>();
+    ev->seq = AsU64(r->elements[i]);
+    if (ev->seq == 0) return absl::InternalError("claim: a delivery without a sequence");
+    int64_t ingest = 0;
+    (void)absl::SimpleAtoi(r->elements[i + 2].str, &ingest);
+    ev->ingest_time = absl::FromUnixMicros(ingest);
+    ev->type = std::move(r->elements[i + 3].str);
+    ev->payload = std::move(r->elements[i + 4].str);
+    out.deliveries.push_back(
+        ClaimedDelivery{std::move(ev), static_cast<uint32_t>(AsU64(r->elements[i + 1]))});
+  }
+  return out;
+}
+
+// A script's count, or INVALID_ARGUMENT for the sequence it refused.
+static absl::StatusOr<uint32_t> Counted(const Reply& r, const std::string& group,
+                                        const std::vector<uint64_t>& seqs) {
+  if (r.integer >= 0) return static_cast<uint32_t>(r.integer);
+  size_t i = static_cast<size_t>(-r.integer) - 1;
+  return absl::InvalidArgumentError(absl::StrCat("ack_ids[", i, "]: unknown ack id (sequence ",
+                                                 i < seqs.size() ? seqs[i] : 0,
+                                                 " was never delivered to group '", group, "')"));
+}
+
+absl::StatusOr<uint32_t> RedisEventStore::AckDeliveries(const std::string& group,
+                                                        const std::vector<uint64_t>& seqs) {
+  absl::StatusOr<Reply> r = GroupWrite(ack_, group, {}, seqs, "ack");
+  if (!r.ok()) return r.status();
+  return Counted(*r, group, seqs);
+}
+
+absl::StatusOr<uint32_t> RedisEventStore::Requeue(const std::string& group,
+                                                  const std::vector<uint64_t>& seqs, absl::Time at,
+                                                  bool from_dead_letters) {
+  absl::StatusOr<Reply> r =
+      GroupWrite(requeue_, group, {absl::StrCat(Millis(at)), from_dead_letters ? "dead" : "held"},
+                 seqs, "requeue");
+  if (!r.ok()) return r.status();
+  return Counted(*r, group, seqs);
+}
+
+absl::StatusOr<uint32_t> RedisEventStore::ExtendLeases(const std::string& group,
+                                                       const std::vector<uint64_t>& seqs,
+                                                       absl::Time until) {
+  absl::StatusOr<Reply> r =
+      GroupWrite(extend_, group, {absl::StrCat(Millis(until))}, seqs, "modify ack deadline");
+  if (!r.ok()) return r.status();
+  return Counted(*r, group, seqs);
+}
+
+absl::StatusOr<std::vector<uint64_t>> RedisEventStore::StillHeld(const std::string& group,
+                                                                 const std::string& owner,
+                                                                 const std::vector<uint64_t>& seqs,
+                                                                 absl::Time now) {
+  std::vector<std::string> argv = {tag_, group, owner, absl::StrCat(Millis(now))};
+  for (uint64_t s : seqs) argv.push_back(absl::StrCat(s));
+  absl::StatusOr<Reply> r = client_->Run(tag_, still_held_.Call({Key("log")}, argv), Deadline());
+  if (!r.ok()) return r.status();
+  if (absl::Status st = redis::ReplyStatus(*r, "still held"); !st.ok()) return st;
+  std::vector<uint64_t> out;
+  for (const Reply& e : r->elements) {
+    uint64_t s = 0;
+    if (absl::SimpleAtoi(e.str, &s)) out.push_back(s);
+  }
+  return out;
+}
+
+absl::StatusOr<SharedGroupStats> RedisEventStore::GroupStats(const std::string& group) {
+  std::string gk = Key(absl::StrCat("g:", group));
+  absl::StatusOr<std::vector<Reply>> r = client_->Pipeline(
+      tag_,
+      {{"HLEN", gk + ":pending"}, {"HMGET", gk, "cursor", "redelivered"}, {"ZCARD", gk + ":dead"}},
+      Deadline());
+  if (!r.ok()) return r.status();
+  for (const Reply& x : *r) {
+    if (absl::Status st = redis::ReplyStatus(x, "group stats"); !st.ok()) return st;
+  }
+  SharedGroupStats out;
+  out.pending = static_cast<uint64_t>((*r)[0].integer);
+  if ((*r)[1].elements.size() == 2) {
+    (void)absl::SimpleAtoi((*r)[1].elements[0].str, &out.cursor);
+    (void)absl::SimpleAtoi((*r)[1].elements[1].str, &out.redelivered);
+  }
+  out.dead_lettered = static_cast<uint64_t>((*r)[2].integer);
+  return out;
+}
+
+}  // namespace switchboard::broker

@@ -1,0 +1,340 @@
+#include "services/event_broker/shared_group.h"
+
+#include <algorithm>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_join.h"
+#include "libs/common/json_log.h"
+
+namespace switchboard::broker {
+namespace {
+
+// Deliveries one claim asks for at most.
+constexpr size_t kClaimMax = 512;
+// How often held deliveries are checked against the store (acked through
+// another replica, lease run out) and due redeliveries are looked for.
+constexpr absl::Duration kReconcileEvery = absl::Milliseconds(250);
+
+}  // namespace
+
+SharedGroup::SharedGroup(Broker* broker, EventStore* store, std::string owner, GroupRecord rec,
+                         TypeFilter filter)
+    : broker_(broker),
+      store_(store),
+      owner_(std::move(owner)),
+      name_(rec.name),
+      rec_(std::move(rec)),
+      filter_(std::move(filter)),
+      redeliveries_metric_(&broker->metrics()->group_redeliveries.Add({{"group", name_}})),
+      dead_letters_metric_(&broker->metrics()->group_dead_letters.Add({{"group", name_}})),
+      pending_gauge_(&broker->metrics()->group_pending.Add({{"group", name_}})),
+      lag_gauge_(&broker->metrics()->group_lag.Add({{"group", name_}})) {}
+
+void SharedGroup::Wake(const std::vector<std::shared_ptr<GroupMember>>& members) {
+  for (const auto& m : members) m->Wake();
+}
+
+size_t SharedGroup::RoomLocked() const {
+  size_t room = 0;
+  for (const auto& m : members_) {
+    auto it = in_flight_.find(m.get());
+    uint32_t used = it == in_flight_.end() ? 0 : it->second;
+    if (!m->closed() && used < m->max_in_flight_) room += m->max_in_flight_ - used;
+  }
+  return room > ready_.size() ? room - ready_.size() : 0;
+}
+
+void SharedGroup::MaybeClaimLocked() {
+  if (claim_pending_ || members_.empty() || RoomLocked() == 0) return;
+  claim_pending_ = true;
+  broker_->RequestFill([self = shared_from_this()] { self->Claim(); });
+}
+
+void SharedGroup::Claim() {
+  ClaimRequest req;
+  {
+    absl::MutexLock lock(&mu_);
+    size_t room = RoomLocked();
+    if (members_.empty() || room == 0 || broker_->shutting_down()) {
+      claim_pending_ = false;
+      return;
+    }
+    req.group = rec_;
+    req.group.types = filter_.patterns();
+    req.owner = owner_;
+    req.max = std::min(room, kClaimMax);
+    // The lease is the shortest ack deadline of the members here: whichever
+    // gets the delivery, its deadline is no shorter.
+    req.lease = members_.front()->ack_deadline_;
+    for (const auto& m : members_) req.lease = std::min(req.lease, m->ack_deadline_);
+  }
+  absl::StatusOr<ClaimResult> r = store_->Claim(req, broker_->clock()->Now());
+  std::vector<std::shared_ptr<GroupMember>> wake;
+  std::vector<uint64_t> give_back;
+  {
+    absl::MutexLock lock(&mu_);
+    claim_pending_ = false;
+    if (!r.ok()) {
+      // Housekeeping tries again (Expire); subscribers keep what they have.
+      LogWarn("group claim failed", {{"group", name_}, {"error", r.status().ToString()}});
+      return;
+    }
+    for (ClaimedDelivery& d : r->deliveries) ready_.push_back(Ready{std::move(d.event), d.attempt});
+    if (members_.empty()) {
+      // Everyone left while we claimed: the deliveries go back now.
+      for (const Ready& rd : ready_) give_back.push_back(rd.ev->seq);
+      ready_.clear();
+    } else {
+      if (r->more) MaybeClaimLocked();
+      if (!ready_.empty()) wake = MembersLocked();
+    }
+  }
+  if (r->redelivered > 0) redeliveries_metric_->Increment(r->redelivered);
+  if (r->dead_lettered > 0) {
+    dead_letters_metric_->Increment(r->dead_lettered);
+    LogWarn("events dead-lettered", {{"group", name_}, {"count", r->dead_lettered}});
+  }
+  if (!give_back.empty()) RequeueLater(std::move(give_back));
+  Wake(wake);
+}
+
+void SharedGroup::RequeueLater(std::vector<uint64_t> seqs) {
+  broker_->RequestFill([self = shared_from_this(), seqs = std::move(seqs)] {
+    absl::Status st =
+        self->store_->Requeue(self->name_, seqs, self->broker_->clock()->Now(), false).status();
+    if (!st.ok()) {
+      // Their leases run out instead: redelivered after the ack deadline.
+      LogWarn("cannot give deliveries back", {{"group", self->name_}, {"error", st.ToString()}});
+    }
+  });
+}
+
+absl::Status SharedGroup::Join(std::shared_ptr<GroupMember> member, const TypeFilter& filter) {
+  absl::MutexLock lock(&mu_);
+  if (broker_->shutting_down()) return absl::UnavailableError("broker is shutting down");
+  if (filter.patterns() != filter_.patterns()) {
+    LogInfo("group filter changed", {{"group", name_},
+                                     {"from", absl::StrJoin(filter_.patterns(), ",")},
+                                     {"to", absl::StrJoin(filter.patterns(), ",")}});
+    filter_ = filter;
+  }
+  members_.push_back(std::move(member));
+  MaybeClaimLocked();
+  return absl::OkStatus();
+}
+
+void SharedGroup::Leave(GroupMember* member) {
+  std::vector<uint64_t> give_back;
+  std::vector<std::shared_ptr<GroupMember>> wake;
+  {
+    absl::MutexLock lock(&mu_);
+    members_.erase(std::remove_if(members_.begin(), members_.end(),
+                                  [&](const auto& m) { return m.get() == member; }),
+                   members_.end());
+    // What it held goes to the others now rather than at its deadline.
+    for (auto it = held_.begin(); it != held_.end();) {
+      if (it->second == member) {
+        give_back.push_back(it->first);
+        held_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+    in_flight_.erase(member);
+    if (members_.empty()) {
+      for (const Ready& rd : ready_) give_back.push_back(rd.ev->seq);
+      ready_.clear();
+    }
+    wake = MembersLocked();
+  }
+  if (!give_back.empty()) RequeueLater(std::move(give_back));
+  Wake(wake);
+}
+
+std::optional<Outgoing> SharedGroup::NextFor(GroupMember* member) {
+  absl::MutexLock lock(&mu_);
+  uint32_t& in_flight = in_flight_[member];
+  if (member->closed() || in_flight >= member->max_in_flight_) return std::nullopt;
+  if (ready_.empty()) {
+    MaybeClaimLocked();
+    return std::nullopt;
+  }
+  Ready rd = std::move(ready_.front());
+  ready_.pop_front();
+  uint64_t seq = rd.ev->seq;
+  held_[seq] = member;
+  ++in_flight;
+  if (ready_.size() < kClaimMax / 4) MaybeClaimLocked();
+  return Outgoing{std::move(rd.ev), rd.attempt, MakeAckId(seq, rd.attempt)};
+}
+
+void SharedGroup::OfferLive(const std::vector<EventPtr>& events, uint64_t prev_last) {
+  absl::MutexLock lock(&mu_);
+  for (const EventPtr& ev : events) {
+    if (filter_.Matches(ev->type)) {
+      MaybeClaimLocked();
+      return;
+    }
+  }
+}
+
+absl::Status SharedGroup::ValidateAckIds(const google::protobuf::RepeatedPtrField<std::string>& ids,
+                                         std::vector<uint64_t>* seqs) {
+  if (ids.empty()) return absl::InvalidArgumentError("ack_ids: empty");
+  for (int i = 0; i < ids.size(); ++i) {
+    uint64_t seq;
+    uint32_t attempt;
+    if (!ParseAckId(ids[i], &seq, &attempt)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ack_ids[", i, "]: '", ids[i].substr(0, 64), "' is not an ack id"));
+    }
+    seqs->push_back(seq);
+  }
+  return absl::OkStatus();
+}
+
+bool SharedGroup::ReleaseLocked(uint64_t seq) {
+  auto it = held_.find(seq);
+  if (it == held_.end()) return false;
+  GroupMember* m = it->second;
+  held_.erase(it);
+  auto f = in_flight_.find(m);
+  if (f == in_flight_.end() || f->second == 0) return false;
+  bool was_full = f->second >= m->max_in_flight_;
+  --f->second;
+  return was_full;
+}
+
+absl::StatusOr<v1::AckResponse> SharedGroup::Ack(const std::vector<uint64_t>& seqs) {
+  absl::StatusOr<uint32_t> acked = store_->AckDeliveries(name_, seqs);
+  if (!acked.ok()) return acked.status();
+  std::vector<std::shared_ptr<GroupMember>> wake;
+  {
+    absl::MutexLock lock(&mu_);
+    bool unblocked = false;
+    for (uint64_t s : seqs) unblocked |= ReleaseLocked(s);
+    if (unblocked) wake = MembersLocked();
+    MaybeClaimLocked();
+  }
+  Wake(wake);
+  v1::AckResponse resp;
+  resp.set_acked(*acked);
+  resp.set_already_acked(static_cast<uint32_t>(seqs.size()) - *acked);
+  return resp;
+}
+
+absl::StatusOr<v1::NackResponse> SharedGroup::Nack(const std::vector<uint64_t>& seqs,
+                                                   absl::Duration delay) {
+  absl::StatusOr<uint32_t> n =
+      store_->Requeue(name_, seqs, broker_->clock()->Now() + delay, /*from_dead_letters=*/false);
+  if (!n.ok()) return n.status();
+  std::vector<std::shared_ptr<GroupMember>> wake;
+  {
+    absl::MutexLock lock(&mu_);
+    for (uint64_t s : seqs) ReleaseLocked(s);
+    wake = MembersLocked();
+    MaybeClaimLocked();
+  }
+  Wake(wake);
+  v1::NackResponse resp;
+  resp.set_nacked(*n);
+  return resp;
+}
+
+absl::StatusOr<uint32_t> SharedGroup::ModifyDeadline(const std::vector<uint64_t>& seqs,
+                                                     absl::Duration deadline) {
+  return store_->ExtendLeases(name_, seqs, broker_->clock()->Now() + deadline);
+}
+
+void SharedGroup::Expire(absl::Time now) {
+  std::vector<uint64_t> held;
+  {
+    absl::MutexLock lock(&mu_);
+    if (now < next_reconcile_) return;
+    next_reconcile_ = now + kReconcileEvery;
+    held.reserve(held_.size());
+    for (const auto& [seq, member] : held_) held.push_back(seq);
+  }
+  // Deliveries acked through another replica, or whose lease ran out (they
+  // are someone else's now), stop counting against our members.
+  absl::flat_hash_set<uint64_t> still;
+  bool checked = true;
+  if (!held.empty()) {
+    absl::StatusOr<std::vector<uint64_t>> s = store_->StillHeld(name_, owner_, held, now);
+    if (s.ok()) {
+      still.insert(s->begin(), s->end());
+    } else {
+      checked = false;
+    }
+  }
+  std::vector<std::shared_ptr<GroupMember>> wake;
+  {
+    absl::MutexLock lock(&mu_);
+    bool unblocked = false;
+    if (checked) {
+      for (uint64_t seq : held) {
+        if (!still.contains(seq)) unblocked |= ReleaseLocked(seq);
+      }
+    }
+    if (unblocked) wake = MembersLocked();
+    // Redeliveries come due in the store, not here: look for them.
+    MaybeClaimLocked();
+  }
+  Wake(wake);
+}
+
+absl::StatusOr<uint32_t> SharedGroup::Replay(const std::vector<DeadLetterRecord>& letters) {
+  std::vector<uint64_t> seqs;
+  for (const DeadLetterRecord& d : letters) seqs.push_back(d.event->seq);
+  absl::StatusOr<uint32_t> n =
+      store_->Requeue(name_, seqs, broker_->clock()->Now(), /*from_dead_letters=*/true);
+  if (!n.ok()) return n.status();
+  absl::MutexLock lock(&mu_);
+  MaybeClaimLocked();
+  return n;
+}
+
+absl::Status SharedGroup::FillStats(v1::GroupStats* s, uint64_t last_seq) {
+  absl::StatusOr<SharedGroupStats> st = store_->GroupStats(name_);
+  if (!st.ok()) return st.status();
+  absl::MutexLock lock(&mu_);
+  s->set_name(name_);
+  for (const std::string& t : filter_.patterns()) s->add_types(t);
+  s->set_pending(st->pending);
+  s->set_lag(last_seq > st->cursor ? last_seq - st->cursor : 0);
+  s->set_redelivered(st->redelivered);
+  s->set_dead_lettered(st->dead_lettered);
+  s->set_cursor(st->cursor);
+  s->set_members(static_cast<uint32_t>(members_.size()));
+  return absl::OkStatus();
+}
+
+void SharedGroup::UpdateGauges(uint64_t last_seq) {
+  {
+    absl::MutexLock lock(&mu_);
+    absl::Time now = absl::Now();
+    if (now < next_gauges_) return;
+    next_gauges_ = now + absl::Seconds(1);
+  }
+  absl::StatusOr<SharedGroupStats> st = store_->GroupStats(name_);
+  if (!st.ok()) return;
+  pending_gauge_->Set(static_cast<double>(st->pending));
+  lag_gauge_->Set(static_cast<double>(last_seq > st->cursor ? last_seq - st->cursor : 0));
+}
+
+std::vector<std::string> SharedGroup::PatternsForStats(int* members) {
+  absl::MutexLock lock(&mu_);
+  *members = static_cast<int>(members_.size());
+  return filter_.patterns();
+}
+
+void SharedGroup::EndAll(const absl::Status& status) {
+  std::vector<std::shared_ptr<GroupMember>> members;
+  {
+    absl::MutexLock lock(&mu_);
+    members = members_;
+  }
+  for (const auto& m : members) m->End(status);
+}
+
+}  // namespace switchboard::broker
