@@ -18,6 +18,7 @@
 #include "grpcpp/grpcpp.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 #include "tests/testing/process.h"
+#include "tests/testing/redis_server.h"
 
 ABSL_FLAG(std::string, broker_bin, BROKER_BIN, "event-broker binary");
 ABSL_FLAG(std::string, sync, "normal", "--sync of the broker");
@@ -32,6 +33,9 @@ ABSL_FLAG(int, drain_n, 100000, "events for the group drain figure");
 ABSL_FLAG(int, rss_n, 1000000, "stored events for the RSS figure");
 ABSL_FLAG(int, rss_subs, 1000, "idle subscribers for the RSS figure");
 ABSL_FLAG(std::string, only, "", "comma-separated figures to run (default all)");
+ABSL_FLAG(std::string, redis, "",
+          "run the broker on a fresh redis-server per scenario with this appendfsync "
+          "(everysec, always); empty: the embedded store");
 
 namespace sb = switchboard;
 using switchboard::broker::v1::EventBroker;
@@ -63,15 +67,35 @@ struct Lat {
 };
 
 void Emit(const std::string& figure, const std::string& fields) {
-  std::printf("{\"system\":\"switchboard\",\"figure\":\"%s\",\"size\":%d,\"sync\":\"%s\",%s}\n",
+  std::string redis = absl::GetFlag(FLAGS_redis);
+  std::printf("{\"system\":\"switchboard\",\"figure\":\"%s\",\"size\":%d,\"sync\":\"%s\",%s%s}\n",
               figure.c_str(), absl::GetFlag(FLAGS_size), absl::GetFlag(FLAGS_sync).c_str(),
+              redis.empty()
+                  ? ""
+                  : absl::StrCat("\"store\":\"redis\",\"appendfsync\":\"", redis, "\",").c_str(),
               fields.c_str());
   std::fflush(stdout);
 }
 
+// With --redis: the Redis of the current scenario (a fresh server each).
+std::unique_ptr<sb::testing::RedisServer> current_redis;
+
 std::unique_ptr<sb::testing::ServiceProcess> StartBroker(std::vector<std::string> extra = {}) {
   std::vector<std::string> args = {"--data_dir=" + sb::testing::MakeTempDir(),
                                    "--sync=" + absl::GetFlag(FLAGS_sync), "--log_level=warn"};
+  if (std::string fsync = absl::GetFlag(FLAGS_redis); !fsync.empty()) {
+    sb::testing::RedisOptions opts;
+    opts.appendfsync = fsync;
+    opts.extra_config = {"auto-aof-rewrite-percentage 0"};
+    current_redis.reset();
+    auto r = sb::testing::RedisServer::Start(opts);
+    if (!r.ok()) {
+      std::fprintf(stderr, "%s\n", r.status().ToString().c_str());
+      std::exit(2);
+    }
+    current_redis = *std::move(r);
+    args.push_back("--store=" + current_redis->url());
+  }
   args.insert(args.end(), extra.begin(), extra.end());
   auto p = sb::testing::ServiceProcess::Start(absl::GetFlag(FLAGS_broker_bin), args);
   if (!p.ok()) {

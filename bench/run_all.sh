@@ -12,6 +12,10 @@ if [ "${1:-}" != "--skip-peers" ]; then
   RESULTS="$OUT/peers.jsonl" bash "$PEERS/run_all.sh" >/dev/null
 fi
 "$ROOT/build/bench/broker_bench" | tee "$OUT/switchboard.jsonl"
+for fsync in everysec always; do
+  "$ROOT/build/bench/broker_bench" --redis=$fsync --only=batch,drain,e2e |
+    tee -a "$OUT/switchboard.jsonl"
+done
 "$ROOT/build/bench/job_bench" | tee -a "$OUT/switchboard.jsonl"
 HOOK_PORT=${HOOK_PORT:-18090} bash "$ROOT/bench/webhook_bench.sh" | tee -a "$OUT/switchboard.jsonl"
 python3 "$ROOT/bench/table.py" "$OUT/peers.jsonl" "$OUT/switchboard.jsonl" | tee "$OUT/table.md"

@@ -24,8 +24,8 @@ def peer(system, figure, fsync=None):
     return peers.get((system, figure, fsync), {})
 
 
-def me(figure):
-    return ours.get(("switchboard", figure, None), {})
+def me(figure, fsync=None):
+    return ours.get(("switchboard", figure, fsync), {})
 
 
 lines = [
@@ -76,6 +76,19 @@ row("webhook deliveries to nginx 204 (1 KiB)", me("webhook_deliveries").get("del
     True, "≥ 0.25×", "/s")
 row("webhook latency p99 at 1000/s", me("webhook_latency").get("p99_us"), None, "",
     False, "(reference)", "µs")
+for fsync in ("everysec", "always"):
+    row("Redis store (%s): batched publish" % fsync,
+        me("publish_batch_100", fsync).get("msgs_per_s"),
+        peer("redis-streams", "redis_xadd_pipelined", fsync).get("msgs_per_s"),
+        "raw pipelined XADD", True, "≥ 0.5×", "msg/s")
+    row("Redis store (%s): group drain with acks" % fsync,
+        me("group_drain_ack", fsync).get("msgs_per_s"),
+        peer("redis-streams", "redis_xreadgroup_xack_drain", fsync).get("msgs_per_s"),
+        "raw XREADGROUP+XACK", True, "≥ 0.5×", "msg/s")
+    row("Redis store (%s): e2e p99 at 5000/s (broadcast)" % fsync,
+        me("e2e_latency_broadcast", fsync).get("p99_us"),
+        peer("redis-streams", "redis_e2e_latency", fsync).get("p99_us"),
+        "raw XADD → XREADGROUP p99", False, "(reference)", "µs")
 rss = me("rss_stored_events_idle_subscribers")
 lines.append("| RSS, 1 M stored + 1000 idle subscribers | %s MB | | | | ≤ 256 MB |" %
              rss.get("rss_mb", "n/a"))

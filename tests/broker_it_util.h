@@ -55,8 +55,14 @@ class Collector {
  public:
   using AckPolicy = std::function<bool(const Delivery&)>;
 
-  Collector(EventBroker::Stub* stub, SubscribeRequest req, AckPolicy ack = nullptr)
-      : stub_(stub), req_(std::move(req)), ack_(std::move(ack)) {
+  // Acks go through `ack_stub` when given (another broker replica), else
+  // through the stream's own.
+  Collector(EventBroker::Stub* stub, SubscribeRequest req, AckPolicy ack = nullptr,
+            EventBroker::Stub* ack_stub = nullptr)
+      : stub_(stub),
+        ack_stub_(ack_stub != nullptr ? ack_stub : stub),
+        req_(std::move(req)),
+        ack_(std::move(ack)) {
     reader_ = stub_->Subscribe(&ctx_, req_);
     reader_->WaitForInitialMetadata();
     started_ = true;
@@ -128,7 +134,7 @@ class Collector {
     broker::v1::AckResponse resp;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    if (stub_->Ack(&ctx, req, &resp).ok()) {
+    if (ack_stub_->Ack(&ctx, req, &resp).ok()) {
       absl::MutexLock lock(&mu_);
       for (auto& [id, seq] : to_ack) acked_.insert(seq);
     }
@@ -136,6 +142,7 @@ class Collector {
   }
 
   EventBroker::Stub* stub_;
+  EventBroker::Stub* ack_stub_;
   SubscribeRequest req_;
   AckPolicy ack_;
   grpc::ClientContext ctx_;

@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "libs/broker_client/broker_client.h"
 #include "tests/broker_it_util.h"
 
 namespace switchboard::broker_it {
@@ -38,6 +39,7 @@ TEST(BrokerRedisConfigTest, BadConfigurationExitsTwoNamingTheFlag) {
       {{"--store=redis://" + addr, "--redis_password_file=/no/such/file"}, "redis_password_file"},
       {{"--store=redis://:not-it@" + addr}, "store: redis " + addr + ": authentication failed"},
       {{"--store=redis://" + addr, "--redis_password_file=" + pw_file}, "authentication failed"},
+      {{"--store=redis://" + addr}, "store: redis: authentication needed"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args = {"--grpc_addr=127.0.0.1:0", "--http_addr=127.0.0.1:0",
@@ -267,13 +269,35 @@ TEST(BrokerRedisOutageTest, StartsBeforeRedisAndServesOnceItComes) {
 // Three brokers on one Redis behave as one: publishes spread over them share
 // one sequence, dedupe works across them, every broadcast subscriber on every
 // replica sees every event in order, history and stats answer for all.
-TEST(BrokerReplicasTest, ThreeReplicasOnOneRedisActAsOneBroker) {
-  absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
+class BrokerReplicasOn : public ::testing::TestWithParam<bool> {
+ protected:
+  // A standalone Redis, or (param true) a 3-master Cluster with a replica
+  // each; the store URL of it.
+  std::string StartStore() {
+    if (GetParam()) {
+      auto c = testing::RedisCluster::Start(3, 1);
+      EXPECT_TRUE(c.ok()) << c.status();
+      if (!c.ok()) return "";
+      cluster_ = *std::move(c);
+      return cluster_->url();
+    }
+    auto r = RedisServer::Start();
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return "";
+    redis_ = *std::move(r);
+    return redis_->url();
+  }
+  std::unique_ptr<RedisServer> redis_;
+  std::unique_ptr<testing::RedisCluster> cluster_;
+};
+
+TEST_P(BrokerReplicasOn, ThreeReplicasActAsOneBroker) {
+  std::string store = StartStore();
+  ASSERT_FALSE(store.empty());
   std::vector<std::unique_ptr<testing::ServiceProcess>> brokers;
   std::vector<std::unique_ptr<EventBroker::Stub>> stubs;
   for (int i = 0; i < 3; ++i) {
-    auto b = testing::ServiceProcess::Start(BROKER_BIN, {"--store=" + (*redis)->url()});
+    auto b = testing::ServiceProcess::Start(BROKER_BIN, {"--store=" + store});
     ASSERT_TRUE(b.ok()) << b.status();
     stubs.push_back(Connect(**b));
     brokers.push_back(*std::move(b));
@@ -349,21 +373,23 @@ TEST(BrokerReplicasTest, ThreeReplicasOnOneRedisActAsOneBroker) {
 // A consumer group with members on different replicas shares the work: each
 // event to one member, acks through any replica; a replica killed with
 // unacked deliveries loses nothing, they reach the other member again.
-TEST(BrokerReplicasTest, GroupMembersOnDifferentReplicasShareTheWork) {
-  absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start();
-  ASSERT_TRUE(redis.ok()) << redis.status();
+TEST_P(BrokerReplicasOn, GroupMembersOnDifferentReplicasShareTheWork) {
+  std::string store = StartStore();
+  ASSERT_FALSE(store.empty());
   std::vector<std::unique_ptr<testing::ServiceProcess>> brokers;
   std::vector<std::unique_ptr<EventBroker::Stub>> stubs;
   for (int i = 0; i < 3; ++i) {
-    auto b = testing::ServiceProcess::Start(BROKER_BIN, {"--store=" + (*redis)->url()});
+    auto b = testing::ServiceProcess::Start(BROKER_BIN, {"--store=" + store});
     ASSERT_TRUE(b.ok()) << b.status();
     stubs.push_back(Connect(**b));
     brokers.push_back(*std::move(b));
   }
-  // Member A on replica 0 acks everything; member B on replica 1 acks
-  // nothing with a sequence ending in 7 (they stay pending).
+  // Member A on replica 0 acks everything (through replica 2); member B on
+  // replica 1 acks nothing with a sequence ending in 7 (they stay pending).
   SubscribeRequest req = GroupReq("work", absl::Seconds(2));
-  Collector member_a(stubs[0].get(), req, [](const Delivery&) { return true; });
+  // A's acks go through the third replica.
+  Collector member_a(
+      stubs[0].get(), req, [](const Delivery&) { return true; }, stubs[2].get());
   Collector member_b(stubs[1].get(), req,
                      [](const Delivery& d) { return d.event().sequence() % 10 != 7; });
   constexpr int kEvents = 400;
@@ -430,6 +456,45 @@ TEST(BrokerReplicasTest, GroupMembersOnDifferentReplicasShareTheWork) {
   };
   EXPECT_TRUE(WaitUntil([&] { return pending() == 0; }, absl::Seconds(10))) << pending();
 }
+
+// The shared client (workers, webhook-delivery) spreads its calls over every
+// broker replica it is given, and keeps going on the living ones.
+TEST(BrokerClientReplicasTest, ClientSpreadsOverReplicasAndFollowsTheLivingOnes) {
+  absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  std::vector<std::unique_ptr<testing::ServiceProcess>> brokers;
+  for (int i = 0; i < 2; ++i) {
+    auto b = testing::ServiceProcess::Start(BROKER_BIN, {"--store=" + (*redis)->url()});
+    ASSERT_TRUE(b.ok()) << b.status();
+    brokers.push_back(*std::move(b));
+  }
+  auto published_by = [&](int i) {
+    std::string metrics = HttpRequest(brokers[i]->http_addr(), "GET", "/metrics").body;
+    std::string key = "switchboard_broker_events_published_total{type=\"order.created\"} ";
+    size_t at = metrics.find(key);
+    return at == std::string::npos ? 0.0 : std::stod(metrics.substr(at + key.size()));
+  };
+  std::unique_ptr<BrokerClient> client = NewGrpcBrokerClient(
+      {absl::StrCat("ipv4:", brokers[0]->grpc_addr(), ",", brokers[1]->grpc_addr())});
+  for (int i = 0; i < 100; ++i) {
+    auto r = client->Publish(MakeEvent("order.created"), absl::Seconds(5));
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+  EXPECT_GT(published_by(0), 10) << "calls are spread over the replicas";
+  EXPECT_GT(published_by(1), 10) << "calls are spread over the replicas";
+  double before = published_by(0);
+  brokers[1]->Kill9();
+  for (int i = 0; i < 100; ++i) {
+    auto r = client->Publish(MakeEvent("order.created"), absl::Seconds(10));
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+  EXPECT_GE(published_by(0), before + 100) << "the living replica takes everything";
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, BrokerReplicasOn, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "RedisCluster" : "Redis";
+                         });
 
 }  // namespace
 }  // namespace switchboard::broker_it

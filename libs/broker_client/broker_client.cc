@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/random/random.h"
+#include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpcpp/grpcpp.h"
@@ -128,6 +129,15 @@ std::shared_ptr<grpc::Channel> MakeChannel(const GrpcBrokerClientOptions& option
   if (target.find("://") == std::string::npos && target.find(':') != std::string::npos &&
       inet_pton(AF_INET, host.c_str(), &a4) == 1) {
     target = "ipv4:" + target;
+  }
+  // dns:///broker:50051 (a headless Service), or a list of addresses
+  // (ipv4:10.0.0.1:50051,10.0.0.2:50051): calls spread over every address
+  // round-robin, and a replica that goes away is dropped (for DNS at the
+  // next resolution, at most a second later).
+  if (absl::StartsWith(target, "dns:") ||
+      (absl::StartsWith(target, "ipv4:") && absl::StrContains(target, ','))) {
+    args.SetLoadBalancingPolicyName("round_robin");
+    args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 1000);
   }
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }

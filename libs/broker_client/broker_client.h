@@ -55,7 +55,9 @@ class BrokerClient {
 };
 
 struct GrpcBrokerClientOptions {
-  std::string target;  // HOST:PORT of the broker
+  // HOST:PORT of the broker, or several replicas: dns:///NAME:PORT (every
+  // address of the name) or ipv4:ADDR:PORT,ADDR:PORT, used round-robin.
+  std::string target;
   absl::Duration initial_backoff = absl::Milliseconds(50);
   absl::Duration max_backoff = absl::Seconds(2);
 };

@@ -126,10 +126,30 @@ class Subscription {
 class Group;
 class BroadcastSubscription;
 
+// What the broker's readers of the log (broadcast streams, groups, members)
+// may ask of it: the internal seam between Broker and subscriptions.{h,cc},
+// local_group.*, shared_group.*.
+class SubscriptionHost {
+ public:
+  virtual ~SubscriptionHost() = default;
+  virtual const BrokerConfig& config() const = 0;
+  virtual Clock* clock() const = 0;
+  virtual BrokerMetrics* metrics() const = 0;
+  virtual uint64_t last_sequence() const = 0;
+  virtual bool shutting_down() const = 0;
+  // Group-state changes for the next commit (embedded store).
+  virtual void EnqueueOps(std::vector<GroupOp> ops) = 0;
+  // Runs `fill` on the fill thread (catch-up reads, claims: store calls).
+  virtual void RequestFill(std::function<void()> fill) = 0;
+  // Events with seq > after_seq, from the tail cache when it covers them.
+  virtual absl::StatusOr<std::vector<EventPtr>> ReadEvents(uint64_t after_seq, size_t limit) = 0;
+  virtual void SubscriberCountChanged(int delta) = 0;
+};
+
 // The event-broker's logic: the log (through an EventStore), group commit,
 // dedupe, subscriptions and consumer groups. Transports (gRPC, JSON over HTTP)
 // are thin adapters over this class.
-class Broker {
+class Broker : public SubscriptionHost {
  public:
   static absl::StatusOr<std::unique_ptr<Broker>> Create(BrokerConfig config,
                                                         std::unique_ptr<EventStore> store,
@@ -172,22 +192,21 @@ class Broker {
   // Waits until every queued store write so far is committed (tests).
   void FlushWrites();
 
-  uint64_t last_sequence() const { return last_seq_.load(); }
+  uint64_t last_sequence() const override { return last_seq_.load(); }
   // The store answered the last probe (readiness and gRPC health follow it).
   bool store_reachable() const { return store_reachable_.load(); }
   // Several replicas share the store: group calls reach it (they block).
   bool store_shared() const { return store_->shared(); }
-  bool shutting_down() const { return shutting_down_.load(); }
-  const BrokerConfig& config() const { return config_; }
-  Clock* clock() const { return clock_; }
-  BrokerMetrics* metrics() const { return metrics_; }
+  bool shutting_down() const override { return shutting_down_.load(); }
+  const BrokerConfig& config() const override { return config_; }
+  Clock* clock() const override { return clock_; }
+  BrokerMetrics* metrics() const override { return metrics_; }
 
-  // Used by subscriptions and groups.
-  void EnqueueOps(std::vector<GroupOp> ops);
-  void RequestFill(std::function<void()> fill);
-  // Events with seq > after_seq, from the tail cache when it covers them.
-  absl::StatusOr<std::vector<EventPtr>> ReadEvents(uint64_t after_seq, size_t limit);
-  void SubscriberCountChanged(int delta);
+  // SubscriptionHost
+  void EnqueueOps(std::vector<GroupOp> ops) override;
+  void RequestFill(std::function<void()> fill) override;
+  absl::StatusOr<std::vector<EventPtr>> ReadEvents(uint64_t after_seq, size_t limit) override;
+  void SubscriberCountChanged(int delta) override;
 
  private:
   Broker(BrokerConfig config, std::unique_ptr<EventStore> store, Clock* clock,

@@ -11,7 +11,7 @@ namespace switchboard::broker {
 
 class LocalGroup : public Group, public std::enable_shared_from_this<LocalGroup> {
  public:
-  LocalGroup(Broker* broker, GroupRecord rec, TypeFilter filter, uint64_t dead_lettered)
+  LocalGroup(SubscriptionHost* broker, GroupRecord rec, TypeFilter filter, uint64_t dead_lettered)
       : broker_(broker),
         name_(rec.name),
         rec_(std::move(rec)),
@@ -329,7 +329,7 @@ class LocalGroup : public Group, public std::enable_shared_from_this<LocalGroup>
   }
   static void Wake(const std::vector<std::shared_ptr<GroupMember>>& members);
 
-  Broker* const broker_;
+  SubscriptionHost* const broker_;
   const std::string name_;
   absl::Mutex mu_;
   GroupRecord rec_ ABSL_GUARDED_BY(mu_);

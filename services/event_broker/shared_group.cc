@@ -17,8 +17,8 @@ constexpr absl::Duration kReconcileEvery = absl::Milliseconds(250);
 
 }  // namespace
 
-SharedGroup::SharedGroup(Broker* broker, EventStore* store, std::string owner, GroupRecord rec,
-                         TypeFilter filter)
+SharedGroup::SharedGroup(SubscriptionHost* broker, EventStore* store, std::string owner,
+                         GroupRecord rec, TypeFilter filter)
     : broker_(broker),
       store_(store),
       owner_(std::move(owner)),
@@ -162,8 +162,12 @@ std::optional<Outgoing> SharedGroup::NextFor(GroupMember* member) {
   Ready rd = std::move(ready_.front());
   ready_.pop_front();
   uint64_t seq = rd.ev->seq;
+  // Claimed again while still counted here (its lease ran out before the
+  // reconcile noticed): the earlier delivery is superseded.
+  ReleaseLocked(seq);
+  uint32_t& held_by_member = in_flight_[member];
   held_[seq] = member;
-  ++in_flight;
+  ++held_by_member;
   if (ready_.size() < kClaimMax / 4) MaybeClaimLocked();
   return Outgoing{std::move(rd.ev), rd.attempt, MakeAckId(seq, rd.attempt)};
 }

@@ -22,7 +22,7 @@ namespace switchboard::broker {
 class SharedGroup : public Group, public std::enable_shared_from_this<SharedGroup> {
  public:
   // `owner` names this replica in the store's leases.
-  SharedGroup(Broker* broker, EventStore* store, std::string owner, GroupRecord rec,
+  SharedGroup(SubscriptionHost* broker, EventStore* store, std::string owner, GroupRecord rec,
               TypeFilter filter);
 
   const std::string& name() const override { return name_; }
@@ -65,7 +65,7 @@ class SharedGroup : public Group, public std::enable_shared_from_this<SharedGrou
   }
   static void Wake(const std::vector<std::shared_ptr<GroupMember>>& members);
 
-  Broker* const broker_;
+  SubscriptionHost* const broker_;
   EventStore* const store_;
   const std::string owner_;
   const std::string name_;

@@ -8,7 +8,7 @@ constexpr size_t kFillMaxScan = 8192;
 
 }  // namespace
 
-Scan ScanMatching(Broker* broker, const TypeFilter& filter, uint64_t from, size_t space,
+Scan ScanMatching(SubscriptionHost* broker, const TypeFilter& filter, uint64_t from, size_t space,
                   bool stop_at_gap) {
   Scan scan;
   scan.examined = from;

@@ -70,7 +70,7 @@ struct Scan {
 // Reads events after `from` (tail cache, else store) until `space` match the
 // filter or kFillMaxScan were looked at. A gap means retention deleted events
 // the reader had not seen; with stop_at_gap the scan ends there.
-Scan ScanMatching(Broker* broker, const TypeFilter& filter, uint64_t from, size_t space,
+Scan ScanMatching(SubscriptionHost* broker, const TypeFilter& filter, uint64_t from, size_t space,
                   bool stop_at_gap);
 
 // The read position and ready events of one reader of the log (a broadcast
@@ -123,7 +123,8 @@ struct CatchUp {
 class BroadcastSubscription : public Subscription,
                               public std::enable_shared_from_this<BroadcastSubscription> {
  public:
-  BroadcastSubscription(Broker* broker, TypeFilter filter, uint64_t cursor, SubscriptionSink* sink)
+  BroadcastSubscription(SubscriptionHost* broker, TypeFilter filter, uint64_t cursor,
+                        SubscriptionSink* sink)
       : broker_(broker),
         filter_(std::move(filter)),
         sink_(sink),
@@ -222,7 +223,7 @@ class BroadcastSubscription : public Subscription,
     if (wake) sink_.Wake();
   }
 
-  Broker* const broker_;
+  SubscriptionHost* const broker_;
   const TypeFilter filter_;
   SinkHolder sink_;
   absl::Mutex mu_;
@@ -266,7 +267,7 @@ class Group {
 
 class GroupMember : public Subscription {
  public:
-  GroupMember(Broker* broker, std::shared_ptr<Group> group, SubscriptionSink* sink,
+  GroupMember(SubscriptionHost* broker, std::shared_ptr<Group> group, SubscriptionSink* sink,
               absl::Duration ack_deadline, uint32_t max_in_flight)
       : ack_deadline_(ack_deadline),
         max_in_flight_(max_in_flight),
@@ -292,7 +293,7 @@ class GroupMember : public Subscription {
  private:
   friend class LocalGroup;
   friend class SharedGroup;
-  Broker* const broker_;
+  SubscriptionHost* const broker_;
   std::shared_ptr<Group> group_;
   SinkHolder sink_;
   std::atomic<bool> closed_{false};

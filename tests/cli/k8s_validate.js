@@ -1,12 +1,18 @@
 // Validates rendered Kubernetes manifests (a multi-document YAML file) against
 // the Kubernetes schemas from npm `kubernetes-models`, plus Switchboard's own
-// rules: non-root, read-only root filesystem, native gRPC probes, resources.
-// Usage: node k8s_validate.js <node_modules> <rendered.yaml>
+// rules: non-root, read-only root filesystem, gRPC readiness probes, resources,
+// one PodDisruptionBudget per workload, no pods scraped twice, claims that exist.
+// With --redis, the rules of the scale-out overlay too (see redisChecks).
+// Usage: node k8s_validate.js <node_modules> <rendered.yaml> [--redis] [KIND...]
+//   KIND: kinds the rendering must contain.
 const path = require("path");
 const fs = require("fs");
 const nm = process.argv[2];
 const yaml = require(path.join(nm, "js-yaml"));
 const docs = yaml.loadAll(fs.readFileSync(process.argv[3], "utf8")).filter(Boolean);
+const rest = process.argv.slice(4);
+const redis = rest.includes("--redis");
+const wantKinds = rest.filter((a) => !a.startsWith("--"));
 
 const groups = {
   "v1": "v1", "apps/v1": "apps/v1", "policy/v1": "policy/v1",
@@ -17,6 +23,18 @@ const fail = (obj, msg) => {
   console.error(`${obj.kind}/${obj.metadata && obj.metadata.name}: ${msg}`);
   errors++;
 };
+const find = (kind, name) => docs.find((d) => d.kind === kind && d.metadata && d.metadata.name === name);
+const workloads = docs.filter((d) => d.kind === "Deployment" || d.kind === "StatefulSet");
+const podLabels = (w) => (w.spec.template.metadata || {}).labels || {};
+// A Service selector or a LabelSelector's matchLabels against pod labels
+// (matchExpressions are not used here and never match).
+const selects = (sel, labels) => {
+  if (!sel || sel.matchExpressions) return false;
+  const m = sel.matchLabels || sel;
+  const keys = Object.keys(m);
+  return keys.length > 0 && keys.every((k) => labels[k] === m[k]);
+};
+
 const kinds = new Set();
 for (const obj of docs) {
   kinds.add(obj.kind);
@@ -38,11 +56,19 @@ for (const obj of docs) {
       const sc = c.securityContext || {};
       if (sc.readOnlyRootFilesystem !== true) fail(obj, c.name + ": root filesystem not read-only");
       if (!(sc.runAsNonRoot || (pod.securityContext || {}).runAsNonRoot)) fail(obj, c.name + ": may run as root");
-      for (const p of ["livenessProbe", "readinessProbe"]) {
-        if (!c[p] || !c[p].grpc) fail(obj, c.name + ": " + p + " is not a native gRPC probe");
+      if (!c.readinessProbe || !c.readinessProbe.grpc) fail(obj, c.name + ": readinessProbe is not a native gRPC probe");
+      // Liveness: gRPC health, or /healthz where gRPC health follows a
+      // dependency (the broker on Redis) and must not restart the pod.
+      const live = c.livenessProbe || {};
+      if (!live.grpc && !(live.httpGet && live.httpGet.path === "/healthz")) {
+        fail(obj, c.name + ": livenessProbe is neither a native gRPC probe nor GET /healthz");
       }
       const r = c.resources || {};
       if (!r.requests || !r.limits) fail(obj, c.name + ": no resource requests/limits");
+    }
+    for (const v of pod.volumes || []) {
+      const claim = v.persistentVolumeClaim && v.persistentVolumeClaim.claimName;
+      if (claim && !find("PersistentVolumeClaim", claim)) fail(obj, `volume ${v.name}: no claim ${claim}`);
     }
   }
   if (obj.kind === "Service") {
@@ -50,7 +76,85 @@ for (const obj of docs) {
     if (names !== "grpc,http") fail(obj, "ports must be named grpc and http, got " + names);
   }
 }
-for (const k of process.argv.slice(4)) {
+for (const w of workloads) {
+  const pdbs = docs.filter((d) => d.kind === "PodDisruptionBudget" && selects(d.spec.selector, podLabels(w)));
+  if (pdbs.length !== 1) {
+    fail(w, `${pdbs.length} PodDisruptionBudgets select its pods (${pdbs.map((p) => p.metadata.name)}), want 1`);
+  }
+}
+// Every pod is scraped through at most one Service the ServiceMonitors select.
+for (const sm of docs.filter((d) => d.kind === "ServiceMonitor")) {
+  const services = docs.filter((d) => d.kind === "Service" && selects(sm.spec.selector, d.metadata.labels || {}));
+  for (const w of workloads) {
+    const via = services.filter((s) => selects(s.spec.selector, podLabels(w))).map((s) => s.metadata.name);
+    if (via.length > 1) fail(sm, `scrapes ${w.metadata.name} twice, through Services ${via}`);
+  }
+}
+
+const HEADLESS = "event-broker-headless";
+const DNS_TARGET = `--broker=dns:///${HEADLESS}:50051`;
+
+// The scale-out overlay: broker replicas on one Redis, clients on the
+// headless Service.
+function redisChecks() {
+  if (find("StatefulSet", "event-broker")) fail(find("StatefulSet", "event-broker"), "the broker must be a Deployment");
+  const broker = find("Deployment", "event-broker");
+  if (!broker) { console.error("redis: no Deployment/event-broker"); errors++; return; }
+  if (!(broker.spec.replicas >= 2)) fail(broker, `replicas ${broker.spec.replicas}, want >= 2 (scale-out)`);
+  const pod = broker.spec.template.spec;
+  const c = pod.containers.find((x) => x.name === "event-broker") || pod.containers[0];
+  const args = c.args || [];
+  if (args.some((a) => a.startsWith("--store"))) fail(broker, "--store in args: the store comes from REDIS_URL");
+  for (const a of args.filter((x) => x.startsWith("--sync="))) {
+    if (!["--sync=normal", "--sync=replicated"].includes(a)) fail(broker, a + " is not a sync policy of the Redis store");
+  }
+  const env = (c.env || []).filter((e) => e.name === "REDIS_URL");
+  const ref = env.length === 1 && env[0].valueFrom && env[0].valueFrom.secretKeyRef;
+  if (!ref || env[0].value !== undefined) {
+    fail(broker, "REDIS_URL must be read from a Secret (env valueFrom.secretKeyRef), not a literal");
+  } else {
+    const secret = find("Secret", ref.name);
+    const keys = secret ? Object.keys(Object.assign({}, secret.data, secret.stringData)) : [];
+    if (!keys.includes(ref.key)) fail(broker, `REDIS_URL: Secret ${ref.name} has no key ${ref.key}`);
+  }
+  for (const cm of docs.filter((d) => d.kind === "ConfigMap")) {
+    if ("REDIS_URL" in (cm.data || {})) fail(cm, "REDIS_URL (holds the password) belongs in a Secret");
+  }
+  if (c.livenessProbe && c.livenessProbe.grpc) {
+    fail(broker, "livenessProbe on gRPC health: it says NOT_SERVING while Redis is down, every broker would restart");
+  }
+  if ((pod.volumes || []).some((v) => v.persistentVolumeClaim) || broker.spec.volumeClaimTemplates) {
+    fail(broker, "the broker keeps no data of its own on Redis: no claims");
+  }
+
+  const svc = find("Service", HEADLESS);
+  if (!svc) { console.error(`redis: no Service/${HEADLESS}`); errors++; return; }
+  if (svc.spec.clusterIP !== "None") fail(svc, `clusterIP ${svc.spec.clusterIP}, want None (headless)`);
+  if (svc.spec.publishNotReadyAddresses) fail(svc, "publishNotReadyAddresses: clients would reach brokers without Redis");
+  if (!selects(svc.spec.selector, podLabels(broker))) fail(svc, "does not select the broker pods");
+  for (const w of workloads.filter((x) => x !== broker)) {
+    if (selects(svc.spec.selector, podLabels(w))) fail(svc, "also selects " + w.metadata.name);
+  }
+  if (!(svc.spec.ports || []).some((p) => p.port === 50051 && p.name === "grpc")) fail(svc, "no grpc port 50051");
+  if (!find("Service", "event-broker")) { console.error("redis: no Service/event-broker"); errors++; }
+
+  for (const name of ["job-worker", "webhook-delivery"]) {
+    const d = find("Deployment", name);
+    if (!d) { console.error(`redis: no Deployment/${name}`); errors++; continue; }
+    const cargs = d.spec.template.spec.containers[0].args || [];
+    const brokerArgs = cargs.filter((a) => a.startsWith("--broker"));
+    if (brokerArgs.length !== 1 || brokerArgs[0] !== DNS_TARGET) {
+      fail(d, `broker target ${JSON.stringify(brokerArgs)}, want ["${DNS_TARGET}"]`);
+    }
+    if (!cargs.some((a) => a.startsWith("--data_dir="))) fail(d, "lost its --data_dir (local state)");
+  }
+  const wd = find("Deployment", "webhook-delivery");
+  const data = wd && (wd.spec.template.spec.volumes || []).find((v) => v.name === "data");
+  if (wd && !(data && data.persistentVolumeClaim)) fail(wd, "the outbox (volume data) must be on a claim");
+}
+if (redis) redisChecks();
+
+for (const k of wantKinds) {
   if (!kinds.has(k)) { console.error("missing kind " + k); errors++; }
 }
 console.log(`${docs.length} objects, ${errors} problems`);
