@@ -27,8 +27,10 @@ struct RedisConfig {
   std::string password;
   int db = 0;
   absl::Duration connect_timeout = absl::Seconds(2);
-  // Connections kept per server; callers beyond it wait for one.
-  int max_connections_per_node = 8;
+  // Connections kept per server; callers beyond it wait for one. A broker
+  // has up to ~12 callers at once (writer, tail, filler, housekeeping,
+  // executors).
+  int max_connections_per_node = 16;
 
   // The URL with the password replaced by "***", for logs.
   std::string Redacted() const;

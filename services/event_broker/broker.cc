@@ -174,9 +174,10 @@ void Broker::Append(std::vector<NewEvent> events, PublishCallback done) {
           "publish queue full: ", queued_publish_bytes_, " bytes wait for the store (limit ",
           config_.max_queued_publish_bytes, "); retry with backoff"));
     } else {
-      publish_queue_.push_back(PublishWork{std::move(events), std::move(done), absl::Now(), bytes});
+      uint64_t ticket = ++enqueued_writes_;
+      publish_queue_.push_back(
+          PublishWork{std::move(events), std::move(done), absl::Now(), bytes, ticket});
       queued_publish_bytes_ += bytes;
-      ++enqueued_writes_;
       return;
     }
   }
@@ -260,7 +261,14 @@ void Broker::WriterLoop() {
       write_mu_.AwaitWithDeadline(absl::Condition(&has_work), retry_ops_at_);
       last_round = stop_writer_;
       if (last_round && publish_queue_.empty() && op_queue_.empty() && retry_ops_.empty()) return;
-      works.swap(publish_queue_);
+      size_t commit_bytes = 0;
+      while (!publish_queue_.empty() &&
+             (works.empty() ||
+              commit_bytes + publish_queue_.front().bytes <= config_.max_commit_bytes)) {
+        commit_bytes += publish_queue_.front().bytes;
+        works.push_back(std::move(publish_queue_.front()));
+        publish_queue_.pop_front();
+      }
       // queued_publish_bytes_ keeps counting these until they are committed:
       // the bound covers the publishes in the commit as well as those queued.
       if (ops_allowed()) {
@@ -291,6 +299,8 @@ void Broker::WriterLoop() {
       retry_ops_at_ = absl::Now() + absl::Milliseconds(100) * (1 << std::min(failures + 1, 6));
     }
     uint64_t durable = taken_upto;
+    // Publishes left for the next commit (over max_commit_bytes).
+    if (!publish_queue_.empty()) durable = std::min(durable, publish_queue_.front().ticket - 1);
     for (const QueuedOp& op : retry_ops_) durable = std::min(durable, op.ticket - 1);
     for (const QueuedOp& op : op_queue_) durable = std::min(durable, op.ticket - 1);
     durable_upto_ = std::max(durable_upto_, durable);
@@ -483,7 +493,13 @@ std::vector<QueuedOp> Broker::CommitOnce(std::deque<PublishWork>& works,
       counter->Increment();
       committed.push_back(std::move(stored));
     }
-    if (!committed.empty()) RecordRate(now, committed.size());
+    if (!committed.empty()) {
+      RecordRate(now, committed.size());
+      uint64_t top = committed.back()->seq;
+      uint64_t seen = committed_seq_.load();
+      while (top > seen && !committed_seq_.compare_exchange_weak(seen, top)) {
+      }
+    }
   }
   // Subscribers first: their latency is the product; the acks follow within
   // microseconds. On a shared store the tail thread hands every replica's
@@ -601,36 +617,45 @@ void Broker::HousekeepingLoop() {
 
 void Broker::Tick() {
   absl::Time now = clock_->Now();
-  std::vector<std::shared_ptr<Group>> groups;
   {
-    absl::MutexLock lock(&subs_mu_);
-    for (auto& [name, g] : groups_) groups.push_back(g);
+    // First: readiness must not wait behind group upkeep on a slow store.
+    absl::MutexLock lock(&tick_mu_);
+    if (absl::Now() >= next_check_) {
+      next_check_ = absl::Now() + absl::Seconds(1);
+      absl::Status st = store_->Check();
+      if (st.ok() != store_reachable_.exchange(st.ok())) {
+        if (st.ok()) {
+          LogInfo("store reachable again");
+        } else {
+          LogError("store unreachable", {{"error", st.ToString()}});
+        }
+      }
+    }
   }
-  uint64_t last = last_seq_.load();
-  for (auto& g : groups) {
-    g->Expire(now);
-    g->UpdateGauges(last);
+  // On a shared store group upkeep is store calls: none while it cannot be
+  // reached (each would wait for the timeout).
+  bool store_usable = !store_->shared() || store_reachable_.load();
+  if (store_usable) {
+    std::vector<std::shared_ptr<Group>> groups;
+    {
+      absl::MutexLock lock(&subs_mu_);
+      for (auto& [name, g] : groups_) groups.push_back(g);
+    }
+    uint64_t last = last_seq_.load();
+    for (auto& g : groups) {
+      g->Expire(now);
+      g->UpdateGauges(last);
+    }
   }
   absl::MutexLock lock(&tick_mu_);
   if (absl::Now() >= next_maintenance_) {
     next_maintenance_ = absl::Now() + absl::Milliseconds(200);
     store_->Maintain();
   }
-  if (store_->shared() && absl::Now() >= next_load_) {
+  if (store_->shared() && store_usable && absl::Now() >= next_load_) {
     next_load_ = absl::Now() + config_.load_interval;
     if (absl::Status st = store_->PublishLoad(LocalLoad(), 3 * config_.load_interval); !st.ok()) {
       LogWarn("cannot publish this replica's load", {{"error", st.ToString()}});
-    }
-  }
-  if (absl::Now() >= next_check_) {
-    next_check_ = absl::Now() + absl::Seconds(1);
-    absl::Status st = store_->Check();
-    if (st.ok() != store_reachable_.exchange(st.ok())) {
-      if (st.ok()) {
-        LogInfo("store reachable again");
-      } else {
-        LogError("store unreachable", {{"error", st.ToString()}});
-      }
     }
   }
   if (now >= next_retention_) {

@@ -52,6 +52,10 @@ struct BrokerConfig {
   // Publishes accepted but not yet committed, in serialized bytes. Past it a
   // publish is refused with RESOURCE_EXHAUSTED (the store is not keeping up).
   size_t max_queued_publish_bytes = 256u << 20;
+  // One commit takes at most this many bytes of publishes (at least one
+  // publish): a Redis commit is one Lua script, and Redis runs nothing else
+  // meanwhile, for any replica.
+  size_t max_commit_bytes = 8u << 20;
   // A group-state change the store refuses this often is dropped (logged and
   // counted): it must not block the writer or the publishes behind it.
   int max_op_failures = 5;
@@ -84,6 +88,7 @@ struct PublishWork {
   PublishCallback done;
   absl::Time received;
   size_t bytes = 0;
+  uint64_t ticket = 0;  // orders it among all writes, for FlushWrites
 };
 
 // A group-state change waiting for a commit; `ticket` orders it for
@@ -238,6 +243,9 @@ class Broker : public SubscriptionHost {
   Clock* const clock_;
   BrokerMetrics* const metrics_;
   std::atomic<uint64_t> last_seq_{0};
+  // The highest sequence this process committed; on a shared store the tail
+  // (last_seq_) may not have reached it yet.
+  std::atomic<uint64_t> committed_seq_{0};
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> store_reachable_{true};
   std::string replica_id_;

@@ -13,6 +13,9 @@ namespace switchboard::broker {
 
 absl::StatusOr<uint64_t> Broker::StartCursor(const v1::SubscribeRequest& req) {
   uint64_t last = last_seq_.load();
+  // A sequence this replica just acknowledged is not in the future, even if
+  // the tail has not delivered it here yet.
+  uint64_t known = std::max(last, committed_seq_.load());
   switch (req.start()) {
     case v1::SubscribeRequest::LATEST:
       return last;
@@ -22,10 +25,10 @@ absl::StatusOr<uint64_t> Broker::StartCursor(const v1::SubscribeRequest& req) {
       if (req.start_sequence() == 0) {
         return absl::InvalidArgumentError("start_sequence: required with start=SEQUENCE (>= 1)");
       }
-      if (req.start_sequence() > last + 1) {
+      if (req.start_sequence() > known + 1) {
         return absl::InvalidArgumentError(absl::StrCat("start_sequence: ", req.start_sequence(),
-                                                       " is in the future (last sequence is ", last,
-                                                       ")"));
+                                                       " is in the future (last sequence is ",
+                                                       known, ")"));
       }
       return req.start_sequence() - 1;
     case v1::SubscribeRequest::TIME: {

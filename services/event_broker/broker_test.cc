@@ -251,6 +251,31 @@ TEST_F(BrokerTest, DedupeWindowReturnsOriginalSequence) {
   EXPECT_GT(later.sequence, first.sequence);
 }
 
+TEST_F(BrokerTest, CommitsStayUnderMaxCommitBytesAndFlushWaitsForAll) {
+  config_.max_commit_bytes = 1;  // every commit takes exactly one publish
+  Open();
+  std::atomic<int> done{0};
+  constexpr int kPublishes = 20;
+  for (int i = 0; i < kPublishes; ++i) {
+    absl::StatusOr<std::vector<NewEvent>> prepared = [&] {
+      events::v1::Event ev = MakeEvent("order.created");
+      events::v1::Event* p = &ev;
+      return broker_->Prepare(absl::MakeConstSpan(&p, 1), "event");
+    }();
+    ASSERT_TRUE(prepared.ok()) << prepared.status();
+    broker_->Append(*std::move(prepared), [&](absl::StatusOr<std::vector<PublishResult>> r) {
+      EXPECT_TRUE(r.ok()) << r.status();
+      ++done;
+    });
+  }
+  broker_->FlushWrites();
+  EXPECT_EQ(done.load(), kPublishes) << "FlushWrites returned before every publish committed";
+  EXPECT_EQ(broker_->last_sequence(), static_cast<uint64_t>(kPublishes));
+  // One commit per publish (the first may have found one alone anyway).
+  auto commits = metrics_->commit_events.Collect().histogram.sample_count;
+  EXPECT_EQ(commits, static_cast<uint64_t>(kPublishes));
+}
+
 TEST_F(BrokerTest, DedupeWindowSurvivesRestart) {
   PublishResult first = Publish(MakeEvent("order.created", "evt_x"));
   Open();

@@ -262,6 +262,12 @@ class EventStore {
                                            bool from_dead_letters) {
     return Unshared("Requeue");
   }
+  // Deliveries `owner` still holds become due at `at` (its member left);
+  // those claimed again by another replica meanwhile are left alone.
+  virtual absl::StatusOr<uint32_t> GiveBack(const std::string& group, const std::string& owner,
+                                            const std::vector<uint64_t>& seqs, absl::Time at) {
+    return Unshared("GiveBack");
+  }
   virtual absl::StatusOr<uint32_t> ExtendLeases(const std::string& group,
                                                 const std::vector<uint64_t>& seqs,
                                                 absl::Time until) {

@@ -534,6 +534,8 @@ TEST_P(EventStoreConformance, SharedGroupsLeaseAckAndRedeliver) {
   ASSERT_EQ(rb->deliveries.size(), 3u);  // 4 and 6 from a, 10 from b
   EXPECT_EQ(rb->redelivered, 3u);
   for (const ClaimedDelivery& d : rb->deliveries) EXPECT_EQ(d.attempt, 2u);
+  // Giving back only touches what the giver still holds.
+  EXPECT_EQ(*a->GiveBack("g", "replica-a", {4, 6, 10}, later), 0u) << "b holds them now";
   // A nack makes one due again after its delay; a longer lease keeps another.
   EXPECT_EQ(*b->Requeue("g", {4}, later + absl::Seconds(1), false), 1u);
   EXPECT_EQ(*b->ExtendLeases("g", {6}, later + absl::Seconds(100)), 1u);

@@ -72,6 +72,10 @@ class ForwardingEventStore : public EventStore {
                                    absl::Time at, bool from_dead_letters) override {
     return inner_->Requeue(group, seqs, at, from_dead_letters);
   }
+  absl::StatusOr<uint32_t> GiveBack(const std::string& group, const std::string& owner,
+                                    const std::vector<uint64_t>& seqs, absl::Time at) override {
+    return inner_->GiveBack(group, owner, seqs, at);
+  }
   absl::StatusOr<uint32_t> ExtendLeases(const std::string& group, const std::vector<uint64_t>& seqs,
                                         absl::Time until) override {
     return inner_->ExtendLeases(group, seqs, until);

@@ -137,8 +137,10 @@ return n
 )lua";
 
 // ARGV: prefix group at_ms mode seq*. mode 'held': deliveries someone holds
-// become due at at_ms for anyone (nack, a member gone); 'dead': dead letters
-// become pending again, due at at_ms. Returns how many changed.
+// become due at at_ms for anyone (a nack); 'owner=<replica>': only those
+// that replica still holds (a member gone: not what another replica claimed
+// again meanwhile); 'dead': dead letters become pending again, due at at_ms.
+// Returns how many changed.
 inline constexpr char kRequeue[] = R"lua(
 local gk = ARGV[1] .. ':g:' .. ARGV[2]
 local at, mode = tonumber(ARGV[3]), ARGV[4]
@@ -161,6 +163,12 @@ for i = 5, #ARGV do
         redis.call('ZADD', gk .. ':due', at, s)
         n = n + 1
       end
+    end
+  elseif string.sub(mode, 1, 6) == 'owner=' then
+    if redis.call('HGET', gk .. ':owner', s) == string.sub(mode, 7) then
+      redis.call('HDEL', gk .. ':owner', s)
+      redis.call('ZADD', gk .. ':due', at, s)
+      n = n + 1
     end
   elseif redis.call('HDEL', gk .. ':owner', s) == 1 then
     redis.call('ZADD', gk .. ':due', at, s)

@@ -91,6 +91,17 @@ absl::StatusOr<uint32_t> RedisEventStore::Requeue(const std::string& group,
   return Counted(*r, group, seqs);
 }
 
+absl::StatusOr<uint32_t> RedisEventStore::GiveBack(const std::string& group,
+                                                   const std::string& owner,
+                                                   const std::vector<uint64_t>& seqs,
+                                                   absl::Time at) {
+  absl::StatusOr<Reply> r =
+      GroupWrite(requeue_, group, {absl::StrCat(Millis(at)), absl::StrCat("owner=", owner)}, seqs,
+                 "give back");
+  if (!r.ok()) return r.status();
+  return Counted(*r, group, seqs);
+}
+
 absl::StatusOr<uint32_t> RedisEventStore::ExtendLeases(const std::string& group,
                                                        const std::vector<uint64_t>& seqs,
                                                        absl::Time until) {

@@ -50,6 +50,8 @@ class RedisEventStore : public EventStore {
                                          const std::vector<uint64_t>& seqs) override;
   absl::StatusOr<uint32_t> Requeue(const std::string& group, const std::vector<uint64_t>& seqs,
                                    absl::Time at, bool from_dead_letters) override;
+  absl::StatusOr<uint32_t> GiveBack(const std::string& group, const std::string& owner,
+                                    const std::vector<uint64_t>& seqs, absl::Time at) override;
   absl::StatusOr<uint32_t> ExtendLeases(const std::string& group, const std::vector<uint64_t>& seqs,
                                         absl::Time until) override;
   absl::StatusOr<std::vector<uint64_t>> StillHeld(const std::string& group,

@@ -68,7 +68,8 @@ void SharedGroup::Claim() {
     req.lease = members_.front()->ack_deadline_;
     for (const auto& m : members_) req.lease = std::min(req.lease, m->ack_deadline_);
   }
-  absl::StatusOr<ClaimResult> r = store_->Claim(req, broker_->clock()->Now());
+  absl::Time claimed_at = broker_->clock()->Now();
+  absl::StatusOr<ClaimResult> r = store_->Claim(req, claimed_at);
   std::vector<std::shared_ptr<GroupMember>> wake;
   std::vector<uint64_t> give_back;
   {
@@ -79,7 +80,9 @@ void SharedGroup::Claim() {
       LogWarn("group claim failed", {{"group", name_}, {"error", r.status().ToString()}});
       return;
     }
-    for (ClaimedDelivery& d : r->deliveries) ready_.push_back(Ready{std::move(d.event), d.attempt});
+    for (ClaimedDelivery& d : r->deliveries) {
+      ready_.push_back(Ready{std::move(d.event), d.attempt, claimed_at + req.lease});
+    }
     if (members_.empty()) {
       // Everyone left while we claimed: the deliveries go back now.
       for (const Ready& rd : ready_) give_back.push_back(rd.ev->seq);
@@ -101,7 +104,8 @@ void SharedGroup::Claim() {
 void SharedGroup::RequeueLater(std::vector<uint64_t> seqs) {
   broker_->RequestFill([self = shared_from_this(), seqs = std::move(seqs)] {
     absl::Status st =
-        self->store_->Requeue(self->name_, seqs, self->broker_->clock()->Now(), false).status();
+        self->store_->GiveBack(self->name_, self->owner_, seqs, self->broker_->clock()->Now())
+            .status();
     if (!st.ok()) {
       // Their leases run out instead: redelivered after the ack deadline.
       LogWarn("cannot give deliveries back", {{"group", self->name_}, {"error", st.ToString()}});
@@ -155,6 +159,10 @@ std::optional<Outgoing> SharedGroup::NextFor(GroupMember* member) {
   absl::MutexLock lock(&mu_);
   uint32_t& in_flight = in_flight_[member];
   if (member->closed() || in_flight >= member->max_in_flight_) return std::nullopt;
+  // A claimed delivery whose lease ran out before a member took it (a slow
+  // stream) may be another replica's by now: it is not handed out here.
+  absl::Time now = broker_->clock()->Now();
+  while (!ready_.empty() && ready_.front().lease_end <= now) ready_.pop_front();
   if (ready_.empty()) {
     MaybeClaimLocked();
     return std::nullopt;

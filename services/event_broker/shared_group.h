@@ -48,6 +48,7 @@ class SharedGroup : public Group, public std::enable_shared_from_this<SharedGrou
   struct Ready {
     EventPtr ev;
     uint32_t attempt;
+    absl::Time lease_end;  // after it the delivery may be another replica's
   };
 
   // Deliveries this replica's members could take now, beyond those ready.
