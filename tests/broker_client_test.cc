@@ -19,6 +19,7 @@
 #include "libs/broker_client/batching.h"
 #include "libs/broker_client/null_broker_client.h"
 #include "tests/testing/process.h"
+#include "tests/testing/redis_server.h"
 
 namespace switchboard {
 namespace {
@@ -33,19 +34,34 @@ events::v1::Event OrderEvent(const std::string& type) {
   return ev;
 }
 
-class BrokerClientIT : public ::testing::Test {
+// On the embedded store (false) and on Redis (true): a restart of the broker
+// on the same data is a restart on the same Redis key prefix.
+class BrokerClientIT : public ::testing::TestWithParam<bool> {
  protected:
+  static void TearDownTestSuite() { redis_.reset(); }
+  void SetUp() override {
+    if (GetParam() && !redis_) {
+      auto r = testing::RedisServer::Start();
+      ASSERT_TRUE(r.ok()) << r.status();
+      redis_ = *std::move(r);
+    }
+  }
   void StartBroker(const std::string& grpc_addr = "127.0.0.1:0") {
-    auto p =
-        ServiceProcess::Start(BROKER_BIN, {"--data_dir=" + data_dir_, "--grpc_addr=" + grpc_addr});
+    std::vector<std::string> args = {"--data_dir=" + data_dir_, "--grpc_addr=" + grpc_addr};
+    if (GetParam()) {
+      args.push_back("--store=" + redis_->url());
+      args.push_back("--redis_prefix=client" + std::to_string(std::hash<std::string>()(data_dir_)));
+    }
+    auto p = ServiceProcess::Start(BROKER_BIN, args);
     ASSERT_TRUE(p.ok()) << p.status();
     broker_ = *std::move(p);
   }
   std::string data_dir_ = testing::MakeTempDir();
   std::unique_ptr<ServiceProcess> broker_;
+  static inline std::unique_ptr<testing::RedisServer> redis_;
 };
 
-TEST_F(BrokerClientIT, PublishRetriesThroughARestartAndStaysIdempotent) {
+TEST_P(BrokerClientIT, PublishRetriesThroughARestartAndStaysIdempotent) {
   StartBroker();
   std::string addr = broker_->grpc_addr();
   auto client = NewGrpcBrokerClient({addr});
@@ -75,7 +91,7 @@ TEST_F(BrokerClientIT, PublishRetriesThroughARestartAndStaysIdempotent) {
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(BrokerClientIT, GroupSubscriptionReconnectsAndResumes) {
+TEST_P(BrokerClientIT, GroupSubscriptionReconnectsAndResumes) {
   StartBroker();
   std::string addr = broker_->grpc_addr();
   auto client = NewGrpcBrokerClient({addr, absl::Milliseconds(20), absl::Milliseconds(200)});
@@ -85,6 +101,8 @@ TEST_F(BrokerClientIT, GroupSubscriptionReconnectsAndResumes) {
   req.set_group("client-group");
   req.add_types("order.*");
   req.set_start(broker::v1::SubscribeRequest::EARLIEST);
+  // On Redis the killed broker's lease on event 2 must run out first.
+  req.mutable_ack_deadline()->set_seconds(3);
   auto sub = client->SubscribeGroup(req, [&](const broker::v1::Delivery& d) {
     // Ack all but the event with sequence 2, which stays pending.
     if (d.event().sequence() != 2) {
@@ -103,6 +121,11 @@ TEST_F(BrokerClientIT, GroupSubscriptionReconnectsAndResumes) {
       absl::Seconds(10)));
 
   broker_->Kill9();
+  size_t at_kill;
+  {
+    absl::MutexLock l(&mu);
+    at_kill = got.size();
+  }
   StartBroker(addr);
   ASSERT_TRUE(client->Publish(OrderEvent("order.paid"), absl::Seconds(10)).ok());
   // After the restart: the pending event 2 comes again, then the new one.
@@ -110,13 +133,13 @@ TEST_F(BrokerClientIT, GroupSubscriptionReconnectsAndResumes) {
       [&] {
         absl::MutexLock l(&mu);
         std::set<uint64_t> after;
-        for (size_t i = 3; i < got.size(); ++i) after.insert(got[i].event().sequence());
+        for (size_t i = at_kill; i < got.size(); ++i) after.insert(got[i].event().sequence());
         return after.count(2) && after.count(4);
       },
       absl::Seconds(30)));
   {
     absl::MutexLock l(&mu);
-    for (size_t i = 3; i < got.size(); ++i) {
+    for (size_t i = at_kill; i < got.size(); ++i) {
       if (got[i].event().sequence() == 2) {
         EXPECT_GE(got[i].delivery_attempt(), 2u);
       }
@@ -233,6 +256,11 @@ std::vector<std::string> Names(const std::string& prefix, int n) {
   for (int i = 0; i < n; ++i) out.push_back(absl::StrCat(prefix, i));
   return out;
 }
+
+INSTANTIATE_TEST_SUITE_P(Stores, BrokerClientIT, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Redis" : "Embedded";
+                         });
 
 TEST(BatchPublisherTest, AsyncEventsAreRetriedAndPublishedInSubmissionOrder) {
   FakePublishClient broker;

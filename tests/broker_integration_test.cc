@@ -422,8 +422,7 @@ TEST_P(BrokerIT, SigtermEndsStreamsAndExitsZero) {
 // (--max_queued_publish_bytes) and so is gRPC's memory: the broker's RSS stays
 // under a ceiling, every publish is either acknowledged (and then stored) or
 INSTANTIATE_TEST_SUITE_P(Stores, BrokerIT,
-                         ::testing::Values(StoreMode::kEmbedded, StoreMode::kRedis),
-                         StoreModeName);
+                         ::testing::Values(StoreMode::kEmbedded, StoreMode::kRedis), StoreModeName);
 
 }  // namespace
 }  // namespace switchboard::broker_it

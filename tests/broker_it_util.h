@@ -104,6 +104,15 @@ class Collector {
     mu_.Await(absl::Condition(&done_));
     return status_;
   }
+  // The stream's end status, or DEADLINE_EXCEEDED (from the test) when it
+  // did not end within `timeout`.
+  grpc::Status FinishedWithin(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    if (!mu_.AwaitWithTimeout(absl::Condition(&done_), timeout)) {
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the stream did not end");
+    }
+    return status_;
+  }
 
  private:
   void Run() {

@@ -32,6 +32,8 @@ TEST(BrokerRedisConfigTest, BadConfigurationExitsTwoNamingTheFlag) {
       {{"--store=redis://" + addr + ":x"}, "store: port"},
       {{"--store=mongodb://" + addr}, "store: 'mongodb://"},
       {{"--store=postgres"}, "store: 'postgres'"},
+      {{"--store=redis:/u:not-it@" + addr}, "store: '' is not"},
+      {{"--store=mongodb://u:not-it@" + addr}, "store: 'mongodb://'"},
       {{"--store=redis://" + addr, "--redis_prefix=bad{prefix}"}, "redis_prefix"},
       {{"--store=redis://" + addr, "--sync=full"}, "sync: 'full'"},
       {{"--store=redis://" + addr, "--sync=replicated", "--redis_min_replicas=0"},
@@ -79,17 +81,27 @@ TEST(BrokerRedisOutageTest, PublishesFailFastWhileRedisIsDownAndResumeAfter) {
     acked.insert(resp.sequence());
   }
   EXPECT_EQ(HttpRequest((*broker)->http_addr(), "GET", "/readyz").status, 200);
+  SubscribeRequest all;
+  all.set_start(SubscribeRequest::EARLIEST);
+  Collector broadcast(stub.get(), all);
+  Collector member(stub.get(), GroupReq("outage"), [](const Delivery&) { return true; });
+  ASSERT_TRUE(broadcast.WaitForCount(20));
+  ASSERT_TRUE(member.WaitForCount(20));
 
   (*redis)->Kill9();
   absl::Time t0 = absl::Now();
   broker::v1::PublishResponse resp;
   grpc::Status down = Publish(stub.get(), MakeEvent("order.created", "during"), &resp);
   EXPECT_EQ(down.error_code(), grpc::StatusCode::UNAVAILABLE) << down.error_message();
-  EXPECT_LT(absl::Now() - t0, absl::Seconds(3)) << "a publish must fail fast, not hang";
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(5)) << "a publish must fail fast, not hang";
   EXPECT_TRUE(
       WaitUntil([&] { return HttpRequest((*broker)->http_addr(), "GET", "/readyz").status == 503; },
                 absl::Seconds(10)))
       << "readiness must follow the store";
+  // Streams end so their clients reconnect elsewhere (or here later).
+  EXPECT_EQ(broadcast.FinishedWithin(absl::Seconds(10)).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(member.FinishedWithin(absl::Seconds(10)).error_code(), grpc::StatusCode::UNAVAILABLE);
 
   ASSERT_TRUE((*redis)->Restart().ok());
   EXPECT_TRUE(
@@ -387,6 +399,7 @@ TEST_P(BrokerReplicasOn, GroupMembersOnDifferentReplicasShareTheWork) {
   // Member A on replica 0 acks everything (through replica 2); member B on
   // replica 1 acks nothing with a sequence ending in 7 (they stay pending).
   SubscribeRequest req = GroupReq("work", absl::Seconds(2));
+  req.set_max_deliveries(1000);  // B's unacked ones may come back to B a few times
   // A's acks go through the third replica.
   Collector member_a(
       stubs[0].get(), req, [](const Delivery&) { return true; }, stubs[2].get());
@@ -439,11 +452,16 @@ TEST_P(BrokerReplicasOn, GroupMembersOnDifferentReplicasShareTheWork) {
       },
       absl::Seconds(30)))
       << "the killed replica's unacked deliveries reach the other member";
-  // Every first delivery went to exactly one member.
-  std::map<uint64_t, int> firsts;
-  for (const auto& d : member_a.Got()) firsts[d.event().sequence()] += d.delivery_attempt() == 1;
-  for (const auto& d : member_b.Got()) firsts[d.event().sequence()] += d.delivery_attempt() == 1;
-  for (const auto& [seq, n] : firsts) EXPECT_LE(n, 1) << "sequence " << seq << " delivered twice";
+  // Only what B held came again: a delivery acked in time is never
+  // delivered twice (its lease did not run out under its member).
+  for (Collector* c : {&member_a, &member_b}) {
+    for (const auto& d : c->Got()) {
+      if (d.delivery_attempt() >= 2) {
+        EXPECT_EQ(d.event().sequence() % 10, 7u)
+            << "sequence " << d.event().sequence() << " redelivered though acked";
+      }
+    }
+  }
   // Nothing left pending once A acked the redeliveries.
   auto pending = [&] {
     broker::v1::GetStatsResponse stats;

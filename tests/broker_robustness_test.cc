@@ -233,8 +233,7 @@ TEST_P(BrokerIT, EventEmissionTimeoutBoundsAJsonPublish) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, BrokerIT,
-                         ::testing::Values(StoreMode::kEmbedded, StoreMode::kRedis),
-                         StoreModeName);
+                         ::testing::Values(StoreMode::kEmbedded, StoreMode::kRedis), StoreModeName);
 
 }  // namespace
 }  // namespace switchboard::broker_it

@@ -94,7 +94,16 @@ absl::Status TransportError(redisContext* ctx, const Endpoint& ep, absl::Time de
 
 absl::Status ReplyStatus(const Reply& reply, absl::string_view what) {
   if (!reply.is_error()) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(what, ": redis: ", reply.str));
+  std::string msg = absl::StrCat(what, ": redis: ", reply.str);
+  absl::string_view code = reply.error_code();
+  // Trouble that passes (a failover, a loading or busy server): the caller
+  // may retry. A full server: back off.
+  if (code == "OOM") return absl::ResourceExhaustedError(msg);
+  if (code == "BUSY" || code == "NOREPLICAS" || code == "MASTERDOWN" || code == "LOADING" ||
+      code == "READONLY" || code == "CLUSTERDOWN" || code == "TRYAGAIN" || code == "NOAUTH") {
+    return absl::UnavailableError(msg);
+  }
+  return absl::InternalError(msg);
 }
 
 absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const Endpoint& endpoint,

@@ -104,9 +104,13 @@ absl::StatusOr<RedisConfig> ParseRedisUrl(absl::string_view url, absl::string_vi
                        ": rediss:// (TLS to Redis) is not supported by this build's "
                        "client (hiredis 0.14); use redis:// on a trusted network"));
     }
+    size_t scheme_end = url.find("://");
     return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": unknown scheme in '", url.substr(0, url.find("://")),
-                     "'; expected redis://host:port or redis-cluster://host:port[,host:port]"));
+        absl::StrCat(flag, ": ",
+                     scheme_end == absl::string_view::npos
+                         ? "no scheme"
+                         : absl::StrCat("unknown scheme '", url.substr(0, scheme_end), "://'"),
+                     "; expected redis://host:port or redis-cluster://host:port[,host:port]"));
   }
   // userinfo ends at the last '@' so a raw '@' in a password still works.
   size_t at = rest.rfind('@');

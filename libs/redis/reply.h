@@ -40,8 +40,9 @@ struct Reply {
   }
 };
 
-// OK for every reply but an error; an error reply becomes INTERNAL naming
-// `what` (the caller's operation) and Redis's message.
+// OK for every reply but an error, which becomes a status naming `what`
+// (the caller's operation) and Redis's message: UNAVAILABLE for trouble that
+// passes (LOADING, BUSY, failover), RESOURCE_EXHAUSTED for OOM, else INTERNAL.
 absl::Status ReplyStatus(const Reply& reply, absl::string_view what);
 
 }  // namespace switchboard::redis

@@ -88,22 +88,23 @@ absl::Status Broker::Recover() {
 
 Broker::~Broker() { Shutdown(); }
 
+void Broker::EndAllStreams(const absl::Status& status) {
+  std::vector<std::shared_ptr<BroadcastSubscription>> subs;
+  std::vector<std::shared_ptr<Group>> groups;
+  {
+    absl::MutexLock lock(&subs_mu_);
+    for (auto& w : broadcasts_) {
+      if (auto s = w.lock()) subs.push_back(std::move(s));
+    }
+    for (auto& [name, g] : groups_) groups.push_back(g);
+  }
+  for (auto& s : subs) s->End(status);
+  for (auto& g : groups) g->EndAll(status);
+}
+
 void Broker::Shutdown() {
   bool was = shutting_down_.exchange(true);
-  if (!was) {
-    std::vector<std::shared_ptr<BroadcastSubscription>> subs;
-    std::vector<std::shared_ptr<Group>> groups;
-    {
-      absl::MutexLock lock(&subs_mu_);
-      for (auto& w : broadcasts_) {
-        if (auto s = w.lock()) subs.push_back(std::move(s));
-      }
-      for (auto& [name, g] : groups_) groups.push_back(g);
-    }
-    absl::Status bye = absl::UnavailableError("broker is shutting down");
-    for (auto& s : subs) s->End(bye);
-    for (auto& g : groups) g->EndAll(bye);
-  }
+  if (!was) EndAllStreams(absl::UnavailableError("broker is shutting down"));
   {
     absl::MutexLock lock(&hk_mu_);
     stop_hk_ = true;
@@ -447,6 +448,7 @@ std::vector<QueuedOp> Broker::CommitOnce(std::deque<PublishWork>& works,
   std::vector<QueuedOp> ops = Coalesce(queued_ops);
   std::vector<QueuedOp> retry;
   batch.ops = TakeOps(ops);
+  batch.seq_floor = std::max(last_seq_.load(), committed_seq_.load());
   absl::Time t0 = absl::Now();
   absl::StatusOr<CommitResult> commit = store_->Commit(batch, now);
   if (!commit.ok() && !batch.ops.empty()) {
@@ -538,7 +540,7 @@ void Broker::TailLoop() {
   Backoff backoff(BackoffPolicy{absl::Milliseconds(100), 2.0, absl::Seconds(2), 0.2});
   while (!shutting_down_.load()) {
     absl::StatusOr<std::vector<EventPtr>> evs =
-        store_->WaitForAppends(last_seq_.load(), 1000, absl::Milliseconds(500));
+        store_->WaitForAppends(last_seq_.load(), 256, absl::Milliseconds(500));
     if (!evs.ok()) {
       LogWarn("following the store's log failed", {{"error", evs.status().ToString()}});
       absl::MutexLock lock(&hk_mu_);
@@ -586,6 +588,9 @@ void Broker::RequestFill(std::function<void()> fill) {
 
 void Broker::FillLoop() {
   SetThreadName("sb-filler");
+  // At shutdown what is queued still runs (shared groups give deliveries
+  // back, so other replicas need not wait for the leases), for a while.
+  absl::Time give_up = absl::InfiniteFuture();
   while (true) {
     std::function<void()> task;
     {
@@ -594,7 +599,10 @@ void Broker::FillLoop() {
         return !fill_queue_.empty() || stop_fill_;
       };
       fill_mu_.Await(absl::Condition(&ready));
-      if (stop_fill_) return;
+      if (stop_fill_) {
+        if (give_up == absl::InfiniteFuture()) give_up = absl::Now() + absl::Seconds(2);
+        if (fill_queue_.empty() || absl::Now() >= give_up) return;
+      }
       task = std::move(fill_queue_.front());
       fill_queue_.pop_front();
     }
@@ -628,6 +636,12 @@ void Broker::Tick() {
           LogInfo("store reachable again");
         } else {
           LogError("store unreachable", {{"error", st.ToString()}});
+          // Streams would stay silent: end them so clients reconnect (to a
+          // replica that can serve, or here once the store is back).
+          if (store_->shared()) {
+            EndAllStreams(absl::UnavailableError(
+                absl::StrCat("event-broker: store unreachable: ", st.message())));
+          }
         }
       }
     }

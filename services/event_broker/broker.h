@@ -228,6 +228,7 @@ class Broker : public SubscriptionHost {
   std::vector<QueuedOp> CommitOpsAlone(std::vector<QueuedOp> ops, absl::Time now, bool store_works);
   void RunRetention(absl::Time now);
   void Deliver(const std::vector<EventPtr>& events);
+  void EndAllStreams(const absl::Status& status);
   void Dispatch(const std::vector<EventPtr>& events, uint64_t prev_last);
   void TailLoop();
   absl::StatusOr<uint64_t> StartCursor(const v1::SubscribeRequest& request);

@@ -48,6 +48,9 @@ absl::StatusOr<uint64_t> Broker::StartCursor(const v1::SubscribeRequest& req) {
 absl::StatusOr<std::shared_ptr<Subscription>> Broker::Subscribe(const v1::SubscribeRequest& req,
                                                                 SubscriptionSink* sink) {
   if (shutting_down_) return absl::UnavailableError("broker is shutting down");
+  if (store_->shared() && !store_reachable_.load()) {
+    return absl::UnavailableError("event-broker: store unreachable; retry shortly");
+  }
   std::vector<std::string> patterns(req.types().begin(), req.types().end());
   absl::StatusOr<TypeFilter> filter = TypeFilter::Parse(patterns, "types");
   if (!filter.ok()) return filter.status();
@@ -157,9 +160,9 @@ absl::Status Broker::AdoptSharedGroups() {
 absl::StatusOr<v1::AckResponse> Broker::Ack(const v1::AckRequest& req) {
   absl::StatusOr<std::shared_ptr<Group>> g = FindGroup(req.group());
   if (!g.ok()) return g.status();
-  std::vector<uint64_t> seqs;
-  if (absl::Status s = (*g)->ValidateAckIds(req.ack_ids(), &seqs); !s.ok()) return s;
-  return (*g)->Ack(seqs);
+  std::vector<DeliveryRef> refs;
+  if (absl::Status s = (*g)->ValidateAckIds(req.ack_ids(), &refs); !s.ok()) return s;
+  return (*g)->Ack(refs);
 }
 
 absl::StatusOr<v1::NackResponse> Broker::Nack(const v1::NackRequest& req) {
@@ -169,9 +172,9 @@ absl::StatusOr<v1::NackResponse> Broker::Nack(const v1::NackRequest& req) {
   if (delay < absl::ZeroDuration() || delay > absl::Hours(24)) {
     return absl::InvalidArgumentError("delay: must be between 0 and 24h");
   }
-  std::vector<uint64_t> seqs;
-  if (absl::Status s = (*g)->ValidateAckIds(req.ack_ids(), &seqs); !s.ok()) return s;
-  return (*g)->Nack(seqs, delay);
+  std::vector<DeliveryRef> refs;
+  if (absl::Status s = (*g)->ValidateAckIds(req.ack_ids(), &refs); !s.ok()) return s;
+  return (*g)->Nack(refs, delay);
 }
 
 absl::StatusOr<v1::ModifyAckDeadlineResponse> Broker::ModifyAckDeadline(
@@ -183,9 +186,9 @@ absl::StatusOr<v1::ModifyAckDeadlineResponse> Broker::ModifyAckDeadline(
   if (d < absl::ZeroDuration() || d > absl::Hours(12)) {
     return absl::InvalidArgumentError("ack_deadline: must be between 0 and 12h");
   }
-  std::vector<uint64_t> seqs;
-  if (absl::Status s = (*g)->ValidateAckIds(req.ack_ids(), &seqs); !s.ok()) return s;
-  absl::StatusOr<uint32_t> n = (*g)->ModifyDeadline(seqs, d);
+  std::vector<DeliveryRef> refs;
+  if (absl::Status s = (*g)->ValidateAckIds(req.ack_ids(), &refs); !s.ok()) return s;
+  absl::StatusOr<uint32_t> n = (*g)->ModifyDeadline(refs, d);
   if (!n.ok()) return n.status();
   v1::ModifyAckDeadlineResponse resp;
   resp.set_modified(*n);

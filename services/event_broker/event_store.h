@@ -124,6 +124,10 @@ struct WriteBatch {
   // Events to append, in order; the store assigns consecutive sequences.
   std::vector<const NewEvent*> events;
   std::vector<GroupOp> ops;
+  // The highest sequence the committing broker has seen. A shared store
+  // assigns above it even if it lost those entries (a Redis failover), so
+  // a sequence subscribers saw is never handed out again.
+  uint64_t seq_floor = 0;
 };
 
 struct HistoryQuery {
@@ -152,6 +156,12 @@ struct ReplicaLoad {
   std::map<std::string, uint32_t> group_members;
 };
 
+// One delivery of a group, as its ack id names it.
+struct DeliveryRef {
+  uint64_t seq = 0;
+  uint32_t attempt = 0;
+};
+
 // Groups on a shared store: a replica leases deliveries for its members.
 struct ClaimRequest {
   // Created with these if new; its types and max_deliveries follow the
@@ -161,6 +171,9 @@ struct ClaimRequest {
   size_t max = 64;
   absl::Duration lease = absl::Seconds(30);  // the members' ack deadline
   size_t max_scan = 4096;                    // log entries one claim looks at
+  // A member here changed the group's filter: group.types replace the
+  // stored ones (else the stored filter, the same for every replica, wins).
+  bool set_types = false;
 };
 struct ClaimedDelivery {
   EventPtr event;
@@ -170,7 +183,8 @@ struct ClaimResult {
   std::vector<ClaimedDelivery> deliveries;
   uint32_t dead_lettered = 0;
   uint32_t redelivered = 0;
-  bool more = false;  // stopped at max or max_scan: claim again
+  bool more = false;               // stopped at max or max_scan: claim again
+  std::vector<std::string> types;  // the group's filter, as stored
 };
 struct SharedGroupStats {
   uint64_t pending = 0;
@@ -255,21 +269,28 @@ class EventStore {
                                                  const std::vector<uint64_t>& seqs) {
     return Unshared("AckDeliveries");
   }
-  // Held deliveries become due again at `at`, for any replica (a nack, a
-  // member gone); or, from_dead_letters, dead letters become pending again.
+  // Held deliveries become due again at `at`, for any replica (a nack) —
+  // only while their attempt is still the current one: a late nack of an
+  // attempt already redelivered changes nothing. Unknown sequences are
+  // INVALID_ARGUMENT naming ack_ids[i].
   virtual absl::StatusOr<uint32_t> Requeue(const std::string& group,
-                                           const std::vector<uint64_t>& seqs, absl::Time at,
-                                           bool from_dead_letters) {
+                                           const std::vector<DeliveryRef>& refs, absl::Time at) {
     return Unshared("Requeue");
   }
-  // Deliveries `owner` still holds become due at `at` (its member left);
-  // those claimed again by another replica meanwhile are left alone.
+  // Dead letters become pending again, due at `at`.
+  virtual absl::StatusOr<uint32_t> Revive(const std::string& group,
+                                          const std::vector<uint64_t>& seqs, absl::Time at) {
+    return Unshared("Revive");
+  }
+  // Deliveries `owner` still holds at the same attempt become due at `at`
+  // (its member left); what another replica claimed again is left alone.
   virtual absl::StatusOr<uint32_t> GiveBack(const std::string& group, const std::string& owner,
-                                            const std::vector<uint64_t>& seqs, absl::Time at) {
+                                            const std::vector<DeliveryRef>& refs, absl::Time at) {
     return Unshared("GiveBack");
   }
+  // A new lease end for deliveries still held at the same attempt.
   virtual absl::StatusOr<uint32_t> ExtendLeases(const std::string& group,
-                                                const std::vector<uint64_t>& seqs,
+                                                const std::vector<DeliveryRef>& refs,
                                                 absl::Time until) {
     return Unshared("ExtendLeases");
   }

@@ -525,7 +525,7 @@ TEST_P(EventStoreConformance, SharedGroupsLeaseAckAndRedeliver) {
   absl::StatusOr<uint32_t> unknown = b->AckDeliveries("g", {4, 99});
   EXPECT_TRUE(absl::IsInvalidArgument(unknown.status())) << unknown.status();
   EXPECT_THAT(std::string(unknown.status().message()), ::testing::HasSubstr("ack_ids[1]"));
-  EXPECT_TRUE(absl::IsInvalidArgument(b->Requeue("g", {99}, t0, false).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(b->Requeue("g", {{99, 1}}, t0).status()));
   EXPECT_EQ(*a->StillHeld("g", "replica-a", {2, 4, 6}, t0), (std::vector<uint64_t>{4, 6}));
   // Past the lease, b may claim what a held, as attempt 2.
   absl::Time later = t0 + absl::Seconds(11);
@@ -535,10 +535,14 @@ TEST_P(EventStoreConformance, SharedGroupsLeaseAckAndRedeliver) {
   EXPECT_EQ(rb->redelivered, 3u);
   for (const ClaimedDelivery& d : rb->deliveries) EXPECT_EQ(d.attempt, 2u);
   // Giving back only touches what the giver still holds.
-  EXPECT_EQ(*a->GiveBack("g", "replica-a", {4, 6, 10}, later), 0u) << "b holds them now";
+  EXPECT_EQ(*a->GiveBack("g", "replica-a", {{4, 1}, {6, 1}, {10, 1}}, later), 0u)
+      << "b holds them now";
+  EXPECT_EQ(*b->GiveBack("g", "replica-b", {{4, 1}}, later), 0u) << "attempt 1 is over";
   // A nack makes one due again after its delay; a longer lease keeps another.
-  EXPECT_EQ(*b->Requeue("g", {4}, later + absl::Seconds(1), false), 1u);
-  EXPECT_EQ(*b->ExtendLeases("g", {6}, later + absl::Seconds(100)), 1u);
+  EXPECT_EQ(*b->Requeue("g", {{4, 1}}, later + absl::Seconds(1)), 0u) << "a stale nack";
+  EXPECT_EQ(*b->Requeue("g", {{4, 2}}, later + absl::Seconds(1)), 1u);
+  EXPECT_EQ(*b->ExtendLeases("g", {{6, 1}}, later + absl::Seconds(100)), 0u);
+  EXPECT_EQ(*b->ExtendLeases("g", {{6, 2}}, later + absl::Seconds(100)), 1u);
   absl::Time much_later = later + absl::Seconds(20);
   // max_deliveries is 2: 4 and 10 are dead-lettered, 6 is still leased.
   rb = b->Claim(req, much_later);
@@ -552,7 +556,7 @@ TEST_P(EventStoreConformance, SharedGroupsLeaseAckAndRedeliver) {
   EXPECT_EQ(st->cursor, 10u);
   EXPECT_EQ(st->dead_lettered, 2u);
   // Replayed dead letters are delivered again from attempt 1.
-  EXPECT_EQ(*a->Requeue("g", {4, 10}, much_later, true), 2u);
+  EXPECT_EQ(*a->Revive("g", {4, 10}, much_later), 2u);
   ra = a->Claim(req, much_later);
   ASSERT_EQ(ra->deliveries.size(), 2u);
   EXPECT_EQ(ra->deliveries[0].attempt, 1u);
@@ -560,6 +564,47 @@ TEST_P(EventStoreConformance, SharedGroupsLeaseAckAndRedeliver) {
   auto groups = a->LoadGroups();
   ASSERT_EQ(groups->size(), 1u);
   EXPECT_EQ((*groups)[0].max_deliveries, 2u);
+  // Group names are data: one named like another's key part is its own.
+  ClaimRequest odd = req;
+  odd.group = GroupRecord{"g:pending", {"order.*"}, 0, 5};
+  absl::StatusOr<ClaimResult> ro = a->Claim(odd, much_later);
+  ASSERT_TRUE(ro.ok()) << ro.status();
+  EXPECT_EQ(ro->deliveries.size(), 5u);
+  EXPECT_EQ(a->GroupStats("g")->pending, 3u) << "group g untouched";
+  groups = a->LoadGroups();
+  ASSERT_EQ(groups->size(), 2u);
+  EXPECT_EQ((*groups)[1].name, "g:pending");
+}
+
+TEST_P(EventStoreConformance, SharedGroupsKeepOneFilterForEveryReplica) {
+  if (!shared_by_processes()) GTEST_SKIP() << "the embedded store keeps groups in the broker";
+  auto a = Open();
+  auto b = Open();
+  for (int i = 0; i < 4; ++i) Append(*a, {MakeEvent(i % 2 ? "order.paid" : "payment.ok")});
+  ClaimRequest ra;
+  ra.group = GroupRecord{"g", {"order.*"}, 0, 5};
+  ra.owner = "a";
+  ra.max = 1;
+  absl::StatusOr<ClaimResult> r = a->Claim(ra, kNow);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->types, std::vector<std::string>{"order.*"});
+  // b's member subscribed with another filter, but did not change it: b
+  // claims with the stored one (and learns it).
+  ClaimRequest rb = ra;
+  rb.owner = "b";
+  rb.max = 10;
+  rb.group.types = {"payment.*"};
+  r = b->Claim(rb, kNow);
+  ASSERT_EQ(r->deliveries.size(), 1u);
+  EXPECT_EQ(r->deliveries[0].event->type, "order.paid");
+  EXPECT_EQ(r->types, std::vector<std::string>{"order.*"});
+  // A changed filter is stored and holds from the cursor on.
+  Append(*a, {MakeEvent("payment.ok"), MakeEvent("order.paid")});
+  rb.set_types = true;
+  r = b->Claim(rb, kNow);
+  ASSERT_EQ(r->deliveries.size(), 1u);
+  EXPECT_EQ(r->deliveries[0].event->seq, 5u);
+  EXPECT_EQ(r->types, std::vector<std::string>{"payment.*"});
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, EventStoreConformance,

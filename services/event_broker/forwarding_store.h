@@ -68,17 +68,22 @@ class ForwardingEventStore : public EventStore {
                                          const std::vector<uint64_t>& seqs) override {
     return inner_->AckDeliveries(group, seqs);
   }
-  absl::StatusOr<uint32_t> Requeue(const std::string& group, const std::vector<uint64_t>& seqs,
-                                   absl::Time at, bool from_dead_letters) override {
-    return inner_->Requeue(group, seqs, at, from_dead_letters);
+  absl::StatusOr<uint32_t> Requeue(const std::string& group, const std::vector<DeliveryRef>& refs,
+                                   absl::Time at) override {
+    return inner_->Requeue(group, refs, at);
+  }
+  absl::StatusOr<uint32_t> Revive(const std::string& group, const std::vector<uint64_t>& seqs,
+                                  absl::Time at) override {
+    return inner_->Revive(group, seqs, at);
   }
   absl::StatusOr<uint32_t> GiveBack(const std::string& group, const std::string& owner,
-                                    const std::vector<uint64_t>& seqs, absl::Time at) override {
-    return inner_->GiveBack(group, owner, seqs, at);
+                                    const std::vector<DeliveryRef>& refs, absl::Time at) override {
+    return inner_->GiveBack(group, owner, refs, at);
   }
-  absl::StatusOr<uint32_t> ExtendLeases(const std::string& group, const std::vector<uint64_t>& seqs,
+  absl::StatusOr<uint32_t> ExtendLeases(const std::string& group,
+                                        const std::vector<DeliveryRef>& refs,
                                         absl::Time until) override {
-    return inner_->ExtendLeases(group, seqs, until);
+    return inner_->ExtendLeases(group, refs, until);
   }
   absl::StatusOr<std::vector<uint64_t>> StillHeld(const std::string& group,
                                                   const std::string& owner,

@@ -57,7 +57,7 @@ class LocalGroup : public Group, public std::enable_shared_from_this<LocalGroup>
   }
 
   absl::Status ValidateAckIds(const google::protobuf::RepeatedPtrField<std::string>& ids,
-                              std::vector<uint64_t>* seqs) override {
+                              std::vector<DeliveryRef>* refs) override {
     if (ids.empty()) return absl::InvalidArgumentError("ack_ids: empty");
     absl::MutexLock lock(&mu_);
     uint64_t cursor = CursorLocked();
@@ -73,19 +73,22 @@ class LocalGroup : public Group, public std::enable_shared_from_this<LocalGroup>
                                                        "' (never delivered to group '", name_,
                                                        "')"));
       }
-      seqs->push_back(seq);
+      refs->push_back(DeliveryRef{seq, attempt});
     }
     return absl::OkStatus();
   }
 
-  absl::StatusOr<v1::AckResponse> Ack(const std::vector<uint64_t>& seqs) override {
+  // Acks match the sequence only: an ack of an earlier attempt still means
+  // the event was handled.
+  absl::StatusOr<v1::AckResponse> Ack(const std::vector<DeliveryRef>& refs) override {
     v1::AckResponse resp;
     std::vector<GroupOp> ops;
     std::vector<std::shared_ptr<GroupMember>> wake;
     {
       absl::MutexLock lock(&mu_);
       bool unblocked = false;
-      for (uint64_t seq : seqs) {
+      for (const DeliveryRef& ref : refs) {
+        uint64_t seq = ref.seq;
         auto it = pending_.find(seq);
         if (it == pending_.end()) {
           resp.set_already_acked(resp.already_acked() + 1);
@@ -108,7 +111,7 @@ class LocalGroup : public Group, public std::enable_shared_from_this<LocalGroup>
     return resp;
   }
 
-  absl::StatusOr<v1::NackResponse> Nack(const std::vector<uint64_t>& seqs,
+  absl::StatusOr<v1::NackResponse> Nack(const std::vector<DeliveryRef>& refs,
                                         absl::Duration delay) override {
     v1::NackResponse resp;
     std::vector<GroupOp> ops;
@@ -116,9 +119,13 @@ class LocalGroup : public Group, public std::enable_shared_from_this<LocalGroup>
     {
       absl::MutexLock lock(&mu_);
       absl::Time at = broker_->clock()->Now() + delay;
-      for (uint64_t seq : seqs) {
+      for (const DeliveryRef& ref : refs) {
+        uint64_t seq = ref.seq;
         auto it = pending_.find(seq);
-        if (it == pending_.end() || it->second.awaiting) continue;
+        // A nack of an attempt already redelivered changes nothing.
+        if (it == pending_.end() || it->second.awaiting || it->second.attempts != ref.attempt) {
+          continue;
+        }
         if (RequeueLocked(seq, it->second, at, &ops)) pending_.erase(it);
         resp.set_nacked(resp.nacked() + 1);
       }
@@ -129,14 +136,17 @@ class LocalGroup : public Group, public std::enable_shared_from_this<LocalGroup>
     return resp;
   }
 
-  absl::StatusOr<uint32_t> ModifyDeadline(const std::vector<uint64_t>& seqs,
+  absl::StatusOr<uint32_t> ModifyDeadline(const std::vector<DeliveryRef>& refs,
                                           absl::Duration deadline) override {
     absl::MutexLock lock(&mu_);
     absl::Time at = broker_->clock()->Now() + deadline;
     uint32_t n = 0;
-    for (uint64_t seq : seqs) {
+    for (const DeliveryRef& ref : refs) {
+      uint64_t seq = ref.seq;
       auto it = pending_.find(seq);
-      if (it == pending_.end() || it->second.awaiting) continue;
+      if (it == pending_.end() || it->second.awaiting || it->second.attempts != ref.attempt) {
+        continue;
+      }
       deadlines_.erase({it->second.deadline, seq});
       it->second.deadline = at;
       deadlines_.insert({at, seq});

@@ -9,44 +9,81 @@
 //                       the lease of whoever holds it, or a nack's delay
 //   P:g:<name>:owner    hash seq -> replica holding it (absent: nobody)
 //   P:g:<name>:dead, :dl:<seq>   dead letters, as for the embedded store
+//   P:claim:<token>     a claim's deliveries, for a retry of it (60 s)
+// <name> is the group's name with '%' and ':' percent-encoded, so no group's
+// keys can be another's.
 // Times are milliseconds of the brokers' clocks.
 
 namespace switchboard::broker::redis_scripts {
 
 // Refuses sequences the group never handed out (after its cursor and not
 // pending): returns -(their position among the sequences), changing nothing.
-#define SWITCHBOARD_LUA_CHECK_KNOWN(gk, from)      \
-  "local cursor = tonumber(redis.call('HGET', " gk \
-  ", 'cursor') or '0')\n"                          \
-  "for i = " from                                  \
-  ", #ARGV do\n"                                   \
-  "  if tonumber(ARGV[i]) > cursor and\n"          \
-  "     redis.call('HEXISTS', " gk                 \
-  " .. ':pending', ARGV[i]) == 0 then\n"           \
-  "    return -(i - " from                         \
-  " + 1)\n"                                        \
-  "  end\n"                                        \
+// Sequences start at ARGV[from], every `step` arguments.
+#define SWITCHBOARD_LUA_CHECK_KNOWN(gk, from, step) \
+  "local cursor = tonumber(redis.call('HGET', " gk  \
+  ", 'cursor') or '0')\n"                           \
+  "for i = " from ", #ARGV, " step                  \
+  " do\n"                                           \
+  "  if tonumber(ARGV[i]) > cursor and\n"           \
+  "     redis.call('HEXISTS', " gk                  \
+  " .. ':pending', ARGV[i]) == 0 then\n"            \
+  "    return -((i - " from ") / " step             \
+  " + 1)\n"                                         \
+  "  end\n"                                         \
   "end\n"
 
-// KEYS[1] = P:log. ARGV: prefix group owner now_ms lease_ms max max_scan types
-// cursor maxd. Creates the group if new (at `cursor`), updates its types and
-// max_deliveries, then leases up to `max` deliveries to `owner`: first those
-// due again (dead-lettering those out of deliveries), then new matching
-// events after the cursor. Returns {dead, redelivered, more, {seq attempt
-// ingest_us type payload}*}.
+// KEYS[1] = P:log. ARGV: prefix group owner now_ms lease_ms max max_scan
+// types cursor maxd set_types token max_bytes. Creates the group if new (at
+// `cursor`, with `types`); with set_types '1' a member's new filter replaces
+// the stored one (else every replica claims with the stored filter). Then
+// leases up to `max` deliveries (and about max_bytes of payload) to
+// `owner`: first those due again (dead-lettering those out of deliveries),
+// then new matching events after the cursor. A claim retried with the same
+// token gets the same deliveries again. Returns {dead, redelivered, more,
+// types, {seq attempt ingest_us type payload}*}.
 inline constexpr char kClaim[] = R"lua(
 local p, log = ARGV[1], KEYS[1]
 local g, owner = ARGV[2], ARGV[3]
 local now, lease, max, max_scan = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local max_bytes = tonumber(ARGV[13])
 local gk = p .. ':g:' .. g
+local function get(f, name)
+  for k = 1, #f, 2 do if f[k] == name then return f[k + 1] end end
+  return ''
+end
+local function emit(out, s, attempts, e)
+  local f = e[2]
+  out[#out + 1] = s
+  out[#out + 1] = attempts
+  out[#out + 1] = get(f, 'in')
+  out[#out + 1] = get(f, 'ty')
+  out[#out + 1] = get(f, 'pl')
+end
+local tk = p .. ':claim:' .. ARGV[12]
+local done = redis.call('GET', tk)
+if done then
+  -- the reply of this claim was lost: the same deliveries again
+  local head, out = {}, {}
+  for v in string.gmatch(done, '[^,]+') do head[#head + 1] = v end
+  out[1], out[2], out[3] = tonumber(head[1]), tonumber(head[2]), tonumber(head[3])
+  out[4] = redis.call('HGET', gk, 'types') or ''
+  for i = 4, #head, 2 do
+    local e = redis.call('XRANGE', log, head[i] .. '-0', head[i] .. '-0')[1]
+    if e then emit(out, tonumber(head[i]), tonumber(head[i + 1]), e) end
+  end
+  return out
+end
 if redis.call('EXISTS', gk) == 0 then
   redis.call('SADD', p .. ':groups', g)
-  redis.call('HSET', gk, 'cursor', ARGV[9], 'redelivered', 0)
+  redis.call('HSET', gk, 'cursor', ARGV[9], 'redelivered', 0, 'types', ARGV[8])
+elseif ARGV[11] == '1' then
+  redis.call('HSET', gk, 'types', ARGV[8])
 end
-redis.call('HSET', gk, 'types', ARGV[8], 'maxd', ARGV[10])
+redis.call('HSET', gk, 'maxd', ARGV[10])
+local types = redis.call('HGET', gk, 'types')
 local maxd = tonumber(ARGV[10])
-local all, exact, prefixes = ARGV[8] == '', {}, {}
-for t in string.gmatch(ARGV[8], '[^,]+') do
+local all, exact, prefixes = types == '', {}, {}
+for t in string.gmatch(types, '[^,]+') do
   if t == '*' then
     all = true
   elseif string.sub(t, -2) == '.*' then
@@ -60,26 +97,22 @@ local function type_ok(ty)
   for _, pf in ipairs(prefixes) do if string.sub(ty, 1, #pf) == pf then return true end end
   return false
 end
-local function get(f, name)
-  for k = 1, #f, 2 do if f[k] == name then return f[k + 1] end end
-  return ''
-end
 local pend, due, own = gk .. ':pending', gk .. ':due', gk .. ':owner'
-local out = {0, 0, 0}
-local n = 0
+local out = {0, 0, 0, types}
+local record = {}
+local n, bytes = 0, 0
 local function hand(s, attempts, e)
   redis.call('HSET', pend, s, attempts)
   redis.call('ZADD', due, now + lease, s)
   redis.call('HSET', own, s, owner)
-  local f = e[2]
-  out[#out + 1] = s
-  out[#out + 1] = attempts
-  out[#out + 1] = get(f, 'in')
-  out[#out + 1] = get(f, 'ty')
-  out[#out + 1] = get(f, 'pl')
+  emit(out, s, attempts, e)
+  record[#record + 1] = s
+  record[#record + 1] = attempts
   n = n + 1
+  bytes = bytes + #get(e[2], 'pl')
 end
 for _, s in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, max)) do
+  if n >= max or bytes >= max_bytes then break end
   local attempts = tonumber(redis.call('HGET', pend, s) or '0')
   local e = redis.call('XRANGE', log, s .. '-0', s .. '-0')[1]
   if not e or attempts >= maxd then
@@ -103,7 +136,7 @@ for _, s in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, max
 end
 local cursor = tonumber(redis.call('HGET', gk, 'cursor'))
 local scanned = 0
-while n < max and scanned < max_scan do
+while n < max and bytes < max_bytes and scanned < max_scan do
   local batch = redis.call('XRANGE', log, '(' .. cursor .. '-0', '+', 'COUNT', 256)
   if #batch == 0 then break end
   for _, e in ipairs(batch) do
@@ -111,20 +144,23 @@ while n < max and scanned < max_scan do
     scanned = scanned + 1
     if type_ok(get(e[2], 'ty')) then
       hand(cursor, 1, e)
-      if n >= max then break end
+      if n >= max or bytes >= max_bytes then break end
     end
   end
   if #batch < 256 then break end
 end
 redis.call('HSET', gk, 'cursor', cursor)
-if n >= max or scanned >= max_scan then out[3] = 1 end
+if n >= max or bytes >= max_bytes or scanned >= max_scan then out[3] = 1 end
+redis.call('SET', tk, out[1] .. ',' .. out[2] .. ',' .. out[3] ..
+           (#record > 0 and (',' .. table.concat(record, ',')) or ''), 'PX', 60000)
 return out
 )lua";
 
-// ARGV: prefix group seq*. Removes the deliveries; returns how many were
-// pending (or, for a sequence never delivered, -its position).
+// ARGV: prefix group seq*. Removes the deliveries (an ack of any attempt:
+// the event was handled); returns how many were pending, or for a sequence
+// never delivered -its position, changing nothing.
 inline constexpr char kAck[] =
-    "local gk = ARGV[1] .. ':g:' .. ARGV[2]\n" SWITCHBOARD_LUA_CHECK_KNOWN("gk", "3") R"lua(
+    "local gk = ARGV[1] .. ':g:' .. ARGV[2]\n" SWITCHBOARD_LUA_CHECK_KNOWN("gk", "3", "1") R"lua(
 local n = 0
 for i = 3, #ARGV do
   if redis.call('HDEL', gk .. ':pending', ARGV[i]) == 1 then
@@ -136,41 +172,22 @@ end
 return n
 )lua";
 
-// ARGV: prefix group at_ms mode seq*. mode 'held': deliveries someone holds
-// become due at at_ms for anyone (a nack); 'owner=<replica>': only those
-// that replica still holds (a member gone: not what another replica claimed
-// again meanwhile); 'dead': dead letters become pending again, due at at_ms.
-// Returns how many changed.
-inline constexpr char kRequeue[] = R"lua(
-local gk = ARGV[1] .. ':g:' .. ARGV[2]
+// ARGV: prefix group at_ms mode {seq attempt}*. mode 'any': held deliveries
+// at that attempt become due at at_ms for anyone (a nack); 'owner=<id>':
+// only those that replica still holds at that attempt (a member gone).
+// Returns how many changed (or -position of a sequence never delivered).
+inline constexpr char kRequeue[] =
+    "local gk = ARGV[1] .. ':g:' .. ARGV[2]\n" SWITCHBOARD_LUA_CHECK_KNOWN("gk", "5", "2") R"lua(
 local at, mode = tonumber(ARGV[3]), ARGV[4]
+local owner = nil
+if string.sub(mode, 1, 6) == 'owner=' then owner = string.sub(mode, 7) end
 local n = 0
-if mode == 'held' then
-  local cursor = tonumber(redis.call('HGET', gk, 'cursor') or '0')
-  for i = 5, #ARGV do
-    if tonumber(ARGV[i]) > cursor and redis.call('HEXISTS', gk .. ':pending', ARGV[i]) == 0 then
-      return -(i - 4)
-    end
-  end
-end
-for i = 5, #ARGV do
-  local s = ARGV[i]
-  if mode == 'dead' then
-    if redis.call('ZREM', gk .. ':dead', s) == 1 then
-      redis.call('DEL', gk .. ':dl:' .. s)
-      if redis.call('HEXISTS', gk .. ':pending', s) == 0 then
-        redis.call('HSET', gk .. ':pending', s, 0)
-        redis.call('ZADD', gk .. ':due', at, s)
-        n = n + 1
-      end
-    end
-  elseif string.sub(mode, 1, 6) == 'owner=' then
-    if redis.call('HGET', gk .. ':owner', s) == string.sub(mode, 7) then
-      redis.call('HDEL', gk .. ':owner', s)
-      redis.call('ZADD', gk .. ':due', at, s)
-      n = n + 1
-    end
-  elseif redis.call('HDEL', gk .. ':owner', s) == 1 then
+for i = 5, #ARGV - 1, 2 do
+  local s, attempt = ARGV[i], ARGV[i + 1]
+  local holder = redis.call('HGET', gk .. ':owner', s)
+  if holder and (owner == nil or holder == owner) and
+     redis.call('HGET', gk .. ':pending', s) == attempt then
+    redis.call('HDEL', gk .. ':owner', s)
     redis.call('ZADD', gk .. ':due', at, s)
     n = n + 1
   end
@@ -178,13 +195,34 @@ end
 return n
 )lua";
 
-// ARGV: prefix group until_ms seq*. A new lease end for held deliveries;
-// returns how many.
-inline constexpr char kExtend[] =
-    "local gk = ARGV[1] .. ':g:' .. ARGV[2]\n" SWITCHBOARD_LUA_CHECK_KNOWN("gk", "4") R"lua(
+// ARGV: prefix group at_ms seq*. Dead letters become pending again, due at
+// at_ms; returns how many.
+inline constexpr char kRevive[] = R"lua(
+local gk = ARGV[1] .. ':g:' .. ARGV[2]
+local at = tonumber(ARGV[3])
 local n = 0
 for i = 4, #ARGV do
-  if redis.call('HEXISTS', gk .. ':owner', ARGV[i]) == 1 then
+  local s = ARGV[i]
+  if redis.call('ZREM', gk .. ':dead', s) == 1 then
+    redis.call('DEL', gk .. ':dl:' .. s)
+    if redis.call('HEXISTS', gk .. ':pending', s) == 0 then
+      redis.call('HSET', gk .. ':pending', s, 0)
+      redis.call('ZADD', gk .. ':due', at, s)
+      n = n + 1
+    end
+  end
+end
+return n
+)lua";
+
+// ARGV: prefix group until_ms {seq attempt}*. A new lease end for held
+// deliveries still at that attempt; returns how many.
+inline constexpr char kExtend[] =
+    "local gk = ARGV[1] .. ':g:' .. ARGV[2]\n" SWITCHBOARD_LUA_CHECK_KNOWN("gk", "4", "2") R"lua(
+local n = 0
+for i = 4, #ARGV - 1, 2 do
+  if redis.call('HEXISTS', gk .. ':owner', ARGV[i]) == 1 and
+     redis.call('HGET', gk .. ':pending', ARGV[i]) == ARGV[i + 1] then
     redis.call('ZADD', gk .. ':due', 'XX', ARGV[3], ARGV[i])
     n = n + 1
   end

@@ -1,14 +1,20 @@
 // RedisEventStore's consumer groups shared by broker replicas (the scripts
 // are in redis_group_scripts.h).
+#include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "services/event_broker/redis_store.h"
 
 namespace switchboard::broker {
 namespace {
 
 using redis::Reply;
+
+// A claim hands out at most about this much payload (Redis runs nothing
+// else while the script runs).
+constexpr size_t kClaimMaxBytes = 4 << 20;
 
 int64_t Millis(absl::Time t) { return absl::ToUnixMillis(t); }
 
@@ -20,18 +26,40 @@ uint64_t AsU64(const Reply& r) {
   return v;
 }
 
+// A script's count, or INVALID_ARGUMENT for the position it refused.
+absl::StatusOr<uint32_t> Counted(const Reply& r, const std::string& group, size_t n) {
+  if (r.integer >= 0) return static_cast<uint32_t>(r.integer);
+  size_t i = std::min(static_cast<size_t>(-r.integer) - 1, n);
+  return absl::InvalidArgumentError(
+      absl::StrCat("ack_ids[", i, "]: unknown ack id (never delivered to group '", group, "')"));
+}
+
+void AppendRefs(const std::vector<DeliveryRef>& refs, std::vector<std::string>* args) {
+  for (const DeliveryRef& r : refs) {
+    args->push_back(absl::StrCat(r.seq));
+    args->push_back(absl::StrCat(r.attempt));
+  }
+}
+
+std::string Token() {
+  static thread_local absl::BitGen gen;
+  return absl::StrCat(absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16),
+                      absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16));
+}
+
 }  // namespace
 
 absl::StatusOr<Reply> RedisEventStore::GroupWrite(const redis::Script& script,
                                                   const std::string& group,
                                                   std::vector<std::string> args,
-                                                  const std::vector<uint64_t>& seqs,
                                                   absl::string_view what) {
-  std::vector<std::string> argv = {tag_, group};
+  std::vector<std::string> argv = {tag_, EncodeGroupName(group)};
   argv.insert(argv.end(), std::make_move_iterator(args.begin()),
               std::make_move_iterator(args.end()));
-  for (uint64_t s : seqs) argv.push_back(absl::StrCat(s));
-  return Write(script.Call({Key("log")}, argv), what);
+  absl::StatusOr<Reply> r = client_->Run(tag_, script.Call({Key("log")}, argv), Deadline());
+  if (!r.ok()) return r.status();
+  if (absl::Status st = redis::ReplyStatus(*r, what); !st.ok()) return st;
+  return r;
 }
 
 absl::StatusOr<ClaimResult> RedisEventStore::Claim(const ClaimRequest& req, absl::Time now) {
@@ -41,15 +69,17 @@ absl::StatusOr<ClaimResult> RedisEventStore::Claim(const ClaimRequest& req, absl
        absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(req.lease))),
        absl::StrCat(std::max<size_t>(req.max, 1)), absl::StrCat(std::max<size_t>(req.max_scan, 1)),
        absl::StrJoin(req.group.types, ","), absl::StrCat(req.group.cursor),
-       absl::StrCat(req.group.max_deliveries)},
-      {}, "claim");
+       absl::StrCat(req.group.max_deliveries), req.set_types ? "1" : "0", Token(),
+       absl::StrCat(kClaimMaxBytes)},
+      "claim");
   if (!r.ok()) return r.status();
-  if (r->elements.size() < 3) return absl::InternalError("claim: unexpected reply");
+  if (r->elements.size() < 4) return absl::InternalError("claim: unexpected reply");
   ClaimResult out;
-  out.dead_lettered = static_cast<uint32_t>(r->elements[0].integer);
-  out.redelivered = static_cast<uint32_t>(r->elements[1].integer);
-  out.more = r->elements[2].integer != 0;
-  for (size_t i = 3; i + 4 < r->elements.size(); i += 5) {
+  out.dead_lettered = static_cast<uint32_t>(AsU64(r->elements[0]));
+  out.redelivered = static_cast<uint32_t>(AsU64(r->elements[1]));
+  out.more = AsU64(r->elements[2]) != 0;
+  if (!r->elements[3].str.empty()) out.types = absl::StrSplit(r->elements[3].str, ',');
+  for (size_t i = 4; i + 4 < r->elements.size(); i += 5) {
     auto ev = std::make_shared<StoredEvent>();
     ev->seq = AsU64(r->elements[i]);
     if (ev->seq == 0) return absl::InternalError("claim: a delivery without a sequence");
@@ -64,72 +94,73 @@ absl::StatusOr<ClaimResult> RedisEventStore::Claim(const ClaimRequest& req, absl
   return out;
 }
 
-// A script's count, or INVALID_ARGUMENT for the sequence it refused.
-static absl::StatusOr<uint32_t> Counted(const Reply& r, const std::string& group,
-                                        const std::vector<uint64_t>& seqs) {
-  if (r.integer >= 0) return static_cast<uint32_t>(r.integer);
-  size_t i = static_cast<size_t>(-r.integer) - 1;
-  return absl::InvalidArgumentError(absl::StrCat("ack_ids[", i, "]: unknown ack id (sequence ",
-                                                 i < seqs.size() ? seqs[i] : 0,
-                                                 " was never delivered to group '", group, "')"));
-}
-
 absl::StatusOr<uint32_t> RedisEventStore::AckDeliveries(const std::string& group,
                                                         const std::vector<uint64_t>& seqs) {
-  absl::StatusOr<Reply> r = GroupWrite(ack_, group, {}, seqs, "ack");
+  std::vector<std::string> args;
+  for (uint64_t s : seqs) args.push_back(absl::StrCat(s));
+  absl::StatusOr<Reply> r = GroupWrite(ack_, group, std::move(args), "ack");
   if (!r.ok()) return r.status();
-  return Counted(*r, group, seqs);
+  return Counted(*r, group, seqs.size());
 }
 
 absl::StatusOr<uint32_t> RedisEventStore::Requeue(const std::string& group,
-                                                  const std::vector<uint64_t>& seqs, absl::Time at,
-                                                  bool from_dead_letters) {
-  absl::StatusOr<Reply> r =
-      GroupWrite(requeue_, group, {absl::StrCat(Millis(at)), from_dead_letters ? "dead" : "held"},
-                 seqs, "requeue");
+                                                  const std::vector<DeliveryRef>& refs,
+                                                  absl::Time at) {
+  std::vector<std::string> args = {absl::StrCat(Millis(at)), "any"};
+  AppendRefs(refs, &args);
+  absl::StatusOr<Reply> r = GroupWrite(requeue_, group, std::move(args), "nack");
   if (!r.ok()) return r.status();
-  return Counted(*r, group, seqs);
+  return Counted(*r, group, refs.size());
 }
 
 absl::StatusOr<uint32_t> RedisEventStore::GiveBack(const std::string& group,
                                                    const std::string& owner,
-                                                   const std::vector<uint64_t>& seqs,
+                                                   const std::vector<DeliveryRef>& refs,
                                                    absl::Time at) {
-  absl::StatusOr<Reply> r =
-      GroupWrite(requeue_, group, {absl::StrCat(Millis(at)), absl::StrCat("owner=", owner)}, seqs,
-                 "give back");
+  std::vector<std::string> args = {absl::StrCat(Millis(at)), absl::StrCat("owner=", owner)};
+  AppendRefs(refs, &args);
+  absl::StatusOr<Reply> r = GroupWrite(requeue_, group, std::move(args), "give back");
   if (!r.ok()) return r.status();
-  return Counted(*r, group, seqs);
+  return Counted(*r, group, refs.size());
+}
+
+absl::StatusOr<uint32_t> RedisEventStore::Revive(const std::string& group,
+                                                 const std::vector<uint64_t>& seqs, absl::Time at) {
+  std::vector<std::string> args = {absl::StrCat(Millis(at))};
+  for (uint64_t s : seqs) args.push_back(absl::StrCat(s));
+  absl::StatusOr<Reply> r = GroupWrite(revive_, group, std::move(args), "replay dead letters");
+  if (!r.ok()) return r.status();
+  return static_cast<uint32_t>(r->integer);
 }
 
 absl::StatusOr<uint32_t> RedisEventStore::ExtendLeases(const std::string& group,
-                                                       const std::vector<uint64_t>& seqs,
+                                                       const std::vector<DeliveryRef>& refs,
                                                        absl::Time until) {
-  absl::StatusOr<Reply> r =
-      GroupWrite(extend_, group, {absl::StrCat(Millis(until))}, seqs, "modify ack deadline");
+  std::vector<std::string> args = {absl::StrCat(Millis(until))};
+  AppendRefs(refs, &args);
+  absl::StatusOr<Reply> r = GroupWrite(extend_, group, std::move(args), "modify ack deadline");
   if (!r.ok()) return r.status();
-  return Counted(*r, group, seqs);
+  return Counted(*r, group, refs.size());
 }
 
 absl::StatusOr<std::vector<uint64_t>> RedisEventStore::StillHeld(const std::string& group,
                                                                  const std::string& owner,
                                                                  const std::vector<uint64_t>& seqs,
                                                                  absl::Time now) {
-  std::vector<std::string> argv = {tag_, group, owner, absl::StrCat(Millis(now))};
-  for (uint64_t s : seqs) argv.push_back(absl::StrCat(s));
-  absl::StatusOr<Reply> r = client_->Run(tag_, still_held_.Call({Key("log")}, argv), Deadline());
+  std::vector<std::string> args = {owner, absl::StrCat(Millis(now))};
+  for (uint64_t s : seqs) args.push_back(absl::StrCat(s));
+  absl::StatusOr<Reply> r = GroupWrite(still_held_, group, std::move(args), "still held");
   if (!r.ok()) return r.status();
-  if (absl::Status st = redis::ReplyStatus(*r, "still held"); !st.ok()) return st;
   std::vector<uint64_t> out;
   for (const Reply& e : r->elements) {
-    uint64_t s = 0;
-    if (absl::SimpleAtoi(e.str, &s)) out.push_back(s);
+    uint64_t s = AsU64(e);
+    if (s != 0) out.push_back(s);
   }
   return out;
 }
 
 absl::StatusOr<SharedGroupStats> RedisEventStore::GroupStats(const std::string& group) {
-  std::string gk = Key(absl::StrCat("g:", group));
+  std::string gk = Key(absl::StrCat("g:", EncodeGroupName(group)));
   absl::StatusOr<std::vector<Reply>> r = client_->Pipeline(
       tag_,
       {{"HLEN", gk + ":pending"}, {"HMGET", gk, "cursor", "redelivered"}, {"ZCARD", gk + ":dead"}},

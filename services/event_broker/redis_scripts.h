@@ -23,8 +23,8 @@ namespace switchboard::broker::redis_scripts {
 // dedupe key was appended within the window (by any broker). A commit
 // retried with the same token (after a lost connection) is answered from the
 // first run. KEYS[1] = P:seq. ARGV: prefix token token_ttl_ms now_us
-// index_ttl_ms dedupe_ms n_events {type corr subject time_us dedupe_key
-// payload}*n n_ops {kind group args...}*. Returns {first, dup_1..dup_n}:
+// index_ttl_ms dedupe_ms seq_floor n_events {type corr subject time_us
+// dedupe_key payload}*n n_ops {kind group args...}*. Returns {first, dup_1..dup_n}:
 // dup_k is 0 for an appended event, else the sequence it duplicates.
 inline constexpr char kCommit[] = R"lua(
 local p = ARGV[1]
@@ -35,8 +35,8 @@ if done then
   redis.call('PEXPIRE', tok, ARGV[3])
   return cjson.decode(done)
 end
-local now, ttl, dedupe_ms, n = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local base = 8
+local now, ttl, dedupe_ms, n = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
+local base = 9
 local result = {0}
 local first_in_batch, count = {}, 0
 for k = 1, n do
@@ -54,6 +54,10 @@ for k = 1, n do
   if dup == 0 then count = count + 1 end
 end
 if count > 0 then
+  -- Never below a sequence this broker has seen: after a failover lost the
+  -- newest entries, their sequences are not handed out again.
+  local floor = tonumber(ARGV[7])
+  if floor > tonumber(redis.call('GET', KEYS[1]) or '0') then redis.call('SET', KEYS[1], ARGV[7]) end
   local seq = redis.call('INCRBY', KEYS[1], count) - count
   result[1] = seq + 1
   local log = p .. ':log'

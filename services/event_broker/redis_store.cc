@@ -74,6 +74,36 @@ std::string Token() {
 
 }  // namespace
 
+std::string EncodeGroupName(absl::string_view name) {
+  std::string out;
+  for (char c : name) {
+    if (c == '%') {
+      out += "%25";
+    } else if (c == ':') {
+      out += "%3A";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::string DecodeGroupName(absl::string_view encoded) {
+  std::string out;
+  for (size_t i = 0; i < encoded.size(); ++i) {
+    if (encoded[i] == '%' && i + 2 < encoded.size()) {
+      absl::string_view code = encoded.substr(i, 3);
+      if (code == "%25" || code == "%3A") {
+        out.push_back(code == "%25" ? '%' : ':');
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(encoded[i]);
+  }
+  return out;
+}
+
 absl::Status ValidateRedisPrefix(const std::string& prefix) {
   if (prefix.empty() || prefix.size() > 64) {
     return absl::InvalidArgumentError("redis_prefix: must be 1 to 64 characters");
@@ -100,9 +130,10 @@ RedisEventStore::RedisEventStore(std::unique_ptr<redis::RedisClient> client,
       ack_(redis_scripts::kAck),
       requeue_(redis_scripts::kRequeue),
       extend_(redis_scripts::kExtend),
+      revive_(redis_scripts::kRevive),
       still_held_(redis_scripts::kStillHeld) {
   for (const redis::Script* s : {&commit_, &first_at_, &retention_, &query_, &claim_, &ack_,
-                                 &requeue_, &extend_, &still_held_}) {
+                                 &requeue_, &extend_, &revive_, &still_held_}) {
     client_->Register(*s);
   }
 }
@@ -154,6 +185,7 @@ absl::StatusOr<CommitResult> RedisEventStore::Commit(const WriteBatch& batch, ab
   args.push_back(absl::StrCat(ToMicros(now)));
   args.push_back(absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.index_ttl))));
   args.push_back(absl::StrCat(absl::ToInt64Milliseconds(options_.dedupe_window)));
+  args.push_back(absl::StrCat(batch.seq_floor));
   args.push_back(absl::StrCat(batch.events.size()));
   for (const NewEvent* ev : batch.events) {
     args.push_back(ev->type);
@@ -165,7 +197,7 @@ absl::StatusOr<CommitResult> RedisEventStore::Commit(const WriteBatch& batch, ab
   }
   args.push_back(absl::StrCat(batch.ops.size()));
   for (const GroupOp& op : batch.ops) {
-    const std::string& g = op.group.name;
+    const std::string g = EncodeGroupName(op.group.name);
     switch (op.kind) {
       case GroupOp::Kind::kUpsertGroup:
         args.insert(args.end(),
@@ -310,7 +342,7 @@ absl::StatusOr<std::vector<GroupRecord>> RedisEventStore::LoadGroups() {
   if (!names.ok()) return names.status();
   if (absl::Status st = redis::ReplyStatus(*names, "load groups"); !st.ok()) return st;
   std::vector<std::string> sorted;
-  for (const Reply& n : names->elements) sorted.push_back(n.str);
+  for (const Reply& n : names->elements) sorted.push_back(n.str);  // encoded
   std::sort(sorted.begin(), sorted.end());
   std::vector<Command> cmds;
   for (const std::string& n : sorted) {
@@ -325,7 +357,7 @@ absl::StatusOr<std::vector<GroupRecord>> RedisEventStore::LoadGroups() {
     if (absl::Status st = redis::ReplyStatus(h, "load groups"); !st.ok()) return st;
     if (h.elements.size() < 3 || h.elements[1].is_nil()) continue;
     GroupRecord g;
-    g.name = sorted[i];
+    g.name = DecodeGroupName(sorted[i]);
     if (!h.elements[0].str.empty()) g.types = absl::StrSplit(h.elements[0].str, ',');
     g.cursor = ParseU64(h.elements[1].str);
     g.max_deliveries = static_cast<uint32_t>(ParseU64(h.elements[2].str));
@@ -335,8 +367,8 @@ absl::StatusOr<std::vector<GroupRecord>> RedisEventStore::LoadGroups() {
 }
 
 absl::StatusOr<std::vector<PendingRecord>> RedisEventStore::LoadPending(const std::string& group) {
-  absl::StatusOr<Reply> r =
-      client_->Run(tag_, {"HGETALL", Key(absl::StrCat("g:", group, ":pending"))}, Deadline());
+  absl::StatusOr<Reply> r = client_->Run(
+      tag_, {"HGETALL", Key(absl::StrCat("g:", EncodeGroupName(group), ":pending"))}, Deadline());
   if (!r.ok()) return r.status();
   if (absl::Status st = redis::ReplyStatus(*r, "load pending"); !st.ok()) return st;
   std::vector<PendingRecord> out;
@@ -351,7 +383,7 @@ absl::StatusOr<std::vector<PendingRecord>> RedisEventStore::LoadPending(const st
 
 absl::StatusOr<std::vector<DeadLetterRecord>> RedisEventStore::ListDeadLetters(
     const std::string& group, uint64_t after_seq, size_t limit) {
-  std::string gk = Key(absl::StrCat("g:", group));
+  std::string gk = Key(absl::StrCat("g:", EncodeGroupName(group)));
   absl::StatusOr<Reply> seqs =
       client_->Run(tag_,
                    {"ZRANGEBYSCORE", gk + ":dead", absl::StrCat("(", after_seq), "+inf", "LIMIT",
@@ -384,8 +416,8 @@ absl::StatusOr<std::vector<DeadLetterRecord>> RedisEventStore::ListDeadLetters(
 }
 
 absl::StatusOr<uint64_t> RedisEventStore::CountDeadLetters(const std::string& group) {
-  absl::StatusOr<Reply> r =
-      client_->Run(tag_, {"ZCARD", Key(absl::StrCat("g:", group, ":dead"))}, Deadline());
+  absl::StatusOr<Reply> r = client_->Run(
+      tag_, {"ZCARD", Key(absl::StrCat("g:", EncodeGroupName(group), ":dead"))}, Deadline());
   if (!r.ok()) return r.status();
   if (absl::Status st = redis::ReplyStatus(*r, "count dead letters"); !st.ok()) return st;
   return static_cast<uint64_t>(r->integer);
@@ -413,7 +445,10 @@ absl::Status RedisEventStore::PublishLoad(const ReplicaLoad& load, absl::Duratio
   absl::StatusOr<Reply> r =
       client_->Run(tag_, {"HSET", Key("replicas"), load.replica, v}, Deadline());
   if (!r.ok()) return r.status();
-  return redis::ReplyStatus(*r, "publish replica load");
+  if (absl::Status st = redis::ReplyStatus(*r, "publish replica load"); !st.ok()) return st;
+  // Now and then forget replicas that stopped (every restart is a new one).
+  if (loads_published_.fetch_add(1) % 30 == 0) (void)ListLoads();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<ReplicaLoad>> RedisEventStore::ListLoads() {

@@ -1,6 +1,7 @@
 #ifndef SWITCHBOARD_SERVICES_EVENT_BROKER_REDIS_STORE_H_
 #define SWITCHBOARD_SERVICES_EVENT_BROKER_REDIS_STORE_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -26,6 +27,11 @@ struct RedisStoreOptions {
   absl::Duration dedupe_window = absl::Minutes(2);
 };
 
+// A group's name as it appears in Redis keys: '%' and ':' percent-encoded,
+// so that no group's keys can be another's ("x:pending" vs "x").
+std::string EncodeGroupName(absl::string_view name);
+std::string DecodeGroupName(absl::string_view encoded);
+
 // Checks a --redis_prefix: letters, digits and "_-.:", 1 to 64 of them.
 absl::Status ValidateRedisPrefix(const std::string& prefix);
 
@@ -48,11 +54,14 @@ class RedisEventStore : public EventStore {
   absl::StatusOr<ClaimResult> Claim(const ClaimRequest& request, absl::Time now) override;
   absl::StatusOr<uint32_t> AckDeliveries(const std::string& group,
                                          const std::vector<uint64_t>& seqs) override;
-  absl::StatusOr<uint32_t> Requeue(const std::string& group, const std::vector<uint64_t>& seqs,
-                                   absl::Time at, bool from_dead_letters) override;
+  absl::StatusOr<uint32_t> Requeue(const std::string& group, const std::vector<DeliveryRef>& refs,
+                                   absl::Time at) override;
+  absl::StatusOr<uint32_t> Revive(const std::string& group, const std::vector<uint64_t>& seqs,
+                                  absl::Time at) override;
   absl::StatusOr<uint32_t> GiveBack(const std::string& group, const std::string& owner,
-                                    const std::vector<uint64_t>& seqs, absl::Time at) override;
-  absl::StatusOr<uint32_t> ExtendLeases(const std::string& group, const std::vector<uint64_t>& seqs,
+                                    const std::vector<DeliveryRef>& refs, absl::Time at) override;
+  absl::StatusOr<uint32_t> ExtendLeases(const std::string& group,
+                                        const std::vector<DeliveryRef>& refs,
                                         absl::Time until) override;
   absl::StatusOr<std::vector<uint64_t>> StillHeld(const std::string& group,
                                                   const std::string& owner,
@@ -80,11 +89,11 @@ class RedisEventStore : public EventStore {
   absl::Time Deadline() const { return absl::Now() + options_.timeout; }
   // Runs a write followed by WAIT when min_replicas asks for it.
   absl::StatusOr<redis::Reply> Write(redis::Command command, absl::string_view what);
-  // A group script taking prefix, group, `args` and the sequences.
+  // A group script taking prefix, group (encoded) and `args`. Group state
+  // is not WAITed for: a change lost in a failover means a redelivery, never
+  // a lost event.
   absl::StatusOr<redis::Reply> GroupWrite(const redis::Script& script, const std::string& group,
-                                          std::vector<std::string> args,
-                                          const std::vector<uint64_t>& seqs,
-                                          absl::string_view what);
+                                          std::vector<std::string> args, absl::string_view what);
 
   std::unique_ptr<redis::RedisClient> client_;
   const RedisStoreOptions options_;
@@ -97,7 +106,9 @@ class RedisEventStore : public EventStore {
   const redis::Script ack_;
   const redis::Script requeue_;
   const redis::Script extend_;
+  const redis::Script revive_;
   const redis::Script still_held_;
+  std::atomic<uint64_t> loads_published_{0};
 };
 
 }  // namespace switchboard::broker

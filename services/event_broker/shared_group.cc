@@ -11,6 +11,10 @@ namespace {
 
 // Deliveries one claim asks for at most.
 constexpr size_t kClaimMax = 512;
+// A claim's lease covers the longest ack deadline of the members here plus
+// this, for the time a delivery waits to be handed out; one that would not
+// have a member's full deadline left is given back instead.
+constexpr absl::Duration kLeaseMargin = absl::Seconds(5);
 // How often held deliveries are checked against the store (acked through
 // another replica, lease run out) and due redeliveries are looked for.
 constexpr absl::Duration kReconcileEvery = absl::Milliseconds(250);
@@ -61,31 +65,38 @@ void SharedGroup::Claim() {
     }
     req.group = rec_;
     req.group.types = filter_.patterns();
+    req.set_types = types_dirty_;
+    types_dirty_ = false;
     req.owner = owner_;
     req.max = std::min(room, kClaimMax);
-    // The lease is the shortest ack deadline of the members here: whichever
-    // gets the delivery, its deadline is no shorter.
-    req.lease = members_.front()->ack_deadline_;
-    for (const auto& m : members_) req.lease = std::min(req.lease, m->ack_deadline_);
+    absl::Duration longest = absl::ZeroDuration();
+    for (const auto& m : members_) longest = std::max(longest, m->ack_deadline_);
+    req.lease = longest + kLeaseMargin;
   }
   absl::Time claimed_at = broker_->clock()->Now();
   absl::StatusOr<ClaimResult> r = store_->Claim(req, claimed_at);
   std::vector<std::shared_ptr<GroupMember>> wake;
-  std::vector<uint64_t> give_back;
+  std::vector<DeliveryRef> give_back;
   {
     absl::MutexLock lock(&mu_);
     claim_pending_ = false;
     if (!r.ok()) {
       // Housekeeping tries again (Expire); subscribers keep what they have.
+      if (req.set_types) types_dirty_ = true;
       LogWarn("group claim failed", {{"group", name_}, {"error", r.status().ToString()}});
       return;
+    }
+    // Every replica claims with the group's stored filter.
+    if (!r->types.empty() && r->types != filter_.patterns()) {
+      absl::StatusOr<TypeFilter> stored = TypeFilter::Parse(r->types);
+      if (stored.ok()) filter_ = *std::move(stored);
     }
     for (ClaimedDelivery& d : r->deliveries) {
       ready_.push_back(Ready{std::move(d.event), d.attempt, claimed_at + req.lease});
     }
     if (members_.empty()) {
       // Everyone left while we claimed: the deliveries go back now.
-      for (const Ready& rd : ready_) give_back.push_back(rd.ev->seq);
+      for (const Ready& rd : ready_) give_back.push_back(DeliveryRef{rd.ev->seq, rd.attempt});
       ready_.clear();
     } else {
       if (r->more) MaybeClaimLocked();
@@ -97,14 +108,14 @@ void SharedGroup::Claim() {
     dead_letters_metric_->Increment(r->dead_lettered);
     LogWarn("events dead-lettered", {{"group", name_}, {"count", r->dead_lettered}});
   }
-  if (!give_back.empty()) RequeueLater(std::move(give_back));
+  if (!give_back.empty()) GiveBackLater(std::move(give_back));
   Wake(wake);
 }
 
-void SharedGroup::RequeueLater(std::vector<uint64_t> seqs) {
-  broker_->RequestFill([self = shared_from_this(), seqs = std::move(seqs)] {
+void SharedGroup::GiveBackLater(std::vector<DeliveryRef> refs) {
+  broker_->RequestFill([self = shared_from_this(), refs = std::move(refs)] {
     absl::Status st =
-        self->store_->GiveBack(self->name_, self->owner_, seqs, self->broker_->clock()->Now())
+        self->store_->GiveBack(self->name_, self->owner_, refs, self->broker_->clock()->Now())
             .status();
     if (!st.ok()) {
       // Their leases run out instead: redelivered after the ack deadline.
@@ -117,10 +128,13 @@ absl::Status SharedGroup::Join(std::shared_ptr<GroupMember> member, const TypeFi
   absl::MutexLock lock(&mu_);
   if (broker_->shutting_down()) return absl::UnavailableError("broker is shutting down");
   if (filter.patterns() != filter_.patterns()) {
+    // Like a JetStream consumer update: the group's filter follows its
+    // newest member, on every replica (the next claim stores it).
     LogInfo("group filter changed", {{"group", name_},
                                      {"from", absl::StrJoin(filter_.patterns(), ",")},
                                      {"to", absl::StrJoin(filter.patterns(), ",")}});
     filter_ = filter;
+    types_dirty_ = true;
   }
   members_.push_back(std::move(member));
   MaybeClaimLocked();
@@ -128,7 +142,7 @@ absl::Status SharedGroup::Join(std::shared_ptr<GroupMember> member, const TypeFi
 }
 
 void SharedGroup::Leave(GroupMember* member) {
-  std::vector<uint64_t> give_back;
+  std::vector<DeliveryRef> give_back;
   std::vector<std::shared_ptr<GroupMember>> wake;
   {
     absl::MutexLock lock(&mu_);
@@ -136,9 +150,10 @@ void SharedGroup::Leave(GroupMember* member) {
                                   [&](const auto& m) { return m.get() == member; }),
                    members_.end());
     // What it held goes to the others now rather than at its deadline.
+    // (At its attempt only: one claimed again since is not touched.)
     for (auto it = held_.begin(); it != held_.end();) {
-      if (it->second == member) {
-        give_back.push_back(it->first);
+      if (it->second.member == member) {
+        give_back.push_back(DeliveryRef{it->first, it->second.attempt});
         held_.erase(it++);
       } else {
         ++it;
@@ -146,38 +161,47 @@ void SharedGroup::Leave(GroupMember* member) {
     }
     in_flight_.erase(member);
     if (members_.empty()) {
-      for (const Ready& rd : ready_) give_back.push_back(rd.ev->seq);
+      for (const Ready& rd : ready_) give_back.push_back(DeliveryRef{rd.ev->seq, rd.attempt});
       ready_.clear();
     }
     wake = MembersLocked();
   }
-  if (!give_back.empty()) RequeueLater(std::move(give_back));
+  if (!give_back.empty()) GiveBackLater(std::move(give_back));
   Wake(wake);
 }
 
 std::optional<Outgoing> SharedGroup::NextFor(GroupMember* member) {
-  absl::MutexLock lock(&mu_);
-  uint32_t& in_flight = in_flight_[member];
-  if (member->closed() || in_flight >= member->max_in_flight_) return std::nullopt;
-  // A claimed delivery whose lease ran out before a member took it (a slow
-  // stream) may be another replica's by now: it is not handed out here.
-  absl::Time now = broker_->clock()->Now();
-  while (!ready_.empty() && ready_.front().lease_end <= now) ready_.pop_front();
-  if (ready_.empty()) {
-    MaybeClaimLocked();
-    return std::nullopt;
+  std::vector<DeliveryRef> give_back;
+  std::optional<Outgoing> out;
+  {
+    absl::MutexLock lock(&mu_);
+    uint32_t used = in_flight_[member];
+    if (member->closed() || used >= member->max_in_flight_) return std::nullopt;
+    // A delivery that waited so long that its lease no longer covers this
+    // member's ack deadline goes back (another replica may claim it when the
+    // lease ends; handing it out could give it to two members at once).
+    absl::Time now = broker_->clock()->Now();
+    while (!ready_.empty() && ready_.front().lease_end - now < member->ack_deadline_) {
+      give_back.push_back(DeliveryRef{ready_.front().ev->seq, ready_.front().attempt});
+      ready_.pop_front();
+    }
+    if (ready_.empty()) {
+      MaybeClaimLocked();
+    } else {
+      Ready rd = std::move(ready_.front());
+      ready_.pop_front();
+      uint64_t seq = rd.ev->seq;
+      // Claimed again while still counted here (its lease ran out before the
+      // reconcile noticed): the earlier delivery is superseded.
+      ReleaseLocked(seq);
+      held_[seq] = Held{member, rd.attempt};
+      ++in_flight_[member];
+      if (ready_.size() < kClaimMax / 4) MaybeClaimLocked();
+      out = Outgoing{std::move(rd.ev), rd.attempt, MakeAckId(seq, rd.attempt)};
+    }
   }
-  Ready rd = std::move(ready_.front());
-  ready_.pop_front();
-  uint64_t seq = rd.ev->seq;
-  // Claimed again while still counted here (its lease ran out before the
-  // reconcile noticed): the earlier delivery is superseded.
-  ReleaseLocked(seq);
-  uint32_t& held_by_member = in_flight_[member];
-  held_[seq] = member;
-  ++held_by_member;
-  if (ready_.size() < kClaimMax / 4) MaybeClaimLocked();
-  return Outgoing{std::move(rd.ev), rd.attempt, MakeAckId(seq, rd.attempt)};
+  if (!give_back.empty()) GiveBackLater(std::move(give_back));
+  return out;
 }
 
 void SharedGroup::OfferLive(const std::vector<EventPtr>& events, uint64_t prev_last) {
@@ -191,7 +215,7 @@ void SharedGroup::OfferLive(const std::vector<EventPtr>& events, uint64_t prev_l
 }
 
 absl::Status SharedGroup::ValidateAckIds(const google::protobuf::RepeatedPtrField<std::string>& ids,
-                                         std::vector<uint64_t>* seqs) {
+                                         std::vector<DeliveryRef>* refs) {
   if (ids.empty()) return absl::InvalidArgumentError("ack_ids: empty");
   for (int i = 0; i < ids.size(); ++i) {
     uint64_t seq;
@@ -200,15 +224,15 @@ absl::Status SharedGroup::ValidateAckIds(const google::protobuf::RepeatedPtrFiel
       return absl::InvalidArgumentError(
           absl::StrCat("ack_ids[", i, "]: '", ids[i].substr(0, 64), "' is not an ack id"));
     }
-    seqs->push_back(seq);
+    refs->push_back(DeliveryRef{seq, attempt});
   }
   return absl::OkStatus();
 }
 
-bool SharedGroup::ReleaseLocked(uint64_t seq) {
+bool SharedGroup::ReleaseLocked(uint64_t seq, uint32_t attempt) {
   auto it = held_.find(seq);
-  if (it == held_.end()) return false;
-  GroupMember* m = it->second;
+  if (it == held_.end() || (attempt != 0 && it->second.attempt != attempt)) return false;
+  GroupMember* m = it->second.member;
   held_.erase(it);
   auto f = in_flight_.find(m);
   if (f == in_flight_.end() || f->second == 0) return false;
@@ -217,13 +241,16 @@ bool SharedGroup::ReleaseLocked(uint64_t seq) {
   return was_full;
 }
 
-absl::StatusOr<v1::AckResponse> SharedGroup::Ack(const std::vector<uint64_t>& seqs) {
+absl::StatusOr<v1::AckResponse> SharedGroup::Ack(const std::vector<DeliveryRef>& refs) {
+  std::vector<uint64_t> seqs;
+  for (const DeliveryRef& r : refs) seqs.push_back(r.seq);
   absl::StatusOr<uint32_t> acked = store_->AckDeliveries(name_, seqs);
   if (!acked.ok()) return acked.status();
   std::vector<std::shared_ptr<GroupMember>> wake;
   {
     absl::MutexLock lock(&mu_);
     bool unblocked = false;
+    // The event was handled: whatever attempt of it is held here is done.
     for (uint64_t s : seqs) unblocked |= ReleaseLocked(s);
     if (unblocked) wake = MembersLocked();
     MaybeClaimLocked();
@@ -235,15 +262,14 @@ absl::StatusOr<v1::AckResponse> SharedGroup::Ack(const std::vector<uint64_t>& se
   return resp;
 }
 
-absl::StatusOr<v1::NackResponse> SharedGroup::Nack(const std::vector<uint64_t>& seqs,
+absl::StatusOr<v1::NackResponse> SharedGroup::Nack(const std::vector<DeliveryRef>& refs,
                                                    absl::Duration delay) {
-  absl::StatusOr<uint32_t> n =
-      store_->Requeue(name_, seqs, broker_->clock()->Now() + delay, /*from_dead_letters=*/false);
+  absl::StatusOr<uint32_t> n = store_->Requeue(name_, refs, broker_->clock()->Now() + delay);
   if (!n.ok()) return n.status();
   std::vector<std::shared_ptr<GroupMember>> wake;
   {
     absl::MutexLock lock(&mu_);
-    for (uint64_t s : seqs) ReleaseLocked(s);
+    for (const DeliveryRef& r : refs) ReleaseLocked(r.seq, r.attempt);
     wake = MembersLocked();
     MaybeClaimLocked();
   }
@@ -253,19 +279,23 @@ absl::StatusOr<v1::NackResponse> SharedGroup::Nack(const std::vector<uint64_t>& 
   return resp;
 }
 
-absl::StatusOr<uint32_t> SharedGroup::ModifyDeadline(const std::vector<uint64_t>& seqs,
+absl::StatusOr<uint32_t> SharedGroup::ModifyDeadline(const std::vector<DeliveryRef>& refs,
                                                      absl::Duration deadline) {
-  return store_->ExtendLeases(name_, seqs, broker_->clock()->Now() + deadline);
+  return store_->ExtendLeases(name_, refs, broker_->clock()->Now() + deadline);
 }
 
 void SharedGroup::Expire(absl::Time now) {
   std::vector<uint64_t> held;
+  std::vector<Held> snapshot;
   {
     absl::MutexLock lock(&mu_);
     if (now < next_reconcile_) return;
     next_reconcile_ = now + kReconcileEvery;
     held.reserve(held_.size());
-    for (const auto& [seq, member] : held_) held.push_back(seq);
+    for (const auto& [seq, h] : held_) {
+      held.push_back(seq);
+      snapshot.push_back(h);
+    }
   }
   // Deliveries acked through another replica, or whose lease ran out (they
   // are someone else's now), stop counting against our members.
@@ -284,8 +314,13 @@ void SharedGroup::Expire(absl::Time now) {
     absl::MutexLock lock(&mu_);
     bool unblocked = false;
     if (checked) {
-      for (uint64_t seq : held) {
-        if (!still.contains(seq)) unblocked |= ReleaseLocked(seq);
+      for (size_t i = 0; i < held.size(); ++i) {
+        if (still.contains(held[i])) continue;
+        // Only the delivery that was checked: not one handed out since.
+        auto it = held_.find(held[i]);
+        if (it != held_.end() && it->second.member == snapshot[i].member) {
+          unblocked |= ReleaseLocked(held[i], snapshot[i].attempt);
+        }
       }
     }
     if (unblocked) wake = MembersLocked();
@@ -298,8 +333,7 @@ void SharedGroup::Expire(absl::Time now) {
 absl::StatusOr<uint32_t> SharedGroup::Replay(const std::vector<DeadLetterRecord>& letters) {
   std::vector<uint64_t> seqs;
   for (const DeadLetterRecord& d : letters) seqs.push_back(d.event->seq);
-  absl::StatusOr<uint32_t> n =
-      store_->Requeue(name_, seqs, broker_->clock()->Now(), /*from_dead_letters=*/true);
+  absl::StatusOr<uint32_t> n = store_->Revive(name_, seqs, broker_->clock()->Now());
   if (!n.ok()) return n.status();
   absl::MutexLock lock(&mu_);
   MaybeClaimLocked();

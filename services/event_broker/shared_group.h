@@ -31,11 +31,11 @@ class SharedGroup : public Group, public std::enable_shared_from_this<SharedGrou
   std::optional<Outgoing> NextFor(GroupMember* member) override;
   void OfferLive(const std::vector<EventPtr>& events, uint64_t prev_last) override;
   absl::Status ValidateAckIds(const google::protobuf::RepeatedPtrField<std::string>& ids,
-                              std::vector<uint64_t>* seqs) override;
-  absl::StatusOr<v1::AckResponse> Ack(const std::vector<uint64_t>& seqs) override;
-  absl::StatusOr<v1::NackResponse> Nack(const std::vector<uint64_t>& seqs,
+                              std::vector<DeliveryRef>* refs) override;
+  absl::StatusOr<v1::AckResponse> Ack(const std::vector<DeliveryRef>& refs) override;
+  absl::StatusOr<v1::NackResponse> Nack(const std::vector<DeliveryRef>& refs,
                                         absl::Duration delay) override;
-  absl::StatusOr<uint32_t> ModifyDeadline(const std::vector<uint64_t>& seqs,
+  absl::StatusOr<uint32_t> ModifyDeadline(const std::vector<DeliveryRef>& refs,
                                           absl::Duration deadline) override;
   void Expire(absl::Time now) override;
   absl::StatusOr<uint32_t> Replay(const std::vector<DeadLetterRecord>& letters) override;
@@ -56,11 +56,12 @@ class SharedGroup : public Group, public std::enable_shared_from_this<SharedGrou
   void MaybeClaimLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // On the broker's fill thread.
   void Claim();
-  // Forgets a delivery handed to a member here; true when the member was at
-  // its in-flight limit before.
-  bool ReleaseLocked(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Gives deliveries back to the store (due now) from the fill thread.
-  void RequeueLater(std::vector<uint64_t> seqs);
+  // Forgets a delivery handed to a member here (any attempt, or only
+  // `attempt`); true when the member was at its in-flight limit before.
+  bool ReleaseLocked(uint64_t seq, uint32_t attempt = 0) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives deliveries this replica holds back to the store (due now), from
+  // the fill thread.
+  void GiveBackLater(std::vector<DeliveryRef> refs);
   std::vector<std::shared_ptr<GroupMember>> MembersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return members_;
   }
@@ -76,7 +77,13 @@ class SharedGroup : public Group, public std::enable_shared_from_this<SharedGrou
   std::vector<std::shared_ptr<GroupMember>> members_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<const GroupMember*, uint32_t> in_flight_ ABSL_GUARDED_BY(mu_);
   // Handed to a member here and not yet acked (as far as this replica knows).
-  absl::flat_hash_map<uint64_t, GroupMember*> held_ ABSL_GUARDED_BY(mu_);
+  struct Held {
+    GroupMember* member;
+    uint32_t attempt;
+  };
+  absl::flat_hash_map<uint64_t, Held> held_ ABSL_GUARDED_BY(mu_);
+  // A member here changed the filter: the next claim stores it.
+  bool types_dirty_ ABSL_GUARDED_BY(mu_) = false;
   // Claimed (leased to this replica), not yet handed to a member.
   std::deque<Ready> ready_ ABSL_GUARDED_BY(mu_);
   bool claim_pending_ ABSL_GUARDED_BY(mu_) = false;

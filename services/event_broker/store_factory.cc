@@ -26,8 +26,13 @@ absl::StatusOr<std::unique_ptr<EventStore>> OpenEventStore(const StoreSettings& 
   }
   if (!absl::StartsWith(s.store, "redis://") && !absl::StartsWith(s.store, "redis-cluster://") &&
       !absl::StartsWith(s.store, "rediss://")) {
+    // Only the scheme: the rest may hold a password.
+    size_t scheme_end = s.store.find("://");
+    std::string shown = scheme_end == std::string::npos
+                            ? (s.store.find_first_of(":@/") == std::string::npos ? s.store : "")
+                            : s.store.substr(0, scheme_end + 3);
     return absl::InvalidArgumentError(
-        absl::StrCat("store: '", s.store.substr(0, s.store.find('@')),
+        absl::StrCat("store: '", shown,
                      "' is not 'sqlite', redis://HOST:PORT or redis-cluster://HOST:PORT[,...]"));
   }
   absl::StatusOr<redis::RedisConfig> cfg = redis::ParseRedisUrl(s.store, "store");

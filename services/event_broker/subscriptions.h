@@ -250,11 +250,11 @@ class Group {
   // Events were appended after prev_last (writer or tail thread).
   virtual void OfferLive(const std::vector<EventPtr>& events, uint64_t prev_last) = 0;
   virtual absl::Status ValidateAckIds(const google::protobuf::RepeatedPtrField<std::string>& ids,
-                                      std::vector<uint64_t>* seqs) = 0;
-  virtual absl::StatusOr<v1::AckResponse> Ack(const std::vector<uint64_t>& seqs) = 0;
-  virtual absl::StatusOr<v1::NackResponse> Nack(const std::vector<uint64_t>& seqs,
+                                      std::vector<DeliveryRef>* refs) = 0;
+  virtual absl::StatusOr<v1::AckResponse> Ack(const std::vector<DeliveryRef>& refs) = 0;
+  virtual absl::StatusOr<v1::NackResponse> Nack(const std::vector<DeliveryRef>& refs,
                                                 absl::Duration delay) = 0;
-  virtual absl::StatusOr<uint32_t> ModifyDeadline(const std::vector<uint64_t>& seqs,
+  virtual absl::StatusOr<uint32_t> ModifyDeadline(const std::vector<DeliveryRef>& refs,
                                                   absl::Duration deadline) = 0;
   // Housekeeping: ack deadlines that passed.
   virtual void Expire(absl::Time now) = 0;
