@@ -1,6 +1,9 @@
 // The EventStore contract, run against every implementation: the embedded
-// SQLite store, and the Redis store on a real standalone redis-server and on
-// a real 3-master Redis Cluster (started once per suite on loopback ports).
+// SQLite store, the Redis store on a real standalone redis-server and on a
+// real 3-master Redis Cluster (started once per suite on loopback ports), and
+// MemoryEventStore, the in-memory fake of a shared store for unit tests
+// (every Open() of a test is a store over that test's one MemoryStoreState,
+// like replicas sharing one Redis).
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +14,7 @@
 #include "services/event_broker/redis_store.h"
 #include "services/event_broker/sqlite_store.h"
 #include "services/event_broker/test_util.h"
+#include "services/event_broker/testing/memory_store.h"
 #include "tests/testing/process.h"
 #include "tests/testing/redis_server.h"
 
@@ -19,7 +23,7 @@ namespace {
 
 const absl::Time kNow = absl::FromUnixSeconds(1700000000);
 
-enum class Backend { kSqlite, kRedis, kRedisCluster };
+enum class Backend { kSqlite, kRedis, kRedisCluster, kMemory };
 
 std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
   switch (info.param) {
@@ -29,6 +33,8 @@ std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
       return "Redis";
     case Backend::kRedisCluster:
       return "RedisCluster";
+    case Backend::kMemory:
+      return "Memory";
   }
   return "Unknown";
 }
@@ -70,8 +76,11 @@ class EventStoreConformance : public ::testing::TestWithParam<Backend> {
   }
 
   // A store over this test's data; a second call is the same data seen by a
-  // restarted process (or by another replica, for Redis).
+  // restarted process (or by another replica, for Redis and Memory).
   std::unique_ptr<EventStore> Open() {
+    if (GetParam() == Backend::kMemory) {
+      return std::make_unique<MemoryEventStore>(memory_, dedupe_.window);
+    }
     if (GetParam() == Backend::kSqlite) {
       absl::StatusOr<std::unique_ptr<SqliteEventStore>> s =
           SqliteEventStore::Open(dir_.path(), SyncPolicy::kNormal, dedupe_);
@@ -92,6 +101,7 @@ class EventStoreConformance : public ::testing::TestWithParam<Backend> {
 
   TempDir dir_;
   std::string prefix_;
+  std::shared_ptr<MemoryStoreState> memory_ = MemoryEventStore::NewState();
   DedupeOptions dedupe_;
 };
 
@@ -609,7 +619,7 @@ TEST_P(EventStoreConformance, SharedGroupsKeepOneFilterForEveryReplica) {
 
 INSTANTIATE_TEST_SUITE_P(Stores, EventStoreConformance,
                          ::testing::Values(Backend::kSqlite, Backend::kRedis,
-                                           Backend::kRedisCluster),
+                                           Backend::kRedisCluster, Backend::kMemory),
                          BackendName);
 
 TEST(SqliteStoreTest, BadDataDirIsNamed) {

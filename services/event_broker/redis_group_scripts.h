@@ -151,8 +151,10 @@ while n < max and bytes < max_bytes and scanned < max_scan do
 end
 redis.call('HSET', gk, 'cursor', cursor)
 if n >= max or bytes >= max_bytes or scanned >= max_scan then out[3] = 1 end
-redis.call('SET', tk, out[1] .. ',' .. out[2] .. ',' .. out[3] ..
-           (#record > 0 and (',' .. table.concat(record, ',')) or ''), 'PX', 60000)
+if #record > 0 or out[1] > 0 then
+  redis.call('SET', tk, out[1] .. ',' .. out[2] .. ',' .. out[3] ..
+             (#record > 0 and (',' .. table.concat(record, ',')) or ''), 'PX', 60000)
+end
 return out
 )lua";
 

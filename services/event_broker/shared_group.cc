@@ -87,7 +87,8 @@ void SharedGroup::Claim() {
       return;
     }
     // Every replica claims with the group's stored filter.
-    if (!r->types.empty() && r->types != filter_.patterns()) {
+    // (Not while a member's newer filter waits for the next claim to store it.)
+    if (!types_dirty_ && r->types != filter_.patterns()) {
       absl::StatusOr<TypeFilter> stored = TypeFilter::Parse(r->types);
       if (stored.ok()) filter_ = *std::move(stored);
     }
