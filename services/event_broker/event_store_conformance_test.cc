@@ -355,6 +355,19 @@ TEST_P(EventStoreConformance, HistoryByTypeMergesTypesAcrossManyEvents) {
   EXPECT_EQ(r->back()->seq, 1u);
 }
 
+TEST_P(EventStoreConformance, ALargeCommitOfOneTypeIsIndexed) {
+  auto store = Open();
+  std::vector<events::v1::Event> evs(10000, MakeEvent("bulk.loaded"));
+  EXPECT_EQ(Append(*store, evs), 1u);
+  HistoryQuery q;
+  q.exact_types = {"bulk.loaded"};
+  q.limit = 10000;
+  auto r = store->Query(q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->size(), 10000u);
+  EXPECT_EQ(r->back()->seq, 1u);
+}
+
 TEST_P(EventStoreConformance, HistorySinceFiltersOnEventTime) {
   auto store = Open();
   Append(*store,

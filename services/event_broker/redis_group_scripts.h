@@ -101,10 +101,15 @@ local pend, due, own = gk .. ':pending', gk .. ':due', gk .. ':owner'
 local out = {0, 0, 0, types}
 local record = {}
 local n, bytes = 0, 0
+-- The leases are written at the end, one command per key.
+local set_pend, set_due, set_own = {}, {}, {}
 local function hand(s, attempts, e)
-  redis.call('HSET', pend, s, attempts)
-  redis.call('ZADD', due, now + lease, s)
-  redis.call('HSET', own, s, owner)
+  set_pend[#set_pend + 1] = s
+  set_pend[#set_pend + 1] = attempts
+  set_due[#set_due + 1] = now + lease
+  set_due[#set_due + 1] = s
+  set_own[#set_own + 1] = s
+  set_own[#set_own + 1] = owner
   emit(out, s, attempts, e)
   record[#record + 1] = s
   record[#record + 1] = attempts
@@ -150,6 +155,11 @@ while n < max and bytes < max_bytes and scanned < max_scan do
   if #batch < 256 then break end
 end
 redis.call('HSET', gk, 'cursor', cursor)
+if n > 0 then
+  redis.call('HSET', pend, unpack(set_pend))
+  redis.call('ZADD', due, unpack(set_due))
+  redis.call('HSET', own, unpack(set_own))
+end
 if n >= max or bytes >= max_bytes or scanned >= max_scan then out[3] = 1 end
 if #record > 0 or out[1] > 0 then
   redis.call('SET', tk, out[1] .. ',' .. out[2] .. ',' .. out[3] ..
@@ -164,11 +174,14 @@ return out
 inline constexpr char kAck[] =
     "local gk = ARGV[1] .. ':g:' .. ARGV[2]\n" SWITCHBOARD_LUA_CHECK_KNOWN("gk", "3", "1") R"lua(
 local n = 0
-for i = 3, #ARGV do
-  if redis.call('HDEL', gk .. ':pending', ARGV[i]) == 1 then
-    redis.call('ZREM', gk .. ':due', ARGV[i])
-    redis.call('HDEL', gk .. ':owner', ARGV[i])
-    n = n + 1
+-- in slices of 1000 (unpack has a limit of a few thousand values)
+for i = 3, #ARGV, 1000 do
+  local last = math.min(i + 999, #ARGV)
+  local removed = redis.call('HDEL', gk .. ':pending', unpack(ARGV, i, last))
+  if removed > 0 then
+    redis.call('ZREM', gk .. ':due', unpack(ARGV, i, last))
+    redis.call('HDEL', gk .. ':owner', unpack(ARGV, i, last))
+    n = n + removed
   end
 end
 return n

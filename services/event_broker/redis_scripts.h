@@ -61,26 +61,33 @@ if count > 0 then
   local seq = redis.call('INCRBY', KEYS[1], count) - count
   result[1] = seq + 1
   local log = p .. ':log'
-  local types, touched, seq_of = {}, {}, {}
+  -- Index entries are gathered per key and added with one ZADD each: a
+  -- redis.call costs more than the work it does here.
+  local index, seq_of = {}, {}
+  local function add(key, seq)
+    local t = index[key]
+    if not t then
+      t = {}
+      index[key] = t
+    end
+    t[#t + 1] = seq
+    t[#t + 1] = seq
+  end
   for k = 1, n do
     local i = base + (k - 1) * 6
     if result[k + 1] == 0 then
       seq = seq + 1
       seq_of[k] = seq
       local ty, co, su, tm, dkey, pl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-      redis.call('XADD', log, seq .. '-0', 'ty', ty, 'in', now, 'tm', tm, 'co', co, 'su', su, 'pl', pl)
-      redis.call('ZADD', p .. ':ix:ty:' .. ty, seq, seq)
-      types[ty] = true
-      if co ~= '' then
-        local key = p .. ':ix:co:' .. co
-        redis.call('ZADD', key, seq, seq)
-        touched[key] = true
+      -- empty fields are left out: readers take a missing one as empty
+      if co == '' and su == '' then
+        redis.call('XADD', log, seq .. '-0', 'ty', ty, 'in', now, 'tm', tm, 'pl', pl)
+      else
+        redis.call('XADD', log, seq .. '-0', 'ty', ty, 'in', now, 'tm', tm, 'co', co, 'su', su, 'pl', pl)
       end
-      if su ~= '' then
-        local key = p .. ':ix:su:' .. su
-        redis.call('ZADD', key, seq, seq)
-        touched[key] = true
-      end
+      add(p .. ':ix:ty:' .. ty, seq)
+      if co ~= '' then add(p .. ':ix:co:' .. co, seq) end
+      if su ~= '' then add(p .. ':ix:su:' .. su, seq) end
       if dkey ~= '' and dedupe_ms > 0 then
         redis.call('SET', p .. ':dd:' .. dkey, seq, 'PX', dedupe_ms)
       end
@@ -88,8 +95,18 @@ if count > 0 then
       result[k + 1] = seq_of[-result[k + 1]]
     end
   end
-  for ty in pairs(types) do redis.call('SADD', p .. ':types', ty) end
-  for key in pairs(touched) do redis.call('PEXPIRE', key, ttl) end
+  local type_prefix = p .. ':ix:ty:'
+  for key, members in pairs(index) do
+    -- (in slices: unpack has a limit of a few thousand values)
+    for j = 1, #members, 2000 do
+      redis.call('ZADD', key, unpack(members, j, math.min(j + 1999, #members)))
+    end
+    if string.sub(key, 1, #type_prefix) == type_prefix then
+      redis.call('SADD', p .. ':types', string.sub(key, #type_prefix + 1))
+    else
+      redis.call('PEXPIRE', key, ttl)
+    end
+  end
 end
 local i = base + n * 6
 local nops = tonumber(ARGV[i])
