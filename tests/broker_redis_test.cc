@@ -299,21 +299,28 @@ class BrokerReplicasOn : public ::testing::TestWithParam<bool> {
     redis_ = *std::move(r);
     return redis_->url();
   }
+  // Starts the store and `n` broker replicas on it (brokers_, stubs_).
+  void StartReplicas(int n) {
+    std::string store = StartStore();
+    ASSERT_FALSE(store.empty());
+    for (int i = 0; i < n; ++i) {
+      auto b = testing::ServiceProcess::Start(BROKER_BIN, {"--store=" + store});
+      ASSERT_TRUE(b.ok()) << b.status();
+      stubs_.push_back(Connect(**b));
+      brokers_.push_back(*std::move(b));
+    }
+  }
+
   std::unique_ptr<RedisServer> redis_;
   std::unique_ptr<testing::RedisCluster> cluster_;
+  std::vector<std::unique_ptr<testing::ServiceProcess>> brokers_;
+  std::vector<std::unique_ptr<EventBroker::Stub>> stubs_;
 };
 
 TEST_P(BrokerReplicasOn, ThreeReplicasActAsOneBroker) {
-  std::string store = StartStore();
-  ASSERT_FALSE(store.empty());
-  std::vector<std::unique_ptr<testing::ServiceProcess>> brokers;
-  std::vector<std::unique_ptr<EventBroker::Stub>> stubs;
-  for (int i = 0; i < 3; ++i) {
-    auto b = testing::ServiceProcess::Start(BROKER_BIN, {"--store=" + store});
-    ASSERT_TRUE(b.ok()) << b.status();
-    stubs.push_back(Connect(**b));
-    brokers.push_back(*std::move(b));
-  }
+  ASSERT_NO_FATAL_FAILURE(StartReplicas(3));
+  auto& brokers = brokers_;
+  auto& stubs = stubs_;
   std::vector<std::unique_ptr<Collector>> subscribers;
   for (auto& stub : stubs) {
     SubscribeRequest req;
@@ -386,16 +393,9 @@ TEST_P(BrokerReplicasOn, ThreeReplicasActAsOneBroker) {
 // event to one member, acks through any replica; a replica killed with
 // unacked deliveries loses nothing, they reach the other member again.
 TEST_P(BrokerReplicasOn, GroupMembersOnDifferentReplicasShareTheWork) {
-  std::string store = StartStore();
-  ASSERT_FALSE(store.empty());
-  std::vector<std::unique_ptr<testing::ServiceProcess>> brokers;
-  std::vector<std::unique_ptr<EventBroker::Stub>> stubs;
-  for (int i = 0; i < 3; ++i) {
-    auto b = testing::ServiceProcess::Start(BROKER_BIN, {"--store=" + store});
-    ASSERT_TRUE(b.ok()) << b.status();
-    stubs.push_back(Connect(**b));
-    brokers.push_back(*std::move(b));
-  }
+  ASSERT_NO_FATAL_FAILURE(StartReplicas(3));
+  auto& brokers = brokers_;
+  auto& stubs = stubs_;
   // Member A on replica 0 acks everything (through replica 2); member B on
   // replica 1 acks nothing with a sequence ending in 7 (they stay pending).
   SubscribeRequest req = GroupReq("work", absl::Seconds(2));

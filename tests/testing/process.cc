@@ -21,6 +21,29 @@
 
 namespace switchboard::testing {
 
+namespace {
+
+// Starts argv[0] with stdout and stderr into `log_path`; the child's pid, or
+// -1 when fork failed.
+pid_t SpawnLogged(std::vector<std::string> argv_storage, const std::string& log_path) {
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  dup2(fd, 2);
+  dup2(fd, 1);
+  std::vector<char*> argv;
+  for (std::string& s : argv_storage) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  // The parent's blocked signals must not leak into the child.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  execv(argv[0], argv.data());
+  _exit(127);
+}
+
+}  // namespace
+
 std::string MakeTempDir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "switchboard-it-XXXXXX").string();
   return mkdtemp(tmpl.data());
@@ -45,22 +68,8 @@ absl::StatusOr<std::unique_ptr<ServiceProcess>> ServiceProcess::Start(
   std::vector<std::string> argv_storage = {binary, "--http_addr=127.0.0.1:0"};
   if (grpc) argv_storage.push_back("--grpc_addr=127.0.0.1:0");
   argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-  pid_t pid = fork();
+  pid_t pid = SpawnLogged(argv_storage, p->log_path_);
   if (pid < 0) return absl::InternalError("fork failed");
-  if (pid == 0) {
-    int fd = open(p->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 2);
-    dup2(fd, 1);
-    std::vector<char*> argv;
-    for (std::string& s : argv_storage) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    // The parent's blocked signals must not leak into the service.
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(binary.c_str(), argv.data());
-    _exit(127);
-  }
   p->pid_ = pid;
   static const std::regex kListening("listening (?:grpc=([^ ]+) )?http=([^ \"]+)");
   bool up = WaitUntil(
@@ -89,21 +98,8 @@ ExitResult RunToExit(const std::string& binary, const std::vector<std::string>& 
   std::string log_path = MakeTempDir() + "/output.log";
   std::vector<std::string> argv_storage = {binary};
   argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-  pid_t pid = fork();
+  pid_t pid = SpawnLogged(argv_storage, log_path);
   if (pid < 0) return {};
-  if (pid == 0) {
-    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 2);
-    dup2(fd, 1);
-    std::vector<char*> argv;
-    for (std::string& s : argv_storage) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
   ExitResult result;
   int status = 0;
   bool exited = WaitUntil([&] { return waitpid(pid, &status, WNOHANG) == pid; }, timeout);
