@@ -338,6 +338,21 @@ TEST_P(BrokerReplicasOn, ThreeReplicasActAsOneBroker) {
     EXPECT_TRUE(acked.emplace(resp.sequence(), resp.id()).second)
         << "sequence " << resp.sequence() << " handed out twice";
   }
+  // Each replica delivered its own commits without reading them back, and
+  // read the others' from the store.
+  auto tail = [&](int i, const std::string& source) {
+    std::string metrics = HttpRequest(brokers[i]->http_addr(), "GET", "/metrics").body;
+    std::string key = "switchboard_broker_tail_events_total{source=\"" + source + "\"} ";
+    size_t at = metrics.find(key);
+    return at == std::string::npos ? 0.0 : std::stod(metrics.substr(at + key.size()));
+  };
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(WaitUntil([&] { return tail(i, "local") + tail(i, "store") >= kEvents; },
+                          absl::Seconds(10)))
+        << "replica " << i;
+    EXPECT_GT(tail(i, "local"), 0) << "replica " << i;
+    EXPECT_GT(tail(i, "store"), 0) << "replica " << i;
+  }
   // A retry through another replica is recognised.
   broker::v1::PublishResponse dup;
   ASSERT_TRUE(Publish(stubs[1].get(), MakeEvent("order.created", "ev-0"), &dup).ok());

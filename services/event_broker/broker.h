@@ -268,6 +268,11 @@ class Broker : public SubscriptionHost {
   // Counters per type, cached by the writer thread.
   absl::flat_hash_map<std::string, prometheus::Counter*> published_by_type_;
 
+  // Shared store: this replica's commits, for the tail thread to deliver
+  // without reading them back from the store.
+  absl::Mutex own_mu_;
+  std::map<uint64_t, EventPtr> own_ ABSL_GUARDED_BY(own_mu_);
+
   // Tail cache: the most recent committed events, contiguous sequences.
   mutable absl::Mutex cache_mu_;
   std::deque<EventPtr> cache_ ABSL_GUARDED_BY(cache_mu_);

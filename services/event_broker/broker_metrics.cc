@@ -103,6 +103,14 @@ BrokerMetrics::BrokerMetrics(prometheus::Registry& r)
                                .Name("switchboard_broker_queued_publish_bytes")
                                .Help("Serialized bytes of publishes waiting for a commit.")
                                .Register(r)
-                               .Add({})) {}
+                               .Add({})),
+      tail_events(prometheus::BuildCounter()
+                      .Name("switchboard_broker_tail_events_total")
+                      .Help("Appends a replica on a shared store handed to its subscribers, by "
+                            "source: local (its own commits) or store (read back: other "
+                            "replicas').")
+                      .Register(r)),
+      tail_local(tail_events.Add({{"source", "local"}})),
+      tail_read(tail_events.Add({{"source", "store"}})) {}
 
 }  // namespace switchboard::broker

@@ -35,6 +35,11 @@ struct BrokerMetrics {
   prometheus::Counter& publishes_refused;
   prometheus::Counter& group_ops_dropped;
   prometheus::Gauge& queued_publish_bytes;
+  // Shared store: appends the tail thread delivered from this replica's own
+  // commits, and those it read from the store (other replicas').
+  prometheus::Family<prometheus::Counter>& tail_events;  // {source}
+  prometheus::Counter& tail_local;
+  prometheus::Counter& tail_read;
 };
 
 }  // namespace switchboard::broker
