@@ -2,6 +2,7 @@
 // refused at start naming the flag, and a Redis that goes away and comes
 // back (publishes fail fast, readiness follows, everything acked survives).
 #include <fstream>
+#include <optional>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "libs/broker_client/broker_client.h"
@@ -14,6 +15,32 @@ using ::testing::HasSubstr;
 using testing::RedisOptions;
 using testing::RedisServer;
 using testing::RunToExit;
+
+// The value of one series on a service's /metrics (0 when absent).
+double MetricValue(const testing::ServiceProcess& p, const std::string& series) {
+  std::string metrics = HttpRequest(p.http_addr(), "GET", "/metrics").body;
+  size_t at = metrics.find(series + " ");
+  return at == std::string::npos ? 0.0 : std::stod(metrics.substr(at + series.size() + 1));
+}
+
+// A redis-server with appendfsync always (an acked write is on disk) and a
+// broker on it with a short store timeout.
+struct DurableRedisAndBroker {
+  std::unique_ptr<RedisServer> redis;
+  std::unique_ptr<testing::ServiceProcess> broker;
+  static std::optional<DurableRedisAndBroker> Start() {
+    RedisOptions opts;
+    opts.appendfsync = "always";
+    absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start(opts);
+    EXPECT_TRUE(redis.ok()) << redis.status();
+    if (!redis.ok()) return std::nullopt;
+    auto broker = testing::ServiceProcess::Start(
+        BROKER_BIN, {"--store=" + (*redis)->url(), "--redis_timeout=2s"});
+    EXPECT_TRUE(broker.ok()) << broker.status();
+    if (!broker.ok()) return std::nullopt;
+    return DurableRedisAndBroker{*std::move(redis), *std::move(broker)};
+  }
+};
 
 TEST(BrokerRedisConfigTest, BadConfigurationExitsTwoNamingTheFlag) {
   RedisOptions opts;
@@ -65,14 +92,11 @@ TEST(BrokerRedisConfigTest, BadConfigurationExitsTwoNamingTheFlag) {
 }
 
 TEST(BrokerRedisOutageTest, PublishesFailFastWhileRedisIsDownAndResumeAfter) {
-  RedisOptions opts;
-  opts.appendfsync = "always";
-  absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start(opts);
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  auto broker = testing::ServiceProcess::Start(
-      BROKER_BIN, {"--store=" + (*redis)->url(), "--redis_timeout=2s"});
-  ASSERT_TRUE(broker.ok()) << broker.status();
-  auto stub = Connect(**broker);
+  std::optional<DurableRedisAndBroker> env = DurableRedisAndBroker::Start();
+  ASSERT_TRUE(env.has_value());
+  RedisServer& redis = *env->redis;
+  testing::ServiceProcess& broker = *env->broker;
+  auto stub = Connect(broker);
   std::set<uint64_t> acked;
   for (int i = 0; i < 20; ++i) {
     broker::v1::PublishResponse resp;
@@ -80,7 +104,7 @@ TEST(BrokerRedisOutageTest, PublishesFailFastWhileRedisIsDownAndResumeAfter) {
         Publish(stub.get(), MakeEvent("order.created", absl::StrCat("before-", i)), &resp).ok());
     acked.insert(resp.sequence());
   }
-  EXPECT_EQ(HttpRequest((*broker)->http_addr(), "GET", "/readyz").status, 200);
+  EXPECT_EQ(HttpRequest(broker.http_addr(), "GET", "/readyz").status, 200);
   SubscribeRequest all;
   all.set_start(SubscribeRequest::EARLIEST);
   Collector broadcast(stub.get(), all);
@@ -88,14 +112,14 @@ TEST(BrokerRedisOutageTest, PublishesFailFastWhileRedisIsDownAndResumeAfter) {
   ASSERT_TRUE(broadcast.WaitForCount(20));
   ASSERT_TRUE(member.WaitForCount(20));
 
-  (*redis)->Kill9();
+  redis.Kill9();
   absl::Time t0 = absl::Now();
   broker::v1::PublishResponse resp;
   grpc::Status down = Publish(stub.get(), MakeEvent("order.created", "during"), &resp);
   EXPECT_EQ(down.error_code(), grpc::StatusCode::UNAVAILABLE) << down.error_message();
   EXPECT_LT(absl::Now() - t0, absl::Seconds(5)) << "a publish must fail fast, not hang";
   EXPECT_TRUE(
-      WaitUntil([&] { return HttpRequest((*broker)->http_addr(), "GET", "/readyz").status == 503; },
+      WaitUntil([&] { return HttpRequest(broker.http_addr(), "GET", "/readyz").status == 503; },
                 absl::Seconds(10)))
       << "readiness must follow the store";
   // Streams end so their clients reconnect elsewhere (or here later).
@@ -103,9 +127,9 @@ TEST(BrokerRedisOutageTest, PublishesFailFastWhileRedisIsDownAndResumeAfter) {
             grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(member.FinishedWithin(absl::Seconds(10)).error_code(), grpc::StatusCode::UNAVAILABLE);
 
-  ASSERT_TRUE((*redis)->Restart().ok());
+  ASSERT_TRUE(redis.Restart().ok());
   EXPECT_TRUE(
-      WaitUntil([&] { return HttpRequest((*broker)->http_addr(), "GET", "/readyz").status == 200; },
+      WaitUntil([&] { return HttpRequest(broker.http_addr(), "GET", "/readyz").status == 200; },
                 absl::Seconds(10)));
   bool published = WaitUntil(
       [&] { return Publish(stub.get(), MakeEvent("order.created", "after"), &resp).ok(); },
@@ -184,23 +208,20 @@ void ExpectAllAckedStored(EventBroker::Stub* stub, const std::map<std::string, u
 }
 
 TEST(BrokerRedisOutageTest, RedisKilledDuringPublishesLosesNothingAcknowledged) {
-  RedisOptions opts;
-  opts.appendfsync = "always";
-  absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start(opts);
-  ASSERT_TRUE(redis.ok()) << redis.status();
-  auto broker = testing::ServiceProcess::Start(
-      BROKER_BIN, {"--store=" + (*redis)->url(), "--redis_timeout=2s"});
-  ASSERT_TRUE(broker.ok()) << broker.status();
-  auto stub = Connect(**broker);
+  std::optional<DurableRedisAndBroker> env = DurableRedisAndBroker::Start();
+  ASSERT_TRUE(env.has_value());
+  RedisServer& redis = *env->redis;
+  testing::ServiceProcess& broker = *env->broker;
+  auto stub = Connect(broker);
   Publisher pub(stub.get());
   ASSERT_TRUE(WaitUntil([&] { return pub.acked() >= 200; }, absl::Seconds(30)));
-  (*redis)->Kill9();
+  redis.Kill9();
   size_t at_kill = pub.acked();
   ASSERT_TRUE(WaitUntil([&] { return pub.failures() > 0; }, absl::Seconds(10)));
-  ASSERT_TRUE((*redis)->Restart().ok());
+  ASSERT_TRUE(redis.Restart().ok());
   // The broker recovers on its own: publishing resumes.
   ASSERT_TRUE(WaitUntil([&] { return pub.acked() >= at_kill + 200; }, absl::Seconds(30)))
-      << (*broker)->Log();
+      << broker.Log();
   pub.Stop();
   ExpectAllAckedStored(stub.get(), pub.Acked());
 }
@@ -341,10 +362,8 @@ TEST_P(BrokerReplicasOn, ThreeReplicasActAsOneBroker) {
   // Each replica delivered its own commits without reading them back, and
   // read the others' from the store.
   auto tail = [&](int i, const std::string& source) {
-    std::string metrics = HttpRequest(brokers[i]->http_addr(), "GET", "/metrics").body;
-    std::string key = "switchboard_broker_tail_events_total{source=\"" + source + "\"} ";
-    size_t at = metrics.find(key);
-    return at == std::string::npos ? 0.0 : std::stod(metrics.substr(at + key.size()));
+    return MetricValue(*brokers[i],
+                       "switchboard_broker_tail_events_total{source=\"" + source + "\"}");
   };
   for (int i = 0; i < 3; ++i) {
     EXPECT_TRUE(WaitUntil([&] { return tail(i, "local") + tail(i, "store") >= kEvents; },
@@ -502,10 +521,8 @@ TEST(BrokerClientReplicasTest, ClientSpreadsOverReplicasAndFollowsTheLivingOnes)
     brokers.push_back(*std::move(b));
   }
   auto published_by = [&](int i) {
-    std::string metrics = HttpRequest(brokers[i]->http_addr(), "GET", "/metrics").body;
-    std::string key = "switchboard_broker_events_published_total{type=\"order.created\"} ";
-    size_t at = metrics.find(key);
-    return at == std::string::npos ? 0.0 : std::stod(metrics.substr(at + key.size()));
+    return MetricValue(*brokers[i],
+                       "switchboard_broker_events_published_total{type=\"order.created\"}");
   };
   std::unique_ptr<BrokerClient> client = NewGrpcBrokerClient(
       {absl::StrCat("ipv4:", brokers[0]->grpc_addr(), ",", brokers[1]->grpc_addr())});

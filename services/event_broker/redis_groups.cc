@@ -1,6 +1,5 @@
 // RedisEventStore's consumer groups shared by broker replicas (the scripts
 // are in redis_group_scripts.h).
-#include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -41,12 +40,6 @@ void AppendRefs(const std::vector<DeliveryRef>& refs, std::vector<std::string>* 
   }
 }
 
-std::string Token() {
-  static thread_local absl::BitGen gen;
-  return absl::StrCat(absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16),
-                      absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16));
-}
-
 }  // namespace
 
 absl::StatusOr<Reply> RedisEventStore::GroupWrite(const redis::Script& script,
@@ -69,7 +62,7 @@ absl::StatusOr<ClaimResult> RedisEventStore::Claim(const ClaimRequest& req, absl
        absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(req.lease))),
        absl::StrCat(std::max<size_t>(req.max, 1)), absl::StrCat(std::max<size_t>(req.max_scan, 1)),
        absl::StrJoin(req.group.types, ","), absl::StrCat(req.group.cursor),
-       absl::StrCat(req.group.max_deliveries), req.set_types ? "1" : "0", Token(),
+       absl::StrCat(req.group.max_deliveries), req.set_types ? "1" : "0", RandomToken(),
        absl::StrCat(kClaimMaxBytes)},
       "claim");
   if (!r.ok()) return r.status();

@@ -66,13 +66,13 @@ absl::StatusOr<std::vector<EventPtr>> FromEntries(absl::StatusOr<Reply> r, absl:
   return out;
 }
 
-std::string Token() {
+}  // namespace
+
+std::string RandomToken() {
   static thread_local absl::BitGen gen;
   return absl::StrCat(absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16),
                       absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16));
 }
-
-}  // namespace
 
 std::string EncodeGroupName(absl::string_view name) {
   std::string out;
@@ -178,7 +178,7 @@ absl::StatusOr<CommitResult> RedisEventStore::Commit(const WriteBatch& batch, ab
   std::vector<std::string> args;
   args.reserve(6 + batch.events.size() * 5 + batch.ops.size() * 4);
   args.push_back(tag_);
-  args.push_back(Token());
+  args.push_back(RandomToken());
   // Retries of one commit happen within one call's timeout.
   args.push_back(
       absl::StrCat(std::max<int64_t>(1000, 3 * absl::ToInt64Milliseconds(options_.timeout))));

@@ -32,6 +32,9 @@ struct RedisStoreOptions {
 std::string EncodeGroupName(absl::string_view name);
 std::string DecodeGroupName(absl::string_view encoded);
 
+// 32 random hex digits: the idempotency token of a commit or claim script.
+std::string RandomToken();
+
 // Checks a --redis_prefix: letters, digits and "_-.:", 1 to 64 of them.
 absl::Status ValidateRedisPrefix(const std::string& prefix);
 
