@@ -168,7 +168,9 @@ double BatchPublish(EventBroker::Stub* stub, int n, int batch, int inflight, int
     auto* call = new Call();
     stub->async()->PublishBatch(&call->ctx, &req, &call->resp, [&, call](grpc::Status s) {
       absl::MutexLock lock(&mu);
-      if (!s.ok()) ++*errors;
+      if (!s.ok() && ++*errors == 1) {
+        std::fprintf(stderr, "first error: %s\n", s.error_message().c_str());
+      }
       --outstanding;
       ++done_batches;
       delete call;

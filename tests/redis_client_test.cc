@@ -135,6 +135,45 @@ TEST_F(RedisClientStandaloneTest, PipelineRepliesComeBackInCommandOrder) {
   }
 }
 
+TEST_F(RedisClientStandaloneTest, StreamAnswersInOrderWhileCommandsAreInFlight) {
+  absl::StatusOr<std::unique_ptr<redis::Stream>> stream =
+      client_->OpenStream("k", In(kCallTimeout));
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  // Three sent before any reply is read, one of them an error reply.
+  ASSERT_TRUE((*stream)->Send({"INCRBY", "n", "5"}, In(kCallTimeout)).ok());
+  ASSERT_TRUE((*stream)->Send({"INCR", "no-number-here-but", "x"}, In(kCallTimeout)).ok());
+  ASSERT_TRUE((*stream)->Send({"INCRBY", "n", "2"}, In(kCallTimeout)).ok());
+  EXPECT_EQ(Show((*stream)->Receive(In(kCallTimeout))), "(integer) 5");
+  EXPECT_THAT(Show((*stream)->Receive(In(kCallTimeout))), HasSubstr("(error) ERR wrong number"));
+  EXPECT_EQ(Show((*stream)->Receive(In(kCallTimeout))), "(integer) 7");
+  EXPECT_THAT(Show((*stream)->Receive(In(kCallTimeout))), HasSubstr("FAILED_PRECONDITION"));
+}
+
+// NOSCRIPT ends the stream (ABORTED: send it again the retrying way), and the
+// replies still on their way must not reach the next user of the connection.
+TEST_F(RedisClientStandaloneTest, AStreamEndedWithRepliesUnreadLeavesNoStaleReplies) {
+  redis::Script script("return 'ran'");
+  client_->Register(script);
+  {
+    absl::StatusOr<std::unique_ptr<redis::Stream>> stream =
+        client_->OpenStream("k", In(kCallTimeout));
+    ASSERT_TRUE(stream.ok()) << stream.status();
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(
+          (*stream)->Send(script.Call({}, std::vector<std::string>{}), In(kCallTimeout)).ok());
+    }
+    absl::StatusOr<Reply> first = (*stream)->Receive(In(kCallTimeout));
+    EXPECT_TRUE(absl::IsAborted(first.status())) << first.status();
+    EXPECT_FALSE((*stream)->Send({"PING"}, In(kCallTimeout)).ok());
+  }
+  // The pool has one connection per free slot; every one must answer its own
+  // command (a stale NOSCRIPT reply here would be the stream's).
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(Show(Run("k", {"ECHO", absl::StrCat("hello ", i)})), absl::StrCat("hello ", i));
+  }
+  EXPECT_EQ(Show(Run("k", script.Call({}, std::vector<std::string>{}))), "ran");
+}
+
 TEST_F(RedisClientStandaloneTest, ErrorReplyIsAReplyAndDoesNotStopThePipeline) {
   absl::StatusOr<std::vector<Reply>> replies = client_->Pipeline(
       "k", {{"SET", "word", "abc"}, {"INCR", "word"}, {"SET", "after", "1"}, {"INCR", "after"}},

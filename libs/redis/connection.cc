@@ -2,11 +2,13 @@
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
-#include <pthread.h>
-#include <signal.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
+#include <cstring>
+
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace switchboard::redis {
@@ -46,41 +48,6 @@ Reply Convert(const redisReply* r) {
   }
   return out;
 }
-
-// hiredis sends with write(2), which raises SIGPIPE once the server has
-// reset the connection: a pooled connection to a restarted server, with a
-// pipeline too big to go out before the reset arrives. Unless the process
-// ignores SIGPIPE that kills it instead of failing the exchange, so SIGPIPE
-// is blocked on this thread meanwhile and one raised here is discarded.
-class ScopedSigpipeGuard {
- public:
-  ScopedSigpipeGuard() {
-    sigemptyset(&pipe_);
-    sigaddset(&pipe_, SIGPIPE);
-    sigset_t pending;
-    sigpending(&pending);
-    // Not ours to discard.
-    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
-    pthread_sigmask(SIG_BLOCK, &pipe_, &old_mask_);
-  }
-  ~ScopedSigpipeGuard() {
-    int saved_errno = errno;
-    if (!was_pending_) {
-      timespec zero = {0, 0};
-      while (sigtimedwait(&pipe_, nullptr, &zero) < 0 && errno == EINTR) {
-      }
-    }
-    pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
-    errno = saved_errno;
-  }
-  ScopedSigpipeGuard(const ScopedSigpipeGuard&) = delete;
-  ScopedSigpipeGuard& operator=(const ScopedSigpipeGuard&) = delete;
-
- private:
-  sigset_t pipe_;
-  sigset_t old_mask_;
-  bool was_pending_ = false;
-};
 
 absl::Status TransportError(redisContext* ctx, const Endpoint& ep, absl::Time deadline,
                             absl::string_view what) {
@@ -156,41 +123,96 @@ Connection::~Connection() { redisFree(ctx_); }
 
 absl::StatusOr<std::vector<Reply>> Connection::Exchange(const std::vector<const Command*>& commands,
                                                         absl::Time deadline) {
+  if (absl::Status st = Append(commands, deadline); !st.ok()) return st;
+  std::vector<Reply> out;
+  out.reserve(commands.size());
+  for (size_t i = 0; i < commands.size(); ++i) {
+    absl::StatusOr<Reply> r = ReadOne(deadline);
+    if (!r.ok()) return r.status();
+    out.push_back(*std::move(r));
+  }
+  return out;
+}
+
+absl::Status Connection::Send(const std::vector<const Command*>& commands, absl::Time deadline) {
+  return Append(commands, deadline);
+}
+
+absl::StatusOr<Reply> Connection::Receive(absl::Time deadline) {
+  absl::Duration left = deadline - absl::Now();
+  if (left <= absl::ZeroDuration()) {
+    broken_ = true;  // the reply would arrive unread and answer a later command
+    return absl::DeadlineExceededError("redis: deadline passed before the reply was read");
+  }
+  redisSetTimeout(ctx_, DurationToTimeval(left));
+  return ReadOne(deadline);
+}
+
+// Formats RESP into a buffer kept between calls and writes it straight to
+// the socket: hiredis would copy every argument twice and grow (and page in)
+// a fresh buffer for each large commit. MSG_NOSIGNAL: a server that reset
+// the connection (a pooled connection to a restarted server) fails the
+// exchange instead of raising SIGPIPE; hiredis itself then only reads.
+absl::Status Connection::Append(const std::vector<const Command*>& commands, absl::Time deadline) {
   ++uses_;
   absl::Duration left = deadline - absl::Now();
   if (left <= absl::ZeroDuration()) {
     return absl::DeadlineExceededError("redis: deadline passed before the request was sent");
   }
   redisSetTimeout(ctx_, DurationToTimeval(left));
-  std::vector<const char*> argv;
-  std::vector<size_t> lens;
+  size_t size = 0;
   for (const Command* cmd : commands) {
-    argv.clear();
-    lens.clear();
+    size += 16;
+    for (const std::string& a : *cmd) size += a.size() + 24;
+  }
+  wbuf_.clear();
+  wbuf_.reserve(size);
+  char num[32];
+  auto header = [&](char kind, size_t n) {
+    wbuf_.push_back(kind);
+    wbuf_.append(num, absl::numbers_internal::FastIntToBuffer(static_cast<uint64_t>(n), num) - num);
+    wbuf_.append("\r\n", 2);
+  };
+  for (const Command* cmd : commands) {
+    header('*', cmd->size());
     for (const std::string& a : *cmd) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()) !=
-        REDIS_OK) {
-      broken_ = true;
-      return absl::InternalError(absl::StrCat("redis: cannot format a command: ", ctx_->errstr));
+      header('$', a.size());
+      wbuf_.append(a);
+      wbuf_.append("\r\n", 2);
     }
   }
-  std::vector<Reply> out;
-  out.reserve(commands.size());
-  ScopedSigpipeGuard sigpipe_guard;  // the first redisGetReply writes
-  for (size_t i = 0; i < commands.size(); ++i) {
-    void* raw = nullptr;
-    if (redisGetReply(ctx_, &raw) != REDIS_OK || raw == nullptr) {
-      broken_ = true;
-      return TransportError(ctx_, Endpoint{ctx_->tcp.host ? ctx_->tcp.host : "", ctx_->tcp.port},
-                            deadline, "request");
+  size_t off = 0;
+  while (off < wbuf_.size()) {
+    ssize_t n = ::send(ctx_->fd, wbuf_.data() + off, wbuf_.size() - off, MSG_NOSIGNAL);
+    if (n > 0) {
+      off += static_cast<size_t>(n);
+      continue;
     }
-    auto* r = static_cast<redisReply*>(raw);
-    out.push_back(Convert(r));
-    freeReplyObject(r);
+    if (n < 0 && errno == EINTR) continue;
+    broken_ = true;
+    std::string msg =
+        absl::StrCat("redis ", ctx_->tcp.host ? ctx_->tcp.host : "", ":", ctx_->tcp.port,
+                     ": request: ", n < 0 ? std::strerror(errno) : "connection closed");
+    if ((n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) || absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(msg);
+    }
+    return absl::UnavailableError(msg);
   }
+  // One commit can be megabytes: do not keep that much per idle connection.
+  if (wbuf_.capacity() > (8 << 20)) std::string().swap(wbuf_);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Reply> Connection::ReadOne(absl::Time deadline) {
+  void* raw = nullptr;
+  if (redisGetReply(ctx_, &raw) != REDIS_OK || raw == nullptr) {
+    broken_ = true;
+    return TransportError(ctx_, Endpoint{ctx_->tcp.host ? ctx_->tcp.host : "", ctx_->tcp.port},
+                          deadline, "request");
+  }
+  auto* r = static_cast<redisReply*>(raw);
+  Reply out = Convert(r);
+  freeReplyObject(r);
   return out;
 }
 

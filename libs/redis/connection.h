@@ -5,6 +5,7 @@
 // server. Only connection.cc includes hiredis.
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -32,14 +33,24 @@ class Connection {
   // DEADLINE_EXCEEDED, and nobody knows which commands Redis applied.
   absl::StatusOr<std::vector<Reply>> Exchange(const std::vector<const Command*>& commands,
                                               absl::Time deadline);
+  // The two halves of Exchange, for callers that keep commands in flight:
+  // Send writes every command out; Receive reads the oldest reply not yet
+  // read. Failures break the connection as in Exchange.
+  absl::Status Send(const std::vector<const Command*>& commands, absl::Time deadline);
+  absl::StatusOr<Reply> Receive(absl::Time deadline);
   bool broken() const { return broken_; }
+  // Replies are still on their way: nobody else may read them.
+  void Abandon() { broken_ = true; }
   // Exchanges done on this connection (0: it is fresh).
   int uses() const { return uses_; }
 
  private:
   explicit Connection(redisContext* ctx) : ctx_(ctx) {}
+  absl::Status Append(const std::vector<const Command*>& commands, absl::Time deadline);
+  absl::StatusOr<Reply> ReadOne(absl::Time deadline);
   redisContext* ctx_;
   bool broken_ = false;
+  std::string wbuf_;  // formatted commands on their way out
   int uses_ = 0;
 };
 

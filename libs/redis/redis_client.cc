@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <array>
+#include <deque>
 #include <map>
 #include <optional>
 
@@ -70,6 +71,53 @@ bool RedirectTarget(const Reply& r, Endpoint* ep) {
   return absl::SimpleAtoi(parts[2].substr(colon + 1), &ep->port);
 }
 
+class StreamImpl : public Stream {
+ public:
+  StreamImpl(Pool* pool, std::unique_ptr<Connection> conn, RedisMetrics* metrics)
+      : pool_(pool), conn_(std::move(conn)), metrics_(metrics) {}
+  ~StreamImpl() override {
+    if (!sent_.empty()) conn_->Abandon();
+    pool_->Release(std::move(conn_));
+  }
+
+  absl::Status Send(const Command& command, absl::Time deadline) override {
+    if (!done_.ok()) return done_;
+    sent_.push_back(absl::Now());
+    return Check(conn_->Send({&command}, deadline));
+  }
+
+  absl::StatusOr<Reply> Receive(absl::Time deadline) override {
+    if (!done_.ok()) return done_;
+    if (sent_.empty()) return absl::FailedPreconditionError("redis: nothing sent to receive");
+    absl::StatusOr<Reply> r = conn_->Receive(deadline);
+    if (!r.ok()) return Check(r.status());
+    metrics_->round_trips.Increment();
+    metrics_->round_trip_seconds.Observe(absl::ToDoubleSeconds(absl::Now() - sent_.front()));
+    sent_.pop_front();
+    if (Classify(*r) != Handling::kNone) {
+      // The replies behind it are as unusable: the connection goes with them.
+      if (!sent_.empty()) conn_->Abandon();
+      metrics_->Error(r->error_code() == "NOSCRIPT" ? "noscript" : "redirect");
+      return Check(absl::AbortedError(absl::StrCat("redis: ", r->str, " (send again)")));
+    }
+    return r;
+  }
+
+ private:
+  absl::Status Check(absl::Status st) {
+    if (st.ok()) return st;
+    if (!absl::IsAborted(st)) metrics_->Error(absl::IsDeadlineExceeded(st) ? "timeout" : "io");
+    done_ = st;
+    return st;
+  }
+
+  Pool* const pool_;
+  std::unique_ptr<Connection> conn_;
+  RedisMetrics* const metrics_;
+  std::deque<absl::Time> sent_;
+  absl::Status done_;
+};
+
 // Shared by both clients: the pipeline with redirects, script loading and
 // retries. Subclasses say where a slot lives and how to react to trouble.
 class ClientBase : public RedisClient {
@@ -80,6 +128,18 @@ class ClientBase : public RedisClient {
   void Register(const Script& script) override {
     absl::MutexLock lock(&scripts_mu_);
     scripts_[script.sha1()] = script.body();
+  }
+
+  absl::StatusOr<std::unique_ptr<Stream>> OpenStream(absl::string_view slot_key,
+                                                     absl::Time deadline) override {
+    absl::StatusOr<Pool*> pool = Route(KeySlot(slot_key), deadline);
+    if (!pool.ok()) return pool.status();
+    absl::StatusOr<std::unique_ptr<Connection>> conn = (*pool)->Acquire(deadline);
+    if (!conn.ok()) {
+      OnTransportError(*pool);
+      return conn.status();
+    }
+    return std::make_unique<StreamImpl>(*pool, *std::move(conn), metrics_);
   }
 
   absl::StatusOr<std::vector<Reply>> Pipeline(absl::string_view slot_key,
@@ -411,6 +471,17 @@ Command Script::Call(const std::vector<std::string>& keys,
   c.push_back(absl::StrCat(keys.size()));
   c.insert(c.end(), keys.begin(), keys.end());
   c.insert(c.end(), args.begin(), args.end());
+  return c;
+}
+
+Command Script::Call(const std::vector<std::string>& keys, std::vector<std::string>&& args) const {
+  Command c;
+  c.reserve(3 + keys.size() + args.size());
+  c.push_back("EVALSHA");
+  c.push_back(sha1_);
+  c.push_back(absl::StrCat(keys.size()));
+  c.insert(c.end(), keys.begin(), keys.end());
+  for (std::string& a : args) c.push_back(std::move(a));
   return c;
 }
 

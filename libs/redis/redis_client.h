@@ -29,6 +29,8 @@ class Script {
   const std::string& sha1() const { return sha1_; }
   // EVALSHA sha numkeys keys... args...
   Command Call(const std::vector<std::string>& keys, const std::vector<std::string>& args) const;
+  // The same, moving large arguments (payloads) instead of copying them.
+  Command Call(const std::vector<std::string>& keys, std::vector<std::string>&& args) const;
 
  private:
   std::string body_;
@@ -36,6 +38,22 @@ class Script {
 };
 
 class RedisMetrics;
+
+// Commands written one after another on one connection, their replies read
+// later in the same order, so a caller can prepare its next command while
+// Redis runs the previous one. Nothing here is retried or redirected: a
+// reply the client would have handled (MOVED, ASK, NOSCRIPT, TRYAGAIN,
+// CLUSTERDOWN, LOADING, READONLY, MASTERDOWN) comes back as ABORTED, a lost
+// connection as UNAVAILABLE or DEADLINE_EXCEEDED; either way the stream is
+// done (every later Send and Receive fails) and the caller sends what is
+// unanswered again through Pipeline(), in order. Other error replies are
+// returned as replies. Used by one thread at a time.
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  virtual absl::Status Send(const Command& command, absl::Time deadline) = 0;
+  virtual absl::StatusOr<Reply> Receive(absl::Time deadline) = 0;
+};
 
 // Talks to one Redis deployment, standalone or Cluster. Thread-safe: each call
 // takes a pooled connection for its duration.
@@ -61,6 +79,11 @@ class RedisClient {
                                                       absl::Time deadline) = 0;
 
   absl::StatusOr<Reply> Run(absl::string_view slot_key, Command command, absl::Time deadline);
+
+  // A connection of its own to the server owning the slot of `slot_key`,
+  // held until the stream is destroyed.
+  virtual absl::StatusOr<std::unique_ptr<Stream>> OpenStream(absl::string_view slot_key,
+                                                             absl::Time deadline) = 0;
 
   // Remembers a script so NOSCRIPT can be answered by loading it.
   virtual void Register(const Script& script) = 0;

@@ -239,292 +239,6 @@ void Broker::FlushWrites() {
   write_mu_.Await(absl::Condition(&done));
 }
 
-void Broker::WriterLoop() {
-  SetThreadName("sb-writer");
-  while (true) {
-    std::deque<PublishWork> works;
-    std::vector<QueuedOp> ops;
-    uint64_t taken_upto;
-    bool last_round;
-    {
-      absl::MutexLock lock(&write_mu_);
-      // Group state is one ordered stream: while refused ops wait for their
-      // retry, later ops wait behind them (an ack must not be stored before
-      // the delivery it acks). Publishes go on meanwhile.
-      auto ops_allowed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
-        return retry_ops_.empty() || stop_writer_ || absl::Now() >= retry_ops_at_;
-      };
-      auto has_work = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
-        return !publish_queue_.empty() || stop_writer_ ||
-               ((!op_queue_.empty() || !retry_ops_.empty()) && ops_allowed());
-      };
-      // Timed: refused ops are retried after a pause even with nothing new.
-      write_mu_.AwaitWithDeadline(absl::Condition(&has_work), retry_ops_at_);
-      last_round = stop_writer_;
-      if (last_round && publish_queue_.empty() && op_queue_.empty() && retry_ops_.empty()) return;
-      size_t commit_bytes = 0;
-      while (!publish_queue_.empty() &&
-             (works.empty() ||
-              commit_bytes + publish_queue_.front().bytes <= config_.max_commit_bytes)) {
-        commit_bytes += publish_queue_.front().bytes;
-        works.push_back(std::move(publish_queue_.front()));
-        publish_queue_.pop_front();
-      }
-      // queued_publish_bytes_ keeps counting these until they are committed:
-      // the bound covers the publishes in the commit as well as those queued.
-      if (ops_allowed()) {
-        // Tickets ascend: the retried ops first, then what queued since.
-        ops.swap(retry_ops_);
-        retry_ops_at_ = absl::InfiniteFuture();
-        for (QueuedOp& op : op_queue_) ops.push_back(std::move(op));
-        op_queue_.clear();
-      }
-      taken_upto = enqueued_writes_;
-    }
-    size_t taken_bytes = 0;
-    for (const PublishWork& w : works) taken_bytes += w.bytes;
-    std::vector<QueuedOp> retry = CommitOnce(works, std::move(ops));
-    absl::MutexLock lock(&write_mu_);
-    queued_publish_bytes_ -= taken_bytes;
-    metrics_->queued_publish_bytes.Set(static_cast<double>(queued_publish_bytes_));
-    if (last_round && !retry.empty() && publish_queue_.empty() && op_queue_.empty()) {
-      metrics_->group_ops_dropped.Increment(static_cast<double>(retry.size()));
-      LogError("group state changes not stored at shutdown (redeliveries may follow)",
-               {{"ops", static_cast<uint64_t>(retry.size())}});
-      retry.clear();
-    }
-    if (!retry.empty()) {
-      int failures = 0;
-      for (const QueuedOp& op : retry) failures = std::max(failures, op.failures);
-      retry_ops_ = std::move(retry);
-      retry_ops_at_ = absl::Now() + absl::Milliseconds(100) * (1 << std::min(failures + 1, 6));
-    }
-    uint64_t durable = taken_upto;
-    // Publishes left for the next commit (over max_commit_bytes).
-    if (!publish_queue_.empty()) durable = std::min(durable, publish_queue_.front().ticket - 1);
-    for (const QueuedOp& op : retry_ops_) durable = std::min(durable, op.ticket - 1);
-    for (const QueuedOp& op : op_queue_) durable = std::min(durable, op.ticket - 1);
-    durable_upto_ = std::max(durable_upto_, durable);
-  }
-}
-
-namespace {
-
-// Drops group ops made moot by a later op on the same key within one commit
-// (a delivery acked before it was ever written costs one delete, no insert).
-std::vector<QueuedOp> Coalesce(std::vector<QueuedOp>& ops) {
-  absl::flat_hash_map<std::string, size_t> last;
-  std::vector<bool> skip(ops.size(), false);
-  for (size_t i = 0; i < ops.size(); ++i) {
-    const GroupOp& op = ops[i].op;
-    std::string key;
-    switch (op.kind) {
-      case GroupOp::Kind::kSetCursor:
-        key = absl::StrCat("c\x1f", op.group.name);
-        break;
-      case GroupOp::Kind::kSetPending:
-      case GroupOp::Kind::kRemovePending:
-        key = absl::StrCat("p\x1f", op.group.name, "\x1f", op.seq);
-        break;
-      default:
-        continue;
-    }
-    auto [it, inserted] = last.try_emplace(key, i);
-    if (inserted) continue;
-    const GroupOp& prev = ops[it->second].op;
-    skip[it->second] = true;
-    // The surviving op stands for both: FlushWrites waits for the lower ticket.
-    ops[i].ticket = std::min(ops[i].ticket, ops[it->second].ticket);
-    if (op.kind == GroupOp::Kind::kRemovePending && prev.kind == GroupOp::Kind::kSetPending &&
-        prev.first_write && ops[it->second].failures == 0) {
-      // Delivered and acked within one commit: nothing to write at all.
-      skip[i] = true;
-      last.erase(it);
-      continue;
-    }
-    it->second = i;
-  }
-  std::vector<QueuedOp> out;
-  out.reserve(ops.size());
-  for (size_t i = 0; i < ops.size(); ++i) {
-    if (!skip[i]) out.push_back(std::move(ops[i]));
-  }
-  return out;
-}
-
-std::vector<GroupOp> TakeOps(std::vector<QueuedOp>& ops) {
-  std::vector<GroupOp> out;
-  out.reserve(ops.size());
-  for (QueuedOp& q : ops) out.push_back(std::move(q.op));
-  return out;
-}
-
-void GiveBackOps(std::vector<GroupOp>& from, std::vector<QueuedOp>& to) {
-  for (size_t i = 0; i < from.size(); ++i) to[i].op = std::move(from[i]);
-}
-
-}  // namespace
-
-namespace {
-
-// Ops with the same key must be stored in order: a later one may undo an
-// earlier one (ack after delivery, replay after dead-lettering, cursor after
-// the group's creation).
-std::string OrderKey(const GroupOp& op) {
-  switch (op.kind) {
-    case GroupOp::Kind::kUpsertGroup:
-    case GroupOp::Kind::kSetCursor:
-      return absl::StrCat("g\x1f", op.group.name);
-    default:
-      return absl::StrCat("s\x1f", op.group.name, "\x1f", op.seq);
-  }
-}
-
-}  // namespace
-
-std::vector<QueuedOp> Broker::CommitOpsAlone(std::vector<QueuedOp> ops, absl::Time now,
-                                             bool store_works) {
-  std::vector<QueuedOp> retry;
-  if (ops.empty()) return retry;
-  WriteBatch batch;
-  batch.ops = TakeOps(ops);
-  if (store_->Commit(batch, now).ok()) return retry;
-  GiveBackOps(batch.ops, ops);
-  // One op may be what the store refuses: apply them one by one so the
-  // others are stored. Behind a refused op, later ops on its key wait (in
-  // order) without being tried.
-  absl::flat_hash_set<std::string> held;
-  std::vector<bool> refused(ops.size(), false);
-  absl::Status last_error;
-  for (size_t i = 0; i < ops.size(); ++i) {
-    std::string key = OrderKey(ops[i].op);
-    if (held.contains(key)) continue;
-    WriteBatch one;
-    one.ops.push_back(ops[i].op);
-    absl::StatusOr<CommitResult> r = store_->Commit(one, now);
-    if (r.ok()) {
-      store_works = true;
-      ops[i].ticket = 0;  // stored
-      continue;
-    }
-    refused[i] = true;
-    last_error = r.status();
-    held.insert(std::move(key));
-  }
-  for (size_t i = 0; i < ops.size(); ++i) {
-    QueuedOp& q = ops[i];
-    if (q.ticket == 0) continue;
-    // Refusals count against an op once the store was seen storing other
-    // writes while refusing it: during an outage every op waits, however
-    // long, and nothing is dropped.
-    if (refused[i] && store_works) q.refused_while_store_worked = true;
-    if (refused[i] && q.refused_while_store_worked && ++q.failures >= config_.max_op_failures) {
-      metrics_->group_ops_dropped.Increment();
-      LogError("group state change dropped after repeated store refusals",
-               {{"group", q.op.group.name},
-                {"sequence", q.op.seq},
-                {"kind", static_cast<int>(q.op.kind)},
-                {"error", last_error.ToString()}});
-      continue;
-    }
-    retry.push_back(std::move(q));
-  }
-  return retry;
-}
-
-std::vector<QueuedOp> Broker::CommitOnce(std::deque<PublishWork>& works,
-                                         std::vector<QueuedOp> queued_ops) {
-  absl::Time now = clock_->Now();
-  std::vector<std::vector<PublishResult>> results(works.size());
-  WriteBatch batch;
-  std::vector<std::pair<size_t, size_t>> where;  // (work, index) per batch event
-  for (size_t w = 0; w < works.size(); ++w) {
-    results[w].resize(works[w].events.size());
-    for (size_t i = 0; i < works[w].events.size(); ++i) {
-      where.emplace_back(w, i);
-      batch.events.push_back(&works[w].events[i]);
-    }
-  }
-  std::vector<QueuedOp> ops = Coalesce(queued_ops);
-  std::vector<QueuedOp> retry;
-  batch.ops = TakeOps(ops);
-  batch.seq_floor = std::max(last_seq_.load(), committed_seq_.load());
-  absl::Time t0 = absl::Now();
-  absl::StatusOr<CommitResult> commit = store_->Commit(batch, now);
-  if (!commit.ok() && !batch.ops.empty()) {
-    // Group state must never fail the publishes riding with it: commit the
-    // events alone, and the ops apart (isolating any the store refuses).
-    LogWarn("store commit failed; committing events and group state apart",
-            {{"error", commit.status().ToString()}});
-    GiveBackOps(batch.ops, ops);
-    batch.ops.clear();
-    commit = batch.events.empty() ? absl::StatusOr<CommitResult>(CommitResult{})
-                                  : store_->Commit(batch, now);
-    retry = CommitOpsAlone(std::move(ops), now, !batch.events.empty() && commit.ok());
-  }
-  metrics_->commit_latency.Observe(absl::ToDoubleSeconds(absl::Now() - t0));
-  if (!commit.ok()) {
-    LogError("store commit failed", {{"error", commit.status().ToString()},
-                                     {"events", static_cast<uint64_t>(batch.events.size())}});
-    for (PublishWork& w : works)
-      w.done(
-          absl::UnavailableError(absl::StrCat("store commit failed: ", commit.status().message())));
-    return retry;
-  }
-  std::vector<EventPtr> committed;
-  committed.reserve(batch.events.size());
-  if (!batch.events.empty()) {
-    metrics_->commit_events.Observe(static_cast<double>(batch.events.size()));
-    uint64_t seq = commit->first;
-    for (size_t k = 0; k < batch.events.size(); ++k) {
-      auto [w, i] = where[k];
-      NewEvent& n = works[w].events[i];
-      if (k < commit->duplicate_of.size() && commit->duplicate_of[k] != 0) {
-        results[w][i] = PublishResult{n.id, commit->duplicate_of[k], true};
-        metrics_->duplicates.Increment();
-        continue;
-      }
-      results[w][i] = PublishResult{n.id, seq, false};
-      auto stored = std::make_shared<StoredEvent>();
-      stored->seq = seq++;
-      stored->ingest_time = now;
-      stored->type = n.type;
-      stored->payload = std::move(n.payload);
-      auto& counter = published_by_type_[stored->type];
-      if (counter == nullptr) counter = &metrics_->events_published.Add({{"type", stored->type}});
-      counter->Increment();
-      committed.push_back(std::move(stored));
-    }
-    if (!committed.empty()) {
-      RecordRate(now, committed.size());
-      uint64_t top = committed.back()->seq;
-      uint64_t seen = committed_seq_.load();
-      while (top > seen && !committed_seq_.compare_exchange_weak(seen, top)) {
-      }
-    }
-  }
-  // Subscribers first: their latency is the product; the acks follow within
-  // microseconds. On a shared store the tail thread hands every replica's
-  // appends (these included, from own_) to subscribers, in sequence order.
-  if (!committed.empty()) {
-    if (!store_->shared()) {
-      Deliver(committed);
-    } else {
-      absl::MutexLock lock(&own_mu_);
-      // Bounded: past it the tail reads them back from the store instead.
-      if (own_.size() < 100000) {
-        for (const EventPtr& ev : committed) own_.emplace(ev->seq, ev);
-      }
-    }
-  }
-  absl::Time acked = absl::Now();
-  for (size_t w = 0; w < works.size(); ++w) {
-    metrics_->publish_latency.Observe(absl::ToDoubleSeconds(acked - works[w].received));
-    works[w].done(std::move(results[w]));
-  }
-  return retry;
-}
-
 // Appended events (contiguous, ascending) into the tail cache and to the
 // subscribers.
 void Broker::Deliver(const std::vector<EventPtr>& events) {
@@ -561,13 +275,26 @@ void Broker::TailLoop() {
         while (!own_.empty() && own_.begin()->first <= last) own_.erase(own_.begin());
       };
       forget_seen();
+      if (own_.empty() && own_in_flight_ > 0) {
+        // Our commit is being applied: what appears in the store now is
+        // most likely its events, delivered from own_ when it is answered
+        // rather than read back. Others' appends before them show up as a
+        // gap below our next sequence and are read then.
+        auto answered = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(own_mu_) {
+          return !own_.empty() || own_in_flight_ == 0 || shutting_down_.load();
+        };
+        own_mu_.AwaitWithTimeout(absl::Condition(&answered), absl::Milliseconds(100));
+        forget_seen();
+        if (own_.empty() && own_in_flight_ > 0) continue;
+      }
       if (own_.empty()) {
         // A commit of ours may be on its way: a short wait saves a read.
         auto arrived = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(own_mu_) {
-          return !own_.empty() || shutting_down_.load();
+          return !own_.empty() || own_in_flight_ > 0 || shutting_down_.load();
         };
         own_mu_.AwaitWithTimeout(absl::Condition(&arrived), absl::Milliseconds(2));
         forget_seen();
+        if (own_.empty() && own_in_flight_ > 0) continue;
       }
       uint64_t next = last + 1;
       while (!own_.empty() && own_.begin()->first == next && mine.size() < 1024) {

@@ -222,6 +222,21 @@ class Broker : public SubscriptionHost {
   void HousekeepingLoop();
   // Commits the publishes and ops; returns the ops to try again later.
   std::vector<QueuedOp> CommitOnce(std::deque<PublishWork>& works, std::vector<QueuedOp> ops);
+  // Pipelined commits of publishes only (broker_writer.cc).
+  struct InFlight;
+  std::unique_ptr<InFlight> StartInFlight(std::deque<PublishWork> works, uint64_t taken_upto,
+                                          size_t taken_bytes);
+  // `newer_first_ticket`: the first ticket of a commit sent after this one
+  // (0: none), which is not durable yet.
+  void FinishInFlight(InFlight& commit, uint64_t newer_first_ticket);
+  // Around a store commit carrying publishes (shared stores: own_in_flight_).
+  void OwnCommitStarted(const std::deque<PublishWork>& works);
+  // Answers the publishers of a commit and hands its events to delivery.
+  void AnswerPublishes(std::deque<PublishWork>& works, const absl::StatusOr<CommitResult>& commit,
+                       absl::Time now);
+  // Bookkeeping after a commit: queued bytes, ops to retry, FlushWrites.
+  void AfterCommit(size_t taken_bytes, uint64_t taken_upto, std::vector<QueuedOp> retry,
+                   bool last_round, uint64_t newer_first_ticket);
   // Ops only, isolating those the store refuses; returns those to retry.
   // `store_works`: something else was stored this round, so a refusal is
   // about the op (it counts towards max_op_failures), not an outage.
@@ -272,6 +287,9 @@ class Broker : public SubscriptionHost {
   // without reading them back from the store.
   absl::Mutex own_mu_;
   std::map<uint64_t, EventPtr> own_ ABSL_GUARDED_BY(own_mu_);
+  // Commits of publishes sent and not answered: what the store appends
+  // meanwhile is most likely ours, so the tail waits rather than read it.
+  int own_in_flight_ ABSL_GUARDED_BY(own_mu_) = 0;
 
   // Tail cache: the most recent committed events, contiguous sequences.
   mutable absl::Mutex cache_mu_;

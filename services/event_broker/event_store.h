@@ -193,6 +193,14 @@ struct SharedGroupStats {
   uint64_t dead_lettered = 0;
 };
 
+// A commit handed to the store whose answer is collected later (StartCommit).
+class PendingCommit {
+ public:
+  virtual ~PendingCommit() = default;
+  // The commit's outcome, as Commit would have answered it. Called once.
+  virtual absl::StatusOr<CommitResult> Wait() = 0;
+};
+
 // Storage of the event log and of consumer-group state. The SQLite store is
 // the embedded default; a Redis Streams store implements the same interface.
 // Nothing above this interface may assume which one it is.
@@ -205,6 +213,17 @@ class EventStore {
   // An event whose source+id was appended within the dedupe window (by any
   // broker sharing the store) is not appended again.
   virtual absl::StatusOr<CommitResult> Commit(const WriteBatch& batch, absl::Time now) = 0;
+
+  // Commit in two halves, so the caller can prepare its next commit while
+  // this one is applied (a remote store: the round trip and the server's
+  // work overlap the broker's). Commits started before earlier ones are
+  // waited for are applied in the order started, unless one fails and is
+  // resent; callers pipeline only commits whose relative order does not
+  // matter to them. The batch need not outlive the call. By default the
+  // commit is applied right here.
+  virtual std::unique_ptr<PendingCommit> StartCommit(const WriteBatch& batch, absl::Time now);
+  // True when StartCommit returns before the commit is applied.
+  virtual bool pipelines_commits() const { return false; }
 
   // Up to `limit` events with seq > after_seq, ascending.
   virtual absl::StatusOr<std::vector<EventPtr>> ReadAfter(uint64_t after_seq, size_t limit) = 0;
@@ -310,6 +329,22 @@ class EventStore {
     return absl::UnimplementedError(absl::StrCat(what, ": the store is not shared"));
   }
 };
+
+namespace internal {
+class AppliedCommit : public PendingCommit {
+ public:
+  explicit AppliedCommit(absl::StatusOr<CommitResult> result) : result_(std::move(result)) {}
+  absl::StatusOr<CommitResult> Wait() override { return std::move(result_); }
+
+ private:
+  absl::StatusOr<CommitResult> result_;
+};
+}  // namespace internal
+
+inline std::unique_ptr<PendingCommit> EventStore::StartCommit(const WriteBatch& batch,
+                                                              absl::Time now) {
+  return std::make_unique<internal::AppliedCommit>(Commit(batch, now));
+}
 
 }  // namespace switchboard::broker
 

@@ -132,21 +132,30 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
 
   void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!started_ || writing_ || finished_ || ending_ || sub_ == nullptr) return;
-    std::optional<Outgoing> next = sub_->Next();
+    std::optional<Outgoing> next = std::move(following_);
+    following_.reset();
+    if (!next.has_value()) next = sub_->Next();
     if (!next.has_value()) return;
-    // No buffer_hint: a hinted write can sit in gRPC's buffer until another
-    // write flushes it, and for a group member that other write may never
-    // come (another member took the next event).
+    // A write with buffer_hint may wait in gRPC's buffer until a later write
+    // flushes it, so it is hinted only when the delivery after it is already
+    // ours (taken here): a burst goes out in few syscalls, and its last
+    // write, unhinted, flushes it. (For a group member, an event still
+    // available now may go to another member before our next write.)
+    following_ = sub_->Next();
     EncodeDelivery(*next->event, next->attempt, next->ack_id, &scratch_);
     grpc::Slice slice(scratch_);
     delivery_ = grpc::ByteBuffer(&slice, 1);
     writing_ = true;
-    StartWrite(&delivery_);
+    grpc::WriteOptions options;
+    if (following_.has_value()) options.set_buffer_hint();
+    StartWrite(&delivery_, options);
   }
 
   absl::Mutex mu_;
   std::shared_ptr<Subscription> sub_ ABSL_GUARDED_BY(mu_);
   grpc::ByteBuffer delivery_ ABSL_GUARDED_BY(mu_);
+  // The delivery to write after the one being written (see PumpLocked).
+  std::optional<Outgoing> following_ ABSL_GUARDED_BY(mu_);
   std::string scratch_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;  // initial metadata started
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;

@@ -101,18 +101,22 @@ local pend, due, own = gk .. ':pending', gk .. ':due', gk .. ':owner'
 local out = {0, 0, 0, types}
 local record = {}
 local n, bytes = 0, 0
--- The leases are written at the end, one command per key.
-local set_pend, set_due, set_own = {}, {}, {}
+-- The leases are written at the end, one command per key. Sequences,
+-- attempts and times go as strings: a Lua number handed to redis.call is
+-- printed with %.17g, which cost more than the rest of a claim.
+local set_pend, set_due, set_own, k = {}, {}, {}, 0
+local until_ms = string.format('%d', now + lease)
 local function hand(s, attempts, e)
-  set_pend[#set_pend + 1] = s
-  set_pend[#set_pend + 1] = attempts
-  set_due[#set_due + 1] = now + lease
-  set_due[#set_due + 1] = s
-  set_own[#set_own + 1] = s
-  set_own[#set_own + 1] = owner
+  k = k + 2
+  set_pend[k - 1] = s
+  set_pend[k] = attempts
+  set_due[k - 1] = until_ms
+  set_due[k] = s
+  set_own[k - 1] = s
+  set_own[k] = owner
   emit(out, s, attempts, e)
-  record[#record + 1] = s
-  record[#record + 1] = attempts
+  record[k - 1] = s
+  record[k] = attempts
   n = n + 1
   bytes = bytes + #get(e[2], 'pl')
 end
@@ -136,19 +140,19 @@ for _, s in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, max
       out[2] = out[2] + 1
       redis.call('HINCRBY', gk, 'redelivered', 1)
     end
-    hand(tonumber(s), attempts + 1, e)
+    hand(s, tostring(attempts + 1), e)
   end
 end
-local cursor = tonumber(redis.call('HGET', gk, 'cursor'))
+local cursor = redis.call('HGET', gk, 'cursor')
 local scanned = 0
 while n < max and bytes < max_bytes and scanned < max_scan do
   local batch = redis.call('XRANGE', log, '(' .. cursor .. '-0', '+', 'COUNT', 256)
   if #batch == 0 then break end
   for _, e in ipairs(batch) do
-    cursor = tonumber(string.match(e[1], '^(%d+)'))
+    cursor = string.match(e[1], '^(%d+)')
     scanned = scanned + 1
     if type_ok(get(e[2], 'ty')) then
-      hand(cursor, 1, e)
+      hand(cursor, '1', e)
       if n >= max or bytes >= max_bytes then break end
     end
   end

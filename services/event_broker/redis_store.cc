@@ -151,30 +151,119 @@ absl::Status RedisEventStore::Check() {
   return redis::ReplyStatus(*r, "ping");
 }
 
+Command RedisEventStore::WaitCommand() const {
+  // WAIT on the same connection covers this client's writes up to here.
+  int64_t wait_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.timeout) / 2);
+  return {"WAIT", absl::StrCat(options_.min_replicas), absl::StrCat(wait_ms)};
+}
+
 absl::StatusOr<Reply> RedisEventStore::Write(Command command, absl::string_view what) {
   std::vector<Command> cmds;
   cmds.push_back(std::move(command));
-  absl::Time deadline = Deadline();
-  if (options_.min_replicas > 0) {
-    // WAIT on the same connection covers this client's writes up to here.
-    int64_t wait_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.timeout) / 2);
-    cmds.push_back({"WAIT", absl::StrCat(options_.min_replicas), absl::StrCat(wait_ms)});
-  }
-  absl::StatusOr<std::vector<Reply>> r = client_->Pipeline(tag_, cmds, deadline);
+  if (options_.min_replicas > 0) cmds.push_back(WaitCommand());
+  absl::StatusOr<std::vector<Reply>> r = client_->Pipeline(tag_, cmds, Deadline());
   if (!r.ok()) return r.status();
-  if (absl::Status st = redis::ReplyStatus(r->front(), what); !st.ok()) return st;
+  return WriteOutcome(*std::move(r), what);
+}
+
+absl::StatusOr<Reply> RedisEventStore::WriteOutcome(std::vector<Reply> replies,
+                                                    absl::string_view what) const {
+  if (absl::Status st = redis::ReplyStatus(replies.front(), what); !st.ok()) return st;
   if (options_.min_replicas > 0) {
-    const Reply& wait = (*r)[1];
+    const Reply& wait = replies[1];
     if (wait.is_error() || wait.integer < options_.min_replicas) {
       return absl::UnavailableError(absl::StrCat(what, ": applied on the Redis master but only ",
                                                  wait.integer, " of ", options_.min_replicas,
                                                  " replicas confirmed it (--sync=replicated)"));
     }
   }
-  return std::move(r->front());
+  return std::move(replies.front());
 }
 
+namespace {
+
+absl::StatusOr<CommitResult> ParseCommit(absl::StatusOr<Reply> r, size_t events) {
+  if (!r.ok()) return r.status();
+  if (r->elements.size() != events + 1) {
+    return absl::InternalError("commit: unexpected reply from the commit script");
+  }
+  CommitResult result;
+  result.first = static_cast<uint64_t>(r->elements[0].integer);
+  result.duplicate_of.reserve(events);
+  for (size_t k = 1; k < r->elements.size(); ++k) {
+    result.duplicate_of.push_back(static_cast<uint64_t>(r->elements[k].integer));
+  }
+  return result;
+}
+
+}  // namespace
+
+class RedisEventStore::Pipelined : public PendingCommit {
+ public:
+  Pipelined(RedisEventStore* store, Command command, size_t events)
+      : store(store), command(std::move(command)), events(events) {}
+  absl::StatusOr<CommitResult> Wait() override { return store->FinishCommit(*this); }
+
+  RedisEventStore* const store;
+  const Command command;
+  const size_t events;
+  bool sent = false;
+  uint64_t stream_id = 0;
+  uint64_t index = 0;  // among the stream's sends
+};
+
 absl::StatusOr<CommitResult> RedisEventStore::Commit(const WriteBatch& batch, absl::Time now) {
+  return ParseCommit(Write(CommitCommand(batch, now), "commit"), batch.events.size());
+}
+
+std::unique_ptr<PendingCommit> RedisEventStore::StartCommit(const WriteBatch& batch,
+                                                            absl::Time now) {
+  auto p = std::make_unique<Pipelined>(this, CommitCommand(batch, now), batch.events.size());
+  absl::MutexLock lock(&stream_mu_);
+  if (stream_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<redis::Stream>> s = client_->OpenStream(tag_, Deadline());
+    if (!s.ok()) return p;  // Wait() sends it the retrying way
+    stream_ = *std::move(s);
+    ++stream_id_;
+    sent_ = received_ = 0;
+  }
+  absl::Status st = stream_->Send(p->command, Deadline());
+  if (st.ok() && options_.min_replicas > 0) st = stream_->Send(WaitCommand(), Deadline());
+  if (!st.ok()) {
+    stream_.reset();
+    return p;
+  }
+  p->sent = true;
+  p->stream_id = stream_id_;
+  p->index = sent_++;
+  return p;
+}
+
+absl::StatusOr<CommitResult> RedisEventStore::FinishCommit(Pipelined& p) {
+  if (p.sent) {
+    absl::MutexLock lock(&stream_mu_);
+    if (stream_ != nullptr && p.stream_id == stream_id_ && p.index == received_) {
+      ++received_;
+      std::vector<Reply> replies;
+      absl::Status st;
+      for (int i = 0; i < (options_.min_replicas > 0 ? 2 : 1) && st.ok(); ++i) {
+        absl::StatusOr<Reply> r = stream_->Receive(Deadline());
+        if (r.ok()) {
+          replies.push_back(*std::move(r));
+        } else {
+          st = r.status();
+        }
+      }
+      if (st.ok()) return ParseCommit(WriteOutcome(std::move(replies), "commit"), p.events);
+    }
+    // The stream is behind us or broken: later commits sent on it are
+    // resent too (each with its own token), in the order they are waited for.
+    stream_.reset();
+  }
+  return ParseCommit(Write(p.command, "commit"), p.events);
+}
+
+Command RedisEventStore::CommitCommand(const WriteBatch& batch, absl::Time now) const {
   std::vector<std::string> args;
   args.reserve(6 + batch.events.size() * 5 + batch.ops.size() * 4);
   args.push_back(tag_);
@@ -224,18 +313,7 @@ absl::StatusOr<CommitResult> RedisEventStore::Commit(const WriteBatch& batch, ab
         break;
     }
   }
-  absl::StatusOr<Reply> r = Write(commit_.Call({Key("seq")}, args), "commit");
-  if (!r.ok()) return r.status();
-  if (r->elements.size() != batch.events.size() + 1) {
-    return absl::InternalError("commit: unexpected reply from the commit script");
-  }
-  CommitResult result;
-  result.first = static_cast<uint64_t>(r->elements[0].integer);
-  result.duplicate_of.reserve(batch.events.size());
-  for (size_t k = 1; k < r->elements.size(); ++k) {
-    result.duplicate_of.push_back(static_cast<uint64_t>(r->elements[k].integer));
-  }
-  return result;
+  return commit_.Call({Key("seq")}, std::move(args));
 }
 
 absl::StatusOr<std::vector<EventPtr>> RedisEventStore::ReadAfter(uint64_t after_seq, size_t limit) {

@@ -5,7 +5,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "libs/redis/redis_client.h"
 #include "services/event_broker/event_store.h"
@@ -49,6 +51,12 @@ class RedisEventStore : public EventStore {
   absl::Status Check() override;
 
   absl::StatusOr<CommitResult> Commit(const WriteBatch& batch, absl::Time now) override;
+  // Sent on a connection kept for commits, the reply read by Wait(). A
+  // commit whose reply cannot be read there (lost connection, redirect,
+  // NOSCRIPT, or waited for out of order) is sent again through the
+  // retrying path with the same token: applied once either way.
+  std::unique_ptr<PendingCommit> StartCommit(const WriteBatch& batch, absl::Time now) override;
+  bool pipelines_commits() const override { return true; }
   bool shared() const override { return true; }
   absl::StatusOr<std::vector<EventPtr>> WaitForAppends(uint64_t after_seq, size_t limit,
                                                        absl::Duration timeout) override;
@@ -88,10 +96,18 @@ class RedisEventStore : public EventStore {
   uint64_t StorageBytes() override;
 
  private:
+  class Pipelined;
+
   std::string Key(absl::string_view suffix) const;
   absl::Time Deadline() const { return absl::Now() + options_.timeout; }
   // Runs a write followed by WAIT when min_replicas asks for it.
   absl::StatusOr<redis::Reply> Write(redis::Command command, absl::string_view what);
+  // The write's reply, or its error, or WAIT's shortfall.
+  absl::StatusOr<redis::Reply> WriteOutcome(std::vector<redis::Reply> replies,
+                                            absl::string_view what) const;
+  redis::Command WaitCommand() const;
+  redis::Command CommitCommand(const WriteBatch& batch, absl::Time now) const;
+  absl::StatusOr<CommitResult> FinishCommit(Pipelined& commit);
   // A group script taking prefix, group (encoded) and `args`. Group state
   // is not WAITed for: a change lost in a failover means a redelivery, never
   // a lost event.
@@ -112,6 +128,14 @@ class RedisEventStore : public EventStore {
   const redis::Script revive_;
   const redis::Script still_held_;
   std::atomic<uint64_t> loads_published_{0};
+
+  // The connection pipelined commits travel on; replies are read in the
+  // order sent (`received_` of `sent_`).
+  absl::Mutex stream_mu_;
+  std::unique_ptr<redis::Stream> stream_ ABSL_GUARDED_BY(stream_mu_);
+  uint64_t stream_id_ ABSL_GUARDED_BY(stream_mu_) = 0;
+  uint64_t sent_ ABSL_GUARDED_BY(stream_mu_) = 0;
+  uint64_t received_ ABSL_GUARDED_BY(stream_mu_) = 0;
 };
 
 }  // namespace switchboard::broker
