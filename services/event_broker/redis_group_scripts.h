@@ -14,6 +14,8 @@
 // keys can be another's.
 // Times are milliseconds of the brokers' clocks.
 
+#include "services/event_broker/redis_scripts.h"  // SWITCHBOARD_LUA_UNPACK_E
+
 namespace switchboard::broker::redis_scripts {
 
 // Refuses sequences the group never handed out (after its cursor and not
@@ -40,24 +42,21 @@ namespace switchboard::broker::redis_scripts {
 // `owner`: first those due again (dead-lettering those out of deliveries),
 // then new matching events after the cursor. A claim retried with the same
 // token gets the same deliveries again. Returns {dead, redelivered, more,
-// types, {seq attempt ingest_us type payload}*}.
-inline constexpr char kClaim[] = R"lua(
+// types, {seq attempt type e}*}, `e` the entry's packed value.
+inline constexpr char kClaim[] = SWITCHBOARD_LUA_UNPACK_E R"lua(
 local p, log = ARGV[1], KEYS[1]
 local g, owner = ARGV[2], ARGV[3]
 local now, lease, max, max_scan = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local max_bytes = tonumber(ARGV[13])
 local gk = p .. ':g:' .. g
-local function get(f, name)
-  for k = 1, #f, 2 do if f[k] == name then return f[k + 1] end end
-  return ''
-end
+-- An entry's fields are ty <type> e <packed> (the commit script writes no
+-- others), so they are taken by position.
 local function emit(out, s, attempts, e)
   local f = e[2]
   out[#out + 1] = s
   out[#out + 1] = attempts
-  out[#out + 1] = get(f, 'in')
-  out[#out + 1] = get(f, 'ty')
-  out[#out + 1] = get(f, 'pl')
+  out[#out + 1] = f[2]
+  out[#out + 1] = f[4]
 end
 local tk = p .. ':claim:' .. ARGV[12]
 local done = redis.call('GET', tk)
@@ -118,7 +117,7 @@ local function hand(s, attempts, e)
   record[k - 1] = s
   record[k] = attempts
   n = n + 1
-  bytes = bytes + #get(e[2], 'pl')
+  bytes = bytes + #e[2][4]
 end
 for _, s in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, max)) do
   if n >= max or bytes >= max_bytes then break end
@@ -130,9 +129,10 @@ for _, s in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, max
     redis.call('HDEL', own, s)
     if e then
       local f = e[2]
+      local ingest, _, _, _, pl = unpack_e(f[4])
       redis.call('ZADD', gk .. ':dead', s, s)
-      redis.call('HSET', gk .. ':dl:' .. s, 'a', attempts, 'd', ARGV[4] .. '000', 'i', get(f, 'in'),
-                 't', get(f, 'ty'), 'p', get(f, 'pl'))
+      redis.call('HSET', gk .. ':dl:' .. s, 'a', attempts, 'd', ARGV[4] .. '000', 'i', ingest,
+                 't', f[2], 'p', pl)
       out[1] = out[1] + 1
     end
   else
@@ -151,7 +151,7 @@ while n < max and bytes < max_bytes and scanned < max_scan do
   for _, e in ipairs(batch) do
     cursor = string.match(e[1], '^(%d+)')
     scanned = scanned + 1
-    if type_ok(get(e[2], 'ty')) then
+    if type_ok(e[2][2]) then
       hand(cursor, '1', e)
       if n >= max or bytes >= max_bytes then break end
     end

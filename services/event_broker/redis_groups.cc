@@ -72,15 +72,16 @@ absl::StatusOr<ClaimResult> RedisEventStore::Claim(const ClaimRequest& req, absl
   out.redelivered = static_cast<uint32_t>(AsU64(r->elements[1]));
   out.more = AsU64(r->elements[2]) != 0;
   if (!r->elements[3].str.empty()) out.types = absl::StrSplit(r->elements[3].str, ',');
-  for (size_t i = 4; i + 4 < r->elements.size(); i += 5) {
+  for (size_t i = 4; i + 3 < r->elements.size(); i += 4) {
     auto ev = std::make_shared<StoredEvent>();
     ev->seq = AsU64(r->elements[i]);
     if (ev->seq == 0) return absl::InternalError("claim: a delivery without a sequence");
     int64_t ingest = 0;
-    (void)absl::SimpleAtoi(r->elements[i + 2].str, &ingest);
+    ev->type = std::move(r->elements[i + 2].str);
+    if (!UnpackEntry(std::move(r->elements[i + 3].str), &ingest, &ev->payload)) {
+      return absl::InternalError("claim: a malformed log entry");
+    }
     ev->ingest_time = absl::FromUnixMicros(ingest);
-    ev->type = std::move(r->elements[i + 3].str);
-    ev->payload = std::move(r->elements[i + 4].str);
     out.deliveries.push_back(
         ClaimedDelivery{std::move(ev), static_cast<uint32_t>(AsU64(r->elements[i + 1]))});
   }

@@ -5,7 +5,10 @@
 // deployment's tag "{prefix}" (ARGV[1]), so they share one Cluster slot and a
 // script may touch any of them. Keys:
 //   P:seq               last sequence ever assigned (never decreases)
-//   P:log               stream; entry id "<seq>-0", fields ty in tm co su pl
+//   P:log               stream; entry id "<seq>-0", two fields: ty <type> and
+//                       e "<ingest_us>,<time_us>,<#corr>,<#subject>;"<corr>
+//                       <subject><payload> (one value, not six: every field
+//                       costs an object in XADD and a Lua string in reads)
 //   P:types             set of types present
 //   P:ix:tb:<type>      zset of the blocks of 64 sequences (seq // 64) holding
 //                       that type: one member per block, not per event (a
@@ -22,13 +25,23 @@
 
 namespace switchboard::broker::redis_scripts {
 
+// Splits an entry's `e` value: ingest_us, time_us, corr, subject, payload.
+#define SWITCHBOARD_LUA_UNPACK_E                                                        \
+  "local function unpack_e(e)\n"                                                        \
+  "  local i, t, cl, sl, pos = string.match(e, '^(%d+),(%-?%d+),(%d+),(%d+);()')\n"     \
+  "  if not pos then return '0', '0', '', '', '' end\n"                                 \
+  "  cl, sl = tonumber(cl), tonumber(sl)\n"                                             \
+  "  return i, t, string.sub(e, pos, pos + cl - 1),\n"                                  \
+  "         string.sub(e, pos + cl, pos + cl + sl - 1), string.sub(e, pos + cl + sl)\n" \
+  "end\n"
+
 // Appends events and applies group ops atomically, skipping events whose
 // dedupe key was appended within the window (by any broker). A commit
 // retried with the same token (after a lost connection) is answered from the
 // first run. KEYS[1] = P:seq. ARGV: prefix token token_ttl_ms now_us
-// index_ttl_ms dedupe_ms seq_floor n_events {type corr subject time_us
-// dedupe_key payload}*n n_ops {kind group args...}*. Returns {first, dup_1..dup_n}:
-// dup_k is 0 for an appended event, else the sequence it duplicates.
+// index_ttl_ms dedupe_ms seq_floor n_events {type corr subject dedupe_key
+// e}*n n_ops {kind group args...}*, `e` the entry's packed value (above). Returns {first,
+// dup_1..dup_n}: dup_k is 0 for an appended event, else the sequence it duplicates.
 inline constexpr char kCommit[] = R"lua(
 local p = ARGV[1]
 local tok = p .. ':commit:' .. ARGV[2]
@@ -43,7 +56,7 @@ local base = 9
 local result = {0}
 local first_in_batch, count = {}, 0
 for k = 1, n do
-  local dkey = ARGV[base + (k - 1) * 6 + 4]
+  local dkey = ARGV[base + (k - 1) * 5 + 3]
   local dup = 0
   if dkey ~= '' and dedupe_ms > 0 then
     if first_in_batch[dkey] then
@@ -77,17 +90,12 @@ if count > 0 then
     t[#t + 1] = seq
   end
   for k = 1, n do
-    local i = base + (k - 1) * 6
+    local i = base + (k - 1) * 5
     if result[k + 1] == 0 then
       seq = seq + 1
       seq_of[k] = seq
-      local ty, co, su, tm, dkey, pl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-      -- empty fields are left out: readers take a missing one as empty
-      if co == '' and su == '' then
-        redis.call('XADD', log, seq .. '-0', 'ty', ty, 'in', now, 'tm', tm, 'pl', pl)
-      else
-        redis.call('XADD', log, seq .. '-0', 'ty', ty, 'in', now, 'tm', tm, 'co', co, 'su', su, 'pl', pl)
-      end
+      local ty, co, su, dkey = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+      redis.call('XADD', log, seq .. '-0', 'ty', ty, 'e', ARGV[i + 4])
       local b, t = math.floor(seq / 64), blocks[ty]
       if not t then
         blocks[ty] = {b, b}
@@ -118,7 +126,7 @@ if count > 0 then
     redis.call('SADD', p .. ':types', ty)
   end
 end
-local i = base + n * 6
+local i = base + n * 5
 local nops = tonumber(ARGV[i])
 i = i + 1
 for k = 1, nops do
@@ -160,13 +168,14 @@ return result
 )lua";
 
 // Ingest time of the entry at or after seq `s` (nil past the end).
-#define SWITCHBOARD_LUA_INGEST_AT                                                  \
-  "local function ingest_at(log, s)\n"                                             \
-  "  local e = redis.call('XRANGE', log, s .. '-0', '+', 'COUNT', 1)[1]\n"         \
-  "  if not e then return nil end\n"                                               \
-  "  local f = e[2]\n"                                                             \
-  "  for k = 1, #f, 2 do if f[k] == 'in' then return tonumber(f[k + 1]) end end\n" \
-  "  return 0\n"                                                                   \
+#define SWITCHBOARD_LUA_INGEST_AT                                                                \
+  "local function ingest_at(log, s)\n"                                                           \
+  "  local e = redis.call('XRANGE', log, s .. '-0', '+', 'COUNT', 1)[1]\n"                       \
+  "  if not e then return nil end\n"                                                             \
+  "  local f = e[2]\n"                                                                           \
+  "  for k = 1, #f, 2 do if f[k] == 'e' then return tonumber(string.match(f[k + 1], '^(%d+)')) " \
+  "end end\n"                                                                                    \
+  "  return 0\n"                                                                                 \
   "end\n"
 
 // The first sequence in [lo, hi) ingested at or after target (hi if none):
@@ -222,7 +231,7 @@ return deleted
 // payload .... Walks the most selective index (correlation id, subject, the
 // matching types, else the log) and filters on the rest, looking at no
 // more than `budget` candidates per call.
-inline constexpr char kQuery[] = R"lua(
+inline constexpr char kQuery[] = SWITCHBOARD_LUA_UNPACK_E R"lua(
 local p, log = ARGV[1], KEYS[1]
 local limit, before = tonumber(ARGV[2]), tonumber(ARGV[3])
 local since = nil
@@ -252,13 +261,14 @@ local function consider(e)
   local f = e[2]
   local ty = get(f, 'ty')
   if not type_ok(ty) then return false end
-  if corr ~= '' and get(f, 'co') ~= corr then return false end
-  if subj ~= '' and get(f, 'su') ~= subj then return false end
-  if since and tonumber(get(f, 'tm')) < since then return false end
+  local ingest, tm, co, su, pl = unpack_e(get(f, 'e'))
+  if corr ~= '' and co ~= corr then return false end
+  if subj ~= '' and su ~= subj then return false end
+  if since and tonumber(tm) < since then return false end
   out[#out + 1] = string.match(e[1], '^(%d+)')
-  out[#out + 1] = get(f, 'in')
+  out[#out + 1] = ingest
   out[#out + 1] = ty
-  out[#out + 1] = get(f, 'pl')
+  out[#out + 1] = pl
   return #out >= 4 * limit
 end
 local index = nil

@@ -46,10 +46,8 @@ EventPtr FromEntry(Reply& entry) {
     const std::string& name = f[k].str;
     if (name == "ty") {
       type = std::move(f[k + 1].str);
-    } else if (name == "in") {
-      (void)absl::SimpleAtoi(f[k + 1].str, &ingest);
-    } else if (name == "pl") {
-      payload = std::move(f[k + 1].str);
+    } else if (name == "e") {
+      if (!UnpackEntry(std::move(f[k + 1].str), &ingest, &payload)) return nullptr;
     }
   }
   return MakeEvent(seq, ingest, std::move(type), std::move(payload));
@@ -67,6 +65,27 @@ absl::StatusOr<std::vector<EventPtr>> FromEntries(absl::StatusOr<Reply> r, absl:
 }
 
 }  // namespace
+
+std::string PackEntry(int64_t ingest_us, const NewEvent& ev) {
+  return absl::StrCat(ingest_us, ",", ev.time_us, ",", ev.correlation_id.size(), ",",
+                      ev.subject.size(), ";", ev.correlation_id, ev.subject, ev.payload);
+}
+
+bool UnpackEntry(std::string packed, int64_t* ingest_us, std::string* payload) {
+  size_t head = packed.find(';');
+  if (head == std::string::npos) return false;
+  std::vector<absl::string_view> parts =
+      absl::StrSplit(absl::string_view(packed).substr(0, head), ',');
+  uint64_t corr = 0, subject = 0;
+  if (parts.size() != 4 || !absl::SimpleAtoi(parts[0], ingest_us) ||
+      !absl::SimpleAtoi(parts[2], &corr) || !absl::SimpleAtoi(parts[3], &subject) ||
+      head + 1 + corr + subject > packed.size()) {
+    return false;
+  }
+  packed.erase(0, head + 1 + corr + subject);
+  *payload = std::move(packed);
+  return true;
+}
 
 std::string RandomToken() {
   static thread_local absl::BitGen gen;
@@ -276,13 +295,13 @@ Command RedisEventStore::CommitCommand(const WriteBatch& batch, absl::Time now) 
   args.push_back(absl::StrCat(absl::ToInt64Milliseconds(options_.dedupe_window)));
   args.push_back(absl::StrCat(batch.seq_floor));
   args.push_back(absl::StrCat(batch.events.size()));
+  const int64_t now_us = ToMicros(now);
   for (const NewEvent* ev : batch.events) {
     args.push_back(ev->type);
     args.push_back(ev->correlation_id);
     args.push_back(ev->subject);
-    args.push_back(absl::StrCat(ev->time_us));
     args.push_back(ev->client_id ? DedupeKey(ev->source, ev->id) : "");
-    args.push_back(ev->payload);
+    args.push_back(PackEntry(now_us, *ev));
   }
   args.push_back(absl::StrCat(batch.ops.size()));
   for (const GroupOp& op : batch.ops) {

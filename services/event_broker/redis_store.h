@@ -37,6 +37,12 @@ std::string DecodeGroupName(absl::string_view encoded);
 // 32 random hex digits: the idempotency token of a commit or claim script.
 std::string RandomToken();
 
+// A log entry's packed value (redis_scripts.h): what history filters and
+// readers need besides the type, in one field.
+std::string PackEntry(int64_t ingest_us, const NewEvent& event);
+// Ingest time and payload back from a packed value; false if malformed.
+bool UnpackEntry(std::string packed, int64_t* ingest_us, std::string* payload);
+
 // Checks a --redis_prefix: letters, digits and "_-.:", 1 to 64 of them.
 absl::Status ValidateRedisPrefix(const std::string& prefix);
 
