@@ -4,6 +4,7 @@
 // MemoryEventStore, the in-memory fake of a shared store for unit tests
 // (every Open() of a test is a store over that test's one MemoryStoreState,
 // like replicas sharing one Redis).
+#include <algorithm>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -621,6 +622,60 @@ TEST_P(EventStoreConformance, ReplicasSharingTheStoreNeverReuseSequences) {
 
 // Groups on a shared store: leases, acks, redelivery, dead letters. (The
 // embedded store's groups are LocalGroup's, tested in broker_test.)
+// Claims alternating between replicas (each one's view of the group goes
+// stale whenever the other claims), with events appended in between (a
+// store that read ahead to the end of the log must still see them) and
+// leases running out (redeliveries fill a claim before new events do):
+// every matching event is handed out for the first time exactly once.
+TEST_P(EventStoreConformance, ClaimsAlternatingBetweenReplicasMissAndRepeatNothing) {
+  if (!shared_by_processes()) GTEST_SKIP() << "the embedded store keeps groups in the broker";
+  auto a = Open();
+  auto b = Open();
+  std::vector<uint64_t> want;
+  uint64_t appended = 0;
+  auto append = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      bool match = (appended + i) % 3 != 1;
+      uint64_t seq = Append(*a, {MakeEvent(match ? "order.paid" : "cart.x")});
+      if (match) want.push_back(seq);
+    }
+    appended += n;
+  };
+  append(40);
+  ClaimRequest req;
+  req.group = GroupRecord{"alt", {"order.*"}, 0, 100};
+  req.lease = absl::Seconds(10);
+  std::vector<uint64_t> first;
+  int redelivered = 0;
+  absl::Time now = absl::Now();
+  for (int round = 0; round < 300; ++round) {
+    EventStore& store = round % 3 == 2 ? *b : *a;  // a twice, then b
+    req.owner = &store == a.get() ? "replica-a" : "replica-b";
+    req.max = 1 + round % 4;
+    // Now and then every lease runs out: the next claims start with those.
+    if (round % 10 == 9) now += absl::Seconds(11);
+    absl::StatusOr<ClaimResult> r = store.Claim(req, now);
+    ASSERT_TRUE(r.ok()) << r.status();
+    std::vector<uint64_t> ack;
+    for (const ClaimedDelivery& d : r->deliveries) {
+      EXPECT_EQ(d.event->type, "order.paid");
+      if (d.attempt == 1) {
+        first.push_back(d.event->seq);
+      } else {
+        ++redelivered;
+      }
+      // Some are left to run out of their lease.
+      if (round % 5 != 0 || d.attempt > 1) ack.push_back(d.event->seq);
+    }
+    if (!ack.empty()) ASSERT_TRUE(store.AckDeliveries("alt", ack).ok());
+    if (round == 30 || round == 60) append(25);
+    if (round > 100 && r->deliveries.empty() && !r->more) break;
+  }
+  std::sort(first.begin(), first.end());
+  EXPECT_EQ(first, want);
+  EXPECT_GT(redelivered, 0) << "the test meant leases to run out";
+}
+
 TEST_P(EventStoreConformance, SharedGroupsLeaseAckAndRedeliver) {
   if (!shared_by_processes()) GTEST_SKIP() << "the embedded store keeps groups in the broker";
   auto a = Open();

@@ -41,8 +41,17 @@ namespace switchboard::broker::redis_scripts {
 // leases up to `max` deliveries (and about max_bytes of payload) to
 // `owner`: first those due again (dead-lettering those out of deliveries),
 // then new matching events after the cursor. A claim retried with the same
-// token gets the same deliveries again. Returns {dead, redelivered, more,
-// types, {seq attempt type e}*}, `e` the entry's packed value.
+// token gets the same deliveries again.
+// With more arguments, expect_cursor expect_types new_cursor seq*: the new
+// events were chosen by the caller, who read the log after expect_cursor
+// itself (a plain XRANGE: no payload passes through Lua). The group must
+// exist with that cursor and filter (else {-1, cursor, types}, nothing
+// changed: the caller may read again from there); the given
+// sequences are leased (as many as fit) and the cursor moves to new_cursor,
+// or to the last one leased when not all fit.
+// Returns {dead, redelivered, more, types, cursor, given_leased,
+// {seq attempt type e}*}, `e` the entry's packed value: the due ones (all
+// of them when the claim is a retry of one already applied).
 inline constexpr char kClaim[] = SWITCHBOARD_LUA_UNPACK_E R"lua(
 local p, log = ARGV[1], KEYS[1]
 local g, owner = ARGV[2], ARGV[3]
@@ -58,6 +67,7 @@ local function emit(out, s, attempts, e)
   out[#out + 1] = f[2]
   out[#out + 1] = f[4]
 end
+local given = #ARGV > 13
 local tk = p .. ':claim:' .. ARGV[12]
 local done = redis.call('GET', tk)
 if done then
@@ -66,13 +76,18 @@ if done then
   for v in string.gmatch(done, '[^,]+') do head[#head + 1] = v end
   out[1], out[2], out[3] = tonumber(head[1]), tonumber(head[2]), tonumber(head[3])
   out[4] = redis.call('HGET', gk, 'types') or ''
+  out[5] = redis.call('HGET', gk, 'cursor') or '0'
+  out[6] = 0
   for i = 4, #head, 2 do
     local e = redis.call('XRANGE', log, head[i] .. '-0', head[i] .. '-0')[1]
     if e then emit(out, tonumber(head[i]), tonumber(head[i + 1]), e) end
   end
   return out
 end
-if redis.call('EXISTS', gk) == 0 then
+if given then
+  local cur = redis.call('HMGET', gk, 'cursor', 'types')
+  if cur[1] ~= ARGV[14] or cur[2] ~= ARGV[15] then return {-1, cur[1] or '', cur[2] or ''} end
+elseif redis.call('EXISTS', gk) == 0 then
   redis.call('SADD', p .. ':groups', g)
   redis.call('HSET', gk, 'cursor', ARGV[9], 'redelivered', 0, 'types', ARGV[8])
 elseif ARGV[11] == '1' then
@@ -97,7 +112,7 @@ local function type_ok(ty)
   return false
 end
 local pend, due, own = gk .. ':pending', gk .. ':due', gk .. ':owner'
-local out = {0, 0, 0, types}
+local out = {0, 0, 0, types, '', 0}
 local record = {}
 local n, bytes = 0, 0
 -- The leases are written at the end, one command per key. Sequences,
@@ -113,11 +128,13 @@ local function hand(s, attempts, e)
   set_due[k] = s
   set_own[k - 1] = s
   set_own[k] = owner
-  emit(out, s, attempts, e)
   record[k - 1] = s
   record[k] = attempts
   n = n + 1
-  bytes = bytes + #e[2][4]
+  if e then  -- (given events travel outside Lua)
+    emit(out, s, attempts, e)
+    bytes = bytes + #e[2][4]
+  end
 end
 for _, s in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, max)) do
   if n >= max or bytes >= max_bytes then break end
@@ -145,6 +162,20 @@ for _, s in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, max
 end
 local cursor = redis.call('HGET', gk, 'cursor')
 local scanned = 0
+if given then
+  local all = true
+  for i = 17, #ARGV do
+    if n >= max then
+      all = false
+      break
+    end
+    hand(ARGV[i], '1', nil)
+    cursor = ARGV[i]
+    out[6] = out[6] + 1
+  end
+  if all then cursor = ARGV[16] else out[3] = 1 end
+  max_scan = 0  -- the caller scanned
+end
 while n < max and bytes < max_bytes and scanned < max_scan do
   local batch = redis.call('XRANGE', log, '(' .. cursor .. '-0', '+', 'COUNT', 256)
   if #batch == 0 then break end
@@ -159,12 +190,13 @@ while n < max and bytes < max_bytes and scanned < max_scan do
   if #batch < 256 then break end
 end
 redis.call('HSET', gk, 'cursor', cursor)
+out[5] = cursor
 if n > 0 then
   redis.call('HSET', pend, unpack(set_pend))
   redis.call('ZADD', due, unpack(set_due))
   redis.call('HSET', own, unpack(set_own))
 end
-if n >= max or bytes >= max_bytes or scanned >= max_scan then out[3] = 1 end
+if n >= max or bytes >= max_bytes or (not given and scanned >= max_scan) then out[3] = 1 end
 if #record > 0 or out[1] > 0 then
   redis.call('SET', tk, out[1] .. ',' .. out[2] .. ',' .. out[3] ..
              (#record > 0 and (',' .. table.concat(record, ',')) or ''), 'PX', 60000)

@@ -53,7 +53,10 @@ EventPtr FromEntry(Reply& entry) {
   return MakeEvent(seq, ingest, std::move(type), std::move(payload));
 }
 
-absl::StatusOr<std::vector<EventPtr>> FromEntries(absl::StatusOr<Reply> r, absl::string_view what) {
+}  // namespace
+
+absl::StatusOr<std::vector<EventPtr>> EventsFromEntries(absl::StatusOr<Reply> r,
+                                                        absl::string_view what) {
   if (!r.ok()) return r.status();
   if (absl::Status st = redis::ReplyStatus(*r, what); !st.ok()) return st;
   std::vector<EventPtr> out;
@@ -63,8 +66,6 @@ absl::StatusOr<std::vector<EventPtr>> FromEntries(absl::StatusOr<Reply> r, absl:
   }
   return out;
 }
-
-}  // namespace
 
 std::string PackEntry(int64_t ingest_us, const NewEvent& ev) {
   return absl::StrCat(ingest_us, ",", ev.time_us, ",", ev.correlation_id.size(), ",",
@@ -336,11 +337,11 @@ Command RedisEventStore::CommitCommand(const WriteBatch& batch, absl::Time now) 
 }
 
 absl::StatusOr<std::vector<EventPtr>> RedisEventStore::ReadAfter(uint64_t after_seq, size_t limit) {
-  return FromEntries(client_->Run(tag_,
-                                  {"XRANGE", Key("log"), absl::StrCat("(", after_seq, "-0"), "+",
-                                   "COUNT", absl::StrCat(std::max<size_t>(limit, 1))},
-                                  Deadline()),
-                     "read events");
+  return EventsFromEntries(client_->Run(tag_,
+                                        {"XRANGE", Key("log"), absl::StrCat("(", after_seq, "-0"),
+                                         "+", "COUNT", absl::StrCat(std::max<size_t>(limit, 1))},
+                                        Deadline()),
+                           "read events");
 }
 
 absl::StatusOr<std::vector<EventPtr>> RedisEventStore::WaitForAppends(uint64_t after_seq,
@@ -359,13 +360,13 @@ absl::StatusOr<std::vector<EventPtr>> RedisEventStore::WaitForAppends(uint64_t a
   // [[key, [entries...]]]
   Reply& stream = r->elements[0];
   if (stream.elements.size() < 2) return std::vector<EventPtr>();
-  return FromEntries(std::move(stream.elements[1]), "wait for appends");
+  return EventsFromEntries(std::move(stream.elements[1]), "wait for appends");
 }
 
 absl::StatusOr<EventPtr> RedisEventStore::ReadOne(uint64_t seq) {
   std::string id = absl::StrCat(seq, "-0");
-  absl::StatusOr<std::vector<EventPtr>> evs =
-      FromEntries(client_->Run(tag_, {"XRANGE", Key("log"), id, id}, Deadline()), "read event");
+  absl::StatusOr<std::vector<EventPtr>> evs = EventsFromEntries(
+      client_->Run(tag_, {"XRANGE", Key("log"), id, id}, Deadline()), "read event");
   if (!evs.ok()) return evs.status();
   if (evs->empty()) return absl::NotFoundError(absl::StrCat("event ", seq, " is not stored"));
   return evs->front();

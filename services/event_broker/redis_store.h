@@ -3,9 +3,11 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -42,6 +44,9 @@ std::string RandomToken();
 std::string PackEntry(int64_t ingest_us, const NewEvent& event);
 // Ingest time and payload back from a packed value; false if malformed.
 bool UnpackEntry(std::string packed, int64_t* ingest_us, std::string* payload);
+// The events of an XRANGE/XREAD reply (entries [id, [field, value, ...]]).
+absl::StatusOr<std::vector<EventPtr>> EventsFromEntries(absl::StatusOr<redis::Reply> r,
+                                                        absl::string_view what);
 
 // Checks a --redis_prefix: letters, digits and "_-.:", 1 to 64 of them.
 absl::Status ValidateRedisPrefix(const std::string& prefix);
@@ -134,6 +139,21 @@ class RedisEventStore : public EventStore {
   const redis::Script revive_;
   const redis::Script still_held_;
   std::atomic<uint64_t> loads_published_{0};
+
+  // Per group, the cursor and stored filter this store's last claim saw,
+  // and the log entries after that cursor it read then (read_ahead).
+  struct ClaimView {
+    uint64_t cursor = 0;
+    std::string types;
+    std::vector<EventPtr> ahead;
+    bool read_ahead = false;
+  };
+  // One claim: the reading way with `view`, else scanning in the script.
+  // Empty when the group was not as `view` says (claim_views_ updated).
+  absl::StatusOr<std::optional<ClaimResult>> ClaimOnce(const ClaimRequest& req, absl::Time now,
+                                                       std::optional<ClaimView> view);
+  absl::Mutex claim_mu_;
+  absl::flat_hash_map<std::string, ClaimView> claim_views_ ABSL_GUARDED_BY(claim_mu_);
 
   // The connection pipelined commits travel on; replies are read in the
   // order sent (`received_` of `sent_`).
