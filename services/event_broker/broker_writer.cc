@@ -336,27 +336,38 @@ void Broker::AnswerPublishes(std::deque<PublishWork>& works,
     metrics_->commit_events.Observe(static_cast<double>(n));
     uint64_t seq = commit->first;
     size_t k = 0;
+    // Per-type counters are bumped once per run of one type, not per event.
+    prometheus::Counter* run_counter = nullptr;
+    double run = 0;
     for (size_t w = 0; w < works.size(); ++w) {
       results[w].resize(works[w].events.size());
       for (size_t i = 0; i < works[w].events.size(); ++i, ++k) {
         NewEvent& e = works[w].events[i];
         if (k < commit->duplicate_of.size() && commit->duplicate_of[k] != 0) {
-          results[w][i] = PublishResult{e.id, commit->duplicate_of[k], true};
+          results[w][i] = PublishResult{std::move(e.id), commit->duplicate_of[k], true};
           metrics_->duplicates.Increment();
           continue;
         }
-        results[w][i] = PublishResult{e.id, seq, false};
+        results[w][i] = PublishResult{std::move(e.id), seq, false};
         auto stored = std::make_shared<StoredEvent>();
         stored->seq = seq++;
         stored->ingest_time = now;
-        stored->type = e.type;
+        stored->type = std::move(e.type);
         stored->payload = std::move(e.payload);
-        auto& counter = published_by_type_[stored->type];
-        if (counter == nullptr) counter = &metrics_->events_published.Add({{"type", stored->type}});
-        counter->Increment();
+        if (committed.empty() || committed.back()->type != stored->type) {
+          if (run_counter != nullptr) run_counter->Increment(run);
+          auto& counter = published_by_type_[stored->type];
+          if (counter == nullptr) {
+            counter = &metrics_->events_published.Add({{"type", stored->type}});
+          }
+          run_counter = counter;
+          run = 0;
+        }
+        ++run;
         committed.push_back(std::move(stored));
       }
     }
+    if (run_counter != nullptr) run_counter->Increment(run);
     if (!committed.empty()) {
       RecordRate(now, committed.size());
       uint64_t top = committed.back()->seq;
