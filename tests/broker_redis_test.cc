@@ -80,6 +80,22 @@ TEST(BrokerRedisConfigTest, BadConfigurationExitsTwoNamingTheFlag) {
     EXPECT_THAT(r.output, ::testing::Not(HasSubstr("wrong-password")));
     EXPECT_THAT(r.output, ::testing::Not(HasSubstr("not-it")));
   }
+  // A log written before the entry layout had a version (fields ty in tm pl)
+  // is refused, not served with empty payloads.
+  ASSERT_TRUE((*redis)
+                  ->Cli({"XADD", "{old}:log", "1-0", "ty", "order.created", "in", "1", "pl", "x"})
+                  .ok());
+  {
+    { std::ofstream(pw_file) << "right-password\n"; }
+    testing::ExitResult r =
+        RunToExit(BROKER_BIN,
+                  {"--grpc_addr=127.0.0.1:0", "--http_addr=127.0.0.1:0",
+                   "--data_dir=" + testing::MakeTempDir(), "--store=redis://" + addr,
+                   "--redis_password_file=" + pw_file, "--redis_prefix=old"},
+                  absl::Seconds(20));
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_THAT(r.output, HasSubstr("written by an earlier build"));
+  }
   // The right password, from the file, works; the URL is logged without it.
   { std::ofstream(pw_file) << "right-password\n"; }
   auto ok = testing::ServiceProcess::Start(

@@ -183,6 +183,16 @@ absl::Status Connection::Append(const std::vector<const Command*>& commands, abs
   }
   size_t off = 0;
   while (off < wbuf_.size()) {
+    // SO_SNDTIMEO bounds one send(): a slowly draining server must not
+    // stretch a large write past the deadline a piece at a time.
+    if (off > 0) {
+      absl::Duration rest = deadline - absl::Now();
+      if (rest <= absl::ZeroDuration()) {
+        broken_ = true;
+        return absl::DeadlineExceededError("redis: deadline passed while sending the request");
+      }
+      redisSetTimeout(ctx_, DurationToTimeval(rest));
+    }
     ssize_t n = ::send(ctx_->fd, wbuf_.data() + off, wbuf_.size() - off, MSG_NOSIGNAL);
     if (n > 0) {
       off += static_cast<size_t>(n);
@@ -270,6 +280,17 @@ void Pool::Release(std::unique_ptr<Connection> connection) {
   open_ -= static_cast<int>(close.size()) + 1;
   metrics_->connections.Decrement(static_cast<double>(close.size()) + 1);
   connection.reset();
+}
+
+void Pool::Discard(std::unique_ptr<Connection> connection) {
+  if (connection->broken()) {
+    Release(std::move(connection));
+    return;
+  }
+  connection.reset();
+  absl::MutexLock lock(&mu_);
+  --open_;
+  metrics_->connections.Decrement();
 }
 
 void Pool::DropIdle() {

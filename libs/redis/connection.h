@@ -39,8 +39,6 @@ class Connection {
   absl::Status Send(const std::vector<const Command*>& commands, absl::Time deadline);
   absl::StatusOr<Reply> Receive(absl::Time deadline);
   bool broken() const { return broken_; }
-  // Replies are still on their way: nobody else may read them.
-  void Abandon() { broken_ = true; }
   // Exchanges done on this connection (0: it is fresh).
   int uses() const { return uses_; }
 
@@ -67,6 +65,9 @@ class Pool {
   // A broken connection is closed (and the idle ones with it: when one
   // connection to a server broke, the others most likely did too).
   void Release(std::unique_ptr<Connection> connection);
+  // Closes a healthy connection nobody else may use (replies still on
+  // their way to it), leaving the others be.
+  void Discard(std::unique_ptr<Connection> connection);
   void DropIdle();
 
  private:

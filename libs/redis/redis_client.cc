@@ -76,8 +76,12 @@ class StreamImpl : public Stream {
   StreamImpl(Pool* pool, std::unique_ptr<Connection> conn, RedisMetrics* metrics)
       : pool_(pool), conn_(std::move(conn)), metrics_(metrics) {}
   ~StreamImpl() override {
-    if (!sent_.empty()) conn_->Abandon();
-    pool_->Release(std::move(conn_));
+    // Unread replies would answer someone else's commands.
+    if (!sent_.empty() || discard_) {
+      pool_->Discard(std::move(conn_));
+    } else {
+      pool_->Release(std::move(conn_));
+    }
   }
 
   absl::Status Send(const Command& command, absl::Time deadline) override {
@@ -96,7 +100,7 @@ class StreamImpl : public Stream {
     sent_.pop_front();
     if (Classify(*r) != Handling::kNone) {
       // The replies behind it are as unusable: the connection goes with them.
-      if (!sent_.empty()) conn_->Abandon();
+      discard_ = true;
       metrics_->Error(r->error_code() == "NOSCRIPT" ? "noscript" : "redirect");
       return Check(absl::AbortedError(absl::StrCat("redis: ", r->str, " (send again)")));
     }
@@ -116,6 +120,7 @@ class StreamImpl : public Stream {
   RedisMetrics* const metrics_;
   std::deque<absl::Time> sent_;
   absl::Status done_;
+  bool discard_ = false;
 };
 
 // Shared by both clients: the pipeline with redirects, script loading and

@@ -265,6 +265,8 @@ void Broker::Deliver(const std::vector<EventPtr>& events) {
 void Broker::TailLoop() {
   SetThreadName("sb-tail");
   Backoff backoff(BackoffPolicy{absl::Milliseconds(100), 2.0, absl::Seconds(2), 0.2});
+  constexpr absl::Duration kMaxOwnWait = absl::Milliseconds(50);
+  absl::Time last_read = absl::Now();  // or delivered from own_
   while (!shutting_down_.load()) {
     uint64_t last = last_seq_.load();
     std::vector<EventPtr> mine;
@@ -275,7 +277,11 @@ void Broker::TailLoop() {
         while (!own_.empty() && own_.begin()->first <= last) own_.erase(own_.begin());
       };
       forget_seen();
-      if (own_.empty() && own_in_flight_ > 0) {
+      // Our commits that yield nothing here (failed after Redis applied
+      // them, or all duplicates) must not keep the tail from the store:
+      // it reads at least every kMaxOwnWait.
+      bool may_wait = absl::Now() - last_read < kMaxOwnWait;
+      if (own_.empty() && own_in_flight_ > 0 && may_wait) {
         // Our commit is being applied: what appears in the store now is
         // most likely its events, delivered from own_ when it is answered
         // rather than read back. Others' appends before them show up as a
@@ -283,11 +289,11 @@ void Broker::TailLoop() {
         auto answered = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(own_mu_) {
           return !own_.empty() || own_in_flight_ == 0 || shutting_down_.load();
         };
-        own_mu_.AwaitWithTimeout(absl::Condition(&answered), absl::Milliseconds(100));
+        own_mu_.AwaitWithTimeout(absl::Condition(&answered), kMaxOwnWait);
         forget_seen();
         if (own_.empty() && own_in_flight_ > 0) continue;
       }
-      if (own_.empty()) {
+      if (own_.empty() && may_wait) {
         // A commit of ours may be on its way: a short wait saves a read.
         auto arrived = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(own_mu_) {
           return !own_.empty() || own_in_flight_ > 0 || shutting_down_.load();
@@ -307,6 +313,7 @@ void Broker::TailLoop() {
     if (!mine.empty()) {
       metrics_->tail_local.Increment(static_cast<double>(mine.size()));
       Deliver(mine);
+      last_read = absl::Now();
       continue;
     }
     // What others appended before our next one exists already (sequences are
@@ -323,6 +330,7 @@ void Broker::TailLoop() {
       continue;
     }
     backoff.Reset();
+    last_read = absl::Now();
     if (!evs->empty()) {
       metrics_->tail_read.Increment(static_cast<double>(evs->size()));
       Deliver(*evs);

@@ -1,5 +1,6 @@
 // RedisEventStore's consumer groups shared by broker replicas (the scripts
 // are in redis_group_scripts.h).
+#include <algorithm>
 #include <optional>
 
 #include "absl/strings/numbers.h"
@@ -115,6 +116,9 @@ absl::StatusOr<std::optional<ClaimResult>> RedisEventStore::ClaimOnce(
   if (filter.has_value()) {
     // Every event matches: read what can be leased; else look further.
     scan = std::min<size_t>(std::max<size_t>(req.max_scan, 1), filter->MatchesAll() ? max : 1024);
+    // A plain read has no byte budget: ask for about a claim's payload at
+    // the sizes seen last.
+    scan = std::clamp<size_t>(kClaimMaxBytes / std::max<size_t>(view->payload_size, 1), 1, scan);
     if (!view->read_ahead) {
       absl::StatusOr<std::vector<EventPtr>> read = ReadAfter(view->cursor, scan);
       if (!read.ok()) return read.status();
@@ -163,13 +167,25 @@ absl::StatusOr<std::optional<ClaimResult>> RedisEventStore::ClaimOnce(
   out.more = AsU64(r.elements[2]) != 0;
   if (!r.elements[3].str.empty()) out.types = absl::StrSplit(r.elements[3].str, ',');
   size_t leased_given = AsU64(r.elements[5]);
-  ClaimView next{AsU64(r.elements[4]), r.elements[3].str, {}, false};
+  ClaimView next{AsU64(r.elements[4]),
+                 r.elements[3].str,
+                 {},
+                 false,
+                 view.has_value() ? view->payload_size : ClaimView().payload_size};
   if (filter.has_value() && next.cursor == scanned_to) {
     // The cursor is where the read-ahead starts (the script did not stop
     // short of scanned_to): what it read is what comes next.
     absl::StatusOr<std::vector<EventPtr>> ahead =
         EventsFromEntries(std::move((*replies)[1]), "claim read-ahead");
     if (ahead.ok()) {
+      // Kept per group until the next claim: at most a claim's payload (the
+      // next claim looks no further than what it keeps).
+      size_t bytes = 0, keep = 0;
+      while (keep < ahead->size() && bytes < kClaimMaxBytes) {
+        bytes += (*ahead)[keep++]->payload.size();
+      }
+      if (keep > 0) next.payload_size = std::max<size_t>(bytes / keep, 1);
+      ahead->resize(keep);
       next.ahead = *std::move(ahead);
       next.read_ahead = true;
       if (!next.ahead.empty()) out.more = true;

@@ -4,6 +4,7 @@
 // Lua run inside Redis by RedisEventStore. Every key is built from the
 // deployment's tag "{prefix}" (ARGV[1]), so they share one Cluster slot and a
 // script may touch any of them. Keys:
+//   P:format            layout version of these keys (kRedisFormat)
 //   P:seq               last sequence ever assigned (never decreases)
 //   P:log               stream; entry id "<seq>-0", two fields: ty <type> and
 //                       e "<ingest_us>,<time_us>,<#corr>,<#subject>;"<corr>

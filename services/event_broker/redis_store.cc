@@ -80,6 +80,7 @@ bool UnpackEntry(std::string packed, int64_t* ingest_us, std::string* payload) {
   uint64_t corr = 0, subject = 0;
   if (parts.size() != 4 || !absl::SimpleAtoi(parts[0], ingest_us) ||
       !absl::SimpleAtoi(parts[2], &corr) || !absl::SimpleAtoi(parts[3], &subject) ||
+      corr > packed.size() || subject > packed.size() ||
       head + 1 + corr + subject > packed.size()) {
     return false;
   }
@@ -168,7 +169,38 @@ absl::Status RedisEventStore::Check() {
   if (r->error_code() == "NOAUTH" || r->error_code() == "WRONGPASS") {
     return absl::UnauthenticatedError(absl::StrCat("redis: authentication needed: ", r->str));
   }
-  return redis::ReplyStatus(*r, "ping");
+  if (absl::Status st = redis::ReplyStatus(*r, "ping"); !st.ok()) return st;
+  return format_checked_.load() ? absl::OkStatus() : CheckFormat();
+}
+
+// The layout of log entries and indexes (redis_scripts.h) has a version in
+// {P}:format. A log without it was written before the layout had one: this
+// build cannot read its entries, and says so rather than serve them empty.
+absl::Status RedisEventStore::CheckFormat() {
+  absl::StatusOr<std::vector<Reply>> r =
+      client_->Pipeline(tag_, {{"GET", Key("format")}, {"XLEN", Key("log")}}, Deadline());
+  if (!r.ok()) return r.status();
+  const Reply& format = (*r)[0];
+  if (absl::Status st = redis::ReplyStatus(format, "format"); !st.ok()) return st;
+  if (format.type == Reply::Type::kNil) {
+    if ((*r)[1].integer > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "redis keys ", tag_,
+          ": the log was written by an earlier build of Switchboard, "
+          "whose entries this one cannot read; use another --redis_prefix, or delete the ",
+          tag_, " keys"));
+    }
+    absl::StatusOr<Reply> set =
+        client_->Run(tag_, {"SET", Key("format"), kRedisFormat, "NX"}, Deadline());
+    if (!set.ok()) return set.status();
+    if (absl::Status st = redis::ReplyStatus(*set, "format"); !st.ok()) return st;
+  } else if (format.str != kRedisFormat) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("redis keys ", tag_, ": layout version '", format.str, "', this build reads ",
+                     kRedisFormat, " (written by a newer build?)"));
+  }
+  format_checked_ = true;
+  return absl::OkStatus();
 }
 
 Command RedisEventStore::WaitCommand() const {
@@ -278,7 +310,8 @@ absl::StatusOr<CommitResult> RedisEventStore::FinishCommit(Pipelined& p) {
     }
     // The stream is behind us or broken: later commits sent on it are
     // resent too (each with its own token), in the order they are waited for.
-    stream_.reset();
+    // (A commit from a stream already replaced leaves the new one alone.)
+    if (p.stream_id == stream_id_) stream_.reset();
   }
   return ParseCommit(Write(p.command, "commit"), p.events);
 }

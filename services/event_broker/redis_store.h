@@ -48,6 +48,9 @@ bool UnpackEntry(std::string packed, int64_t* ingest_us, std::string* payload);
 absl::StatusOr<std::vector<EventPtr>> EventsFromEntries(absl::StatusOr<redis::Reply> r,
                                                         absl::string_view what);
 
+// The layout version of the keys below {P}; see RedisEventStore::Check.
+inline constexpr char kRedisFormat[] = "2";
+
 // Checks a --redis_prefix: letters, digits and "_-.:", 1 to 64 of them.
 absl::Status ValidateRedisPrefix(const std::string& prefix);
 
@@ -58,7 +61,9 @@ class RedisEventStore : public EventStore {
  public:
   RedisEventStore(std::unique_ptr<redis::RedisClient> client, RedisStoreOptions options);
 
-  // PING; UNAVAILABLE while Redis cannot be reached.
+  // PING; UNAVAILABLE while Redis cannot be reached. The first success also
+  // checks the keys' layout version: FAILED_PRECONDITION for a log this
+  // build cannot read.
   absl::Status Check() override;
 
   absl::StatusOr<CommitResult> Commit(const WriteBatch& batch, absl::Time now) override;
@@ -139,6 +144,9 @@ class RedisEventStore : public EventStore {
   const redis::Script revive_;
   const redis::Script still_held_;
   std::atomic<uint64_t> loads_published_{0};
+  // {P}:format was found (or set) to kRedisFormat.
+  absl::Status CheckFormat();
+  std::atomic<bool> format_checked_{false};
 
   // Per group, the cursor and stored filter this store's last claim saw,
   // and the log entries after that cursor it read then (read_ahead).
@@ -147,6 +155,7 @@ class RedisEventStore : public EventStore {
     std::string types;
     std::vector<EventPtr> ahead;
     bool read_ahead = false;
+    size_t payload_size = 1024;  // average of the last read-ahead
   };
   // One claim: the reading way with `view`, else scanning in the script.
   // Empty when the group was not as `view` says (claim_views_ updated).
