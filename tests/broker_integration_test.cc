@@ -38,6 +38,47 @@ TEST_P(BrokerIT, PublishThenSubscribeBroadcastAndGroup) {
   ASSERT_TRUE(WaitUntil([&] { return group.Acked().size() == 2; }, absl::Seconds(10)));
 }
 
+// Stream writes go with gRPC's buffer_hint when the next delivery is
+// already taken: a hinted write that waited for a flush would stall a
+// subscriber whose connection carries nothing else. A backlog and then
+// small live bursts must all arrive, promptly, on such a connection.
+TEST_P(BrokerIT, BacklogAndBurstsArriveWholeOnAConnectionOfTheirOwn) {
+  auto broker = StartBroker(data_dir_);
+  ASSERT_NE(broker, nullptr);
+  auto stub = Connect(*broker);
+  auto publish_batch = [&](int n) {
+    broker::v1::PublishBatchRequest batch;
+    for (int i = 0; i < n; ++i) *batch.add_events() = MakeEvent("order.created");
+    broker::v1::PublishBatchResponse br;
+    grpc::ClientContext ctx;
+    return stub->PublishBatch(&ctx, batch, &br).ok();
+  };
+  ASSERT_TRUE(publish_batch(3000));
+  // Distinct channel arguments: distinct connections (a broadcast stream
+  // alone on one; the group member and its acks on another).
+  auto own = [&](int n) {
+    grpc::ChannelArguments args;
+    args.SetInt("switchboard_test_own_connection", n);
+    return EventBroker::NewStub(
+        grpc::CreateCustomChannel(broker->grpc_addr(), grpc::InsecureChannelCredentials(), args));
+  };
+  auto quiet = own(1), member = own(2);
+  SubscribeRequest all;
+  all.set_start(SubscribeRequest::EARLIEST);
+  Collector broadcast(quiet.get(), all);
+  Collector group(member.get(), GroupReq("quiet"), [](const Delivery&) { return true; });
+  ASSERT_TRUE(broadcast.started() && group.started());
+  ASSERT_TRUE(broadcast.WaitForCount(3000)) << broadcast.Count();
+  ASSERT_TRUE(group.WaitForCount(3000)) << group.Count();
+  for (int burst = 1; burst <= 5; ++burst) {
+    ASSERT_TRUE(publish_batch(3));
+    ASSERT_TRUE(WaitUntil([&] { return broadcast.Count() == 3000u + 3 * burst; }, absl::Seconds(5)))
+        << "burst " << burst << ": " << broadcast.Count();
+    ASSERT_TRUE(WaitUntil([&] { return group.Count() == 3000u + 3 * burst; }, absl::Seconds(5)))
+        << "burst " << burst << ": " << group.Count();
+  }
+}
+
 TEST_P(BrokerIT, TwoGroupMembersShareTheWorkWithoutDuplicates) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);

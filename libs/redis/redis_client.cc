@@ -469,14 +469,7 @@ Script::Script(std::string body) : body_(std::move(body)), sha1_(Sha1Hex(body_))
 
 Command Script::Call(const std::vector<std::string>& keys,
                      const std::vector<std::string>& args) const {
-  Command c;
-  c.reserve(3 + keys.size() + args.size());
-  c.push_back("EVALSHA");
-  c.push_back(sha1_);
-  c.push_back(absl::StrCat(keys.size()));
-  c.insert(c.end(), keys.begin(), keys.end());
-  c.insert(c.end(), args.begin(), args.end());
-  return c;
+  return Call(keys, std::vector<std::string>(args));
 }
 
 Command Script::Call(const std::vector<std::string>& keys, std::vector<std::string>&& args) const {
