@@ -113,14 +113,23 @@ class EventStoreConformance : public ::testing::TestWithParam<Backend> {
   DedupeOptions dedupe_;
 };
 
-inline uint64_t Append(EventStore& store, std::vector<events::v1::Event> evs,
-                       absl::Time now = kNow) {
+// Commits `evs` (failing the test if the store refuses).
+inline absl::StatusOr<CommitResult> CommitEvents(EventStore& store,
+                                                 const std::vector<events::v1::Event>& evs,
+                                                 absl::Time now = kNow) {
   WriteBatch batch;
   std::vector<NewEvent> prepared;
-  for (auto& e : evs) prepared.push_back(ToNewEvent(e));
+  for (const auto& e : evs) prepared.push_back(ToNewEvent(e));
   for (auto& e : prepared) batch.events.push_back(&e);
   absl::StatusOr<CommitResult> r = store.Commit(batch, now);
   EXPECT_TRUE(r.ok()) << r.status();
+  return r;
+}
+
+// The first sequence `evs` got.
+inline uint64_t Append(EventStore& store, std::vector<events::v1::Event> evs,
+                       absl::Time now = kNow) {
+  absl::StatusOr<CommitResult> r = CommitEvents(store, evs, now);
   return r.ok() ? r->first : 0;
 }
 

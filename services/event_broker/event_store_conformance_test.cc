@@ -46,12 +46,7 @@ TEST_P(EventStoreConformance, EmptyStoreHasEmptyBounds) {
 // of the event it repeats.
 std::vector<uint64_t> AppendSeqs(EventStore& store, std::vector<events::v1::Event> evs,
                                  absl::Time now = kNow) {
-  WriteBatch batch;
-  std::vector<NewEvent> prepared;
-  for (auto& e : evs) prepared.push_back(ToNewEvent(e));
-  for (auto& e : prepared) batch.events.push_back(&e);
-  absl::StatusOr<CommitResult> r = store.Commit(batch, now);
-  EXPECT_TRUE(r.ok()) << r.status();
+  absl::StatusOr<CommitResult> r = CommitEvents(store, evs, now);
   std::vector<uint64_t> out;
   if (!r.ok()) return out;
   EXPECT_EQ(r->duplicate_of.size(), evs.size());

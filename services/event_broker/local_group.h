@@ -58,23 +58,18 @@ class LocalGroup : public Group, public std::enable_shared_from_this<LocalGroup>
 
   absl::Status ValidateAckIds(const google::protobuf::RepeatedPtrField<std::string>& ids,
                               std::vector<DeliveryRef>* refs) override {
-    if (ids.empty()) return absl::InvalidArgumentError("ack_ids: empty");
+    std::vector<DeliveryRef> parsed;
+    if (absl::Status st = ParseAckIds(ids, &parsed); !st.ok()) return st;
     absl::MutexLock lock(&mu_);
     uint64_t cursor = CursorLocked();
-    for (int i = 0; i < ids.size(); ++i) {
-      uint64_t seq;
-      uint32_t attempt;
-      if (!ParseAckId(ids[i], &seq, &attempt)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("ack_ids[", i, "]: '", ids[i].substr(0, 64), "' is not an ack id"));
-      }
-      if (seq > cursor && pending_.count(seq) == 0) {
+    for (size_t i = 0; i < parsed.size(); ++i) {
+      if (parsed[i].seq > cursor && pending_.count(parsed[i].seq) == 0) {
         return absl::InvalidArgumentError(absl::StrCat("ack_ids[", i, "]: unknown ack id '", ids[i],
                                                        "' (never delivered to group '", name_,
                                                        "')"));
       }
-      refs->push_back(DeliveryRef{seq, attempt});
     }
+    refs->insert(refs->end(), parsed.begin(), parsed.end());
     return absl::OkStatus();
   }
 

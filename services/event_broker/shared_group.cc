@@ -215,19 +215,11 @@ void SharedGroup::OfferLive(const std::vector<EventPtr>& events, uint64_t prev_l
   }
 }
 
+// Whether they were ever handed out, the store checks (in the same script
+// that applies them).
 absl::Status SharedGroup::ValidateAckIds(const google::protobuf::RepeatedPtrField<std::string>& ids,
                                          std::vector<DeliveryRef>* refs) {
-  if (ids.empty()) return absl::InvalidArgumentError("ack_ids: empty");
-  for (int i = 0; i < ids.size(); ++i) {
-    uint64_t seq;
-    uint32_t attempt;
-    if (!ParseAckId(ids[i], &seq, &attempt)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("ack_ids[", i, "]: '", ids[i].substr(0, 64), "' is not an ack id"));
-    }
-    refs->push_back(DeliveryRef{seq, attempt});
-  }
-  return absl::OkStatus();
+  return ParseAckIds(ids, refs);
 }
 
 bool SharedGroup::ReleaseLocked(uint64_t seq, uint32_t attempt) {

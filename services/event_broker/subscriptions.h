@@ -36,6 +36,25 @@ inline bool ParseAckId(absl::string_view id, uint64_t* seq, uint32_t* attempt) {
          absl::SimpleAtoi(id.substr(dash + 1), attempt) && *attempt > 0;
 }
 
+// Every ack id of a request as (seq, attempt); INVALID_ARGUMENT naming the
+// first malformed one. Whether the group ever handed them out is its own
+// check.
+inline absl::Status ParseAckIds(const google::protobuf::RepeatedPtrField<std::string>& ids,
+                                std::vector<DeliveryRef>* refs) {
+  if (ids.empty()) return absl::InvalidArgumentError("ack_ids: empty");
+  refs->reserve(refs->size() + ids.size());
+  for (int i = 0; i < ids.size(); ++i) {
+    uint64_t seq;
+    uint32_t attempt;
+    if (!ParseAckId(ids[i], &seq, &attempt)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ack_ids[", i, "]: '", ids[i].substr(0, 64), "' is not an ack id"));
+    }
+    refs->push_back(DeliveryRef{seq, attempt});
+  }
+  return absl::OkStatus();
+}
+
 // Holds a transport's sink; Close() guarantees no call after it returns.
 class SinkHolder {
  public:
