@@ -79,6 +79,83 @@ TEST_P(BrokerIT, BacklogAndBurstsArriveWholeOnAConnectionOfTheirOwn) {
   }
 }
 
+// SubscribeBatched: a backlog arrives in few messages (each within the
+// documented cap), in sequence order, with the same group guarantees as
+// Subscribe (an unacked delivery comes back with attempt 2), and a small
+// burst after the backlog is not held back.
+TEST_P(BrokerIT, SubscribeBatchedCarriesABacklogInFewMessagesWithTheSameGuarantees) {
+  auto broker = StartBroker(data_dir_);
+  ASSERT_NE(broker, nullptr);
+  auto stub = Connect(*broker);
+  auto publish_batch = [&](int n) {
+    broker::v1::PublishBatchRequest batch;
+    for (int i = 0; i < n; ++i) *batch.add_events() = MakeEvent("order.created");
+    broker::v1::PublishBatchResponse br;
+    grpc::ClientContext ctx;
+    return stub->PublishBatch(&ctx, batch, &br).ok();
+  };
+  constexpr int kN = 3000;
+  ASSERT_TRUE(publish_batch(kN));
+  struct Reader {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReader<broker::v1::DeliveryBatch>> stream;
+    std::vector<Delivery> got;
+    int messages = 0, largest = 0;
+    // Reads messages until `n` deliveries in all (false when the stream ends).
+    bool ReadUntil(size_t n) {
+      broker::v1::DeliveryBatch batch;
+      while (got.size() < n && stream->Read(&batch)) {
+        ++messages;
+        largest = std::max(largest, batch.deliveries_size());
+        for (const Delivery& d : batch.deliveries()) got.push_back(d);
+      }
+      return got.size() >= n;
+    }
+  };
+  auto open = [&](Reader* r, const SubscribeRequest& req) {
+    r->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    r->stream = stub->SubscribeBatched(&r->ctx, req);
+  };
+  Reader all, member;
+  SubscribeRequest everything;
+  everything.set_start(SubscribeRequest::EARLIEST);
+  open(&all, everything);
+  // (A deadline long enough for reading and acking 3 000 under TSAN.)
+  SubscribeRequest group = GroupReq("batched", absl::Seconds(5));
+  group.set_max_in_flight(kN + 10);
+  open(&member, group);
+
+  ASSERT_TRUE(all.ReadUntil(kN)) << all.got.size();
+  for (int i = 0; i < kN; ++i) ASSERT_EQ(all.got[i].event().sequence(), i + 1u) << i;
+  EXPECT_LT(all.messages, kN / 10) << "a backlog should travel in batches";
+  EXPECT_LE(all.largest, 256);
+
+  ASSERT_TRUE(member.ReadUntil(kN)) << member.got.size();
+  std::set<uint64_t> seqs;
+  broker::v1::AckRequest ack;
+  ack.set_group("batched");
+  for (const Delivery& d : member.got) {
+    EXPECT_EQ(d.delivery_attempt(), 1u);
+    seqs.insert(d.event().sequence());
+    if (d.event().sequence() != 7) ack.add_ack_ids(d.ack_id());
+  }
+  EXPECT_EQ(seqs.size(), static_cast<size_t>(kN));
+  EXPECT_LT(member.messages, kN / 10);
+  broker::v1::AckResponse acked;
+  grpc::ClientContext actx;
+  ASSERT_TRUE(stub->Ack(&actx, ack, &acked).ok());
+  EXPECT_EQ(acked.acked(), kN - 1u);
+  // The one left unacked comes back after its deadline, on the same stream.
+  ASSERT_TRUE(member.ReadUntil(kN + 1));
+  EXPECT_EQ(member.got.back().event().sequence(), 7u);
+  EXPECT_EQ(member.got.back().delivery_attempt(), 2u);
+
+  ASSERT_TRUE(publish_batch(3));
+  EXPECT_TRUE(all.ReadUntil(kN + 3)) << all.got.size();
+  EXPECT_TRUE(member.ReadUntil(kN + 4)) << member.got.size();
+  EXPECT_EQ(all.got.back().event().sequence(), kN + 3u);
+}
+
 TEST_P(BrokerIT, TwoGroupMembersShareTheWorkWithoutDuplicates) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);

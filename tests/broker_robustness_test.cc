@@ -22,15 +22,21 @@ TEST_P(BrokerIT, PublishFloodAgainstASlowStoreStaysBoundedAndLosesNothing) {
 #ifdef SWITCHBOARD_SANITIZER_BUILD
   const uint64_t kCeiling = 1500ull << 20;  // sanitizers' shadow memory and quarantine
 #else
-  const uint64_t kCeiling = 400ull << 20;
+  // gRPC's quota (128 MiB) bounds what it reads from sockets, the publish
+  // queue (32 MiB) what waits for the store; on top come the copies each
+  // running handler holds (the parsed batch, its prepared events) and the
+  // allocator's cached pages. On two busy cores the peak ranges 350-670 MiB
+  // depending on how far gRPC's quota fills; the flood offers 512 MiB at once.
+  const uint64_t kCeiling = 768ull << 20;
 #endif
   broker::v1::PublishBatchRequest batch;
   for (int j = 0; j < kPerBatch; ++j)
     *batch.add_events() = MakeEvent("order.created", "", 64 << 10);
 
   // refused: by the broker's publish-queue bound (nothing stored); by_grpc:
-  // RESOURCE_EXHAUSTED from gRPC's memory quota, which may come after the
-  // handler ran (the outcome is then unknown to the client, as on a timeout).
+  // RESOURCE_EXHAUSTED or a GOAWAY from gRPC's memory quota, which may come
+  // after the handler ran (the outcome is then unknown to the client, as on
+  // a timeout).
   std::atomic<uint64_t> ok_events{0}, refused{0}, by_grpc{0}, unexpected{0}, max_rss{0};
   std::atomic<bool> stop{false};
   absl::Mutex err_mu;
@@ -74,7 +80,14 @@ TEST_P(BrokerIT, PublishFloodAgainstASlowStoreStaysBoundedAndLosesNothing) {
         } else if (call->status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
                    absl::StrContains(call->status.error_message(), "publish queue full")) {
           ++refused;
-        } else if (call->status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+        } else if (call->status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+                   (call->status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+                    !absl::StrContains(call->status.error_message(), "broker") &&
+                    !absl::StrContains(call->status.error_message(), "store") &&
+                    !absl::StrContains(call->status.error_message(), "redis"))) {
+          // Past its quota gRPC also sheds whole connections (GOAWAY, then
+          // "Broken pipe" or "Socket closed" for calls on them); the
+          // broker's own UNAVAILABLE names the broker, its store or Redis.
           ++by_grpc;
           absl::MutexLock lock(&err_mu);
           if (first_grpc.empty()) first_grpc = call->status.error_message();
@@ -98,7 +111,21 @@ TEST_P(BrokerIT, PublishFloodAgainstASlowStoreStaysBoundedAndLosesNothing) {
   EXPECT_LT(max_rss.load(), kCeiling)
       << "broker RSS peaked at " << (max_rss.load() >> 20) << " MiB";
   auto stub = Connect(*broker);
-  uint64_t stored = TotalEvents(stub.get());
+  // Right after the flood gRPC may still be shedding calls while its quota
+  // recovers: ask until the broker answers.
+  uint64_t stored = 0;
+  grpc::Status last;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        broker::v1::GetStatsResponse stats;
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        last = stub->GetStats(&ctx, {}, &stats);
+        stored = stats.total_events();
+        return last.ok();
+      },
+      absl::Seconds(30)))
+      << last.error_code() << " " << last.error_message();
   EXPECT_GE(stored, ok_events.load()) << "every acknowledged event is stored";
   EXPECT_LE(stored, ok_events.load() + by_grpc.load() * kPerBatch)
       << "nothing the broker refused is stored";

@@ -15,6 +15,12 @@ namespace switchboard::broker {
 void EncodeDelivery(const StoredEvent& event, uint32_t attempt, absl::string_view ack_id,
                     std::string* out);
 
+// Appends one delivery to the wire form of a broker.v1.DeliveryBatch being
+// built in `out` (its `deliveries` are the message's only field, so a batch
+// is the concatenation of these). Returns the bytes appended.
+size_t AppendBatchedDelivery(const StoredEvent& event, uint32_t attempt, absl::string_view ack_id,
+                             std::string* out);
+
 }  // namespace switchboard::broker
 
 #endif  // SWITCHBOARD_SERVICES_EVENT_BROKER_DELIVERY_CODEC_H_

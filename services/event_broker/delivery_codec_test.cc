@@ -1,5 +1,6 @@
 #include "services/event_broker/delivery_codec.h"
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "switchboard/broker/v1/broker.pb.h"
 
@@ -33,6 +34,31 @@ TEST(DeliveryCodecTest, ParsesAsDelivery) {
   EXPECT_TRUE(d.ack_id().empty());
   EXPECT_EQ(d.delivery_attempt(), 1u);
   EXPECT_EQ(stored.Parse().sequence(), 300u);
+}
+
+TEST(DeliveryCodecTest, ConcatenatedBatchedDeliveriesParseAsDeliveryBatch) {
+  std::string wire;
+  size_t total = 0;
+  for (uint64_t seq : {1u, 200u, 70000u}) {
+    events::v1::Event ev;
+    ev.set_type("order.created");
+    ev.set_id(absl::StrCat("evt_", seq));
+    StoredEvent stored;
+    stored.seq = seq;
+    ev.SerializeToString(&stored.payload);
+    total += AppendBatchedDelivery(stored, seq == 200 ? 3 : 1,
+                                   seq == 1 ? "" : absl::StrCat(seq, "-1"), &wire);
+  }
+  EXPECT_EQ(total, wire.size());
+  v1::DeliveryBatch batch;
+  ASSERT_TRUE(batch.ParseFromString(wire));
+  ASSERT_EQ(batch.deliveries_size(), 3);
+  EXPECT_EQ(batch.deliveries(0).event().id(), "evt_1");
+  EXPECT_EQ(batch.deliveries(0).ack_id(), "");
+  EXPECT_EQ(batch.deliveries(1).event().sequence(), 200u);
+  EXPECT_EQ(batch.deliveries(1).delivery_attempt(), 3u);
+  EXPECT_EQ(batch.deliveries(2).event().sequence(), 70000u);
+  EXPECT_EQ(batch.deliveries(2).ack_id(), "70000-1");
 }
 
 }  // namespace

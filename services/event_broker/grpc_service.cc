@@ -23,7 +23,9 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
  public:
   // `slow` runs the subscribe when finding its start reads the store
   // (start=TIME), so that never happens on a gRPC reaction thread.
-  SubscribeReactor(Broker* broker, Executor* slow, const grpc::ByteBuffer* request_bytes) {
+  SubscribeReactor(Broker* broker, Executor* slow, const grpc::ByteBuffer* request_bytes,
+                   bool batched)
+      : batched_(batched) {
     if (broker == nullptr) {
       absl::MutexLock lock(&mu_);
       finished_ = true;
@@ -136,21 +138,40 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
     following_.reset();
     if (!next.has_value()) next = sub_->Next();
     if (!next.has_value()) return;
-    // A write with buffer_hint may wait in gRPC's buffer until a later write
-    // flushes it, so it is hinted only when the delivery after it is already
-    // ours (taken here): a burst goes out in few syscalls, and its last
-    // write, unhinted, flushes it. (For a group member, an event still
-    // available now may go to another member before our next write.)
-    following_ = sub_->Next();
-    EncodeDelivery(*next->event, next->attempt, next->ack_id, &scratch_);
+    grpc::WriteOptions options;
+    if (batched_) {
+      // Everything ready now, within the caps; never hinted, as nothing
+      // taken is left behind for a later write to flush.
+      scratch_.clear();
+      AppendBatchedDelivery(*next->event, next->attempt, next->ack_id, &scratch_);
+      for (int n = 1; n < kMaxBatchDeliveries && scratch_.size() < kMaxBatchBytes; ++n) {
+        std::optional<Outgoing> more = sub_->Next();
+        if (!more.has_value()) break;
+        AppendBatchedDelivery(*more->event, more->attempt, more->ack_id, &scratch_);
+      }
+    } else {
+      // A write with buffer_hint may wait in gRPC's buffer until a later
+      // write flushes it, so it is hinted only when the delivery after it is
+      // already ours (taken here): a burst goes out in few syscalls, and its
+      // last write, unhinted, flushes it. (For a group member, an event still
+      // available now may go to another member before our next write.)
+      following_ = sub_->Next();
+      if (following_.has_value()) options.set_buffer_hint();
+      EncodeDelivery(*next->event, next->attempt, next->ack_id, &scratch_);
+    }
     grpc::Slice slice(scratch_);
     delivery_ = grpc::ByteBuffer(&slice, 1);
     writing_ = true;
-    grpc::WriteOptions options;
-    if (following_.has_value()) options.set_buffer_hint();
     StartWrite(&delivery_, options);
   }
 
+  // Caps of one SubscribeBatched message (see broker.proto). The byte cap is
+  // checked before each delivery is taken, so one message stays below it
+  // plus one event: under gRPC's default 4 MiB receive limit.
+  static constexpr int kMaxBatchDeliveries = 256;
+  static constexpr size_t kMaxBatchBytes = 1 << 20;
+
+  const bool batched_;
   absl::Mutex mu_;
   std::shared_ptr<Subscription> sub_ ABSL_GUARDED_BY(mu_);
   grpc::ByteBuffer delivery_ ABSL_GUARDED_BY(mu_);
@@ -250,7 +271,12 @@ grpc::ServerUnaryReactor* EventBrokerService::PublishBatch(grpc::CallbackServerC
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* EventBrokerService::Subscribe(
     grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
-  return new SubscribeReactor(broker_->get(), &slow_, request);
+  return new SubscribeReactor(broker_->get(), &slow_, request, /*batched=*/false);
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* EventBrokerService::SubscribeBatched(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
+  return new SubscribeReactor(broker_->get(), &slow_, request, /*batched=*/true);
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::Ack(grpc::CallbackServerContext* ctx,

@@ -12,11 +12,13 @@ namespace switchboard::broker {
 // thread, so no gRPC thread waits on a commit.
 // Publish and PublishBatch take raw bytes so that a request protobuf refuses
 // (invalid UTF-8) is answered with INVALID_ARGUMENT naming the field, and is
-// parsed onto an arena. Subscribe writes raw bytes: deliveries are built from
+// parsed onto an arena. Subscribe and SubscribeBatched write raw bytes: deliveries are built from
 // the stored event bytes (delivery_codec.h).
 using EventBrokerServiceBase = v1::EventBroker::WithRawCallbackMethod_Publish<
     v1::EventBroker::WithRawCallbackMethod_PublishBatch<
-        v1::EventBroker::WithRawCallbackMethod_Subscribe<v1::EventBroker::CallbackService>>>;
+        v1::EventBroker::WithRawCallbackMethod_Subscribe<
+            v1::EventBroker::WithRawCallbackMethod_SubscribeBatched<
+                v1::EventBroker::CallbackService>>>>;
 
 class EventBrokerService final : public EventBrokerServiceBase {
  public:
@@ -31,6 +33,8 @@ class EventBrokerService final : public EventBrokerServiceBase {
                                          grpc::ByteBuffer* response) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Subscribe(grpc::CallbackServerContext* ctx,
                                                         const grpc::ByteBuffer* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* SubscribeBatched(
+      grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx, const v1::AckRequest* request,
                                 v1::AckResponse* response) override;
   grpc::ServerUnaryReactor* Nack(grpc::CallbackServerContext* ctx, const v1::NackRequest* request,
