@@ -1,5 +1,9 @@
 #include "libs/redis/redis_config.h"
 
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -159,6 +163,56 @@ absl::StatusOr<RedisConfig> ParseRedisUrl(absl::string_view url, absl::string_vi
     cfg.seeds.push_back(*std::move(ep));
   }
   return cfg;
+}
+
+bool IsRedisStoreUrl(absl::string_view store) {
+  return absl::StartsWith(store, "redis://") || absl::StartsWith(store, "redis-cluster://") ||
+         absl::StartsWith(store, "rediss://");
+}
+
+absl::StatusOr<RedisConfig> RedisConfigFromFlags(absl::string_view store,
+                                                 const std::string& password_file) {
+  if (!IsRedisStoreUrl(store)) {
+    // Only the scheme: the rest may hold a password.
+    size_t scheme_end = store.find("://");
+    std::string shown =
+        scheme_end == absl::string_view::npos
+            ? (store.find_first_of(":@/") == absl::string_view::npos ? std::string(store) : "")
+            : std::string(store.substr(0, scheme_end + 3));
+    return absl::InvalidArgumentError(
+        absl::StrCat("store: '", shown,
+                     "' is not 'sqlite', redis://HOST:PORT or redis-cluster://HOST:PORT[,...]"));
+  }
+  absl::StatusOr<RedisConfig> cfg = ParseRedisUrl(store, "store");
+  if (!cfg.ok()) return cfg.status();
+  if (!password_file.empty()) {
+    std::ifstream in(password_file);
+    if (!in) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("redis_password_file: cannot read '", password_file, "'"));
+    }
+    std::stringstream buf;
+    buf << in.rdbuf();
+    cfg->password = std::string(absl::StripTrailingAsciiWhitespace(buf.str()));
+    if (cfg->password.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("redis_password_file: '", password_file, "' is empty"));
+    }
+  }
+  return cfg;
+}
+
+absl::Status ValidateRedisPrefix(const std::string& prefix) {
+  if (prefix.empty() || prefix.size() > 64) {
+    return absl::InvalidArgumentError("redis_prefix: must be 1 to 64 characters");
+  }
+  for (char c : prefix) {
+    if (!(absl::ascii_isalnum(c) || c == '_' || c == '-' || c == '.' || c == ':')) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("redis_prefix: '", prefix, "' may hold only letters, digits and _ - . :"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace switchboard::redis

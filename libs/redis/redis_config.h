@@ -40,6 +40,20 @@ struct RedisConfig {
 // password.
 absl::StatusOr<RedisConfig> ParseRedisUrl(absl::string_view url, absl::string_view flag);
 
+// The storage flags every service shares: --store ('sqlite' or a Redis URL,
+// REDIS_URL in the environment), --redis_password_file, --redis_prefix.
+// Whether a --store value names Redis (redis://, rediss://, redis-cluster://).
+bool IsRedisStoreUrl(absl::string_view store);
+// The Redis configuration of --store (a Redis URL), the password read from
+// `password_file` when one is given. INVALID_ARGUMENT naming the flag for a
+// store that is neither 'sqlite' nor Redis (showing only its scheme: the rest
+// may hold a password), a bad URL, or an unreadable or empty password file.
+absl::StatusOr<RedisConfig> RedisConfigFromFlags(absl::string_view store,
+                                                 const std::string& password_file);
+// --redis_prefix: 1 to 64 of [A-Za-z0-9_-.:] (it becomes the "{prefix}" hash
+// tag of every key).
+absl::Status ValidateRedisPrefix(const std::string& prefix);
+
 }  // namespace switchboard::redis
 
 #endif  // SWITCHBOARD_LIBS_REDIS_REDIS_CONFIG_H_

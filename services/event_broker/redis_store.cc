@@ -125,19 +125,6 @@ std::string DecodeGroupName(absl::string_view encoded) {
   return out;
 }
 
-absl::Status ValidateRedisPrefix(const std::string& prefix) {
-  if (prefix.empty() || prefix.size() > 64) {
-    return absl::InvalidArgumentError("redis_prefix: must be 1 to 64 characters");
-  }
-  for (char c : prefix) {
-    if (!(absl::ascii_isalnum(c) || c == '_' || c == '-' || c == '.' || c == ':')) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("redis_prefix: '", prefix, "' may hold only letters, digits and _ - . :"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 RedisEventStore::RedisEventStore(std::unique_ptr<redis::RedisClient> client,
                                  RedisStoreOptions options)
     : client_(std::move(client)),

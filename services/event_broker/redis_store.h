@@ -51,9 +51,6 @@ absl::StatusOr<std::vector<EventPtr>> EventsFromEntries(absl::StatusOr<redis::Re
 // The layout version of the keys below {P}; see RedisEventStore::Check.
 inline constexpr char kRedisFormat[] = "2";
 
-// Checks a --redis_prefix: letters, digits and "_-.:", 1 to 64 of them.
-absl::Status ValidateRedisPrefix(const std::string& prefix);
-
 // The log and group state in Redis: a stream with the sequence as entry id,
 // secondary indexes for history, hashes and sorted sets for groups, every
 // multi-key change one Lua script. See redis_scripts.h for the keys.

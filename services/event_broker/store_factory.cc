@@ -1,11 +1,6 @@
 #include "services/event_broker/store_factory.h"
 
-#include <fstream>
-#include <sstream>
-
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "libs/redis/redis_client.h"
 #include "services/event_broker/redis_store.h"
 #include "services/event_broker/sqlite_store.h"
@@ -24,34 +19,10 @@ absl::StatusOr<std::unique_ptr<EventStore>> OpenEventStore(const StoreSettings& 
     *description = absl::StrCat("sqlite:", s.data_dir);
     return std::unique_ptr<EventStore>(*std::move(store));
   }
-  if (!absl::StartsWith(s.store, "redis://") && !absl::StartsWith(s.store, "redis-cluster://") &&
-      !absl::StartsWith(s.store, "rediss://")) {
-    // Only the scheme: the rest may hold a password.
-    size_t scheme_end = s.store.find("://");
-    std::string shown = scheme_end == std::string::npos
-                            ? (s.store.find_first_of(":@/") == std::string::npos ? s.store : "")
-                            : s.store.substr(0, scheme_end + 3);
-    return absl::InvalidArgumentError(
-        absl::StrCat("store: '", shown,
-                     "' is not 'sqlite', redis://HOST:PORT or redis-cluster://HOST:PORT[,...]"));
-  }
-  absl::StatusOr<redis::RedisConfig> cfg = redis::ParseRedisUrl(s.store, "store");
+  absl::StatusOr<redis::RedisConfig> cfg =
+      redis::RedisConfigFromFlags(s.store, s.redis_password_file);
   if (!cfg.ok()) return cfg.status();
-  if (!s.redis_password_file.empty()) {
-    std::ifstream in(s.redis_password_file);
-    if (!in) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("redis_password_file: cannot read '", s.redis_password_file, "'"));
-    }
-    std::stringstream buf;
-    buf << in.rdbuf();
-    cfg->password = std::string(absl::StripTrailingAsciiWhitespace(buf.str()));
-    if (cfg->password.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("redis_password_file: '", s.redis_password_file, "' is empty"));
-    }
-  }
-  if (absl::Status st = ValidateRedisPrefix(s.redis_prefix); !st.ok()) return st;
+  if (absl::Status st = redis::ValidateRedisPrefix(s.redis_prefix); !st.ok()) return st;
   RedisStoreOptions opts;
   opts.prefix = s.redis_prefix;
   opts.timeout = s.redis_timeout;

@@ -27,13 +27,16 @@ grpc::ServerUnaryReactor* JobWorkerService::GetJob(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* JobWorkerService::PauseQueue(grpc::CallbackServerContext* ctx,
                                                        const v1::PauseQueueRequest* request,
                                                        v1::QueueStats* response) {
-  return FinishUnary(ctx, worker_->SetPaused(request->queue(), true), response);
+  // Stored (a shared store is a round trip): off the reaction thread.
+  return FinishOnExecutor(ctx, &slow_, response,
+                          [this, request] { return worker_->SetPaused(request->queue(), true); });
 }
 
 grpc::ServerUnaryReactor* JobWorkerService::ResumeQueue(grpc::CallbackServerContext* ctx,
                                                         const v1::ResumeQueueRequest* request,
                                                         v1::QueueStats* response) {
-  return FinishUnary(ctx, worker_->SetPaused(request->queue(), false), response);
+  return FinishOnExecutor(ctx, &slow_, response,
+                          [this, request] { return worker_->SetPaused(request->queue(), false); });
 }
 
 }  // namespace switchboard::jobs

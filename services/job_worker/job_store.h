@@ -1,18 +1,15 @@
 #ifndef SWITCHBOARD_SERVICES_JOB_WORKER_JOB_STORE_H_
 #define SWITCHBOARD_SERVICES_JOB_WORKER_JOB_STORE_H_
 
-#include <sqlite3.h>
-
 #include <map>
-#include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
-#include "libs/common/sqlite_util.h"
+#include "absl/time/time.h"
 #include "switchboard/jobs/v1/jobs.pb.h"
 
 namespace switchboard::jobs {
@@ -24,55 +21,65 @@ struct JobQuery {
   size_t limit = 100;
 };
 
-// The worker's own durable record of jobs: what completed (so a redelivered
-// event is not run again), attempts of failing jobs, and counters.
+// What one worker holds of a queue right now, reported to the others.
+struct QueueLoad {
+  uint64_t waiting = 0;
+  uint64_t active = 0;
+  uint64_t processed = 0;  // since that worker started
+  double processing_ms_total = 0;
+};
+
+// The worker's durable state: job records (what completed, so a redelivered
+// event is not run again; attempts of failing jobs), counters, paused
+// queues, and the slots of queues with a global concurrency. Embedded
+// (SQLite, one worker) or shared by every worker of a deployment (Redis):
+// the conformance suite (job_store_conformance_test.cc) holds both, and the
+// in-memory fake, to one contract.
 class JobStore {
  public:
   virtual ~JobStore() = default;
+
+  // Whether several workers share this store (stats, pause and slots then
+  // span all of them).
+  virtual bool shared() const = 0;
+
   virtual absl::StatusOr<std::optional<v1::Job>> Get(const std::string& id) = 0;
+  // Records the job (replacing its earlier record). Records not updated for
+  // the store's retention are dropped.
   virtual absl::Status Put(const v1::Job& job) = 0;
-  // Newest first.
+  // Newest update first.
   virtual absl::StatusOr<std::vector<v1::Job>> List(const JobQuery& query) = 0;
   virtual absl::StatusOr<uint64_t> NextCounter(const std::string& name) = 0;
-  // Jobs per (queue, status), for stats after a restart.
+  // Jobs per (queue, status) among the records kept.
   virtual absl::StatusOr<std::map<std::pair<std::string, int>, uint64_t>>
   CountByQueueAndStatus() = 0;
-};
+  // Retries scheduled per queue, ever (Put with RETRY_SCHEDULED).
+  virtual absl::StatusOr<std::map<std::string, uint64_t>> RetriedByQueue() = 0;
 
-namespace internal {
-struct PendingPut;
-}  // namespace internal
+  // Paused queues, for every worker sharing the store; kept across restarts.
+  virtual absl::Status SetPaused(const std::string& queue, bool paused) = 0;
+  virtual absl::StatusOr<std::set<std::string>> PausedQueues() = 0;
 
-// Jobs in SQLite (WAL) under --data_dir. Concurrent Puts share one
-// transaction: whichever caller finds no commit running commits everything
-// queued (group commit), the others wait for it.
-class SqliteJobStore : public JobStore {
- public:
-  static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(const std::string& data_dir);
-  ~SqliteJobStore() override;
+  // Global concurrency: at most `limit` holders of `queue`'s slots at once
+  // among all workers. A slot lasts until `now + lease` unless renewed, so a
+  // worker that dies frees its slots when their leases end. Acquiring a
+  // slot the holder already has renews it.
+  virtual absl::StatusOr<bool> AcquireSlot(const std::string& queue, const std::string& holder,
+                                           uint32_t limit, absl::Time now,
+                                           absl::Duration lease) = 0;
+  virtual absl::Status RenewSlots(const std::string& queue, const std::vector<std::string>& holders,
+                                  absl::Time now, absl::Duration lease) = 0;
+  virtual absl::Status ReleaseSlot(const std::string& queue, const std::string& holder) = 0;
+  // Slots of `queue` held now (leases not yet ended).
+  virtual absl::StatusOr<uint64_t> SlotsHeld(const std::string& queue, absl::Time now) = 0;
 
-  absl::StatusOr<std::optional<v1::Job>> Get(const std::string& id) override;
-  absl::Status Put(const v1::Job& job) override;
-  absl::StatusOr<std::vector<v1::Job>> List(const JobQuery& query) override;
-  absl::StatusOr<uint64_t> NextCounter(const std::string& name) override;
-  absl::StatusOr<std::map<std::pair<std::string, int>, uint64_t>> CountByQueueAndStatus() override;
-
- private:
-  SqliteJobStore(sqlite3* db, sqlite3* reader);
-  absl::Status CommitPuts(const std::vector<std::shared_ptr<internal::PendingPut>>& batch);
-
-  absl::Mutex mu_;  // the connection
-  sqlite3* db_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<sqlite::StmtCache> stmts_ ABSL_GUARDED_BY(mu_);
-  // Reads on their own connection, so looking a job up never waits for a
-  // commit in progress (WAL readers see the last committed state).
-  absl::Mutex read_mu_;
-  sqlite3* reader_ ABSL_GUARDED_BY(read_mu_);
-  std::unique_ptr<sqlite::StmtCache> read_stmts_ ABSL_GUARDED_BY(read_mu_);
-
-  absl::Mutex queue_mu_;
-  std::vector<std::shared_ptr<internal::PendingPut>> queue_ ABSL_GUARDED_BY(queue_mu_);
-  bool committing_ ABSL_GUARDED_BY(queue_mu_) = false;
+  // Live load: each worker reports what it holds; OtherLoads sums the
+  // reports of the other workers that are younger than `ttl` at `now`.
+  virtual absl::Status ReportLoad(const std::string& worker_id,
+                                  const std::map<std::string, QueueLoad>& load, absl::Time now,
+                                  absl::Duration ttl) = 0;
+  virtual absl::StatusOr<std::map<std::string, QueueLoad>> OtherLoads(const std::string& worker_id,
+                                                                      absl::Time now) = 0;
 };
 
 }  // namespace switchboard::jobs

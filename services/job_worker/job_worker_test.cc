@@ -12,7 +12,7 @@
 #include "libs/common/backoff.h"
 #include "libs/common/ids.h"
 #include "services/job_worker/handlers.h"
-#include "services/job_worker/job_store.h"
+#include "services/job_worker/sqlite_job_store.h"
 #include "services/job_worker/worker.h"
 #include "services/job_worker/worker_config.h"
 

@@ -13,10 +13,13 @@
 #include "libs/common/json_log.h"
 #include "libs/common/service_edges.h"
 #include "libs/common/shutdown.h"
+#include "libs/redis/redis_config.h"
+#include "libs/redis/redis_metrics.h"
 #include "prometheus/registry.h"
 #include "services/job_worker/grpc_service.h"
 #include "services/job_worker/handlers.h"
-#include "services/job_worker/job_store.h"
+#include "services/job_worker/redis_job_store.h"
+#include "services/job_worker/sqlite_job_store.h"
 #include "services/job_worker/worker.h"
 #include "services/job_worker/worker_config.h"
 
@@ -28,6 +31,17 @@ ABSL_FLAG(std::string, config, "",
           "worker configuration (WorkerConfig as JSON or text format); empty: the order flow "
           "defaults");
 ABSL_FLAG(std::string, data_dir, "./data/job-worker", "directory of the worker's job store");
+ABSL_FLAG(std::string, store, "sqlite",
+          "job store: 'sqlite' (embedded, under --data_dir, one worker), "
+          "redis://[user:password@]host:port or redis-cluster://host:port[,...] (shared by "
+          "every worker; env REDIS_URL)");
+ABSL_FLAG(std::string, redis_prefix, "switchboard",
+          "hash tag of every Redis key: {prefix}; the deployment's other services use the same");
+ABSL_FLAG(std::string, redis_password_file, "",
+          "file holding the Redis password (instead of one in the URL)");
+ABSL_FLAG(absl::Duration, redis_timeout, absl::Seconds(5), "deadline of one Redis call");
+ABSL_FLAG(absl::Duration, job_retention, absl::Hours(24 * 7),
+          "job records not updated for this long are dropped");
 ABSL_FLAG(std::string, worker_id, "", "this worker's id in job events (default: host-pid)");
 ABSL_FLAG(std::string, start, "latest",
           "where a new job-worker consumer group starts: latest or earliest");
@@ -42,6 +56,47 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
 
 namespace switchboard::jobs {
 namespace {
+
+// The store --store names: configuration mistakes are INVALID_ARGUMENT
+// naming the flag; a Redis store is made without contacting Redis.
+absl::StatusOr<std::unique_ptr<JobStore>> OpenJobStore(redis::RedisMetrics* redis_metrics) {
+  const std::string store = absl::GetFlag(FLAGS_store);
+  const absl::Duration retention = absl::GetFlag(FLAGS_job_retention);
+  if (retention < absl::Minutes(1)) {
+    return absl::InvalidArgumentError("job_retention: at least 1m");
+  }
+  if (store == "sqlite") {
+    absl::StatusOr<std::unique_ptr<SqliteJobStore>> s =
+        SqliteJobStore::Open(absl::GetFlag(FLAGS_data_dir), retention);
+    if (!s.ok()) return s.status();
+    LogInfo("job store", {{"store", absl::StrCat("sqlite:", absl::GetFlag(FLAGS_data_dir))}});
+    return std::unique_ptr<JobStore>(*std::move(s));
+  }
+  absl::StatusOr<redis::RedisConfig> cfg =
+      redis::RedisConfigFromFlags(store, absl::GetFlag(FLAGS_redis_password_file));
+  if (!cfg.ok()) return cfg.status();
+  if (absl::Status st = redis::ValidateRedisPrefix(absl::GetFlag(FLAGS_redis_prefix)); !st.ok()) {
+    return st;
+  }
+  if (absl::GetFlag(FLAGS_redis_timeout) < absl::Milliseconds(10)) {
+    return absl::InvalidArgumentError("redis_timeout: must be >= 10ms");
+  }
+  RedisJobStoreOptions opts;
+  opts.prefix = absl::GetFlag(FLAGS_redis_prefix);
+  opts.timeout = absl::GetFlag(FLAGS_redis_timeout);
+  opts.retention = retention;
+  LogInfo("job store", {{"store", absl::StrCat(cfg->Redacted(), " prefix={", opts.prefix, "}")}});
+  auto redis_store =
+      std::make_unique<RedisJobStore>(redis::NewRedisClient(*cfg, redis_metrics), opts);
+  // Wrong credentials are a configuration mistake; an unreachable Redis may
+  // come later (meanwhile jobs wait and their events are nacked).
+  absl::Status reach = redis_store->Check();
+  if (absl::IsUnauthenticated(reach) || absl::IsFailedPrecondition(reach)) {
+    return absl::InvalidArgumentError(absl::StrCat("store: ", reach.message()));
+  }
+  if (!reach.ok()) LogWarn("job store not reachable yet", {{"error", reach.ToString()}});
+  return std::unique_ptr<JobStore>(std::move(redis_store));
+}
 
 int Run() {
   HandlerRegistry handlers;
@@ -88,11 +143,13 @@ int Run() {
   auto registry = std::make_shared<prometheus::Registry>();
   ServiceEdges edges(registry, "worker");
   WorkerMetrics metrics(*registry);
-  absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
-      SqliteJobStore::Open(absl::GetFlag(FLAGS_data_dir));
+  redis::RedisMetrics redis_metrics(*registry, "worker");
+  absl::StatusOr<std::unique_ptr<JobStore>> store = OpenJobStore(&redis_metrics);
   if (!store.ok()) {
-    LogError("cannot open job store", {{"error", store.status().ToString()}});
-    return 1;
+    bool bad_flag = absl::IsInvalidArgument(store.status());
+    LogError(bad_flag ? "bad flag" : "cannot open job store",
+             {{"error", std::string(store.status().message())}});
+    return bad_flag ? 2 : 1;
   }
   std::unique_ptr<BrokerClient> broker = NewGrpcBrokerClient({absl::GetFlag(FLAGS_broker)});
   Worker worker(options, *std::move(config), &handlers, store->get(), broker.get(),
@@ -127,6 +184,8 @@ int main(int argc, char** argv) {
   switchboard::InitService(argc, argv, "job-worker",
                            "runs the jobs that events trigger and reports their lifecycle.\n"
                            "Usage: job-worker [--broker=HOST:PORT] [--config=FILE] ...",
-                           {{"EVENT_EMISSION_TIMEOUT", "event_emission_timeout"}});
+                           {{"EVENT_EMISSION_TIMEOUT", "event_emission_timeout"},
+                            {"REDIS_URL", "store"},
+                            {"REDIS_EVENT_CHANNEL", "redis_prefix"}});
   return switchboard::jobs::Run();
 }

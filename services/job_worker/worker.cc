@@ -60,15 +60,31 @@ Worker::Worker(WorkerOptions options, ResolvedConfig config, const HandlerRegist
 Worker::~Worker() { Shutdown(); }
 
 absl::Status Worker::Start() {
-  auto counts = store_->CountByQueueAndStatus();
-  if (!counts.ok()) return counts.status();
+  // A shared store's counts are read by SyncLoop (they change under other
+  // workers too); an embedded one's are counted here from the start.
+  std::map<std::pair<std::string, int>, uint64_t> counts;
+  std::map<std::string, uint64_t> retried;
+  std::set<std::string> paused;
+  if (!store_->shared()) {
+    auto c = store_->CountByQueueAndStatus();
+    if (!c.ok()) return c.status();
+    counts = *std::move(c);
+    auto r = store_->RetriedByQueue();
+    if (!r.ok()) return r.status();
+    retried = *std::move(r);
+    auto p = store_->PausedQueues();
+    if (!p.ok()) return p.status();
+    paused = *std::move(p);
+  }
   {
     absl::MutexLock lock(&mu_);
     for (const auto& [name, settings] : config_.queues) {
       Queue& q = queues_[name];
       q.settings = settings;
-      q.completed = (*counts)[{name, v1::JOB_STATUS_COMPLETED}];
-      q.failed = (*counts)[{name, v1::JOB_STATUS_FAILED}];
+      q.completed = counts[{name, v1::JOB_STATUS_COMPLETED}];
+      q.failed = counts[{name, v1::JOB_STATUS_FAILED}];
+      q.retried = retried[name];
+      q.paused = paused.count(name) > 0;
     }
     for (auto& [name, q] : queues_) {
       // Every queue's series exist from the start, so the rules and alerts
@@ -107,6 +123,7 @@ absl::Status Worker::Start() {
     if (sub != nullptr) subscriptions_.push_back(std::move(sub));
   }
   extender_ = std::thread([this] { ExtendDeadlinesLoop(); });
+  syncer_ = std::thread([this] { SyncLoop(); });
   return absl::OkStatus();
 }
 
@@ -218,7 +235,19 @@ void Worker::RunQueue(const std::string& name) {
       q->active[task->job.id()] = task;
       UpdateGauges(name, *q);
     }
+    std::string holder;
+    if (!TakeSlot(name, q, task, &holder)) continue;
     RunTask(q, task);
+    if (!holder.empty()) {
+      {
+        absl::MutexLock lock(&mu_);
+        q->slot_holders.erase(holder);
+      }
+      // A slot not given back ends with its lease.
+      if (absl::Status s = store_->ReleaseSlot(name, holder); !s.ok()) {
+        LogWarn("releasing a queue slot failed", {{"queue", name}, {"error", s.ToString()}});
+      }
+    }
   }
 }
 
@@ -469,6 +498,7 @@ bool Worker::Shutdown() {
     if (!s.ok()) LogWarn("handing back jobs failed", {{"error", s.ToString()}});
   }
   if (extender_.joinable()) extender_.join();
+  if (syncer_.joinable()) syncer_.join();
   std::vector<std::thread> threads;
   {
     absl::MutexLock lock(&mu_);
@@ -494,15 +524,38 @@ void Worker::UpdateGauges(const std::string& name, const Queue& q) {
 }
 
 void Worker::FillQueueStats(const Queue& q, v1::QueueStats* out) const {
-  out->set_name(q.settings.name);
+  const std::string& name = q.settings.name;
+  out->set_name(name);
+  uint64_t processed = q.processed;
+  double processing_ms = q.processing_ms_total;
   out->set_waiting(q.waiting.size());
   out->set_active(q.active.size());
-  out->set_completed(q.completed);
-  out->set_failed(q.failed);
-  out->set_retried(q.retried);
-  out->set_avg_processing_ms(q.processed ? q.processing_ms_total / q.processed : 0);
+  if (store_->shared()) {
+    // The deployment's: records in the store, loads of the other workers
+    // (as of the last sync) plus this one's.
+    auto count = [&](v1::JobStatus st) {
+      auto it = shared_.counts.find({name, st});
+      return it == shared_.counts.end() ? uint64_t{0} : it->second;
+    };
+    out->set_completed(count(v1::JOB_STATUS_COMPLETED));
+    out->set_failed(count(v1::JOB_STATUS_FAILED));
+    auto r = shared_.retried.find(name);
+    out->set_retried(r == shared_.retried.end() ? 0 : r->second);
+    if (auto o = shared_.others.find(name); o != shared_.others.end()) {
+      out->set_waiting(out->waiting() + o->second.waiting);
+      out->set_active(out->active() + o->second.active);
+      processed += o->second.processed;
+      processing_ms += o->second.processing_ms_total;
+    }
+  } else {
+    out->set_completed(q.completed);
+    out->set_failed(q.failed);
+    out->set_retried(q.retried);
+  }
+  out->set_avg_processing_ms(processed ? processing_ms / processed : 0);
   out->set_paused(q.paused);
   out->set_concurrency(q.settings.concurrency);
+  out->set_global_concurrency(q.settings.global_concurrency);
 }
 
 v1::GetStatsResponse Worker::GetStats() {
@@ -576,12 +629,19 @@ absl::StatusOr<v1::Job> Worker::GetJob(const v1::GetJobRequest& req) {
 
 absl::StatusOr<v1::QueueStats> Worker::SetPaused(const std::string& queue, bool paused) {
   if (queue.empty()) return absl::InvalidArgumentError("queue: required");
+  {
+    absl::MutexLock lock(&mu_);
+    if (!queues_.count(queue)) {
+      return absl::NotFoundError(absl::StrCat("queue: no queue '", queue, "'"));
+    }
+  }
+  // Stored first: every worker sharing the store follows within a sync, and
+  // the pause outlives a restart.
+  if (absl::Status s = store_->SetPaused(queue, paused); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = queues_.find(queue);
-  if (it == queues_.end()) {
-    return absl::NotFoundError(absl::StrCat("queue: no queue '", queue, "'"));
-  }
   it->second.paused = paused;
+  ++it->second.pause_epoch;
   if (!paused) it->second.work.SignalAll();
   LogInfo(paused ? "queue paused" : "queue resumed", {{"queue", queue}});
   v1::QueueStats stats;

@@ -5,6 +5,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,6 +38,12 @@ struct WorkerOptions {
   int streams = 4;
   // Where a new consumer group starts (an existing one resumes).
   broker::v1::SubscribeRequest::StartPosition start = broker::v1::SubscribeRequest::LATEST;
+  // On a shared store: how often paused queues, the stats and the other
+  // workers' loads are read and this worker's load is reported.
+  absl::Duration sync_every = absl::Milliseconds(250);
+  // A global-concurrency slot lasts this long unless renewed (every fourth
+  // sync): a dead worker's slots free within it.
+  absl::Duration slot_lease = absl::Seconds(15);
 };
 
 // The job-worker's logic: events from the broker's "job-worker" group become
@@ -87,17 +94,35 @@ class Worker {
     double processing_ms_total = 0;
     uint64_t processed = 0;
     std::vector<std::thread> threads;
+    // Global-concurrency slots this worker holds (renewed by SyncLoop).
+    std::set<std::string> slot_holders;
+    // Bumped by SetPaused: a sync that read the store before the change
+    // does not undo it.
+    uint64_t pause_epoch = 0;
+  };
+  // The deployment's view, read from a shared store by SyncLoop.
+  struct SharedView {
+    bool valid = false;
+    std::map<std::pair<std::string, int>, uint64_t> counts;
+    std::map<std::string, uint64_t> retried;
+    std::map<std::string, QueueLoad> others;
   };
 
   void RunQueue(const std::string& queue_name);
   void RunTask(Queue* queue, const std::shared_ptr<Task>& task);
   void ExtendDeadlinesLoop();
+  // Paused queues, stats and loads from/to a shared store; slot renewals.
+  void SyncLoop();
+  // Takes a global-concurrency slot for `task` when its queue has a cap;
+  // false: the task went back to the queue's head (try again shortly).
+  bool TakeSlot(const std::string& name, Queue* q, const std::shared_ptr<Task>& task,
+                std::string* holder);
   events::v1::Event LifecycleEvent(const Task& task, const v1::Job& job, const std::string& type,
                                    const std::string& id_suffix);
   absl::Status PublishAll(std::vector<events::v1::Event> events);
   void Ack(const std::string& ack_id);
   void Nack(const std::string& ack_id, absl::Duration delay);
-  void FillQueueStats(const Queue& q, v1::QueueStats* out) const;
+  void FillQueueStats(const Queue& q, v1::QueueStats* out) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGauges(const std::string& name, const Queue& q);
 
   const WorkerOptions options_;
@@ -115,10 +140,12 @@ class Worker {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  SharedView shared_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<BatchPublisher> publisher_;
   std::unique_ptr<BatchAcker> acker_;
   std::vector<std::unique_ptr<BrokerSubscription>> subscriptions_;
   std::thread extender_;
+  std::thread syncer_;
   // Handlers still running after the drain time are told to stop.
   absl::Notification cancel_;
 };

@@ -160,6 +160,10 @@ absl::StatusOr<ResolvedConfig> ResolveWorkerConfig(const v1::WorkerConfig& confi
       }
       s.concurrency = q.concurrency();
     }
+    if (q.global_concurrency() > 100000) {
+      return absl::InvalidArgumentError(absl::StrCat(f, ".globalConcurrency: at most 100000"));
+    }
+    s.global_concurrency = q.global_concurrency();
     if (q.attempts() != 0) {
       if (q.attempts() > 100) {
         return absl::InvalidArgumentError(absl::StrCat(f, ".attempts: at most 100"));

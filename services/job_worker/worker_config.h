@@ -15,6 +15,7 @@ namespace switchboard::jobs {
 struct QueueSettings {
   std::string name;
   uint32_t concurrency = 10;
+  uint32_t global_concurrency = 0;  // over all workers; 0 = no cap
   uint32_t attempts = 3;
   BackoffPolicy backoff;
   absl::Duration timeout = absl::Seconds(30);

@@ -1,4 +1,4 @@
-#include "services/job_worker/job_store.h"
+#include "services/job_worker/sqlite_job_store.h"
 
 #include <filesystem>
 
@@ -29,17 +29,21 @@ CREATE TABLE IF NOT EXISTS jobs(
 CREATE INDEX IF NOT EXISTS jobs_by_updated ON jobs(updated_us);
 CREATE INDEX IF NOT EXISTS jobs_by_correlation ON jobs(correlation_id) WHERE correlation_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS retried(queue TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS paused(queue TEXT PRIMARY KEY);
 )sql";
 
 }  // namespace
 
-SqliteJobStore::SqliteJobStore(sqlite3* db, sqlite3* reader)
-    : db_(db),
+SqliteJobStore::SqliteJobStore(sqlite3* db, sqlite3* reader, absl::Duration retention)
+    : retention_(retention),
+      db_(db),
       stmts_(std::make_unique<sqlite::StmtCache>()),
       reader_(reader),
       read_stmts_(std::make_unique<sqlite::StmtCache>()) {}
 
-absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::string& data_dir) {
+absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::string& data_dir,
+                                                                     absl::Duration retention) {
   absl::StatusOr<sqlite3*> db = sqlite::OpenDatabase(data_dir, "jobs.db", kSchema);
   if (!db.ok()) return db.status();
   std::string path = (std::filesystem::path(data_dir) / "jobs.db").string();
@@ -51,7 +55,7 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
     return s;
   }
   sqlite3_busy_timeout(reader, 5000);
-  return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(*db, reader));
+  return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(*db, reader, retention));
 }
 
 SqliteJobStore::~SqliteJobStore() {
@@ -97,6 +101,27 @@ absl::Status SqliteJobStore::CommitPuts(const std::vector<std::shared_ptr<Pendin
       sqlite::Exec(db_, "ROLLBACK").IgnoreError();
       return s;
     }
+    if (p->status == v1::JOB_STATUS_RETRY_SCHEDULED) {
+      Stmt r(db_, stmts_.get(),
+             "INSERT INTO retried(queue,value) VALUES(?,1) "
+             "ON CONFLICT(queue) DO UPDATE SET value=value+1");
+      r.Bind(1, p->queue);
+      if (r.Step() != SQLITE_DONE) {
+        absl::Status s = sqlite::Error(db_, "count retry");
+        sqlite::Exec(db_, "ROLLBACK").IgnoreError();
+        return s;
+      }
+    }
+  }
+  // Retention, a little per commit: never a long transaction.
+  Stmt old(db_, stmts_.get(),
+           "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE updated_us < ? "
+           "ORDER BY updated_us LIMIT 200)");
+  old.Bind(1, now - absl::ToInt64Microseconds(retention_));
+  if (old.Step() != SQLITE_DONE) {
+    absl::Status s = sqlite::Error(db_, "drop old jobs");
+    sqlite::Exec(db_, "ROLLBACK").IgnoreError();
+    return s;
   }
   return sqlite::Exec(db_, "COMMIT");
 }
@@ -181,6 +206,36 @@ SqliteJobStore::CountByQueueAndStatus() {
     out[{st.Text(0), static_cast<int>(st.Int(1))}] = static_cast<uint64_t>(st.Int(2));
   }
   if (rc != SQLITE_DONE) return sqlite::Error(reader_, "count jobs");
+  return out;
+}
+
+absl::StatusOr<std::map<std::string, uint64_t>> SqliteJobStore::RetriedByQueue() {
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_, read_stmts_.get(), "SELECT queue, value FROM retried");
+  std::map<std::string, uint64_t> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) out[st.Text(0)] = static_cast<uint64_t>(st.Int(1));
+  if (rc != SQLITE_DONE) return sqlite::Error(reader_, "count retries");
+  return out;
+}
+
+absl::Status SqliteJobStore::SetPaused(const std::string& queue, bool paused) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, stmts_.get(),
+          paused ? "INSERT OR IGNORE INTO paused(queue) VALUES(?)"
+                 : "DELETE FROM paused WHERE queue=?");
+  st.Bind(1, queue);
+  if (st.Step() != SQLITE_DONE) return sqlite::Error(db_, "pause queue");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::set<std::string>> SqliteJobStore::PausedQueues() {
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(reader_, read_stmts_.get(), "SELECT queue FROM paused");
+  std::set<std::string> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) out.insert(std::string(st.Text(0)));
+  if (rc != SQLITE_DONE) return sqlite::Error(reader_, "paused queues");
   return out;
 }
 

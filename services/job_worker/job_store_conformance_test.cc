@@ -1,0 +1,288 @@
+// The JobStore contract, held by every implementation: SQLite (one worker),
+// Redis and a Redis Cluster (shared by workers), and the in-memory fake.
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "libs/redis/redis_metrics.h"
+#include "prometheus/registry.h"
+#include "services/job_worker/redis_job_store.h"
+#include "services/job_worker/sqlite_job_store.h"
+#include "services/job_worker/testing/memory_job_store.h"
+#include "tests/testing/process.h"
+#include "tests/testing/redis_server.h"
+
+namespace switchboard::jobs {
+namespace {
+
+enum class Backend { kSqlite, kRedis, kRedisCluster, kMemory };
+
+std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
+  switch (info.param) {
+    case Backend::kSqlite:
+      return "Sqlite";
+    case Backend::kRedis:
+      return "Redis";
+    case Backend::kRedisCluster:
+      return "RedisCluster";
+    case Backend::kMemory:
+      return "Memory";
+  }
+  return "?";
+}
+
+struct Servers {
+  std::unique_ptr<switchboard::testing::RedisServer> redis;
+  std::unique_ptr<switchboard::testing::RedisCluster> cluster;
+  prometheus::Registry registry;
+  redis::RedisMetrics metrics{registry, "test"};
+};
+Servers* servers = nullptr;
+
+class JobStoreConformance : public ::testing::TestWithParam<Backend> {
+ public:
+  static void SetUpTestSuite() { servers = new Servers; }
+  static void TearDownTestSuite() {
+    delete servers;
+    servers = nullptr;
+  }
+
+ protected:
+  void SetUp() override {
+    dir_ = switchboard::testing::MakeTempDir();
+    static int n = 0;
+    prefix_ = absl::StrCat("jobs", ++n, "-", getpid());
+    if (GetParam() == Backend::kRedis && !servers->redis) {
+      auto r = switchboard::testing::RedisServer::Start();
+      ASSERT_TRUE(r.ok()) << r.status();
+      servers->redis = *std::move(r);
+    }
+    if (GetParam() == Backend::kRedisCluster && !servers->cluster) {
+      auto c = switchboard::testing::RedisCluster::Start(3, 0);
+      ASSERT_TRUE(c.ok()) << c.status();
+      servers->cluster = *std::move(c);
+    }
+  }
+
+  // A store over this test's data; another call is the same data as another
+  // worker (shared stores) or a restarted one (SQLite) sees it.
+  std::shared_ptr<JobStore> Open(absl::Duration retention = absl::Hours(24 * 7)) {
+    switch (GetParam()) {
+      case Backend::kMemory:
+        if (memory_ == nullptr)
+          memory_ = std::make_shared<testing::MemoryJobStore>(true, retention);
+        return memory_;
+      case Backend::kSqlite: {
+        auto s = SqliteJobStore::Open(dir_, retention);
+        EXPECT_TRUE(s.ok()) << s.status();
+        return s.ok() ? std::shared_ptr<JobStore>(*std::move(s)) : nullptr;
+      }
+      case Backend::kRedis:
+      case Backend::kRedisCluster: {
+        std::string url =
+            GetParam() == Backend::kRedis ? servers->redis->url() : servers->cluster->url();
+        auto cfg = redis::ParseRedisUrl(url, "store");
+        EXPECT_TRUE(cfg.ok()) << cfg.status();
+        RedisJobStoreOptions opts;
+        opts.prefix = prefix_;
+        opts.retention = retention;
+        return std::make_shared<RedisJobStore>(redis::NewRedisClient(*cfg, &servers->metrics),
+                                               opts);
+      }
+    }
+    return nullptr;
+  }
+
+  static v1::Job MakeJob(const std::string& id, const std::string& queue, v1::JobStatus status,
+                         const std::string& corr = "") {
+    v1::Job j;
+    j.set_id(id);
+    j.set_queue(queue);
+    j.set_status(status);
+    j.set_type("payment-processing");
+    j.set_correlation_id(corr);
+    j.set_attempt(1);
+    return j;
+  }
+
+  static std::vector<std::string> Ids(const std::vector<v1::Job>& jobs) {
+    std::vector<std::string> out;
+    for (const v1::Job& j : jobs) out.push_back(j.id());
+    return out;
+  }
+
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  std::string dir_;
+  std::string prefix_;
+  std::shared_ptr<testing::MemoryJobStore> memory_;
+};
+
+TEST_P(JobStoreConformance, RecordsAreReadListedAndCountedByTheirLatestStatus) {
+  auto store = Open();
+  ASSERT_TRUE(store->Put(MakeJob("j1", "payments", v1::JOB_STATUS_WAITING, "ord-1")).ok());
+  ASSERT_TRUE(store->Put(MakeJob("j2", "payments", v1::JOB_STATUS_ACTIVE, "ord-2")).ok());
+  ASSERT_TRUE(store->Put(MakeJob("j3", "inventory", v1::JOB_STATUS_WAITING, "ord-1")).ok());
+  v1::Job done = MakeJob("j1", "payments", v1::JOB_STATUS_COMPLETED, "ord-1");
+  done.set_attempt(2);
+  done.set_error("");
+  ASSERT_TRUE(store->Put(done).ok());
+
+  auto got = store->Get("j1");
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status();
+  EXPECT_EQ((*got)->status(), v1::JOB_STATUS_COMPLETED);
+  EXPECT_EQ((*got)->attempt(), 2u);
+  auto missing = store->Get("nope");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->has_value());
+
+  auto all = store->List({});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(Ids(*all), (std::vector<std::string>{"j1", "j3", "j2"}));  // newest update first
+  JobQuery q;
+  q.queue = "payments";
+  EXPECT_EQ(Ids(*store->List(q)), (std::vector<std::string>{"j1", "j2"}));
+  q = {};
+  q.status = v1::JOB_STATUS_WAITING;
+  EXPECT_EQ(Ids(*store->List(q)), (std::vector<std::string>{"j3"}));
+  q = {};
+  q.correlation_id = "ord-1";
+  EXPECT_EQ(Ids(*store->List(q)), (std::vector<std::string>{"j1", "j3"}));
+  q.queue = "inventory";
+  EXPECT_EQ(Ids(*store->List(q)), (std::vector<std::string>{"j3"}));
+  q = {};
+  q.limit = 2;
+  EXPECT_EQ(store->List(q)->size(), 2u);
+
+  auto counts = store->CountByQueueAndStatus();
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  std::map<std::pair<std::string, int>, uint64_t> want = {
+      {{"payments", v1::JOB_STATUS_COMPLETED}, 1},
+      {{"payments", v1::JOB_STATUS_ACTIVE}, 1},
+      {{"inventory", v1::JOB_STATUS_WAITING}, 1}};
+  EXPECT_EQ(*counts, want);
+}
+
+TEST_P(JobStoreConformance, RetriesAreCountedPerQueue) {
+  auto store = Open();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(store->Put(MakeJob("r1", "payments", v1::JOB_STATUS_RETRY_SCHEDULED)).ok());
+  }
+  ASSERT_TRUE(store->Put(MakeJob("r1", "payments", v1::JOB_STATUS_COMPLETED)).ok());
+  auto retried = store->RetriedByQueue();
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ(*retried, (std::map<std::string, uint64_t>{{"payments", 3}}));
+}
+
+TEST_P(JobStoreConformance, CountersAndPausedQueuesOutliveTheProcess) {
+  {
+    auto store = Open();
+    EXPECT_EQ(*store->NextCounter("order"), 1u);
+    EXPECT_EQ(*store->NextCounter("order"), 2u);
+    EXPECT_EQ(*store->NextCounter("other"), 1u);
+    ASSERT_TRUE(store->SetPaused("payments", true).ok());
+    ASSERT_TRUE(store->SetPaused("inventory", true).ok());
+    ASSERT_TRUE(store->SetPaused("inventory", false).ok());
+  }
+  auto again = Open();
+  EXPECT_EQ(*again->NextCounter("order"), 3u);
+  auto paused = again->PausedQueues();
+  ASSERT_TRUE(paused.ok()) << paused.status();
+  EXPECT_EQ(*paused, (std::set<std::string>{"payments"}));
+}
+
+TEST_P(JobStoreConformance, GlobalSlotsCapHoldersAndFreeThemWhenLeasesEnd) {
+  auto a = Open();
+  auto b = a->shared() ? Open() : a;  // two workers (one, embedded)
+  const absl::Time t0 = absl::FromUnixSeconds(2000000000);
+  const absl::Duration lease = absl::Seconds(10);
+  EXPECT_TRUE(*a->AcquireSlot("payments", "w1:j1", 2, t0, lease));
+  EXPECT_TRUE(*b->AcquireSlot("payments", "w2:j2", 2, t0, lease));
+  EXPECT_FALSE(*b->AcquireSlot("payments", "w2:j3", 2, t0, lease)) << "a third over the cap";
+  EXPECT_TRUE(*a->AcquireSlot("payments", "w1:j1", 2, t0, lease)) << "a holder's own slot";
+  EXPECT_TRUE(*a->AcquireSlot("inventory", "w1:j9", 1, t0, lease)) << "queues apart";
+  EXPECT_EQ(*a->SlotsHeld("payments", t0), 2u);
+
+  ASSERT_TRUE(b->ReleaseSlot("payments", "w2:j2").ok());
+  EXPECT_TRUE(*b->AcquireSlot("payments", "w2:j3", 2, t0, lease));
+  // w1 keeps renewing; w2 stops (died): its slot frees when its lease ends.
+  ASSERT_TRUE(a->RenewSlots("payments", {"w1:j1"}, t0 + absl::Seconds(8), lease).ok());
+  const absl::Time later = t0 + absl::Seconds(12);
+  EXPECT_EQ(*a->SlotsHeld("payments", later), 1u);
+  EXPECT_TRUE(*b->AcquireSlot("payments", "w2:j4", 2, later, lease));
+  EXPECT_FALSE(*b->AcquireSlot("payments", "w2:j5", 2, later, lease));
+  // An ended lease is not revived by a renewal.
+  ASSERT_TRUE(b->RenewSlots("payments", {"w2:j3"}, later, lease).ok());
+  EXPECT_EQ(*a->SlotsHeld("payments", later), 2u);
+}
+
+TEST_P(JobStoreConformance, LoadsOfOtherWorkersAreSummedUntilTheirReportsEnd) {
+  auto a = Open(), b = Open(), c = Open();
+  const absl::Time t0 = absl::FromUnixSeconds(2000000000);
+  ASSERT_TRUE(a->ReportLoad("w1", {{"payments", {3, 2, 10, 100}}}, t0, absl::Seconds(5)).ok());
+  ASSERT_TRUE(b->ReportLoad("w2", {{"payments", {1, 1, 5, 50}}, {"inventory", {0, 4, 0, 0}}}, t0,
+                            absl::Seconds(2))
+                  .ok());
+  auto others = c->OtherLoads("w1", t0 + absl::Seconds(1));
+  ASSERT_TRUE(others.ok()) << others.status();
+  if (!c->shared()) {
+    EXPECT_TRUE(others->empty()) << "one worker: no others";
+    return;
+  }
+  EXPECT_EQ(others->size(), 2u);
+  EXPECT_EQ((*others)["payments"].waiting, 1u);
+  EXPECT_EQ((*others)["inventory"].active, 4u);
+  auto all = c->OtherLoads("w3", t0 + absl::Seconds(1));
+  EXPECT_EQ((*all)["payments"].waiting, 4u);
+  EXPECT_EQ((*all)["payments"].active, 3u);
+  EXPECT_EQ((*all)["payments"].processed, 15u);
+  EXPECT_DOUBLE_EQ((*all)["payments"].processing_ms_total, 150);
+  // w2's report ended at t0+2s.
+  auto late = c->OtherLoads("w3", t0 + absl::Seconds(3));
+  EXPECT_EQ((*late)["payments"].waiting, 3u);
+  EXPECT_EQ(late->count("inventory"), 0u);
+}
+
+TEST_P(JobStoreConformance, RecordsPastTheRetentionAreDroppedWithTheirCounts) {
+  auto store = Open(absl::Milliseconds(200));
+  ASSERT_TRUE(store->Put(MakeJob("old", "payments", v1::JOB_STATUS_COMPLETED, "ord-9")).ok());
+  absl::Time put = absl::Now();
+  // Retention is about time passing: wait until the record is older than it.
+  ASSERT_TRUE(switchboard::testing::WaitUntil(
+      [&] { return absl::Now() > put + absl::Milliseconds(300); }, absl::Seconds(5)));
+  ASSERT_TRUE(store->Put(MakeJob("new", "payments", v1::JOB_STATUS_COMPLETED, "ord-9")).ok());
+  EXPECT_FALSE(store->Get("old")->has_value());
+  EXPECT_TRUE(store->Get("new")->has_value());
+  JobQuery q;
+  q.correlation_id = "ord-9";
+  EXPECT_EQ(Ids(*store->List(q)), (std::vector<std::string>{"new"}));
+  auto counts = store->CountByQueueAndStatus();
+  EXPECT_EQ(counts->at({"payments", v1::JOB_STATUS_COMPLETED}), 1u);
+}
+
+TEST_P(JobStoreConformance, SharedStoresShowOneWorkersRecordsToAnother) {
+  auto a = Open(), b = Open();
+  if (!a->shared()) GTEST_SKIP() << "one worker per embedded store";
+  ASSERT_TRUE(a->Put(MakeJob("x1", "payments", v1::JOB_STATUS_COMPLETED)).ok());
+  auto got = b->Get("x1");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->status(), v1::JOB_STATUS_COMPLETED);
+  ASSERT_TRUE(a->SetPaused("payments", true).ok());
+  EXPECT_EQ(*b->PausedQueues(), (std::set<std::string>{"payments"}));
+  EXPECT_EQ(*a->NextCounter("order"), 1u);
+  EXPECT_EQ(*b->NextCounter("order"), 2u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, JobStoreConformance,
+                         ::testing::Values(Backend::kSqlite, Backend::kRedis,
+                                           Backend::kRedisCluster, Backend::kMemory),
+                         BackendName);
+
+}  // namespace
+}  // namespace switchboard::jobs
