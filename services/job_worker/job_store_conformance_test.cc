@@ -72,9 +72,9 @@ class JobStoreConformance : public ::testing::TestWithParam<Backend> {
   std::shared_ptr<JobStore> Open(absl::Duration retention = absl::Hours(24 * 7)) {
     switch (GetParam()) {
       case Backend::kMemory:
-        if (memory_ == nullptr)
-          memory_ = std::make_shared<testing::MemoryJobStore>(true, retention);
-        return memory_;
+        // A new store over the same data: another worker's view.
+        if (memory_ == nullptr) memory_ = std::make_shared<testing::MemoryJobStore::Backing>();
+        return std::make_shared<testing::MemoryJobStore>(true, retention, memory_);
       case Backend::kSqlite: {
         auto s = SqliteJobStore::Open(dir_, retention);
         EXPECT_TRUE(s.ok()) << s.status();
@@ -121,7 +121,7 @@ class JobStoreConformance : public ::testing::TestWithParam<Backend> {
 
   std::string dir_;
   std::string prefix_;
-  std::shared_ptr<testing::MemoryJobStore> memory_;
+  std::shared_ptr<testing::MemoryJobStore::Backing> memory_;
 };
 
 TEST_P(JobStoreConformance, RecordsAreReadListedAndCountedByTheirLatestStatus) {

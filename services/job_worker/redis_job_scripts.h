@@ -58,18 +58,22 @@ return 1
 
 // ARGV: prefix queue status corr limit. The newest records matching every
 // given filter, walking the most selective index newest first and looking
-// at no more than 10 000 candidates. Returns their Job bytes.
+// at no more than 5 000 candidates (a few ms of Redis). Returns their Job
+// bytes.
 inline constexpr char kList[] = R"lua(
 local p, q, st, co, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local index = p .. ':jobs:recent'
 if co ~= '' then
   index = p .. ':jobs:co:' .. co
+elseif st ~= '0' and q ~= '' then
+  local si, qi = p .. ':jobs:s:' .. st, p .. ':jobs:q:' .. q
+  index = redis.call('ZCARD', si) <= redis.call('ZCARD', qi) and si or qi
 elseif st ~= '0' then
   index = p .. ':jobs:s:' .. st
 elseif q ~= '' then
   index = p .. ':jobs:q:' .. q
 end
-local out, start, budget = {}, 0, 10000
+local out, start, budget = {}, 0, 5000
 while #out < limit and budget > 0 do
   local ids = redis.call('ZREVRANGE', index, start, start + 199)
   if #ids == 0 then break end

@@ -182,8 +182,11 @@ absl::Status RedisJobStore::ReportLoad(const std::string& worker_id,
   }
   absl::StatusOr<std::vector<Reply>> r =
       client_->Pipeline(tag_,
-                        {{"HSET", Key("load"), worker_id, absl::StrJoin(parts, ";")},
-                         {"ZADD", Key("load:until"), Millis(now + ttl), worker_id}},
+                        // One transaction: a report never outlives its expiry entry.
+                        {{"MULTI"},
+                         {"HSET", Key("load"), worker_id, absl::StrJoin(parts, ";")},
+                         {"ZADD", Key("load:until"), Millis(now + ttl), worker_id},
+                         {"EXEC"}},
                         Deadline());
   if (!r.ok()) return r.status();
   for (const Reply& e : *r) {

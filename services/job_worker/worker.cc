@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "absl/random/distributions.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -55,7 +56,9 @@ Worker::Worker(WorkerOptions options, ResolvedConfig config, const HandlerRegist
       metrics_(metrics),
       // Many jobs publish and ack at once: share RPCs between them.
       publisher_(std::make_unique<BatchPublisher>(broker, 1000, options_.publish_timeout)),
-      acker_(std::make_unique<BatchAcker>(broker, options_.group)) {}
+      acker_(std::make_unique<BatchAcker>(broker, options_.group)),
+      slot_nonce_(
+          absl::StrCat(absl::Hex(absl::Uniform<uint32_t>(absl::BitGen()), absl::kZeroPad8))) {}
 
 Worker::~Worker() { Shutdown(); }
 
@@ -65,7 +68,20 @@ absl::Status Worker::Start() {
   std::map<std::pair<std::string, int>, uint64_t> counts;
   std::map<std::string, uint64_t> retried;
   std::set<std::string> paused;
-  if (!store_->shared()) {
+  bool paused_known = true;
+  if (store_->shared()) {
+    // The deployment's paused queues before anything runs; if the store
+    // cannot say yet, every queue is held paused until SyncLoop's first read.
+    absl::StatusOr<std::set<std::string>> p = store_->PausedQueues();
+    if (p.ok()) {
+      paused = *std::move(p);
+    } else {
+      LogWarn("paused queues unknown yet: holding every queue until the store answers",
+              {{"error", p.status().ToString()}});
+      for (const auto& [name, settings] : config_.queues) paused.insert(name);
+      paused_known = false;
+    }
+  } else {
     auto c = store_->CountByQueueAndStatus();
     if (!c.ok()) return c.status();
     counts = *std::move(c);
@@ -86,6 +102,7 @@ absl::Status Worker::Start() {
       q.retried = retried[name];
       q.paused = paused.count(name) > 0;
     }
+    synced_ = paused_known;
     for (auto& [name, q] : queues_) {
       // Every queue's series exist from the start, so the rules and alerts
       // over them have a value before the first job (deploy/prometheus).
@@ -486,6 +503,7 @@ bool Worker::Shutdown() {
       }
     }
     stopping_ = true;
+    stopping_flag_ = true;
     for (auto& [name, q] : queues_) q.work.SignalAll();
   }
   // Past the drain time: running handlers are asked to return now (their
@@ -498,7 +516,6 @@ bool Worker::Shutdown() {
     if (!s.ok()) LogWarn("handing back jobs failed", {{"error", s.ToString()}});
   }
   if (extender_.joinable()) extender_.join();
-  if (syncer_.joinable()) syncer_.join();
   std::vector<std::thread> threads;
   {
     absl::MutexLock lock(&mu_);
@@ -513,6 +530,8 @@ bool Worker::Shutdown() {
   // After the join: a job that finished during the drain queues its ack only
   // after it left the active set (what the drain waited for).
   acker_->Flush();
+  // Last: a sync pass in progress may be waiting on an unreachable store.
+  if (syncer_.joinable()) syncer_.join();
   LogInfo("worker drained", {{"all_jobs_finished", finished},
                              {"handed_back", static_cast<uint64_t>(hand_back.size())}});
   return finished;
@@ -530,12 +549,13 @@ void Worker::FillQueueStats(const Queue& q, v1::QueueStats* out) const {
   double processing_ms = q.processing_ms_total;
   out->set_waiting(q.waiting.size());
   out->set_active(q.active.size());
-  if (store_->shared()) {
+  if (store_->shared() && shared_.valid) {
     // The deployment's: records in the store, loads of the other workers
     // (as of the last sync) plus this one's.
-    auto count = [&](v1::JobStatus st) {
-      auto it = shared_.counts.find({name, st});
-      return it == shared_.counts.end() ? uint64_t{0} : it->second;
+    const auto& counts = shared_.counts;  // (a lambda would lose the lock annotation)
+    auto count = [&counts, &name](v1::JobStatus st) {
+      auto it = counts.find({name, st});
+      return it == counts.end() ? uint64_t{0} : it->second;
     };
     out->set_completed(count(v1::JOB_STATUS_COMPLETED));
     out->set_failed(count(v1::JOB_STATUS_FAILED));

@@ -141,6 +141,13 @@ class Worker {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   SharedView shared_ ABSL_GUARDED_BY(mu_);
+  // Whether SyncLoop has read the paused queues of a shared store yet.
+  bool synced_ ABSL_GUARDED_BY(mu_) = false;
+  // stopping_, for SyncLoop between store calls (without mu_).
+  std::atomic<bool> stopping_flag_{false};
+  // Makes slot holder names unique across runs and processes.
+  const std::string slot_nonce_;
+  std::atomic<uint64_t> slot_runs_{0};
   std::unique_ptr<BatchPublisher> publisher_;
   std::unique_ptr<BatchAcker> acker_;
   std::vector<std::unique_ptr<BrokerSubscription>> subscriptions_;

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -18,30 +20,54 @@ namespace switchboard::jobs::testing {
 // behave as a store several workers share (loads are kept and summed).
 class MemoryJobStore : public JobStore {
  public:
-  explicit MemoryJobStore(bool shared = false, absl::Duration retention = absl::Hours(24 * 7))
-      : shared_(shared), retention_(retention) {}
+  struct Record {
+    v1::Job job;
+    absl::Time updated;
+    uint64_t order = 0;
+  };
+  // The data: stores made over one Backing see the same jobs (as workers
+  // sharing Redis do).
+  struct Backing {
+    absl::Mutex mu;
+    std::map<std::string, Record> jobs ABSL_GUARDED_BY(mu);
+    uint64_t order ABSL_GUARDED_BY(mu) = 0;
+    std::map<std::string, uint64_t> counters ABSL_GUARDED_BY(mu);
+    std::map<std::string, uint64_t> retried ABSL_GUARDED_BY(mu);
+    std::set<std::string> paused ABSL_GUARDED_BY(mu);
+    std::map<std::string, std::pair<std::map<std::string, QueueLoad>, absl::Time>> loads
+        ABSL_GUARDED_BY(mu);
+    LocalSlots slots;
+  };
+
+  explicit MemoryJobStore(bool shared = false, absl::Duration retention = absl::Hours(24 * 7),
+                          std::shared_ptr<Backing> backing = nullptr)
+      : shared_(shared),
+        retention_(retention),
+        b_(backing != nullptr ? std::move(backing) : std::make_shared<Backing>()) {}
+
+  const std::shared_ptr<Backing>& backing() const { return b_; }
 
   bool shared() const override { return shared_; }
   absl::StatusOr<std::optional<v1::Job>> Get(const std::string& id) override {
-    absl::MutexLock lock(&mu_);
-    auto it = jobs_.find(id);
-    if (it == jobs_.end()) return std::optional<v1::Job>();
+    absl::MutexLock lock(&b_->mu);
+    auto it = b_->jobs.find(id);
+    if (it == b_->jobs.end()) return std::optional<v1::Job>();
     return std::optional<v1::Job>(it->second.job);
   }
   absl::Status Put(const v1::Job& job) override {
-    absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&b_->mu);
     absl::Time now = absl::Now();
-    for (auto it = jobs_.begin(); it != jobs_.end();) {
-      it = it->second.updated < now - retention_ ? jobs_.erase(it) : std::next(it);
+    for (auto it = b_->jobs.begin(); it != b_->jobs.end();) {
+      it = it->second.updated < now - retention_ ? b_->jobs.erase(it) : std::next(it);
     }
-    jobs_[job.id()] = Record{job, now, ++order_};
-    if (job.status() == v1::JOB_STATUS_RETRY_SCHEDULED) ++retried_[job.queue()];
+    b_->jobs[job.id()] = Record{job, now, ++b_->order};
+    if (job.status() == v1::JOB_STATUS_RETRY_SCHEDULED) ++b_->retried[job.queue()];
     return absl::OkStatus();
   }
   absl::StatusOr<std::vector<v1::Job>> List(const JobQuery& q) override {
-    absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&b_->mu);
     std::vector<const Record*> hits;
-    for (const auto& [id, r] : jobs_) {
+    for (const auto& [id, r] : b_->jobs) {
       if (!q.queue.empty() && r.job.queue() != q.queue) continue;
       if (q.status != v1::JOB_STATUS_UNSPECIFIED && r.job.status() != q.status) continue;
       if (!q.correlation_id.empty() && r.job.correlation_id() != q.correlation_id) continue;
@@ -54,60 +80,60 @@ class MemoryJobStore : public JobStore {
     return out;
   }
   absl::StatusOr<uint64_t> NextCounter(const std::string& name) override {
-    absl::MutexLock lock(&mu_);
-    return ++counters_[name];
+    absl::MutexLock lock(&b_->mu);
+    return ++b_->counters[name];
   }
   absl::StatusOr<std::map<std::pair<std::string, int>, uint64_t>> CountByQueueAndStatus() override {
-    absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&b_->mu);
     std::map<std::pair<std::string, int>, uint64_t> out;
-    for (const auto& [id, r] : jobs_) ++out[{r.job.queue(), r.job.status()}];
+    for (const auto& [id, r] : b_->jobs) ++out[{r.job.queue(), r.job.status()}];
     return out;
   }
   absl::StatusOr<std::map<std::string, uint64_t>> RetriedByQueue() override {
-    absl::MutexLock lock(&mu_);
-    return retried_;
+    absl::MutexLock lock(&b_->mu);
+    return b_->retried;
   }
   absl::Status SetPaused(const std::string& queue, bool paused) override {
-    absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&b_->mu);
     if (paused) {
-      paused_.insert(queue);
+      b_->paused.insert(queue);
     } else {
-      paused_.erase(queue);
+      b_->paused.erase(queue);
     }
     return absl::OkStatus();
   }
   absl::StatusOr<std::set<std::string>> PausedQueues() override {
-    absl::MutexLock lock(&mu_);
-    return paused_;
+    absl::MutexLock lock(&b_->mu);
+    return b_->paused;
   }
   absl::StatusOr<bool> AcquireSlot(const std::string& queue, const std::string& holder,
                                    uint32_t limit, absl::Time now, absl::Duration lease) override {
-    return slots_.Acquire(queue, holder, limit, now, lease);
+    return b_->slots.Acquire(queue, holder, limit, now, lease);
   }
   absl::Status RenewSlots(const std::string& queue, const std::vector<std::string>& holders,
                           absl::Time now, absl::Duration lease) override {
-    slots_.Renew(queue, holders, now, lease);
+    b_->slots.Renew(queue, holders, now, lease);
     return absl::OkStatus();
   }
   absl::Status ReleaseSlot(const std::string& queue, const std::string& holder) override {
-    slots_.Release(queue, holder);
+    b_->slots.Release(queue, holder);
     return absl::OkStatus();
   }
   absl::StatusOr<uint64_t> SlotsHeld(const std::string& queue, absl::Time now) override {
-    return slots_.Held(queue, now);
+    return b_->slots.Held(queue, now);
   }
   absl::Status ReportLoad(const std::string& worker_id,
                           const std::map<std::string, QueueLoad>& load, absl::Time now,
                           absl::Duration ttl) override {
-    absl::MutexLock lock(&mu_);
-    if (shared_) loads_[worker_id] = {load, now + ttl};
+    absl::MutexLock lock(&b_->mu);
+    if (shared_) b_->loads[worker_id] = {load, now + ttl};
     return absl::OkStatus();
   }
   absl::StatusOr<std::map<std::string, QueueLoad>> OtherLoads(const std::string& worker_id,
                                                               absl::Time now) override {
-    absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&b_->mu);
     std::map<std::string, QueueLoad> out;
-    for (const auto& [w, report] : loads_) {
+    for (const auto& [w, report] : b_->loads) {
       if (w == worker_id || report.second <= now) continue;
       for (const auto& [queue, l] : report.first) {
         QueueLoad& sum = out[queue];
@@ -121,22 +147,9 @@ class MemoryJobStore : public JobStore {
   }
 
  private:
-  struct Record {
-    v1::Job job;
-    absl::Time updated;
-    uint64_t order = 0;
-  };
   const bool shared_;
   const absl::Duration retention_;
-  absl::Mutex mu_;
-  std::map<std::string, Record> jobs_ ABSL_GUARDED_BY(mu_);
-  uint64_t order_ ABSL_GUARDED_BY(mu_) = 0;
-  std::map<std::string, uint64_t> counters_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, uint64_t> retried_ ABSL_GUARDED_BY(mu_);
-  std::set<std::string> paused_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::pair<std::map<std::string, QueueLoad>, absl::Time>> loads_
-      ABSL_GUARDED_BY(mu_);
-  LocalSlots slots_;
+  const std::shared_ptr<Backing> b_;
 };
 
 }  // namespace switchboard::jobs::testing
