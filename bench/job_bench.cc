@@ -1,7 +1,8 @@
 // Job loop benchmark: N no-op jobs through the whole loop (event published ->
 // job run -> job.* events published -> event acked) with the worker's queue
 // concurrency at 50, like BullMQ's no-op figure in ../shared/peers. Starts the
-// real broker and worker; prints one JSON line.
+// real broker and worker (with --redis, both on one fresh redis-server, as
+// BullMQ runs on its Redis); prints one JSON line.
 #include <atomic>
 #include <cstdio>
 #include <fstream>
@@ -16,10 +17,14 @@
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 #include "switchboard/jobs/v1/jobs.grpc.pb.h"
 #include "tests/testing/process.h"
+#include "tests/testing/redis_server.h"
 
 ABSL_FLAG(int, jobs, 20000, "no-op jobs");
 ABSL_FLAG(int, concurrency, 50, "the worker queue's concurrency");
 ABSL_FLAG(int, chunk, 1000, "events per PublishBatch when adding jobs");
+ABSL_FLAG(std::string, redis, "",
+          "run the broker and the worker on one fresh redis-server with this appendfsync "
+          "(everysec, always), like BullMQ on its Redis; empty: embedded stores");
 
 namespace sb = switchboard;
 namespace v1 = switchboard::broker::v1;
@@ -28,8 +33,22 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   int n = absl::GetFlag(FLAGS_jobs);
   std::string dir = sb::testing::MakeTempDir();
-  auto broker = sb::testing::ServiceProcess::Start(
-      BROKER_BIN, {"--data_dir=" + dir + "/broker", "--log_level=warn"});
+  std::unique_ptr<sb::testing::RedisServer> redis;
+  std::vector<std::string> store_args;
+  if (std::string fsync = absl::GetFlag(FLAGS_redis); !fsync.empty()) {
+    sb::testing::RedisOptions opts;
+    opts.appendfsync = fsync;
+    auto r = sb::testing::RedisServer::Start(opts);
+    if (!r.ok()) {
+      std::fprintf(stderr, "%s\n", r.status().ToString().c_str());
+      return 2;
+    }
+    redis = *std::move(r);
+    store_args.push_back("--store=" + redis->url());
+  }
+  std::vector<std::string> broker_args = {"--data_dir=" + dir + "/broker", "--log_level=warn"};
+  broker_args.insert(broker_args.end(), store_args.begin(), store_args.end());
+  auto broker = sb::testing::ServiceProcess::Start(BROKER_BIN, broker_args);
   if (!broker.ok()) {
     std::fprintf(stderr, "%s\n", broker.status().ToString().c_str());
     return 2;
@@ -39,9 +58,11 @@ int main(int argc, char** argv) {
           "mappings": [{"eventType": "bench.noop", "jobType": "noop", "queue": "bench"}],
           "queues": [{"name": "bench", "concurrency": %d}]})",
       absl::GetFlag(FLAGS_concurrency));
-  auto worker = sb::testing::ServiceProcess::Start(
-      WORKER_BIN, {"--broker=" + (*broker)->grpc_addr(), "--data_dir=" + dir + "/worker",
-                   "--config=" + dir + "/bench.json", "--log_level=warn"});
+  std::vector<std::string> worker_args = {"--broker=" + (*broker)->grpc_addr(),
+                                          "--data_dir=" + dir + "/worker",
+                                          "--config=" + dir + "/bench.json", "--log_level=warn"};
+  worker_args.insert(worker_args.end(), store_args.begin(), store_args.end());
+  auto worker = sb::testing::ServiceProcess::Start(WORKER_BIN, worker_args);
   if (!worker.ok()) {
     std::fprintf(stderr, "%s\n", worker.status().ToString().c_str());
     return 2;
@@ -112,8 +133,13 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"system\":\"switchboard\",\"figure\":\"job_loop_noop\",\"n\":%d,\"concurrency\":%d,"
       "\"add_secs\":%.3f,\"add_jobs_per_s\":%.0f,\"completed\":%d,\"complete\":%s,\"secs\":%.3f,"
-      "\"jobs_per_s\":%.0f,\"group_pending_end\":%llu,\"events_per_job\":3}\n",
+      "\"jobs_per_s\":%.0f,\"group_pending_end\":%llu,\"events_per_job\":3%s}\n",
       n, absl::GetFlag(FLAGS_concurrency), add_secs, n / add_secs, completed.load(),
-      all ? "true" : "false", secs, n / secs, static_cast<unsigned long long>(pending));
+      all ? "true" : "false", secs, n / secs, static_cast<unsigned long long>(pending),
+      redis == nullptr
+          ? ""
+          : absl::StrCat(",\"store\":\"redis\",\"appendfsync\":\"", absl::GetFlag(FLAGS_redis),
+                         "\"")
+                .c_str());
   return 0;
 }

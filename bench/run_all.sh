@@ -17,5 +17,6 @@ for fsync in everysec always; do
     tee -a "$OUT/switchboard.jsonl"
 done
 "$ROOT/build/bench/job_bench" | tee -a "$OUT/switchboard.jsonl"
+"$ROOT/build/bench/job_bench" --redis=everysec | tee -a "$OUT/switchboard.jsonl"
 HOOK_PORT=${HOOK_PORT:-18090} bash "$ROOT/bench/webhook_bench.sh" | tee -a "$OUT/switchboard.jsonl"
 python3 "$ROOT/bench/table.py" "$OUT/peers.jsonl" "$OUT/switchboard.jsonl" | tee "$OUT/table.md"

@@ -71,6 +71,9 @@ row("e2e p50 at 5000/s (broadcast)", me("e2e_latency_broadcast").get("p50_us"),
 row("job loop, 20000 no-op jobs, concurrency 50", me("job_loop_noop").get("jobs_per_s"),
     peer("bullmq", "bullmq_noop_jobs", "everysec").get("jobs_per_s"), "BullMQ no-op jobs",
     True, "≥ 2.0×", "jobs/s")
+row("job loop on Redis (everysec), broker and worker", me("job_loop_noop", "everysec").get("jobs_per_s"),
+    peer("bullmq", "bullmq_noop_jobs", "everysec").get("jobs_per_s"), "BullMQ no-op jobs",
+    True, "≥ 2.0×", "jobs/s")
 row("webhook deliveries to nginx 204 (1 KiB)", me("webhook_deliveries").get("deliveries_per_s"),
     peer("nginx+wrk", "http_post_1k_keepalive").get("req_per_s"), "wrk keep-alive req/s",
     True, "≥ 0.25×", "/s")

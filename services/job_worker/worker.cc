@@ -54,11 +54,11 @@ Worker::Worker(WorkerOptions options, ResolvedConfig config, const HandlerRegist
       broker_(broker),
       clock_(clock),
       metrics_(metrics),
+      slot_nonce_(
+          absl::StrCat(absl::Hex(absl::Uniform<uint32_t>(absl::BitGen()), absl::kZeroPad8))),
       // Many jobs publish and ack at once: share RPCs between them.
       publisher_(std::make_unique<BatchPublisher>(broker, 1000, options_.publish_timeout)),
-      acker_(std::make_unique<BatchAcker>(broker, options_.group)),
-      slot_nonce_(
-          absl::StrCat(absl::Hex(absl::Uniform<uint32_t>(absl::BitGen()), absl::kZeroPad8))) {}
+      acker_(std::make_unique<BatchAcker>(broker, options_.group)) {}
 
 Worker::~Worker() { Shutdown(); }
 
@@ -552,13 +552,10 @@ void Worker::FillQueueStats(const Queue& q, v1::QueueStats* out) const {
   if (store_->shared() && shared_.valid) {
     // The deployment's: records in the store, loads of the other workers
     // (as of the last sync) plus this one's.
-    const auto& counts = shared_.counts;  // (a lambda would lose the lock annotation)
-    auto count = [&counts, &name](v1::JobStatus st) {
-      auto it = counts.find({name, st});
-      return it == counts.end() ? uint64_t{0} : it->second;
-    };
-    out->set_completed(count(v1::JOB_STATUS_COMPLETED));
-    out->set_failed(count(v1::JOB_STATUS_FAILED));
+    auto done = shared_.counts.find({name, v1::JOB_STATUS_COMPLETED});
+    out->set_completed(done == shared_.counts.end() ? 0 : done->second);
+    auto failed = shared_.counts.find({name, v1::JOB_STATUS_FAILED});
+    out->set_failed(failed == shared_.counts.end() ? 0 : failed->second);
     auto r = shared_.retried.find(name);
     out->set_retried(r == shared_.retried.end() ? 0 : r->second);
     if (auto o = shared_.others.find(name); o != shared_.others.end()) {
