@@ -46,13 +46,7 @@ TEST_P(BrokerIT, BacklogAndBurstsArriveWholeOnAConnectionOfTheirOwn) {
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
   auto stub = Connect(*broker);
-  auto publish_batch = [&](int n) {
-    broker::v1::PublishBatchRequest batch;
-    for (int i = 0; i < n; ++i) *batch.add_events() = MakeEvent("order.created");
-    broker::v1::PublishBatchResponse br;
-    grpc::ClientContext ctx;
-    return stub->PublishBatch(&ctx, batch, &br).ok();
-  };
+  auto publish_batch = [&](int n) { return PublishBatchOf(stub.get(), n); };
   ASSERT_TRUE(publish_batch(3000));
   // Distinct channel arguments: distinct connections (a broadcast stream
   // alone on one; the group member and its acks on another).
@@ -87,13 +81,7 @@ TEST_P(BrokerIT, SubscribeBatchedCarriesABacklogInFewMessagesWithTheSameGuarante
   auto broker = StartBroker(data_dir_);
   ASSERT_NE(broker, nullptr);
   auto stub = Connect(*broker);
-  auto publish_batch = [&](int n) {
-    broker::v1::PublishBatchRequest batch;
-    for (int i = 0; i < n; ++i) *batch.add_events() = MakeEvent("order.created");
-    broker::v1::PublishBatchResponse br;
-    grpc::ClientContext ctx;
-    return stub->PublishBatch(&ctx, batch, &br).ok();
-  };
+  auto publish_batch = [&](int n) { return PublishBatchOf(stub.get(), n); };
   constexpr int kN = 3000;
   ASSERT_TRUE(publish_batch(kN));
   struct Reader {

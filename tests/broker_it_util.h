@@ -175,6 +175,17 @@ inline grpc::Status Publish(EventBroker::Stub* stub, const events::v1::Event& ev
   return stub->Publish(&ctx, req, resp);
 }
 
+// Publishes `n` events of `type` in one PublishBatch; whether it succeeded.
+inline bool PublishBatchOf(EventBroker::Stub* stub, int n,
+                           const std::string& type = "order.created") {
+  broker::v1::PublishBatchRequest batch;
+  for (int i = 0; i < n; ++i) *batch.add_events() = MakeEvent(type);
+  broker::v1::PublishBatchResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  return stub->PublishBatch(&ctx, batch, &resp).ok();
+}
+
 inline uint64_t TotalEvents(EventBroker::Stub* stub) {
   broker::v1::GetStatsResponse stats;
   grpc::ClientContext ctx;

@@ -232,6 +232,51 @@ TEST_F(JobWorkerRedisIT, GlobalConcurrencyCapsRunningJobsOverBothWorkers) {
   EXPECT_EQ(stats->global_concurrency(), 2u);
 }
 
+// kill -9 of one of two workers with orders in flight: every order still
+// completes, each order is created once, and the survivor lists every job.
+TEST_F(JobWorkerRedisIT, KillDashNineOfOneWorkerCompletesEveryOrderOnce) {
+  constexpr int kOrders = 100;
+  for (int i = 0; i < kOrders; ++i) {
+    broker::v1::PublishRequest req;
+    auto* ev = req.mutable_event();
+    ev->set_type("order.checkout_initiated");
+    ev->set_source("checkout-service");
+    ev->set_correlation_id(absl::StrCat("k9r-", i));
+    (*ev->mutable_data()->mutable_fields())["total"].set_number_value(20);
+    (*ev->mutable_data()->mutable_fields())["customerId"].set_string_value("cus_k");
+    broker::v1::PublishResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(broker_stub_->Publish(&ctx, req, &resp).ok());
+  }
+  auto completed = [&] {
+    broker::v1::GetEventHistoryRequest req;
+    req.add_types("order.completed");
+    req.set_limit(1000);
+    broker::v1::GetEventHistoryResponse resp;
+    grpc::ClientContext ctx;
+    broker_stub_->GetEventHistory(&ctx, req, &resp);
+    return resp.events_size();
+  };
+  ASSERT_TRUE(WaitUntil([&] { return completed() >= 3; }, absl::Seconds(30)));
+  workers_[0]->Kill9();
+  EXPECT_LT(completed(), kOrders) << "the kill came after the work: nothing was in flight";
+  StartWorker(0);
+  ASSERT_TRUE(WaitUntil([&] { return completed() >= kOrders; }, absl::Seconds(90)))
+      << completed() << " of " << kOrders;
+  for (int i = 0; i < kOrders; ++i) {
+    std::string c = absl::StrCat("k9r-", i);
+    EXPECT_EQ(CountType(c, "order.created"), 1) << c << " was created twice";
+    EXPECT_EQ(CountType(c, "order.completed"), 1) << c;
+  }
+  jobs::v1::ListJobsRequest req;
+  req.set_status(jobs::v1::JOB_STATUS_COMPLETED);
+  req.set_limit(1000);
+  jobs::v1::ListJobsResponse resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(stubs_[1]->ListJobs(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.jobs_size(), 4 * kOrders) << "4 jobs per order, listed by either worker";
+}
+
 TEST(JobWorkerRedisConfigTest, BadStorageFlagsExitTwoNamingTheFlag) {
   testing::RedisOptions opts;
   opts.password = "right-password";

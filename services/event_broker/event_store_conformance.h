@@ -26,40 +26,20 @@
 #include "services/event_broker/testing/memory_store.h"
 #include "tests/testing/process.h"
 #include "tests/testing/redis_server.h"
+#include "tests/testing/store_backends.h"
 
 namespace switchboard::broker::conformance {
 
 inline const absl::Time kNow = absl::FromUnixSeconds(1700000000);
 
-enum class Backend { kSqlite, kRedis, kRedisCluster, kMemory };
+using testing::Backend;
+using testing::BackendName;
 
-inline std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
-  switch (info.param) {
-    case Backend::kSqlite:
-      return "Sqlite";
-    case Backend::kRedis:
-      return "Redis";
-    case Backend::kRedisCluster:
-      return "RedisCluster";
-    case Backend::kMemory:
-      return "Memory";
-  }
-  return "Unknown";
-}
-
-// Servers shared by every test of the suite; each test has its own data (a
-// directory, or a key prefix).
-struct Servers {
-  std::unique_ptr<testing::RedisServer> redis;
-  std::unique_ptr<testing::RedisCluster> cluster;
-  prometheus::Registry registry;
-  redis::RedisMetrics metrics{registry, "test"};
-};
-inline Servers* servers = nullptr;
+inline testing::BackendServers* servers = nullptr;
 
 class EventStoreConformance : public ::testing::TestWithParam<Backend> {
  public:
-  static void SetUpTestSuite() { servers = new Servers; }
+  static void SetUpTestSuite() { servers = new testing::BackendServers; }
   static void TearDownTestSuite() {
     delete servers;
     servers = nullptr;
@@ -71,16 +51,7 @@ class EventStoreConformance : public ::testing::TestWithParam<Backend> {
   void SetUp() override {
     static int n = 0;
     prefix_ = absl::StrCat("conf", ++n, "-", getpid());
-    if (GetParam() == Backend::kRedis && !servers->redis) {
-      absl::StatusOr<std::unique_ptr<testing::RedisServer>> r = testing::RedisServer::Start();
-      ASSERT_TRUE(r.ok()) << r.status();
-      servers->redis = *std::move(r);
-    }
-    if (GetParam() == Backend::kRedisCluster && !servers->cluster) {
-      absl::StatusOr<std::unique_ptr<testing::RedisCluster>> c = testing::RedisCluster::Start(3, 0);
-      ASSERT_TRUE(c.ok()) << c.status();
-      servers->cluster = *std::move(c);
-    }
+    servers->Ensure(GetParam());
   }
 
   // A store over this test's data; a second call is the same data seen by a
@@ -95,14 +66,11 @@ class EventStoreConformance : public ::testing::TestWithParam<Backend> {
       EXPECT_TRUE(s.ok()) << s.status();
       return s.ok() ? *std::move(s) : nullptr;
     }
-    std::string url =
-        GetParam() == Backend::kRedis ? servers->redis->url() : servers->cluster->url();
-    absl::StatusOr<redis::RedisConfig> cfg = redis::ParseRedisUrl(url, "store");
-    EXPECT_TRUE(cfg.ok()) << cfg.status();
     RedisStoreOptions opts;
     opts.prefix = prefix_;
     opts.dedupe_window = dedupe_.window;
-    return std::make_unique<RedisEventStore>(redis::NewRedisClient(*cfg, &servers->metrics), opts);
+    return std::make_unique<RedisEventStore>(
+        redis::NewRedisClient(servers->Config(GetParam()), &servers->metrics), opts);
   }
 
   bool shared_by_processes() const { return GetParam() != Backend::kSqlite; }

@@ -486,10 +486,7 @@ TEST_P(EventStoreConformance, GroupChangesFollowTheContract) {
   EXPECT_EQ(kept->back().event->Parse().type(), "a.b");
 }
 
-INSTANTIATE_TEST_SUITE_P(Stores, EventStoreConformance,
-                         ::testing::Values(Backend::kSqlite, Backend::kRedis,
-                                           Backend::kRedisCluster, Backend::kMemory),
-                         BackendName);
+INSTANTIATE_TEST_SUITE_P(Stores, EventStoreConformance, testing::kAllBackends, BackendName);
 
 TEST(SqliteStoreTest, BadDataDirIsNamed) {
   auto s = SqliteEventStore::Open("/proc/no/such/dir", SyncPolicy::kNormal);

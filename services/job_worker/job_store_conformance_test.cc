@@ -7,44 +7,24 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "libs/redis/redis_metrics.h"
-#include "prometheus/registry.h"
 #include "services/job_worker/redis_job_store.h"
 #include "services/job_worker/sqlite_job_store.h"
 #include "services/job_worker/testing/memory_job_store.h"
 #include "tests/testing/process.h"
 #include "tests/testing/redis_server.h"
+#include "tests/testing/store_backends.h"
 
 namespace switchboard::jobs {
 namespace {
 
-enum class Backend { kSqlite, kRedis, kRedisCluster, kMemory };
+using switchboard::testing::Backend;
+using switchboard::testing::BackendName;
 
-std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
-  switch (info.param) {
-    case Backend::kSqlite:
-      return "Sqlite";
-    case Backend::kRedis:
-      return "Redis";
-    case Backend::kRedisCluster:
-      return "RedisCluster";
-    case Backend::kMemory:
-      return "Memory";
-  }
-  return "?";
-}
-
-struct Servers {
-  std::unique_ptr<switchboard::testing::RedisServer> redis;
-  std::unique_ptr<switchboard::testing::RedisCluster> cluster;
-  prometheus::Registry registry;
-  redis::RedisMetrics metrics{registry, "test"};
-};
-Servers* servers = nullptr;
+switchboard::testing::BackendServers* servers = nullptr;
 
 class JobStoreConformance : public ::testing::TestWithParam<Backend> {
  public:
-  static void SetUpTestSuite() { servers = new Servers; }
+  static void SetUpTestSuite() { servers = new switchboard::testing::BackendServers; }
   static void TearDownTestSuite() {
     delete servers;
     servers = nullptr;
@@ -55,16 +35,7 @@ class JobStoreConformance : public ::testing::TestWithParam<Backend> {
     dir_ = switchboard::testing::MakeTempDir();
     static int n = 0;
     prefix_ = absl::StrCat("jobs", ++n, "-", getpid());
-    if (GetParam() == Backend::kRedis && !servers->redis) {
-      auto r = switchboard::testing::RedisServer::Start();
-      ASSERT_TRUE(r.ok()) << r.status();
-      servers->redis = *std::move(r);
-    }
-    if (GetParam() == Backend::kRedisCluster && !servers->cluster) {
-      auto c = switchboard::testing::RedisCluster::Start(3, 0);
-      ASSERT_TRUE(c.ok()) << c.status();
-      servers->cluster = *std::move(c);
-    }
+    servers->Ensure(GetParam());
   }
 
   // A store over this test's data; another call is the same data as another
@@ -82,15 +53,11 @@ class JobStoreConformance : public ::testing::TestWithParam<Backend> {
       }
       case Backend::kRedis:
       case Backend::kRedisCluster: {
-        std::string url =
-            GetParam() == Backend::kRedis ? servers->redis->url() : servers->cluster->url();
-        auto cfg = redis::ParseRedisUrl(url, "store");
-        EXPECT_TRUE(cfg.ok()) << cfg.status();
         RedisJobStoreOptions opts;
         opts.prefix = prefix_;
         opts.retention = retention;
-        return std::make_shared<RedisJobStore>(redis::NewRedisClient(*cfg, &servers->metrics),
-                                               opts);
+        return std::make_shared<RedisJobStore>(
+            redis::NewRedisClient(servers->Config(GetParam()), &servers->metrics), opts);
       }
     }
     return nullptr;
@@ -279,9 +246,7 @@ TEST_P(JobStoreConformance, SharedStoresShowOneWorkersRecordsToAnother) {
   EXPECT_EQ(*b->NextCounter("order"), 2u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Stores, JobStoreConformance,
-                         ::testing::Values(Backend::kSqlite, Backend::kRedis,
-                                           Backend::kRedisCluster, Backend::kMemory),
+INSTANTIATE_TEST_SUITE_P(Stores, JobStoreConformance, switchboard::testing::kAllBackends,
                          BackendName);
 
 }  // namespace

@@ -1,0 +1,72 @@
+#ifndef SWITCHBOARD_TESTS_TESTING_STORE_BACKENDS_H_
+#define SWITCHBOARD_TESTS_TESTING_STORE_BACKENDS_H_
+
+// What every store conformance suite is parameterised over: the embedded
+// store, Redis, a Redis Cluster and the in-memory fake, with the real
+// servers started once per test process, when a test first needs them.
+#include <memory>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "libs/redis/redis_config.h"
+#include "libs/redis/redis_metrics.h"
+#include "prometheus/registry.h"
+#include "tests/testing/redis_server.h"
+
+namespace switchboard::testing {
+
+enum class Backend { kSqlite, kRedis, kRedisCluster, kMemory };
+
+inline std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
+  switch (info.param) {
+    case Backend::kSqlite:
+      return "Sqlite";
+    case Backend::kRedis:
+      return "Redis";
+    case Backend::kRedisCluster:
+      return "RedisCluster";
+    case Backend::kMemory:
+      return "Memory";
+  }
+  return "Unknown";
+}
+
+inline const auto kAllBackends =
+    ::testing::Values(Backend::kSqlite, Backend::kRedis, Backend::kRedisCluster, Backend::kMemory);
+
+// Servers shared by every test of a suite; each test has its own data (a
+// directory, or a key prefix). CTest runs each test in its own process, so
+// only the server a test needs is started.
+struct BackendServers {
+  std::unique_ptr<RedisServer> redis;
+  std::unique_ptr<RedisCluster> cluster;
+  prometheus::Registry registry;
+  redis::RedisMetrics metrics{registry, "test"};
+
+  // Starts the server `backend` needs (none for the embedded and memory
+  // stores); a failure is a test failure.
+  void Ensure(Backend backend) {
+    if (backend == Backend::kRedis && !redis) {
+      absl::StatusOr<std::unique_ptr<RedisServer>> r = RedisServer::Start();
+      ASSERT_TRUE(r.ok()) << r.status();
+      redis = *std::move(r);
+    }
+    if (backend == Backend::kRedisCluster && !cluster) {
+      absl::StatusOr<std::unique_ptr<RedisCluster>> c = RedisCluster::Start(3, 0);
+      ASSERT_TRUE(c.ok()) << c.status();
+      cluster = *std::move(c);
+    }
+  }
+
+  // The Redis configuration of `backend` (kRedis or kRedisCluster).
+  redis::RedisConfig Config(Backend backend) {
+    std::string url = backend == Backend::kRedis ? redis->url() : cluster->url();
+    absl::StatusOr<redis::RedisConfig> cfg = redis::ParseRedisUrl(url, "store");
+    EXPECT_TRUE(cfg.ok()) << cfg.status();
+    return cfg.ok() ? *cfg : redis::RedisConfig();
+  }
+};
+
+}  // namespace switchboard::testing
+
+#endif  // SWITCHBOARD_TESTS_TESTING_STORE_BACKENDS_H_
