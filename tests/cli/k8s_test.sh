@@ -69,6 +69,11 @@ expect_rejected "the job-worker on the ClusterIP Service" "want [\"--broker=dns:
   "find(\"Deployment\", \"job-worker\").spec.template.spec.containers[0].args[0] = \"--broker=event-broker:50051\""
 expect_rejected "webhook-delivery with two broker targets" "want [\"--broker=dns:///" \
   "find(\"Deployment\", \"webhook-delivery\").spec.template.spec.containers[0].args.push(\"--broker=event-broker:50051\")"
+W='find("Deployment", "job-worker")'
+expect_rejected "a job-worker without REDIS_URL" "from a Secret" "delete $W.spec.template.spec.containers[0].env"
+expect_rejected "one job-worker replica" "want >= 2" "$W.spec.replicas = 1"
+expect_rejected "a job-worker HPA down to one replica" "minReplicas >= 2" \
+  "find(\"HorizontalPodAutoscaler\", \"job-worker\").spec.minReplicas = 1"
 expect_rejected "webhook-delivery's outbox on an emptyDir" "must be on a claim" \
   "find(\"Deployment\", \"webhook-delivery\").spec.template.spec.volumes[0] = {name: \"data\", emptyDir: {}}"
 expect_rejected "a second broker PodDisruptionBudget" "2 PodDisruptionBudgets" \

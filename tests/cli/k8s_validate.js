@@ -94,8 +94,21 @@ for (const sm of docs.filter((d) => d.kind === "ServiceMonitor")) {
 const HEADLESS = "event-broker-headless";
 const DNS_TARGET = `--broker=dns:///${HEADLESS}:50051`;
 
+// REDIS_URL (it holds the password) read from a Secret key that exists.
+function redisUrlFromSecret(workload, c) {
+  const env = (c.env || []).filter((e) => e.name === "REDIS_URL");
+  const ref = env.length === 1 && env[0].valueFrom && env[0].valueFrom.secretKeyRef;
+  if (!ref || env[0].value !== undefined) {
+    fail(workload, "REDIS_URL must be read from a Secret (env valueFrom.secretKeyRef), not a literal");
+  } else {
+    const secret = find("Secret", ref.name);
+    const keys = secret ? Object.keys(Object.assign({}, secret.data, secret.stringData)) : [];
+    if (!keys.includes(ref.key)) fail(workload, `REDIS_URL: Secret ${ref.name} has no key ${ref.key}`);
+  }
+}
+
 // The scale-out overlay: broker replicas on one Redis, clients on the
-// headless Service.
+// headless Service, job-workers sharing their job store on the same Redis.
 function redisChecks() {
   if (find("StatefulSet", "event-broker")) fail(find("StatefulSet", "event-broker"), "the broker must be a Deployment");
   const broker = find("Deployment", "event-broker");
@@ -108,15 +121,7 @@ function redisChecks() {
   for (const a of args.filter((x) => x.startsWith("--sync="))) {
     if (!["--sync=normal", "--sync=replicated"].includes(a)) fail(broker, a + " is not a sync policy of the Redis store");
   }
-  const env = (c.env || []).filter((e) => e.name === "REDIS_URL");
-  const ref = env.length === 1 && env[0].valueFrom && env[0].valueFrom.secretKeyRef;
-  if (!ref || env[0].value !== undefined) {
-    fail(broker, "REDIS_URL must be read from a Secret (env valueFrom.secretKeyRef), not a literal");
-  } else {
-    const secret = find("Secret", ref.name);
-    const keys = secret ? Object.keys(Object.assign({}, secret.data, secret.stringData)) : [];
-    if (!keys.includes(ref.key)) fail(broker, `REDIS_URL: Secret ${ref.name} has no key ${ref.key}`);
-  }
+  redisUrlFromSecret(broker, c);
   for (const cm of docs.filter((d) => d.kind === "ConfigMap")) {
     if ("REDIS_URL" in (cm.data || {})) fail(cm, "REDIS_URL (holds the password) belongs in a Secret");
   }
@@ -146,7 +151,19 @@ function redisChecks() {
     if (brokerArgs.length !== 1 || brokerArgs[0] !== DNS_TARGET) {
       fail(d, `broker target ${JSON.stringify(brokerArgs)}, want ["${DNS_TARGET}"]`);
     }
-    if (!cargs.some((a) => a.startsWith("--data_dir="))) fail(d, "lost its --data_dir (local state)");
+  }
+  const worker = find("Deployment", "job-worker");
+  if (worker) {
+    const wc = worker.spec.template.spec.containers[0];
+    redisUrlFromSecret(worker, wc);
+    if ((wc.args || []).some((a) => a.startsWith("--store"))) fail(worker, "--store in args: the store comes from REDIS_URL");
+    if (!(worker.spec.replicas >= 2)) fail(worker, `replicas ${worker.spec.replicas}, want >= 2 (scale-out)`);
+    const hpa = find("HorizontalPodAutoscaler", "job-worker");
+    if (!hpa || !(hpa.spec.minReplicas >= 2)) fail(worker, "its HorizontalPodAutoscaler must keep minReplicas >= 2");
+  }
+  const wdArgs = find("Deployment", "webhook-delivery");
+  if (wdArgs && !(wdArgs.spec.template.spec.containers[0].args || []).some((a) => a.startsWith("--data_dir="))) {
+    fail(wdArgs, "lost its --data_dir (local state)");
   }
   const wd = find("Deployment", "webhook-delivery");
   const data = wd && (wd.spec.template.spec.volumes || []).find((v) => v.name === "data");
