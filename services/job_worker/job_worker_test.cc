@@ -13,8 +13,10 @@
 #include "libs/common/ids.h"
 #include "services/job_worker/handlers.h"
 #include "services/job_worker/sqlite_job_store.h"
+#include "services/job_worker/testing/memory_job_store.h"
 #include "services/job_worker/worker.h"
 #include "services/job_worker/worker_config.h"
+#include "tests/testing/process.h"
 
 namespace switchboard::jobs {
 namespace {
@@ -588,6 +590,82 @@ TEST(WorkerConfigTest, PriorityOutOfRangeNamesTheField) {
   auto c = ResolveWorkerConfig(*parsed, r.Types());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(c.status().message(), HasSubstr("mappings[0].priority"));
+}
+
+// Two workers over one shared store (the in-memory fake standing for
+// Redis): a pause made through one holds the other's jobs within a sync, and
+// its resume releases them; stats count the deployment's jobs.
+TEST(SharedStoreWorkerTest, APauseThroughOneWorkerHoldsTheOthersJobsUntilResumed) {
+  HandlerRegistry handlers;
+  RegisterBuiltinHandlers(&handlers);
+  auto parsed = ParseWorkerConfig(
+      R"({"mappings":[{"eventType":"test.noop","jobType":"noop","queue":"test"}]})", "w.json");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  auto config = ResolveWorkerConfig(*parsed, handlers.Types());
+  ASSERT_TRUE(config.ok());
+  auto backing = std::make_shared<testing::MemoryJobStore::Backing>();
+  testing::MemoryJobStore store_a(true, absl::Hours(1), backing),
+      store_b(true, absl::Hours(1), backing);
+  FakeBrokerClient broker_a, broker_b;
+  FakeClock clock;
+  prometheus::Registry registry;
+  WorkerMetrics metrics{registry};
+  WorkerOptions options;
+  options.sync_every = absl::Milliseconds(20);
+  options.worker_id = "a";
+  Worker a(options, *config, &handlers, &store_a, &broker_a, &clock, &metrics);
+  options.worker_id = "b";
+  Worker b(options, *config, &handlers, &store_b, &broker_b, &clock, &metrics);
+  ASSERT_TRUE(a.Start().ok());
+  ASSERT_TRUE(b.Start().ok());
+  auto paused_at_b = [&] {
+    const auto stats = b.GetStats();
+    for (const auto& q : stats.queues()) {
+      if (q.name() == "test") return q.paused();
+    }
+    return false;
+  };
+  ASSERT_TRUE(a.SetPaused("test", true).ok());
+  ASSERT_TRUE(switchboard::testing::WaitUntil(paused_at_b, absl::Seconds(5)));
+
+  broker::v1::Delivery d;
+  d.mutable_event()->set_id("evt_shared");
+  d.mutable_event()->set_type("test.noop");
+  d.set_ack_id("1-1");
+  b.OnDelivery(d);
+  auto started = [](FakeBrokerClient& br) {
+    for (const auto& e : br.published_) {
+      if (e.type() == "job.started") return true;
+    }
+    return false;
+  };
+  // Held: a sync later it has still not started (waiting, counted by both).
+  ASSERT_TRUE(switchboard::testing::WaitUntil(
+      [&] {
+        const auto stats = a.GetStats();
+        for (const auto& q : stats.queues()) {
+          if (q.name() == "test") return q.waiting() == 1;
+        }
+        return false;
+      },
+      absl::Seconds(5)));
+  EXPECT_FALSE(broker_b.WaitFor(started, absl::Milliseconds(100)));
+
+  ASSERT_TRUE(a.SetPaused("test", false).ok());
+  ASSERT_TRUE(broker_b.WaitFor([](FakeBrokerClient& br) { return !br.acked_.empty(); }));
+  EXPECT_TRUE(broker_b.WaitFor(started, absl::Seconds(1)));
+  ASSERT_TRUE(switchboard::testing::WaitUntil(
+      [&] {
+        const auto stats = a.GetStats();
+        for (const auto& q : stats.queues()) {
+          if (q.name() == "test") return q.completed() == 1 && !q.paused();
+        }
+        return false;
+      },
+      absl::Seconds(5)))
+      << "worker a counts the job worker b completed";
+  a.Shutdown();
+  b.Shutdown();
 }
 
 }  // namespace
