@@ -483,6 +483,15 @@ Command Script::Call(const std::vector<std::string>& keys, std::vector<std::stri
   return c;
 }
 
+absl::Status RedisClient::Ping(absl::string_view slot_key, absl::Time deadline) {
+  absl::StatusOr<Reply> r = Run(slot_key, {"PING"}, deadline);
+  if (!r.ok()) return r.status();
+  if (r->error_code() == "NOAUTH" || r->error_code() == "WRONGPASS") {
+    return absl::UnauthenticatedError(absl::StrCat("redis: authentication needed: ", r->str));
+  }
+  return ReplyStatus(*r, "ping");
+}
+
 absl::StatusOr<Reply> RedisClient::Run(absl::string_view slot_key, Command command,
                                        absl::Time deadline) {
   std::vector<Command> cmds;

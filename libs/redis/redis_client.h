@@ -80,6 +80,11 @@ class RedisClient {
 
   absl::StatusOr<Reply> Run(absl::string_view slot_key, Command command, absl::Time deadline);
 
+  // One PING to the server of `slot_key`: UNAUTHENTICATED when Redis wants
+  // credentials the client lacks (or refuses them), UNAVAILABLE when it
+  // cannot be reached. What a store checks at start.
+  absl::Status Ping(absl::string_view slot_key, absl::Time deadline);
+
   // A connection of its own to the server owning the slot of `slot_key`,
   // held until the stream is destroyed.
   virtual absl::StatusOr<std::unique_ptr<Stream>> OpenStream(absl::string_view slot_key,

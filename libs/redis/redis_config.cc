@@ -215,4 +215,16 @@ absl::Status ValidateRedisPrefix(const std::string& prefix) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<RedisConfig> RedisStoreConfig(absl::string_view store,
+                                             const std::string& password_file,
+                                             const std::string& prefix, absl::Duration timeout) {
+  absl::StatusOr<RedisConfig> cfg = RedisConfigFromFlags(store, password_file);
+  if (!cfg.ok()) return cfg.status();
+  if (absl::Status st = ValidateRedisPrefix(prefix); !st.ok()) return st;
+  if (timeout < absl::Milliseconds(10)) {
+    return absl::InvalidArgumentError("redis_timeout: must be >= 10ms");
+  }
+  return cfg;
+}
+
 }  // namespace switchboard::redis

@@ -53,6 +53,12 @@ absl::StatusOr<RedisConfig> RedisConfigFromFlags(absl::string_view store,
 // --redis_prefix: 1 to 64 of [A-Za-z0-9_-.:] (it becomes the "{prefix}" hash
 // tag of every key).
 absl::Status ValidateRedisPrefix(const std::string& prefix);
+// What a shared store of a worker or webhook-delivery replica takes from
+// --store, --redis_password_file, --redis_prefix and --redis_timeout, each
+// checked (INVALID_ARGUMENT naming the flag).
+absl::StatusOr<RedisConfig> RedisStoreConfig(absl::string_view store,
+                                             const std::string& password_file,
+                                             const std::string& prefix, absl::Duration timeout);
 
 }  // namespace switchboard::redis
 

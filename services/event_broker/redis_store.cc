@@ -151,12 +151,7 @@ std::string RedisEventStore::Key(absl::string_view suffix) const {
 }
 
 absl::Status RedisEventStore::Check() {
-  absl::StatusOr<Reply> r = client_->Run(tag_, {"PING"}, Deadline());
-  if (!r.ok()) return r.status();
-  if (r->error_code() == "NOAUTH" || r->error_code() == "WRONGPASS") {
-    return absl::UnauthenticatedError(absl::StrCat("redis: authentication needed: ", r->str));
-  }
-  if (absl::Status st = redis::ReplyStatus(*r, "ping"); !st.ok()) return st;
+  if (absl::Status st = client_->Ping(tag_, Deadline()); !st.ok()) return st;
   return format_checked_.load() ? absl::OkStatus() : CheckFormat();
 }
 

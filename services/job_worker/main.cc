@@ -72,15 +72,10 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenJobStore(redis::RedisMetrics* redi
     LogInfo("job store", {{"store", absl::StrCat("sqlite:", absl::GetFlag(FLAGS_data_dir))}});
     return std::unique_ptr<JobStore>(*std::move(s));
   }
-  absl::StatusOr<redis::RedisConfig> cfg =
-      redis::RedisConfigFromFlags(store, absl::GetFlag(FLAGS_redis_password_file));
+  absl::StatusOr<redis::RedisConfig> cfg = redis::RedisStoreConfig(
+      store, absl::GetFlag(FLAGS_redis_password_file), absl::GetFlag(FLAGS_redis_prefix),
+      absl::GetFlag(FLAGS_redis_timeout));
   if (!cfg.ok()) return cfg.status();
-  if (absl::Status st = redis::ValidateRedisPrefix(absl::GetFlag(FLAGS_redis_prefix)); !st.ok()) {
-    return st;
-  }
-  if (absl::GetFlag(FLAGS_redis_timeout) < absl::Milliseconds(10)) {
-    return absl::InvalidArgumentError("redis_timeout: must be >= 10ms");
-  }
   RedisJobStoreOptions opts;
   opts.prefix = absl::GetFlag(FLAGS_redis_prefix);
   opts.timeout = absl::GetFlag(FLAGS_redis_timeout);

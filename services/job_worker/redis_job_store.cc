@@ -48,14 +48,7 @@ absl::StatusOr<Reply> RedisJobStore::Run(redis::Command command, absl::string_vi
   return r;
 }
 
-absl::Status RedisJobStore::Check() {
-  absl::StatusOr<Reply> r = client_->Run(tag_, {"PING"}, Deadline());
-  if (!r.ok()) return r.status();
-  if (r->error_code() == "NOAUTH" || r->error_code() == "WRONGPASS") {
-    return absl::UnauthenticatedError(absl::StrCat("redis: authentication needed: ", r->str));
-  }
-  return redis::ReplyStatus(*r, "ping");
-}
+absl::Status RedisJobStore::Check() { return client_->Ping(tag_, Deadline()); }
 
 absl::StatusOr<std::optional<v1::Job>> RedisJobStore::Get(const std::string& id) {
   absl::StatusOr<Reply> r = Run({"HGET", Key(absl::StrCat("rec:", id)), "r"}, "get job");

@@ -44,6 +44,7 @@ std::string DeliveryBody(const events::v1::Event& event) {
 DeliveryEngine::DeliveryEngine(EngineConfig config, WebhookRegistry* registry, DeliveryStore* store,
                                HttpSender* sender, Clock* clock, WebhookMetrics* metrics)
     : config_(std::move(config)),
+      owner_(config_.owner.empty() ? NewId("wd") : config_.owner),
       registry_(registry),
       store_(store),
       sender_(sender),
@@ -78,6 +79,17 @@ void DeliveryEngine::Stop() {
     Finish(std::move(o));
   }
   FlushFinished();
+  // What was claimed and never answered goes back to the outbox now, so
+  // another replica need not wait for the leases to run out.
+  std::vector<std::string> give_back;
+  give_back.swap(unattempted_);
+  give_back.insert(give_back.end(), in_flight_.begin(), in_flight_.end());
+  if (!give_back.empty()) {
+    mu_.Unlock();
+    absl::Status s = store_->Release(give_back, owner_);
+    mu_.Lock();
+    if (!s.ok()) LogWarn("giving back deliveries failed", {{"error", s.ToString()}});
+  }
 }
 
 void DeliveryEngine::Kick() {
@@ -124,7 +136,7 @@ absl::StatusOr<int> DeliveryEngine::RecordAll(const std::vector<const events::v1
 
 absl::StatusOr<v1::WebhookDelivery> DeliveryEngine::RecordFor(const std::string& webhook_id,
                                                               const events::v1::Event& event) {
-  absl::StatusOr<v1::Webhook> w = registry_->Get(webhook_id);
+  absl::StatusOr<v1::Webhook> w = registry_->GetFresh(webhook_id);
   if (!w.ok()) return w.status();
   DeliveryRecord r = NewRecord(webhook_id, event, DeliveryBody(event));
   absl::StatusOr<int> created = store_->Create({r});
@@ -144,45 +156,93 @@ void DeliveryEngine::Run() {
     }
     FlushFinished();
     kicked_ = false;
-    int room = config_.max_in_flight - static_cast<int>(in_flight_.size());
-    if (room > 0) {
-      // In-flight rows are still due in the store; read past them. Endpoints
-      // that can take nothing more now are left out of the read, so their
-      // backlog never hides another endpoint's due deliveries.
-      size_t limit = static_cast<size_t>(room) + in_flight_.size();
-      std::vector<std::string> skip = SaturatedLocked();
-      mu_.Unlock();
-      absl::StatusOr<std::vector<DeliveryRecord>> due = store_->Due(clock_->Now(), limit, skip);
-      mu_.Lock();
-      if (!due.ok()) {
-        LogError("reading due deliveries failed", {{"error", due.status().ToString()}});
-      } else {
-        for (DeliveryRecord& r : *due) {
-          if (static_cast<int>(in_flight_.size()) >= config_.max_in_flight) break;
-          if (in_flight_.count(r.delivery.id())) continue;
-          if (per_webhook_[r.delivery.webhook_id()] >= config_.max_in_flight_per_webhook) continue;
-          // One resolution per endpoint at a time: a hanging resolver holds
-          // one pool thread, and the endpoint's other deliveries wait for it.
-          if (resolving_.count(r.delivery.webhook_id())) continue;
-          Dispatch(std::move(r));
-        }
-      }
-      FlushFinished();
-    }
+    RenewLeases();
+    ClaimAndDispatch();
     // Deliveries of saturated endpoints wait for an outcome (which wakes
     // this loop), not for their due time.
     std::vector<std::string> skip = SaturatedLocked();
     mu_.Unlock();
     absl::StatusOr<absl::Time> next = store_->NextDue(skip);
     mu_.Lock();
-    absl::Duration wait = absl::Seconds(1);
-    if (next.ok())
-      wait = std::clamp(*next - clock_->Now(), absl::Milliseconds(5), absl::Seconds(1));
+    // Leases are renewed at a third of their length at least.
+    absl::Duration longest = std::min(absl::Seconds(1), config_.lease / 3);
+    absl::Time wake_at = next.ok() ? *next : absl::InfiniteFuture();
+    for (const auto& [webhook_id, until] : throttled_) wake_at = std::min(wake_at, until);
+    absl::Duration wait = std::clamp(wake_at - clock_->Now(), absl::Milliseconds(5), longest);
     auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return stop_ || kicked_ || !outcomes_.empty();
     };
     mu_.AwaitWithTimeout(absl::Condition(&wake), wait);
   }
+}
+
+void DeliveryEngine::ClaimAndDispatch() {
+  int room = config_.max_in_flight - static_cast<int>(in_flight_.size());
+  if (room <= 0) return;
+  ClaimRequest req;
+  req.now = clock_->Now();
+  for (auto it = throttled_.begin(); it != throttled_.end();) {
+    it = it->second <= req.now ? throttled_.erase(it) : std::next(it);
+  }
+  req.limit = static_cast<size_t>(room);
+  req.skip_webhooks = SaturatedLocked();
+  req.owner = owner_;
+  req.lease = config_.lease;
+  req.max_per_webhook = config_.max_in_flight_per_webhook;
+  mu_.Unlock();
+  req.rate_limits = registry_->RateLimits();
+  absl::StatusOr<Claimed> claimed = store_->Claim(req);
+  if (claimed.ok()) {
+    // A webhook registered on another replica a moment ago is looked up in
+    // the store before its delivery is taken for unregistered.
+    std::set<std::string> looked_up;
+    for (const DeliveryRecord& r : claimed->records) {
+      const std::string& id = r.delivery.webhook_id();
+      if (looked_up.insert(id).second) registry_->GetFresh(id).IgnoreError();
+    }
+  }
+  mu_.Lock();
+  if (!claimed.ok()) {
+    LogError("claiming due deliveries failed", {{"error", claimed.status().ToString()}});
+    return;
+  }
+  for (const auto& [webhook_id, until] : claimed->throttled) throttled_[webhook_id] = until;
+  if (metrics_ != nullptr && !claimed->throttled.empty()) {
+    metrics_->throttled.Increment(static_cast<double>(claimed->throttled.size()));
+  }
+  std::vector<std::string> give_back;
+  for (DeliveryRecord& r : claimed->records) {
+    if (stop_) {
+      unattempted_.push_back(r.delivery.id());
+    } else if (resolving_.count(r.delivery.webhook_id())) {
+      // One resolution per endpoint at a time: a hanging resolver holds one
+      // pool thread, and the endpoint's other deliveries go back to wait.
+      give_back.push_back(r.delivery.id());
+    } else if (!in_flight_.count(r.delivery.id())) {
+      // (One in flight here already was claimed again when its lease ran
+      // out: it is still ours.)
+      Dispatch(std::move(r));
+    }
+  }
+  if (metrics_ != nullptr) metrics_->in_flight.Set(static_cast<double>(in_flight_.size()));
+  if (!give_back.empty()) {
+    mu_.Unlock();
+    absl::Status s = store_->Release(give_back, owner_);
+    mu_.Lock();
+    if (!s.ok()) LogWarn("giving back deliveries failed", {{"error", s.ToString()}});
+  }
+  FlushFinished();
+}
+
+void DeliveryEngine::RenewLeases() {
+  absl::Time now = clock_->Now();
+  if (in_flight_.empty() || now - last_renew_ < config_.lease / 3) return;
+  last_renew_ = now;
+  std::vector<std::string> ids(in_flight_.begin(), in_flight_.end());
+  mu_.Unlock();
+  absl::Status s = store_->Renew(ids, owner_, now + config_.lease);
+  mu_.Lock();
+  if (!s.ok()) LogWarn("renewing delivery leases failed", {{"error", s.ToString()}});
 }
 
 std::vector<std::string> DeliveryEngine::SaturatedLocked() const {
@@ -191,6 +251,10 @@ std::vector<std::string> DeliveryEngine::SaturatedLocked() const {
     if (n >= config_.max_in_flight_per_webhook && !resolving_.count(webhook_id)) {
       out.push_back(webhook_id);
     }
+  }
+  absl::Time now = clock_->Now();
+  for (const auto& [webhook_id, until] : throttled_) {
+    if (until > now && !resolving_.count(webhook_id)) out.push_back(webhook_id);
   }
   return out;
 }
@@ -237,11 +301,13 @@ void DeliveryEngine::Dispatch(DeliveryRecord record) {
   }
 }
 
-void DeliveryEngine::ReleaseSlotLocked(const DeliveryRecord& record) {
+void DeliveryEngine::ReleaseSlotLocked(const DeliveryRecord& record, bool attempted) {
   const std::string& webhook_id = record.delivery.webhook_id();
   if (in_flight_.erase(record.delivery.id()) > 0 && --per_webhook_[webhook_id] <= 0) {
     per_webhook_.erase(webhook_id);
   }
+  if (!attempted) unattempted_.push_back(record.delivery.id());
+  if (metrics_ != nullptr) metrics_->in_flight.Set(static_cast<double>(in_flight_.size()));
 }
 
 void DeliveryEngine::Resolve(std::shared_ptr<DeliveryRecord> record, v1::Webhook webhook,
@@ -310,7 +376,7 @@ void DeliveryEngine::SendLocked(std::shared_ptr<DeliveryRecord> record, const v1
 void DeliveryEngine::Finish(Outcome o) {
   v1::WebhookDelivery& d = o.record.delivery;
   const std::string webhook_id = d.webhook_id();
-  ReleaseSlotLocked(o.record);
+  ReleaseSlotLocked(o.record, /*attempted=*/true);
   v1::DeliveryAttempt* attempt = d.add_attempts();
   attempt->set_attempt(d.attempts_size());
   *attempt->mutable_time() = ToProto(o.sent_at);
@@ -374,7 +440,7 @@ void DeliveryEngine::FlushFinished() {
   std::vector<DeliveryRecord> batch;
   batch.swap(finished_);
   mu_.Unlock();
-  absl::Status s = store_->UpdateMany(batch);
+  absl::Status s = store_->UpdateMany(batch, owner_);
   mu_.Lock();
   if (!s.ok()) LogError("recording delivery attempts failed", {{"error", s.ToString()}});
 }

@@ -33,6 +33,12 @@ struct EngineConfig {
   absl::Duration target_ttl = absl::Seconds(5);
   absl::Duration max_backoff = absl::Hours(1);
   absl::Duration max_retry_after = absl::Hours(1);
+  // A claimed delivery is this replica's until the lease runs out; it is
+  // renewed every lease/3 while the attempt runs, so only a replica that
+  // died (or lost the store that long) lets it go to another.
+  absl::Duration lease = absl::Seconds(30);
+  // This replica in the outbox's leases; generated when empty.
+  std::string owner;
   Resolver resolve = SystemResolve;
 };
 
@@ -76,7 +82,13 @@ class DeliveryEngine {
   // On a resolver thread: vets the endpoint (DNS), signs, sends.
   void Resolve(std::shared_ptr<DeliveryRecord> record, v1::Webhook webhook,
                std::vector<std::string> keys, absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
-  void ReleaseSlotLocked(const DeliveryRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Frees the endpoint's slot; `attempted` false: the delivery goes back to
+  // the outbox unattempted (given back at Stop).
+  void ReleaseSlotLocked(const DeliveryRecord& record, bool attempted = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Claims due deliveries from the outbox and dispatches them.
+  void ClaimAndDispatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RenewLeases() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Webhooks that can take no delivery now (at their limit, or resolving).
   std::vector<std::string> SaturatedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendLocked(std::shared_ptr<DeliveryRecord> record, const v1::Webhook& webhook,
@@ -90,6 +102,7 @@ class DeliveryEngine {
                            const std::string& body) const;
 
   const EngineConfig config_;
+  const std::string owner_;
   WebhookRegistry* registry_;
   DeliveryStore* store_;
   HttpSender* sender_;
@@ -102,6 +115,10 @@ class DeliveryEngine {
   std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);         // delivery ids
   std::map<std::string, int> per_webhook_ ABSL_GUARDED_BY(mu_);  // webhook id -> in flight
   std::set<std::string> resolving_ ABSL_GUARDED_BY(mu_);         // webhook ids
+  // Endpoints over their rate limit, until their next token.
+  std::map<std::string, absl::Time> throttled_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> unattempted_ ABSL_GUARDED_BY(mu_);  // claimed, dropped at stop
+  absl::Time last_renew_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   struct VettedEntry {
     std::string url;
     std::string curl_resolve;

@@ -1,5 +1,6 @@
 #include "services/webhook_delivery/delivery_store.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -89,19 +90,46 @@ absl::StatusOr<int> SqliteDeliveryStore::Create(const std::vector<DeliveryRecord
 
 absl::Status SqliteDeliveryStore::Update(const DeliveryRecord& r) {
   absl::MutexLock lock(&mu_);
-  return UpdateLocked(r);
+  if (absl::Status s = UpdateLocked(r); !s.ok()) return s;
+  leases_.erase(r.delivery.id());
+  return absl::OkStatus();
 }
 
-absl::Status SqliteDeliveryStore::UpdateMany(const std::vector<DeliveryRecord>& records) {
+absl::Status SqliteDeliveryStore::UpdateMany(const std::vector<DeliveryRecord>& records,
+                                             const std::string& owner) {
   absl::MutexLock lock(&mu_);
   if (absl::Status s = sqlite::Exec(db_, "BEGIN"); !s.ok()) return s;
+  std::vector<std::string> done;
   for (const DeliveryRecord& r : records) {
+    auto lease = leases_.find(r.delivery.id());
+    if (lease == leases_.end() || lease->second.owner != owner) continue;
     if (absl::Status s = UpdateLocked(r); !s.ok()) {
       sqlite::Exec(db_, "ROLLBACK").IgnoreError();
       return s;
     }
+    done.push_back(r.delivery.id());
   }
-  return sqlite::Exec(db_, "COMMIT");
+  if (absl::Status s = sqlite::Exec(db_, "COMMIT"); !s.ok()) return s;
+  for (const std::string& id : done) leases_.erase(id);
+  return absl::OkStatus();
+}
+
+bool RateBuckets::Take(const std::string& webhook_id, const RateLimitSpec& rate, absl::Time now,
+                       absl::Time* next) {
+  Bucket& b = buckets_[webhook_id];
+  if (b.last == absl::InfinitePast()) {
+    b.tokens = rate.burst;
+  } else if (now > b.last) {
+    b.tokens =
+        std::min(rate.burst, b.tokens + absl::ToDoubleSeconds(now - b.last) * rate.per_second);
+  }
+  b.last = std::max(b.last, now);
+  if (b.tokens >= 1) {
+    b.tokens -= 1;
+    return true;
+  }
+  *next = b.last + absl::Seconds((1 - b.tokens) / rate.per_second);
+  return false;
 }
 
 absl::Status SqliteDeliveryStore::UpdateLocked(const DeliveryRecord& r) {
@@ -126,33 +154,116 @@ std::string SkipClause(size_t n) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<DeliveryRecord>> SqliteDeliveryStore::Due(
-    absl::Time now, size_t limit, const std::vector<std::string>& skip_webhooks) {
-  absl::MutexLock lock(&mu_);
+absl::StatusOr<std::vector<DeliveryRecord>> SqliteDeliveryStore::DueLocked(
+    absl::Time now, size_t limit, const std::set<std::string>& skip) {
   Stmt st(
       db_, &stmts_,
       absl::StrCat("SELECT ", kColumns, " FROM deliveries WHERE status=? AND next_attempt_us<=?",
-                   SkipClause(skip_webhooks.size()), " ORDER BY next_attempt_us LIMIT ?"));
+                   SkipClause(skip.size()), " ORDER BY next_attempt_us, id LIMIT ?"));
   int i = 1;
   st.Bind(i++, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
   st.Bind(i++, absl::ToUnixMicros(now));
-  for (const std::string& w : skip_webhooks) st.Bind(i++, w);
+  for (const std::string& w : skip) st.Bind(i++, w);
   st.Bind(i++, static_cast<int64_t>(limit));
   return Collect(db_, st);
+}
+
+absl::StatusOr<Claimed> SqliteDeliveryStore::Claim(const ClaimRequest& req) {
+  absl::MutexLock lock(&mu_);
+  Claimed out;
+  std::set<std::string> skip(req.skip_webhooks.begin(), req.skip_webhooks.end());
+  std::map<std::string, int> held;  // live leases per endpoint
+  size_t live = 0;
+  for (const auto& [id, lease] : leases_) {
+    if (lease.until > req.now) {
+      held[lease.webhook_id]++;
+      live++;
+    }
+  }
+  // A round reads past the deliveries under lease; an endpoint found full or
+  // throttled joins `skip`, and the next round reads past its backlog.
+  for (int round = 0; round < 4 && out.records.size() < req.limit; ++round) {
+    size_t want = req.limit - out.records.size() + live;
+    absl::StatusOr<std::vector<DeliveryRecord>> due = DueLocked(req.now, want, skip);
+    if (!due.ok()) return due.status();
+    bool skipped_more = false;
+    for (DeliveryRecord& r : *due) {
+      if (out.records.size() >= req.limit) break;
+      const std::string& id = r.delivery.id();
+      const std::string& w = r.delivery.webhook_id();
+      auto lease = leases_.find(id);
+      if (lease != leases_.end() && lease->second.until > req.now) continue;
+      if (skip.count(w)) continue;
+      if (held[w] >= req.max_per_webhook) {
+        skip.insert(w);
+        skipped_more = true;
+        continue;
+      }
+      auto rate = req.rate_limits.find(w);
+      absl::Time next;
+      if (rate != req.rate_limits.end() && !buckets_.Take(w, rate->second, req.now, &next)) {
+        out.throttled[w] = next;
+        skip.insert(w);
+        skipped_more = true;
+        continue;
+      }
+      leases_[id] = Lease{req.owner, w, req.now + req.lease};
+      held[w]++;
+      live++;
+      out.records.push_back(std::move(r));
+    }
+    if (!skipped_more || due->size() < want) break;
+  }
+  return out;
+}
+
+absl::Status SqliteDeliveryStore::Renew(const std::vector<std::string>& ids,
+                                        const std::string& owner, absl::Time until) {
+  absl::MutexLock lock(&mu_);
+  for (const std::string& id : ids) {
+    auto it = leases_.find(id);
+    if (it != leases_.end() && it->second.owner == owner) {
+      it->second.until = std::max(it->second.until, until);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteDeliveryStore::Release(const std::vector<std::string>& ids,
+                                          const std::string& owner) {
+  absl::MutexLock lock(&mu_);
+  for (const std::string& id : ids) {
+    auto it = leases_.find(id);
+    if (it != leases_.end() && it->second.owner == owner) leases_.erase(it);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<absl::Time> SqliteDeliveryStore::NextDue(
     const std::vector<std::string>& skip_webhooks) {
   absl::MutexLock lock(&mu_);
+  // The earliest rows, read past those under lease (which are due when
+  // their lease runs out).
   Stmt st(db_, &stmts_,
-          absl::StrCat("SELECT MIN(next_attempt_us) FROM deliveries WHERE status=?",
-                       SkipClause(skip_webhooks.size())));
+          absl::StrCat("SELECT id, next_attempt_us FROM deliveries WHERE status=?",
+                       SkipClause(skip_webhooks.size()), " ORDER BY next_attempt_us, id LIMIT ?"));
   int i = 1;
   st.Bind(i++, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
   for (const std::string& w : skip_webhooks) st.Bind(i++, w);
-  if (st.Step() != SQLITE_ROW) return sqlite::Error(db_, "next due");
-  if (sqlite3_column_type(st.get(), 0) == SQLITE_NULL) return absl::InfiniteFuture();
-  return absl::FromUnixMicros(st.Int(0));
+  st.Bind(i++, static_cast<int64_t>(leases_.size() + 1));
+  absl::Time next = absl::InfiniteFuture();
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    absl::Time at = absl::FromUnixMicros(st.Int(1));
+    auto lease = leases_.find(st.Text(0));
+    if (lease == leases_.end()) {
+      next = std::min(next, at);
+      break;
+    }
+    next = std::min(next, std::max(at, lease->second.until));
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return sqlite::Error(db_, "next due");
+  return next;
 }
 
 absl::StatusOr<std::vector<DeliveryRecord>> SqliteDeliveryStore::List(const std::string& webhook_id,
@@ -195,7 +306,13 @@ absl::StatusOr<std::pair<uint64_t, uint64_t>> SqliteDeliveryStore::CountPending(
   st.Bind(2, absl::ToUnixMicros(now));
   st.Bind(3, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
   if (st.Step() != SQLITE_ROW) return sqlite::Error(db_, "count pending");
-  return std::make_pair(static_cast<uint64_t>(st.Int(0)), static_cast<uint64_t>(st.Int(1)));
+  uint64_t due = static_cast<uint64_t>(st.Int(0)), later = static_cast<uint64_t>(st.Int(1));
+  // Deliveries under lease were due when claimed; they count as scheduled
+  // (for when the lease runs out), as the shared store counts them.
+  uint64_t leased = 0;
+  for (const auto& [id, lease] : leases_) leased += lease.until > now;
+  leased = std::min(leased, due);
+  return std::make_pair(due - leased, later + leased);
 }
 
 }  // namespace switchboard::webhooks

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,29 @@
 
 namespace switchboard::webhooks {
 
+// An endpoint's rate limit as a token bucket: `burst` tokens at most, one
+// more every 1/per_second s, one taken per request.
+struct RateLimitSpec {
+  double per_second = 0;
+  double burst = 1;
+};
+
+// Token buckets per endpoint, for stores that keep them in memory.
+class RateBuckets {
+ public:
+  // Takes a token of `webhook_id` at `now` if it has one; otherwise returns
+  // false and sets *next to when it will.
+  bool Take(const std::string& webhook_id, const RateLimitSpec& rate, absl::Time now,
+            absl::Time* next);
+
+ private:
+  struct Bucket {
+    double tokens = 0;
+    absl::Time last = absl::InfinitePast();
+  };
+  std::map<std::string, Bucket> buckets_;
+};
+
 // A delivery with the request body it sends on every attempt.
 struct DeliveryRecord {
   v1::WebhookDelivery delivery;  // status, attempts, next_attempt_at
@@ -25,24 +49,59 @@ struct DeliveryRecord {
   absl::Time next_attempt = absl::InfinitePast();
 };
 
+// What a claim may take (see DeliveryStore::Claim).
+struct ClaimRequest {
+  absl::Time now;
+  size_t limit = 0;
+  // Endpoints that can take nothing more now on this replica: their backlog
+  // must not hide the others' deliveries.
+  std::vector<std::string> skip_webhooks;
+  std::string owner;  // the claiming replica
+  absl::Duration lease = absl::Seconds(30);
+  // Deliveries of one endpoint under lease at once, over every replica.
+  int max_per_webhook = 8;
+  // The endpoints that have a rate limit.
+  std::map<std::string, RateLimitSpec> rate_limits;
+};
+
+struct Claimed {
+  std::vector<DeliveryRecord> records;
+  // Endpoints whose due deliveries wait for their rate limit, with when the
+  // next request may go.
+  std::map<std::string, absl::Time> throttled;
+};
+
 // The outbox: deliveries are recorded here before the broker event is acked,
 // so a crash loses none. (webhook_id, event_id) is unique: recording the same
-// event again after a redelivery creates nothing new.
+// event again after a redelivery creates nothing new. Replicas sharing the
+// outbox claim due deliveries under a lease: a claimed delivery is nobody
+// else's until its owner records the attempt, gives it back, or stops
+// renewing the lease (it died), when it is due again for everyone.
 class DeliveryStore {
  public:
   virtual ~DeliveryStore() = default;
   // Returns how many were new.
   virtual absl::StatusOr<int> Create(const std::vector<DeliveryRecord>& records) = 0;
+  // Replaces a delivery whoever holds it (a redelivery starts over); ends
+  // its lease.
   virtual absl::Status Update(const DeliveryRecord& record) = 0;
-  // Several updates in one transaction.
-  virtual absl::Status UpdateMany(const std::vector<DeliveryRecord>& records) = 0;
-  // Pending deliveries due at `now`, earliest first, except those of
-  // `skip_webhooks` (endpoints that can take nothing more now: their backlog
-  // must not hide the others' deliveries).
-  virtual absl::StatusOr<std::vector<DeliveryRecord>> Due(
-      absl::Time now, size_t limit, const std::vector<std::string>& skip_webhooks = {}) = 0;
-  // When the next pending delivery not of `skip_webhooks` is due;
-  // InfiniteFuture when none.
+  // Records attempts of deliveries `owner` claimed, in one transaction, and
+  // ends their leases. A delivery someone else claimed since (the lease ran
+  // out) or that was replaced meanwhile is left as it is.
+  virtual absl::Status UpdateMany(const std::vector<DeliveryRecord>& records,
+                                  const std::string& owner) = 0;
+  // Claims up to `limit` pending deliveries due at `now`, earliest first,
+  // under a lease for `owner`: neither those of skip_webhooks, nor more of
+  // one endpoint than max_per_webhook under lease together, nor more than
+  // an endpoint's rate limit lets go now.
+  virtual absl::StatusOr<Claimed> Claim(const ClaimRequest& request) = 0;
+  // Extends the leases `owner` still holds to `until`.
+  virtual absl::Status Renew(const std::vector<std::string>& ids, const std::string& owner,
+                             absl::Time until) = 0;
+  // Gives claimed deliveries back unattempted: due again for everyone now.
+  virtual absl::Status Release(const std::vector<std::string>& ids, const std::string& owner) = 0;
+  // When the next pending delivery not of `skip_webhooks` is due (or its
+  // lease runs out); InfiniteFuture when none.
   virtual absl::StatusOr<absl::Time> NextDue(
       const std::vector<std::string>& skip_webhooks = {}) = 0;
   virtual absl::StatusOr<std::vector<DeliveryRecord>> List(const std::string& webhook_id,
@@ -50,7 +109,7 @@ class DeliveryStore {
                                                            const std::string& event_id,
                                                            size_t limit) = 0;
   virtual absl::StatusOr<std::map<int, uint64_t>> CountByStatus() = 0;
-  // Pending deliveries due at `now` and scheduled later.
+  // Pending deliveries due at `now` and scheduled later (or under lease).
   virtual absl::StatusOr<std::pair<uint64_t, uint64_t>> CountPending(absl::Time now) = 0;
 };
 
@@ -60,9 +119,12 @@ class SqliteDeliveryStore : public DeliveryStore {
   ~SqliteDeliveryStore() override;
   absl::StatusOr<int> Create(const std::vector<DeliveryRecord>& records) override;
   absl::Status Update(const DeliveryRecord& record) override;
-  absl::Status UpdateMany(const std::vector<DeliveryRecord>& records) override;
-  absl::StatusOr<std::vector<DeliveryRecord>> Due(
-      absl::Time now, size_t limit, const std::vector<std::string>& skip_webhooks) override;
+  absl::Status UpdateMany(const std::vector<DeliveryRecord>& records,
+                          const std::string& owner) override;
+  absl::StatusOr<Claimed> Claim(const ClaimRequest& request) override;
+  absl::Status Renew(const std::vector<std::string>& ids, const std::string& owner,
+                     absl::Time until) override;
+  absl::Status Release(const std::vector<std::string>& ids, const std::string& owner) override;
   absl::StatusOr<absl::Time> NextDue(const std::vector<std::string>& skip_webhooks) override;
   absl::StatusOr<std::vector<DeliveryRecord>> List(const std::string& webhook_id,
                                                    v1::DeliveryStatus status,
@@ -74,9 +136,21 @@ class SqliteDeliveryStore : public DeliveryStore {
  private:
   explicit SqliteDeliveryStore(sqlite3* db) : db_(db) {}
   absl::Status UpdateLocked(const DeliveryRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<DeliveryRecord>> DueLocked(absl::Time now, size_t limit,
+                                                        const std::set<std::string>& skip)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
   sqlite::StmtCache stmts_ ABSL_GUARDED_BY(mu_);
+  // One process uses the file, so leases and token buckets live in memory:
+  // they end with the process, as they should.
+  struct Lease {
+    std::string owner;
+    std::string webhook_id;
+    absl::Time until;
+  };
+  std::map<std::string, Lease> leases_ ABSL_GUARDED_BY(mu_);  // by delivery id
+  RateBuckets buckets_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace switchboard::webhooks

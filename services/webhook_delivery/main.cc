@@ -11,12 +11,15 @@
 #include "libs/common/json_log.h"
 #include "libs/common/service_edges.h"
 #include "libs/common/shutdown.h"
+#include "libs/redis/redis_config.h"
+#include "libs/redis/redis_metrics.h"
 #include "prometheus/registry.h"
 #include "services/webhook_delivery/delivery_engine.h"
 #include "services/webhook_delivery/delivery_store.h"
 #include "services/webhook_delivery/grpc_service.h"
 #include "services/webhook_delivery/http_api.h"
 #include "services/webhook_delivery/http_sender.h"
+#include "services/webhook_delivery/redis_webhook_store.h"
 #include "services/webhook_delivery/registry.h"
 #include "services/webhook_delivery/webhook_core.h"
 #include "services/webhook_delivery/webhook_store.h"
@@ -26,7 +29,21 @@ ABSL_FLAG(std::string, http_addr, "0.0.0.0:8083",
           "admin HTTP listen address HOST:PORT (/metrics, /healthz, /readyz, JSON API)");
 ABSL_FLAG(std::string, broker, "127.0.0.1:50051", "event-broker gRPC address HOST:PORT");
 ABSL_FLAG(std::string, data_dir, "./data/webhook-delivery",
-          "directory of the webhook registry and the delivery outbox");
+          "directory of the webhook registry and the delivery outbox (embedded store)");
+ABSL_FLAG(std::string, store, "sqlite",
+          "registry and outbox: 'sqlite' (embedded, under --data_dir, one replica), "
+          "redis://[user:password@]host:port or redis-cluster://host:port[,...] (shared by "
+          "every replica; env REDIS_URL)");
+ABSL_FLAG(std::string, redis_prefix, "switchboard",
+          "hash tag of every Redis key: {prefix}; the deployment's other services use the same");
+ABSL_FLAG(std::string, redis_password_file, "",
+          "file holding the Redis password (instead of one in the URL)");
+ABSL_FLAG(absl::Duration, redis_timeout, absl::Seconds(5), "deadline of one Redis call");
+ABSL_FLAG(absl::Duration, delivery_lease, absl::Seconds(30),
+          "how long a claimed delivery is one replica's without renewal: after a replica dies, "
+          "others deliver what it held once this has passed");
+ABSL_FLAG(absl::Duration, delivery_retention, absl::Hours(24 * 7),
+          "shared store: delivered and failed deliveries stay listed this long");
 ABSL_FLAG(bool, allow_private_targets, false,
           "allow webhook URLs on loopback, private, link-local and metadata addresses "
           "(local development and tests only)");
@@ -62,7 +79,63 @@ absl::Status ValidateFlags() {
   if (absl::GetFlag(FLAGS_start) != "latest" && absl::GetFlag(FLAGS_start) != "earliest") {
     return absl::InvalidArgumentError("start: latest or earliest");
   }
+  if (absl::GetFlag(FLAGS_delivery_lease) < absl::Seconds(1) ||
+      absl::GetFlag(FLAGS_delivery_lease) > absl::Hours(1)) {
+    return absl::InvalidArgumentError("delivery_lease: 1s to 1h");
+  }
+  if (absl::GetFlag(FLAGS_delivery_retention) < absl::Minutes(1)) {
+    return absl::InvalidArgumentError("delivery_retention: at least 1m");
+  }
   return absl::OkStatus();
+}
+
+struct Stores {
+  std::unique_ptr<WebhookStore> webhooks;
+  std::unique_ptr<DeliveryStore> deliveries;
+};
+
+// The stores --store names: configuration mistakes are INVALID_ARGUMENT
+// naming the flag; an unreachable Redis is waited for.
+absl::StatusOr<Stores> OpenStores(redis::RedisMetrics* redis_metrics) {
+  const std::string store = absl::GetFlag(FLAGS_store);
+  Stores out;
+  if (store == "sqlite") {
+    auto webhooks = SqliteWebhookStore::Open(absl::GetFlag(FLAGS_data_dir));
+    if (!webhooks.ok()) return webhooks.status();
+    auto deliveries = SqliteDeliveryStore::Open(absl::GetFlag(FLAGS_data_dir));
+    if (!deliveries.ok()) return deliveries.status();
+    LogInfo("webhook store", {{"store", absl::StrCat("sqlite:", absl::GetFlag(FLAGS_data_dir))}});
+    out.webhooks = *std::move(webhooks);
+    out.deliveries = *std::move(deliveries);
+    return out;
+  }
+  absl::StatusOr<redis::RedisConfig> cfg = redis::RedisStoreConfig(
+      store, absl::GetFlag(FLAGS_redis_password_file), absl::GetFlag(FLAGS_redis_prefix),
+      absl::GetFlag(FLAGS_redis_timeout));
+  if (!cfg.ok()) return cfg.status();
+  RedisWebhookStoreOptions opts;
+  opts.prefix = absl::GetFlag(FLAGS_redis_prefix);
+  opts.timeout = absl::GetFlag(FLAGS_redis_timeout);
+  opts.retention = absl::GetFlag(FLAGS_delivery_retention);
+  LogInfo("webhook store",
+          {{"store", absl::StrCat(cfg->Redacted(), " prefix={", opts.prefix, "}")}});
+  std::shared_ptr<redis::RedisClient> client = redis::NewRedisClient(*cfg, redis_metrics);
+  auto webhooks = std::make_unique<RedisWebhookStore>(client, opts);
+  // The registry is read at start, so Redis must answer: wrong credentials
+  // are a configuration mistake; an unreachable Redis is waited for (the
+  // pod restarts if it never comes, as with any other missing dependency).
+  for (int attempt = 0;; ++attempt) {
+    absl::Status reach = webhooks->Check();
+    if (absl::IsUnauthenticated(reach) || absl::IsFailedPrecondition(reach)) {
+      return absl::InvalidArgumentError(absl::StrCat("store: ", reach.message()));
+    }
+    if (reach.ok() || attempt >= 30) break;
+    LogWarn("webhook store not reachable yet", {{"error", reach.ToString()}});
+    absl::SleepFor(absl::Seconds(1));
+  }
+  out.webhooks = std::move(webhooks);
+  out.deliveries = std::make_unique<RedisDeliveryStore>(client, opts);
+  return out;
 }
 
 int Run() {
@@ -73,21 +146,22 @@ int Run() {
   auto registry = std::make_shared<prometheus::Registry>();
   ServiceEdges edges(registry, "webhooks");
   WebhookMetrics metrics(*registry);
-  auto webhook_store = SqliteWebhookStore::Open(absl::GetFlag(FLAGS_data_dir));
-  auto delivery_store = SqliteDeliveryStore::Open(absl::GetFlag(FLAGS_data_dir));
-  if (!webhook_store.ok() || !delivery_store.ok()) {
-    LogError(
-        "cannot open stores",
-        {{"error",
-          (!webhook_store.ok() ? webhook_store.status() : delivery_store.status()).ToString()}});
-    return 1;
+  redis::RedisMetrics redis_metrics(*registry, "webhooks");
+  absl::StatusOr<Stores> stores = OpenStores(&redis_metrics);
+  if (!stores.ok()) {
+    bool bad_flag = absl::IsInvalidArgument(stores.status());
+    LogError(bad_flag ? "bad flag" : "cannot open stores",
+             {{"error", std::string(stores.status().message())}});
+    return bad_flag ? 2 : 1;
   }
+  WebhookStore* webhook_store = stores->webhooks.get();
+  DeliveryStore* delivery_store = stores->deliveries.get();
   RegistryConfig rc;
   rc.default_retry_attempts = absl::GetFlag(FLAGS_webhook_max_retries);
   rc.default_retry_delay = absl::Milliseconds(absl::GetFlag(FLAGS_webhook_retry_delay));
   rc.default_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_webhook_timeout));
   rc.allow_private_targets = absl::GetFlag(FLAGS_allow_private_targets);
-  WebhookRegistry webhooks(rc, webhook_store->get(), RealClock::Get());
+  WebhookRegistry webhooks(rc, webhook_store, RealClock::Get());
   if (absl::Status s = webhooks.Load(); !s.ok()) {
     LogError("cannot load webhooks", {{"error", s.ToString()}});
     return 1;
@@ -98,14 +172,15 @@ int Run() {
   ec.allow_private_targets = rc.allow_private_targets;
   ec.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
   ec.max_in_flight_per_webhook = absl::GetFlag(FLAGS_max_in_flight_per_webhook);
-  DeliveryEngine engine(ec, &webhooks, delivery_store->get(), &sender, RealClock::Get(), &metrics);
+  ec.lease = absl::GetFlag(FLAGS_delivery_lease);
+  DeliveryEngine engine(ec, &webhooks, delivery_store, &sender, RealClock::Get(), &metrics);
   std::unique_ptr<BrokerClient> broker = NewGrpcBrokerClient({absl::GetFlag(FLAGS_broker)});
   WebhookCoreOptions options;
   if (absl::GetFlag(FLAGS_start) == "earliest") {
     options.start = broker::v1::SubscribeRequest::EARLIEST;
   }
-  WebhookCore core(options, &webhooks, delivery_store->get(), &engine, broker.get(),
-                   RealClock::Get(), &metrics);
+  WebhookCore core(options, &webhooks, delivery_store, &engine, broker.get(), RealClock::Get(),
+                   &metrics);
   engine.Start();
   if (absl::Status s = core.Start(); !s.ok()) {
     LogError("cannot start", {{"error", s.ToString()}});
@@ -118,6 +193,7 @@ int Run() {
   if (absl::Status st = edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr),
                                     {&service}, [&core] { return core.ready(); },
                                     {{"broker", absl::GetFlag(FLAGS_broker)},
+                                     {"shared_store", webhook_store->shared()},
                                      {"allow_private_targets", rc.allow_private_targets}});
       !st.ok()) {
     LogError("cannot start", {{"error", st.ToString()}});
@@ -151,6 +227,8 @@ int main(int argc, char** argv) {
                            "Usage: webhook-delivery [--broker=HOST:PORT] [--data_dir=DIR] ...",
                            {{"WEBHOOK_MAX_RETRIES", "webhook_max_retries"},
                             {"WEBHOOK_RETRY_DELAY", "webhook_retry_delay"},
-                            {"WEBHOOK_TIMEOUT", "webhook_timeout"}});
+                            {"WEBHOOK_TIMEOUT", "webhook_timeout"},
+                            {"REDIS_URL", "store"},
+                            {"REDIS_EVENT_CHANNEL", "redis_prefix"}});
   return switchboard::webhooks::Run();
 }

@@ -1,5 +1,8 @@
 #include "services/webhook_delivery/registry.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 #include "libs/common/ids.h"
@@ -74,17 +77,88 @@ absl::Status CheckOptionalFields(const Request& req) {
   return absl::OkStatus();
 }
 
+// `allow_none`: per_second 0 (an update removing the limit).
+absl::Status CheckRateLimit(const v1::RateLimit& rl, bool allow_none) {
+  double rate = rl.per_second();
+  if (!(allow_none && rate == 0) && !(rate >= 0.01 && rate <= 100000)) {
+    return absl::InvalidArgumentError(absl::StrCat("rate_limit.per_second: ", rate,
+                                                   " is outside [0.01, 100000]",
+                                                   allow_none ? " (0 removes the limit)" : ""));
+  }
+  if (rl.burst() > 100000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rate_limit.burst: ", rl.burst(), " is more than 100000"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NoWebhook(const std::string& id) {
+  return absl::NotFoundError(absl::StrCat("id: no webhook '", id, "'"));
+}
+
 }  // namespace
 
 WebhookRegistry::WebhookRegistry(RegistryConfig config, WebhookStore* store, Clock* clock)
     : config_(std::move(config)), store_(store), clock_(clock) {}
 
-absl::Status WebhookRegistry::Load() {
+absl::Status WebhookRegistry::Load() { return Refresh().status(); }
+
+absl::StatusOr<bool> WebhookRegistry::Refresh() {
+  absl::StatusOr<uint64_t> generation = store_->Generation();
+  if (!generation.ok()) return generation.status();
+  uint64_t writes;
+  {
+    absl::MutexLock lock(&mu_);
+    if (loaded_ && *generation == generation_) return false;
+    writes = local_writes_;
+  }
+  // Read after the generation: a change made meanwhile moves it again and
+  // the next refresh reads once more.
   absl::StatusOr<std::vector<WebhookRecord>> all = store_->List();
   if (!all.ok()) return all.status();
   absl::MutexLock lock(&mu_);
-  for (WebhookRecord& r : *all) records_[r.webhook.id()] = std::move(r);
-  return absl::OkStatus();
+  if (local_writes_ != writes) return false;
+  std::map<std::string, WebhookRecord> fresh;
+  for (WebhookRecord& r : *all) fresh[r.webhook.id()] = std::move(r);
+  bool changed = fresh.size() != records_.size();
+  for (auto a = fresh.begin(), b = records_.begin(); !changed && a != fresh.end(); ++a, ++b) {
+    changed = a->first != b->first || a->second.version != b->second.version;
+  }
+  records_ = std::move(fresh);
+  generation_ = *generation;
+  loaded_ = true;
+  return changed;
+}
+
+absl::StatusOr<WebhookRecord> WebhookRegistry::MutateLocked(
+    const std::string& id, const std::function<absl::Status(WebhookRecord&)>& change) {
+  constexpr int kTries = 5;
+  for (int attempt = 1;; ++attempt) {
+    WebhookRecord r;
+    if (store_->shared()) {
+      absl::StatusOr<std::optional<WebhookRecord>> stored = store_->Get(id);
+      if (!stored.ok()) return stored.status();
+      if (!stored->has_value()) {
+        records_.erase(id);
+        return NoWebhook(id);
+      }
+      r = **std::move(stored);
+    } else {
+      auto it = records_.find(id);
+      if (it == records_.end()) return NoWebhook(id);
+      r = it->second;
+    }
+    if (absl::Status s = change(r); !s.ok()) return s;
+    absl::StatusOr<uint64_t> version = store_->Put(r);
+    if (!version.ok()) {
+      if (absl::IsAborted(version.status()) && attempt < kTries) continue;
+      return version.status();
+    }
+    r.version = *version;
+    records_[id] = r;
+    ++local_writes_;
+    return r;
+  }
 }
 
 absl::Status WebhookRegistry::ValidateTarget(const std::string& url) const {
@@ -118,6 +192,9 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::Register(const v1::RegisterWebhookR
     return key.status();
   }
   if (absl::Status s = CheckOptionalFields(req); !s.ok()) return s;
+  if (req.has_rate_limit()) {
+    if (absl::Status s = CheckRateLimit(req.rate_limit(), false); !s.ok()) return s;
+  }
   WebhookRecord r;
   v1::Webhook& w = r.webhook;
   absl::Time now = clock_->Now();
@@ -131,12 +208,16 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::Register(const v1::RegisterWebhookR
       req.has_retry_delay() ? req.retry_delay() : ToProto(config_.default_retry_delay);
   *w.mutable_timeout() = req.has_timeout() ? req.timeout() : ToProto(config_.default_timeout);
   w.set_description(req.description());
+  if (req.has_rate_limit()) *w.mutable_rate_limit() = req.rate_limit();
   w.set_active(true);
   *w.mutable_created_at() = ToProto(now);
   *w.mutable_updated_at() = ToProto(now);
-  if (absl::Status s = store_->Put(r); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
+  absl::StatusOr<uint64_t> version = store_->Put(r);
+  if (!version.ok()) return version.status();
+  r.version = *version;
   records_[w.id()] = r;
+  ++local_writes_;
   return w;  // the only answer that carries the secret, with RotateSecret's
 }
 
@@ -149,27 +230,34 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::Update(const v1::UpdateWebhookReque
     if (absl::StatusOr<TypeFilter> f = CheckEvents(req.events()); !f.ok()) return f.status();
   }
   if (absl::Status s = CheckOptionalFields(req); !s.ok()) return s;
+  if (req.has_rate_limit()) {
+    if (absl::Status s = CheckRateLimit(req.rate_limit(), true); !s.ok()) return s;
+  }
   absl::MutexLock lock(&mu_);
-  auto it = records_.find(req.id());
-  if (it == records_.end()) {
-    return absl::NotFoundError(absl::StrCat("id: no webhook '", req.id(), "'"));
-  }
-  WebhookRecord r = it->second;
-  v1::Webhook& w = r.webhook;
-  if (req.has_url()) w.set_url(req.url());
-  if (!req.events().empty()) *w.mutable_events() = req.events();
-  if (req.has_retry_attempts()) w.set_retry_attempts(req.retry_attempts());
-  if (req.has_retry_delay()) *w.mutable_retry_delay() = req.retry_delay();
-  if (req.has_timeout()) *w.mutable_timeout() = req.timeout();
-  if (req.has_description()) w.set_description(req.description());
-  if (req.has_active()) {
-    w.set_active(req.active());
-    if (req.active()) w.clear_disabled_reason();
-  }
-  *w.mutable_updated_at() = ToProto(clock_->Now());
-  if (absl::Status s = store_->Put(r); !s.ok()) return s;
-  it->second = r;
-  return Public(r);
+  absl::StatusOr<WebhookRecord> r = MutateLocked(req.id(), [&](WebhookRecord& r) {
+    v1::Webhook& w = r.webhook;
+    if (req.has_url()) w.set_url(req.url());
+    if (!req.events().empty()) *w.mutable_events() = req.events();
+    if (req.has_retry_attempts()) w.set_retry_attempts(req.retry_attempts());
+    if (req.has_retry_delay()) *w.mutable_retry_delay() = req.retry_delay();
+    if (req.has_timeout()) *w.mutable_timeout() = req.timeout();
+    if (req.has_description()) w.set_description(req.description());
+    if (req.has_rate_limit()) {
+      if (req.rate_limit().per_second() == 0) {
+        w.clear_rate_limit();
+      } else {
+        *w.mutable_rate_limit() = req.rate_limit();
+      }
+    }
+    if (req.has_active()) {
+      w.set_active(req.active());
+      if (req.active()) w.clear_disabled_reason();
+    }
+    *w.mutable_updated_at() = ToProto(clock_->Now());
+    return absl::OkStatus();
+  });
+  if (!r.ok()) return r.status();
+  return Public(*r);
 }
 
 // Every change is persisted first and applied in memory only once the store
@@ -181,9 +269,13 @@ absl::Status WebhookRegistry::Unregister(const std::string& id) {
   if (id.empty()) return absl::InvalidArgumentError("id: required");
   absl::MutexLock lock(&mu_);
   auto it = records_.find(id);
-  if (it == records_.end()) return absl::NotFoundError(absl::StrCat("id: no webhook '", id, "'"));
-  if (absl::StatusOr<bool> deleted = store_->Delete(id); !deleted.ok()) return deleted.status();
-  records_.erase(it);
+  // A shared store may hold a webhook registered elsewhere a moment ago.
+  if (it == records_.end() && !store_->shared()) return NoWebhook(id);
+  absl::StatusOr<bool> deleted = store_->Delete(id);
+  if (!deleted.ok()) return deleted.status();
+  records_.erase(id);
+  ++local_writes_;
+  if (!*deleted) return NoWebhook(id);
   return absl::OkStatus();
 }
 
@@ -191,8 +283,21 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::Get(const std::string& id) const {
   if (id.empty()) return absl::InvalidArgumentError("id: required");
   absl::MutexLock lock(&mu_);
   auto it = records_.find(id);
-  if (it == records_.end()) return absl::NotFoundError(absl::StrCat("id: no webhook '", id, "'"));
+  if (it == records_.end()) return NoWebhook(id);
   return Public(it->second);
+}
+
+absl::StatusOr<v1::Webhook> WebhookRegistry::GetFresh(const std::string& id) {
+  absl::StatusOr<v1::Webhook> known = Get(id);
+  if (!absl::IsNotFound(known.status()) || !store_->shared()) return known;
+  absl::StatusOr<std::optional<WebhookRecord>> stored = store_->Get(id);
+  if (!stored.ok()) return stored.status();
+  if (!stored->has_value()) return known;
+  absl::MutexLock lock(&mu_);
+  WebhookRecord& r = records_[id];
+  if ((*stored)->version > r.version) r = **std::move(stored);
+  ++local_writes_;  // a refresh that read the store before this must not drop it
+  return Public(r);
 }
 
 std::vector<v1::Webhook> WebhookRegistry::List() const {
@@ -213,33 +318,29 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::RotateSecret(const v1::RotateSecret
     return key.status();
   }
   absl::MutexLock lock(&mu_);
-  auto it = records_.find(req.id());
-  if (it == records_.end()) {
-    return absl::NotFoundError(absl::StrCat("id: no webhook '", req.id(), "'"));
-  }
-  WebhookRecord r = it->second;
-  absl::Time now = clock_->Now();
-  r.previous_secret = r.webhook.secret();
-  r.previous_expires = now + config_.rotation_overlap;
-  r.webhook.set_secret(secret);
-  *r.webhook.mutable_previous_secret_expires_at() = ToProto(r.previous_expires);
-  *r.webhook.mutable_updated_at() = ToProto(now);
-  if (absl::Status s = store_->Put(r); !s.ok()) return s;
-  it->second = r;
-  return r.webhook;
+  absl::StatusOr<WebhookRecord> r = MutateLocked(req.id(), [&](WebhookRecord& r) {
+    absl::Time now = clock_->Now();
+    r.previous_secret = r.webhook.secret();
+    r.previous_expires = now + config_.rotation_overlap;
+    r.webhook.set_secret(secret);
+    *r.webhook.mutable_previous_secret_expires_at() = ToProto(r.previous_expires);
+    *r.webhook.mutable_updated_at() = ToProto(now);
+    return absl::OkStatus();
+  });
+  if (!r.ok()) return r.status();
+  return r->webhook;
 }
 
 absl::Status WebhookRegistry::Disable(const std::string& id, const std::string& reason) {
   absl::MutexLock lock(&mu_);
-  auto it = records_.find(id);
-  if (it == records_.end()) return absl::NotFoundError(absl::StrCat("id: no webhook '", id, "'"));
-  WebhookRecord r = it->second;
-  r.webhook.set_active(false);
-  r.webhook.set_disabled_reason(reason);
-  *r.webhook.mutable_updated_at() = ToProto(clock_->Now());
-  if (absl::Status s = store_->Put(r); !s.ok()) return s;
-  it->second = r;
-  return absl::OkStatus();
+  return MutateLocked(id,
+                      [&](WebhookRecord& r) {
+                        r.webhook.set_active(false);
+                        r.webhook.set_disabled_reason(reason);
+                        *r.webhook.mutable_updated_at() = ToProto(clock_->Now());
+                        return absl::OkStatus();
+                      })
+      .status();
 }
 
 absl::StatusOr<std::vector<std::string>> WebhookRegistry::KeysOf(const WebhookRecord& r) const {
@@ -272,7 +373,7 @@ std::vector<ActiveWebhook> WebhookRegistry::Matching(const std::string& event_ty
 absl::StatusOr<std::vector<std::string>> WebhookRegistry::SigningKeys(const std::string& id) const {
   absl::MutexLock lock(&mu_);
   auto it = records_.find(id);
-  if (it == records_.end()) return absl::NotFoundError(absl::StrCat("id: no webhook '", id, "'"));
+  if (it == records_.end()) return NoWebhook(id);
   return KeysOf(it->second);
 }
 
@@ -282,6 +383,18 @@ std::vector<std::string> WebhookRegistry::AllFilters() const {
   for (const auto& [id, r] : records_) {
     if (!r.webhook.active()) continue;
     for (const std::string& e : r.webhook.events()) out.push_back(e);
+  }
+  return out;
+}
+
+std::map<std::string, RateLimitSpec> WebhookRegistry::RateLimits() const {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, RateLimitSpec> out;
+  for (const auto& [id, r] : records_) {
+    const v1::RateLimit& rl = r.webhook.rate_limit();
+    if (!r.webhook.active() || rl.per_second() <= 0) continue;
+    double burst = rl.burst() > 0 ? rl.burst() : std::max(1.0, std::ceil(rl.per_second()));
+    out[id] = RateLimitSpec{rl.per_second(), burst};
   }
   return out;
 }

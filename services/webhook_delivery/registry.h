@@ -1,6 +1,7 @@
 #ifndef SWITCHBOARD_SERVICES_WEBHOOK_DELIVERY_REGISTRY_H_
 #define SWITCHBOARD_SERVICES_WEBHOOK_DELIVERY_REGISTRY_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "libs/common/clock.h"
 #include "libs/common/event_rules.h"
+#include "services/webhook_delivery/delivery_store.h"
 #include "services/webhook_delivery/target_guard.h"
 #include "services/webhook_delivery/webhook_store.h"
 
@@ -41,11 +43,18 @@ class WebhookRegistry {
  public:
   WebhookRegistry(RegistryConfig config, WebhookStore* store, Clock* clock);
   absl::Status Load();
+  // Re-reads the store when another replica changed it (its generation
+  // moved); true when the registry changed.
+  absl::StatusOr<bool> Refresh();
+  bool shared() const { return store_->shared(); }
 
   absl::StatusOr<v1::Webhook> Register(const v1::RegisterWebhookRequest& request);
   absl::StatusOr<v1::Webhook> Update(const v1::UpdateWebhookRequest& request);
   absl::Status Unregister(const std::string& id);
   absl::StatusOr<v1::Webhook> Get(const std::string& id) const;
+  // Get, but on a shared store a webhook not known here is looked up there
+  // (another replica may have registered it since the last Refresh).
+  absl::StatusOr<v1::Webhook> GetFresh(const std::string& id);
   std::vector<v1::Webhook> List() const;
   absl::StatusOr<v1::Webhook> RotateSecret(const v1::RotateSecretRequest& request);
   // Marks an endpoint inactive (410 Gone) with a reason.
@@ -57,8 +66,16 @@ class WebhookRegistry {
   absl::StatusOr<std::vector<std::string>> SigningKeys(const std::string& id) const;
   // Every filter of every active webhook (the broker subscription's types).
   std::vector<std::string> AllFilters() const;
+  // The rate limits of the active webhooks that have one.
+  std::map<std::string, RateLimitSpec> RateLimits() const;
 
  private:
+  // Applies `change` to webhook `id` and stores it. On a shared store the
+  // record is read from the store first, and a write that lost a race with
+  // another replica is made again on what that replica wrote.
+  absl::StatusOr<WebhookRecord> MutateLocked(
+      const std::string& id, const std::function<absl::Status(WebhookRecord&)>& change)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ValidateTarget(const std::string& url) const;
   absl::StatusOr<std::vector<std::string>> KeysOf(const WebhookRecord& r) const;
   static v1::Webhook Public(const WebhookRecord& r);
@@ -68,6 +85,11 @@ class WebhookRegistry {
   Clock* const clock_;
   mutable absl::Mutex mu_;
   std::map<std::string, WebhookRecord> records_ ABSL_GUARDED_BY(mu_);
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // of the store, when records_ was read
+  bool loaded_ ABSL_GUARDED_BY(mu_) = false;
+  // Changes made here: a re-read that overlapped one is not applied (it may
+  // miss it), the next one is.
+  uint64_t local_writes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace switchboard::webhooks

@@ -90,7 +90,25 @@ absl::Status WebhookCore::Start() {
   EnsureSubscribed();
   subscriber_ = std::thread([this] { SubscriberLoop(); });
   gauges_ = std::thread([this] { GaugesLoop(); });
+  if (registry_->shared()) registry_sync_ = std::thread([this] { RegistrySyncLoop(); });
   return absl::OkStatus();
+}
+
+void WebhookCore::RegistrySyncLoop() {
+  SetThreadName("sb-registry");
+  while (true) {
+    {
+      absl::MutexLock lock(&sub_mu_);
+      if (sub_mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.registry_poll)) return;
+    }
+    absl::StatusOr<bool> changed = registry_->Refresh();
+    if (!changed.ok()) {
+      LogWarn("reading the shared registry failed", {{"error", changed.status().ToString()}});
+    } else if (*changed) {
+      RequestResubscribe();  // a new filter elsewhere may need more types
+      engine_->Kick();       // an endpoint enabled elsewhere has due deliveries
+    }
+  }
 }
 
 void WebhookCore::RequestResubscribe() {
@@ -140,6 +158,7 @@ void WebhookCore::Shutdown() {
   if (intake_thread_.joinable()) intake_thread_.join();
   acker_->Flush();
   if (gauges_.joinable()) gauges_.join();
+  if (registry_sync_.joinable()) registry_sync_.join();
 }
 
 bool WebhookCore::ready() const {
@@ -222,7 +241,8 @@ absl::StatusOr<v1::ListWebhooksResponse> WebhookCore::List(const v1::ListWebhook
 }
 
 absl::StatusOr<v1::Webhook> WebhookCore::Get(const v1::GetWebhookRequest& req) {
-  return registry_->Get(req.id());
+  if (req.id().empty()) return absl::InvalidArgumentError("id: required");
+  return registry_->GetFresh(req.id());
 }
 
 absl::StatusOr<v1::Webhook> WebhookCore::Update(const v1::UpdateWebhookRequest& req) {
@@ -257,7 +277,7 @@ absl::StatusOr<v1::ListDeliveriesResponse> WebhookCore::ListDeliveries(
     const v1::ListDeliveriesRequest& req) {
   if (req.limit() > 1000) return absl::InvalidArgumentError("limit: at most 1000");
   if (!req.webhook_id().empty()) {
-    if (absl::StatusOr<v1::Webhook> w = registry_->Get(req.webhook_id()); !w.ok()) {
+    if (absl::StatusOr<v1::Webhook> w = registry_->GetFresh(req.webhook_id()); !w.ok()) {
       return absl::NotFoundError(absl::StrCat("webhook_id: no webhook '", req.webhook_id(), "'"));
     }
   }

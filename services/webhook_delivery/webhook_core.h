@@ -22,6 +22,8 @@ struct WebhookCoreOptions {
   std::string group = "webhook-delivery";
   absl::Duration ack_deadline = absl::Seconds(30);
   broker::v1::SubscribeRequest::StartPosition start = broker::v1::SubscribeRequest::LATEST;
+  // How often a shared registry is checked for other replicas' changes.
+  absl::Duration registry_poll = absl::Milliseconds(250);
 };
 
 // webhook-delivery's logic behind its gRPC and JSON edges: the registry, the
@@ -66,6 +68,8 @@ class WebhookCore {
   void SubscriberLoop();
   void GaugesLoop();
   void IntakeLoop();
+  // Shared registry: applies other replicas' registrations and changes.
+  void RegistrySyncLoop();
 
   const WebhookCoreOptions options_;
   WebhookRegistry* registry_;
@@ -83,6 +87,7 @@ class WebhookCore {
   bool resubscribe_ ABSL_GUARDED_BY(sub_mu_) = false;
   std::thread subscriber_;
   std::thread gauges_;
+  std::thread registry_sync_;
   // Deliveries from the broker wait here; the intake thread records them in
   // batches (one outbox transaction for many events), then acks them.
   absl::Mutex intake_mu_;

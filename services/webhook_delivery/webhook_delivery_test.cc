@@ -1,5 +1,6 @@
 // Signing against the Standard Webhooks reference vectors, secrets, receiver
 // verification, and the SSRF guard's address and URL tables.
+#include <cmath>
 #include <filesystem>
 
 #include "absl/cleanup/cleanup.h"
@@ -267,6 +268,16 @@ TEST_F(RegistryTest, BadInputNamesTheFieldAndStoresNothing) {
       {[](auto& r) { r.mutable_retry_delay()->set_seconds(86400 * 30); }, "retry_delay: "},
       {[](auto& r) { r.mutable_timeout()->set_seconds(3600); }, "timeout: "},
       {[](auto& r) { r.set_description(std::string(2000, 'x')); }, "description: "},
+      {[](auto& r) { r.mutable_rate_limit(); }, "rate_limit.per_second: 0 is outside"},
+      {[](auto& r) { r.mutable_rate_limit()->set_per_second(-1); }, "rate_limit.per_second: "},
+      {[](auto& r) { r.mutable_rate_limit()->set_per_second(std::nan("")); },
+       "rate_limit.per_second: "},
+      {[](auto& r) { r.mutable_rate_limit()->set_per_second(1e9); }, "rate_limit.per_second: "},
+      {[](auto& r) {
+         r.mutable_rate_limit()->set_per_second(10);
+         r.mutable_rate_limit()->set_burst(1000000);
+       },
+       "rate_limit.burst: "},
   };
   for (const Case& c : cases) {
     v1::RegisterWebhookRequest r = Req();
@@ -278,6 +289,34 @@ TEST_F(RegistryTest, BadInputNamesTheFieldAndStoresNothing) {
   }
   EXPECT_TRUE(registry_->List().empty());
   EXPECT_TRUE(store_->List()->empty());
+}
+
+TEST_F(RegistryTest, ARateLimitIsSetChangedAndRemoved) {
+  v1::RegisterWebhookRequest req = Req();
+  req.mutable_rate_limit()->set_per_second(2.5);
+  auto w = registry_->Register(req);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->rate_limit().per_second(), 2.5);
+  std::map<std::string, RateLimitSpec> limits = registry_->RateLimits();
+  ASSERT_EQ(limits.count(w->id()), 1u);
+  EXPECT_EQ(limits[w->id()].per_second, 2.5);
+  EXPECT_EQ(limits[w->id()].burst, 3) << "burst defaults to the rate rounded up";
+  v1::UpdateWebhookRequest update;
+  update.set_id(w->id());
+  update.mutable_rate_limit()->set_per_second(100);
+  update.mutable_rate_limit()->set_burst(10);
+  ASSERT_TRUE(registry_->Update(update).ok());
+  EXPECT_EQ(registry_->RateLimits()[w->id()].burst, 10);
+  update.mutable_rate_limit()->set_per_second(-3);
+  auto bad = registry_->Update(update);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(bad.status().message(), "rate_limit.per_second: "));
+  EXPECT_EQ(registry_->RateLimits()[w->id()].per_second, 100) << "a refused update changes nothing";
+  update.mutable_rate_limit()->set_per_second(0);
+  ASSERT_TRUE(registry_->Update(update).ok());
+  EXPECT_TRUE(registry_->RateLimits().empty()) << "per_second 0 removes the limit";
+  Open(false);
+  EXPECT_FALSE(registry_->Get(w->id())->has_rate_limit()) << "as stored";
 }
 
 TEST_F(RegistryTest, PrivateTargetsAreRefusedUnlessAllowed) {
@@ -376,7 +415,7 @@ TEST_F(RegistryTest, MatchingFollowsFiltersAndSkipsDisabledEndpoints) {
 class FlakyWebhookStore : public WebhookStore {
  public:
   explicit FlakyWebhookStore(WebhookStore* real) : real_(real) {}
-  absl::Status Put(const WebhookRecord& record) override {
+  absl::StatusOr<uint64_t> Put(const WebhookRecord& record) override {
     if (fail_writes) return absl::UnavailableError("disk I/O error");
     return real_->Put(record);
   }
@@ -388,12 +427,62 @@ class FlakyWebhookStore : public WebhookStore {
     return real_->Delete(id);
   }
   absl::StatusOr<std::vector<WebhookRecord>> List() override { return real_->List(); }
+  absl::StatusOr<uint64_t> Generation() override { return real_->Generation(); }
 
   bool fail_writes = false;
 
  private:
   WebhookStore* const real_;
 };
+
+// The embedded store seen as shared: what two replicas' registries do over
+// one Redis, without Redis (the conformance suite holds both stores to the
+// same contract).
+class SharedView : public FlakyWebhookStore {
+ public:
+  using FlakyWebhookStore::FlakyWebhookStore;
+  bool shared() const override { return true; }
+};
+
+TEST_F(RegistryTest, ReplicasOnASharedStoreSeeEachOthersChangesAndLoseNone) {
+  SharedView view(store_.get());
+  RegistryConfig config;
+  config.resolve = [](const std::string&) -> absl::StatusOr<std::vector<std::string>> {
+    return std::vector<std::string>{"93.184.216.34"};
+  };
+  WebhookRegistry a(config, &view, &clock_), b(config, &view, &clock_);
+  ASSERT_TRUE(a.Load().ok());
+  ASSERT_TRUE(b.Load().ok());
+  auto w = a.Register(Req());
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_TRUE(absl::IsNotFound(b.Get(w->id()).status())) << "not refreshed yet";
+  EXPECT_TRUE(*b.Refresh());
+  EXPECT_FALSE(*b.Refresh()) << "nothing changed since";
+  EXPECT_TRUE(b.Get(w->id()).ok());
+  auto w2 = a.Register(Req("https://other.example/"));
+  ASSERT_TRUE(w2.ok()) << w2.status();
+  EXPECT_TRUE(b.GetFresh(w2->id()).ok()) << "looked up in the store before a refresh";
+  ASSERT_TRUE(a.Unregister(w2->id()).ok());
+  EXPECT_TRUE(*b.Refresh());
+  EXPECT_EQ(b.AllFilters(), std::vector<std::string>{"order.*"});
+  // a disables the endpoint; b, not yet refreshed, changes its description:
+  // b's change is made on what a wrote, so both stand.
+  ASSERT_TRUE(a.Disable(w->id(), "410 Gone").ok());
+  v1::UpdateWebhookRequest update;
+  update.set_id(w->id());
+  update.set_description("from b");
+  auto updated = b.Update(update);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_FALSE(updated->active());
+  EXPECT_EQ(updated->description(), "from b");
+  EXPECT_TRUE(*a.Refresh());
+  EXPECT_EQ(a.Get(w->id())->description(), "from b");
+  EXPECT_TRUE(a.AllFilters().empty()) << "disabled";
+  // Unregistered by b while a still lists it: a's update is NOT_FOUND.
+  ASSERT_TRUE(b.Unregister(w->id()).ok());
+  EXPECT_TRUE(absl::IsNotFound(a.Update(update).status()));
+  EXPECT_TRUE(a.List().empty());
+}
 
 // A delete the store refused leaves the webhook registered and matching:
 // memory never says "gone" while the store (and so the next start) has it.

@@ -38,7 +38,18 @@ struct WebhookMetrics {
         registered(prometheus::BuildGauge()
                        .Name("switchboard_webhooks_registered")
                        .Help("Registered webhooks, by state (active, disabled).")
-                       .Register(r)) {}
+                       .Register(r)),
+        in_flight(prometheus::BuildGauge()
+                      .Name("switchboard_webhooks_in_flight")
+                      .Help("Deliveries this replica has claimed and not yet answered.")
+                      .Register(r)
+                      .Add({})),
+        throttled(prometheus::BuildCounter()
+                      .Name("switchboard_webhooks_rate_limited_total")
+                      .Help("Claims that left an endpoint's due deliveries waiting for its "
+                            "rate limit.")
+                      .Register(r)
+                      .Add({})) {}
 
   prometheus::Family<prometheus::Counter>& deliveries;  // {outcome, event_type}
   prometheus::Family<prometheus::Counter>& attempts;    // {result}
@@ -46,6 +57,8 @@ struct WebhookMetrics {
   prometheus::Family<prometheus::Gauge>& queue_depth;  // {state: due, scheduled}
   prometheus::Counter& endpoints_disabled;
   prometheus::Family<prometheus::Gauge>& registered;  // {state}
+  prometheus::Gauge& in_flight;
+  prometheus::Counter& throttled;
 };
 
 }  // namespace switchboard::webhooks

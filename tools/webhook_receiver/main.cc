@@ -30,6 +30,8 @@ ABSL_FLAG(std::string, secret, "",
           "rotation");
 ABSL_FLAG(std::string, path, "/webhooks", "the path webhooks are posted to");
 ABSL_FLAG(int32_t, fail_first, 0, "answer 500 to the first N requests (for demos of retries)");
+ABSL_FLAG(absl::Duration, respond_after, absl::ZeroDuration(),
+          "wait this long before answering a verified webhook (a slow endpoint)");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
 
 namespace switchboard {
@@ -39,7 +41,8 @@ constexpr size_t kRemembered = 100000;
 
 class Receiver {
  public:
-  explicit Receiver(std::vector<std::string> secrets) : secrets_(std::move(secrets)) {}
+  Receiver(std::vector<std::string> secrets, absl::Duration respond_after)
+      : secrets_(std::move(secrets)), respond_after_(respond_after) {}
 
   HttpResponse Handle(const HttpRequest& req) {
     auto header = [&](const char* name) {
@@ -58,6 +61,9 @@ class Receiver {
       return HttpResponse{401, "application/json",
                           absl::StrCat("{\"error\":", JsonQuote(verified.message()), "}")};
     }
+    // A slow endpoint: the sender may give up (or die) meanwhile, and the
+    // webhook still counts as received, as it would at a real receiver.
+    if (respond_after_ > absl::ZeroDuration()) absl::SleepFor(respond_after_);
     {
       absl::MutexLock lock(&mu_);
       if (failures_left_ > 0) {
@@ -121,6 +127,7 @@ class Receiver {
 
  private:
   const std::vector<std::string> secrets_;
+  const absl::Duration respond_after_;
   absl::Mutex mu_;
   std::set<std::string> seen_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);
@@ -143,7 +150,7 @@ int Run() {
     LogError("bad flag", {{"error", "secret: required (whsec_...)"}});
     return 2;
   }
-  Receiver receiver(secrets);
+  Receiver receiver(secrets, absl::GetFlag(FLAGS_respond_after));
   receiver.FailFirst(absl::GetFlag(FLAGS_fail_first));
   AdminHttpServer http(std::make_shared<prometheus::Registry>());
   // The original design's receiving endpoints ("Order Status Webhooks"),
