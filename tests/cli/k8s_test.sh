@@ -18,19 +18,20 @@ for overlay in "$ROOT"/k8s/overlays/*/; do
   overlays+=("$name")
   case "$name" in
     embedded) rules=(StatefulSet Deployment Service PersistentVolumeClaim PodDisruptionBudget) ;;
-    redis) rules=(--redis Deployment Service PersistentVolumeClaim PodDisruptionBudget Secret) ;;
+    redis) rules=(--redis Deployment Service PodDisruptionBudget Secret HorizontalPodAutoscaler) ;;
+    redis-bundled) rules=(--redis --redis-server Deployment StatefulSet Service PodDisruptionBudget Secret) ;;
     *) fail "overlay $name: add its expected kinds and rules to $0" ;;
   esac
   "$KUSTOMIZE" build "$overlay" >"$WORK/$name.yaml" || fail "kustomize build $name"
   node "$VALIDATE" "$NM" "$WORK/$name.yaml" "${rules[@]}" || fail "overlay $name"
 done
-for want in embedded redis; do
+for want in embedded redis redis-bundled; do
   [[ " ${overlays[*]} " == *" $want "* ]] || fail "overlay $want missing"
 done
 
-# expect_rejected WHAT MESSAGE JS: JS mutates `docs` (the rendered redis
-# overlay; find(kind, name) looks one up); the validator must then fail with
-# a problem containing MESSAGE.
+# expect_rejected WHAT MESSAGE JS: JS mutates `docs` (the rendered overlay
+# $SRC, redis by default; find(kind, name) looks one up); the validator (with
+# $VFLAGS, --redis by default) must then fail with a problem containing MESSAGE.
 expect_rejected() {
   local what=$1 msg=$2 js=$3
   node -e '
@@ -41,8 +42,9 @@ expect_rejected() {
     const find = (k, n) => docs.find((d) => d.kind === k && d.metadata.name === n);
     new Function("docs", "find", js)(docs, find);
     fs.writeFileSync(to, docs.map((d) => yaml.dump(d)).join("---\n"));
-  ' "$NM" "$WORK/redis.yaml" "$WORK/mutated.yaml" "$js" || fail "mutating: $what"
-  if node "$VALIDATE" "$NM" "$WORK/mutated.yaml" --redis >"$WORK/mutated.out" 2>&1; then
+  ' "$NM" "$WORK/${SRC:-redis}.yaml" "$WORK/mutated.yaml" "$js" || fail "mutating: $what"
+  # shellcheck disable=SC2086  # VFLAGS: several flags
+  if node "$VALIDATE" "$NM" "$WORK/mutated.yaml" ${VFLAGS:---redis} >"$WORK/mutated.out" 2>&1; then
     fail "validator accepted a redis overlay with $what"
   fi
   grep -qF -- "$msg" "$WORK/mutated.out" || { cat "$WORK/mutated.out" >&2; fail "$what: no '$msg'"; }
@@ -74,10 +76,34 @@ expect_rejected "a job-worker without REDIS_URL" "from a Secret" "delete $W.spec
 expect_rejected "one job-worker replica" "want >= 2" "$W.spec.replicas = 1"
 expect_rejected "a job-worker HPA down to one replica" "minReplicas >= 2" \
   "find(\"HorizontalPodAutoscaler\", \"job-worker\").spec.minReplicas = 1"
-expect_rejected "webhook-delivery's outbox on an emptyDir" "must be on a claim" \
-  "find(\"Deployment\", \"webhook-delivery\").spec.template.spec.volumes[0] = {name: \"data\", emptyDir: {}}"
+D='find("Deployment", "webhook-delivery")'
+expect_rejected "a webhook-delivery without REDIS_URL" "from a Secret" "delete $D.spec.template.spec.containers[0].env"
+expect_rejected "one webhook-delivery replica" "want >= 2" "$D.spec.replicas = 1"
+expect_rejected "webhook-delivery rolled out by Recreate" "strategy Recreate" "$D.spec.strategy = {type: \"Recreate\"}"
+expect_rejected "webhook-delivery's outbox on a claim" "pins every replica" \
+  "$D.spec.template.spec.volumes[0] = {name: \"data\", persistentVolumeClaim: {claimName: \"x\"}}; docs.push({apiVersion: \"v1\", kind: \"PersistentVolumeClaim\", metadata: {name: \"x\"}, spec: {accessModes: [\"ReadWriteOnce\"], resources: {requests: {storage: \"1Gi\"}}}})"
+expect_rejected "a webhook-delivery HPA down to one replica" "minReplicas >= 2" \
+  "find(\"HorizontalPodAutoscaler\", \"webhook-delivery\").spec.minReplicas = 1"
 expect_rejected "a second broker PodDisruptionBudget" "2 PodDisruptionBudgets" \
   "docs.push(Object.assign({}, find(\"PodDisruptionBudget\", \"event-broker\"), {metadata: {name: \"broker-2\"}}))"
+
+R='find("StatefulSet", "redis")'
+RA="$R.spec.template.spec.containers[0].args"
+S='find("Secret", "switchboard-credentials").stringData'
+export SRC=redis-bundled VFLAGS="--redis --redis-server"
+expect_rejected "Redis fsyncing every second" "--appendfsync always" \
+  "$RA[$RA.indexOf(\"always\")] = \"everysec\""
+expect_rejected "Redis evicting keys" "--maxmemory-policy noeviction" \
+  "$RA[$RA.indexOf(\"noeviction\")] = \"allkeys-lru\""
+expect_rejected "Redis without its append-only file" "--appendonly yes" \
+  "$RA[$RA.indexOf(\"--appendonly\") + 1] = \"no\""
+expect_rejected "Redis data on an emptyDir" "must be on a claim" "delete $R.spec.volumeClaimTemplates"
+expect_rejected "a literal Redis password" "from the Secret" \
+  "$RA[$RA.indexOf(\"--requirepass\") + 1] = \"hunter2\""
+expect_rejected "REDIS_URL pointing elsewhere" "does not point at the bundled" \
+  "$S.REDIS_URL = \"redis://:CHANGE-ME@other-redis:6379\""
+expect_rejected "two different passwords" "different passwords" "$S.REDIS_PASSWORD = \"other\""
+unset SRC VFLAGS
 
 if command -v yamllint >/dev/null; then
   (cd "$ROOT" && yamllint k8s/) || fail "yamllint k8s/"

@@ -2,8 +2,9 @@
 // the Kubernetes schemas from npm `kubernetes-models`, plus Switchboard's own
 // rules: non-root, read-only root filesystem, gRPC readiness probes, resources,
 // one PodDisruptionBudget per workload, no pods scraped twice, claims that exist.
-// With --redis, the rules of the scale-out overlay too (see redisChecks).
-// Usage: node k8s_validate.js <node_modules> <rendered.yaml> [--redis] [KIND...]
+// With --redis, the rules of the scale-out overlay too (see redisChecks); with
+// --redis-server, those of the bundled Redis (see redisServerChecks).
+// Usage: node k8s_validate.js <node_modules> <rendered.yaml> [--redis] [--redis-server] [KIND...]
 //   KIND: kinds the rendering must contain.
 const path = require("path");
 const fs = require("fs");
@@ -12,6 +13,7 @@ const yaml = require(path.join(nm, "js-yaml"));
 const docs = yaml.loadAll(fs.readFileSync(process.argv[3], "utf8")).filter(Boolean);
 const rest = process.argv.slice(4);
 const redis = rest.includes("--redis");
+const redisServer = rest.includes("--redis-server");
 const wantKinds = rest.filter((a) => !a.startsWith("--"));
 
 const groups = {
@@ -26,6 +28,9 @@ const fail = (obj, msg) => {
 const find = (kind, name) => docs.find((d) => d.kind === kind && d.metadata && d.metadata.name === name);
 const workloads = docs.filter((d) => d.kind === "Deployment" || d.kind === "StatefulSet");
 const podLabels = (w) => (w.spec.template.metadata || {}).labels || {};
+// The bundled Redis (components/redis-server) is no Switchboard service: it
+// has its own probes and port.
+const isRedis = (obj) => ((obj.metadata || {}).labels || {})["app.kubernetes.io/name"] === "redis";
 // A Service selector or a LabelSelector's matchLabels against pod labels
 // (matchExpressions are not used here and never match).
 const selects = (sel, labels) => {
@@ -56,12 +61,17 @@ for (const obj of docs) {
       const sc = c.securityContext || {};
       if (sc.readOnlyRootFilesystem !== true) fail(obj, c.name + ": root filesystem not read-only");
       if (!(sc.runAsNonRoot || (pod.securityContext || {}).runAsNonRoot)) fail(obj, c.name + ": may run as root");
-      if (!c.readinessProbe || !c.readinessProbe.grpc) fail(obj, c.name + ": readinessProbe is not a native gRPC probe");
-      // Liveness: gRPC health, or /healthz where gRPC health follows a
-      // dependency (the broker on Redis) and must not restart the pod.
       const live = c.livenessProbe || {};
-      if (!live.grpc && !(live.httpGet && live.httpGet.path === "/healthz")) {
-        fail(obj, c.name + ": livenessProbe is neither a native gRPC probe nor GET /healthz");
+      if (isRedis(obj)) {
+        if (!c.readinessProbe || !c.readinessProbe.exec) fail(obj, c.name + ": readinessProbe is not redis-cli ping");
+        if (!live.tcpSocket && !live.exec) fail(obj, c.name + ": no livenessProbe");
+      } else {
+        if (!c.readinessProbe || !c.readinessProbe.grpc) fail(obj, c.name + ": readinessProbe is not a native gRPC probe");
+        // Liveness: gRPC health, or /healthz where gRPC health follows a
+        // dependency (the broker on Redis) and must not restart the pod.
+        if (!live.grpc && !(live.httpGet && live.httpGet.path === "/healthz")) {
+          fail(obj, c.name + ": livenessProbe is neither a native gRPC probe nor GET /healthz");
+        }
       }
       const r = c.resources || {};
       if (!r.requests || !r.limits) fail(obj, c.name + ": no resource requests/limits");
@@ -71,7 +81,7 @@ for (const obj of docs) {
       if (claim && !find("PersistentVolumeClaim", claim)) fail(obj, `volume ${v.name}: no claim ${claim}`);
     }
   }
-  if (obj.kind === "Service") {
+  if (obj.kind === "Service" && !isRedis(obj)) {
     const names = (obj.spec.ports || []).map((p) => p.name).sort().join(",");
     if (names !== "grpc,http") fail(obj, "ports must be named grpc and http, got " + names);
   }
@@ -152,24 +162,55 @@ function redisChecks() {
       fail(d, `broker target ${JSON.stringify(brokerArgs)}, want ["${DNS_TARGET}"]`);
     }
   }
-  const worker = find("Deployment", "job-worker");
-  if (worker) {
-    const wc = worker.spec.template.spec.containers[0];
-    redisUrlFromSecret(worker, wc);
-    if ((wc.args || []).some((a) => a.startsWith("--store"))) fail(worker, "--store in args: the store comes from REDIS_URL");
-    if (!(worker.spec.replicas >= 2)) fail(worker, `replicas ${worker.spec.replicas}, want >= 2 (scale-out)`);
-    const hpa = find("HorizontalPodAutoscaler", "job-worker");
-    if (!hpa || !(hpa.spec.minReplicas >= 2)) fail(worker, "its HorizontalPodAutoscaler must keep minReplicas >= 2");
+  // The services that keep their state on the same Redis: replicas share
+  // it, so they scale out and roll without stopping.
+  for (const name of ["job-worker", "webhook-delivery"]) {
+    const d = find("Deployment", name);
+    if (!d) continue;
+    const dc = d.spec.template.spec.containers[0];
+    redisUrlFromSecret(d, dc);
+    if ((dc.args || []).some((a) => a.startsWith("--store"))) fail(d, "--store in args: the store comes from REDIS_URL");
+    if (!(d.spec.replicas >= 2)) fail(d, `replicas ${d.spec.replicas}, want >= 2 (scale-out)`);
+    if ((d.spec.strategy || {}).type === "Recreate") fail(d, "strategy Recreate: a rollout would stop every replica at once");
+    if ((d.spec.template.spec.volumes || []).some((v) => v.persistentVolumeClaim)) {
+      fail(d, "a claim: its state is on Redis, and a ReadWriteOnce claim pins every replica to one node");
+    }
+    const hpa = find("HorizontalPodAutoscaler", name);
+    if (!hpa || !(hpa.spec.minReplicas >= 2)) fail(d, "its HorizontalPodAutoscaler must keep minReplicas >= 2");
   }
-  const wdArgs = find("Deployment", "webhook-delivery");
-  if (wdArgs && !(wdArgs.spec.template.spec.containers[0].args || []).some((a) => a.startsWith("--data_dir="))) {
-    fail(wdArgs, "lost its --data_dir (local state)");
-  }
-  const wd = find("Deployment", "webhook-delivery");
-  const data = wd && (wd.spec.template.spec.volumes || []).find((v) => v.name === "data");
-  if (wd && !(data && data.persistentVolumeClaim)) fail(wd, "the outbox (volume data) must be on a claim");
 }
 if (redis) redisChecks();
+
+// The bundled Redis: durable (AOF fsynced on every write, on a claim), never
+// evicting, with the password of the Secret REDIS_URL also carries.
+function redisServerChecks() {
+  const sts = find("StatefulSet", "redis");
+  if (!sts) { console.error("redis-server: no StatefulSet/redis"); errors++; return; }
+  const c = sts.spec.template.spec.containers[0];
+  const args = (c.args || []).join(" ");
+  const want = {"--appendonly": "yes", "--appendfsync": "always", "--maxmemory-policy": "noeviction"};
+  for (const [flag, value] of Object.entries(want)) {
+    if (!args.includes(`${flag} ${value}`)) fail(sts, `wants ${flag} ${value} (got: ${args})`);
+  }
+  const claims = (sts.spec.volumeClaimTemplates || []).map((t) => t.metadata.name);
+  const mount = (c.volumeMounts || []).find((m) => m.mountPath === "/data");
+  if (!mount || !claims.includes(mount.name)) fail(sts, "/data (the append-only file) must be on a claim");
+  const pw = (c.env || []).find((e) => e.name === "REDIS_PASSWORD");
+  if (!args.includes("--requirepass $(REDIS_PASSWORD)") || !pw || !pw.valueFrom || !pw.valueFrom.secretKeyRef) {
+    fail(sts, "the password must come from the Secret (--requirepass $(REDIS_PASSWORD))");
+  }
+  if (!find("Service", "redis")) { console.error("redis-server: no Service/redis"); errors++; }
+  const secret = find("Secret", "switchboard-credentials");
+  const data = secret ? Object.assign({}, secret.stringData) : {};
+  let url = null;
+  try { url = new URL(data.REDIS_URL); } catch (e) { /* reported below */ }
+  if (!url || url.hostname !== "redis") {
+    fail(secret || sts, `REDIS_URL ${url ? url.hostname : "(unparsable)"} does not point at the bundled Service redis`);
+  } else if (decodeURIComponent(url.password) !== data.REDIS_PASSWORD) {
+    fail(secret, "REDIS_URL and REDIS_PASSWORD hold different passwords");
+  }
+}
+if (redisServer) redisServerChecks();
 
 for (const k of wantKinds) {
   if (!kinds.has(k)) { console.error("missing kind " + k); errors++; }
