@@ -3,6 +3,9 @@
 # locally on embedded storage under ./data: event-broker (gRPC :50051, admin
 # HTTP :8081), job-worker (:50052 / :8082), webhook-delivery (:50053 / :8083)
 # and the sample webhook receiver (:9000), registered for order.* events.
+# With --redis (or SWITCHBOARD_STORE=redis): a local redis-server (:6389) and
+# two replicas of each service on it (the second on :50151/:8181, :50152/:8182,
+# :50153/:8183).
 # Ctrl-C stops everything (SIGTERM: drain, then exit).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,21 +21,61 @@ stop() {
 }
 trap stop EXIT INT TERM
 
-BROKER_GRPC=${BROKER_GRPC:-127.0.0.1:50051}
-"$BIN/event_broker/event-broker" --data_dir="$DATA/event-broker" \
-  --grpc_addr="$BROKER_GRPC" --http_addr="${BROKER_HTTP:-127.0.0.1:8081}" &
-PIDS+=($!)
-# The worker waits for the broker by itself (its client reconnects).
-"$BIN/job_worker/job-worker" --broker="$BROKER_GRPC" --data_dir="$DATA/job-worker" \
-  --grpc_addr="${WORKER_GRPC:-127.0.0.1:50052}" --http_addr="${WORKER_HTTP:-127.0.0.1:8082}" \
-  ${WORKER_CONFIG:+--config="$WORKER_CONFIG"} &
-PIDS+=($!)
-# Local development: the sample receiver is on loopback, which the SSRF
-# guard refuses unless told otherwise.
-HOOKS_HTTP=${HOOKS_HTTP:-127.0.0.1:8083}
-"$BIN/webhook_delivery/webhook-delivery" --broker="$BROKER_GRPC" --data_dir="$DATA/webhook-delivery" \
-  --grpc_addr="${HOOKS_GRPC:-127.0.0.1:50053}" --http_addr="$HOOKS_HTTP" --allow_private_targets &
-PIDS+=($!)
+# --redis (or SWITCHBOARD_STORE=redis): the scaled-out mesh. A local
+# redis-server (AOF fsynced on every write, under $DATA/redis) and two
+# replicas of each service sharing it; the second replica of each listens
+# 100 ports above the first.
+STORE=${SWITCHBOARD_STORE:-sqlite}
+for arg in "$@"; do
+  case "$arg" in
+    --redis) STORE=redis ;;
+    *) echo "usage: scripts/run.sh [--redis]" >&2; exit 2 ;;
+  esac
+done
+REPLICAS=(0)
+STORE_FLAGS=()
+if [ "$STORE" = redis ]; then
+  REDIS_PORT=${REDIS_PORT:-6389}
+  mkdir -p "$DATA/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DATA/redis" --appendonly yes \
+    --appendfsync always --save "" --maxmemory-policy noeviction --daemonize no \
+    --logfile "$DATA/redis/redis.log" &
+  PIDS+=($!)
+  for _ in $(seq 100); do
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  REPLICAS=(0 100)
+  STORE_FLAGS=(--store="redis://127.0.0.1:$REDIS_PORT")
+fi
+port() { echo "127.0.0.1:$(($1 + $2))"; }  # BASE OFFSET
+
+BROKERS=""
+for off in "${REPLICAS[@]}"; do
+  # On SQLite each process has its own files; on Redis --data_dir is unused.
+  "$BIN/event_broker/event-broker" --data_dir="$DATA/event-broker" "${STORE_FLAGS[@]}" \
+    --grpc_addr="$(port 50051 "$off")" --http_addr="$(port 8081 "$off")" &
+  PIDS+=($!)
+  BROKERS="${BROKERS:+$BROKERS,}$(port 50051 "$off")"
+done
+# Clients spread their calls over every broker replica.
+BROKER_GRPC=$BROKERS
+[ "${#REPLICAS[@]}" -gt 1 ] && BROKER_GRPC="ipv4:$BROKERS"
+for off in "${REPLICAS[@]}"; do
+  # The worker waits for the broker by itself (its client reconnects).
+  "$BIN/job_worker/job-worker" --broker="$BROKER_GRPC" --data_dir="$DATA/job-worker" \
+    "${STORE_FLAGS[@]}" --worker_id="worker-$off" \
+    --grpc_addr="$(port 50052 "$off")" --http_addr="$(port 8082 "$off")" \
+    ${WORKER_CONFIG:+--config="$WORKER_CONFIG"} &
+  PIDS+=($!)
+  # Local development: the sample receiver is on loopback, which the SSRF
+  # guard refuses unless told otherwise.
+  "$BIN/webhook_delivery/webhook-delivery" --broker="$BROKER_GRPC" \
+    --data_dir="$DATA/webhook-delivery" "${STORE_FLAGS[@]}" \
+    --grpc_addr="$(port 50053 "$off")" --http_addr="$(port 8083 "$off")" --allow_private_targets &
+  PIDS+=($!)
+done
+HOOKS_HTTP=127.0.0.1:8083
 # A fixed demo secret, so the receiver can verify what it gets.
 SECRET=${WEBHOOK_SECRET:-whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}
 RECEIVER=${RECEIVER_HTTP:-127.0.0.1:9000}
@@ -56,10 +99,11 @@ register /api/webhooks/worker-status "job.*" "sample receiver: worker status"
 
 cat <<MSG
 
-Switchboard is up (logs are JSON lines on this terminal).
+Switchboard is up (logs are JSON lines on this terminal), store: $STORE.
   event-broker  gRPC 127.0.0.1:50051   admin http://127.0.0.1:8081/metrics
   job-worker    gRPC 127.0.0.1:50052   admin http://127.0.0.1:8082/metrics
   webhooks      gRPC 127.0.0.1:50053   admin http://127.0.0.1:8083/metrics
+$( [ "$STORE" = redis ] && printf '%s\n' "  (second replicas: gRPC :50151 :50152 :50153, admin :8181 :8182 :8183; redis-server 127.0.0.1:$REDIS_PORT)")
   receiver      http://$RECEIVER/api/webhooks/order-status (order.*), .../worker-status (job.*)
                 (verifies signatures; GET /received lists them)
 
