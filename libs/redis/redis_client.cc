@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
 #include <deque>
 #include <map>
@@ -481,6 +482,24 @@ Command Script::Call(const std::vector<std::string>& keys, std::vector<std::stri
   c.insert(c.end(), keys.begin(), keys.end());
   for (std::string& a : args) c.push_back(std::move(a));
   return c;
+}
+
+absl::StatusOr<Reply> RedisClient::RunReplicated(absl::string_view slot_key, Command command,
+                                                 int min_replicas, absl::Time deadline) {
+  if (min_replicas <= 0) return Run(slot_key, std::move(command), deadline);
+  // A quarter of the time left: WAIT answers (with the count it saw) before
+  // the deadline even when the pair is sent twice (NOSCRIPT, a redirect).
+  int64_t wait_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(deadline - absl::Now()) / 4);
+  std::vector<Command> cmds = {std::move(command),
+                               {"WAIT", absl::StrCat(min_replicas), absl::StrCat(wait_ms)}};
+  absl::StatusOr<std::vector<Reply>> r = Pipeline(slot_key, cmds, deadline);
+  if (!r.ok()) return r.status();
+  const Reply& wait = (*r)[1];
+  if (!(*r)[0].is_error() && (wait.is_error() || wait.integer < min_replicas)) {
+    return absl::UnavailableError(absl::StrCat("redis: the write reached ", wait.integer, " of ",
+                                               min_replicas, " replicas in time"));
+  }
+  return std::move((*r)[0]);
 }
 
 absl::Status RedisClient::Ping(absl::string_view slot_key, absl::Time deadline) {

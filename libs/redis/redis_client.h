@@ -80,6 +80,13 @@ class RedisClient {
 
   absl::StatusOr<Reply> Run(absl::string_view slot_key, Command command, absl::Time deadline);
 
+  // Run, then (min_replicas > 0) WAIT on the same connection until that many
+  // replicas have this connection's writes: a write acknowledged after it
+  // survives a failover to one of them. UNAVAILABLE when fewer confirm
+  // before the deadline (the write itself may have been applied).
+  absl::StatusOr<Reply> RunReplicated(absl::string_view slot_key, Command command, int min_replicas,
+                                      absl::Time deadline);
+
   // One PING to the server of `slot_key`: UNAUTHENTICATED when Redis wants
   // credentials the client lacks (or refuses them), UNAVAILABLE when it
   // cannot be reached. What a store checks at start.

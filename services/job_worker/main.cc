@@ -40,6 +40,9 @@ ABSL_FLAG(std::string, redis_prefix, "switchboard",
 ABSL_FLAG(std::string, redis_password_file, "",
           "file holding the Redis password (instead of one in the URL)");
 ABSL_FLAG(absl::Duration, redis_timeout, absl::Seconds(5), "deadline of one Redis call");
+ABSL_FLAG(int32_t, redis_min_replicas, 0,
+          "Redis replicas (WAIT) that must have a write before it counts: 0 takes the master's "
+          "word; 1 with a replicated Redis (Sentinel, Cluster) survives a failover");
 ABSL_FLAG(absl::Duration, job_retention, absl::Hours(24 * 7),
           "job records not updated for this long are dropped");
 ABSL_FLAG(std::string, worker_id, "", "this worker's id in job events (default: host-pid)");
@@ -79,6 +82,10 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenJobStore(redis::RedisMetrics* redi
   RedisJobStoreOptions opts;
   opts.prefix = absl::GetFlag(FLAGS_redis_prefix);
   opts.timeout = absl::GetFlag(FLAGS_redis_timeout);
+  opts.min_replicas = absl::GetFlag(FLAGS_redis_min_replicas);
+  if (opts.min_replicas < 0 || opts.min_replicas > 16) {
+    return absl::InvalidArgumentError("redis_min_replicas: 0 to 16");
+  }
   opts.retention = retention;
   LogInfo("job store", {{"store", absl::StrCat(cfg->Redacted(), " prefix={", opts.prefix, "}")}});
   auto redis_store =

@@ -41,8 +41,10 @@ std::string RedisJobStore::Key(absl::string_view name) const {
   return absl::StrCat(tag_, ":jobs:", name);
 }
 
-absl::StatusOr<Reply> RedisJobStore::Run(redis::Command command, absl::string_view what) {
-  absl::StatusOr<Reply> r = client_->Run(tag_, std::move(command), Deadline());
+absl::StatusOr<Reply> RedisJobStore::Run(redis::Command command, absl::string_view what,
+                                         bool replicated) {
+  absl::StatusOr<Reply> r = client_->RunReplicated(
+      tag_, std::move(command), replicated ? options_.min_replicas : 0, Deadline());
   if (!r.ok()) return r.status();
   if (absl::Status st = redis::ReplyStatus(*r, what); !st.ok()) return st;
   return r;
@@ -69,7 +71,7 @@ absl::Status RedisJobStore::Put(const v1::Job& job) {
                         Micros(now - options_.retention),
                         absl::StrCat(
                             std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.retention)))}),
-             "put job")
+             "put job", /*replicated=*/true)
       .status();
 }
 
@@ -121,7 +123,8 @@ absl::StatusOr<std::map<std::string, uint64_t>> RedisJobStore::RetriedByQueue() 
 }
 
 absl::Status RedisJobStore::SetPaused(const std::string& queue, bool paused) {
-  return Run({paused ? "SADD" : "SREM", Key("paused"), queue}, "pause queue").status();
+  return Run({paused ? "SADD" : "SREM", Key("paused"), queue}, "pause queue", /*replicated=*/true)
+      .status();
 }
 
 absl::StatusOr<std::set<std::string>> RedisJobStore::PausedQueues() {

@@ -14,6 +14,10 @@ struct RedisJobStoreOptions {
   std::string prefix = "switchboard";  // keys carry the hash tag "{prefix}"
   absl::Duration timeout = absl::Seconds(5);
   absl::Duration retention = absl::Hours(24 * 7);
+  // Replicas that must have a job record or a pause before it counts as
+  // written (WAIT; a completion is recorded before its event is acked); 0:
+  // the master's word.
+  int min_replicas = 0;
 };
 
 // Job records, counters, paused queues, global-concurrency slots and live
@@ -51,7 +55,8 @@ class RedisJobStore : public JobStore {
  private:
   std::string Key(absl::string_view name) const;
   absl::Time Deadline() const { return absl::Now() + options_.timeout; }
-  absl::StatusOr<redis::Reply> Run(redis::Command command, absl::string_view what);
+  absl::StatusOr<redis::Reply> Run(redis::Command command, absl::string_view what,
+                                   bool replicated = false);
 
   const std::unique_ptr<redis::RedisClient> client_;
   const RedisJobStoreOptions options_;

@@ -39,6 +39,9 @@ ABSL_FLAG(std::string, redis_prefix, "switchboard",
 ABSL_FLAG(std::string, redis_password_file, "",
           "file holding the Redis password (instead of one in the URL)");
 ABSL_FLAG(absl::Duration, redis_timeout, absl::Seconds(5), "deadline of one Redis call");
+ABSL_FLAG(int32_t, redis_min_replicas, 0,
+          "Redis replicas (WAIT) that must have a write before it counts: 0 takes the master's "
+          "word; 1 with a replicated Redis (Sentinel, Cluster) survives a failover");
 ABSL_FLAG(absl::Duration, delivery_lease, absl::Seconds(30),
           "how long a claimed delivery is one replica's without renewal: after a replica dies, "
           "others deliver what it held once this has passed");
@@ -52,6 +55,9 @@ ABSL_FLAG(int32_t, webhook_retry_delay, 5000, "default retry_delay of a registra
 ABSL_FLAG(int32_t, webhook_timeout, 30000, "default timeout of a registration, in ms");
 ABSL_FLAG(int32_t, max_in_flight, 256, "HTTP requests in flight, all endpoints together");
 ABSL_FLAG(int32_t, max_in_flight_per_webhook, 8, "HTTP requests in flight to one endpoint");
+ABSL_FLAG(absl::Duration, ack_deadline, absl::Seconds(30),
+          "ack deadline asked of the broker: an event this replica took and did not record "
+          "within it goes to another replica");
 ABSL_FLAG(std::string, start, "latest",
           "where a new webhook-delivery consumer group starts: latest or earliest");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
@@ -82,6 +88,10 @@ absl::Status ValidateFlags() {
   if (absl::GetFlag(FLAGS_delivery_lease) < absl::Seconds(1) ||
       absl::GetFlag(FLAGS_delivery_lease) > absl::Hours(1)) {
     return absl::InvalidArgumentError("delivery_lease: 1s to 1h");
+  }
+  if (absl::GetFlag(FLAGS_ack_deadline) < absl::Seconds(1) ||
+      absl::GetFlag(FLAGS_ack_deadline) > absl::Minutes(10)) {
+    return absl::InvalidArgumentError("ack_deadline: 1s to 10m");
   }
   if (absl::GetFlag(FLAGS_delivery_retention) < absl::Minutes(1)) {
     return absl::InvalidArgumentError("delivery_retention: at least 1m");
@@ -116,6 +126,10 @@ absl::StatusOr<Stores> OpenStores(redis::RedisMetrics* redis_metrics) {
   RedisWebhookStoreOptions opts;
   opts.prefix = absl::GetFlag(FLAGS_redis_prefix);
   opts.timeout = absl::GetFlag(FLAGS_redis_timeout);
+  opts.min_replicas = absl::GetFlag(FLAGS_redis_min_replicas);
+  if (opts.min_replicas < 0 || opts.min_replicas > 16) {
+    return absl::InvalidArgumentError("redis_min_replicas: 0 to 16");
+  }
   opts.retention = absl::GetFlag(FLAGS_delivery_retention);
   LogInfo("webhook store",
           {{"store", absl::StrCat(cfg->Redacted(), " prefix={", opts.prefix, "}")}});
@@ -176,6 +190,7 @@ int Run() {
   DeliveryEngine engine(ec, &webhooks, delivery_store, &sender, RealClock::Get(), &metrics);
   std::unique_ptr<BrokerClient> broker = NewGrpcBrokerClient({absl::GetFlag(FLAGS_broker)});
   WebhookCoreOptions options;
+  options.ack_deadline = absl::GetFlag(FLAGS_ack_deadline);
   if (absl::GetFlag(FLAGS_start) == "earliest") {
     options.start = broker::v1::SubscribeRequest::EARLIEST;
   }

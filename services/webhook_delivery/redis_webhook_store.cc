@@ -20,10 +20,13 @@ int64_t ToI64(absl::string_view s) {
   return absl::SimpleAtoi(s, &v) ? v : 0;
 }
 
+// `min_replicas` > 0: also WAIT for that many replicas (what is acknowledged
+// after it survives a failover).
 absl::StatusOr<Reply> RunScript(redis::RedisClient& client, const std::string& tag,
                                 redis::Command command, absl::Duration timeout,
-                                absl::string_view what) {
-  absl::StatusOr<Reply> r = client.Run(tag, std::move(command), absl::Now() + timeout);
+                                absl::string_view what, int min_replicas) {
+  absl::StatusOr<Reply> r =
+      client.RunReplicated(tag, std::move(command), min_replicas, absl::Now() + timeout);
   if (!r.ok()) return r.status();
   if (absl::Status st = redis::ReplyStatus(*r, what); !st.ok()) return st;
   return r;
@@ -58,8 +61,10 @@ RedisWebhookStore::RedisWebhookStore(std::shared_ptr<redis::RedisClient> client,
   for (const redis::Script* s : {&put_, &delete_, &list_}) client_->Register(*s);
 }
 
-absl::StatusOr<Reply> RedisWebhookStore::Run(redis::Command command, absl::string_view what) {
-  return RunScript(*client_, tag_, std::move(command), options_.timeout, what);
+absl::StatusOr<Reply> RedisWebhookStore::Run(redis::Command command, absl::string_view what,
+                                             bool replicated) {
+  return RunScript(*client_, tag_, std::move(command), options_.timeout, what,
+                   replicated ? options_.min_replicas : 0);
 }
 
 absl::Status RedisWebhookStore::Check() {
@@ -73,7 +78,7 @@ absl::StatusOr<uint64_t> RedisWebhookStore::Put(const WebhookRecord& r) {
   absl::StatusOr<Reply> reply =
       Run(put_.Call({tag_}, {tag_, id, absl::StrCat(r.version), r.webhook.SerializeAsString(),
                              r.previous_secret, absl::StrCat(expires), NewId("put")}),
-          "put webhook");
+          "put webhook", /*replicated=*/true);
   if (!reply.ok()) return reply.status();
   if (reply->integer < 0) {
     return absl::AbortedError(absl::StrCat("webhook '", id, "' changed meanwhile"));
@@ -100,7 +105,8 @@ absl::StatusOr<std::optional<WebhookRecord>> RedisWebhookStore::Get(const std::s
 }
 
 absl::StatusOr<bool> RedisWebhookStore::Delete(const std::string& id) {
-  absl::StatusOr<Reply> r = Run(delete_.Call({tag_}, {tag_, id}), "delete webhook");
+  absl::StatusOr<Reply> r =
+      Run(delete_.Call({tag_}, {tag_, id}), "delete webhook", /*replicated=*/true);
   if (!r.ok()) return r.status();
   return r->integer > 0;
 }
@@ -151,8 +157,10 @@ RedisDeliveryStore::RedisDeliveryStore(std::shared_ptr<redis::RedisClient> clien
   }
 }
 
-absl::StatusOr<Reply> RedisDeliveryStore::Run(redis::Command command, absl::string_view what) {
-  return RunScript(*client_, tag_, std::move(command), options_.timeout, what);
+absl::StatusOr<Reply> RedisDeliveryStore::Run(redis::Command command, absl::string_view what,
+                                              bool replicated) {
+  return RunScript(*client_, tag_, std::move(command), options_.timeout, what,
+                   replicated ? options_.min_replicas : 0);
 }
 
 absl::StatusOr<int> RedisDeliveryStore::Create(const std::vector<DeliveryRecord>& records) {
@@ -165,7 +173,10 @@ absl::StatusOr<int> RedisDeliveryStore::Create(const std::vector<DeliveryRecord>
                 {d.id(), d.webhook_id(), d.event_id(), absl::StrCat(static_cast<int>(d.status())),
                  Micros(r.next_attempt), d.SerializeAsString(), r.body});
   }
-  absl::StatusOr<Reply> reply = Run(create_.Call({tag_}, std::move(args)), "create deliveries");
+  // The broker event is acked once this returns: with min_replicas, only
+  // after a replica has the deliveries too.
+  absl::StatusOr<Reply> reply =
+      Run(create_.Call({tag_}, std::move(args)), "create deliveries", /*replicated=*/true);
   if (!reply.ok()) return reply.status();
   return static_cast<int>(reply->integer);
 }
@@ -180,7 +191,9 @@ absl::Status RedisDeliveryStore::Write(const std::vector<DeliveryRecord>& record
     args.insert(args.end(), {d.id(), absl::StrCat(static_cast<int>(d.status())),
                              Micros(r.next_attempt), d.SerializeAsString()});
   }
-  return Run(write_.Call({tag_}, std::move(args)), "record deliveries").status();
+  // A redelivery (owner '') was acknowledged to a caller; attempt records
+  // lost in a failover are only sent again.
+  return Run(write_.Call({tag_}, std::move(args)), "record deliveries", owner.empty()).status();
 }
 
 absl::Status RedisDeliveryStore::Update(const DeliveryRecord& record) {

@@ -16,6 +16,9 @@ struct RedisWebhookStoreOptions {
   absl::Duration timeout = absl::Seconds(5);
   // How long delivered and failed deliveries stay listed.
   absl::Duration retention = absl::Hours(24 * 7);
+  // Replicas that must have a new delivery or a registry change before it is
+  // acknowledged (WAIT); 0: the master's word.
+  int min_replicas = 0;
 };
 
 // The registry in Redis, shared by every webhook-delivery replica. Keys and
@@ -36,7 +39,8 @@ class RedisWebhookStore : public WebhookStore {
   absl::StatusOr<uint64_t> Generation() override;
 
  private:
-  absl::StatusOr<redis::Reply> Run(redis::Command command, absl::string_view what);
+  absl::StatusOr<redis::Reply> Run(redis::Command command, absl::string_view what,
+                                   bool replicated = false);
 
   const std::shared_ptr<redis::RedisClient> client_;
   const RedisWebhookStoreOptions options_;
@@ -67,7 +71,8 @@ class RedisDeliveryStore : public DeliveryStore {
   absl::StatusOr<std::pair<uint64_t, uint64_t>> CountPending(absl::Time now) override;
 
  private:
-  absl::StatusOr<redis::Reply> Run(redis::Command command, absl::string_view what);
+  absl::StatusOr<redis::Reply> Run(redis::Command command, absl::string_view what,
+                                   bool replicated = false);
   absl::Status Write(const std::vector<DeliveryRecord>& records, const std::string& owner);
 
   const std::shared_ptr<redis::RedisClient> client_;

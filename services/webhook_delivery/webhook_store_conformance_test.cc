@@ -379,6 +379,25 @@ TEST_P(WebhookStoreConformance, NextDueSkipsEndpointsAndCountsPending) {
             std::vector<std::string>{"dlv_a"});
 }
 
+// --redis_min_replicas: a write is acknowledged only once that many replicas
+// have it; these servers have none, so the write is refused as UNAVAILABLE
+// (the caller nacks its event, and a later attempt finds the replicas).
+TEST_P(WebhookStoreConformance, AWriteWaitsForTheReplicasAskedFor) {
+  if (!shared()) GTEST_SKIP() << "the embedded store has no replicas";
+  RedisWebhookStoreOptions opts = Options();
+  opts.min_replicas = 1;
+  opts.timeout = absl::Seconds(2);
+  RedisDeliveryStore deliveries(Client(), opts);
+  absl::StatusOr<int> n = deliveries.Create({Delivery("dlv_1", "wh_a", "evt_1", t0_)});
+  EXPECT_TRUE(absl::IsUnavailable(n.status())) << n.status();
+  EXPECT_NE(n.status().message().find("replicas"), std::string::npos) << n.status();
+  RedisWebhookStore webhooks(Client(), opts);
+  EXPECT_TRUE(absl::IsUnavailable(webhooks.Put(Hook("wh_1", "https://a.example/")).status()));
+  opts.min_replicas = 0;
+  EXPECT_TRUE(
+      RedisDeliveryStore(Client(), opts).Create({Delivery("dlv_2", "wh_a", "evt_2", t0_)}).ok());
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, WebhookStoreConformance,
                          ::testing::Values(Backend::kSqlite, Backend::kRedis,
                                            Backend::kRedisCluster),
