@@ -1,5 +1,6 @@
 // webhook-delivery load generator. Starts the real broker and
-// webhook-delivery; (1) throughput: N events published at full speed, each
+// webhook-delivery (--redis: both on one fresh redis-server, with --replicas
+// webhook-delivery replicas sharing it); (1) throughput: N events published at full speed, each
 // delivered (signed, recorded in the outbox) to --url (nginx answering 204,
 // see webhook_bench.sh), deliveries/s until the last is delivered; (2)
 // latency: events published at --rate, delivered to an in-process receiver
@@ -20,43 +21,95 @@
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 #include "switchboard/webhooks/v1/webhooks.grpc.pb.h"
 #include "tests/testing/process.h"
+#include "tests/testing/redis_server.h"
 
 ABSL_FLAG(std::string, url, "", "endpoint for the throughput figure (nginx 204); empty: skip");
 ABSL_FLAG(int, n, 20000, "events for the throughput figure");
 ABSL_FLAG(int, rate, 1000, "events/s for the latency figure");
 ABSL_FLAG(int, lat_secs, 5, "seconds of the latency figure");
 ABSL_FLAG(int, per_webhook, 64, "webhook-delivery --max_in_flight_per_webhook");
+ABSL_FLAG(std::string, redis, "",
+          "run the broker and webhook-delivery on one fresh redis-server with this appendfsync "
+          "(always, everysec, no); empty: embedded SQLite");
+ABSL_FLAG(int, replicas, 1, "webhook-delivery replicas (more than 1 needs --redis)");
 
 namespace sb = switchboard;
 
 namespace {
 
 struct Mesh {
-  std::unique_ptr<sb::testing::ServiceProcess> broker, hooks;
+  std::unique_ptr<sb::testing::RedisServer> redis;
+  std::unique_ptr<sb::testing::ServiceProcess> broker;
+  std::vector<std::unique_ptr<sb::testing::ServiceProcess>> hooks;
   std::unique_ptr<sb::broker::v1::EventBroker::Stub> broker_stub;
-  std::unique_ptr<sb::webhooks::v1::WebhookService::Stub> hooks_stub;
+  std::unique_ptr<sb::webhooks::v1::WebhookService::Stub> hooks_stub;  // of the first replica
 };
+
+template <typename T>
+T OrDie(absl::StatusOr<T> v) {
+  if (!v.ok()) {
+    std::fprintf(stderr, "%s\n", v.status().ToString().c_str());
+    std::exit(2);
+  }
+  return *std::move(v);
+}
 
 Mesh StartMesh() {
   Mesh m;
   std::string dir = sb::testing::MakeTempDir();
-  m.broker = *sb::testing::ServiceProcess::Start(
-      BROKER_BIN, {"--data_dir=" + dir + "/broker", "--log_level=warn"});
-  m.hooks = *sb::testing::ServiceProcess::Start(
-      WEBHOOK_BIN,
-      {"--broker=" + m.broker->grpc_addr(), "--data_dir=" + dir + "/hooks",
-       "--allow_private_targets", "--log_level=warn",
-       absl::StrCat("--max_in_flight_per_webhook=", absl::GetFlag(FLAGS_per_webhook))});
-  sb::testing::WaitUntil(
-      [&] {
-        return sb::testing::HttpRequest(m.hooks->http_addr(), "GET", "/readyz").status == 200;
-      },
-      absl::Seconds(20));
+  std::vector<std::string> store;
+  if (std::string fsync = absl::GetFlag(FLAGS_redis); !fsync.empty()) {
+    sb::testing::RedisOptions opts;
+    opts.appendfsync = fsync;
+    m.redis = OrDie(sb::testing::RedisServer::Start(opts));
+    store.push_back("--store=" + m.redis->url());
+  }
+  std::vector<std::string> broker_args = {"--data_dir=" + dir + "/broker", "--log_level=warn"};
+  broker_args.insert(broker_args.end(), store.begin(), store.end());
+  m.broker = OrDie(sb::testing::ServiceProcess::Start(BROKER_BIN, broker_args));
+  for (int i = 0; i < std::max(1, absl::GetFlag(FLAGS_replicas)); ++i) {
+    std::vector<std::string> args = {
+        "--broker=" + m.broker->grpc_addr(), absl::StrCat("--data_dir=", dir, "/hooks", i),
+        "--allow_private_targets", "--log_level=warn",
+        absl::StrCat("--max_in_flight_per_webhook=", absl::GetFlag(FLAGS_per_webhook))};
+    args.insert(args.end(), store.begin(), store.end());
+    m.hooks.push_back(OrDie(sb::testing::ServiceProcess::Start(WEBHOOK_BIN, args)));
+    sb::testing::WaitUntil(
+        [&] {
+          return sb::testing::HttpRequest(m.hooks.back()->http_addr(), "GET", "/readyz").status ==
+                 200;
+        },
+        absl::Seconds(20));
+  }
   m.broker_stub = sb::broker::v1::EventBroker::NewStub(
       grpc::CreateChannel(m.broker->grpc_addr(), grpc::InsecureChannelCredentials()));
   m.hooks_stub = sb::webhooks::v1::WebhookService::NewStub(
-      grpc::CreateChannel(m.hooks->grpc_addr(), grpc::InsecureChannelCredentials()));
+      grpc::CreateChannel(m.hooks[0]->grpc_addr(), grpc::InsecureChannelCredentials()));
   return m;
+}
+
+// "store" and "replicas" of a JSON line.
+std::string StoreFields() {
+  std::string fsync = absl::GetFlag(FLAGS_redis);
+  return absl::StrCat(",\"store\":\"", fsync.empty() ? "sqlite" : "redis", "\"",
+                      fsync.empty() ? "" : absl::StrCat(",\"appendfsync\":\"", fsync, "\""),
+                      ",\"replicas\":", std::max(1, absl::GetFlag(FLAGS_replicas)));
+}
+
+// On a shared registry every replica must know the webhook before events
+// arrive (the others learn it within 250 ms).
+void WaitForRegistryEverywhere(Mesh& m) {
+  for (auto& h : m.hooks) {
+    auto stub = sb::webhooks::v1::WebhookService::NewStub(
+        grpc::CreateChannel(h->grpc_addr(), grpc::InsecureChannelCredentials()));
+    sb::testing::WaitUntil(
+        [&] {
+          sb::webhooks::v1::ListWebhooksResponse resp;
+          grpc::ClientContext ctx;
+          return stub->ListWebhooks(&ctx, {}, &resp).ok() && resp.webhooks_size() > 0;
+        },
+        absl::Seconds(5));
+  }
 }
 
 void Register(Mesh& m, const std::string& url) {
@@ -92,6 +145,7 @@ sb::events::v1::Event Event(int i) {
 void Throughput(const std::string& url) {
   Mesh m = StartMesh();
   Register(m, url);
+  WaitForRegistryEverywhere(m);
   int n = absl::GetFlag(FLAGS_n);
   int64_t t0 = absl::GetCurrentTimeNanos();
   for (int i = 0; i < n; i += 100) {
@@ -108,8 +162,9 @@ void Throughput(const std::string& url) {
   std::printf(
       "{\"system\":\"switchboard\",\"figure\":\"webhook_deliveries\",\"n\":%d,\"body_bytes\":1024,"
       "\"complete\":%s,\"publish_secs\":%.3f,\"secs\":%.3f,\"deliveries_per_s\":%.0f,"
-      "\"per_webhook_in_flight\":%d,\"target\":\"nginx 204\"}\n",
-      n, all ? "true" : "false", publish_secs, secs, n / secs, absl::GetFlag(FLAGS_per_webhook));
+      "\"per_webhook_in_flight\":%d,\"target\":\"nginx 204\"%s}\n",
+      n, all ? "true" : "false", publish_secs, secs, n / secs, absl::GetFlag(FLAGS_per_webhook),
+      StoreFields().c_str());
   std::fflush(stdout);
 }
 
@@ -125,6 +180,7 @@ void Latency() {
     size_t at = r.body.find("\"i\":");
     if (at != std::string::npos) {
       int i = std::atoi(r.body.c_str() + at + 4);
+      absl::MutexLock lock(&mu);  // several sender connections, several server threads
       if (i >= 0 && i < n && arrived[i] < 0) {
         arrived[i] = now;
         ++count;
@@ -134,6 +190,7 @@ void Latency() {
   });
   int port = *receiver.Start("127.0.0.1:0");
   Register(m, absl::StrCat("http://127.0.0.1:", port, "/hook"));
+  WaitForRegistryEverywhere(m);
   auto pub = m.broker_stub.get();
   struct Call {
     grpc::ClientContext ctx;
@@ -155,8 +212,11 @@ void Latency() {
   }
   bool all = sb::testing::WaitUntil([&] { return count.load() >= n; }, absl::Seconds(60));
   std::vector<int64_t> lat;
-  for (int i = 0; i < n; ++i) {
-    if (arrived[i] >= 0) lat.push_back(arrived[i] - intended[i]);
+  {
+    absl::MutexLock lock(&mu);
+    for (int i = 0; i < n; ++i) {
+      if (arrived[i] >= 0) lat.push_back(arrived[i] - intended[i]);
+    }
   }
   std::sort(lat.begin(), lat.end());
   auto pct = [&](double p) {
@@ -165,8 +225,9 @@ void Latency() {
   };
   std::printf(
       "{\"system\":\"switchboard\",\"figure\":\"webhook_latency\",\"rate_per_s\":%d,\"n\":%d,"
-      "\"received\":%d,\"complete\":%s,\"p50_us\":%.0f,\"p99_us\":%.0f,\"max_us\":%.0f}\n",
-      rate, n, count.load(), all ? "true" : "false", pct(50), pct(99), pct(100));
+      "\"received\":%d,\"complete\":%s,\"p50_us\":%.0f,\"p99_us\":%.0f,\"max_us\":%.0f%s}\n",
+      rate, n, count.load(), all ? "true" : "false", pct(50), pct(99), pct(100),
+      StoreFields().c_str());
   std::fflush(stdout);
 }
 
