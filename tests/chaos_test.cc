@@ -102,6 +102,9 @@ class ChaosIT : public ::testing::TestWithParam<Backend> {
           "--allow_private_targets", "--delivery_lease=3s",
           "--ack_deadline=5s",       absl::StrCat("--data_dir=", dir_, "/h", i)};
       args.insert(args.end(), durable.begin(), durable.end());
+      // Leases of 3 s (a killed replica's deliveries move on quickly) need
+      // Redis calls of 1 s at most.
+      args.push_back("--redis_timeout=1s");
       Add(&hooks_, WEBHOOK_BIN, args);
     }
     // A receiver that takes 20 ms per webhook keeps deliveries in flight.

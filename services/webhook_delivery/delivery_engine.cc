@@ -81,7 +81,7 @@ void DeliveryEngine::Stop() {
   FlushFinished();
   // What was claimed and never answered goes back to the outbox now, so
   // another replica need not wait for the leases to run out.
-  std::vector<std::string> give_back;
+  std::vector<ClaimRef> give_back;
   give_back.swap(unattempted_);
   give_back.insert(give_back.end(), in_flight_.begin(), in_flight_.end());
   if (!give_back.empty()) {
@@ -189,16 +189,21 @@ void DeliveryEngine::ClaimAndDispatch() {
   req.owner = owner_;
   req.lease = config_.lease;
   req.max_per_webhook = config_.max_in_flight_per_webhook;
+  req.request_id = NewId("claim");
   mu_.Unlock();
   req.rate_limits = registry_->RateLimits();
   absl::StatusOr<Claimed> claimed = store_->Claim(req);
+  // A webhook registered on another replica a moment ago is looked up in the
+  // store before its delivery is taken for unregistered; when the lookup
+  // fails, its deliveries go back (they are not failed on a store hiccup).
+  std::set<std::string> unknown;
   if (claimed.ok()) {
-    // A webhook registered on another replica a moment ago is looked up in
-    // the store before its delivery is taken for unregistered.
     std::set<std::string> looked_up;
     for (const DeliveryRecord& r : claimed->records) {
       const std::string& id = r.delivery.webhook_id();
-      if (looked_up.insert(id).second) registry_->GetFresh(id).IgnoreError();
+      if (!looked_up.insert(id).second) continue;
+      absl::StatusOr<v1::Webhook> w = registry_->GetFresh(id);
+      if (!w.ok() && !absl::IsNotFound(w.status())) unknown.insert(id);
     }
   }
   mu_.Lock();
@@ -207,20 +212,30 @@ void DeliveryEngine::ClaimAndDispatch() {
     return;
   }
   for (const auto& [webhook_id, until] : claimed->throttled) throttled_[webhook_id] = until;
+  // Full with other replicas' deliveries: looked at again shortly, not at
+  // every round (an outcome elsewhere does not wake this replica).
+  for (const std::string& webhook_id : claimed->full) {
+    throttled_[webhook_id] = std::max(throttled_[webhook_id], req.now + absl::Milliseconds(50));
+  }
   if (metrics_ != nullptr && !claimed->throttled.empty()) {
     metrics_->throttled.Increment(static_cast<double>(claimed->throttled.size()));
   }
-  std::vector<std::string> give_back;
+  std::vector<ClaimRef> give_back;
   for (DeliveryRecord& r : claimed->records) {
+    ClaimRef ref{r.delivery.id(), r.claim};
     if (stop_) {
-      unattempted_.push_back(r.delivery.id());
-    } else if (resolving_.count(r.delivery.webhook_id())) {
+      unattempted_.push_back(ref);
+    } else if (resolving_.count(r.delivery.webhook_id()) ||
+               unknown.count(r.delivery.webhook_id())) {
       // One resolution per endpoint at a time: a hanging resolver holds one
       // pool thread, and the endpoint's other deliveries go back to wait.
-      give_back.push_back(r.delivery.id());
-    } else if (!in_flight_.count(r.delivery.id())) {
-      // (One in flight here already was claimed again when its lease ran
-      // out: it is still ours.)
+      give_back.push_back(ref);
+    } else if (in_flight_.count(r.delivery.id())) {
+      // In flight here under an older claim that lapsed or was replaced
+      // (a redelivery): that attempt's result will not be written; the
+      // delivery goes back and is sent again.
+      give_back.push_back(ref);
+    } else {
       Dispatch(std::move(r));
     }
   }
@@ -238,7 +253,8 @@ void DeliveryEngine::RenewLeases() {
   absl::Time now = clock_->Now();
   if (in_flight_.empty() || now - last_renew_ < config_.lease / 3) return;
   last_renew_ = now;
-  std::vector<std::string> ids(in_flight_.begin(), in_flight_.end());
+  std::vector<std::string> ids;
+  for (const auto& [id, claim] : in_flight_) ids.push_back(id);
   mu_.Unlock();
   absl::Status s = store_->Renew(ids, owner_, now + config_.lease);
   mu_.Lock();
@@ -278,7 +294,7 @@ void DeliveryEngine::Dispatch(DeliveryRecord record) {
     fail_now(std::string(keys.status().message()));
     return;
   }
-  in_flight_.insert(record.delivery.id());
+  in_flight_[record.delivery.id()] = record.claim;
   per_webhook_[webhook_id]++;
   auto shared = std::make_shared<DeliveryRecord>(std::move(record));
   auto cached = targets_.find(webhook_id);
@@ -306,7 +322,7 @@ void DeliveryEngine::ReleaseSlotLocked(const DeliveryRecord& record, bool attemp
   if (in_flight_.erase(record.delivery.id()) > 0 && --per_webhook_[webhook_id] <= 0) {
     per_webhook_.erase(webhook_id);
   }
-  if (!attempted) unattempted_.push_back(record.delivery.id());
+  if (!attempted) unattempted_.push_back({record.delivery.id(), record.claim});
   if (metrics_ != nullptr) metrics_->in_flight.Set(static_cast<double>(in_flight_.size()));
 }
 
@@ -404,11 +420,7 @@ void DeliveryEngine::Finish(Outcome o) {
   } else if (status == 410) {
     d.set_status(v1::DELIVERY_STATUS_FAILED);
     d.clear_next_attempt_at();
-    if (webhook.ok()) {
-      registry_->Disable(webhook_id, "410 Gone from the endpoint").IgnoreError();
-      if (metrics_ != nullptr) metrics_->endpoints_disabled.Increment();
-      LogWarn("webhook disabled: endpoint answered 410 Gone", {{"webhook_id", webhook_id}});
-    }
+    if (webhook.ok()) to_disable_.push_back(webhook_id);
   } else if (static_cast<uint32_t>(d.attempts_size()) >= max_attempts || !webhook.ok() ||
              !webhook->active()) {
     d.set_status(v1::DELIVERY_STATUS_FAILED);
@@ -436,11 +448,24 @@ void DeliveryEngine::Finish(Outcome o) {
 }
 
 void DeliveryEngine::FlushFinished() {
-  if (finished_.empty()) return;
+  if (finished_.empty() && to_disable_.empty()) return;
   std::vector<DeliveryRecord> batch;
   batch.swap(finished_);
+  std::vector<std::string> disable;
+  disable.swap(to_disable_);
   mu_.Unlock();
-  absl::Status s = store_->UpdateMany(batch, owner_);
+  // Disabled before the 410 is recorded: whoever sees the failed delivery
+  // sees the endpoint disabled.
+  for (const std::string& webhook_id : disable) {
+    absl::Status d = registry_->Disable(webhook_id, "410 Gone from the endpoint");
+    if (d.ok()) {
+      if (metrics_ != nullptr) metrics_->endpoints_disabled.Increment();
+      LogWarn("webhook disabled: endpoint answered 410 Gone", {{"webhook_id", webhook_id}});
+    } else if (!absl::IsNotFound(d)) {
+      LogError("disabling a webhook failed", {{"webhook_id", webhook_id}, {"error", d.ToString()}});
+    }
+  }
+  absl::Status s = batch.empty() ? absl::OkStatus() : store_->UpdateMany(batch, owner_);
   mu_.Lock();
   if (!s.ok()) LogError("recording delivery attempts failed", {{"error", s.ToString()}});
 }

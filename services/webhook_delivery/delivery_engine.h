@@ -112,12 +112,15 @@ class DeliveryEngine {
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;
-  std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);         // delivery ids
-  std::map<std::string, int> per_webhook_ ABSL_GUARDED_BY(mu_);  // webhook id -> in flight
-  std::set<std::string> resolving_ ABSL_GUARDED_BY(mu_);         // webhook ids
+  std::map<std::string, uint64_t> in_flight_ ABSL_GUARDED_BY(mu_);  // delivery id -> claim
+  std::map<std::string, int> per_webhook_ ABSL_GUARDED_BY(mu_);     // webhook id -> in flight
+  std::set<std::string> resolving_ ABSL_GUARDED_BY(mu_);            // webhook ids
   // Endpoints over their rate limit, until their next token.
   std::map<std::string, absl::Time> throttled_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> unattempted_ ABSL_GUARDED_BY(mu_);  // claimed, dropped at stop
+  std::vector<ClaimRef> unattempted_ ABSL_GUARDED_BY(mu_);  // claimed, dropped at stop
+  // Endpoints that answered 410 Gone: disabled by FlushFinished, without mu_
+  // (the registry may write to a remote store).
+  std::vector<std::string> to_disable_ ABSL_GUARDED_BY(mu_);
   absl::Time last_renew_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   struct VettedEntry {
     std::string url;

@@ -343,6 +343,31 @@ TEST_F(DeliveryEngineTest, AHangingEndpointsBacklogDoesNotDelayOthers) {
       << "the healthy endpoint waited behind the hanging endpoint's backlog";
 }
 
+// What a stopping replica claimed and never answered goes back to the
+// outbox at once: another replica (here another owner of the same store)
+// claims it now, not when the lease would have run out.
+TEST_F(DeliveryEngineTest, StopGivesBackWhatItClaimed) {
+  EngineConfig ec;
+  ec.allow_private_targets = true;
+  ec.lease = absl::Minutes(10);
+  RestartEngine(ec);
+  Register("/hang", 0, absl::Seconds(30));
+  ASSERT_EQ(*engine_->Record(Event("evt_GB")), 1);
+  ASSERT_TRUE(WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return hang_requests_ > 0; },
+                      absl::Seconds(10)));
+  ClaimRequest req;
+  req.owner = "other-replica";
+  req.now = absl::Now();
+  req.limit = 10;
+  EXPECT_TRUE(deliveries_->Claim(req)->records.empty()) << "claimed by the engine";
+  engine_.reset();
+  req.now = absl::Now();
+  absl::StatusOr<Claimed> after = deliveries_->Claim(req);
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_EQ(after->records.size(), 1u) << "the stopped engine kept its claim";
+  EXPECT_EQ(after->records[0].delivery.event_id(), "evt_GB");
+}
+
 // Shutdown with a request in flight (the endpoint answers after the engine is
 // gone, or never: 30 s timeout): Stop abandons the transfer instead of waiting
 // for it, and no sender callback runs into the destroyed engine. The delivery

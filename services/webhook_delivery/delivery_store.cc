@@ -102,7 +102,9 @@ absl::Status SqliteDeliveryStore::UpdateMany(const std::vector<DeliveryRecord>& 
   std::vector<std::string> done;
   for (const DeliveryRecord& r : records) {
     auto lease = leases_.find(r.delivery.id());
-    if (lease == leases_.end() || lease->second.owner != owner) continue;
+    if (lease == leases_.end() || lease->second.owner != owner || lease->second.token != r.claim) {
+      continue;
+    }
     if (absl::Status s = UpdateLocked(r); !s.ok()) {
       sqlite::Exec(db_, "ROLLBACK").IgnoreError();
       return s;
@@ -171,6 +173,23 @@ absl::StatusOr<std::vector<DeliveryRecord>> SqliteDeliveryStore::DueLocked(
 absl::StatusOr<Claimed> SqliteDeliveryStore::Claim(const ClaimRequest& req) {
   absl::MutexLock lock(&mu_);
   Claimed out;
+  auto last = last_claims_.find(req.owner);
+  if (!req.request_id.empty() && last != last_claims_.end() &&
+      last->second.first == req.request_id) {
+    for (const std::string& id : last->second.second) {
+      auto lease = leases_.find(id);
+      if (lease == leases_.end() || lease->second.owner != req.owner) continue;
+      Stmt st(db_, &stmts_, absl::StrCat("SELECT ", kColumns, " FROM deliveries WHERE id=?"));
+      st.Bind(1, id);
+      absl::StatusOr<std::vector<DeliveryRecord>> row = Collect(db_, st);
+      if (!row.ok()) return row.status();
+      for (DeliveryRecord& r : *row) {
+        r.claim = lease->second.token;
+        out.records.push_back(std::move(r));
+      }
+    }
+    return out;
+  }
   std::set<std::string> skip(req.skip_webhooks.begin(), req.skip_webhooks.end());
   std::map<std::string, int> held;  // live leases per endpoint
   size_t live = 0;
@@ -195,6 +214,7 @@ absl::StatusOr<Claimed> SqliteDeliveryStore::Claim(const ClaimRequest& req) {
       if (lease != leases_.end() && lease->second.until > req.now) continue;
       if (skip.count(w)) continue;
       if (held[w] >= req.max_per_webhook) {
+        out.full.insert(w);
         skip.insert(w);
         skipped_more = true;
         continue;
@@ -207,13 +227,17 @@ absl::StatusOr<Claimed> SqliteDeliveryStore::Claim(const ClaimRequest& req) {
         skipped_more = true;
         continue;
       }
-      leases_[id] = Lease{req.owner, w, req.now + req.lease};
+      leases_[id] = Lease{req.owner, w, req.now + req.lease, ++next_token_};
+      r.claim = next_token_;
       held[w]++;
       live++;
       out.records.push_back(std::move(r));
     }
     if (!skipped_more || due->size() < want) break;
   }
+  std::vector<std::string> ids;
+  for (const DeliveryRecord& r : out.records) ids.push_back(r.delivery.id());
+  last_claims_[req.owner] = {req.request_id, std::move(ids)};
   return out;
 }
 
@@ -229,12 +253,14 @@ absl::Status SqliteDeliveryStore::Renew(const std::vector<std::string>& ids,
   return absl::OkStatus();
 }
 
-absl::Status SqliteDeliveryStore::Release(const std::vector<std::string>& ids,
+absl::Status SqliteDeliveryStore::Release(const std::vector<ClaimRef>& claims,
                                           const std::string& owner) {
   absl::MutexLock lock(&mu_);
-  for (const std::string& id : ids) {
+  for (const auto& [id, token] : claims) {
     auto it = leases_.find(id);
-    if (it != leases_.end() && it->second.owner == owner) leases_.erase(it);
+    if (it != leases_.end() && it->second.owner == owner && it->second.token == token) {
+      leases_.erase(it);
+    }
   }
   return absl::OkStatus();
 }

@@ -47,7 +47,13 @@ struct DeliveryRecord {
   v1::WebhookDelivery delivery;  // status, attempts, next_attempt_at
   std::string body;
   absl::Time next_attempt = absl::InfinitePast();
+  // The claim this copy came from (Claim sets it): only its holder's write
+  // of this claim counts.
+  uint64_t claim = 0;
 };
+
+// A claimed delivery: its id and the claim's token.
+using ClaimRef = std::pair<std::string, uint64_t>;
 
 // What a claim may take (see DeliveryStore::Claim).
 struct ClaimRequest {
@@ -57,6 +63,9 @@ struct ClaimRequest {
   // must not hide the others' deliveries.
   std::vector<std::string> skip_webhooks;
   std::string owner;  // the claiming replica
+  // Identifies this claim: the same request sent again (a lost reply)
+  // answers the same deliveries instead of claiming more.
+  std::string request_id;
   absl::Duration lease = absl::Seconds(30);
   // Deliveries of one endpoint under lease at once, over every replica.
   int max_per_webhook = 8;
@@ -69,6 +78,9 @@ struct Claimed {
   // Endpoints whose due deliveries wait for their rate limit, with when the
   // next request may go.
   std::map<std::string, absl::Time> throttled;
+  // Endpoints with due deliveries and max_per_webhook under lease already
+  // (by other replicas too).
+  std::set<std::string> full;
 };
 
 // The outbox: deliveries are recorded here before the broker event is acked,
@@ -86,8 +98,9 @@ class DeliveryStore {
   // its lease.
   virtual absl::Status Update(const DeliveryRecord& record) = 0;
   // Records attempts of deliveries `owner` claimed, in one transaction, and
-  // ends their leases. A delivery someone else claimed since (the lease ran
-  // out) or that was replaced meanwhile is left as it is.
+  // ends their leases. A delivery claimed again since (by anyone: the lease
+  // ran out) or replaced meanwhile (a redelivery) is left as it is: only the
+  // write of the record's own claim (DeliveryRecord::claim) counts.
   virtual absl::Status UpdateMany(const std::vector<DeliveryRecord>& records,
                                   const std::string& owner) = 0;
   // Claims up to `limit` pending deliveries due at `now`, earliest first,
@@ -99,7 +112,7 @@ class DeliveryStore {
   virtual absl::Status Renew(const std::vector<std::string>& ids, const std::string& owner,
                              absl::Time until) = 0;
   // Gives claimed deliveries back unattempted: due again for everyone now.
-  virtual absl::Status Release(const std::vector<std::string>& ids, const std::string& owner) = 0;
+  virtual absl::Status Release(const std::vector<ClaimRef>& claims, const std::string& owner) = 0;
   // When the next pending delivery not of `skip_webhooks` is due (or its
   // lease runs out); InfiniteFuture when none.
   virtual absl::StatusOr<absl::Time> NextDue(
@@ -124,7 +137,7 @@ class SqliteDeliveryStore : public DeliveryStore {
   absl::StatusOr<Claimed> Claim(const ClaimRequest& request) override;
   absl::Status Renew(const std::vector<std::string>& ids, const std::string& owner,
                      absl::Time until) override;
-  absl::Status Release(const std::vector<std::string>& ids, const std::string& owner) override;
+  absl::Status Release(const std::vector<ClaimRef>& claims, const std::string& owner) override;
   absl::StatusOr<absl::Time> NextDue(const std::vector<std::string>& skip_webhooks) override;
   absl::StatusOr<std::vector<DeliveryRecord>> List(const std::string& webhook_id,
                                                    v1::DeliveryStatus status,
@@ -148,8 +161,13 @@ class SqliteDeliveryStore : public DeliveryStore {
     std::string owner;
     std::string webhook_id;
     absl::Time until;
+    uint64_t token = 0;
   };
   std::map<std::string, Lease> leases_ ABSL_GUARDED_BY(mu_);  // by delivery id
+  // Each owner's last claim: the same request again answers the same.
+  std::map<std::string, std::pair<std::string, std::vector<std::string>>> last_claims_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t next_token_ ABSL_GUARDED_BY(mu_) = 0;
   RateBuckets buckets_ ABSL_GUARDED_BY(mu_);
 };
 

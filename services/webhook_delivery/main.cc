@@ -127,6 +127,13 @@ absl::StatusOr<Stores> OpenStores(redis::RedisMetrics* redis_metrics) {
   opts.prefix = absl::GetFlag(FLAGS_redis_prefix);
   opts.timeout = absl::GetFlag(FLAGS_redis_timeout);
   opts.min_replicas = absl::GetFlag(FLAGS_redis_min_replicas);
+  // A lease must outlast the Redis calls of a scheduler round, or a living
+  // replica's deliveries go to another (a duplicate).
+  if (absl::GetFlag(FLAGS_delivery_lease) < 3 * opts.timeout) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "delivery_lease: ", absl::FormatDuration(absl::GetFlag(FLAGS_delivery_lease)),
+        " is shorter than 3 x redis_timeout (", absl::FormatDuration(opts.timeout), ")"));
+  }
   if (opts.min_replicas < 0 || opts.min_replicas > 16) {
     return absl::InvalidArgumentError("redis_min_replicas: 0 to 16");
   }

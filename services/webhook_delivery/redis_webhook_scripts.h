@@ -10,12 +10,20 @@
 //   P:wh:gen            integer, bumped by every registry write
 //   P:wh:d:<id>         hash r <WebhookDelivery bytes> b <body> n <next attempt us>
 //                       s <status> w <webhook> e <event> c <created us> o <lease owner>
+//                       t <claim token: bumped by every claim>
 //   P:wh:uniq           hash "<webhook>|<event>" -> delivery id
 //   P:wh:due            zset pending id by due time (us); a claimed one by its lease end
+//   P:wh:due:<webhook>  the same, per endpoint
+//   P:wh:dueq           zset webhook by the due time of its earliest pending delivery:
+//                       a claim walks endpoints, so one endpoint's backlog costs it one
+//                       step however long it is
 //   P:wh:lw:<webhook>   zset id by lease end (us): the endpoint's deliveries under lease
 //   P:wh:tokens         hash webhook -> "<tokens>:<last refill us>" (rate limits)
+//   P:wh:lastclaim:<o>  "<request id>|id,id,..": owner o's last claim, answered again
+//                       when the same request is sent again (a lost reply)
 //   P:wh:all            zset id by created us
 //   P:wh:byhook:<wh>    zset id by created us
+//   P:wh:bys:<status>   zset id by created us
 //   P:wh:byevent:<ev>   set of ids
 //   P:wh:count          hash status -> deliveries kept
 //   P:wh:done           zset finished id by finish time (us): retention
@@ -62,21 +70,48 @@ end
 return out
 )lua";
 
+// What every outbox script starts with: the key prefix and the upkeep of
+// the due sets (a pending delivery is in P:wh:due and P:wh:due:<webhook>,
+// and the endpoint in P:wh:dueq at its earliest).
+inline constexpr char kOutboxPrelude[] = R"lua(
+local w = ARGV[1] .. ':wh:'
+local function resched(wid)
+  local first = redis.call('ZRANGE', w .. 'due:' .. wid, 0, 0, 'WITHSCORES')
+  if #first == 0 then
+    redis.call('ZREM', w .. 'dueq', wid)
+  else
+    redis.call('ZADD', w .. 'dueq', first[2], wid)
+  end
+end
+local function set_due(id, wid, at)
+  redis.call('ZADD', w .. 'due', at, id)
+  redis.call('ZADD', w .. 'due:' .. wid, at, id)
+end
+local function clear_due(id, wid)
+  redis.call('ZREM', w .. 'due', id)
+  redis.call('ZREM', w .. 'due:' .. wid, id)
+end
+)lua";
+
 // ARGV: prefix now_us, then per delivery: id webhook event status next_us
 // record body. Records those whose (webhook, event) is new; returns how many.
 inline constexpr char kCreate[] = R"lua(
-local w, now = ARGV[1] .. ':wh:', ARGV[2]
+local now = ARGV[2]
 local created = 0
 for i = 3, #ARGV, 7 do
   local id, wid, eid, st, nx = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if redis.call('HSETNX', w .. 'uniq', wid .. '|' .. eid, id) == 1 then
     redis.call('HSET', w .. 'd:' .. id, 'r', ARGV[i + 5], 'b', ARGV[i + 6], 'n', nx, 's', st,
-               'w', wid, 'e', eid, 'c', now, 'o', '')
+               'w', wid, 'e', eid, 'c', now, 'o', '', 't', 0)
     redis.call('ZADD', w .. 'all', now, id)
     redis.call('ZADD', w .. 'byhook:' .. wid, now, id)
+    redis.call('ZADD', w .. 'bys:' .. st, now, id)
     redis.call('SADD', w .. 'byevent:' .. eid, id)
     redis.call('HINCRBY', w .. 'count', st, 1)
-    if st == '1' then redis.call('ZADD', w .. 'due', nx, id) end
+    if st == '1' then
+      set_due(id, wid, nx)
+      resched(wid)
+    end
     created = created + 1
   end
 end
@@ -84,34 +119,40 @@ return created
 )lua";
 
 // ARGV: prefix owner now_us cutoff_us, then per delivery: id status next_us
-// record. Writes a delivery when `owner` holds its lease (owner '': always,
-// ending any lease), then drops up to 50 deliveries finished before
-// cutoff_us. Returns how many were written.
+// record token. Writes a delivery when `owner` holds it under that claim
+// token (owner '': always, ending any lease: a redelivery), then drops
+// deliveries finished before cutoff_us (50, or twice as many as this call
+// finished). Returns how many were written.
 inline constexpr char kWrite[] = R"lua(
-local w, owner, now, cutoff = ARGV[1] .. ':wh:', ARGV[2], ARGV[3], ARGV[4]
-local written = 0
-for i = 5, #ARGV, 4 do
+local owner, now, cutoff = ARGV[2], ARGV[3], ARGV[4]
+local written, finished = 0, 0
+for i = 5, #ARGV, 5 do
   local id, st, nx = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local k = w .. 'd:' .. id
-  local f = redis.call('HMGET', k, 's', 'w', 'o')
-  if f[1] and (owner == '' or f[3] == owner) then
+  local f = redis.call('HMGET', k, 's', 'w', 'o', 't', 'c')
+  if f[1] and (owner == '' or (f[3] == owner and f[4] == ARGV[i + 4])) then
     if f[1] ~= st then
       redis.call('HINCRBY', w .. 'count', f[1], -1)
       redis.call('HINCRBY', w .. 'count', st, 1)
+      redis.call('ZREM', w .. 'bys:' .. f[1], id)
+      redis.call('ZADD', w .. 'bys:' .. st, f[5], id)
     end
     redis.call('HSET', k, 'r', ARGV[i + 3], 's', st, 'n', nx, 'o', '')
     redis.call('ZREM', w .. 'lw:' .. f[2], id)
     if st == '1' then
-      redis.call('ZADD', w .. 'due', nx, id)
+      set_due(id, f[2], nx)
       redis.call('ZREM', w .. 'done', id)
     else
-      redis.call('ZREM', w .. 'due', id)
+      clear_due(id, f[2])
       redis.call('ZADD', w .. 'done', now, id)
+      finished = finished + 1
     end
+    resched(f[2])
     written = written + 1
   end
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', w .. 'done', '-inf', '(' .. cutoff, 'LIMIT', 0, 50)) do
+local trim = math.max(50, 2 * finished)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', w .. 'done', '-inf', '(' .. cutoff, 'LIMIT', 0, trim)) do
   local k = w .. 'd:' .. id
   local f = redis.call('HMGET', k, 's', 'w', 'e')
   if f[1] then
@@ -119,6 +160,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', w .. 'done', '-inf', '(' .. cuto
     redis.call('HDEL', w .. 'uniq', f[2] .. '|' .. f[3])
     redis.call('ZREM', w .. 'all', id)
     redis.call('ZREM', w .. 'byhook:' .. f[2], id)
+    redis.call('ZREM', w .. 'bys:' .. f[1], id)
     redis.call('SREM', w .. 'byevent:' .. f[3], id)
     redis.call('DEL', k)
   end
@@ -127,136 +169,143 @@ end
 return written
 )lua";
 
-// ARGV: prefix owner now_us lease_end_us limit max_per_webhook nskip skip...
-// nrates (webhook per_second burst)... Claims due deliveries earliest first
-// (looking at 2 000 at most): skips the endpoints in skip, those with
-// max_per_webhook under lease, and those whose token bucket is empty.
-// Returns {{record body next_us ...}, {throttled_webhook next_token_us ...}}.
+// ARGV: prefix owner now_us lease_end_us limit max_per_webhook request_id
+// lease_ms nskip skip... nrates (webhook per_second burst)... Claims due
+// deliveries for owner, walking endpoints by their earliest due delivery
+// (1 000 endpoints at most): skips those in skip, reports those with
+// max_per_webhook under lease over every owner as full, takes one token of
+// an endpoint's bucket per delivery and reports it throttled when empty.
+// Returns {{record body next_us token ...}, {throttled_webhook next_token_us
+// ...}, {full_webhook ...}}. The same request_id sent again answers the
+// same claims (those still held).
 inline constexpr char kClaim[] = R"lua(
-local w, owner, now, untl = ARGV[1] .. ':wh:', ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local limit, maxw = tonumber(ARGV[5]), tonumber(ARGV[6])
-local skip, rates, i = {}, {}, 8
-for _ = 1, tonumber(ARGV[7]) do skip[ARGV[i]] = true; i = i + 1 end
+local owner, now, untl = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local limit, maxw, req = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local lk = w .. 'lastclaim:' .. owner
+local last = redis.call('GET', lk)
+if last and string.sub(last, 1, #req + 1) == req .. '|' then
+  local out = {}
+  for id in string.gmatch(string.sub(last, #req + 2), '[^,]+') do
+    local f = redis.call('HMGET', w .. 'd:' .. id, 'r', 'b', 'n', 'o', 't')
+    if f[1] and f[4] == owner then
+      out[#out + 1] = f[1]; out[#out + 1] = f[2]; out[#out + 1] = f[3]; out[#out + 1] = f[5]
+    end
+  end
+  return {out, {}, {}}
+end
+local skip, rates, i = {}, {}, 10
+for _ = 1, tonumber(ARGV[9]) do skip[ARGV[i]] = true; i = i + 1 end
 local nr = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nr do rates[ARGV[i]] = {tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])}; i = i + 3 end
-local held = {}
-local function held_by(wid)
-  if held[wid] == nil then
-    local lk = w .. 'lw:' .. wid
-    redis.call('ZREMRANGEBYSCORE', lk, '-inf', ARGV[3])
-    held[wid] = redis.call('ZCARD', lk)
-  end
-  return held[wid]
-end
 local function take_token(wid, r)
-  local tokens, last = r[2], now
+  local tokens, lastt = r[2], now
   local tk = redis.call('HGET', w .. 'tokens', wid)
   if tk then
     local sep = string.find(tk, ':', 1, true)
-    tokens, last = tonumber(string.sub(tk, 1, sep - 1)), tonumber(string.sub(tk, sep + 1))
-    if now > last then
-      tokens = math.min(r[2], tokens + (now - last) * r[1] / 1e6)
-      last = now
+    tokens, lastt = tonumber(string.sub(tk, 1, sep - 1)), tonumber(string.sub(tk, sep + 1))
+    if now > lastt then
+      tokens = math.min(r[2], tokens + (now - lastt) * r[1] / 1e6)
+      lastt = now
     end
   end
   local ok = tokens >= 1
   if ok then tokens = tokens - 1 end
-  redis.call('HSET', w .. 'tokens', wid, string.format('%.6f:%.0f', tokens, last))
-  return ok, last + (1 - tokens) / r[1] * 1e6
+  redis.call('HSET', w .. 'tokens', wid, string.format('%.6f:%.0f', tokens, lastt))
+  return ok, lastt + (1 - tokens) / r[1] * 1e6
 end
-local out, throttled = {}, {}
-local start, budget, claimed = 0, 2000, 0
-while claimed < limit and budget > 0 do
-  local ids = redis.call('ZRANGEBYSCORE', w .. 'due', '-inf', ARGV[3], 'LIMIT', start, 200)
-  if #ids == 0 then break end
-  budget = budget - #ids
-  local moved = 0
-  for _, id in ipairs(ids) do
-    if claimed >= limit then break end
-    local k = w .. 'd:' .. id
-    local wid = redis.call('HGET', k, 'w')
-    if not wid then
-      redis.call('ZREM', w .. 'due', id)
-      moved = moved + 1
-    elseif not skip[wid] then
-      if held_by(wid) >= maxw then
-        skip[wid] = true
-      else
-        local ok, next_us = true, 0
-        if rates[wid] then ok, next_us = take_token(wid, rates[wid]) end
-        if not ok then
-          skip[wid] = true
-          throttled[#throttled + 1] = wid
-          throttled[#throttled + 1] = string.format('%.0f', next_us)
+local out, throttled, full, ids_taken = {}, {}, {}, {}
+for _, wid in ipairs(redis.call('ZRANGEBYSCORE', w .. 'dueq', '-inf', ARGV[3], 'LIMIT', 0, 1000)) do
+  if #ids_taken >= limit then break end
+  if not skip[wid] then
+    local lw = w .. 'lw:' .. wid
+    redis.call('ZREMRANGEBYSCORE', lw, '-inf', ARGV[3])
+    local room = math.min(maxw - redis.call('ZCARD', lw), limit - #ids_taken)
+    if room <= 0 then
+      full[#full + 1] = wid
+    else
+      for _, id in ipairs(redis.call('ZRANGEBYSCORE', w .. 'due:' .. wid, '-inf', ARGV[3], 'LIMIT', 0, room)) do
+        local k = w .. 'd:' .. id
+        if redis.call('HEXISTS', k, 'r') == 0 then
+          clear_due(id, wid)
         else
-          redis.call('ZADD', w .. 'due', untl, id)
-          redis.call('ZADD', w .. 'lw:' .. wid, untl, id)
+          local ok, next_us = true, 0
+          if rates[wid] then ok, next_us = take_token(wid, rates[wid]) end
+          if not ok then
+            throttled[#throttled + 1] = wid
+            throttled[#throttled + 1] = string.format('%.0f', next_us)
+            break
+          end
+          set_due(id, wid, untl)
+          redis.call('ZADD', lw, untl, id)
           redis.call('HSET', k, 'o', owner)
-          held[wid] = held[wid] + 1
+          local token = redis.call('HINCRBY', k, 't', 1)
           local f = redis.call('HMGET', k, 'r', 'b', 'n')
           out[#out + 1] = f[1]; out[#out + 1] = f[2]; out[#out + 1] = f[3]
-          claimed = claimed + 1
-          moved = moved + 1
+          out[#out + 1] = tostring(token)
+          ids_taken[#ids_taken + 1] = id
         end
       end
+      resched(wid)
     end
   end
-  start = start + #ids - moved
 end
-return {out, throttled}
+redis.call('SET', lk, req .. '|' .. table.concat(ids_taken, ','), 'PX', ARGV[8])
+return {out, throttled, full}
 )lua";
 
-// ARGV: prefix owner lease_end_us id... Extends the leases owner holds.
+// ARGV: prefix owner lease_end_us id... Extends (never shortens) the leases
+// owner holds.
 inline constexpr char kRenew[] = R"lua(
-local w, owner = ARGV[1] .. ':wh:', ARGV[2]
+local owner = ARGV[2]
+local touched = {}
 for i = 4, #ARGV do
   local f = redis.call('HMGET', w .. 'd:' .. ARGV[i], 'o', 'w', 's')
   if f[1] == owner and f[3] == '1' then
-    redis.call('ZADD', w .. 'due', 'XX', ARGV[3], ARGV[i])
-    redis.call('ZADD', w .. 'lw:' .. f[2], ARGV[3], ARGV[i])
+    redis.call('ZADD', w .. 'due', 'XX', 'GT', ARGV[3], ARGV[i])
+    redis.call('ZADD', w .. 'due:' .. f[2], 'XX', 'GT', ARGV[3], ARGV[i])
+    redis.call('ZADD', w .. 'lw:' .. f[2], 'GT', ARGV[3], ARGV[i])
+    touched[f[2]] = true
   end
 end
+for wid in pairs(touched) do resched(wid) end
 return 1
 )lua";
 
-// ARGV: prefix owner id... Gives back leases owner holds: due at once.
+// ARGV: prefix owner (id token)... Gives back claims owner holds under those
+// tokens: due at once for everyone.
 inline constexpr char kRelease[] = R"lua(
-local w, owner = ARGV[1] .. ':wh:', ARGV[2]
-for i = 3, #ARGV do
+local owner = ARGV[2]
+for i = 3, #ARGV, 2 do
   local k = w .. 'd:' .. ARGV[i]
-  local f = redis.call('HMGET', k, 'o', 'w', 's', 'n')
-  if f[1] == owner and f[3] == '1' then
+  local f = redis.call('HMGET', k, 'o', 'w', 's', 'n', 't')
+  if f[1] == owner and f[3] == '1' and f[5] == ARGV[i + 1] then
     redis.call('HSET', k, 'o', '')
-    redis.call('ZADD', w .. 'due', 'XX', f[4], ARGV[i])
+    set_due(ARGV[i], f[2], f[4])
     redis.call('ZREM', w .. 'lw:' .. f[2], ARGV[i])
+    resched(f[2])
   end
 end
 return 1
 )lua";
 
-// ARGV: prefix skip... The due time of the earliest pending delivery not of
-// a skipped endpoint (looking at 1 000 at most), or nil.
+// ARGV: prefix skip... When the earliest pending delivery of an endpoint not
+// skipped is due (or its lease ends), looking at 1 000 endpoints at most; nil
+// when none.
 inline constexpr char kNextDue[] = R"lua(
-local w = ARGV[1] .. ':wh:'
 local skip = {}
 for i = 2, #ARGV do skip[ARGV[i]] = true end
-local start = 0
-while start < 1000 do
-  local e = redis.call('ZRANGE', w .. 'due', start, start + 99, 'WITHSCORES')
-  if #e == 0 then return false end
-  for j = 1, #e, 2 do
-    local wid = redis.call('HGET', w .. 'd:' .. e[j], 'w')
-    if wid and not skip[wid] then return e[j + 1] end
-  end
-  start = start + 100
+local e = redis.call('ZRANGE', w .. 'dueq', 0, 999, 'WITHSCORES')
+for j = 1, #e, 2 do
+  if not skip[e[j]] then return e[j + 1] end
 end
 return false
 )lua";
 
 // ARGV: prefix webhook status event limit. The newest deliveries matching
-// every given filter (looking at 5 000 at most). Flat: record body next_us.
+// every given filter, walking the most selective index (looking at 5 000 at
+// most). Flat: record body next_us.
 inline constexpr char kList[] = R"lua(
-local w, wid, st, eid, limit = ARGV[1] .. ':wh:', ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local wid, st, eid, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local out, n = {}, 0
 local function consider(id)
   local f = redis.call('HMGET', w .. 'd:' .. id, 'r', 'b', 'n', 's', 'w')
@@ -281,7 +330,15 @@ if eid ~= '' then
   end
   return out
 end
-local index = wid ~= '' and (w .. 'byhook:' .. wid) or (w .. 'all')
+local index = w .. 'all'
+if st ~= '0' and wid ~= '' then
+  local si, hi = w .. 'bys:' .. st, w .. 'byhook:' .. wid
+  index = redis.call('ZCARD', si) <= redis.call('ZCARD', hi) and si or hi
+elseif st ~= '0' then
+  index = w .. 'bys:' .. st
+elseif wid ~= '' then
+  index = w .. 'byhook:' .. wid
+end
 local start, budget = 0, 5000
 while n < limit and budget > 0 do
   local ids = redis.call('ZREVRANGE', index, start, start + 199)

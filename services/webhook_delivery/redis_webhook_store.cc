@@ -4,6 +4,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "libs/common/ids.h"
 #include "libs/redis/reply.h"
 #include "services/webhook_delivery/redis_webhook_scripts.h"
@@ -32,21 +33,28 @@ absl::StatusOr<Reply> RunScript(redis::RedisClient& client, const std::string& t
   return r;
 }
 
-// Deliveries from flat (record, body, next_us) triples.
+// Deliveries from flat (record, body, next_us[, claim token]) groups.
 absl::StatusOr<std::vector<DeliveryRecord>> ParseDeliveries(const std::vector<Reply>& flat,
+                                                            bool with_token,
                                                             absl::string_view what) {
+  const size_t stride = with_token ? 4 : 3;
   std::vector<DeliveryRecord> out;
-  for (size_t i = 0; i + 2 < flat.size(); i += 3) {
+  for (size_t i = 0; i + stride <= flat.size(); i += stride) {
     DeliveryRecord r;
     if (!r.delivery.ParseFromString(flat[i].str)) {
       return absl::DataLossError(absl::StrCat(what, ": unreadable delivery record"));
     }
     r.body = flat[i + 1].str;
     r.next_attempt = absl::FromUnixMicros(ToI64(flat[i + 2].str));
+    if (with_token) r.claim = static_cast<uint64_t>(ToI64(flat[i + 3].str));
     out.push_back(std::move(r));
   }
   return out;
 }
+
+// An outbox script: the shared prelude (key prefix, due-set upkeep), then
+// its body.
+std::string Outbox(const char* body) { return absl::StrCat(redis_scripts::kOutboxPrelude, body); }
 
 }  // namespace
 
@@ -144,13 +152,13 @@ RedisDeliveryStore::RedisDeliveryStore(std::shared_ptr<redis::RedisClient> clien
     : client_(std::move(client)),
       options_(std::move(options)),
       tag_(absl::StrCat("{", options_.prefix, "}")),
-      create_(redis_scripts::kCreate),
-      write_(redis_scripts::kWrite),
-      claim_(redis_scripts::kClaim),
-      renew_(redis_scripts::kRenew),
-      release_(redis_scripts::kRelease),
-      next_due_(redis_scripts::kNextDue),
-      list_(redis_scripts::kList) {
+      create_(Outbox(redis_scripts::kCreate)),
+      write_(Outbox(redis_scripts::kWrite)),
+      claim_(Outbox(redis_scripts::kClaim)),
+      renew_(Outbox(redis_scripts::kRenew)),
+      release_(Outbox(redis_scripts::kRelease)),
+      next_due_(Outbox(redis_scripts::kNextDue)),
+      list_(Outbox(redis_scripts::kList)) {
   for (const redis::Script* s :
        {&create_, &write_, &claim_, &renew_, &release_, &next_due_, &list_}) {
     client_->Register(*s);
@@ -189,7 +197,7 @@ absl::Status RedisDeliveryStore::Write(const std::vector<DeliveryRecord>& record
   for (const DeliveryRecord& r : records) {
     const v1::WebhookDelivery& d = r.delivery;
     args.insert(args.end(), {d.id(), absl::StrCat(static_cast<int>(d.status())),
-                             Micros(r.next_attempt), d.SerializeAsString()});
+                             Micros(r.next_attempt), d.SerializeAsString(), absl::StrCat(r.claim)});
   }
   // A redelivery (owner '') was acknowledged to a caller; attempt records
   // lost in a failover are only sent again.
@@ -209,29 +217,34 @@ absl::Status RedisDeliveryStore::UpdateMany(const std::vector<DeliveryRecord>& r
 absl::StatusOr<Claimed> RedisDeliveryStore::Claim(const ClaimRequest& req) {
   Claimed out;
   if (req.limit == 0) return out;
-  std::vector<std::string> args = {tag_,
-                                   req.owner,
-                                   Micros(req.now),
-                                   Micros(req.now + req.lease),
-                                   absl::StrCat(req.limit),
-                                   absl::StrCat(req.max_per_webhook),
-                                   absl::StrCat(req.skip_webhooks.size())};
+  std::vector<std::string> args = {
+      tag_,
+      req.owner,
+      Micros(req.now),
+      Micros(req.now + req.lease),
+      absl::StrCat(req.limit),
+      absl::StrCat(req.max_per_webhook),
+      req.request_id.empty() ? NewId("claim") : req.request_id,
+      absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(req.lease))),
+      absl::StrCat(req.skip_webhooks.size())};
   args.insert(args.end(), req.skip_webhooks.begin(), req.skip_webhooks.end());
   args.push_back(absl::StrCat(req.rate_limits.size()));
   for (const auto& [webhook_id, rate] : req.rate_limits) {
-    args.insert(args.end(), {webhook_id, absl::StrCat(rate.per_second), absl::StrCat(rate.burst)});
+    args.insert(args.end(), {webhook_id, absl::StrFormat("%.17g", rate.per_second),
+                             absl::StrFormat("%.17g", rate.burst)});
   }
   absl::StatusOr<Reply> reply = Run(claim_.Call({tag_}, std::move(args)), "claim deliveries");
   if (!reply.ok()) return reply.status();
-  if (reply->elements.size() != 2) return absl::InternalError("claim deliveries: odd reply");
+  if (reply->elements.size() != 3) return absl::InternalError("claim deliveries: odd reply");
   absl::StatusOr<std::vector<DeliveryRecord>> records =
-      ParseDeliveries(reply->elements[0].elements, "claim deliveries");
+      ParseDeliveries(reply->elements[0].elements, /*with_token=*/true, "claim deliveries");
   if (!records.ok()) return records.status();
   out.records = *std::move(records);
   const std::vector<Reply>& throttled = reply->elements[1].elements;
   for (size_t i = 0; i + 1 < throttled.size(); i += 2) {
     out.throttled[throttled[i].str] = absl::FromUnixMicros(ToI64(throttled[i + 1].str));
   }
+  for (const Reply& e : reply->elements[2].elements) out.full.insert(e.str);
   return out;
 }
 
@@ -243,11 +256,11 @@ absl::Status RedisDeliveryStore::Renew(const std::vector<std::string>& ids,
   return Run(renew_.Call({tag_}, std::move(args)), "renew leases").status();
 }
 
-absl::Status RedisDeliveryStore::Release(const std::vector<std::string>& ids,
+absl::Status RedisDeliveryStore::Release(const std::vector<ClaimRef>& claims,
                                          const std::string& owner) {
-  if (ids.empty()) return absl::OkStatus();
+  if (claims.empty()) return absl::OkStatus();
   std::vector<std::string> args = {tag_, owner};
-  args.insert(args.end(), ids.begin(), ids.end());
+  for (const auto& [id, token] : claims) args.insert(args.end(), {id, absl::StrCat(token)});
   return Run(release_.Call({tag_}, std::move(args)), "release leases").status();
 }
 
@@ -277,7 +290,7 @@ absl::StatusOr<std::vector<DeliveryRecord>> RedisDeliveryStore::List(const std::
                               absl::StrCat(limit)}),
           "list deliveries");
   if (!r.ok()) return r.status();
-  return ParseDeliveries(r->elements, "list deliveries");
+  return ParseDeliveries(r->elements, /*with_token=*/false, "list deliveries");
 }
 
 absl::StatusOr<std::map<int, uint64_t>> RedisDeliveryStore::CountByStatus() {

@@ -61,7 +61,7 @@ class RedisDeliveryStore : public DeliveryStore {
   absl::StatusOr<Claimed> Claim(const ClaimRequest& request) override;
   absl::Status Renew(const std::vector<std::string>& ids, const std::string& owner,
                      absl::Time until) override;
-  absl::Status Release(const std::vector<std::string>& ids, const std::string& owner) override;
+  absl::Status Release(const std::vector<ClaimRef>& claims, const std::string& owner) override;
   absl::StatusOr<absl::Time> NextDue(const std::vector<std::string>& skip_webhooks) override;
   absl::StatusOr<std::vector<DeliveryRecord>> List(const std::string& webhook_id,
                                                    v1::DeliveryStatus status,

@@ -104,29 +104,28 @@ WebhookRegistry::WebhookRegistry(RegistryConfig config, WebhookStore* store, Clo
 absl::Status WebhookRegistry::Load() { return Refresh().status(); }
 
 absl::StatusOr<bool> WebhookRegistry::Refresh() {
+  absl::MutexLock write(&write_mu_);
   absl::StatusOr<uint64_t> generation = store_->Generation();
   if (!generation.ok()) return generation.status();
-  uint64_t writes;
-  {
-    absl::MutexLock lock(&mu_);
-    if (loaded_ && *generation == generation_) return false;
-    writes = local_writes_;
-  }
+  // Listed again when the generation moved, and now and then regardless (a
+  // Redis that lost its data starts counting again).
+  absl::Time now = clock_->Now();
+  if (loaded_ && *generation == generation_ && now - listed_at_ < absl::Seconds(30)) return false;
   // Read after the generation: a change made meanwhile moves it again and
   // the next refresh reads once more.
   absl::StatusOr<std::vector<WebhookRecord>> all = store_->List();
   if (!all.ok()) return all.status();
-  absl::MutexLock lock(&mu_);
-  if (local_writes_ != writes) return false;
   std::map<std::string, WebhookRecord> fresh;
   for (WebhookRecord& r : *all) fresh[r.webhook.id()] = std::move(r);
+  generation_ = *generation;
+  listed_at_ = now;
+  loaded_ = true;
+  absl::MutexLock lock(&mu_);
   bool changed = fresh.size() != records_.size();
   for (auto a = fresh.begin(), b = records_.begin(); !changed && a != fresh.end(); ++a, ++b) {
     changed = a->first != b->first || a->second.version != b->second.version;
   }
   records_ = std::move(fresh);
-  generation_ = *generation;
-  loaded_ = true;
   return changed;
 }
 
@@ -139,11 +138,14 @@ absl::StatusOr<WebhookRecord> WebhookRegistry::MutateLocked(
       absl::StatusOr<std::optional<WebhookRecord>> stored = store_->Get(id);
       if (!stored.ok()) return stored.status();
       if (!stored->has_value()) {
+        absl::MutexLock lock(&mu_);
         records_.erase(id);
         return NoWebhook(id);
       }
       r = **std::move(stored);
     } else {
+      // One replica: its writes are all made here, under write_mu_.
+      absl::MutexLock lock(&mu_);
       auto it = records_.find(id);
       if (it == records_.end()) return NoWebhook(id);
       r = it->second;
@@ -155,8 +157,8 @@ absl::StatusOr<WebhookRecord> WebhookRegistry::MutateLocked(
       return version.status();
     }
     r.version = *version;
+    absl::MutexLock lock(&mu_);
     records_[id] = r;
-    ++local_writes_;
     return r;
   }
 }
@@ -212,12 +214,12 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::Register(const v1::RegisterWebhookR
   w.set_active(true);
   *w.mutable_created_at() = ToProto(now);
   *w.mutable_updated_at() = ToProto(now);
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock write(&write_mu_);
   absl::StatusOr<uint64_t> version = store_->Put(r);
   if (!version.ok()) return version.status();
   r.version = *version;
+  absl::MutexLock lock(&mu_);
   records_[w.id()] = r;
-  ++local_writes_;
   return w;  // the only answer that carries the secret, with RotateSecret's
 }
 
@@ -233,7 +235,7 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::Update(const v1::UpdateWebhookReque
   if (req.has_rate_limit()) {
     if (absl::Status s = CheckRateLimit(req.rate_limit(), true); !s.ok()) return s;
   }
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock write(&write_mu_);
   absl::StatusOr<WebhookRecord> r = MutateLocked(req.id(), [&](WebhookRecord& r) {
     v1::Webhook& w = r.webhook;
     if (req.has_url()) w.set_url(req.url());
@@ -262,19 +264,26 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::Update(const v1::UpdateWebhookReque
 
 // Every change is persisted first and applied in memory only once the store
 // took it (Register, Update, RotateSecret, Disable and Unregister alike), under
-// mu_ so that two changes of one webhook reach the store in the order they
-// reach memory: a failed write leaves both as they were, and a restart never
-// brings back (or loses) what the service had answered.
+// write_mu_ so that two changes of one webhook reach the store in the order
+// they reach memory: a failed write leaves both as they were, and a restart
+// never brings back (or loses) what the service had answered. Readers (the
+// engine, intake) take only mu_, never held across a store call.
 absl::Status WebhookRegistry::Unregister(const std::string& id) {
   if (id.empty()) return absl::InvalidArgumentError("id: required");
-  absl::MutexLock lock(&mu_);
-  auto it = records_.find(id);
+  absl::MutexLock write(&write_mu_);
+  bool known;
+  {
+    absl::MutexLock lock(&mu_);
+    known = records_.count(id) > 0;
+  }
   // A shared store may hold a webhook registered elsewhere a moment ago.
-  if (it == records_.end() && !store_->shared()) return NoWebhook(id);
+  if (!known && !store_->shared()) return NoWebhook(id);
   absl::StatusOr<bool> deleted = store_->Delete(id);
   if (!deleted.ok()) return deleted.status();
-  records_.erase(id);
-  ++local_writes_;
+  {
+    absl::MutexLock lock(&mu_);
+    records_.erase(id);
+  }
   if (!*deleted) return NoWebhook(id);
   return absl::OkStatus();
 }
@@ -290,13 +299,15 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::Get(const std::string& id) const {
 absl::StatusOr<v1::Webhook> WebhookRegistry::GetFresh(const std::string& id) {
   absl::StatusOr<v1::Webhook> known = Get(id);
   if (!absl::IsNotFound(known.status()) || !store_->shared()) return known;
+  // Under write_mu_: no refresh or write of this replica in between, and one
+  // that removes it later moves the generation.
+  absl::MutexLock write(&write_mu_);
   absl::StatusOr<std::optional<WebhookRecord>> stored = store_->Get(id);
   if (!stored.ok()) return stored.status();
   if (!stored->has_value()) return known;
   absl::MutexLock lock(&mu_);
   WebhookRecord& r = records_[id];
   if ((*stored)->version > r.version) r = **std::move(stored);
-  ++local_writes_;  // a refresh that read the store before this must not drop it
   return Public(r);
 }
 
@@ -317,7 +328,7 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::RotateSecret(const v1::RotateSecret
   } else if (absl::StatusOr<std::string> key = DecodeSecret(secret); !key.ok()) {
     return key.status();
   }
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock write(&write_mu_);
   absl::StatusOr<WebhookRecord> r = MutateLocked(req.id(), [&](WebhookRecord& r) {
     absl::Time now = clock_->Now();
     r.previous_secret = r.webhook.secret();
@@ -332,7 +343,7 @@ absl::StatusOr<v1::Webhook> WebhookRegistry::RotateSecret(const v1::RotateSecret
 }
 
 absl::Status WebhookRegistry::Disable(const std::string& id, const std::string& reason) {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock write(&write_mu_);
   return MutateLocked(id,
                       [&](WebhookRecord& r) {
                         r.webhook.set_active(false);

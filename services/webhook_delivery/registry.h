@@ -75,7 +75,7 @@ class WebhookRegistry {
   // another replica is made again on what that replica wrote.
   absl::StatusOr<WebhookRecord> MutateLocked(
       const std::string& id, const std::function<absl::Status(WebhookRecord&)>& change)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ValidateTarget(const std::string& url) const;
   absl::StatusOr<std::vector<std::string>> KeysOf(const WebhookRecord& r) const;
   static v1::Webhook Public(const WebhookRecord& r);
@@ -83,13 +83,15 @@ class WebhookRegistry {
   const RegistryConfig config_;
   WebhookStore* const store_;
   Clock* const clock_;
+  // Writers (changes, Refresh, GetFresh's lookups) hold write_mu_ across
+  // their store calls, one at a time; mu_ guards the cache and is held only
+  // briefly, so readers never wait for the store. Order: write_mu_, mu_.
+  absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
   std::map<std::string, WebhookRecord> records_ ABSL_GUARDED_BY(mu_);
-  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // of the store, when records_ was read
-  bool loaded_ ABSL_GUARDED_BY(mu_) = false;
-  // Changes made here: a re-read that overlapped one is not applied (it may
-  // miss it), the next one is.
-  uint64_t local_writes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t generation_ ABSL_GUARDED_BY(write_mu_) = 0;  // of the store, when last listed
+  absl::Time listed_at_ ABSL_GUARDED_BY(write_mu_) = absl::InfinitePast();
+  bool loaded_ ABSL_GUARDED_BY(write_mu_) = false;
 };
 
 }  // namespace switchboard::webhooks

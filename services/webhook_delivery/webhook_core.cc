@@ -204,6 +204,12 @@ void WebhookCore::IntakeLoop() {
       if (intake_.empty()) return;  // stopping; what was never recorded was never acked
       batch.swap(intake_);
     }
+    // A registration made on another replica a moment ago matches this
+    // batch too: one generation read per batch on a shared registry.
+    if (registry_->shared()) {
+      absl::StatusOr<bool> changed = registry_->Refresh();
+      if (changed.ok() && *changed) RequestResubscribe();
+    }
     std::vector<const events::v1::Event*> events;
     for (const auto& d : batch) events.push_back(&d.event());
     absl::StatusOr<int> recorded = engine_->RecordAll(events);

@@ -4,7 +4,9 @@
 // process's store itself.
 #include <unistd.h>
 
+#include <map>
 #include <memory>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -270,20 +272,118 @@ TEST_P(WebhookStoreConformance, ReleaseAndRenew) {
   ASSERT_TRUE(
       a->Create({Delivery("dlv_1", "wh_a", "evt_1", t0_), Delivery("dlv_2", "wh_a", "evt_2", t0_)})
           .ok());
-  ASSERT_EQ(Ids(a->Claim(Claim("a", t0_))).size(), 2u);
+  absl::StatusOr<Claimed> claimed = a->Claim(Claim("a", t0_));
+  ASSERT_EQ(Ids(claimed).size(), 2u);
+  ClaimRef one{"dlv_1", claimed->records[0].claim};
   EXPECT_EQ(*b->NextDue({}), t0_ + absl::Seconds(10)) << "due when the leases run out";
-  // Another replica cannot give back or renew what it does not hold.
-  ASSERT_TRUE(b->Release({"dlv_1"}, "b").ok());
+  // Another replica cannot give back or renew what it does not hold, nor the
+  // holder with another claim's token; a renewal never shortens a lease.
+  ASSERT_TRUE(b->Release({one}, "b").ok());
+  ASSERT_TRUE(a->Release({{"dlv_1", one.second + 1000}}, "a").ok());
   ASSERT_TRUE(b->Renew({"dlv_2"}, "b", t0_ + absl::Hours(1)).ok());
-  EXPECT_TRUE(Ids(b->Claim(Claim("b", t0_ + absl::Seconds(1)))).empty());
+  ASSERT_TRUE(a->Renew({"dlv_2"}, "a", t0_ + absl::Seconds(5)).ok());
+  EXPECT_TRUE(Ids(b->Claim(Claim("b", t0_ + absl::Seconds(6)))).empty());
   // The holder gives dlv_1 back and keeps dlv_2 past its first lease.
-  ASSERT_TRUE(a->Release({"dlv_1"}, "a").ok());
+  ASSERT_TRUE(a->Release({one}, "a").ok());
   ASSERT_TRUE(a->Renew({"dlv_2"}, "a", t0_ + absl::Seconds(60)).ok());
   EXPECT_EQ(*b->NextDue({}), t0_);
   EXPECT_EQ(Ids(b->Claim(Claim("b", t0_ + absl::Seconds(30)))), std::vector<std::string>{"dlv_1"});
   EXPECT_TRUE(Ids(b->Claim(Claim("c", t0_ + absl::Seconds(35)))).empty());
   EXPECT_EQ(Ids(b->Claim(Claim("c", t0_ + absl::Seconds(61)))),
             (std::vector<std::string>{"dlv_1", "dlv_2"}));
+}
+
+TEST_P(WebhookStoreConformance, OnlyTheLatestClaimsWriteCounts) {
+  auto store = Deliveries();
+  ASSERT_TRUE(store->Create({Delivery("dlv_1", "wh_a", "evt_1", t0_)}).ok());
+  auto first = store->Claim(Claim("a", t0_));
+  ASSERT_EQ(Ids(first).size(), 1u);
+  // The lease ran out (Redis slow, say) and the same replica claimed it again.
+  auto second = store->Claim(Claim("a", t0_ + absl::Seconds(11)));
+  ASSERT_EQ(Ids(second).size(), 1u);
+  EXPECT_NE(first->records[0].claim, second->records[0].claim);
+  ASSERT_TRUE(
+      store->UpdateMany({Attempted(first->records[0], v1::DELIVERY_STATUS_FAILED)}, "a").ok());
+  EXPECT_EQ((*store->List("", v1::DELIVERY_STATUS_UNSPECIFIED, "evt_1", 1))[0].delivery.status(),
+            v1::DELIVERY_STATUS_PENDING)
+      << "the first claim's answer came too late";
+  ASSERT_TRUE(
+      store->UpdateMany({Attempted(second->records[0], v1::DELIVERY_STATUS_DELIVERED)}, "a").ok());
+  EXPECT_EQ((*store->List("", v1::DELIVERY_STATUS_UNSPECIFIED, "evt_1", 1))[0].delivery.status(),
+            v1::DELIVERY_STATUS_DELIVERED);
+}
+
+TEST_P(WebhookStoreConformance, AClaimSentAgainAnswersTheSameDeliveries) {
+  auto store = Deliveries();
+  ASSERT_TRUE(store
+                  ->Create({Delivery("dlv_1", "wh_a", "evt_1", t0_),
+                            Delivery("dlv_2", "wh_a", "evt_2", t0_),
+                            Delivery("dlv_3", "wh_a", "evt_3", t0_)})
+                  .ok());
+  ClaimRequest req = Claim("a", t0_, 2);
+  req.request_id = "claim-1";
+  auto first = store->Claim(req);
+  auto again = store->Claim(req);  // its reply was lost; the client sent it again
+  EXPECT_EQ(Ids(first), (std::vector<std::string>{"dlv_1", "dlv_2"}));
+  EXPECT_EQ(Ids(again), Ids(first));
+  EXPECT_EQ(again->records[1].claim, first->records[1].claim);
+  req.request_id = "claim-2";
+  EXPECT_EQ(Ids(store->Claim(req)), std::vector<std::string>{"dlv_3"});
+}
+
+TEST_P(WebhookStoreConformance, ALongBacklogOfOneEndpointHidesNoOther) {
+  auto a = Deliveries(), b = Deliveries();
+  std::vector<DeliveryRecord> records;
+  for (int i = 0; i < 2500; ++i) {
+    records.push_back(Delivery(absl::StrCat("dlv_s", 10000 + i), "wh_slow",
+                               absl::StrCat("evt_s", i), t0_ + absl::Microseconds(i)));
+  }
+  records.push_back(Delivery("dlv_f", "wh_fast", "evt_f", t0_ + absl::Milliseconds(100)));
+  ASSERT_TRUE(a->Create(records).ok());
+  ClaimRequest req = Claim("a", t0_ + absl::Seconds(1), 10);
+  req.max_per_webhook = 2;
+  EXPECT_EQ(Ids(a->Claim(req)), (std::vector<std::string>{"dlv_s10000", "dlv_s10001", "dlv_f"}));
+  // Replica b: wh_slow is full (a holds 2), and says so; nothing else is due.
+  ASSERT_TRUE(
+      b->Create({Delivery("dlv_g", "wh_other", "evt_g", t0_ + absl::Milliseconds(200))}).ok());
+  req.owner = "b";
+  absl::StatusOr<Claimed> c = b->Claim(req);
+  EXPECT_EQ(Ids(c), std::vector<std::string>{"dlv_g"});
+  EXPECT_EQ(c->full, std::set<std::string>{"wh_slow"});
+  // A rate-limited endpoint's backlog hides nothing either.
+  ASSERT_TRUE(
+      b->Create({Delivery("dlv_h", "wh_other", "evt_h", t0_ + absl::Milliseconds(300))}).ok());
+  req.max_per_webhook = 100;
+  req.rate_limits["wh_slow"] = RateLimitSpec{1, 1};
+  req.now = t0_ + absl::Seconds(20);  // the leases ran out
+  c = b->Claim(req);
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::map<std::string, int> by_endpoint;
+  for (const DeliveryRecord& r : c->records) by_endpoint[r.delivery.webhook_id()]++;
+  EXPECT_EQ(by_endpoint,
+            (std::map<std::string, int>{{"wh_slow", 1}, {"wh_fast", 1}, {"wh_other", 2}}))
+      << "one token of wh_slow, and everything else that is due";
+  EXPECT_EQ(c->throttled.count("wh_slow"), 1u);
+  EXPECT_EQ(*b->NextDue({"wh_slow"}), t0_ + absl::Seconds(20) + absl::Seconds(10))
+      << "only the leases of what b holds";
+}
+
+TEST_P(WebhookStoreConformance, ListingByStatusFindsOldDeliveries) {
+  auto store = Deliveries();
+  std::vector<DeliveryRecord> records;
+  for (int i = 0; i < 5100; ++i) {
+    records.push_back(Delivery(absl::StrCat("dlv_", 10000 + i), "wh_a", absl::StrCat("evt_", i),
+                               t0_ + absl::Hours(1)));
+  }
+  ASSERT_TRUE(store->Create(records).ok());
+  DeliveryRecord oldest = records[0];
+  oldest.delivery.set_status(v1::DELIVERY_STATUS_FAILED);
+  ASSERT_TRUE(store->Update(oldest).ok());
+  EXPECT_EQ(Ids(*store->List("", v1::DELIVERY_STATUS_FAILED, "", 10)),
+            std::vector<std::string>{"dlv_10000"});
+  EXPECT_EQ(Ids(*store->List("wh_a", v1::DELIVERY_STATUS_FAILED, "", 10)),
+            std::vector<std::string>{"dlv_10000"});
+  EXPECT_EQ(store->List("wh_a", v1::DELIVERY_STATUS_PENDING, "", 2000)->size(), 2000u);
 }
 
 TEST_P(WebhookStoreConformance, ARedeliveryReplacesWhatEverHoldsIt) {
