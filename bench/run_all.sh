@@ -19,4 +19,9 @@ done
 "$ROOT/build/bench/job_bench" | tee -a "$OUT/switchboard.jsonl"
 "$ROOT/build/bench/job_bench" --redis=everysec | tee -a "$OUT/switchboard.jsonl"
 HOOK_PORT=${HOOK_PORT:-18090} bash "$ROOT/bench/webhook_bench.sh" | tee -a "$OUT/switchboard.jsonl"
+# webhook-delivery on Redis: one replica, then two sharing the outbox.
+for replicas in 1 2; do
+  HOOK_PORT=${HOOK_PORT:-18090} bash "$ROOT/bench/webhook_bench.sh" --redis=everysec \
+    --replicas=$replicas | tee -a "$OUT/switchboard.jsonl"
+done
 python3 "$ROOT/bench/table.py" "$OUT/peers.jsonl" "$OUT/switchboard.jsonl" | tee "$OUT/table.md"

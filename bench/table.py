@@ -11,7 +11,7 @@ def load(path):
             if not line.startswith("{"):
                 continue
             r = json.loads(line)
-            key = (r.get("system"), r.get("figure"), r.get("appendfsync"))
+            key = (r.get("system"), r.get("figure"), r.get("appendfsync"), r.get("replicas", 1))
             rows[key] = r
     return rows
 
@@ -21,11 +21,11 @@ ours = load(sys.argv[2])
 
 
 def peer(system, figure, fsync=None):
-    return peers.get((system, figure, fsync), {})
+    return peers.get((system, figure, fsync, 1), {})
 
 
-def me(figure, fsync=None):
-    return ours.get(("switchboard", figure, fsync), {})
+def me(figure, fsync=None, replicas=1):
+    return ours.get(("switchboard", figure, fsync, replicas), {})
 
 
 lines = [
@@ -79,6 +79,14 @@ row("webhook deliveries to nginx 204 (1 KiB)", me("webhook_deliveries").get("del
     True, "≥ 0.25×", "/s")
 row("webhook latency p99 at 1000/s", me("webhook_latency").get("p99_us"), None, "",
     False, "(reference)", "µs")
+for replicas in (1, 2):
+    row("webhook deliveries on Redis (everysec), %d replica%s" % (replicas, "s" if replicas > 1 else ""),
+        me("webhook_deliveries", "everysec", replicas).get("deliveries_per_s"),
+        peer("nginx+wrk", "http_post_1k_keepalive").get("req_per_s"), "wrk keep-alive req/s",
+        True, "≥ 0.25×", "/s")
+    row("webhook latency p99 at 1000/s on Redis, %d replica%s" % (replicas, "s" if replicas > 1 else ""),
+        me("webhook_latency", "everysec", replicas).get("p99_us"), None, "",
+        False, "(reference)", "µs")
 for fsync in ("everysec", "always"):
     row("Redis store (%s): batched publish" % fsync,
         me("publish_batch_100", fsync).get("msgs_per_s"),
