@@ -167,7 +167,9 @@ void DeliveryEngine::Run() {
     // Leases are renewed at a third of their length at least.
     absl::Duration longest = std::min(absl::Seconds(1), config_.lease / 3);
     absl::Time wake_at = next.ok() ? *next : absl::InfiniteFuture();
-    for (const auto& [webhook_id, until] : throttled_) wake_at = std::min(wake_at, until);
+    for (const auto* waits : {&throttled_, &full_}) {
+      for (const auto& [webhook_id, until] : *waits) wake_at = std::min(wake_at, until);
+    }
     absl::Duration wait = std::clamp(wake_at - clock_->Now(), absl::Milliseconds(5), longest);
     auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return stop_ || kicked_ || !outcomes_.empty();
@@ -181,8 +183,10 @@ void DeliveryEngine::ClaimAndDispatch() {
   if (room <= 0) return;
   ClaimRequest req;
   req.now = clock_->Now();
-  for (auto it = throttled_.begin(); it != throttled_.end();) {
-    it = it->second <= req.now ? throttled_.erase(it) : std::next(it);
+  for (auto* waits : {&throttled_, &full_}) {
+    for (auto it = waits->begin(); it != waits->end();) {
+      it = it->second <= req.now ? waits->erase(it) : std::next(it);
+    }
   }
   req.limit = static_cast<size_t>(room);
   req.skip_webhooks = SaturatedLocked();
@@ -215,7 +219,7 @@ void DeliveryEngine::ClaimAndDispatch() {
   // Full with other replicas' deliveries: looked at again shortly, not at
   // every round (an outcome elsewhere does not wake this replica).
   for (const std::string& webhook_id : claimed->full) {
-    throttled_[webhook_id] = std::max(throttled_[webhook_id], req.now + absl::Milliseconds(50));
+    full_[webhook_id] = req.now + absl::Milliseconds(50);
   }
   if (metrics_ != nullptr && !claimed->throttled.empty()) {
     metrics_->throttled.Increment(static_cast<double>(claimed->throttled.size()));
@@ -269,8 +273,10 @@ std::vector<std::string> DeliveryEngine::SaturatedLocked() const {
     }
   }
   absl::Time now = clock_->Now();
-  for (const auto& [webhook_id, until] : throttled_) {
-    if (until > now && !resolving_.count(webhook_id)) out.push_back(webhook_id);
+  for (const auto* waits : {&throttled_, &full_}) {
+    for (const auto& [webhook_id, until] : *waits) {
+      if (until > now && !resolving_.count(webhook_id)) out.push_back(webhook_id);
+    }
   }
   return out;
 }
@@ -393,6 +399,7 @@ void DeliveryEngine::Finish(Outcome o) {
   v1::WebhookDelivery& d = o.record.delivery;
   const std::string webhook_id = d.webhook_id();
   ReleaseSlotLocked(o.record, /*attempted=*/true);
+  full_.erase(webhook_id);  // a slot of the endpoint is free (once this is written)
   v1::DeliveryAttempt* attempt = d.add_attempts();
   attempt->set_attempt(d.attempts_size());
   *attempt->mutable_time() = ToProto(o.sent_at);

@@ -117,6 +117,9 @@ class DeliveryEngine {
   std::set<std::string> resolving_ ABSL_GUARDED_BY(mu_);            // webhook ids
   // Endpoints over their rate limit, until their next token.
   std::map<std::string, absl::Time> throttled_ ABSL_GUARDED_BY(mu_);
+  // Endpoints full with every replica's deliveries, looked at again at the
+  // time given or when an attempt of ours to them ends (freeing a slot).
+  std::map<std::string, absl::Time> full_ ABSL_GUARDED_BY(mu_);
   std::vector<ClaimRef> unattempted_ ABSL_GUARDED_BY(mu_);  // claimed, dropped at stop
   // Endpoints that answered 410 Gone: disabled by FlushFinished, without mu_
   // (the registry may write to a remote store).
