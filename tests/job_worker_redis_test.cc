@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 #include "switchboard/jobs/v1/jobs.grpc.pb.h"
+#include "tests/testing/flag_checks.h"
 #include "tests/testing/process.h"
 #include "tests/testing/redis_server.h"
 
@@ -283,28 +284,21 @@ TEST(JobWorkerRedisConfigTest, BadStorageFlagsExitTwoNamingTheFlag) {
   auto redis = testing::RedisServer::Start(opts);
   ASSERT_TRUE(redis.ok()) << redis.status();
   std::string addr = (*redis)->addr();
-  struct Case {
-    std::vector<std::string> args;
-    std::string says;
-  };
-  std::vector<Case> cases = {
-      {{"--store=mongodb://u:not-it@" + addr}, "store: 'mongodb://'"},
-      {{"--store=redis://" + addr, "--redis_prefix=bad{prefix}"}, "redis_prefix"},
-      {{"--store=redis://" + addr, "--redis_password_file=/no/such/file"}, "redis_password_file"},
-      {{"--store=redis://:not-it@" + addr}, "authentication failed"},
-      {{"--store=redis://" + addr}, "authentication"},
-      {{"--job_retention=1s"}, "job_retention"},
-  };
-  for (const Case& c : cases) {
-    std::vector<std::string> args = {"--grpc_addr=127.0.0.1:0", "--http_addr=127.0.0.1:0",
-                                     "--broker=127.0.0.1:1",
-                                     "--data_dir=" + testing::MakeTempDir()};
-    args.insert(args.end(), c.args.begin(), c.args.end());
-    testing::ExitResult r = testing::RunToExit(WORKER_BIN, args, absl::Seconds(20));
-    EXPECT_EQ(r.code, 2) << c.args.back() << "\n" << r.output;
-    EXPECT_NE(r.output.find(c.says), std::string::npos) << c.args.back() << "\n" << r.output;
-    EXPECT_EQ(r.output.find("not-it"), std::string::npos) << "a password in the output";
-  }
+  testing::ExpectEachExitsTwoNamingTheFlag(
+      WORKER_BIN,
+      {"--grpc_addr=127.0.0.1:0", "--http_addr=127.0.0.1:0", "--broker=127.0.0.1:1",
+       "--data_dir=" + testing::MakeTempDir()},
+      {
+          {{"--store=mongodb://u:not-it@" + addr}, "store: 'mongodb://'"},
+          {{"--store=redis://" + addr, "--redis_prefix=bad{prefix}"}, "redis_prefix"},
+          {{"--store=redis://" + addr, "--redis_password_file=/no/such/file"},
+           "redis_password_file"},
+          {{"--store=redis://:not-it@" + addr}, "authentication failed"},
+          {{"--store=redis://" + addr}, "authentication"},
+          {{"--store=redis://" + addr, "--redis_min_replicas=99"}, "redis_min_replicas"},
+          {{"--job_retention=1s"}, "job_retention"},
+      },
+      "not-it");
 }
 
 }  // namespace

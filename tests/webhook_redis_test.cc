@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 #include "switchboard/webhooks/v1/webhooks.grpc.pb.h"
+#include "tests/testing/flag_checks.h"
 #include "tests/testing/process.h"
 #include "tests/testing/redis_server.h"
 #include "tests/testing/store_backends.h"
@@ -287,6 +288,30 @@ TEST_P(WebhookRedisIT, ARateLimitHoldsOverBothReplicasAndDeliveriesWait) {
   EXPECT_GT(Metric(0, "switchboard_webhooks_rate_limited_total") +
                 Metric(1, "switchboard_webhooks_rate_limited_total"),
             0);
+}
+
+TEST(WebhookRedisConfigTest, BadStorageFlagsExitTwoNamingTheFlag) {
+  testing::RedisOptions opts;
+  opts.password = "right-password";
+  auto redis = testing::RedisServer::Start(opts);
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  std::string addr = (*redis)->addr();
+  testing::ExpectEachExitsTwoNamingTheFlag(
+      WEBHOOK_BIN,
+      {"--grpc_addr=127.0.0.1:0", "--http_addr=127.0.0.1:0", "--broker=127.0.0.1:1",
+       "--data_dir=" + testing::MakeTempDir()},
+      {
+          {{"--store=mongodb://u:not-it@" + addr}, "store: 'mongodb://'"},
+          {{"--store=redis://" + addr, "--redis_prefix=bad{prefix}"}, "redis_prefix"},
+          {{"--store=redis://:not-it@" + addr}, "authentication failed"},
+          {{"--store=redis://" + addr}, "authentication"},
+          {{"--store=redis://:right-password@" + addr, "--delivery_lease=10s"},
+           "delivery_lease: 10s is shorter than 3 x redis_timeout"},
+          {{"--delivery_lease=0s"}, "delivery_lease"},
+          {{"--delivery_retention=1s"}, "delivery_retention"},
+          {{"--ack_deadline=0s"}, "ack_deadline"},
+      },
+      "not-it");
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, WebhookRedisIT,

@@ -20,24 +20,8 @@ namespace {
 using switchboard::testing::Backend;
 using switchboard::testing::BackendName;
 
-switchboard::testing::BackendServers* servers = nullptr;
-
-class JobStoreConformance : public ::testing::TestWithParam<Backend> {
- public:
-  static void SetUpTestSuite() { servers = new switchboard::testing::BackendServers; }
-  static void TearDownTestSuite() {
-    delete servers;
-    servers = nullptr;
-  }
-
+class JobStoreConformance : public switchboard::testing::StoreConformanceTest {
  protected:
-  void SetUp() override {
-    dir_ = switchboard::testing::MakeTempDir();
-    static int n = 0;
-    prefix_ = absl::StrCat("jobs", ++n, "-", getpid());
-    servers->Ensure(GetParam());
-  }
-
   // A store over this test's data; another call is the same data as another
   // worker (shared stores) or a restarted one (SQLite) sees it.
   std::shared_ptr<JobStore> Open(absl::Duration retention = absl::Hours(24 * 7)) {
@@ -57,7 +41,7 @@ class JobStoreConformance : public ::testing::TestWithParam<Backend> {
         opts.prefix = prefix_;
         opts.retention = retention;
         return std::make_shared<RedisJobStore>(
-            redis::NewRedisClient(servers->Config(GetParam()), &servers->metrics), opts);
+            redis::NewRedisClient(RedisConfigOf(), redis_metrics()), opts);
       }
     }
     return nullptr;
@@ -86,8 +70,6 @@ class JobStoreConformance : public ::testing::TestWithParam<Backend> {
     std::filesystem::remove_all(dir_, ec);
   }
 
-  std::string dir_;
-  std::string prefix_;
   std::shared_ptr<testing::MemoryJobStore::Backing> memory_;
 };
 

@@ -15,6 +15,7 @@
 #include "libs/common/shutdown.h"
 #include "libs/redis/redis_config.h"
 #include "libs/redis/redis_metrics.h"
+#include "libs/redis/store_flags.h"
 #include "prometheus/registry.h"
 #include "services/job_worker/grpc_service.h"
 #include "services/job_worker/handlers.h"
@@ -31,18 +32,6 @@ ABSL_FLAG(std::string, config, "",
           "worker configuration (WorkerConfig as JSON or text format); empty: the order flow "
           "defaults");
 ABSL_FLAG(std::string, data_dir, "./data/job-worker", "directory of the worker's job store");
-ABSL_FLAG(std::string, store, "sqlite",
-          "job store: 'sqlite' (embedded, under --data_dir, one worker), "
-          "redis://[user:password@]host:port or redis-cluster://host:port[,...] (shared by "
-          "every worker; env REDIS_URL)");
-ABSL_FLAG(std::string, redis_prefix, "switchboard",
-          "hash tag of every Redis key: {prefix}; the deployment's other services use the same");
-ABSL_FLAG(std::string, redis_password_file, "",
-          "file holding the Redis password (instead of one in the URL)");
-ABSL_FLAG(absl::Duration, redis_timeout, absl::Seconds(5), "deadline of one Redis call");
-ABSL_FLAG(int32_t, redis_min_replicas, 0,
-          "Redis replicas (WAIT) that must have a write before it counts: 0 takes the master's "
-          "word; 1 with a replicated Redis (Sentinel, Cluster) survives a failover");
 ABSL_FLAG(absl::Duration, job_retention, absl::Hours(24 * 7),
           "job records not updated for this long are dropped");
 ABSL_FLAG(std::string, worker_id, "", "this worker's id in job events (default: host-pid)");
@@ -63,33 +52,29 @@ namespace {
 // The store --store names: configuration mistakes are INVALID_ARGUMENT
 // naming the flag; a Redis store is made without contacting Redis.
 absl::StatusOr<std::unique_ptr<JobStore>> OpenJobStore(redis::RedisMetrics* redis_metrics) {
-  const std::string store = absl::GetFlag(FLAGS_store);
   const absl::Duration retention = absl::GetFlag(FLAGS_job_retention);
   if (retention < absl::Minutes(1)) {
     return absl::InvalidArgumentError("job_retention: at least 1m");
   }
-  if (store == "sqlite") {
+  absl::StatusOr<redis::SharedStoreFlags> shared = redis::ReadSharedStoreFlags();
+  if (!shared.ok()) return shared.status();
+  const redis::SharedStoreFlags& flags = *shared;
+  if (flags.embedded) {
     absl::StatusOr<std::unique_ptr<SqliteJobStore>> s =
         SqliteJobStore::Open(absl::GetFlag(FLAGS_data_dir), retention);
     if (!s.ok()) return s.status();
     LogInfo("job store", {{"store", absl::StrCat("sqlite:", absl::GetFlag(FLAGS_data_dir))}});
     return std::unique_ptr<JobStore>(*std::move(s));
   }
-  absl::StatusOr<redis::RedisConfig> cfg = redis::RedisStoreConfig(
-      store, absl::GetFlag(FLAGS_redis_password_file), absl::GetFlag(FLAGS_redis_prefix),
-      absl::GetFlag(FLAGS_redis_timeout));
-  if (!cfg.ok()) return cfg.status();
   RedisJobStoreOptions opts;
-  opts.prefix = absl::GetFlag(FLAGS_redis_prefix);
-  opts.timeout = absl::GetFlag(FLAGS_redis_timeout);
-  opts.min_replicas = absl::GetFlag(FLAGS_redis_min_replicas);
-  if (opts.min_replicas < 0 || opts.min_replicas > 16) {
-    return absl::InvalidArgumentError("redis_min_replicas: 0 to 16");
-  }
+  opts.prefix = flags.prefix;
+  opts.timeout = flags.timeout;
+  opts.min_replicas = flags.min_replicas;
   opts.retention = retention;
-  LogInfo("job store", {{"store", absl::StrCat(cfg->Redacted(), " prefix={", opts.prefix, "}")}});
+  LogInfo("job store",
+          {{"store", absl::StrCat(flags.config.Redacted(), " prefix={", opts.prefix, "}")}});
   auto redis_store =
-      std::make_unique<RedisJobStore>(redis::NewRedisClient(*cfg, redis_metrics), opts);
+      std::make_unique<RedisJobStore>(redis::NewRedisClient(flags.config, redis_metrics), opts);
   // Wrong credentials are a configuration mistake; an unreachable Redis may
   // come later (meanwhile jobs wait and their events are nacked).
   absl::Status reach = redis_store->Check();

@@ -13,6 +13,7 @@
 #include "libs/common/shutdown.h"
 #include "libs/redis/redis_config.h"
 #include "libs/redis/redis_metrics.h"
+#include "libs/redis/store_flags.h"
 #include "prometheus/registry.h"
 #include "services/webhook_delivery/delivery_engine.h"
 #include "services/webhook_delivery/delivery_store.h"
@@ -30,18 +31,6 @@ ABSL_FLAG(std::string, http_addr, "0.0.0.0:8083",
 ABSL_FLAG(std::string, broker, "127.0.0.1:50051", "event-broker gRPC address HOST:PORT");
 ABSL_FLAG(std::string, data_dir, "./data/webhook-delivery",
           "directory of the webhook registry and the delivery outbox (embedded store)");
-ABSL_FLAG(std::string, store, "sqlite",
-          "registry and outbox: 'sqlite' (embedded, under --data_dir, one replica), "
-          "redis://[user:password@]host:port or redis-cluster://host:port[,...] (shared by "
-          "every replica; env REDIS_URL)");
-ABSL_FLAG(std::string, redis_prefix, "switchboard",
-          "hash tag of every Redis key: {prefix}; the deployment's other services use the same");
-ABSL_FLAG(std::string, redis_password_file, "",
-          "file holding the Redis password (instead of one in the URL)");
-ABSL_FLAG(absl::Duration, redis_timeout, absl::Seconds(5), "deadline of one Redis call");
-ABSL_FLAG(int32_t, redis_min_replicas, 0,
-          "Redis replicas (WAIT) that must have a write before it counts: 0 takes the master's "
-          "word; 1 with a replicated Redis (Sentinel, Cluster) survives a failover");
 ABSL_FLAG(absl::Duration, delivery_lease, absl::Seconds(30),
           "how long a claimed delivery is one replica's without renewal: after a replica dies, "
           "others deliver what it held once this has passed");
@@ -107,9 +96,11 @@ struct Stores {
 // The stores --store names: configuration mistakes are INVALID_ARGUMENT
 // naming the flag; an unreachable Redis is waited for.
 absl::StatusOr<Stores> OpenStores(redis::RedisMetrics* redis_metrics) {
-  const std::string store = absl::GetFlag(FLAGS_store);
+  absl::StatusOr<redis::SharedStoreFlags> shared = redis::ReadSharedStoreFlags();
+  if (!shared.ok()) return shared.status();
+  const redis::SharedStoreFlags& flags = *shared;
   Stores out;
-  if (store == "sqlite") {
+  if (flags.embedded) {
     auto webhooks = SqliteWebhookStore::Open(absl::GetFlag(FLAGS_data_dir));
     if (!webhooks.ok()) return webhooks.status();
     auto deliveries = SqliteDeliveryStore::Open(absl::GetFlag(FLAGS_data_dir));
@@ -119,14 +110,11 @@ absl::StatusOr<Stores> OpenStores(redis::RedisMetrics* redis_metrics) {
     out.deliveries = *std::move(deliveries);
     return out;
   }
-  absl::StatusOr<redis::RedisConfig> cfg = redis::RedisStoreConfig(
-      store, absl::GetFlag(FLAGS_redis_password_file), absl::GetFlag(FLAGS_redis_prefix),
-      absl::GetFlag(FLAGS_redis_timeout));
-  if (!cfg.ok()) return cfg.status();
   RedisWebhookStoreOptions opts;
-  opts.prefix = absl::GetFlag(FLAGS_redis_prefix);
-  opts.timeout = absl::GetFlag(FLAGS_redis_timeout);
-  opts.min_replicas = absl::GetFlag(FLAGS_redis_min_replicas);
+  opts.prefix = flags.prefix;
+  opts.timeout = flags.timeout;
+  opts.min_replicas = flags.min_replicas;
+  opts.retention = absl::GetFlag(FLAGS_delivery_retention);
   // A lease must outlast the Redis calls of a scheduler round, or a living
   // replica's deliveries go to another (a duplicate).
   if (absl::GetFlag(FLAGS_delivery_lease) < 3 * opts.timeout) {
@@ -134,13 +122,9 @@ absl::StatusOr<Stores> OpenStores(redis::RedisMetrics* redis_metrics) {
         "delivery_lease: ", absl::FormatDuration(absl::GetFlag(FLAGS_delivery_lease)),
         " is shorter than 3 x redis_timeout (", absl::FormatDuration(opts.timeout), ")"));
   }
-  if (opts.min_replicas < 0 || opts.min_replicas > 16) {
-    return absl::InvalidArgumentError("redis_min_replicas: 0 to 16");
-  }
-  opts.retention = absl::GetFlag(FLAGS_delivery_retention);
   LogInfo("webhook store",
-          {{"store", absl::StrCat(cfg->Redacted(), " prefix={", opts.prefix, "}")}});
-  std::shared_ptr<redis::RedisClient> client = redis::NewRedisClient(*cfg, redis_metrics);
+          {{"store", absl::StrCat(flags.config.Redacted(), " prefix={", opts.prefix, "}")}});
+  std::shared_ptr<redis::RedisClient> client = redis::NewRedisClient(flags.config, redis_metrics);
   auto webhooks = std::make_unique<RedisWebhookStore>(client, opts);
   // The registry is read at start, so Redis must answer: wrong credentials
   // are a configuration mistake; an unreachable Redis is waited for (the

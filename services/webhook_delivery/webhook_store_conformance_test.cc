@@ -22,22 +22,10 @@ namespace {
 using switchboard::testing::Backend;
 using switchboard::testing::BackendName;
 
-switchboard::testing::BackendServers* servers = nullptr;
-
-class WebhookStoreConformance : public ::testing::TestWithParam<Backend> {
- public:
-  static void SetUpTestSuite() { servers = new switchboard::testing::BackendServers; }
-  static void TearDownTestSuite() {
-    delete servers;
-    servers = nullptr;
-  }
-
+class WebhookStoreConformance : public switchboard::testing::StoreConformanceTest {
  protected:
   void SetUp() override {
-    dir_ = switchboard::testing::MakeTempDir();
-    static int n = 0;
-    prefix_ = absl::StrCat("wh", ++n, "-", getpid());
-    servers->Ensure(GetParam());
+    StoreConformanceTest::SetUp();
     t0_ = absl::FromUnixMicros(absl::ToUnixMicros(absl::Now()));
   }
 
@@ -49,7 +37,7 @@ class WebhookStoreConformance : public ::testing::TestWithParam<Backend> {
     return opts;
   }
   std::shared_ptr<redis::RedisClient> Client() {
-    return redis::NewRedisClient(servers->Config(GetParam()), &servers->metrics);
+    return redis::NewRedisClient(RedisConfigOf(), redis_metrics());
   }
 
   // A replica's view of the registry.
@@ -126,8 +114,6 @@ class WebhookStoreConformance : public ::testing::TestWithParam<Backend> {
     return r;
   }
 
-  std::string dir_;
-  std::string prefix_;
   absl::Time t0_;
   std::shared_ptr<WebhookStore> sqlite_webhooks_;
   std::shared_ptr<DeliveryStore> sqlite_deliveries_;

@@ -4,13 +4,17 @@
 // What every store conformance suite is parameterised over: the embedded
 // store, Redis, a Redis Cluster and the in-memory fake, with the real
 // servers started once per test process, when a test first needs them.
+#include <unistd.h>
+
 #include <memory>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "libs/redis/redis_config.h"
 #include "libs/redis/redis_metrics.h"
 #include "prometheus/registry.h"
+#include "tests/testing/process.h"
 #include "tests/testing/redis_server.h"
 
 namespace switchboard::testing {
@@ -65,6 +69,33 @@ struct BackendServers {
     EXPECT_TRUE(cfg.ok()) << cfg.status();
     return cfg.ok() ? *cfg : redis::RedisConfig();
   }
+};
+
+// The base of a conformance suite: the servers, started once per test
+// process, and for each test a directory and a key prefix of its own.
+class StoreConformanceTest : public ::testing::TestWithParam<Backend> {
+ public:
+  static void SetUpTestSuite() { servers_ = new BackendServers; }
+  static void TearDownTestSuite() {
+    delete servers_;
+    servers_ = nullptr;
+  }
+
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir();
+    static int n = 0;
+    prefix_ = absl::StrCat("t", ++n, "-", getpid());
+    servers_->Ensure(GetParam());
+  }
+
+  // A Redis configuration of this test's backend (kRedis or kRedisCluster).
+  redis::RedisConfig RedisConfigOf() { return servers_->Config(GetParam()); }
+  redis::RedisMetrics* redis_metrics() { return &servers_->metrics; }
+
+  static inline BackendServers* servers_ = nullptr;
+  std::string dir_;
+  std::string prefix_;
 };
 
 }  // namespace switchboard::testing
