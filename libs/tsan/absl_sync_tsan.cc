@@ -58,12 +58,16 @@ void Release(const void* p) { __tsan_release(const_cast<void*>(p)); }
 
 // Abseil evaluates a waiter's Condition while it holds the mutex, on the
 // waiting thread or on the thread that is unlocking. Evaluating it is a
-// critical section of its own: acquire before, release after.
+// critical section of its own: acquire before, release after. The wrapper
+// and the Condition live on the waiter's stack and reach the unlocking
+// thread through Abseil's (uninstrumented) waiter queue: the waiter releases
+// them when it builds them, the evaluator acquires them first.
 struct GuardedCondition {
   const void* mu;
   const absl::Condition* cond;
 };
 bool EvalGuarded(void* arg) {
+  Acquire(arg);
   auto* g = static_cast<GuardedCondition*>(arg);
   Acquire(g->mu);
   bool r = g->cond->Eval();
@@ -132,18 +136,21 @@ void Mutex::ReaderUnlock() {
 void Mutex::LockWhen(const Condition& cond) {
   REAL(CondFn, "5Mutex8LockWhenERKNS0_9ConditionE");
   GuardedCondition g{this, &cond};
+  Release(&g);  // published to whichever thread evaluates it
   real(this, Condition(&EvalGuarded, &g));
   Acquire(this);
 }
 void Mutex::ReaderLockWhen(const Condition& cond) {
   REAL(CondFn, "5Mutex14ReaderLockWhenERKNS0_9ConditionE");
   GuardedCondition g{this, &cond};
+  Release(&g);  // published to whichever thread evaluates it
   real(this, Condition(&EvalGuarded, &g));
   Acquire(this);
 }
 bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
   REAL(CondBoolDurFn, "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
   GuardedCondition g{this, &cond};
+  Release(&g);  // published to whichever thread evaluates it
   bool r = real(this, Condition(&EvalGuarded, &g), timeout);
   Acquire(this);
   return r;
@@ -151,6 +158,7 @@ bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
 bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
   REAL(CondBoolTimeFn, "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
   GuardedCondition g{this, &cond};
+  Release(&g);  // published to whichever thread evaluates it
   bool r = real(this, Condition(&EvalGuarded, &g), deadline);
   Acquire(this);
   return r;
@@ -158,6 +166,7 @@ bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
 bool Mutex::ReaderLockWhenWithTimeout(const Condition& cond, Duration timeout) {
   REAL(CondBoolDurFn, "5Mutex25ReaderLockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
   GuardedCondition g{this, &cond};
+  Release(&g);  // published to whichever thread evaluates it
   bool r = real(this, Condition(&EvalGuarded, &g), timeout);
   Acquire(this);
   return r;
@@ -165,6 +174,7 @@ bool Mutex::ReaderLockWhenWithTimeout(const Condition& cond, Duration timeout) {
 bool Mutex::ReaderLockWhenWithDeadline(const Condition& cond, Time deadline) {
   REAL(CondBoolTimeFn, "5Mutex26ReaderLockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
   GuardedCondition g{this, &cond};
+  Release(&g);  // published to whichever thread evaluates it
   bool r = real(this, Condition(&EvalGuarded, &g), deadline);
   Acquire(this);
   return r;
@@ -174,6 +184,7 @@ void Mutex::Await(const Condition& cond) {
   REAL(CondFn, "5Mutex5AwaitERKNS0_9ConditionE");
   Release(this);
   GuardedCondition g{this, &cond};
+  Release(&g);  // published to whichever thread evaluates it
   real(this, Condition(&EvalGuarded, &g));
   Acquire(this);
 }
@@ -181,6 +192,7 @@ bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
   REAL(CondBoolDurFn, "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
   Release(this);
   GuardedCondition g{this, &cond};
+  Release(&g);  // published to whichever thread evaluates it
   bool r = real(this, Condition(&EvalGuarded, &g), timeout);
   Acquire(this);
   return r;
@@ -189,6 +201,7 @@ bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
   REAL(CondBoolTimeFn, "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE");
   Release(this);
   GuardedCondition g{this, &cond};
+  Release(&g);  // published to whichever thread evaluates it
   bool r = real(this, Condition(&EvalGuarded, &g), deadline);
   Acquire(this);
   return r;
