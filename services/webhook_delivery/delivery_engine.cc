@@ -84,12 +84,7 @@ void DeliveryEngine::Stop() {
   std::vector<ClaimRef> give_back;
   give_back.swap(unattempted_);
   give_back.insert(give_back.end(), in_flight_.begin(), in_flight_.end());
-  if (!give_back.empty()) {
-    mu_.Unlock();
-    absl::Status s = store_->Release(give_back, owner_);
-    mu_.Lock();
-    if (!s.ok()) LogWarn("giving back deliveries failed", {{"error", s.ToString()}});
-  }
+  GiveBackLocked(give_back);
 }
 
 void DeliveryEngine::Kick() {
@@ -244,13 +239,16 @@ void DeliveryEngine::ClaimAndDispatch() {
     }
   }
   if (metrics_ != nullptr) metrics_->in_flight.Set(static_cast<double>(in_flight_.size()));
-  if (!give_back.empty()) {
-    mu_.Unlock();
-    absl::Status s = store_->Release(give_back, owner_);
-    mu_.Lock();
-    if (!s.ok()) LogWarn("giving back deliveries failed", {{"error", s.ToString()}});
-  }
+  GiveBackLocked(give_back);
   FlushFinished();
+}
+
+void DeliveryEngine::GiveBackLocked(const std::vector<ClaimRef>& claims) {
+  if (claims.empty()) return;
+  mu_.Unlock();
+  absl::Status s = store_->Release(claims, owner_);
+  mu_.Lock();
+  if (!s.ok()) LogWarn("giving back deliveries failed", {{"error", s.ToString()}});
 }
 
 void DeliveryEngine::RenewLeases() {

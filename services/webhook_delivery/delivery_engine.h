@@ -89,6 +89,8 @@ class DeliveryEngine {
   // Claims due deliveries from the outbox and dispatches them.
   void ClaimAndDispatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RenewLeases() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Releases claims in the store, with mu_ released meanwhile.
+  void GiveBackLocked(const std::vector<ClaimRef>& claims) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Webhooks that can take no delivery now (at their limit, or resolving).
   std::vector<std::string> SaturatedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendLocked(std::shared_ptr<DeliveryRecord> record, const v1::Webhook& webhook,

@@ -133,23 +133,16 @@ absl::StatusOr<WebhookRecord> WebhookRegistry::MutateLocked(
     const std::string& id, const std::function<absl::Status(WebhookRecord&)>& change) {
   constexpr int kTries = 5;
   for (int attempt = 1;; ++attempt) {
-    WebhookRecord r;
-    if (store_->shared()) {
-      absl::StatusOr<std::optional<WebhookRecord>> stored = store_->Get(id);
-      if (!stored.ok()) return stored.status();
-      if (!stored->has_value()) {
-        absl::MutexLock lock(&mu_);
-        records_.erase(id);
-        return NoWebhook(id);
-      }
-      r = **std::move(stored);
-    } else {
-      // One replica: its writes are all made here, under write_mu_.
+    // Read from the store, not the cache: on a shared store another replica
+    // may have changed it since (on the embedded one it is the same record).
+    absl::StatusOr<std::optional<WebhookRecord>> stored = store_->Get(id);
+    if (!stored.ok()) return stored.status();
+    if (!stored->has_value()) {
       absl::MutexLock lock(&mu_);
-      auto it = records_.find(id);
-      if (it == records_.end()) return NoWebhook(id);
-      r = it->second;
+      records_.erase(id);
+      return NoWebhook(id);
     }
+    WebhookRecord r = **std::move(stored);
     if (absl::Status s = change(r); !s.ok()) return s;
     absl::StatusOr<uint64_t> version = store_->Put(r);
     if (!version.ok()) {
