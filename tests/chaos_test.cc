@@ -247,7 +247,7 @@ class ChaosIT : public ::testing::TestWithParam<Backend> {
     // Who dies when, as a fraction of the orders published.
     const int broker_kill = orders / 5, worker_kill = 2 * orders / 5, hook_kill = 3 * orders / 5,
               master_kill = 4 * orders / 5, back_after = std::max(1, orders / 10);
-    int killed_master = -1;
+    int killed_master = -1, hook_victim = -1;
     const int slot = testing::RedisKeySlot("{switchboard}");
     absl::Time next = absl::Now();
     for (int i = 0; i < orders; ++i) {
@@ -263,14 +263,20 @@ class ChaosIT : public ::testing::TestWithParam<Backend> {
       }
       if (i == worker_kill + back_after) Start(&workers_[0]);
       if (i == hook_kill) {
-        // In the middle of deliveries: they must reach the receiver through
-        // the other replica once the leases run out.
-        ASSERT_TRUE(
-            WaitUntil([&] { return MetricSum(hooks_[0], "switchboard_webhooks_in_flight") >= 1; },
-                      absl::Seconds(10), absl::Milliseconds(1)));
-        hooks_[0].process->Kill9();
+        // Whichever replica is in the middle of deliveries (one may take all
+        // the work): they must reach the receiver through the other replica
+        // once the leases run out.
+        ASSERT_TRUE(WaitUntil(
+            [&] {
+              for (int h = 0; h < 2; ++h) {
+                if (MetricSum(hooks_[h], "switchboard_webhooks_in_flight") >= 1) hook_victim = h;
+              }
+              return hook_victim >= 0;
+            },
+            absl::Seconds(10), absl::Milliseconds(1)));
+        hooks_[hook_victim].process->Kill9();
       }
-      if (i == hook_kill + back_after) Start(&hooks_[0]);
+      if (i == hook_kill + back_after) Start(&hooks_[hook_victim]);
       if (cluster_mode_ && i == master_kill) {
         absl::StatusOr<size_t> m = cluster_->MasterOf(slot);
         ASSERT_TRUE(m.ok()) << m.status();
