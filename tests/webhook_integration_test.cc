@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 #include "switchboard/webhooks/v1/webhooks.grpc.pb.h"
+#include "tests/testing/flag_checks.h"
 #include "tests/testing/process.h"
 
 namespace switchboard {
@@ -325,15 +326,53 @@ TEST_F(WebhookIT, BadRegistrationsAndPrivateTargetsAreRefused) {
   StartWebhooks({});
   for (const std::string& url :
        {HookUrl(), std::string("http://localhost:9/x"), std::string("http://10.0.0.1/x"),
-        std::string("http://169.254.169.254/latest/meta-data/"), std::string("http://[::1]/x")}) {
+        std::string("http://127.1/x"), std::string("http://[::1]/x")}) {
     grpc::Status s = Register(url, &hook);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << url;
-    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("allow_private_targets")) << url;
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("--allow_targets")) << url;
   }
   webhooks::v1::ListWebhooksResponse list;
   grpc::ClientContext ctx;
   ASSERT_TRUE(webhook_stub_->ListWebhooks(&ctx, {}, &list).ok());
   EXPECT_EQ(list.webhooks_size(), 0);
+}
+
+// --allow_targets opens exactly the ranges it names (here the receiver's
+// loopback), deliveries to them arrive, and cloud metadata stays refused
+// even when every range is allowed.
+TEST_F(WebhookIT, AllowTargetsOpensOnlyTheNamedRanges) {
+  webhooks_->Terminate();
+  StartWebhooks({"--allow_targets=127.0.0.0/8,fd12::/16"});
+  webhooks::v1::Webhook hook;
+  grpc::Status ok = Register(HookUrl(), &hook);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  for (const std::string& url : {std::string("http://10.0.0.1/x"), std::string("http://[::1]/x"),
+                                 std::string("http://169.254.169.254/latest/meta-data/"),
+                                 std::string("http://user:pw@127.0.0.1/x")}) {
+    grpc::Status s = Register(url, &hook);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << url;
+    EXPECT_THAT(s.error_message(), ::testing::StartsWith("url: ")) << url;
+    EXPECT_THAT(s.error_message(), ::testing::Not(::testing::HasSubstr("pw@"))) << url;
+  }
+  Publish("order.created", "allow-targets-1");
+  ASSERT_TRUE(WaitUntil([&] { return !Received().empty(); }, absl::Seconds(20)))
+      << webhooks_->Log();
+
+  webhooks_->Terminate();
+  StartWebhooks({"--allow_private_targets", "--allow_targets=0.0.0.0/0,::/0"});
+  for (const std::string& url :
+       {std::string("http://169.254.169.254/latest/meta-data/"),
+        std::string("http://[fd00:ec2::254]/"), std::string("http://100.100.100.200/"),
+        std::string("http://0xa9fea9fe/")}) {
+    grpc::Status s = Register(url, &hook);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << url;
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("cloud metadata")) << url;
+  }
+  testing::ExpectEachExitsTwoNamingTheFlag(
+      WEBHOOK_BIN, {"--broker=" + broker_->grpc_addr(), "--data_dir=" + dir_ + "/bad"},
+      {{{"--allow_targets=10.0.0.0/40"}, "allow_targets: '10.0.0.0/40'"},
+       {{"--allow_targets=10.0.0.0/8,intranet"}, "allow_targets: 'intranet'"}},
+      "no-secret-here");
 }
 
 // The original design's registration bodies through the JSON route, with

@@ -139,7 +139,8 @@ std::shared_ptr<grpc::Channel> MakeChannel(const GrpcBrokerClientOptions& option
     args.SetLoadBalancingPolicyName("round_robin");
     args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 1000);
   }
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  AddTlsChannelArgs(options.tls, &args);
+  return grpc::CreateCustomChannel(target, GrpcChannelCredentials(options.tls), args);
 }
 
 class GrpcBrokerClient : public BrokerClient {

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "libs/security/tls.h"
 #include "switchboard/broker/v1/broker.pb.h"
 
 namespace switchboard {
@@ -60,6 +61,7 @@ struct GrpcBrokerClientOptions {
   std::string target;
   absl::Duration initial_backoff = absl::Milliseconds(50);
   absl::Duration max_backoff = absl::Seconds(2);
+  ClientTlsConfig tls;  // plain text unless tls.enabled
 };
 
 std::unique_ptr<BrokerClient> NewGrpcBrokerClient(const GrpcBrokerClientOptions& options);

@@ -244,14 +244,16 @@ int AdminHttpServer::HandleRequest(mg_connection* conn, void* self_ptr) {
   return resp.status;
 }
 
-absl::StatusOr<int> AdminHttpServer::Start(const std::string& addr) {
+absl::StatusOr<int> AdminHttpServer::Start(const std::string& addr, const ServerTlsConfig& tls) {
   if (ctx_ != nullptr) return absl::FailedPreconditionError("admin HTTP server already started");
-  const char* options[] = {
-      "listening_ports", addr.c_str(),        "num_threads", "8",    "request_timeout_ms",
-      "30000",           "enable_keep_alive", "yes",         nullptr};
+  // With TLS civetweb listens on loopback only, behind the terminator.
+  std::string listen = tls.enabled() ? "127.0.0.1:0" : addr;
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
-  ctx_ = mg_start(&callbacks, nullptr, options);
+  const char* options[] = {
+      "listening_ports", listen.c_str(),      "num_threads", "8",    "request_timeout_ms",
+      "30000",           "enable_keep_alive", "yes",         nullptr};
+  ctx_ = mg_start(&callbacks, this, options);
   if (ctx_ == nullptr) {
     return absl::UnavailableError(absl::StrCat("http_addr: cannot listen on ", addr));
   }
@@ -259,10 +261,13 @@ absl::StatusOr<int> AdminHttpServer::Start(const std::string& addr) {
   mg_server_port ports[4];
   int n = mg_get_server_ports(ctx_, 4, ports);
   if (n < 1) return absl::InternalError("admin HTTP server has no listening port");
-  return ports[0].port;
+  if (!tls.enabled()) return ports[0].port;
+  tls_ = std::make_unique<TlsTerminator>(tls, TlsTerminator::Options{});
+  return tls_->Start(addr, ports[0].port);
 }
 
 void AdminHttpServer::Stop() {
+  if (tls_ != nullptr) tls_->Stop();
   if (ctx_ == nullptr) return;
   // civetweb's master thread notices the stop flag only when its poll()
   // returns, which by itself takes up to 2 s; poke the listening socket until

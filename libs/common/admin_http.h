@@ -10,6 +10,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "libs/security/tls.h"
+#include "libs/security/tls_terminator.h"
 #include "prometheus/registry.h"
 
 struct mg_context;
@@ -67,7 +69,8 @@ class AdminHttpServer {
   void SetBeforeScrape(std::function<void()> hook) { before_scrape_ = std::move(hook); }
 
   // addr is HOST:PORT; port 0 picks a free port. Returns the bound port.
-  absl::StatusOr<int> Start(const std::string& addr);
+  // With `tls` enabled the port speaks only HTTPS (mTLS with a client CA).
+  absl::StatusOr<int> Start(const std::string& addr, const ServerTlsConfig& tls = {});
   void Stop();
 
  private:
@@ -85,6 +88,7 @@ class AdminHttpServer {
   std::function<void()> before_scrape_;
   std::vector<RouteEntry> routes_;
   mg_context* ctx_ = nullptr;
+  std::unique_ptr<TlsTerminator> tls_;  // HTTPS in front of civetweb
 };
 
 }  // namespace switchboard

@@ -27,7 +27,7 @@ absl::StatusOr<RunningGrpcServer> StartGrpcServer(const GrpcServerOptions& optio
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   RunningGrpcServer running;
-  builder.AddListeningPort(options.addr, grpc::InsecureServerCredentials(), &running.port);
+  builder.AddListeningPort(options.addr, GrpcServerCredentials(options.tls), &running.port);
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   grpc::ResourceQuota quota("switchboard-server");
   quota.Resize(static_cast<size_t>(options.memory_quota_bytes));

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
+#include "libs/security/tls.h"
 
 namespace switchboard {
 
@@ -37,6 +38,7 @@ struct GrpcServerOptions {
   // new requests wait or fail with RESOURCE_EXHAUSTED instead of growing RSS.
   int64_t memory_quota_bytes = 1LL << 30;
   ServiceMetrics* metrics = nullptr;  // adds the request metrics interceptor
+  ServerTlsConfig tls;                // plain text unless tls.enabled()
 };
 
 struct RunningGrpcServer {

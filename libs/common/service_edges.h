@@ -43,6 +43,13 @@ class ServiceEdges {
   // Ends gRPC calls still running after `grace`, stops the admin server.
   void Stop(absl::Duration grace);
 
+  // TLS (and mTLS) of the gRPC and admin HTTP ports (before Start).
+  void set_tls(const ServerTlsConfig& tls) { tls_ = tls; }
+  // A second, plain HTTP listener with only /metrics, /healthz and /readyz,
+  // so that Prometheus and the kubelet need no certificate or token when the
+  // admin port has them (before Start; empty: none).
+  void set_metrics_addr(const std::string& addr) { metrics_addr_ = addr; }
+
   // Memory gRPC may use for calls in flight (before Start).
   void set_grpc_memory_quota(int64_t bytes) { grpc_memory_quota_ = bytes; }
 
@@ -50,8 +57,11 @@ class ServiceEdges {
   std::shared_ptr<prometheus::Registry> registry_;
   ServiceMetrics metrics_;
   AdminHttpServer http_;
+  AdminHttpServer metrics_http_;
   RunningGrpcServer grpc_;
   int64_t grpc_memory_quota_ = 1LL << 30;
+  ServerTlsConfig tls_;
+  std::string metrics_addr_;
   std::atomic<bool> stopping_{false};
 };
 

@@ -14,6 +14,7 @@
 #include "libs/common/service_edges.h"
 #include "libs/common/shutdown.h"
 #include "libs/redis/redis_metrics.h"
+#include "libs/security/tls_flags.h"
 #include "prometheus/registry.h"
 #include "services/event_broker/broker.h"
 #include "services/event_broker/forwarding_store.h"
@@ -108,8 +109,15 @@ int Run() {
     LogError("bad flag", {{"error", std::string(s.message())}});
     return 2;
   }
+  absl::StatusOr<ServerTlsConfig> tls = ReadServerTlsFlags();
+  if (!tls.ok()) {
+    LogError("bad flag", {{"error", std::string(tls.status().message())}});
+    return 2;
+  }
   auto registry = std::make_shared<prometheus::Registry>();
   ServiceEdges edges(registry, "broker");
+  edges.set_tls(*tls);
+  edges.set_metrics_addr(MetricsAddrFlag());
   BrokerMetrics metrics(*registry);
   redis::RedisMetrics redis_metrics(*registry, "broker");
   StoreSettings settings;

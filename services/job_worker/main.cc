@@ -16,6 +16,7 @@
 #include "libs/redis/redis_config.h"
 #include "libs/redis/redis_metrics.h"
 #include "libs/redis/store_flags.h"
+#include "libs/security/tls_flags.h"
 #include "prometheus/registry.h"
 #include "services/job_worker/grpc_service.h"
 #include "services/job_worker/handlers.h"
@@ -127,8 +128,20 @@ int Run() {
     return 2;
   }
 
+  absl::StatusOr<ServerTlsConfig> tls = ReadServerTlsFlags();
+  if (!tls.ok()) {
+    LogError("bad flag", {{"error", std::string(tls.status().message())}});
+    return 2;
+  }
+  absl::StatusOr<ClientTlsConfig> broker_tls = ReadBrokerClientTlsFlags();
+  if (!broker_tls.ok()) {
+    LogError("bad flag", {{"error", std::string(broker_tls.status().message())}});
+    return 2;
+  }
   auto registry = std::make_shared<prometheus::Registry>();
   ServiceEdges edges(registry, "worker");
+  edges.set_tls(*tls);
+  edges.set_metrics_addr(MetricsAddrFlag());
   WorkerMetrics metrics(*registry);
   redis::RedisMetrics redis_metrics(*registry, "worker");
   absl::StatusOr<std::unique_ptr<JobStore>> store = OpenJobStore(&redis_metrics);
@@ -138,7 +151,10 @@ int Run() {
              {{"error", std::string(store.status().message())}});
     return bad_flag ? 2 : 1;
   }
-  std::unique_ptr<BrokerClient> broker = NewGrpcBrokerClient({absl::GetFlag(FLAGS_broker)});
+  GrpcBrokerClientOptions broker_options;
+  broker_options.target = absl::GetFlag(FLAGS_broker);
+  broker_options.tls = *broker_tls;
+  std::unique_ptr<BrokerClient> broker = NewGrpcBrokerClient(broker_options);
   Worker worker(options, *std::move(config), &handlers, store->get(), broker.get(),
                 RealClock::Get(), &metrics);
   if (absl::Status s = worker.Start(); !s.ok()) {

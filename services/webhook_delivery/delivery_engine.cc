@@ -345,9 +345,8 @@ void DeliveryEngine::Resolve(std::shared_ptr<DeliveryRecord> record, v1::Webhook
     }
   }
   absl::StatusOr<WebhookUrl> url = ParseWebhookUrl(webhook.url());
-  absl::StatusOr<VettedTarget> target =
-      url.ok() ? VetTarget(*url, config_.allow_private_targets, config_.resolve)
-               : absl::StatusOr<VettedTarget>(url.status());
+  absl::StatusOr<VettedTarget> target = url.ok() ? VetTarget(*url, config_.targets, config_.resolve)
+                                                 : absl::StatusOr<VettedTarget>(url.status());
   // A slow lookup must not date the attempt: it is signed and recorded now.
   now = clock_->Now();
   absl::MutexLock lock(&mu_);

@@ -22,7 +22,7 @@
 namespace switchboard::webhooks {
 
 struct EngineConfig {
-  bool allow_private_targets = false;
+  TargetPolicy targets;               // the SSRF guard, re-checked before attempts
   int max_in_flight = 256;            // all endpoints
   int max_in_flight_per_webhook = 8;  // one slow endpoint cannot take every slot
   // Threads that resolve and vet endpoints (DNS can hang). Each endpoint

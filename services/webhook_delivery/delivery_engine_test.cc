@@ -66,14 +66,14 @@ class DeliveryEngineTest : public ::testing::Test {
     webhooks_ = *SqliteWebhookStore::Open(dir_);
     deliveries_ = *SqliteDeliveryStore::Open(dir_);
     RegistryConfig rc;
-    rc.allow_private_targets = true;
+    rc.targets.allow_private = true;
     // Registration never waits for DNS here: every name is the receiver.
     rc.resolve = [](const std::string&) -> absl::StatusOr<std::vector<std::string>> {
       return std::vector<std::string>{"127.0.0.1"};
     };
     registry_ = std::make_unique<WebhookRegistry>(rc, webhooks_.get(), RealClock::Get());
     EngineConfig ec;
-    ec.allow_private_targets = true;
+    ec.targets.allow_private = true;
     engine_ = std::make_unique<DeliveryEngine>(ec, registry_.get(), deliveries_.get(), &sender_,
                                                RealClock::Get());
     receiver_ = std::make_unique<AdminHttpServer>(std::make_shared<prometheus::Registry>());
@@ -288,7 +288,7 @@ TEST_F(DeliveryEngineTest, RecordingTheSameEventTwiceCreatesOneDelivery) {
 // resolver thread, and the others' deliveries go on.
 TEST_F(DeliveryEngineTest, HangingResolverDoesNotDelayOtherEndpoints) {
   EngineConfig ec;
-  ec.allow_private_targets = true;
+  ec.targets.allow_private = true;
   ec.resolve = HangingResolver();
   RestartEngine(ec);
   Register("/hook", 0, absl::Seconds(5), "hang.example", "order.hang");
@@ -324,7 +324,7 @@ TEST_F(DeliveryEngineTest, HangingResolverDoesNotDelayOtherEndpoints) {
 // never saw the other endpoints' deliveries behind it.
 TEST_F(DeliveryEngineTest, AHangingEndpointsBacklogDoesNotDelayOthers) {
   EngineConfig ec;
-  ec.allow_private_targets = true;
+  ec.targets.allow_private = true;
   ec.max_in_flight = 8;
   ec.resolve = HangingResolver();
   RestartEngine(ec);
@@ -348,7 +348,7 @@ TEST_F(DeliveryEngineTest, AHangingEndpointsBacklogDoesNotDelayOthers) {
 // claims it now, not when the lease would have run out.
 TEST_F(DeliveryEngineTest, StopGivesBackWhatItClaimed) {
   EngineConfig ec;
-  ec.allow_private_targets = true;
+  ec.targets.allow_private = true;
   ec.lease = absl::Minutes(10);
   RestartEngine(ec);
   Register("/hang", 0, absl::Seconds(30));
@@ -374,7 +374,7 @@ TEST_F(DeliveryEngineTest, StopGivesBackWhatItClaimed) {
 // stays due in the outbox for the next start.
 TEST_F(DeliveryEngineTest, StopWithARequestInFlightReturnsPromptly) {
   EngineConfig ec;
-  ec.allow_private_targets = true;
+  ec.targets.allow_private = true;
   RestartEngine(ec, /*observe=*/true);
   Register("/hang", 0, absl::Seconds(30));
   ASSERT_EQ(*engine_->Record(Event("evt_S")), 1);

@@ -14,6 +14,7 @@
 #include "libs/redis/redis_config.h"
 #include "libs/redis/redis_metrics.h"
 #include "libs/redis/store_flags.h"
+#include "libs/security/tls_flags.h"
 #include "prometheus/registry.h"
 #include "services/webhook_delivery/delivery_engine.h"
 #include "services/webhook_delivery/delivery_store.h"
@@ -37,8 +38,12 @@ ABSL_FLAG(absl::Duration, delivery_lease, absl::Seconds(30),
 ABSL_FLAG(absl::Duration, delivery_retention, absl::Hours(24 * 7),
           "shared store: delivered and failed deliveries stay listed this long");
 ABSL_FLAG(bool, allow_private_targets, false,
-          "allow webhook URLs on loopback, private, link-local and metadata addresses "
-          "(local development and tests only)");
+          "allow webhook URLs on loopback, private (RFC 1918, CGNAT, IPv6 unique local) and "
+          "link-local addresses (local development and tests; in a cluster prefer "
+          "--allow_targets)");
+ABSL_FLAG(std::string, allow_targets, "",
+          "CIDR[,CIDR...]: webhook URLs may resolve to addresses in these ranges, e.g. "
+          "10.0.0.0/8 for in-cluster receivers (cloud metadata addresses are refused always)");
 ABSL_FLAG(int32_t, webhook_max_retries, 5, "default retry_attempts of a registration");
 ABSL_FLAG(int32_t, webhook_retry_delay, 5000, "default retry_delay of a registration, in ms");
 ABSL_FLAG(int32_t, webhook_timeout, 30000, "default timeout of a registration, in ms");
@@ -148,8 +153,20 @@ int Run() {
     LogError("bad flag", {{"error", std::string(s.message())}});
     return 2;
   }
+  absl::StatusOr<ServerTlsConfig> tls = ReadServerTlsFlags();
+  if (!tls.ok()) {
+    LogError("bad flag", {{"error", std::string(tls.status().message())}});
+    return 2;
+  }
+  absl::StatusOr<ClientTlsConfig> broker_tls = ReadBrokerClientTlsFlags();
+  if (!broker_tls.ok()) {
+    LogError("bad flag", {{"error", std::string(broker_tls.status().message())}});
+    return 2;
+  }
   auto registry = std::make_shared<prometheus::Registry>();
   ServiceEdges edges(registry, "webhooks");
+  edges.set_tls(*tls);
+  edges.set_metrics_addr(MetricsAddrFlag());
   WebhookMetrics metrics(*registry);
   redis::RedisMetrics redis_metrics(*registry, "webhooks");
   absl::StatusOr<Stores> stores = OpenStores(&redis_metrics);
@@ -165,7 +182,13 @@ int Run() {
   rc.default_retry_attempts = absl::GetFlag(FLAGS_webhook_max_retries);
   rc.default_retry_delay = absl::Milliseconds(absl::GetFlag(FLAGS_webhook_retry_delay));
   rc.default_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_webhook_timeout));
-  rc.allow_private_targets = absl::GetFlag(FLAGS_allow_private_targets);
+  absl::StatusOr<TargetPolicy> targets = MakeTargetPolicy(
+      absl::GetFlag(FLAGS_allow_private_targets), absl::GetFlag(FLAGS_allow_targets));
+  if (!targets.ok()) {
+    LogError("bad flag", {{"error", std::string(targets.status().message())}});
+    return 2;
+  }
+  rc.targets = *targets;
   WebhookRegistry webhooks(rc, webhook_store, RealClock::Get());
   if (absl::Status s = webhooks.Load(); !s.ok()) {
     LogError("cannot load webhooks", {{"error", s.ToString()}});
@@ -174,12 +197,15 @@ int Run() {
   CurlMultiSender sender(absl::GetFlag(FLAGS_max_in_flight),
                          absl::GetFlag(FLAGS_max_in_flight_per_webhook));
   EngineConfig ec;
-  ec.allow_private_targets = rc.allow_private_targets;
+  ec.targets = rc.targets;
   ec.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
   ec.max_in_flight_per_webhook = absl::GetFlag(FLAGS_max_in_flight_per_webhook);
   ec.lease = absl::GetFlag(FLAGS_delivery_lease);
   DeliveryEngine engine(ec, &webhooks, delivery_store, &sender, RealClock::Get(), &metrics);
-  std::unique_ptr<BrokerClient> broker = NewGrpcBrokerClient({absl::GetFlag(FLAGS_broker)});
+  GrpcBrokerClientOptions broker_options;
+  broker_options.target = absl::GetFlag(FLAGS_broker);
+  broker_options.tls = *broker_tls;
+  std::unique_ptr<BrokerClient> broker = NewGrpcBrokerClient(broker_options);
   WebhookCoreOptions options;
   options.ack_deadline = absl::GetFlag(FLAGS_ack_deadline);
   if (absl::GetFlag(FLAGS_start) == "earliest") {
@@ -200,7 +226,8 @@ int Run() {
                                     {&service}, [&core] { return core.ready(); },
                                     {{"broker", absl::GetFlag(FLAGS_broker)},
                                      {"shared_store", webhook_store->shared()},
-                                     {"allow_private_targets", rc.allow_private_targets}});
+                                     {"allow_private_targets", rc.targets.allow_private},
+                                     {"allow_targets", absl::GetFlag(FLAGS_allow_targets)}});
       !st.ok()) {
     LogError("cannot start", {{"error", st.ToString()}});
     return 1;

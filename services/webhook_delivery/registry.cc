@@ -159,8 +159,7 @@ absl::StatusOr<WebhookRecord> WebhookRegistry::MutateLocked(
 absl::Status WebhookRegistry::ValidateTarget(const std::string& url) const {
   absl::StatusOr<WebhookUrl> parsed = ParseWebhookUrl(url);
   if (!parsed.ok()) return parsed.status();
-  absl::StatusOr<VettedTarget> vetted =
-      VetTarget(*parsed, config_.allow_private_targets, config_.resolve);
+  absl::StatusOr<VettedTarget> vetted = VetTarget(*parsed, config_.targets, config_.resolve);
   if (!vetted.ok()) {
     if (vetted.status().code() == absl::StatusCode::kInvalidArgument) return vetted.status();
     // An unresolvable name may resolve later; each delivery checks again.

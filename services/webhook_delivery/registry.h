@@ -24,7 +24,7 @@ struct RegistryConfig {
   uint32_t default_retry_attempts = 5;
   absl::Duration default_retry_delay = absl::Milliseconds(5000);
   absl::Duration default_timeout = absl::Milliseconds(30000);
-  bool allow_private_targets = false;
+  TargetPolicy targets;  // the SSRF guard: what besides public addresses
   // How long the previous secret keeps signing after RotateSecret.
   absl::Duration rotation_overlap = absl::Hours(24);
   Resolver resolve = SystemResolve;

@@ -8,8 +8,11 @@
 #include <cstring>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace switchboard::webhooks {
 namespace {
@@ -19,6 +22,7 @@ AddressClass ClassifyV4(uint32_t a) {  // host byte order
     uint32_t mask = bits == 0 ? 0 : ~uint32_t{0} << (32 - bits);
     return (a & mask) == net;
   };
+  if (a == 0xA9FEA9FE || a == 0xA9FEAA02 || a == 0x646464C8) return AddressClass::kMetadata;
   if (in(0x7F000000, 8)) return AddressClass::kLoopback;
   if (in(0x0A000000, 8) || in(0xAC100000, 12) || in(0xC0A80000, 16)) return AddressClass::kPrivate;
   if (in(0x64400000, 10)) return AddressClass::kSharedCgnat;
@@ -45,7 +49,7 @@ const char* AddressClassName(AddressClass c) {
     case AddressClass::kSharedCgnat:
       return "shared address space (CGNAT)";
     case AddressClass::kLinkLocal:
-      return "link-local (incl. cloud metadata)";
+      return "link-local";
     case AddressClass::kUniqueLocal:
       return "IPv6 unique local";
     case AddressClass::kUnspecified:
@@ -54,44 +58,136 @@ const char* AddressClassName(AddressClass c) {
       return "multicast";
     case AddressClass::kReserved:
       return "reserved";
+    case AddressClass::kMetadata:
+      return "cloud metadata";
   }
   return "unknown";
 }
 
-absl::StatusOr<AddressClass> ClassifyAddress(absl::string_view ip) {
+namespace {
+
+uint32_t V4At12(const uint8_t* b) {
+  return (uint32_t{b[12]} << 24) | (uint32_t{b[13]} << 16) | (uint32_t{b[14]} << 8) | b[15];
+}
+
+// The 16 bytes of a numeric address. IPv4 and the IPv6 forms that carry one
+// (mapped ::ffff:a.b.c.d, compatible ::a.b.c.d, NAT64 64:ff9b::/96) become
+// ::ffff:a.b.c.d, so that each destination has one spelling.
+bool ParseAddress(absl::string_view ip, uint8_t out[16]) {
   std::string s(ip);
   in_addr v4;
-  if (inet_pton(AF_INET, s.c_str(), &v4) == 1) return ClassifyV4(ntohl(v4.s_addr));
+  std::memset(out, 0, 16);
+  if (inet_pton(AF_INET, s.c_str(), &v4) == 1) {
+    out[10] = out[11] = 0xff;
+    std::memcpy(out + 12, &v4.s_addr, 4);
+    return true;
+  }
+  // A zone ("fe80::1%eth0") names an interface, not a different address.
+  if (size_t pct = s.find('%'); pct != std::string::npos) s.resize(pct);
   in6_addr v6;
-  if (inet_pton(AF_INET6, s.c_str(), &v6) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("'", ip, "' is not an IP address"));
-  }
-  const uint8_t* b = v6.s6_addr;
-  auto embedded_v4 = [&]() {
-    return (uint32_t{b[12]} << 24) | (uint32_t{b[13]} << 16) | (uint32_t{b[14]} << 8) | b[15];
-  };
+  if (inet_pton(AF_INET6, s.c_str(), &v6) != 1) return false;
+  std::memcpy(out, v6.s6_addr, 16);
   bool zero10 = true;
-  for (int i = 0; i < 10; ++i) zero10 &= b[i] == 0;
-  // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated).
-  if (zero10 && b[10] == 0xff && b[11] == 0xff) return ClassifyV4(embedded_v4());
-  bool zero12 = zero10 && b[10] == 0 && b[11] == 0;
-  if (zero12) {
-    uint32_t v = embedded_v4();
-    if (v == 0) return AddressClass::kUnspecified;
-    if (v == 1) return AddressClass::kLoopback;
-    return ClassifyV4(v);
+  for (int i = 0; i < 10; ++i) zero10 &= out[i] == 0;
+  bool compatible = zero10 && out[10] == 0 && out[11] == 0 && V4At12(out) > 1;
+  bool nat64 = out[0] == 0x00 && out[1] == 0x64 && out[2] == 0xff && out[3] == 0x9b;
+  for (int i = 4; nat64 && i < 12; ++i) nat64 &= out[i] == 0;
+  if (compatible || nat64) {
+    std::memset(out, 0, 12);
+    out[10] = out[11] = 0xff;
   }
-  // 64:ff9b::/96 (NAT64) carries an IPv4 address too.
-  if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b) {
-    bool zero = true;
-    for (int i = 4; i < 12; ++i) zero &= b[i] == 0;
-    if (zero) return ClassifyV4(embedded_v4());
+  return true;
+}
+
+bool IsV4(const uint8_t* b) {
+  for (int i = 0; i < 10; ++i) {
+    if (b[i] != 0) return false;
   }
+  return b[10] == 0xff && b[11] == 0xff;
+}
+
+AddressClass ClassifyBytes(const uint8_t* b) {
+  if (IsV4(b)) return ClassifyV4(V4At12(b));
+  static constexpr uint8_t kEc2Metadata[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0,    0,
+                                               0,    0,    0,    0,    0, 0, 0x02, 0x54};
+  if (std::memcmp(b, kEc2Metadata, 16) == 0) return AddressClass::kMetadata;
+  bool zero15 = true;
+  for (int i = 0; i < 15; ++i) zero15 &= b[i] == 0;
+  if (zero15 && b[15] == 0) return AddressClass::kUnspecified;
+  if (zero15 && b[15] == 1) return AddressClass::kLoopback;
   if ((b[0] & 0xfe) == 0xfc) return AddressClass::kUniqueLocal;
   if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) return AddressClass::kLinkLocal;
   if (b[0] == 0xff) return AddressClass::kMulticast;
   if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) return AddressClass::kReserved;
   return AddressClass::kPublic;
+}
+
+bool InCidr(const uint8_t* b, const Cidr& c) {
+  int full = c.bits / 8;
+  if (std::memcmp(b, c.bytes, full) != 0) return false;
+  int rest = c.bits % 8;
+  if (rest == 0) return true;
+  uint8_t mask = static_cast<uint8_t>(0xff << (8 - rest));
+  return (b[full] & mask) == (c.bytes[full] & mask);
+}
+
+bool IsLocalhostName(std::string host) {
+  host = absl::AsciiStrToLower(host);
+  if (!host.empty() && host.back() == '.') host.pop_back();
+  return host == "localhost" || absl::EndsWith(host, ".localhost");
+}
+
+}  // namespace
+
+absl::StatusOr<AddressClass> ClassifyAddress(absl::string_view ip) {
+  uint8_t b[16];
+  if (!ParseAddress(ip, b)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", ip, "' is not an IP address"));
+  }
+  return ClassifyBytes(b);
+}
+
+absl::StatusOr<Cidr> ParseCidr(absl::string_view text) {
+  Cidr c;
+  c.text = std::string(text);
+  absl::string_view addr = text;
+  int bits = -1;
+  if (size_t slash = text.find('/'); slash != absl::string_view::npos) {
+    addr = text.substr(0, slash);
+    if (!absl::SimpleAtoi(text.substr(slash + 1), &bits) || bits < 0 || bits > 128) {
+      return absl::InvalidArgumentError(absl::StrCat("'", text, "' has a bad prefix length"));
+    }
+  }
+  std::string a(addr);
+  in_addr v4;
+  bool is_v4 = inet_pton(AF_INET, a.c_str(), &v4) == 1;
+  if (!is_v4 && a.find(':') == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not an address range"));
+  }
+  if (!ParseAddress(addr, c.bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not an address range"));
+  }
+  if (is_v4) {
+    if (bits > 32) {
+      return absl::InvalidArgumentError(absl::StrCat("'", text, "' has a bad prefix length"));
+    }
+    c.bits = bits < 0 ? 128 : 96 + bits;
+  } else {
+    c.bits = bits < 0 ? 128 : bits;
+  }
+  return c;
+}
+
+absl::StatusOr<TargetPolicy> MakeTargetPolicy(bool allow_private, absl::string_view allow_targets) {
+  TargetPolicy p;
+  p.allow_private = allow_private;
+  for (absl::string_view part : absl::StrSplit(allow_targets, ',', absl::SkipWhitespace())) {
+    absl::StatusOr<Cidr> c = ParseCidr(absl::StripAsciiWhitespace(part));
+    if (!c.ok())
+      return absl::InvalidArgumentError(absl::StrCat("allow_targets: ", c.status().message()));
+    p.allow.push_back(*std::move(c));
+  }
+  return p;
 }
 
 absl::StatusOr<WebhookUrl> ParseWebhookUrl(absl::string_view url, absl::string_view field) {
@@ -119,7 +215,15 @@ absl::StatusOr<WebhookUrl> ParseWebhookUrl(absl::string_view url, absl::string_v
   std::string port;
   bool ok = get(CURLUPART_SCHEME, &out.scheme) && get(CURLUPART_HOST, &out.host) &&
             get(CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
+  std::string ignored;
+  bool user_info = get(CURLUPART_USER, &ignored) || get(CURLUPART_PASSWORD, &ignored);
   curl_url_cleanup(h);
+  if (user_info) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field,
+                     ": credentials in the URL (user-info before '@') are refused: they "
+                     "would show in logs and listings"));
+  }
   out.scheme = absl::AsciiStrToLower(out.scheme);
   if (!ok || out.host.empty()) {
     return absl::InvalidArgumentError(
@@ -167,24 +271,39 @@ absl::StatusOr<std::vector<std::string>> SystemResolve(const std::string& host) 
   return out;
 }
 
-absl::StatusOr<VettedTarget> VetTarget(const WebhookUrl& url, bool allow_private,
+absl::StatusOr<VettedTarget> VetTarget(const WebhookUrl& url, const TargetPolicy& policy,
                                        const Resolver& resolve) {
   std::vector<std::string> addresses;
   if (ClassifyAddress(url.host).ok()) {
     addresses.push_back(url.host);  // a literal: nothing to resolve
+  } else if (IsLocalhostName(url.host)) {
+    addresses.push_back("127.0.0.1");
   } else {
     absl::StatusOr<std::vector<std::string>> r = resolve(url.host);
     if (!r.ok()) return r.status();
     addresses = *std::move(r);
   }
   for (const std::string& a : addresses) {
-    absl::StatusOr<AddressClass> c = ClassifyAddress(a);
-    if (!c.ok()) return c.status();
-    if (*c != AddressClass::kPublic && !allow_private) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "url: '", url.host, "' resolves to ", a, ", a ", AddressClassName(*c),
-          " address; refused (start webhook-delivery with --allow_private_targets to allow it)"));
+    uint8_t b[16];
+    if (!ParseAddress(a, b)) {
+      return absl::UnavailableError(absl::StrCat("'", url.host, "' resolved to '", a, "'"));
     }
+    AddressClass c = ClassifyBytes(b);
+    auto refuse = [&](absl::string_view how) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "url: '", url.host, "' resolves to ", a, ", a ", AddressClassName(c), " address; ", how));
+    };
+    if (c == AddressClass::kMetadata) return refuse("refused always");
+    if (c == AddressClass::kPublic) continue;
+    bool listed = std::any_of(policy.allow.begin(), policy.allow.end(),
+                              [&](const Cidr& r) { return InCidr(b, r); });
+    bool local = c == AddressClass::kLoopback || c == AddressClass::kPrivate ||
+                 c == AddressClass::kSharedCgnat || c == AddressClass::kLinkLocal ||
+                 c == AddressClass::kUniqueLocal;
+    if (listed || (local && policy.allow_private)) continue;
+    return refuse(
+        "refused (start webhook-delivery with --allow_targets=CIDR to allow a range, or "
+        "--allow_private_targets for local development)");
   }
   VettedTarget t;
   t.url = url;

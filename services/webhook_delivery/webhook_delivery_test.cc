@@ -1,5 +1,5 @@
 // Signing against the Standard Webhooks reference vectors, secrets, receiver
-// verification, and the SSRF guard's address and URL tables.
+// verification, and the registry.
 #include <cmath>
 #include <filesystem>
 
@@ -95,105 +95,6 @@ TEST(SigningTest, VerifyAcceptsEitherSecretDuringRotationAndRejectsTampering) {
       << "stale timestamps are rejected";
 }
 
-TEST(TargetGuardTest, AddressTable) {
-  struct Case {
-    const char* ip;
-    AddressClass want;
-  };
-  for (const Case& c : std::vector<Case>{
-           {"127.0.0.1", AddressClass::kLoopback},
-           {"127.8.9.10", AddressClass::kLoopback},
-           {"10.1.2.3", AddressClass::kPrivate},
-           {"172.16.0.1", AddressClass::kPrivate},
-           {"172.31.255.255", AddressClass::kPrivate},
-           {"192.168.1.1", AddressClass::kPrivate},
-           {"100.64.0.1", AddressClass::kSharedCgnat},
-           {"100.127.255.254", AddressClass::kSharedCgnat},
-           {"169.254.169.254", AddressClass::kLinkLocal},
-           {"0.0.0.0", AddressClass::kUnspecified},
-           {"224.0.0.1", AddressClass::kMulticast},
-           {"255.255.255.255", AddressClass::kReserved},
-           {"::1", AddressClass::kLoopback},
-           {"::", AddressClass::kUnspecified},
-           {"fc00::1", AddressClass::kUniqueLocal},
-           {"fd12:3456::1", AddressClass::kUniqueLocal},
-           {"fe80::1", AddressClass::kLinkLocal},
-           {"ff02::1", AddressClass::kMulticast},
-           {"::ffff:127.0.0.1", AddressClass::kLoopback},
-           {"::ffff:10.0.0.1", AddressClass::kPrivate},
-           {"::ffff:169.254.169.254", AddressClass::kLinkLocal},
-           {"64:ff9b::a9fe:a9fe", AddressClass::kLinkLocal},
-           {"8.8.8.8", AddressClass::kPublic},
-           {"172.32.0.1", AddressClass::kPublic},
-           {"100.128.0.1", AddressClass::kPublic},
-           {"2606:4700:4700::1111", AddressClass::kPublic},
-           {"::ffff:8.8.8.8", AddressClass::kPublic},
-       }) {
-    auto got = ClassifyAddress(c.ip);
-    ASSERT_TRUE(got.ok()) << c.ip;
-    EXPECT_EQ(*got, c.want) << c.ip << " is " << AddressClassName(*got);
-  }
-  EXPECT_FALSE(ClassifyAddress("example.com").ok());
-}
-
-TEST(TargetGuardTest, UrlTable) {
-  auto ok = ParseWebhookUrl("https://hooks.example.com/path?x=1");
-  ASSERT_TRUE(ok.ok()) << ok.status();
-  EXPECT_EQ(ok->scheme, "https");
-  EXPECT_EQ(ok->host, "hooks.example.com");
-  EXPECT_EQ(ok->port, 443);
-  auto v6 = ParseWebhookUrl("http://[2606:4700:4700::1111]:8080/h");
-  ASSERT_TRUE(v6.ok()) << v6.status();
-  EXPECT_EQ(v6->host, "2606:4700:4700::1111");
-  EXPECT_EQ(v6->port, 8080);
-  for (const char* bad : {"", "ftp://example.com/x", "file:///etc/passwd", "gopher://x",
-                          "not a url", "http://", "http://exa mple.com/"}) {
-    auto r = ParseWebhookUrl(bad);
-    ASSERT_FALSE(r.ok()) << bad;
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_TRUE(absl::StartsWith(r.status().message(), "url: ")) << r.status();
-  }
-}
-
-TEST(TargetGuardTest, RefusesPrivateTargetsAndPinsTheVettedAddress) {
-  auto url = ParseWebhookUrl("https://hooks.example.com/in");
-  ASSERT_TRUE(url.ok());
-  auto public_dns = [](const std::string&) -> absl::StatusOr<std::vector<std::string>> {
-    return std::vector<std::string>{"93.184.216.34"};
-  };
-  auto t = VetTarget(*url, false, public_dns);
-  ASSERT_TRUE(t.ok()) << t.status();
-  EXPECT_EQ(t->curl_resolve, "hooks.example.com:443:93.184.216.34");
-
-  // One private address among public ones is enough to refuse.
-  auto mixed = [](const std::string&) -> absl::StatusOr<std::vector<std::string>> {
-    return std::vector<std::string>{"93.184.216.34", "10.0.0.5"};
-  };
-  t = VetTarget(*url, false, mixed);
-  ASSERT_FALSE(t.ok());
-  EXPECT_THAT(t.status().message(), ::testing::HasSubstr("10.0.0.5"));
-  EXPECT_TRUE(VetTarget(*url, /*allow_private=*/true, mixed).ok());
-
-  for (const char* literal :
-       {"http://127.0.0.1:9/x", "http://169.254.169.254/latest/meta-data", "http://[::1]/x",
-        "http://[::ffff:10.0.0.1]/x", "http://100.64.1.1/x", "http://[fd00::1]/x"}) {
-    auto u = ParseWebhookUrl(literal);
-    ASSERT_TRUE(u.ok()) << literal;
-    auto r = VetTarget(*u, false);
-    ASSERT_FALSE(r.ok()) << literal;
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-  }
-  // A real name that resolves to loopback (the system resolver, /etc/hosts).
-  auto localhost = ParseWebhookUrl("http://localhost:8080/hook");
-  ASSERT_TRUE(localhost.ok());
-  auto r = VetTarget(*localhost, false);
-  ASSERT_FALSE(r.ok());
-  EXPECT_THAT(r.status().message(), ::testing::HasSubstr("loopback"));
-  auto allowed = VetTarget(*localhost, true);
-  ASSERT_TRUE(allowed.ok()) << allowed.status();
-  EXPECT_TRUE(absl::StartsWith(allowed->curl_resolve, "localhost:8080:"));
-}
-
 class RegistryTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -213,7 +114,7 @@ class RegistryTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
     RegistryConfig config;
-    config.allow_private_targets = allow_private;
+    config.targets.allow_private = allow_private;
     // Names resolve to a public address unless the test says otherwise.
     config.resolve = [](const std::string& host) -> absl::StatusOr<std::vector<std::string>> {
       if (host == "localhost") return std::vector<std::string>{"127.0.0.1"};

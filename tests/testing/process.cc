@@ -71,7 +71,8 @@ absl::StatusOr<std::unique_ptr<ServiceProcess>> ServiceProcess::Start(
   pid_t pid = SpawnLogged(argv_storage, p->log_path_);
   if (pid < 0) return absl::InternalError("fork failed");
   p->pid_ = pid;
-  static const std::regex kListening("listening (?:grpc=([^ ]+) )?http=([^ \"]+)");
+  static const std::regex kListening(
+      "listening (?:grpc=([^ ]+) )?http=([^ \"]+)(?: metrics=([^ \"]+))?");
   bool up = WaitUntil(
       [&] {
         std::smatch m;
@@ -79,6 +80,7 @@ absl::StatusOr<std::unique_ptr<ServiceProcess>> ServiceProcess::Start(
         if (std::regex_search(log, m, kListening)) {
           p->grpc_addr_ = m[1];
           p->http_addr_ = m[2];
+          p->metrics_addr_ = m[3];
           return true;
         }
         int status;

@@ -27,6 +27,8 @@ class ServiceProcess {
 
   const std::string& grpc_addr() const { return grpc_addr_; }
   const std::string& http_addr() const { return http_addr_; }
+  // The plain /metrics, /healthz, /readyz listener (--metrics_addr), if any.
+  const std::string& metrics_addr() const { return metrics_addr_; }
   pid_t pid() const { return pid_; }
 
   // SIGKILL, then reap.
@@ -43,6 +45,7 @@ class ServiceProcess {
   std::string log_path_;
   std::string grpc_addr_;
   std::string http_addr_;
+  std::string metrics_addr_;
 };
 
 // Runs a binary to its end (SIGKILL after `timeout`): exit code (-1 when

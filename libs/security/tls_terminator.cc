@@ -1,0 +1,192 @@
+#include "libs/security/tls_terminator.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace switchboard {
+namespace {
+
+void SetTimeout(int fd, absl::Duration d) {
+  timeval tv = absl::ToTimeval(d);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+bool WriteAll(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+}  // namespace
+
+TlsTerminator::TlsTerminator(const ServerTlsConfig& tls, Options options)
+    : options_(options), reloader_(tls) {}
+
+TlsTerminator::~TlsTerminator() {
+  Stop();
+  if (ssl_ctx_ != nullptr) SSL_CTX_free(static_cast<SSL_CTX*>(ssl_ctx_));
+}
+
+absl::StatusOr<int> TlsTerminator::Start(const std::string& addr, int backend_port) {
+  if (absl::Status s = reloader_.Load(); !s.ok()) return s;
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr) return absl::InternalError("SSL_CTX_new failed");
+  reloader_.Configure(ctx);
+  ssl_ctx_ = ctx;
+  backend_port_ = backend_port;
+
+  size_t colon = addr.rfind(':');
+  int port = 0;
+  std::string host = colon == std::string::npos ? "" : addr.substr(0, colon);
+  if (colon == std::string::npos || !absl::SimpleAtoi(addr.substr(colon + 1), &port)) {
+    return absl::InvalidArgumentError(absl::StrCat("http_addr: '", addr, "' is not HOST:PORT"));
+  }
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  sockaddr_storage ss{};
+  socklen_t len;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  if (host.empty() || inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    if (host.empty()) v4->sin_addr.s_addr = htonl(INADDR_ANY);
+    len = sizeof(*v4);
+  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    len = sizeof(*v6);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("http_addr: '", host, "' is not an address"));
+  }
+  listen_fd_ = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0 ||
+      listen(listen_fd_, 128) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("http_addr: cannot listen on ", addr, ": ", std::strerror(errno)));
+  }
+  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len);
+  int bound = ntohs(ss.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
+  if (pipe2(wake_, O_CLOEXEC) != 0) return absl::InternalError("pipe2 failed");
+  acceptor_ = std::thread([this] { AcceptLoop(); });
+  return bound;
+}
+
+void TlsTerminator::AcceptLoop() {
+  while (!stopping_.load()) {
+    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) continue;
+    if (fds[1].revents != 0 || stopping_.load()) break;
+    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    absl::MutexLock lock(&mu_);
+    for (auto it = connections_.begin(); it != connections_.end();) {
+      if (it->done->load()) {
+        it->thread.join();
+        it = connections_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (active_ >= options_.max_connections) {
+      close(fd);
+      continue;
+    }
+    ++active_;
+    open_fds_.insert(fd);
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    connections_.push_back({std::thread([this, fd, done] {
+                              Serve(fd);
+                              done->store(true);
+                            }),
+                            done});
+  }
+}
+
+void TlsTerminator::Serve(int fd) {
+  SSL* ssl = SSL_new(static_cast<SSL_CTX*>(ssl_ctx_));
+  int backend = -1;
+  SetTimeout(fd, options_.handshake_timeout);
+  SSL_set_fd(ssl, fd);
+  if (!stopping_.load() && SSL_accept(ssl) == 1) {
+    backend = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in b{};
+    b.sin_family = AF_INET;
+    b.sin_port = htons(static_cast<uint16_t>(backend_port_));
+    b.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(backend, reinterpret_cast<sockaddr*>(&b), sizeof(b)) == 0) {
+      {
+        absl::MutexLock lock(&mu_);
+        open_fds_.insert(backend);
+      }
+      SetTimeout(fd, options_.idle_timeout);
+      SetTimeout(backend, options_.idle_timeout);
+      char buf[16384];
+      int idle_ms = static_cast<int>(absl::ToInt64Milliseconds(options_.idle_timeout));
+      bool open = true;
+      while (open && !stopping_.load()) {
+        pollfd fds[2] = {{fd, POLLIN, 0}, {backend, POLLIN, 0}};
+        // Bytes OpenSSL already decrypted do not show on the socket.
+        if (SSL_pending(ssl) == 0 && poll(fds, 2, idle_ms) <= 0) break;
+        if (SSL_pending(ssl) > 0 || fds[0].revents != 0) {
+          int n = SSL_read(ssl, buf, sizeof(buf));
+          open = n > 0 && WriteAll(backend, buf, static_cast<size_t>(n));
+        }
+        if (open && fds[1].revents != 0) {
+          ssize_t n = recv(backend, buf, sizeof(buf), 0);
+          open = n > 0 && SSL_write(ssl, buf, static_cast<int>(n)) == n;
+        }
+      }
+    }
+  }
+  ERR_clear_error();
+  SSL_shutdown(ssl);
+  SSL_free(ssl);
+  absl::MutexLock lock(&mu_);
+  if (backend >= 0) {
+    open_fds_.erase(backend);
+    close(backend);
+  }
+  open_fds_.erase(fd);
+  close(fd);
+  --active_;
+}
+
+void TlsTerminator::Stop() {
+  if (listen_fd_ < 0) return;
+  stopping_ = true;
+  (void)!write(wake_[1], "x", 1);
+  if (acceptor_.joinable()) acceptor_.join();
+  std::vector<Connection> connections;
+  {
+    absl::MutexLock lock(&mu_);
+    // Wakes every connection blocked in poll, a read or a handshake.
+    for (int fd : open_fds_) shutdown(fd, SHUT_RDWR);
+    connections.swap(connections_);
+  }
+  for (Connection& c : connections) c.thread.join();
+  close(listen_fd_);
+  close(wake_[0]);
+  close(wake_[1]);
+  listen_fd_ = -1;
+}
+
+}  // namespace switchboard
