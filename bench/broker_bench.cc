@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <fstream>
 #include <thread>
 #include <vector>
 
@@ -16,7 +17,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
+#include "libs/common/auth.h"
+#include "libs/security/tls.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
+#include "tests/testing/certs.h"
 #include "tests/testing/process.h"
 #include "tests/testing/redis_server.h"
 
@@ -37,6 +41,9 @@ ABSL_FLAG(std::string, drain_rpc, "batched",
 ABSL_FLAG(int, rss_n, 1000000, "stored events for the RSS figure");
 ABSL_FLAG(int, rss_subs, 1000, "idle subscribers for the RSS figure");
 ABSL_FLAG(std::string, only, "", "comma-separated figures to run (default all)");
+ABSL_FLAG(bool, tls_auth, false,
+          "serve TLS (certificates made with openssl) and require a bearer token; clients "
+          "present it: the cost of security, against a plain run");
 ABSL_FLAG(std::string, redis, "",
           "run the broker on a fresh redis-server per scenario with this appendfsync "
           "(everysec, always); empty: the embedded store");
@@ -70,10 +77,46 @@ struct Lat {
   }
 };
 
+// --tls_auth: the CA, the broker's certificate and the token, made once.
+struct Security {
+  sb::testing::CertFiles ca, server;
+  std::string tokens_file;
+  std::string token = "bench-token-0123456789";
+};
+const Security* Secure() {
+  static const Security* security = []() -> const Security* {
+    if (!absl::GetFlag(FLAGS_tls_auth)) return nullptr;
+    auto* s = new Security();
+    std::string dir = sb::testing::MakeTempDir();
+    auto ca = sb::testing::MakeCa(dir, "bench-ca");
+    auto server =
+        ca.ok() ? sb::testing::MakeLeaf(*ca, dir, "broker", "broker", "DNS:localhost,IP:127.0.0.1")
+                : absl::StatusOr<sb::testing::CertFiles>(ca.status());
+    if (!server.ok()) {
+      std::fprintf(stderr, "%s\n", server.status().ToString().c_str());
+      std::exit(2);
+    }
+    s->ca = *ca;
+    s->server = *server;
+    s->tokens_file = dir + "/tokens.jsonl";
+    std::ofstream(s->tokens_file) << R"({"principal":"bench","token_sha256":")"
+                                  << sb::Sha256Hex(s->token)
+                                  << R"(","scopes":["publish:*","subscribe:*"]})"
+                                  << "\n";
+    return s;
+  }();
+  return security;
+}
+
+void AddAuth(grpc::ClientContext* ctx) {
+  if (const Security* s = Secure()) ctx->AddMetadata("authorization", "Bearer " + s->token);
+}
+
 void Emit(const std::string& figure, const std::string& fields) {
   std::string redis = absl::GetFlag(FLAGS_redis);
-  std::printf("{\"system\":\"switchboard\",\"figure\":\"%s\",\"size\":%d,\"sync\":\"%s\",%s%s}\n",
+  std::printf("{\"system\":\"switchboard\",\"figure\":\"%s\",\"size\":%d,\"sync\":\"%s\",%s%s%s}\n",
               figure.c_str(), absl::GetFlag(FLAGS_size), absl::GetFlag(FLAGS_sync).c_str(),
+              Secure() != nullptr ? "\"tls_auth\":true," : "",
               redis.empty()
                   ? ""
                   : absl::StrCat("\"store\":\"redis\",\"appendfsync\":\"", redis, "\",").c_str(),
@@ -100,6 +143,11 @@ std::unique_ptr<sb::testing::ServiceProcess> StartBroker(std::vector<std::string
     current_redis = *std::move(r);
     args.push_back("--store=" + current_redis->url());
   }
+  if (const Security* sec = Secure()) {
+    args.push_back("--tls_cert=" + sec->server.cert);
+    args.push_back("--tls_key=" + sec->server.key);
+    args.push_back("--auth_tokens_file=" + sec->tokens_file);
+  }
   args.insert(args.end(), extra.begin(), extra.end());
   auto p = sb::testing::ServiceProcess::Start(absl::GetFlag(FLAGS_broker_bin), args);
   if (!p.ok()) {
@@ -113,6 +161,12 @@ std::shared_ptr<grpc::Channel> Channel(const std::string& addr, int i = 0) {
   grpc::ChannelArguments args;
   args.SetInt("bench_channel", i);  // distinct channels get distinct connections
   args.SetMaxReceiveMessageSize(64 << 20);
+  if (const Security* s = Secure()) {
+    sb::ClientTlsConfig tls;
+    tls.enabled = true;
+    tls.ca_file = s->ca.cert;
+    return grpc::CreateCustomChannel(addr, sb::GrpcChannelCredentials(tls), args);
+  }
   return grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args);
 }
 
@@ -130,6 +184,7 @@ void UnaryPublish(const std::string& figure, int clients, int n) {
       for (int i = c; i < n; i += clients) {
         v1::PublishResponse resp;
         grpc::ClientContext ctx;
+        AddAuth(&ctx);
         int64_t s = NowNs();
         if (!stub->Publish(&ctx, req, &resp).ok()) ++errors;
         lats[c].ns.push_back(NowNs() - s);
@@ -170,6 +225,7 @@ double BatchPublish(EventBroker::Stub* stub, int n, int batch, int inflight, int
       ++outstanding;
     }
     auto* call = new Call();
+    AddAuth(&call->ctx);
     stub->async()->PublishBatch(&call->ctx, &req, &call->resp, [&, call](grpc::Status s) {
       absl::MutexLock lock(&mu);
       if (!s.ok() && ++*errors == 1) {

@@ -12,6 +12,10 @@ if [ "${1:-}" != "--skip-peers" ]; then
   RESULTS="$OUT/peers.jsonl" bash "$PEERS/run_all.sh" >/dev/null
 fi
 "$ROOT/build/bench/broker_bench" | tee "$OUT/switchboard.jsonl"
+# The cost of TLS and tokens: plain, then TLS + a bearer token, back to back.
+for security in "" --tls_auth; do
+  "$ROOT/build/bench/broker_bench" --only=unary1,batch $security | tee -a "$OUT/switchboard.jsonl"
+done
 for fsync in everysec always; do
   "$ROOT/build/bench/broker_bench" --redis=$fsync --only=batch,drain,e2e |
     tee -a "$OUT/switchboard.jsonl"

@@ -11,7 +11,8 @@ def load(path):
             if not line.startswith("{"):
                 continue
             r = json.loads(line)
-            key = (r.get("system"), r.get("figure"), r.get("appendfsync"), r.get("replicas", 1))
+            key = (r.get("system"), r.get("figure"), r.get("appendfsync"), r.get("replicas", 1),
+                   bool(r.get("tls_auth")))
             rows[key] = r
     return rows
 
@@ -21,11 +22,11 @@ ours = load(sys.argv[2])
 
 
 def peer(system, figure, fsync=None):
-    return peers.get((system, figure, fsync, 1), {})
+    return peers.get((system, figure, fsync, 1, False), {})
 
 
-def me(figure, fsync=None, replicas=1):
-    return ours.get(("switchboard", figure, fsync, replicas), {})
+def me(figure, fsync=None, replicas=1, tls_auth=False):
+    return ours.get(("switchboard", figure, fsync, replicas, tls_auth), {})
 
 
 lines = [
@@ -100,6 +101,11 @@ for fsync in ("everysec", "always"):
         me("e2e_latency_broadcast", fsync).get("p99_us"),
         peer("redis-streams", "redis_e2e_latency", fsync).get("p99_us"),
         "raw XADD → XREADGROUP p99", False, "(reference)", "µs")
+# The cost of TLS and a bearer token, against the plain run just before it.
+row("unary publish, 1 client, TLS + token", me("publish_unary_1client", tls_auth=True).get("msgs_per_s"),
+    me("publish_unary_1client").get("msgs_per_s"), "Switchboard plain", True, "(reference)", "msg/s")
+row("batched publish (100/batch), TLS + token", me("publish_batch_100", tls_auth=True).get("msgs_per_s"),
+    me("publish_batch_100").get("msgs_per_s"), "Switchboard plain", True, "≥ 0.85×", "msg/s")
 rss = me("rss_stored_events_idle_subscribers")
 lines.append("| RSS, 1 M stored + 1000 idle subscribers | %s MB | | | | ≤ 256 MB |" %
              rss.get("rss_mb", "n/a"))

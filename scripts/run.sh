@@ -26,10 +26,22 @@ trap stop EXIT INT TERM
 # replicas of each service sharing it; the second replica of each listens
 # 100 ports above the first.
 STORE=${SWITCHBOARD_STORE:-sqlite}
+# --auth: tokens on (deploy/local-auth): every call needs
+# "authorization: Bearer <token>"; the README lists the development tokens.
+AUTH_FLAGS=()
+WORKER_AUTH=()
+HOOKS_AUTH=()
+ADMIN_HEADER=()
 for arg in "$@"; do
   case "$arg" in
     --redis) STORE=redis ;;
-    *) echo "usage: scripts/run.sh [--redis]" >&2; exit 2 ;;
+    --auth)
+      AUTH_FLAGS=(--auth_tokens_file="$ROOT/deploy/local-auth/tokens.jsonl")
+      WORKER_AUTH=(--broker_token_file="$ROOT/deploy/local-auth/job-worker.token")
+      HOOKS_AUTH=(--broker_token_file="$ROOT/deploy/local-auth/webhook-delivery.token")
+      ADMIN_HEADER=(-H "Authorization: Bearer dev-admin-token")
+      ;;
+    *) echo "usage: scripts/run.sh [--redis] [--auth]" >&2; exit 2 ;;
   esac
 done
 REPLICAS=(0)
@@ -54,6 +66,7 @@ BROKERS=""
 for off in "${REPLICAS[@]}"; do
   # On SQLite each process has its own files; on Redis --data_dir is unused.
   "$BIN/event_broker/event-broker" --data_dir="$DATA/event-broker" "${STORE_FLAGS[@]}" \
+    ${AUTH_FLAGS[@]+"${AUTH_FLAGS[@]}"} \
     --grpc_addr="$(port 50051 "$off")" --http_addr="$(port 8081 "$off")" &
   PIDS+=($!)
   BROKERS="${BROKERS:+$BROKERS,}$(port 50051 "$off")"
@@ -65,6 +78,7 @@ for off in "${REPLICAS[@]}"; do
   # The worker waits for the broker by itself (its client reconnects).
   "$BIN/job_worker/job-worker" --broker="$BROKER_GRPC" --data_dir="$DATA/job-worker" \
     "${STORE_FLAGS[@]}" --worker_id="worker-$off" \
+    ${AUTH_FLAGS[@]+"${AUTH_FLAGS[@]}"} ${WORKER_AUTH[@]+"${WORKER_AUTH[@]}"} \
     --grpc_addr="$(port 50052 "$off")" --http_addr="$(port 8082 "$off")" \
     ${WORKER_CONFIG:+--config="$WORKER_CONFIG"} &
   PIDS+=($!)
@@ -72,6 +86,7 @@ for off in "${REPLICAS[@]}"; do
   # guard refuses unless told otherwise.
   "$BIN/webhook_delivery/webhook-delivery" --broker="$BROKER_GRPC" \
     --data_dir="$DATA/webhook-delivery" "${STORE_FLAGS[@]}" \
+    ${AUTH_FLAGS[@]+"${AUTH_FLAGS[@]}"} ${HOOKS_AUTH[@]+"${HOOKS_AUTH[@]}"} \
     --grpc_addr="$(port 50053 "$off")" --http_addr="$(port 8083 "$off")" --allow_private_targets &
   PIDS+=($!)
 done
@@ -88,8 +103,9 @@ done
 # The original design's receiving endpoints: order.* to order-status, job.*
 # to worker-status.
 register() {  # PATH EVENTS DESCRIPTION
-  if ! curl -s "http://$HOOKS_HTTP/api/webhooks" | grep -q "http://$RECEIVER$1\""; then
-    curl -sf -XPOST "http://$HOOKS_HTTP/api/webhooks/register" \
+  if ! curl -s ${ADMIN_HEADER[@]+"${ADMIN_HEADER[@]}"} "http://$HOOKS_HTTP/api/webhooks" |
+      grep -q "http://$RECEIVER$1\""; then
+    curl -sf -XPOST ${ADMIN_HEADER[@]+"${ADMIN_HEADER[@]}"} "http://$HOOKS_HTTP/api/webhooks/register" \
       -d "{\"url\":\"http://$RECEIVER$1\",\"events\":[\"$2\"],\"secret\":\"$SECRET\",\"description\":\"$3\"}" \
       >/dev/null || echo "run: registering the sample receiver at $1 failed" >&2
   fi
@@ -99,7 +115,7 @@ register /api/webhooks/worker-status "job.*" "sample receiver: worker status"
 
 cat <<MSG
 
-Switchboard is up (logs are JSON lines on this terminal), store: $STORE.
+Switchboard is up (logs are JSON lines on this terminal), store: $STORE$( [ "${#AUTH_FLAGS[@]}" -gt 0 ] && printf ', tokens on (add -H "authorization: Bearer dev-admin-token" to the calls below)').
   event-broker  gRPC 127.0.0.1:50051   admin http://127.0.0.1:8081/metrics
   job-worker    gRPC 127.0.0.1:50052   admin http://127.0.0.1:8082/metrics
   webhooks      gRPC 127.0.0.1:50053   admin http://127.0.0.1:8083/metrics

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -373,6 +374,45 @@ TEST_F(WebhookIT, AllowTargetsOpensOnlyTheNamedRanges) {
       {{{"--allow_targets=10.0.0.0/40"}, "allow_targets: '10.0.0.0/40'"},
        {{"--allow_targets=10.0.0.0/8,intranet"}, "allow_targets: 'intranet'"}},
       "no-secret-here");
+}
+
+// --secrets_key_file: the outbox files hold no signing secret, deliveries
+// still verify, a rotated key file (new key first, old second) reads what the
+// old key sealed, and a store without its key does not start.
+TEST_F(WebhookIT, SecretsAreSealedAtRestAndSurviveAKeyRotation) {
+  const std::string keys = dir_ + "/secrets.key";
+  const std::string key1 = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=";
+  const std::string key2 = "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI=";
+  std::ofstream(keys) << key1 << "\n";
+  webhooks_->Terminate();
+  StartWebhooks({"--allow_private_targets", "--secrets_key_file=" + keys});
+  webhooks::v1::Webhook hook;
+  ASSERT_TRUE(Register(HookUrl(), &hook).ok());
+  Publish("order.created", "sealed-1");
+  ASSERT_TRUE(WaitUntil([&] { return Received().size() == 1; }, absl::Seconds(20)))
+      << webhooks_->Log();
+  webhooks_->Terminate();
+  std::string disk;
+  for (const auto& f : std::filesystem::directory_iterator(dir_ + "/webhooks")) {
+    std::ifstream in(f.path(), std::ios::binary);
+    disk += std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  EXPECT_THAT(disk, ::testing::HasSubstr(hook.id()));
+  EXPECT_THAT(disk, ::testing::Not(::testing::HasSubstr("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")));
+
+  std::ofstream(keys) << key2 << "\n" << key1 << "\n";
+  StartWebhooks({"--allow_private_targets", "--secrets_key_file=" + keys});
+  Publish("order.created", "sealed-2");
+  ASSERT_TRUE(WaitUntil([&] { return Received().size() == 2; }, absl::Seconds(20)))
+      << webhooks_->Log();
+  webhooks_->Terminate();
+  testing::ExitResult r =
+      testing::RunToExit(WEBHOOK_BIN,
+                         {"--broker=" + broker_->grpc_addr(), "--data_dir=" + dir_ + "/webhooks",
+                          "--grpc_addr=127.0.0.1:0", "--http_addr=127.0.0.1:0"},
+                         absl::Seconds(20));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_THAT(r.output, ::testing::HasSubstr("--secrets_key_file"));
 }
 
 // The original design's registration bodies through the JSON route, with

@@ -21,6 +21,12 @@
 namespace switchboard {
 namespace {
 
+void AddToken(const GrpcBrokerClientOptions& options, grpc::ClientContext* ctx) {
+  if (!options.bearer_token.empty()) {
+    ctx->AddMetadata("authorization", "Bearer " + options.bearer_token);
+  }
+}
+
 using broker::v1::EventBroker;
 using google::protobuf::util::TimeUtil;
 
@@ -59,6 +65,7 @@ class GroupSubscription : public BrokerSubscription {
       // Wait for the connection rather than fail fast: a failed call would
       // abort the channel's connection attempt and start over.
       ctx->set_wait_for_ready(true);
+      AddToken(options_, ctx.get());
       {
         absl::MutexLock lock(&mu_);
         if (stopped_) return;
@@ -221,6 +228,7 @@ class GrpcBrokerClient : public BrokerClient {
       grpc::ClientContext ctx;
       ctx.set_deadline(absl::ToChronoTime(deadline));
       ctx.set_wait_for_ready(true);
+      AddToken(options_, &ctx);
       grpc::Status s = rpc(&ctx);
       if (s.ok() || !Retryable(s)) return FromGrpcStatus(s);
       absl::Duration wait = backoff.Next();

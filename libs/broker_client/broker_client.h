@@ -62,6 +62,8 @@ struct GrpcBrokerClientOptions {
   absl::Duration initial_backoff = absl::Milliseconds(50);
   absl::Duration max_backoff = absl::Seconds(2);
   ClientTlsConfig tls;  // plain text unless tls.enabled
+  // Sent as "authorization: Bearer <token>" on every call (--broker_token_file).
+  std::string bearer_token;
 };
 
 std::unique_ptr<BrokerClient> NewGrpcBrokerClient(const GrpcBrokerClientOptions& options);

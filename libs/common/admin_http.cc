@@ -165,10 +165,16 @@ AdminHttpServer::~AdminHttpServer() { Stop(); }
 void AdminHttpServer::Route(const std::string& method, const std::string& path,
                             HttpHandler handler) {
   bool prefix = !path.empty() && path.back() == '/' && path.size() > 1;
-  routes_.push_back(RouteEntry{method, path, prefix, std::move(handler)});
+  routes_.push_back(RouteEntry{method, path, prefix, std::move(handler), std::nullopt});
 }
 
-HttpResponse AdminHttpServer::Dispatch(const HttpRequest& req) const {
+void AdminHttpServer::Route(const std::string& method, const std::string& path, Scope::Kind scope,
+                            HttpHandler handler) {
+  Route(method, path, std::move(handler));
+  routes_.back().scope = scope;
+}
+
+HttpResponse AdminHttpServer::Dispatch(HttpRequest& req) const {
   const RouteEntry* best = nullptr;
   bool path_matched = false;
   for (const RouteEntry& r : routes_) {
@@ -187,6 +193,28 @@ HttpResponse AdminHttpServer::Dispatch(const HttpRequest& req) const {
           absl::StrCat("method ", req.method, " is not allowed on ", req.path)));
     }
     return ErrorResponse(absl::NotFoundError(absl::StrCat("no route for ", req.path)));
+  }
+  bool open = req.path == "/metrics" || req.path == "/healthz" || req.path == "/readyz";
+  if (auth_ != nullptr && !open) {
+    Credentials credentials;
+    auto header = req.headers.find("authorization");
+    if (header != req.headers.end()) credentials.authorization = header->second;
+    absl::StatusOr<Principal> caller =
+        auth_->Authenticate(credentials, absl::StrCat(req.method, " ", best->path));
+    if (!caller.ok()) {
+      HttpResponse refused = ErrorResponse(caller.status());
+      refused.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return refused;
+    }
+    req.caller = *std::move(caller);
+    if (best->scope.has_value()) {
+      absl::Status allowed = auth_->Denied(RequireScope(req.caller, *best->scope),
+                                           absl::StrCat(req.method, " ", best->path));
+      if (!allowed.ok()) return ErrorResponse(allowed);
+    }
+  } else {
+    req.caller.name = "anonymous";
+    req.caller.anonymous = true;
   }
   return best->handler(req);
 }

@@ -4,12 +4,14 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "libs/common/auth.h"
 #include "libs/security/tls.h"
 #include "libs/security/tls_terminator.h"
 #include "prometheus/registry.h"
@@ -25,6 +27,9 @@ struct HttpRequest {
   std::map<std::string, std::string> query;
   std::string body;
   std::map<std::string, std::string> headers;  // names lower-cased
+  // Who is calling: set before any route runs (anonymous when
+  // authentication is off); routes check its scopes.
+  Principal caller;
 };
 
 struct HttpResponse {
@@ -64,7 +69,13 @@ class AdminHttpServer {
   // `path` is exact, or a prefix when it ends with '/' (e.g. "/api/webhooks/").
   // Exact routes win over prefixes; longer prefixes over shorter ones.
   void Route(const std::string& method, const std::string& path, HttpHandler handler);
+  // The same, for callers with `scope` only (403 naming it otherwise).
+  void Route(const std::string& method, const std::string& path, Scope::Kind scope,
+             HttpHandler handler);
   void SetReadiness(std::function<bool()> ready) { ready_ = std::move(ready); }
+  // Every route but /metrics, /healthz and /readyz needs a caller this
+  // accepts (401 otherwise). Before Start; must outlive the server.
+  void SetAuthenticator(Authenticator* auth) { auth_ = auth; }
   // Runs before each /metrics scrape (e.g. to read process metrics).
   void SetBeforeScrape(std::function<void()> hook) { before_scrape_ = std::move(hook); }
 
@@ -79,12 +90,14 @@ class AdminHttpServer {
     std::string path;
     bool prefix;
     HttpHandler handler;
+    std::optional<Scope::Kind> scope;
   };
   static int HandleRequest(mg_connection* conn, void* self);
-  HttpResponse Dispatch(const HttpRequest& req) const;
+  HttpResponse Dispatch(HttpRequest& req) const;
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::function<bool()> ready_;
+  Authenticator* auth_ = nullptr;
   std::function<void()> before_scrape_;
   std::vector<RouteEntry> routes_;
   mg_context* ctx_ = nullptr;

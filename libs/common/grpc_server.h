@@ -29,6 +29,14 @@ grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx,
   return reactor;
 }
 
+// Answers a unary call with an error (a refused caller, a bad request).
+inline grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx,
+                                        const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
 class ServiceMetrics;
 
 struct GrpcServerOptions {

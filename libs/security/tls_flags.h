@@ -1,9 +1,11 @@
 #ifndef SWITCHBOARD_LIBS_SECURITY_TLS_FLAGS_H_
 #define SWITCHBOARD_LIBS_SECURITY_TLS_FLAGS_H_
 
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "libs/common/auth.h"
 #include "libs/security/tls.h"
 
 namespace switchboard {
@@ -24,6 +26,14 @@ std::string MetricsAddrFlag();
 //   --broker_tls_server_name
 // Any of them turns TLS on for the broker connection.
 absl::StatusOr<ClientTlsConfig> ReadBrokerClientTlsFlags();
+
+// --auth_tokens_file: the principals, or authentication off (with one warning
+// in the log) when the flag is not set. Errors name the flag and the line.
+absl::StatusOr<std::unique_ptr<Authenticator>> OpenAuthenticatorFromFlags(AuthMetrics* metrics);
+
+// --broker_token_file: the bearer token a mesh client presents to the broker
+// (empty when not set).
+absl::StatusOr<std::string> ReadBrokerTokenFlag();
 
 }  // namespace switchboard
 

@@ -1,9 +1,11 @@
 #include "services/event_broker/grpc_service.h"
 
 #include "libs/common/executor.h"
+#include "libs/common/grpc_auth.h"
 #include "libs/common/grpc_server.h"
 #include "libs/common/wire_check.h"
 #include "services/event_broker/delivery_codec.h"
+#include "services/event_broker/visibility.h"
 
 namespace switchboard::broker {
 namespace {
@@ -23,8 +25,10 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
  public:
   // `slow` runs the subscribe when finding its start reads the store
   // (start=TIME), so that never happens on a gRPC reaction thread.
+  // `authorize` says whether the caller may make the parsed request.
   SubscribeReactor(Broker* broker, Executor* slow, const grpc::ByteBuffer* request_bytes,
-                   bool batched)
+                   bool batched,
+                   const std::function<absl::Status(const v1::SubscribeRequest&)>& authorize)
       : batched_(batched) {
     if (broker == nullptr) {
       absl::MutexLock lock(&mu_);
@@ -34,6 +38,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
     }
     auto request = std::make_shared<v1::SubscribeRequest>();
     absl::Status parsed = ParseRequest(*request_bytes, request.get());
+    if (parsed.ok()) parsed = authorize(*request);
     if (parsed.ok() && request->start() == v1::SubscribeRequest::TIME) {
       if (!slow->Submit([this, broker, request] { Start(broker, *request); })) {
         absl::MutexLock lock(&mu_);
@@ -214,6 +219,18 @@ void PublishAndAnswer(Broker* broker, grpc::ServerUnaryReactor* reactor,
   });
 }
 
+absl::Status EventBrokerService::AuthorizePublish(
+    grpc::CallbackServerContext* ctx, absl::string_view method,
+    const std::vector<const events::v1::Event*>& events) {
+  absl::StatusOr<Principal> caller = AuthorizeCall(auth_, *ctx, method);
+  if (!caller.ok()) return caller.status();
+  if (caller->anonymous) return absl::OkStatus();
+  for (const events::v1::Event* e : events) {
+    if (absl::Status s = RequirePublish(*caller, e->type()); !s.ok()) return Denied(s, method);
+  }
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* EventBrokerService::Publish(grpc::CallbackServerContext* ctx,
                                                       const grpc::ByteBuffer* request_bytes,
                                                       grpc::ByteBuffer* response_bytes) {
@@ -226,6 +243,10 @@ grpc::ServerUnaryReactor* EventBrokerService::Publish(grpc::CallbackServerContex
   }
   if (!request->has_event()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "event: required"));
+    return reactor;
+  }
+  if (absl::Status s = AuthorizePublish(ctx, "Publish", {&request->event()}); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
   Broker* broker = broker_->get();
@@ -261,6 +282,12 @@ grpc::ServerUnaryReactor* EventBrokerService::PublishBatch(grpc::CallbackServerC
   std::vector<events::v1::Event*> events;
   events.reserve(request->events_size());
   for (events::v1::Event& e : *request->mutable_events()) events.push_back(&e);
+  if (absl::Status s = AuthorizePublish(
+          ctx, "PublishBatch", std::vector<const events::v1::Event*>(events.begin(), events.end()));
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   PublishAndAnswer<v1::PublishBatchResponse>(
       broker, reactor, response_bytes, absl::MakeConstSpan(events), "events",
       [](const std::vector<PublishResult>& r, v1::PublishBatchResponse* out) {
@@ -269,19 +296,46 @@ grpc::ServerUnaryReactor* EventBrokerService::PublishBatch(grpc::CallbackServerC
   return reactor;
 }
 
+std::function<absl::Status(const v1::SubscribeRequest&)> EventBrokerService::SubscribeGate(
+    grpc::CallbackServerContext* ctx, const char* method) {
+  return [this, ctx, method](const v1::SubscribeRequest& request) -> absl::Status {
+    absl::StatusOr<Principal> caller = AuthorizeCall(auth_, *ctx, method);
+    if (!caller.ok()) return caller.status();
+    std::vector<std::string> types(request.types().begin(), request.types().end());
+    return Denied(RequireSubscribe(*caller, types, request.group()), method);
+  };
+}
+
 grpc::ServerWriteReactor<grpc::ByteBuffer>* EventBrokerService::Subscribe(
     grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
-  return new SubscribeReactor(broker_->get(), &slow_, request, /*batched=*/false);
+  return new SubscribeReactor(broker_->get(), &slow_, request, /*batched=*/false,
+                              SubscribeGate(ctx, "Subscribe"));
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* EventBrokerService::SubscribeBatched(
     grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
-  return new SubscribeReactor(broker_->get(), &slow_, request, /*batched=*/true);
+  return new SubscribeReactor(broker_->get(), &slow_, request, /*batched=*/true,
+                              SubscribeGate(ctx, "SubscribeBatched"));
+}
+
+absl::Status EventBrokerService::Denied(absl::Status status, absl::string_view method) {
+  if (auth_ == nullptr) return status;
+  return auth_->Denied(std::move(status), method);
+}
+
+absl::Status EventBrokerService::AuthorizeGroup(grpc::CallbackServerContext* ctx,
+                                                absl::string_view method, absl::string_view group) {
+  absl::StatusOr<Principal> caller = AuthorizeCall(auth_, *ctx, method);
+  if (!caller.ok()) return caller.status();
+  return Denied(RequireGroup(*caller, group), method);
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::Ack(grpc::CallbackServerContext* ctx,
                                                   const v1::AckRequest* request,
                                                   v1::AckResponse* response) {
+  if (absl::Status s = AuthorizeGroup(ctx, "Ack", request->group()); !s.ok()) {
+    return Refuse(ctx, s);
+  }
   Broker* broker = broker_->get();
   if (broker == nullptr)
     return FinishUnary(ctx, absl::StatusOr<v1::AckResponse>(BrokerSlot::NotReady()), response);
@@ -295,6 +349,9 @@ grpc::ServerUnaryReactor* EventBrokerService::Ack(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* EventBrokerService::Nack(grpc::CallbackServerContext* ctx,
                                                    const v1::NackRequest* request,
                                                    v1::NackResponse* response) {
+  if (absl::Status s = AuthorizeGroup(ctx, "Nack", request->group()); !s.ok()) {
+    return Refuse(ctx, s);
+  }
   Broker* broker = broker_->get();
   if (broker == nullptr)
     return FinishUnary(ctx, absl::StatusOr<v1::NackResponse>(BrokerSlot::NotReady()), response);
@@ -308,6 +365,9 @@ grpc::ServerUnaryReactor* EventBrokerService::Nack(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* EventBrokerService::ModifyAckDeadline(
     grpc::CallbackServerContext* ctx, const v1::ModifyAckDeadlineRequest* request,
     v1::ModifyAckDeadlineResponse* response) {
+  if (absl::Status s = AuthorizeGroup(ctx, "ModifyAckDeadline", request->group()); !s.ok()) {
+    return Refuse(ctx, s);
+  }
   Broker* broker = broker_->get();
   if (broker == nullptr)
     return FinishUnary(ctx, absl::StatusOr<v1::ModifyAckDeadlineResponse>(BrokerSlot::NotReady()),
@@ -322,29 +382,43 @@ grpc::ServerUnaryReactor* EventBrokerService::ModifyAckDeadline(
 grpc::ServerUnaryReactor* EventBrokerService::GetEventHistory(
     grpc::CallbackServerContext* ctx, const v1::GetEventHistoryRequest* request,
     v1::GetEventHistoryResponse* response) {
-  return FinishOnExecutor(ctx, &slow_, response, [this, request] {
+  return FinishOnExecutor(ctx, &slow_, response, [this, ctx, request] {
+    using R = absl::StatusOr<v1::GetEventHistoryResponse>;
+    absl::StatusOr<Principal> caller = AuthorizeCall(auth_, *ctx, "GetEventHistory");
+    if (!caller.ok()) return R(caller.status());
     Broker* b = broker_->get();
-    if (b == nullptr) return absl::StatusOr<v1::GetEventHistoryResponse>(BrokerSlot::NotReady());
-    return b->GetEventHistory(*request);
+    if (b == nullptr) return R(BrokerSlot::NotReady());
+    R history = b->GetEventHistory(*request);
+    if (history.ok()) OnlyVisible(*caller, &*history);
+    return history;
   });
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::GetStats(grpc::CallbackServerContext* ctx,
                                                        const v1::GetStatsRequest* request,
                                                        v1::GetStatsResponse* response) {
-  return FinishOnExecutor(ctx, &slow_, response, [this, request] {
+  return FinishOnExecutor(ctx, &slow_, response, [this, ctx] {
+    using R = absl::StatusOr<v1::GetStatsResponse>;
+    absl::StatusOr<Principal> caller = AuthorizeCall(auth_, *ctx, "GetStats");
+    if (!caller.ok()) return R(caller.status());
     Broker* b = broker_->get();
-    if (b == nullptr) return absl::StatusOr<v1::GetStatsResponse>(BrokerSlot::NotReady());
-    return b->GetStats();
+    if (b == nullptr) return R(BrokerSlot::NotReady());
+    R stats = b->GetStats();
+    if (stats.ok()) OnlyVisible(*caller, &*stats);
+    return stats;
   });
 }
 
 grpc::ServerUnaryReactor* EventBrokerService::ListDeadLetters(
     grpc::CallbackServerContext* ctx, const v1::ListDeadLettersRequest* request,
     v1::ListDeadLettersResponse* response) {
-  return FinishOnExecutor(ctx, &slow_, response, [this, request] {
+  return FinishOnExecutor(ctx, &slow_, response, [this, ctx, request] {
+    using R = absl::StatusOr<v1::ListDeadLettersResponse>;
+    if (absl::Status s = AuthorizeGroup(ctx, "ListDeadLetters", request->group()); !s.ok()) {
+      return R(s);
+    }
     Broker* b = broker_->get();
-    if (b == nullptr) return absl::StatusOr<v1::ListDeadLettersResponse>(BrokerSlot::NotReady());
+    if (b == nullptr) return R(BrokerSlot::NotReady());
     return b->ListDeadLetters(*request);
   });
 }
@@ -352,9 +426,13 @@ grpc::ServerUnaryReactor* EventBrokerService::ListDeadLetters(
 grpc::ServerUnaryReactor* EventBrokerService::ReplayDeadLetters(
     grpc::CallbackServerContext* ctx, const v1::ReplayDeadLettersRequest* request,
     v1::ReplayDeadLettersResponse* response) {
-  return FinishOnExecutor(ctx, &slow_, response, [this, request] {
+  return FinishOnExecutor(ctx, &slow_, response, [this, ctx, request] {
+    using R = absl::StatusOr<v1::ReplayDeadLettersResponse>;
+    absl::StatusOr<Principal> caller =
+        AuthorizeCall(auth_, *ctx, "ReplayDeadLetters", Scope::kAdmin);
+    if (!caller.ok()) return R(caller.status());
     Broker* b = broker_->get();
-    if (b == nullptr) return absl::StatusOr<v1::ReplayDeadLettersResponse>(BrokerSlot::NotReady());
+    if (b == nullptr) return R(BrokerSlot::NotReady());
     return b->ReplayDeadLetters(*request);
   });
 }

@@ -1,6 +1,10 @@
 #ifndef SWITCHBOARD_SERVICES_EVENT_BROKER_GRPC_SERVICE_H_
 #define SWITCHBOARD_SERVICES_EVENT_BROKER_GRPC_SERVICE_H_
 
+#include <functional>
+#include <vector>
+
+#include "libs/common/auth.h"
 #include "libs/common/executor.h"
 #include "services/event_broker/broker.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
@@ -22,8 +26,12 @@ using EventBrokerServiceBase = v1::EventBroker::WithRawCallbackMethod_Publish<
 
 class EventBrokerService final : public EventBrokerServiceBase {
  public:
-  explicit EventBrokerService(BrokerSlot* broker)
-      : broker_(broker), slow_("sb-grpc-slow", 2, 256), acks_("sb-grpc-acks", 4, 16384) {}
+  // `auth` (null: everyone may call everything) must outlive the service.
+  explicit EventBrokerService(BrokerSlot* broker, Authenticator* auth = nullptr)
+      : broker_(broker),
+        auth_(auth),
+        slow_("sb-grpc-slow", 2, 256),
+        acks_("sb-grpc-acks", 4, 16384) {}
 
   grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
                                     const grpc::ByteBuffer* request,
@@ -56,7 +64,19 @@ class EventBrokerService final : public EventBrokerServiceBase {
                                               v1::ReplayDeadLettersResponse* response) override;
 
  private:
+  // The caller may publish every one of `events` (publish:<type>).
+  absl::Status AuthorizePublish(grpc::CallbackServerContext* ctx, absl::string_view method,
+                                const std::vector<const events::v1::Event*>& events);
+  // The caller may subscribe to the parsed request's types and group.
+  std::function<absl::Status(const v1::SubscribeRequest&)> SubscribeGate(
+      grpc::CallbackServerContext* ctx, const char* method);
+  // The caller holds some subscribe scope for `group` (acks, dead letters).
+  absl::Status AuthorizeGroup(grpc::CallbackServerContext* ctx, absl::string_view method,
+                              absl::string_view group);
+  absl::Status Denied(absl::Status status, absl::string_view method);
+
   BrokerSlot* const broker_;
+  Authenticator* const auth_;
   // History, stats and dead letters query the store (and Replay waits for
   // the writer): they run here, never on a gRPC reaction thread.
   Executor slow_;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_split.h"
 #include "libs/common/json_log.h"
 #include "libs/common/proto_json.h"
+#include "services/event_broker/visibility.h"
 
 namespace switchboard::broker {
 namespace {
@@ -55,22 +56,27 @@ HttpHandler WithBroker(BrokerSlot* slot, Handler handler) {
 
 }  // namespace
 
-void RegisterBrokerHttpApi(AdminHttpServer* http, BrokerSlot* slot) {
-  http->Route("GET", "/api/events/stats", WithBroker(slot, [](Broker* broker, const HttpRequest&) {
-                return JsonAnswer(broker->GetStats());
+void RegisterBrokerHttpApi(AdminHttpServer* http, BrokerSlot* slot, Authenticator* auth) {
+  http->Route("GET", "/api/events/stats",
+              WithBroker(slot, [](Broker* broker, const HttpRequest& req) {
+                absl::StatusOr<v1::GetStatsResponse> stats = broker->GetStats();
+                if (stats.ok()) OnlyVisible(req.caller, &*stats);
+                return JsonAnswer(stats);
               }));
 
   http->Route("GET", "/api/events/history",
               WithBroker(slot, [](Broker* broker, const HttpRequest& req) {
                 absl::StatusOr<v1::GetEventHistoryRequest> r = HistoryRequestFromQuery(req.query);
                 if (!r.ok()) return ErrorResponse(r.status());
-                return JsonAnswer(broker->GetEventHistory(*r));
+                absl::StatusOr<v1::GetEventHistoryResponse> history = broker->GetEventHistory(*r);
+                if (history.ok()) OnlyVisible(req.caller, &*history);
+                return JsonAnswer(history);
               }));
 
   // Publishes the event in the body (protobuf JSON of Event), or a sample
   // test event when the body is empty.
   http->Route(
-      "POST", "/api/events/test", WithBroker(slot, [](Broker* broker, const HttpRequest& req) {
+      "POST", "/api/events/test", WithBroker(slot, [auth](Broker* broker, const HttpRequest& req) {
         events::v1::Event event;
         if (req.body.find_first_not_of(" \t\r\n") != std::string::npos) {
           if (absl::Status s = JsonToProto(req.body, &event); !s.ok()) return ErrorResponse(s);
@@ -78,6 +84,10 @@ void RegisterBrokerHttpApi(AdminHttpServer* http, BrokerSlot* slot) {
           event.set_type("system.test");
           event.set_source("event-broker");
           (*event.mutable_data()->mutable_fields())["message"].set_string_value("test event");
+        }
+        if (absl::Status s = RequirePublish(req.caller, event.type()); !s.ok()) {
+          if (auth != nullptr) auth->Denied(s, "POST /api/events/test");
+          return ErrorResponse(s);
         }
         absl::StatusOr<std::vector<PublishResult>> r = broker->PublishAndWait({std::move(event)});
         if (!r.ok()) return ErrorResponse(r.status());

@@ -118,6 +118,13 @@ int Run() {
   ServiceEdges edges(registry, "broker");
   edges.set_tls(*tls);
   edges.set_metrics_addr(MetricsAddrFlag());
+  AuthMetrics auth_metrics(*registry, "broker");
+  absl::StatusOr<std::unique_ptr<Authenticator>> auth = OpenAuthenticatorFromFlags(&auth_metrics);
+  if (!auth.ok()) {
+    LogError("bad flag", {{"error", std::string(auth.status().message())}});
+    return 2;
+  }
+  edges.http().SetAuthenticator(auth->get());
   BrokerMetrics metrics(*registry);
   redis::RedisMetrics redis_metrics(*registry, "broker");
   StoreSettings settings;
@@ -191,9 +198,9 @@ int Run() {
   };
   if (try_create() == 2) return 2;
 
-  EventBrokerService service(&slot);
+  EventBrokerService service(&slot, auth->get());
   edges.set_grpc_memory_quota(absl::GetFlag(FLAGS_grpc_memory_quota_bytes));
-  RegisterBrokerHttpApi(&edges.http(), &slot);
+  RegisterBrokerHttpApi(&edges.http(), &slot, auth->get());
   if (absl::Status st =
           edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr), {&service},
                       [&slot] {

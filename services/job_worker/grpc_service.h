@@ -1,6 +1,7 @@
 #ifndef SWITCHBOARD_SERVICES_JOB_WORKER_GRPC_SERVICE_H_
 #define SWITCHBOARD_SERVICES_JOB_WORKER_GRPC_SERVICE_H_
 
+#include "libs/common/auth.h"
 #include "libs/common/executor.h"
 #include "services/job_worker/worker.h"
 #include "switchboard/jobs/v1/jobs.grpc.pb.h"
@@ -12,7 +13,9 @@ namespace switchboard::jobs {
 // reaction thread.
 class JobWorkerService final : public v1::JobWorker::CallbackService {
  public:
-  explicit JobWorkerService(Worker* worker) : worker_(worker), slow_("sb-jobs-rpc", 2, 256) {}
+  // `auth` (may be null: everyone may call) must outlive the service.
+  explicit JobWorkerService(Worker* worker, Authenticator* auth = nullptr)
+      : worker_(worker), auth_(auth), slow_("sb-jobs-rpc", 2, 256) {}
 
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
                                      const v1::GetStatsRequest* request,
@@ -31,6 +34,7 @@ class JobWorkerService final : public v1::JobWorker::CallbackService {
 
  private:
   Worker* const worker_;
+  Authenticator* const auth_;
   Executor slow_;
 };
 

@@ -1,6 +1,7 @@
 #ifndef SWITCHBOARD_SERVICES_WEBHOOK_DELIVERY_GRPC_SERVICE_H_
 #define SWITCHBOARD_SERVICES_WEBHOOK_DELIVERY_GRPC_SERVICE_H_
 
+#include "libs/common/auth.h"
 #include "libs/common/executor.h"
 #include "services/webhook_delivery/webhook_core.h"
 #include "switchboard/webhooks/v1/webhooks.grpc.pb.h"
@@ -12,6 +13,8 @@ struct WebhookGrpcServiceOptions {
   // RESOURCE_EXHAUSTED.
   int threads = 4;
   size_t max_queued = 256;
+  // Who may call what (null: everyone everything); outlives the service.
+  Authenticator* auth = nullptr;
 };
 
 // gRPC edge of webhook-delivery: hands each call to WebhookCore.
@@ -64,6 +67,7 @@ class WebhookGrpcService final : public v1::WebhookService::CallbackService {
 
  private:
   WebhookCore* const core_;
+  Authenticator* const auth_;
   Executor registrations_;
   Executor queries_;
 };

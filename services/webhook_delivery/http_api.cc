@@ -24,21 +24,22 @@ std::string IdFromPath(const std::string& path) { return path.substr(std::string
 }  // namespace
 
 void RegisterWebhookHttpApi(AdminHttpServer* http, WebhookCore* core) {
-  http->Route("POST", "/api/webhooks/register", [core](const HttpRequest& req) {
-    v1::RegisterWebhookRequest r;
-    if (absl::Status s = ParseBody(req.body, &r); !s.ok()) return ErrorResponse(s);
-    HttpResponse resp = JsonAnswer(core->Register(r));
-    if (resp.status == 200) resp.status = 201;
-    return resp;
-  });
-  http->Route("GET", kPrefix, [core](const HttpRequest& req) {
+  http->Route("POST", "/api/webhooks/register", Scope::kWebhooksAdmin,
+              [core](const HttpRequest& req) {
+                v1::RegisterWebhookRequest r;
+                if (absl::Status s = ParseBody(req.body, &r); !s.ok()) return ErrorResponse(s);
+                HttpResponse resp = JsonAnswer(core->Register(r));
+                if (resp.status == 200) resp.status = 201;
+                return resp;
+              });
+  http->Route("GET", kPrefix, Scope::kWebhooksRead, [core](const HttpRequest& req) {
     v1::GetWebhookRequest r;
     r.set_id(IdFromPath(req.path));
     return JsonAnswer(core->Get(r));
   });
   // UpdateWebhookRequest without the id, which is the path's; fields left
   // out keep their value.
-  http->Route("PATCH", kPrefix, [core](const HttpRequest& req) {
+  http->Route("PATCH", kPrefix, Scope::kWebhooksAdmin, [core](const HttpRequest& req) {
     v1::UpdateWebhookRequest r;
     if (absl::Status s = ParseBody(req.body, &r); !s.ok()) return ErrorResponse(s);
     std::string id = IdFromPath(req.path);
@@ -49,17 +50,17 @@ void RegisterWebhookHttpApi(AdminHttpServer* http, WebhookCore* core) {
     r.set_id(id);
     return JsonAnswer(core->Update(r));
   });
-  http->Route("DELETE", kPrefix, [core](const HttpRequest& req) {
+  http->Route("DELETE", kPrefix, Scope::kWebhooksAdmin, [core](const HttpRequest& req) {
     v1::UnregisterWebhookRequest r;
     r.set_id(IdFromPath(req.path));
     return JsonAnswer(core->Unregister(r));
   });
-  http->Route("GET", "/api/webhooks", [core](const HttpRequest&) {
+  http->Route("GET", "/api/webhooks", Scope::kWebhooksRead, [core](const HttpRequest&) {
     return JsonAnswer(core->List(v1::ListWebhooksRequest()));
   });
-  http->Route("GET", "/api/webhooks/stats",
+  http->Route("GET", "/api/webhooks/stats", Scope::kWebhooksRead,
               [core](const HttpRequest&) { return JsonAnswer(core->GetStats()); });
-  http->Route("POST", "/api/webhooks/test", [core](const HttpRequest& req) {
+  http->Route("POST", "/api/webhooks/test", Scope::kWebhooksAdmin, [core](const HttpRequest& req) {
     v1::SendTestEventRequest r;
     if (absl::Status s = ParseBody(req.body, &r); !s.ok()) return ErrorResponse(s);
     return JsonAnswer(core->SendTestEvent(r));

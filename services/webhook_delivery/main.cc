@@ -14,6 +14,7 @@
 #include "libs/redis/redis_config.h"
 #include "libs/redis/redis_metrics.h"
 #include "libs/redis/store_flags.h"
+#include "libs/security/secret_box.h"
 #include "libs/security/tls_flags.h"
 #include "prometheus/registry.h"
 #include "services/webhook_delivery/delivery_engine.h"
@@ -23,6 +24,7 @@
 #include "services/webhook_delivery/http_sender.h"
 #include "services/webhook_delivery/redis_webhook_store.h"
 #include "services/webhook_delivery/registry.h"
+#include "services/webhook_delivery/sealed_webhook_store.h"
 #include "services/webhook_delivery/webhook_core.h"
 #include "services/webhook_delivery/webhook_store.h"
 
@@ -44,6 +46,9 @@ ABSL_FLAG(bool, allow_private_targets, false,
 ABSL_FLAG(std::string, allow_targets, "",
           "CIDR[,CIDR...]: webhook URLs may resolve to addresses in these ranges, e.g. "
           "10.0.0.0/8 for in-cluster receivers (cloud metadata addresses are refused always)");
+ABSL_FLAG(std::string, secrets_key_file, "",
+          "signing secrets are stored encrypted (AES-256-GCM) under the first key of this file "
+          "(base64 of 32 bytes per line; later lines are older keys, still read)");
 ABSL_FLAG(int32_t, webhook_max_retries, 5, "default retry_attempts of a registration");
 ABSL_FLAG(int32_t, webhook_retry_delay, 5000, "default retry_delay of a registration, in ms");
 ABSL_FLAG(int32_t, webhook_timeout, 30000, "default timeout of a registration, in ms");
@@ -167,6 +172,18 @@ int Run() {
   ServiceEdges edges(registry, "webhooks");
   edges.set_tls(*tls);
   edges.set_metrics_addr(MetricsAddrFlag());
+  AuthMetrics auth_metrics(*registry, "webhooks");
+  absl::StatusOr<std::unique_ptr<Authenticator>> auth = OpenAuthenticatorFromFlags(&auth_metrics);
+  if (!auth.ok()) {
+    LogError("bad flag", {{"error", std::string(auth.status().message())}});
+    return 2;
+  }
+  edges.http().SetAuthenticator(auth->get());
+  absl::StatusOr<std::string> broker_token = ReadBrokerTokenFlag();
+  if (!broker_token.ok()) {
+    LogError("bad flag", {{"error", std::string(broker_token.status().message())}});
+    return 2;
+  }
   WebhookMetrics metrics(*registry);
   redis::RedisMetrics redis_metrics(*registry, "webhooks");
   absl::StatusOr<Stores> stores = OpenStores(&redis_metrics);
@@ -176,6 +193,19 @@ int Run() {
              {{"error", std::string(stores.status().message())}});
     return bad_flag ? 2 : 1;
   }
+  std::optional<SecretBox> box;
+  if (!absl::GetFlag(FLAGS_secrets_key_file).empty()) {
+    absl::StatusOr<SecretBox> opened =
+        SecretBox::FromKeyFile(absl::GetFlag(FLAGS_secrets_key_file));
+    if (!opened.ok()) {
+      LogError("bad flag", {{"error", std::string(opened.status().message())}});
+      return 2;
+    }
+    box = *std::move(opened);
+  } else {
+    LogWarn("webhook signing secrets are stored as they are (set --secrets_key_file)");
+  }
+  stores->webhooks = std::make_unique<SealedWebhookStore>(std::move(stores->webhooks), box);
   WebhookStore* webhook_store = stores->webhooks.get();
   DeliveryStore* delivery_store = stores->deliveries.get();
   RegistryConfig rc;
@@ -205,6 +235,7 @@ int Run() {
   GrpcBrokerClientOptions broker_options;
   broker_options.target = absl::GetFlag(FLAGS_broker);
   broker_options.tls = *broker_tls;
+  broker_options.bearer_token = *broker_token;
   std::unique_ptr<BrokerClient> broker = NewGrpcBrokerClient(broker_options);
   WebhookCoreOptions options;
   options.ack_deadline = absl::GetFlag(FLAGS_ack_deadline);
@@ -220,7 +251,9 @@ int Run() {
   }
   // After core: the service's pools (where its calls run) drain and join
   // before core goes.
-  WebhookGrpcService service(&core);
+  WebhookGrpcServiceOptions service_options;
+  service_options.auth = auth->get();
+  WebhookGrpcService service(&core, service_options);
   RegisterWebhookHttpApi(&edges.http(), &core);
   if (absl::Status st = edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr),
                                     {&service}, [&core] { return core.ready(); },

@@ -58,6 +58,18 @@ expect_rejected "a literal REDIS_URL" "from a Secret" \
 expect_rejected "REDIS_URL from a missing key" "has no key" "$BC.env[0].valueFrom.secretKeyRef.key = \"url\""
 expect_rejected "REDIS_URL in the ConfigMap" "belongs in a Secret" \
   "find(\"ConfigMap\", \"switchboard-config\").data.REDIS_URL = \"redis://:pw@redis:6379\""
+W='find("Deployment", "job-worker")'
+WC="$W.spec.template.spec.containers[0]"
+expect_rejected "no tokens file on the broker" "no --auth_tokens_file" \
+  "$BC.args = $BC.args.filter((a) => !a.startsWith(\"--auth_tokens_file\"))"
+expect_rejected "the tokens file not mounted" "is not a mounted Secret" \
+  "$WC.volumeMounts = $WC.volumeMounts.filter((m) => m.name !== \"auth\")"
+expect_rejected "a broker token the Secret lacks" "has no key job-worker.token" \
+  "delete find(\"Secret\", \"switchboard-auth\").stringData[\"job-worker.token\"]"
+expect_rejected "a writable token mount" "mounted readOnly" \
+  "$WC.volumeMounts.find((m) => m.name === \"auth\").readOnly = false"
+expect_rejected "a token in the ConfigMap" "tokens belong in a Secret" \
+  "find(\"ConfigMap\", \"switchboard-config\").data.BROKER_TOKEN = \"t\""
 expect_rejected "--store in the broker's args" "--store in args" "$BC.args.push(\"--store=redis://redis:6379\")"
 expect_rejected "a gRPC liveness probe on the broker" "every broker would restart" \
   "$BC.livenessProbe = {grpc: {port: 50051}}"

@@ -157,7 +157,7 @@ function redisChecks() {
     const d = find("Deployment", name);
     if (!d) { console.error(`redis: no Deployment/${name}`); errors++; continue; }
     const cargs = d.spec.template.spec.containers[0].args || [];
-    const brokerArgs = cargs.filter((a) => a.startsWith("--broker"));
+    const brokerArgs = cargs.filter((a) => a.startsWith("--broker="));
     if (brokerArgs.length !== 1 || brokerArgs[0] !== DNS_TARGET) {
       fail(d, `broker target ${JSON.stringify(brokerArgs)}, want ["${DNS_TARGET}"]`);
     }
@@ -180,6 +180,41 @@ function redisChecks() {
   }
 }
 if (redis) redisChecks();
+
+// The file a --FLAG=/path arg names: it must be a key of a Secret mounted at
+// the path's directory.
+function fileFromSecret(workload, c, flag) {
+  const arg = (c.args || []).find((a) => a.startsWith(`--${flag}=`));
+  if (!arg) { fail(workload, `no --${flag}`); return; }
+  const file = arg.slice(flag.length + 3);
+  const dir = file.slice(0, file.lastIndexOf("/"));
+  const key = file.slice(file.lastIndexOf("/") + 1);
+  const mount = (c.volumeMounts || []).find((m) => m.mountPath === dir);
+  const vol = mount && (workload.spec.template.spec.volumes || []).find((v) => v.name === mount.name);
+  if (!vol || !vol.secret) { fail(workload, `--${flag}: ${dir} is not a mounted Secret`); return; }
+  const secret = find("Secret", vol.secret.secretName);
+  const keys = secret ? Object.keys(Object.assign({}, secret.data, secret.stringData)) : [];
+  if (!keys.includes(key)) fail(workload, `--${flag}: Secret ${vol.secret.secretName} has no key ${key}`);
+  if (mount.readOnly !== true) fail(workload, `--${flag}: the Secret must be mounted readOnly`);
+}
+
+// Tokens on (components/auth): every service reads its principals from a
+// Secret, the mesh clients present a token from it; no token in a ConfigMap.
+function authChecks() {
+  for (const name of ["event-broker", "job-worker", "webhook-delivery"]) {
+    const w = find("Deployment", name) || find("StatefulSet", name);
+    if (!w) continue;
+    const c = w.spec.template.spec.containers[0];
+    fileFromSecret(w, c, "auth_tokens_file");
+    if (name !== "event-broker") fileFromSecret(w, c, "broker_token_file");
+  }
+  for (const cm of docs.filter((d) => d.kind === "ConfigMap")) {
+    for (const k of Object.keys(cm.data || {})) {
+      if (/token/i.test(k)) fail(cm, `${k}: tokens belong in a Secret`);
+    }
+  }
+}
+if (redis) authChecks();
 
 // The bundled Redis: durable (AOF fsynced on every write, on a claim), never
 // evicting, with the password of the Secret REDIS_URL also carries.

@@ -164,7 +164,8 @@ std::string ServiceProcess::Log() const {
 }
 
 HttpResult HttpRequest(const std::string& host_port, const std::string& method,
-                       const std::string& path, const std::string& body) {
+                       const std::string& path, const std::string& body,
+                       const std::string& extra_headers) {
   HttpResult result;
   std::pair<std::string, std::string> hp = absl::StrSplit(host_port, ':');
   int port = 0;
@@ -178,9 +179,10 @@ HttpResult HttpRequest(const std::string& host_port, const std::string& method,
     close(fd);
     return result;
   }
-  std::string req = absl::StrCat(
-      method, " ", path, " HTTP/1.0\r\nHost: ", host_port,
-      "\r\nContent-Type: application/json\r\nContent-Length: ", body.size(), "\r\n\r\n", body);
+  std::string req =
+      absl::StrCat(method, " ", path, " HTTP/1.0\r\nHost: ", host_port,
+                   "\r\nContent-Type: application/json\r\nContent-Length: ", body.size(), "\r\n",
+                   extra_headers, "\r\n", body);
   send(fd, req.data(), req.size(), MSG_NOSIGNAL);
   std::string out;
   char buf[8192];
@@ -190,7 +192,10 @@ HttpResult HttpRequest(const std::string& host_port, const std::string& method,
   size_t sp = out.find(' ');
   if (sp != std::string::npos) absl::SimpleAtoi(out.substr(sp + 1, 3), &result.status);
   size_t hdr_end = out.find("\r\n\r\n");
-  if (hdr_end != std::string::npos) result.body = out.substr(hdr_end + 4);
+  if (hdr_end != std::string::npos) {
+    result.head = out.substr(0, hdr_end);
+    result.body = out.substr(hdr_end + 4);
+  }
   return result;
 }
 

@@ -60,10 +60,13 @@ ExitResult RunToExit(const std::string& binary, const std::vector<std::string>& 
 // A bare HTTP/1.0 request to HOST:PORT; returns status code and body.
 struct HttpResult {
   int status = 0;
+  std::string head;  // status line and headers
   std::string body;
 };
+// `extra_headers`: "Name: value\r\n" lines.
 HttpResult HttpRequest(const std::string& host_port, const std::string& method,
-                       const std::string& path, const std::string& body = "");
+                       const std::string& path, const std::string& body = "",
+                       const std::string& extra_headers = "");
 
 // Waits for `condition` with a deadline, polling; no fixed sleeps in tests.
 bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout,

@@ -1,0 +1,48 @@
+#include <fstream>
+#include <sstream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "libs/common/json_log.h"
+#include "libs/security/tls_flags.h"
+
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "JSON lines {\"principal\",\"token_sha256\" or \"tls_identity\",\"scopes\":[...]}: "
+          "with it every RPC and JSON route needs 'authorization: Bearer <token>' (or a mapped "
+          "client certificate); reloaded on change");
+ABSL_FLAG(std::string, broker_token_file, "",
+          "file holding the bearer token this service presents to the broker");
+
+namespace switchboard {
+
+absl::StatusOr<std::unique_ptr<Authenticator>> OpenAuthenticatorFromFlags(AuthMetrics* metrics) {
+  std::string path = absl::GetFlag(FLAGS_auth_tokens_file);
+  if (path.empty()) {
+    LogWarn(
+        "authentication is off: anyone who reaches a port may call every RPC and route "
+        "(set --auth_tokens_file)");
+    return std::make_unique<Authenticator>(metrics);
+  }
+  absl::StatusOr<std::unique_ptr<Authenticator>> auth = Authenticator::Open(path, metrics);
+  if (auth.ok()) LogInfo("authentication is on", {{"auth_tokens_file", path}});
+  return auth;
+}
+
+absl::StatusOr<std::string> ReadBrokerTokenFlag() {
+  std::string path = absl::GetFlag(FLAGS_broker_token_file);
+  if (path.empty()) return std::string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return absl::InvalidArgumentError(absl::StrCat("broker_token_file: cannot read '", path, "'"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string token(absl::StripAsciiWhitespace(ss.str()));
+  if (token.empty() || token.find_first_of(" \t\r\n") != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("broker_token_file: '", path, "' must hold one token"));
+  }
+  return token;
+}
+
+}  // namespace switchboard
