@@ -131,13 +131,20 @@ class AuthIT : public ::testing::Test {
   // A subscription the broker accepts stays open (the short deadline ends
   // it); a refused one ends at once with the refusal.
   StatusCode Subscribe(const std::string& who, std::vector<std::string> types,
-                       const std::string& group = "") {
+                       const std::string& group = "", bool batched = false) {
     broker::v1::SubscribeRequest req;
     for (auto& t : types) req.add_types(t);
     req.set_group(group);
     grpc::ClientContext ctx;
     As(&ctx, who);
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    if (batched) {
+      auto reader = broker_stub_->SubscribeBatched(&ctx, req);
+      broker::v1::DeliveryBatch d;
+      while (reader->Read(&d)) {
+      }
+      return reader->Finish().error_code();
+    }
     auto reader = broker_stub_->Subscribe(&ctx, req);
     broker::v1::Delivery d;
     while (reader->Read(&d)) {
@@ -159,11 +166,73 @@ constexpr StatusCode DENIED = StatusCode::PERMISSION_DENIED;
 // not the point (an unknown ack id, say).
 constexpr StatusCode ALLOWED = StatusCode::DO_NOT_USE;
 
+// A unary call as `who`, with a default request: for the table, only whether
+// the caller gets past authentication and authorisation matters.
+template <typename Stub, typename Req, typename Resp>
+std::function<grpc::Status(const std::string&)> UnaryAs(
+    Stub* stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+    Req req = Req()) {
+  return [stub, method, req](const std::string& who) {
+    Resp resp;
+    grpc::ClientContext ctx;
+    std::string token = TokenOf(who);
+    if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    return (stub->*method)(&ctx, req, &resp);
+  };
+}
+
 TEST_F(AuthIT, PrincipalsTimesRpcsOverGrpc) {
   ASSERT_NO_FATAL_FAILURE(StartMesh());
   using Call = std::function<grpc::Status(const std::string& who)>;
-  auto unary = [](auto fn) { return fn; };
+  using BrokerStub = broker::v1::EventBroker::Stub;
+  using JobsStub = jobs::v1::JobWorker::Stub;
+  using HooksStub = webhooks::v1::WebhookService::Stub;
+  auto* b = broker_stub_.get();
+  auto* j = jobs_stub_.get();
+  auto* h = hooks_stub_.get();
+  broker::v1::NackRequest nack;
+  nack.set_group("billing");
+  nack.add_ack_ids("nope");
+  broker::v1::ModifyAckDeadlineRequest modify;
+  modify.set_group("billing");
+  modify.add_ack_ids("nope");
+  jobs::v1::GetJobRequest get_job;
+  get_job.set_id("job_nope");
+  webhooks::v1::GetWebhookRequest get_hook;
+  get_hook.set_id("wh_nope");
+  webhooks::v1::UnregisterWebhookRequest unregister;
+  unregister.set_id("wh_nope");
+  webhooks::v1::UpdateWebhookRequest update;
+  update.set_id("wh_nope");
+  webhooks::v1::RotateSecretRequest rotate;
+  rotate.set_id("wh_nope");
+  webhooks::v1::RedeliverEventRequest redeliver;
+  redeliver.set_event_id("evt_nope");
+  webhooks::v1::SendTestEventRequest test_event;
+  test_event.set_webhook_id("wh_nope");
   std::map<std::string, Call> calls = {
+      {"broker.Nack(billing)", UnaryAs<BrokerStub>(b, &BrokerStub::Nack, nack)},
+      {"broker.ModifyAckDeadline(billing)",
+       UnaryAs<BrokerStub>(b, &BrokerStub::ModifyAckDeadline, modify)},
+      {"broker.GetEventHistory",
+       UnaryAs<BrokerStub, broker::v1::GetEventHistoryRequest, broker::v1::GetEventHistoryResponse>(
+           b, &BrokerStub::GetEventHistory)},
+      {"jobs.GetStats", UnaryAs<JobsStub, jobs::v1::GetStatsRequest, jobs::v1::GetStatsResponse>(
+                            j, &JobsStub::GetStats)},
+      {"jobs.GetJob", UnaryAs<JobsStub>(j, &JobsStub::GetJob, get_job)},
+      {"hooks.GetWebhook", UnaryAs<HooksStub>(h, &HooksStub::GetWebhook, get_hook)},
+      {"hooks.UnregisterWebhook", UnaryAs<HooksStub>(h, &HooksStub::UnregisterWebhook, unregister)},
+      {"hooks.UpdateWebhook", UnaryAs<HooksStub>(h, &HooksStub::UpdateWebhook, update)},
+      {"hooks.RotateSecret", UnaryAs<HooksStub>(h, &HooksStub::RotateSecret, rotate)},
+      {"hooks.GetStats",
+       UnaryAs<HooksStub, webhooks::v1::GetStatsRequest, webhooks::v1::GetStatsResponse>(
+           h, &HooksStub::GetStats)},
+      {"hooks.ListDeliveries",
+       UnaryAs<HooksStub, webhooks::v1::ListDeliveriesRequest,
+               webhooks::v1::ListDeliveriesResponse>(h, &HooksStub::ListDeliveries)},
+      {"hooks.RedeliverEvent", UnaryAs<HooksStub>(h, &HooksStub::RedeliverEvent, redeliver)},
+      {"hooks.SendTestEvent", UnaryAs<HooksStub>(h, &HooksStub::SendTestEvent, test_event)},
       {"broker.Publish(order.created)",
        [&](const std::string& w) { return Publish(w, "order.created"); }},
       {"broker.Publish(user.created)",
@@ -258,7 +327,6 @@ TEST_F(AuthIT, PrincipalsTimesRpcsOverGrpc) {
          return hooks_stub_->RegisterWebhook(&ctx, req, &resp);
        }},
   };
-  (void)unary;
   struct Row {
     std::string call;
     std::map<std::string, StatusCode> expect;  // principal -> code
@@ -281,6 +349,24 @@ TEST_F(AuthIT, PrincipalsTimesRpcsOverGrpc) {
       {"broker.ReplayDeadLetters(billing)",
        {{"billing", DENIED}, {"tracker", DENIED}, {"root", ALLOWED}, {"bogus", UNAUTH}}},
       {"broker.GetStats", {{"tracker", OK}, {"checkout", OK}, {"", UNAUTH}}},
+      {"broker.GetEventHistory", {{"tracker", OK}, {"jobs-reader", OK}, {"bogus", UNAUTH}}},
+      {"broker.Nack(billing)", {{"billing", ALLOWED}, {"hooks-operator", DENIED}, {"", UNAUTH}}},
+      {"broker.ModifyAckDeadline(billing)",
+       {{"billing", ALLOWED}, {"checkout", DENIED}, {"", UNAUTH}}},
+      {"jobs.GetStats", {{"jobs-reader", OK}, {"hooks-operator", DENIED}, {"", UNAUTH}}},
+      {"jobs.GetJob", {{"jobs-reader", ALLOWED}, {"checkout", DENIED}, {"", UNAUTH}}},
+      {"hooks.GetWebhook", {{"hooks-reader", ALLOWED}, {"jobs-operator", DENIED}, {"", UNAUTH}}},
+      {"hooks.GetStats", {{"hooks-reader", OK}, {"tracker", DENIED}, {"", UNAUTH}}},
+      {"hooks.ListDeliveries", {{"hooks-reader", OK}, {"checkout", DENIED}, {"", UNAUTH}}},
+      {"hooks.UnregisterWebhook",
+       {{"hooks-operator", ALLOWED}, {"hooks-reader", DENIED}, {"", UNAUTH}}},
+      {"hooks.UpdateWebhook",
+       {{"hooks-operator", ALLOWED}, {"hooks-reader", DENIED}, {"bogus", UNAUTH}}},
+      {"hooks.RotateSecret", {{"root", ALLOWED}, {"hooks-reader", DENIED}, {"", UNAUTH}}},
+      {"hooks.RedeliverEvent",
+       {{"hooks-operator", ALLOWED}, {"hooks-reader", DENIED}, {"", UNAUTH}}},
+      {"hooks.SendTestEvent",
+       {{"hooks-operator", ALLOWED}, {"hooks-reader", DENIED}, {"", UNAUTH}}},
       {"jobs.ListJobs",
        {{"jobs-reader", OK},
         {"jobs-operator", OK},
@@ -333,6 +419,9 @@ TEST_F(AuthIT, PrincipalsTimesRpcsOverGrpc) {
   EXPECT_EQ(Subscribe("checkout", {"order.*"}), DENIED);
   EXPECT_EQ(Subscribe("", {"order.*"}), UNAUTH);
   EXPECT_EQ(Subscribe("root", {}), StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(Subscribe("tracker", {"order.*"}, "", /*batched=*/true), StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(Subscribe("tracker", {"user.*"}, "", /*batched=*/true), DENIED);
+  EXPECT_EQ(Subscribe("", {"order.*"}, "", /*batched=*/true), UNAUTH);
 
   // Refusals are counted by reason and method; no token is in any log or metric.
   auto metrics = HttpRequest(broker_->http_addr(), "GET", "/metrics");

@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "libs/common/auth.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 #include "switchboard/jobs/v1/jobs.grpc.pb.h"
 #include "switchboard/webhooks/v1/webhooks.grpc.pb.h"
@@ -46,7 +47,7 @@ struct HttpsResult {
   std::string error;
 };
 HttpsResult HttpsGet(const std::string& addr, const std::string& path, const std::string& ca,
-                     const CertFiles* client = nullptr) {
+                     const CertFiles* client = nullptr, const std::string& token = "") {
   HttpsResult r;
   CURL* h = curl_easy_init();
   std::string url = absl::StrCat("https://", addr, path);
@@ -67,6 +68,9 @@ HttpsResult HttpsGet(const std::string& addr, const std::string& path, const std
         return n * m;
       });
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &r.body);
+  std::string bearer = "Authorization: Bearer " + token;
+  curl_slist* headers = token.empty() ? nullptr : curl_slist_append(nullptr, bearer.c_str());
+  if (headers != nullptr) curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
   if (curl_easy_perform(h) == CURLE_OK) {
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
     curl_certinfo* info = nullptr;
@@ -80,6 +84,7 @@ HttpsResult HttpsGet(const std::string& addr, const std::string& path, const std
     r.error = err;
   }
   curl_easy_cleanup(h);
+  curl_slist_free_all(headers);
   return r;
 }
 
@@ -357,11 +362,23 @@ TEST_F(TlsIT, BadCertificateFlagsStopTheBinaryNamingTheFlag) {
 }
 
 // broker, job-worker and webhook-delivery, each serving TLS (the broker
-// mTLS), the mesh clients presenting their certificates and reaching the
-// broker by an address list with --broker_tls_server_name: an order runs to
-// completion and its webhooks arrive.
-TEST_F(TlsIT, TheMeshRunsTheOrderFlowWithTlsEverywhere) {
-  ASSERT_NO_FATAL_FAILURE(StartBroker(ServerFlags(server_, /*mtls=*/true)));
+// mTLS) with tokens on, the mesh clients presenting their certificates
+// (mapped to a principal: no bearer token) and reaching the broker by an
+// address list with --broker_tls_server_name: an order runs to completion
+// and its webhooks arrive.
+TEST_F(TlsIT, TheMeshRunsTheOrderFlowWithTlsEverywhereAndTokensOn) {
+  const std::string tokens = dir_ + "/tokens.jsonl";
+  std::ofstream(tokens)
+      << R"({"principal":"mesh","tls_identity":"worker.switchboard.svc","scopes":)"
+      << R"(["publish:order.*","publish:job.*","publish:email.*","subscribe:*@job-worker",)"
+      << R"("subscribe:*@webhook-delivery","jobs:read"]})"
+      << "\n"
+      << R"({"principal":"ops","token_sha256":")" << Sha256Hex("tok-ops-1")
+      << R"(","scopes":["webhooks:admin"]})"
+      << "\n";
+  std::vector<std::string> broker_flags = ServerFlags(server_, /*mtls=*/true);
+  broker_flags.push_back("--auth_tokens_file=" + tokens);
+  ASSERT_NO_FATAL_FAILURE(StartBroker(broker_flags));
   std::string port = broker_->grpc_addr().substr(broker_->grpc_addr().rfind(':') + 1);
   std::vector<std::string> client = {
       "--broker=ipv4:127.0.0.1:" + port, "--broker_tls_ca=" + ca_.cert,
@@ -370,6 +387,7 @@ TEST_F(TlsIT, TheMeshRunsTheOrderFlowWithTlsEverywhere) {
   std::vector<std::string> args = client;
   args.push_back("--data_dir=" + dir_ + "/worker");
   args.push_back("--metrics_addr=127.0.0.1:0");
+  args.push_back("--auth_tokens_file=" + tokens);
   for (auto& f : ServerFlags(server_, /*mtls=*/true)) args.push_back(f);
   auto worker = ServiceProcess::Start(WORKER_BIN, args);
   ASSERT_TRUE(worker.ok()) << worker.status();
@@ -380,6 +398,7 @@ TEST_F(TlsIT, TheMeshRunsTheOrderFlowWithTlsEverywhere) {
   args.push_back("--data_dir=" + dir_ + "/webhooks");
   args.push_back("--allow_private_targets");
   args.push_back("--metrics_addr=127.0.0.1:0");
+  args.push_back("--auth_tokens_file=" + tokens);
   for (auto& f : ServerFlags(server_, /*mtls=*/false)) args.push_back(f);
   auto hooks = ServiceProcess::Start(WEBHOOK_BIN, args);
   ASSERT_TRUE(hooks.ok()) << hooks.status();
@@ -396,7 +415,11 @@ TEST_F(TlsIT, TheMeshRunsTheOrderFlowWithTlsEverywhere) {
   reg.add_events("order.*");
   reg.set_secret(kSecret);
   webhooks::v1::Webhook hook;
+  grpc::ClientContext anonymous_ctx;
+  EXPECT_EQ(hook_stub->RegisterWebhook(&anonymous_ctx, reg, &hook).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
   grpc::ClientContext reg_ctx;
+  reg_ctx.AddMetadata("authorization", "Bearer tok-ops-1");
   grpc::Status registered = hook_stub->RegisterWebhook(&reg_ctx, reg, &hook);
   ASSERT_TRUE(registered.ok()) << registered.error_message();
 
@@ -409,7 +432,9 @@ TEST_F(TlsIT, TheMeshRunsTheOrderFlowWithTlsEverywhere) {
       << (*worker)->Log() << "\n"
       << (*hooks)->Log();
   // webhook-delivery's JSON API is HTTPS on its admin port.
-  HttpsResult listed_hooks = HttpsGet((*hooks)->http_addr(), "/api/webhooks", ca_.cert);
+  EXPECT_EQ(HttpsGet((*hooks)->http_addr(), "/api/webhooks", ca_.cert).status, 401);
+  HttpsResult listed_hooks =
+      HttpsGet((*hooks)->http_addr(), "/api/webhooks", ca_.cert, nullptr, "tok-ops-1");
   EXPECT_EQ(listed_hooks.status, 200) << listed_hooks.error;
   EXPECT_THAT(listed_hooks.body, ::testing::HasSubstr(hook.id()));
   // The worker's own port serves TLS only to clients it trusts (mTLS).
