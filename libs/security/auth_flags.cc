@@ -45,4 +45,30 @@ absl::StatusOr<std::string> ReadBrokerTokenFlag() {
   return token;
 }
 
+absl::StatusOr<EdgeSecurity> ReadEdgeSecurityFlags(AuthMetrics* metrics, bool mesh_client) {
+  EdgeSecurity out;
+  absl::StatusOr<ServerTlsConfig> tls = ReadServerTlsFlags();
+  if (!tls.ok()) return tls.status();
+  out.tls = *std::move(tls);
+  out.metrics_addr = MetricsAddrFlag();
+  absl::StatusOr<std::unique_ptr<Authenticator>> auth = OpenAuthenticatorFromFlags(metrics);
+  if (!auth.ok()) return auth.status();
+  out.auth = *std::move(auth);
+  if (mesh_client) {
+    absl::StatusOr<ClientTlsConfig> broker_tls = ReadBrokerClientTlsFlags();
+    if (!broker_tls.ok()) return broker_tls.status();
+    out.broker_tls = *std::move(broker_tls);
+    absl::StatusOr<std::string> token = ReadBrokerTokenFlag();
+    if (!token.ok()) return token.status();
+    out.broker_token = *std::move(token);
+  }
+  return out;
+}
+
+void EdgeSecurity::ApplyTo(ServiceEdges* edges) const {
+  edges->set_tls(tls);
+  edges->set_metrics_addr(metrics_addr);
+  edges->http().SetAuthenticator(auth.get());
+}
+
 }  // namespace switchboard

@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "libs/common/auth.h"
+#include "libs/common/service_edges.h"
 #include "libs/security/tls.h"
 
 namespace switchboard {
@@ -34,6 +35,21 @@ absl::StatusOr<std::unique_ptr<Authenticator>> OpenAuthenticatorFromFlags(AuthMe
 // --broker_token_file: the bearer token a mesh client presents to the broker
 // (empty when not set).
 absl::StatusOr<std::string> ReadBrokerTokenFlag();
+
+// Everything above for one binary, read and checked at once.
+struct EdgeSecurity {
+  ServerTlsConfig tls;
+  std::string metrics_addr;
+  std::unique_ptr<Authenticator> auth;
+  // Mesh clients only: the broker connection.
+  ClientTlsConfig broker_tls;
+  std::string broker_token;
+
+  // TLS, the plain metrics listener and authentication of the admin routes
+  // (before edges->Start; `auth` must outlive the edges).
+  void ApplyTo(ServiceEdges* edges) const;
+};
+absl::StatusOr<EdgeSecurity> ReadEdgeSecurityFlags(AuthMetrics* metrics, bool mesh_client);
 
 }  // namespace switchboard
 

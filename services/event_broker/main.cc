@@ -109,22 +109,16 @@ int Run() {
     LogError("bad flag", {{"error", std::string(s.message())}});
     return 2;
   }
-  absl::StatusOr<ServerTlsConfig> tls = ReadServerTlsFlags();
-  if (!tls.ok()) {
-    LogError("bad flag", {{"error", std::string(tls.status().message())}});
-    return 2;
-  }
   auto registry = std::make_shared<prometheus::Registry>();
   ServiceEdges edges(registry, "broker");
-  edges.set_tls(*tls);
-  edges.set_metrics_addr(MetricsAddrFlag());
   AuthMetrics auth_metrics(*registry, "broker");
-  absl::StatusOr<std::unique_ptr<Authenticator>> auth = OpenAuthenticatorFromFlags(&auth_metrics);
-  if (!auth.ok()) {
-    LogError("bad flag", {{"error", std::string(auth.status().message())}});
+  absl::StatusOr<EdgeSecurity> security =
+      ReadEdgeSecurityFlags(&auth_metrics, /*mesh_client=*/false);
+  if (!security.ok()) {
+    LogError("bad flag", {{"error", std::string(security.status().message())}});
     return 2;
   }
-  edges.http().SetAuthenticator(auth->get());
+  security->ApplyTo(&edges);
   BrokerMetrics metrics(*registry);
   redis::RedisMetrics redis_metrics(*registry, "broker");
   StoreSettings settings;
@@ -198,9 +192,9 @@ int Run() {
   };
   if (try_create() == 2) return 2;
 
-  EventBrokerService service(&slot, auth->get());
+  EventBrokerService service(&slot, security->auth.get());
   edges.set_grpc_memory_quota(absl::GetFlag(FLAGS_grpc_memory_quota_bytes));
-  RegisterBrokerHttpApi(&edges.http(), &slot, auth->get());
+  RegisterBrokerHttpApi(&edges.http(), &slot, security->auth.get());
   if (absl::Status st =
           edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr), {&service},
                       [&slot] {

@@ -128,32 +128,16 @@ int Run() {
     return 2;
   }
 
-  absl::StatusOr<ServerTlsConfig> tls = ReadServerTlsFlags();
-  if (!tls.ok()) {
-    LogError("bad flag", {{"error", std::string(tls.status().message())}});
-    return 2;
-  }
-  absl::StatusOr<ClientTlsConfig> broker_tls = ReadBrokerClientTlsFlags();
-  if (!broker_tls.ok()) {
-    LogError("bad flag", {{"error", std::string(broker_tls.status().message())}});
-    return 2;
-  }
   auto registry = std::make_shared<prometheus::Registry>();
   ServiceEdges edges(registry, "worker");
-  edges.set_tls(*tls);
-  edges.set_metrics_addr(MetricsAddrFlag());
   AuthMetrics auth_metrics(*registry, "worker");
-  absl::StatusOr<std::unique_ptr<Authenticator>> auth = OpenAuthenticatorFromFlags(&auth_metrics);
-  if (!auth.ok()) {
-    LogError("bad flag", {{"error", std::string(auth.status().message())}});
+  absl::StatusOr<EdgeSecurity> security =
+      ReadEdgeSecurityFlags(&auth_metrics, /*mesh_client=*/true);
+  if (!security.ok()) {
+    LogError("bad flag", {{"error", std::string(security.status().message())}});
     return 2;
   }
-  edges.http().SetAuthenticator(auth->get());
-  absl::StatusOr<std::string> broker_token = ReadBrokerTokenFlag();
-  if (!broker_token.ok()) {
-    LogError("bad flag", {{"error", std::string(broker_token.status().message())}});
-    return 2;
-  }
+  security->ApplyTo(&edges);
   WorkerMetrics metrics(*registry);
   redis::RedisMetrics redis_metrics(*registry, "worker");
   absl::StatusOr<std::unique_ptr<JobStore>> store = OpenJobStore(&redis_metrics);
@@ -165,8 +149,8 @@ int Run() {
   }
   GrpcBrokerClientOptions broker_options;
   broker_options.target = absl::GetFlag(FLAGS_broker);
-  broker_options.tls = *broker_tls;
-  broker_options.bearer_token = *broker_token;
+  broker_options.tls = security->broker_tls;
+  broker_options.bearer_token = security->broker_token;
   std::unique_ptr<BrokerClient> broker = NewGrpcBrokerClient(broker_options);
   Worker worker(options, *std::move(config), &handlers, store->get(), broker.get(),
                 RealClock::Get(), &metrics);
@@ -174,7 +158,7 @@ int Run() {
     LogError("cannot start worker", {{"error", s.ToString()}});
     return 1;
   }
-  JobWorkerService service(&worker, auth->get());
+  JobWorkerService service(&worker, security->auth.get());
   if (absl::Status st =
           edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr), {&service},
                       [&worker] { return worker.ready(); },

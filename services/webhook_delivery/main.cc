@@ -158,32 +158,16 @@ int Run() {
     LogError("bad flag", {{"error", std::string(s.message())}});
     return 2;
   }
-  absl::StatusOr<ServerTlsConfig> tls = ReadServerTlsFlags();
-  if (!tls.ok()) {
-    LogError("bad flag", {{"error", std::string(tls.status().message())}});
-    return 2;
-  }
-  absl::StatusOr<ClientTlsConfig> broker_tls = ReadBrokerClientTlsFlags();
-  if (!broker_tls.ok()) {
-    LogError("bad flag", {{"error", std::string(broker_tls.status().message())}});
-    return 2;
-  }
   auto registry = std::make_shared<prometheus::Registry>();
   ServiceEdges edges(registry, "webhooks");
-  edges.set_tls(*tls);
-  edges.set_metrics_addr(MetricsAddrFlag());
   AuthMetrics auth_metrics(*registry, "webhooks");
-  absl::StatusOr<std::unique_ptr<Authenticator>> auth = OpenAuthenticatorFromFlags(&auth_metrics);
-  if (!auth.ok()) {
-    LogError("bad flag", {{"error", std::string(auth.status().message())}});
+  absl::StatusOr<EdgeSecurity> security =
+      ReadEdgeSecurityFlags(&auth_metrics, /*mesh_client=*/true);
+  if (!security.ok()) {
+    LogError("bad flag", {{"error", std::string(security.status().message())}});
     return 2;
   }
-  edges.http().SetAuthenticator(auth->get());
-  absl::StatusOr<std::string> broker_token = ReadBrokerTokenFlag();
-  if (!broker_token.ok()) {
-    LogError("bad flag", {{"error", std::string(broker_token.status().message())}});
-    return 2;
-  }
+  security->ApplyTo(&edges);
   WebhookMetrics metrics(*registry);
   redis::RedisMetrics redis_metrics(*registry, "webhooks");
   absl::StatusOr<Stores> stores = OpenStores(&redis_metrics);
@@ -234,8 +218,8 @@ int Run() {
   DeliveryEngine engine(ec, &webhooks, delivery_store, &sender, RealClock::Get(), &metrics);
   GrpcBrokerClientOptions broker_options;
   broker_options.target = absl::GetFlag(FLAGS_broker);
-  broker_options.tls = *broker_tls;
-  broker_options.bearer_token = *broker_token;
+  broker_options.tls = security->broker_tls;
+  broker_options.bearer_token = security->broker_token;
   std::unique_ptr<BrokerClient> broker = NewGrpcBrokerClient(broker_options);
   WebhookCoreOptions options;
   options.ack_deadline = absl::GetFlag(FLAGS_ack_deadline);
@@ -252,7 +236,7 @@ int Run() {
   // After core: the service's pools (where its calls run) drain and join
   // before core goes.
   WebhookGrpcServiceOptions service_options;
-  service_options.auth = auth->get();
+  service_options.auth = security->auth.get();
   WebhookGrpcService service(&core, service_options);
   RegisterWebhookHttpApi(&edges.http(), &core);
   if (absl::Status st = edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr),
