@@ -405,6 +405,15 @@ TEST_F(WebhookIT, SecretsAreSealedAtRestAndSurviveAKeyRotation) {
   Publish("order.created", "sealed-2");
   ASSERT_TRUE(WaitUntil([&] { return Received().size() == 2; }, absl::Seconds(20)))
       << webhooks_->Log();
+  EXPECT_THAT(webhooks_->Log(), ::testing::HasSubstr("sealed with the current key"));
+  webhooks_->Terminate();
+  // The start with both keys sealed everything with the new one: the old
+  // key can go.
+  std::ofstream(keys) << key2 << "\n";
+  StartWebhooks({"--allow_private_targets", "--secrets_key_file=" + keys});
+  Publish("order.created", "sealed-3");
+  ASSERT_TRUE(WaitUntil([&] { return Received().size() == 3; }, absl::Seconds(20)))
+      << webhooks_->Log();
   webhooks_->Terminate();
   testing::ExitResult r =
       testing::RunToExit(WEBHOOK_BIN,

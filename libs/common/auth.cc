@@ -13,6 +13,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "libs/common/event_rules.h"
 #include "libs/common/json_log.h"
+#include "libs/common/thread_name.h"
 
 namespace switchboard {
 namespace {
@@ -241,8 +242,9 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Open(const std::st
                                                                    AuthMetrics* metrics,
                                                                    absl::Duration reload_interval) {
   std::ifstream in(path, std::ios::binary);
-  if (!in)
+  if (!in) {
     return absl::InvalidArgumentError(absl::StrCat("auth_tokens_file: cannot read '", path, "'"));
+  }
   std::stringstream ss;
   ss << in.rdbuf();
   absl::StatusOr<std::shared_ptr<const Table>> table = Parse(ss.str());
@@ -250,39 +252,65 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Open(const std::st
   auto a = std::make_unique<Authenticator>(metrics);
   a->path_ = path;
   a->reload_interval_ = reload_interval;
-  absl::MutexLock lock(&a->mu_);
-  a->table_ = *std::move(table);
-  a->text_ = ss.str();
-  a->next_read_ = absl::Now() + reload_interval;
+  {
+    absl::MutexLock lock(&a->mu_);
+    a->table_ = *std::move(table);
+    a->text_ = ss.str();
+  }
+  a->reloader_ = std::thread([self = a.get()] { self->ReloadLoop(); });
   return a;
 }
 
-std::shared_ptr<const Authenticator::Table> Authenticator::Current() {
+Authenticator::~Authenticator() {
   {
     absl::MutexLock lock(&mu_);
-    if (reading_ || absl::Now() < next_read_) return table_;
-    reading_ = true;  // one caller reads; the others use the current table
+    stopping_ = true;
   }
+  if (reloader_.joinable()) reloader_.join();
+}
+
+void Authenticator::ReloadLoop() {
+  SetThreadName("sb-auth-reload");
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+      mu_.AwaitWithTimeout(absl::Condition(&stop), reload_interval_);
+      if (stopping_) return;
+    }
+    ReloadOnce();
+  }
+}
+
+void Authenticator::ReloadOnce() {
+  // The file is read outside the lock: callers keep the table they have.
   std::ifstream in(path_, std::ios::binary);
   std::stringstream ss;
   if (in) ss << in.rdbuf();
   std::string text = ss.str();
-  absl::MutexLock lock(&mu_);
-  reading_ = false;
-  next_read_ = absl::Now() + reload_interval_;
-  if (!in || text == text_) return table_;
-  absl::StatusOr<std::shared_ptr<const Table>> table = Parse(text);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!in || text == text_) return;
+    text_ = text;  // a bad file is logged once per change, not once per interval
+  }
+  absl::StatusOr<std::shared_ptr<const Table>> table =
+      absl::StripAsciiWhitespace(text).empty()
+          ? absl::InvalidArgumentError("auth_tokens_file: empty (a write in progress?)")
+          : Parse(text);
   if (!table.ok()) {
     LogError("auth tokens file not reloaded; the previous principals stay",
              {{"error", std::string(table.status().message())}});
-    text_ = text;  // logged once per change, not once per interval
-    return table_;
+    return;
   }
   LogInfo("auth tokens file reloaded",
           {{"tokens", static_cast<int64_t>((*table)->by_token_hash.size())},
            {"tls_identities", static_cast<int64_t>((*table)->by_identity.size())}});
+  absl::MutexLock lock(&mu_);
   table_ = *std::move(table);
-  text_ = std::move(text);
+}
+
+std::shared_ptr<const Authenticator::Table> Authenticator::Current() {
+  absl::MutexLock lock(&mu_);
   return table_;
 }
 

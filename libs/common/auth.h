@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -75,14 +76,18 @@ class AuthMetrics {
 // The principals of --auth_tokens_file: JSON lines
 //   {"principal":"checkout-service","token_sha256":"<hex>","scopes":["publish:order.*"]}
 //   {"principal":"worker","tls_identity":"spiffe://switchboard/worker","scopes":[...]}
-// Only hashes are on disk. The file is read again, at the first call after
-// `reload_interval`, when it changed; a file that no longer parses is logged
-// and the previous principals kept. Tokens never appear in logs, errors or
-// metrics.
+// Only hashes are on disk. A thread of its own (sb-auth-reload) reads the
+// file again every `reload_interval` and swaps the table when it changed, so
+// no call ever waits on the file; a file that no longer parses (or is empty:
+// half of a write) is logged and the previous principals kept. Tokens never
+// appear in logs, errors or metrics.
 class Authenticator {
  public:
   // Authentication off: every caller is anonymous with every scope.
   explicit Authenticator(AuthMetrics* metrics = nullptr);
+  ~Authenticator();
+  Authenticator(const Authenticator&) = delete;
+  Authenticator& operator=(const Authenticator&) = delete;
   // INVALID_ARGUMENT naming auth_tokens_file and the line.
   static absl::StatusOr<std::unique_ptr<Authenticator>> Open(
       const std::string& path, AuthMetrics* metrics,
@@ -104,15 +109,17 @@ class Authenticator {
   };
   static absl::StatusOr<std::shared_ptr<const Table>> Parse(const std::string& text);
   std::shared_ptr<const Table> Current() ABSL_LOCKS_EXCLUDED(mu_);
+  void ReloadLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  void ReloadOnce() ABSL_LOCKS_EXCLUDED(mu_);
 
   std::string path_;
   AuthMetrics* metrics_ = nullptr;
   absl::Duration reload_interval_;
   absl::Mutex mu_;
   std::shared_ptr<const Table> table_ ABSL_GUARDED_BY(mu_);
-  std::string text_ ABSL_GUARDED_BY(mu_);
-  absl::Time next_read_ ABSL_GUARDED_BY(mu_);
-  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  std::string text_ ABSL_GUARDED_BY(mu_);  // of the last read, parsed or not
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread reloader_;
 };
 
 std::string Sha256Hex(absl::string_view data);

@@ -61,6 +61,11 @@ absl::StatusOr<EdgeSecurity> ReadEdgeSecurityFlags(AuthMetrics* metrics, bool me
     absl::StatusOr<std::string> token = ReadBrokerTokenFlag();
     if (!token.ok()) return token.status();
     out.broker_token = *std::move(token);
+    if (!out.broker_token.empty() && !out.broker_tls.enabled) {
+      LogWarn(
+          "--broker_token_file without --broker_tls_*: the token travels to the broker in "
+          "plain text");
+    }
   }
   return out;
 }

@@ -75,23 +75,28 @@ bool SecretBox::SealedWithCurrentKey(absl::string_view value) const {
   return absl::StartsWith(value, absl::StrCat(kPrefix, keys_.front().id, ":"));
 }
 
-std::string SecretBox::Seal(absl::string_view plaintext, absl::string_view context) const {
+absl::StatusOr<std::string> SecretBox::Seal(absl::string_view plaintext,
+                                            absl::string_view context) const {
   const Key& key = keys_.front();
   std::string out(kNonce + plaintext.size() + kTag, '\0');
   auto* nonce = reinterpret_cast<unsigned char*>(out.data());
-  RAND_bytes(nonce, kNonce);
+  auto* body = nonce + kNonce;
   std::unique_ptr<EVP_CIPHER_CTX, CtxDeleter> ctx(EVP_CIPHER_CTX_new());
-  int len = 0;
-  EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr,
-                     reinterpret_cast<const unsigned char*>(key.bytes.data()), nonce);
-  EVP_EncryptUpdate(ctx.get(), nullptr, &len,
-                    reinterpret_cast<const unsigned char*>(context.data()),
-                    static_cast<int>(context.size()));
-  EVP_EncryptUpdate(ctx.get(), nonce + kNonce, &len,
-                    reinterpret_cast<const unsigned char*>(plaintext.data()),
-                    static_cast<int>(plaintext.size()));
-  EVP_EncryptFinal_ex(ctx.get(), nonce + kNonce + len, &len);
-  EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTag, nonce + kNonce + plaintext.size());
+  int len = 0, final_len = 0;
+  bool ok =
+      RAND_bytes(nonce, kNonce) == 1 && ctx != nullptr &&
+      EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr,
+                         reinterpret_cast<const unsigned char*>(key.bytes.data()), nonce) == 1 &&
+      EVP_EncryptUpdate(ctx.get(), nullptr, &len,
+                        reinterpret_cast<const unsigned char*>(context.data()),
+                        static_cast<int>(context.size())) == 1 &&
+      EVP_EncryptUpdate(ctx.get(), body, &len,
+                        reinterpret_cast<const unsigned char*>(plaintext.data()),
+                        static_cast<int>(plaintext.size())) == 1 &&
+      EVP_EncryptFinal_ex(ctx.get(), body + len, &final_len) == 1 &&
+      static_cast<size_t>(len + final_len) == plaintext.size() &&
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTag, body + plaintext.size()) == 1;
+  if (!ok) return absl::InternalError("sealing a secret failed (OpenSSL)");
   return absl::StrCat(kPrefix, key.id, ":", absl::Base64Escape(out));
 }
 

@@ -23,7 +23,9 @@ class SecretBox {
   static absl::StatusOr<SecretBox> FromKeyFile(const std::string& path);
   static absl::StatusOr<SecretBox> FromKeys(const std::vector<std::string>& raw_keys);
 
-  std::string Seal(absl::string_view plaintext, absl::string_view context) const;
+  // INTERNAL when OpenSSL fails (no random nonce, say): nothing is sealed
+  // with a nonce that is not fresh.
+  absl::StatusOr<std::string> Seal(absl::string_view plaintext, absl::string_view context) const;
   // Opens a sealed value; a value that is not sealed is returned as it is
   // (written before sealing was turned on). FAILED_PRECONDITION when the key
   // is not in the ring, DATA_LOSS when the value was altered.

@@ -15,10 +15,10 @@ const std::string kKey2(32, '\x02');
 TEST(SecretBoxTest, SealsOpensAndBindsTheContext) {
   auto box = SecretBox::FromKeys({kKey1});
   ASSERT_TRUE(box.ok());
-  std::string sealed = box->Seal("whsec_topsecret", "wh_1 secret");
+  std::string sealed = *box->Seal("whsec_topsecret", "wh_1 secret");
   EXPECT_TRUE(SecretBox::IsSealed(sealed));
   EXPECT_THAT(sealed, ::testing::Not(::testing::HasSubstr("topsecret")));
-  EXPECT_NE(sealed, box->Seal("whsec_topsecret", "wh_1 secret")) << "a fresh nonce each time";
+  EXPECT_NE(sealed, *box->Seal("whsec_topsecret", "wh_1 secret")) << "a fresh nonce each time";
   auto opened = box->Open(sealed, "wh_1 secret");
   ASSERT_TRUE(opened.ok()) << opened.status();
   EXPECT_EQ(*opened, "whsec_topsecret");
@@ -40,14 +40,16 @@ TEST(SecretBoxTest, SealsOpensAndBindsTheContext) {
 
 TEST(SecretBoxTest, ARotatedRingReadsOldKeysAndSealsWithTheNewOne) {
   auto old_box = SecretBox::FromKeys({kKey1});
-  std::string sealed_old = old_box->Seal("s", "c");
+  ASSERT_TRUE(old_box.ok());
+  std::string sealed_old = *old_box->Seal("s", "c");
   auto rotated = SecretBox::FromKeys({kKey2, kKey1});
   ASSERT_TRUE(rotated.ok());
   EXPECT_EQ(*rotated->Open(sealed_old, "c"), "s");
   EXPECT_FALSE(rotated->SealedWithCurrentKey(sealed_old));
-  std::string sealed_new = rotated->Seal("s", "c");
+  std::string sealed_new = *rotated->Seal("s", "c");
   EXPECT_TRUE(rotated->SealedWithCurrentKey(sealed_new));
   auto only_new = SecretBox::FromKeys({kKey2});
+  ASSERT_TRUE(only_new.ok());
   EXPECT_EQ(*only_new->Open(sealed_new, "c"), "s");
   auto missing = only_new->Open(sealed_old, "c");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -61,8 +63,8 @@ TEST(SecretBoxTest, KeyFilesAreCheckedLineByLine) {
                       << absl::Base64Escape(kKey1) << "\n";
   auto box = SecretBox::FromKeyFile(path);
   ASSERT_TRUE(box.ok()) << box.status();
-  EXPECT_TRUE(box->SealedWithCurrentKey(box->Seal("x", "c")));
-  EXPECT_EQ(*box->Open(SecretBox::FromKeys({kKey1})->Seal("x", "c"), "c"), "x");
+  EXPECT_TRUE(box->SealedWithCurrentKey(*box->Seal("x", "c")));
+  EXPECT_EQ(*box->Open(*SecretBox::FromKeys({kKey1})->Seal("x", "c"), "c"), "x");
   std::ofstream(path) << absl::Base64Escape(kKey1) << "\nshort\n";
   auto bad = SecretBox::FromKeyFile(path);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);

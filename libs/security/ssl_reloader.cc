@@ -69,6 +69,10 @@ absl::Status SslReloader::MaybeReload(bool force) {
         absl::StrCat("tls_client_ca: cannot read '", config_.client_ca_file, "'"));
   }
   if (cert_pem == cert_pem_ && key_pem == key_pem_ && ca_pem == ca_pem_) return absl::OkStatus();
+  if (!config_.client_ca_file.empty() && ca_pem.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tls_client_ca: '", config_.client_ca_file, "' is empty"));
+  }
 
   STACK_OF(X509)* certs = ParseCerts(cert_pem);
   if (certs == nullptr) {
@@ -118,6 +122,15 @@ absl::Status SslReloader::MaybeReload(bool force) {
 void SslReloader::Configure(SSL_CTX* ctx) {
   SSL_CTX_set_cert_cb(ctx, &SslReloader::OnCertificate, this);
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  // No session resumption: every connection is verified against the current
+  // client CA (a resumed session would skip that after a CA swap), and
+  // OpenSSL refuses to resume a verified session without a session id
+  // context anyway, failing clients that cache sessions.
+  static constexpr unsigned char kContext[] = "switchboard-admin";
+  SSL_CTX_set_session_id_context(ctx, kContext, sizeof(kContext) - 1);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+  SSL_CTX_set_num_tickets(ctx, 0);
   if (!config_.client_ca_file.empty()) {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   }

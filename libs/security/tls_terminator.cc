@@ -10,7 +10,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <system_error>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -75,29 +77,39 @@ absl::StatusOr<int> TlsTerminator::Start(const std::string& addr, int backend_po
   } else {
     return absl::InvalidArgumentError(absl::StrCat("http_addr: '", host, "' is not an address"));
   }
-  listen_fd_ = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
-  setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0 ||
-      listen(listen_fd_, 128) != 0) {
-    return absl::UnavailableError(
-        absl::StrCat("http_addr: cannot listen on ", addr, ": ", std::strerror(errno)));
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+      bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(fd, 128) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    std::string why = std::strerror(errno);
+    if (fd >= 0) close(fd);
+    return absl::UnavailableError(absl::StrCat("http_addr: cannot listen on ", addr, ": ", why));
   }
-  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len);
+  if (pipe2(wake_, O_CLOEXEC) != 0) {
+    close(fd);
+    return absl::InternalError("pipe2 failed");
+  }
+  listen_fd_ = fd;
   int bound = ntohs(ss.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
-  if (pipe2(wake_, O_CLOEXEC) != 0) return absl::InternalError("pipe2 failed");
   acceptor_ = std::thread([this] { AcceptLoop(); });
   return bound;
 }
 
 void TlsTerminator::AcceptLoop() {
+  int pause_ms = 0;  // after a failed accept (out of descriptors): no busy loop
   while (!stopping_.load()) {
-    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
-    if (poll(fds, 2, -1) < 0) continue;
+    pollfd fds[2] = {{listen_fd_, static_cast<short>(pause_ms > 0 ? 0 : POLLIN), 0},
+                     {wake_[0], POLLIN, 0}};
+    // Wakes at least once a second to cut handshakes past their deadline.
+    int ready = poll(fds, 2, pause_ms > 0 ? pause_ms : 1000);
+    pause_ms = 0;
     if (fds[1].revents != 0 || stopping_.load()) break;
-    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
     absl::MutexLock lock(&mu_);
+    absl::Time now = absl::Now();
+    for (const auto& [conn, deadline] : handshake_deadline_) {
+      if (now >= deadline) shutdown(conn, SHUT_RDWR);
+    }
     for (auto it = connections_.begin(); it != connections_.end();) {
       if (it->done->load()) {
         it->thread.join();
@@ -106,33 +118,56 @@ void TlsTerminator::AcceptLoop() {
         ++it;
       }
     }
+    if (ready <= 0 || (fds[0].revents & POLLIN) == 0) continue;
+    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        pause_ms = 100;
+      }
+      continue;
+    }
     if (active_ >= options_.max_connections) {
+      close(fd);
+      continue;
+    }
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    std::thread thread;
+    try {
+      thread = std::thread([this, fd, done] {
+        Serve(fd);
+        done->store(true);
+      });
+    } catch (const std::system_error&) {  // no thread to be had: refuse this one
       close(fd);
       continue;
     }
     ++active_;
     open_fds_.insert(fd);
-    auto done = std::make_shared<std::atomic<bool>>(false);
-    connections_.push_back({std::thread([this, fd, done] {
-                              Serve(fd);
-                              done->store(true);
-                            }),
-                            done});
+    handshake_deadline_[fd] = now + options_.handshake_timeout;
+    connections_.push_back({std::move(thread), done});
   }
 }
 
 void TlsTerminator::Serve(int fd) {
+  // Until it is registered (after this thread started) the acceptor holds
+  // mu_; waiting for it keeps the fd bookkeeping in one order.
+  { absl::MutexLock lock(&mu_); }
   SSL* ssl = SSL_new(static_cast<SSL_CTX*>(ssl_ctx_));
   int backend = -1;
   SetTimeout(fd, options_.handshake_timeout);
-  SSL_set_fd(ssl, fd);
-  if (!stopping_.load() && SSL_accept(ssl) == 1) {
+  bool shaken =
+      ssl != nullptr && SSL_set_fd(ssl, fd) == 1 && !stopping_.load() && SSL_accept(ssl) == 1;
+  {
+    absl::MutexLock lock(&mu_);
+    handshake_deadline_.erase(fd);
+  }
+  if (shaken) {
     backend = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in b{};
     b.sin_family = AF_INET;
     b.sin_port = htons(static_cast<uint16_t>(backend_port_));
     b.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(backend, reinterpret_cast<sockaddr*>(&b), sizeof(b)) == 0) {
+    if (backend >= 0 && connect(backend, reinterpret_cast<sockaddr*>(&b), sizeof(b)) == 0) {
       {
         absl::MutexLock lock(&mu_);
         open_fds_.insert(backend);
@@ -158,8 +193,10 @@ void TlsTerminator::Serve(int fd) {
     }
   }
   ERR_clear_error();
-  SSL_shutdown(ssl);
-  SSL_free(ssl);
+  if (ssl != nullptr) {
+    if (shaken) SSL_shutdown(ssl);
+    SSL_free(ssl);
+  }
   absl::MutexLock lock(&mu_);
   if (backend >= 0) {
     open_fds_.erase(backend);

@@ -2,6 +2,7 @@
 #define SWITCHBOARD_LIBS_SECURITY_TLS_TERMINATOR_H_
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -26,8 +27,9 @@ namespace switchboard {
 // exports, so its HTTPS cannot start.
 //
 // One thread per connection, at most `max_connections` (more are closed at
-// once); a handshake must finish within `handshake_timeout` and a connection
-// idle for `idle_timeout` is closed, so no client holds a thread for long.
+// once); a handshake must finish within `handshake_timeout` of the accept
+// (the acceptor shuts down connections past it, however slowly they drip
+// bytes), and a connection that sends nothing for `idle_timeout` is closed.
 class TlsTerminator {
  public:
   struct Options {
@@ -61,6 +63,8 @@ class TlsTerminator {
   std::atomic<bool> stopping_{false};
   absl::Mutex mu_;
   std::set<int> open_fds_ ABSL_GUARDED_BY(mu_);
+  // Connections still in their handshake, and when it must be done.
+  std::map<int, absl::Time> handshake_deadline_ ABSL_GUARDED_BY(mu_);
   struct Connection {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;

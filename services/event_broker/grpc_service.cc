@@ -414,12 +414,17 @@ grpc::ServerUnaryReactor* EventBrokerService::ListDeadLetters(
     v1::ListDeadLettersResponse* response) {
   return FinishOnExecutor(ctx, &slow_, response, [this, ctx, request] {
     using R = absl::StatusOr<v1::ListDeadLettersResponse>;
-    if (absl::Status s = AuthorizeGroup(ctx, "ListDeadLetters", request->group()); !s.ok()) {
+    absl::StatusOr<Principal> caller = AuthorizeCall(auth_, *ctx, "ListDeadLetters");
+    if (!caller.ok()) return R(caller.status());
+    if (absl::Status s = Denied(RequireGroup(*caller, request->group()), "ListDeadLetters");
+        !s.ok()) {
       return R(s);
     }
     Broker* b = broker_->get();
     if (b == nullptr) return R(BrokerSlot::NotReady());
-    return b->ListDeadLetters(*request);
+    R dead = b->ListDeadLetters(*request);
+    if (dead.ok()) OnlyVisible(*caller, &*dead);
+    return dead;
   });
 }
 

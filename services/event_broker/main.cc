@@ -110,7 +110,7 @@ int Run() {
     return 2;
   }
   auto registry = std::make_shared<prometheus::Registry>();
-  ServiceEdges edges(registry, "broker");
+  // Before the edges: their threads call the authenticator until they stop.
   AuthMetrics auth_metrics(*registry, "broker");
   absl::StatusOr<EdgeSecurity> security =
       ReadEdgeSecurityFlags(&auth_metrics, /*mesh_client=*/false);
@@ -118,6 +118,7 @@ int Run() {
     LogError("bad flag", {{"error", std::string(security.status().message())}});
     return 2;
   }
+  ServiceEdges edges(registry, "broker");
   security->ApplyTo(&edges);
   BrokerMetrics metrics(*registry);
   redis::RedisMetrics redis_metrics(*registry, "broker");

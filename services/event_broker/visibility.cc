@@ -36,4 +36,10 @@ void OnlyVisible(const Principal& caller, v1::GetStatsResponse* stats) {
            [&](const v1::GroupStats& g) { return RequireGroup(caller, g.name()).ok(); });
 }
 
+void OnlyVisible(const Principal& caller, v1::ListDeadLettersResponse* dead) {
+  if (caller.anonymous) return;
+  KeepOnly(dead->mutable_dead_letters(),
+           [&](const v1::DeadLetter& d) { return MaySee(caller, d.event().type()); });
+}
+
 }  // namespace switchboard::broker

@@ -11,6 +11,9 @@ namespace switchboard::broker {
 // totals stay. Anonymous callers (authentication off) see everything.
 void OnlyVisible(const Principal& caller, v1::GetEventHistoryResponse* history);
 void OnlyVisible(const Principal& caller, v1::GetStatsResponse* stats);
+// A group's dead letters: only those of types the caller may subscribe to
+// (a scope limited to a group still sees only its own types there).
+void OnlyVisible(const Principal& caller, v1::ListDeadLettersResponse* dead);
 
 }  // namespace switchboard::broker
 

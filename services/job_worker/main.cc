@@ -129,7 +129,7 @@ int Run() {
   }
 
   auto registry = std::make_shared<prometheus::Registry>();
-  ServiceEdges edges(registry, "worker");
+  // Before the edges: their threads call the authenticator until they stop.
   AuthMetrics auth_metrics(*registry, "worker");
   absl::StatusOr<EdgeSecurity> security =
       ReadEdgeSecurityFlags(&auth_metrics, /*mesh_client=*/true);
@@ -137,6 +137,7 @@ int Run() {
     LogError("bad flag", {{"error", std::string(security.status().message())}});
     return 2;
   }
+  ServiceEdges edges(registry, "worker");
   security->ApplyTo(&edges);
   WorkerMetrics metrics(*registry);
   redis::RedisMetrics redis_metrics(*registry, "worker");

@@ -159,7 +159,7 @@ int Run() {
     return 2;
   }
   auto registry = std::make_shared<prometheus::Registry>();
-  ServiceEdges edges(registry, "webhooks");
+  // Before the edges: their threads call the authenticator until they stop.
   AuthMetrics auth_metrics(*registry, "webhooks");
   absl::StatusOr<EdgeSecurity> security =
       ReadEdgeSecurityFlags(&auth_metrics, /*mesh_client=*/true);
@@ -167,6 +167,7 @@ int Run() {
     LogError("bad flag", {{"error", std::string(security.status().message())}});
     return 2;
   }
+  ServiceEdges edges(registry, "webhooks");
   security->ApplyTo(&edges);
   WebhookMetrics metrics(*registry);
   redis::RedisMetrics redis_metrics(*registry, "webhooks");
@@ -189,7 +190,14 @@ int Run() {
   } else {
     LogWarn("webhook signing secrets are stored as they are (set --secrets_key_file)");
   }
-  stores->webhooks = std::make_unique<SealedWebhookStore>(std::move(stores->webhooks), box);
+  auto sealed = std::make_unique<SealedWebhookStore>(std::move(stores->webhooks), box);
+  if (absl::StatusOr<int> resealed = sealed->ResealAll(); !resealed.ok()) {
+    LogError("cannot load webhooks", {{"error", resealed.status().ToString()}});
+    return 1;
+  } else if (*resealed > 0) {
+    LogInfo("webhook secrets sealed with the current key", {{"webhooks", *resealed}});
+  }
+  stores->webhooks = std::move(sealed);
   WebhookStore* webhook_store = stores->webhooks.get();
   DeliveryStore* delivery_store = stores->deliveries.get();
   RegistryConfig rc;

@@ -22,12 +22,36 @@ absl::StatusOr<uint64_t> SealedWebhookStore::Put(const WebhookRecord& record) {
   WebhookRecord sealed = record;
   const std::string& id = record.webhook.id();
   if (!record.webhook.secret().empty()) {
-    sealed.webhook.set_secret(box_->Seal(record.webhook.secret(), Context(id, "secret")));
+    absl::StatusOr<std::string> s = box_->Seal(record.webhook.secret(), Context(id, "secret"));
+    if (!s.ok()) return s.status();
+    sealed.webhook.set_secret(*std::move(s));
   }
   if (!record.previous_secret.empty()) {
-    sealed.previous_secret = box_->Seal(record.previous_secret, Context(id, "previous_secret"));
+    absl::StatusOr<std::string> s =
+        box_->Seal(record.previous_secret, Context(id, "previous_secret"));
+    if (!s.ok()) return s.status();
+    sealed.previous_secret = *std::move(s);
   }
   return inner_->Put(sealed);
+}
+
+absl::StatusOr<int> SealedWebhookStore::ResealAll() {
+  if (!box_.has_value()) return 0;
+  absl::StatusOr<std::vector<WebhookRecord>> raw = inner_->List();
+  if (!raw.ok()) return raw.status();
+  int resealed = 0;
+  for (const WebhookRecord& r : *raw) {
+    bool current = box_->SealedWithCurrentKey(r.webhook.secret()) &&
+                   (r.previous_secret.empty() || box_->SealedWithCurrentKey(r.previous_secret));
+    if (current) continue;
+    WebhookRecord open = r;
+    if (absl::Status s = OpenRecord(&open); !s.ok()) return s;
+    absl::StatusOr<uint64_t> put = Put(open);  // compares r.version
+    // Another replica wrote it meanwhile: it sealed it with its key.
+    if (!put.ok() && !absl::IsAborted(put.status())) return put.status();
+    if (put.ok()) ++resealed;
+  }
+  return resealed;
 }
 
 absl::Status SealedWebhookStore::OpenRecord(WebhookRecord* record) const {

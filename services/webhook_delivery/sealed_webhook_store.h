@@ -31,6 +31,12 @@ class SealedWebhookStore : public WebhookStore {
 
   WebhookStore* inner() { return inner_.get(); }
 
+  // Seals every record not sealed with the first key yet (written before the
+  // key file was set, or under an older key), so that after a start the old
+  // key can go. Returns how many it sealed; an error when a record does not
+  // open (its key is missing).
+  absl::StatusOr<int> ResealAll();
+
  private:
   absl::Status OpenRecord(WebhookRecord* record) const;
 

@@ -98,6 +98,28 @@ TEST_F(SealedStoreTest, ARotatedKeyReadsOldRecordsAndResealsAtTheNextWrite) {
   EXPECT_THAT(none.status().message(), ::testing::HasSubstr("--secrets_key_file"));
 }
 
+TEST_F(SealedStoreTest, ResealAllMovesEveryRecordToTheCurrentKey) {
+  auto store = Open(std::nullopt);
+  ASSERT_TRUE(store->Put(Record("wh_plain")).ok());
+  store = Open(std::vector<std::string>{kKey1});
+  ASSERT_TRUE(store->Put(Record("wh_old")).ok());
+  store = Open(std::vector<std::string>{kKey2, kKey1});
+  auto resealed = store->ResealAll();
+  ASSERT_TRUE(resealed.ok()) << resealed.status();
+  EXPECT_EQ(*resealed, 2);
+  EXPECT_EQ(*store->ResealAll(), 0) << "nothing left to do";
+  store = Open(std::vector<std::string>{kKey2});  // the old key can go now
+  auto all = store->List();
+  ASSERT_TRUE(all.ok()) << all.status();
+  for (const WebhookRecord& r : *all) {
+    EXPECT_EQ(r.webhook.secret(), kSecret);
+    EXPECT_EQ(r.previous_secret, kPrevious);
+  }
+  // A record whose key is gone stops the reseal, naming the key file.
+  store = Open(std::vector<std::string>{kKey1});
+  EXPECT_EQ(store->ResealAll().status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST_F(SealedStoreTest, PlainRecordsFromBeforeTheKeyAreReadAndSealedAtTheNextWrite) {
   auto store = Open(std::nullopt);
   ASSERT_TRUE(store->Put(Record("wh_1")).ok());

@@ -60,6 +60,8 @@ const char* AddressClassName(AddressClass c) {
       return "reserved";
     case AddressClass::kMetadata:
       return "cloud metadata";
+    case AddressClass::kLocalNat64:
+      return "local-use NAT64 (may lead to cloud metadata)";
   }
   return "unknown";
 }
@@ -92,9 +94,19 @@ bool ParseAddress(absl::string_view ip, uint8_t out[16]) {
   bool compatible = zero10 && out[10] == 0 && out[11] == 0 && V4At12(out) > 1;
   bool nat64 = out[0] == 0x00 && out[1] == 0x64 && out[2] == 0xff && out[3] == 0x9b;
   for (int i = 4; nat64 && i < 12; ++i) nat64 &= out[i] == 0;
-  if (compatible || nat64) {
+  // SIIT's IPv4-translated ::ffff:0:a.b.c.d (RFC 2765).
+  bool translated = true;
+  for (int i = 0; i < 8; ++i) translated &= out[i] == 0;
+  translated = translated && out[8] == 0xff && out[9] == 0xff && out[10] == 0 && out[11] == 0;
+  if (compatible || nat64 || translated) {
     std::memset(out, 0, 12);
     out[10] = out[11] = 0xff;
+  } else if (out[0] == 0x20 && out[1] == 0x02) {
+    // 6to4 (2002::/16) carries its IPv4 address in bytes 2..5.
+    uint8_t v4[4] = {out[2], out[3], out[4], out[5]};
+    std::memset(out, 0, 16);
+    out[10] = out[11] = 0xff;
+    std::memcpy(out + 12, v4, 4);
   }
   return true;
 }
@@ -119,6 +131,10 @@ AddressClass ClassifyBytes(const uint8_t* b) {
   if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) return AddressClass::kLinkLocal;
   if (b[0] == 0xff) return AddressClass::kMulticast;
   if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) return AddressClass::kReserved;
+  if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4] == 0x00 &&
+      b[5] == 0x01) {
+    return AddressClass::kLocalNat64;
+  }
   return AddressClass::kPublic;
 }
 
@@ -293,7 +309,9 @@ absl::StatusOr<VettedTarget> VetTarget(const WebhookUrl& url, const TargetPolicy
       return absl::InvalidArgumentError(absl::StrCat(
           "url: '", url.host, "' resolves to ", a, ", a ", AddressClassName(c), " address; ", how));
     };
-    if (c == AddressClass::kMetadata) return refuse("refused always");
+    if (c == AddressClass::kMetadata || c == AddressClass::kLocalNat64) {
+      return refuse("refused always");
+    }
     if (c == AddressClass::kPublic) continue;
     bool listed = std::any_of(policy.allow.begin(), policy.allow.end(),
                               [&](const Cidr& r) { return InCidr(b, r); });

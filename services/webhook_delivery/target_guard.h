@@ -26,6 +26,10 @@ enum class AddressClass {
   // OCI), 169.254.170.2 (AWS ECS task credentials), fd00:ec2::254 (AWS IPv6),
   // 100.100.100.200 (Alibaba). Refused whatever is allowed.
   kMetadata,
+  // 64:ff9b:1::/48, local-use NAT64 (RFC 8215): where the IPv4 address sits
+  // depends on the operator's prefix, so it may lead anywhere, metadata
+  // included. Refused whatever is allowed, like kMetadata.
+  kLocalNat64,
 };
 
 const char* AddressClassName(AddressClass c);

@@ -49,6 +49,12 @@ TEST(TargetGuardTest, AddressTable) {
            {"::ffff:127.0.0.1", AddressClass::kLoopback},
            {"::ffff:7f00:1", AddressClass::kLoopback},
            {"::ffff:10.0.0.1", AddressClass::kPrivate},
+           {"::ffff:0:127.0.0.1", AddressClass::kLoopback},
+           {"::ffff:0:a9fe:a9fe", AddressClass::kMetadata},
+           {"2002:7f00:1::", AddressClass::kLoopback},
+           {"2002:a9fe:a9fe::1", AddressClass::kMetadata},
+           {"2002:808:808::1", AddressClass::kPublic},
+           {"64:ff9b:1::a9fe:a9fe", AddressClass::kLocalNat64},
            {"8.8.8.8", AddressClass::kPublic},
            {"172.32.0.1", AddressClass::kPublic},
            {"100.128.0.1", AddressClass::kPublic},
@@ -177,6 +183,10 @@ TEST(TargetGuardTest, PolicyTable) {
       {"http://[::ffff:169.254.169.254]/", false, false, false, false},
       {"http://[::ffff:a9fe:a9fe]/", false, false, false, false},
       {"http://[64:ff9b::a9fe:a9fe]/", false, false, false, false},
+      {"http://[2002:a9fe:a9fe::1]/", false, false, false, false},
+      {"http://[::ffff:0:a9fe:a9fe]/", false, false, false, false},
+      {"http://[64:ff9b:1::a9fe:a9fe]/", false, false, false, false},
+      {"http://[2002:7f00:1::1]/", false, true, false, true},
       {"http://[fd00:ec2::254]/", false, false, false, false},
       {"http://100.100.100.200/", false, false, false, false},
       {"http://169.254.170.2/v2/credentials", false, false, false, false},
@@ -200,11 +210,11 @@ TEST(TargetGuardTest, PolicyTable) {
       ++i;
     }
     // Allowing every range still refuses metadata.
-    bool metadata = absl::StrContains(c.url, "169.254.169.254") ||
-                    absl::StrContains(c.url, "a9fe") || absl::StrContains(c.url, "ec2") ||
-                    absl::StrContains(c.url, "100.100.100.200") ||
-                    absl::StrContains(c.url, "170.2") || absl::StrContains(c.url, "metadata") ||
-                    absl::StrContains(c.url, "2852039166");
+    bool metadata =
+        absl::StrContains(c.url, "169.254.169.254") || absl::StrContains(c.url, "64:ff9b:1::") ||
+        absl::StrContains(c.url, "a9fe") || absl::StrContains(c.url, "ec2") ||
+        absl::StrContains(c.url, "100.100.100.200") || absl::StrContains(c.url, "170.2") ||
+        absl::StrContains(c.url, "metadata") || absl::StrContains(c.url, "2852039166");
     auto r = VetTarget(*url, *everything, dns);
     EXPECT_EQ(r.ok(), !metadata) << c.url << ": " << r.status();
     if (metadata) EXPECT_THAT(r.status().message(), ::testing::HasSubstr("refused always"));
