@@ -20,12 +20,13 @@ for overlay in "$ROOT"/k8s/overlays/*/; do
     embedded) rules=(StatefulSet Deployment Service PersistentVolumeClaim PodDisruptionBudget) ;;
     redis) rules=(--redis Deployment Service PodDisruptionBudget Secret HorizontalPodAutoscaler) ;;
     redis-bundled) rules=(--redis --redis-server Deployment StatefulSet Service PodDisruptionBudget Secret) ;;
+    redis-tls) rules=(--redis --tls Deployment Service PodDisruptionBudget Secret ServiceMonitor) ;;
     *) fail "overlay $name: add its expected kinds and rules to $0" ;;
   esac
   "$KUSTOMIZE" build "$overlay" >"$WORK/$name.yaml" || fail "kustomize build $name"
   node "$VALIDATE" "$NM" "$WORK/$name.yaml" "${rules[@]}" || fail "overlay $name"
 done
-for want in embedded redis redis-bundled; do
+for want in embedded redis redis-bundled redis-tls; do
   [[ " ${overlays[*]} " == *" $want "* ]] || fail "overlay $want missing"
 done
 
@@ -120,4 +121,19 @@ unset SRC VFLAGS
 if command -v yamllint >/dev/null; then
   (cd "$ROOT" && yamllint k8s/) || fail "yamllint k8s/"
 fi
+# TLS everywhere: the validator catches what would break it.
+TB='find("Deployment", "event-broker")'
+TBC="$TB.spec.template.spec.containers[0]"
+SRC=redis-tls VFLAGS="--redis --tls" expect_rejected "a gRPC readiness probe under TLS" \
+  "readinessProbe is not GET /readyz" "$TBC.readinessProbe = {grpc: {port: 50051}}"
+SRC=redis-tls VFLAGS="--redis --tls" expect_rejected "no client CA" "no --tls_client_ca" \
+  "$TBC.args = $TBC.args.filter((a) => !a.startsWith(\"--tls_client_ca\"))"
+SRC=redis-tls VFLAGS="--redis --tls" expect_rejected "a worker without its client certificate" \
+  "no --broker_tls_cert" \
+  "$WC.args = $WC.args.filter((a) => !a.startsWith(\"--broker_tls_cert\"))"
+SRC=redis-tls VFLAGS="--redis --tls" expect_rejected "scraping the TLS admin port" \
+  "scrapes a port other than metrics" \
+  "find(\"ServiceMonitor\", \"switchboard\").spec.endpoints[0].port = \"http\""
+SRC=redis-tls VFLAGS="--redis --tls" expect_rejected "a probe on the admin port" \
+  "not on the metrics port" "$TBC.livenessProbe.httpGet.port = \"http\""
 echo "1 passed, 0 failed"

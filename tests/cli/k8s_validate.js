@@ -14,6 +14,8 @@ const docs = yaml.loadAll(fs.readFileSync(process.argv[3], "utf8")).filter(Boole
 const rest = process.argv.slice(4);
 const redis = rest.includes("--redis");
 const redisServer = rest.includes("--redis-server");
+// TLS everywhere (components/tls): probes move to the plain metrics listener.
+const tls = rest.includes("--tls");
 const wantKinds = rest.filter((a) => !a.startsWith("--"));
 
 const groups = {
@@ -66,7 +68,13 @@ for (const obj of docs) {
         if (!c.readinessProbe || !c.readinessProbe.exec) fail(obj, c.name + ": readinessProbe is not redis-cli ping");
         if (!live.tcpSocket && !live.exec) fail(obj, c.name + ": no livenessProbe");
       } else {
-        if (!c.readinessProbe || !c.readinessProbe.grpc) fail(obj, c.name + ": readinessProbe is not a native gRPC probe");
+        const ready = c.readinessProbe || {};
+        if (tls) {
+          // The kubelet's gRPC probe cannot speak TLS: /readyz on the plain listener.
+          if (!(ready.httpGet && ready.httpGet.path === "/readyz")) fail(obj, c.name + ": readinessProbe is not GET /readyz");
+        } else if (!ready.grpc) {
+          fail(obj, c.name + ": readinessProbe is not a native gRPC probe");
+        }
         // Liveness: gRPC health, or /healthz where gRPC health follows a
         // dependency (the broker on Redis) and must not restart the pod.
         if (!live.grpc && !(live.httpGet && live.httpGet.path === "/healthz")) {
@@ -83,7 +91,8 @@ for (const obj of docs) {
   }
   if (obj.kind === "Service" && !isRedis(obj)) {
     const names = (obj.spec.ports || []).map((p) => p.name).sort().join(",");
-    if (names !== "grpc,http") fail(obj, "ports must be named grpc and http, got " + names);
+    const want = tls && obj.spec.clusterIP !== "None" ? "grpc,http,metrics" : "grpc,http";
+    if (names !== want) fail(obj, `ports must be named ${want}, got ${names}`);
   }
 }
 for (const w of workloads) {
@@ -215,6 +224,34 @@ function authChecks() {
   }
 }
 if (redis) authChecks();
+
+// TLS everywhere: certificates from a mounted Secret, mTLS, the mesh clients
+// presenting theirs, probes and scrapes on the plain --metrics_addr port.
+function tlsChecks() {
+  for (const name of ["event-broker", "job-worker", "webhook-delivery"]) {
+    const w = find("Deployment", name) || find("StatefulSet", name);
+    if (!w) { console.error(`tls: no workload ${name}`); errors++; continue; }
+    const c = w.spec.template.spec.containers[0];
+    for (const flag of ["tls_cert", "tls_key", "tls_client_ca"]) fileFromSecret(w, c, flag);
+    if (name !== "event-broker") {
+      for (const flag of ["broker_tls_ca", "broker_tls_cert", "broker_tls_key"]) fileFromSecret(w, c, flag);
+    }
+    const arg = (c.args || []).find((a) => a.startsWith("--metrics_addr="));
+    const port = arg ? Number(arg.slice(arg.lastIndexOf(":") + 1)) : NaN;
+    const named = (c.ports || []).find((p) => p.containerPort === port);
+    if (!named) { fail(w, "--metrics_addr: no containerPort for it"); continue; }
+    for (const probe of [c.readinessProbe, c.livenessProbe]) {
+      const target = probe && probe.httpGet && probe.httpGet.port;
+      if (target !== named.name && target !== port) fail(w, `a probe is not on the metrics port (${named.name})`);
+    }
+    const ann = (w.spec.template.metadata.annotations || {})["prometheus.io/port"];
+    if (ann !== String(port)) fail(w, `prometheus.io/port ${ann}, want ${port} (the admin port needs a certificate)`);
+  }
+  for (const sm of docs.filter((d) => d.kind === "ServiceMonitor")) {
+    if ((sm.spec.endpoints || []).some((e) => e.port !== "metrics")) fail(sm, "scrapes a port other than metrics");
+  }
+}
+if (tls) tlsChecks();
 
 // The bundled Redis: durable (AOF fsynced on every write, on a claim), never
 // evicting, with the password of the Secret REDIS_URL also carries.
