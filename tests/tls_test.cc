@@ -470,6 +470,12 @@ TEST_F(TlsIT, TheMeshRunsTheOrderFlowWithTlsEverywhereAndTokensOn) {
       << received() << "\n"
       << (*worker)->Log() << "\n"
       << (*hooks)->Log();
+  // The broker's JSON routes take the client certificate's identity too (its
+  // admin port is mTLS): the mapped one is served without a token, a valid
+  // but unmapped one is not.
+  HttpsResult mapped = HttpsGet(broker_->http_addr(), "/api/events/stats", ca_.cert, &client_);
+  EXPECT_EQ(mapped.status, 200) << mapped.error << mapped.body;
+  EXPECT_EQ(HttpsGet(broker_->http_addr(), "/api/events/stats", ca_.cert, &server_).status, 401);
   // webhook-delivery's JSON API is HTTPS on its admin port.
   EXPECT_EQ(HttpsGet((*hooks)->http_addr(), "/api/webhooks", ca_.cert).status, 401);
   HttpsResult listed_hooks =

@@ -199,6 +199,11 @@ HttpResponse AdminHttpServer::Dispatch(HttpRequest& req) const {
     Credentials credentials;
     auto header = req.headers.find("authorization");
     if (header != req.headers.end()) credentials.authorization = header->second;
+    // Behind the TLS terminator: the client certificate of the connection it
+    // relays from this port (only its own loopback connections are known).
+    if (tls_ != nullptr && req.remote_addr == "127.0.0.1") {
+      credentials.tls_identities = tls_->PeerIdentities(req.remote_port);
+    }
     absl::StatusOr<Principal> caller =
         auth_->Authenticate(credentials, absl::StrCat(req.method, " ", best->path));
     if (!caller.ok()) {
@@ -225,6 +230,8 @@ int AdminHttpServer::HandleRequest(mg_connection* conn, void* self_ptr) {
   HttpRequest req;
   req.method = info->request_method ? info->request_method : "GET";
   req.path = info->local_uri ? info->local_uri : "/";
+  req.remote_addr = info->remote_addr;
+  req.remote_port = info->remote_port;
   if (info->query_string != nullptr) {
     for (absl::string_view kv : absl::StrSplit(info->query_string, '&', absl::SkipEmpty())) {
       std::pair<absl::string_view, absl::string_view> p =

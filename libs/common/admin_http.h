@@ -27,6 +27,8 @@ struct HttpRequest {
   std::map<std::string, std::string> query;
   std::string body;
   std::map<std::string, std::string> headers;  // names lower-cased
+  std::string remote_addr;
+  int remote_port = 0;
   // Who is calling: set before any route runs (anonymous when
   // authentication is off); routes check its scopes.
   Principal caller;

@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -24,6 +25,29 @@ void SetTimeout(int fd, absl::Duration d) {
   timeval tv = absl::ToTimeval(d);
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+// The identities of a verified client certificate, as gRPC reports them:
+// SAN DNS and URI names, then the CN.
+std::vector<std::string> CertificateIdentities(SSL* ssl) {
+  std::vector<std::string> out;
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) return out;
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
+    if (n->type == GEN_DNS || n->type == GEN_URI) {
+      const ASN1_IA5STRING* v = n->type == GEN_DNS ? n->d.dNSName : n->d.uniformResourceIdentifier;
+      out.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(v)),
+                       static_cast<size_t>(ASN1_STRING_length(v)));
+    }
+  }
+  GENERAL_NAMES_free(names);
+  char cn[256];
+  int len = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
+  if (len > 0) out.emplace_back(cn, static_cast<size_t>(len));
+  return out;
 }
 
 bool WriteAll(int fd, const char* p, size_t n) {
@@ -154,6 +178,7 @@ void TlsTerminator::Serve(int fd) {
   { absl::MutexLock lock(&mu_); }
   SSL* ssl = SSL_new(static_cast<SSL_CTX*>(ssl_ctx_));
   int backend = -1;
+  int relay_port = -1;
   SetTimeout(fd, options_.handshake_timeout);
   bool shaken =
       ssl != nullptr && SSL_set_fd(ssl, fd) == 1 && !stopping_.load() && SSL_accept(ssl) == 1;
@@ -167,10 +192,15 @@ void TlsTerminator::Serve(int fd) {
     b.sin_family = AF_INET;
     b.sin_port = htons(static_cast<uint16_t>(backend_port_));
     b.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (backend >= 0 && connect(backend, reinterpret_cast<sockaddr*>(&b), sizeof(b)) == 0) {
+    sockaddr_in local{};
+    socklen_t local_len = sizeof(local);
+    if (backend >= 0 && connect(backend, reinterpret_cast<sockaddr*>(&b), sizeof(b)) == 0 &&
+        getsockname(backend, reinterpret_cast<sockaddr*>(&local), &local_len) == 0) {
+      relay_port = ntohs(local.sin_port);
       {
         absl::MutexLock lock(&mu_);
         open_fds_.insert(backend);
+        identities_[relay_port] = CertificateIdentities(ssl);
       }
       SetTimeout(fd, options_.idle_timeout);
       SetTimeout(backend, options_.idle_timeout);
@@ -202,9 +232,16 @@ void TlsTerminator::Serve(int fd) {
     open_fds_.erase(backend);
     close(backend);
   }
+  if (relay_port >= 0) identities_.erase(relay_port);
   open_fds_.erase(fd);
   close(fd);
   --active_;
+}
+
+std::vector<std::string> TlsTerminator::PeerIdentities(int backend_port) const {
+  absl::MutexLock lock(&mu_);
+  auto it = identities_.find(backend_port);
+  return it == identities_.end() ? std::vector<std::string>() : it->second;
 }
 
 void TlsTerminator::Stop() {

@@ -48,6 +48,11 @@ class TlsTerminator {
   // Closes the listener and every connection, joins every thread.
   void Stop();
 
+  // The verified client certificate's identities (SAN DNS and URI names,
+  // then the CN) of the connection the terminator relays from local port
+  // `backend_port` (the remote port the backend sees); empty if none.
+  std::vector<std::string> PeerIdentities(int backend_port) const ABSL_LOCKS_EXCLUDED(mu_);
+
  private:
   void AcceptLoop();
   void Serve(int fd);
@@ -61,10 +66,12 @@ class TlsTerminator {
   int backend_port_ = 0;
   std::thread acceptor_;
   std::atomic<bool> stopping_{false};
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::set<int> open_fds_ ABSL_GUARDED_BY(mu_);
   // Connections still in their handshake, and when it must be done.
   std::map<int, absl::Time> handshake_deadline_ ABSL_GUARDED_BY(mu_);
+  // Client identities by the local port of the relay's backend connection.
+  std::map<int, std::vector<std::string>> identities_ ABSL_GUARDED_BY(mu_);
   struct Connection {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;
