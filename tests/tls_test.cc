@@ -98,6 +98,20 @@ HttpsResult HttpsGet(const std::string& addr, const std::string& path, const std
   return r;
 }
 
+// A bare TCP connection to 127.0.0.1:<port of host_port>; -1 on failure.
+int ConnectTcp(const std::string& host_port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(std::stoi(host_port.substr(host_port.rfind(':') + 1)));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 class TlsIT : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -321,12 +335,8 @@ TEST_F(TlsIT, TheAdminPortIsHttpsAndMetricsStayPlainOnTheirOwnListener) {
   // A client that drips its handshake a byte at a time is cut at the
   // handshake deadline (5 s from the accept), however often it sends.
   {
-    int drip = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(std::stoi(http.substr(http.rfind(':') + 1)));
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(drip, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
+    int drip = ConnectTcp(http);
+    ASSERT_GE(drip, 0);
     const char hello[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
     size_t sent = 0;
     absl::Time start = absl::Now();
@@ -346,12 +356,8 @@ TEST_F(TlsIT, TheAdminPortIsHttpsAndMetricsStayPlainOnTheirOwnListener) {
 
   // A client that connects and never says a word holds nothing up: shutdown
   // is prompt with it still connected.
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(std::stoi(http.substr(http.rfind(':') + 1)));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  int fd = ConnectTcp(http);
+  ASSERT_GE(fd, 0);
   absl::Time before = absl::Now();
   EXPECT_EQ(broker_->Terminate(absl::Seconds(10)), 0) << broker_->Log();
   EXPECT_LT(absl::Now() - before, absl::Seconds(4));
