@@ -218,8 +218,7 @@ HttpResponse AdminHttpServer::Dispatch(HttpRequest& req) const {
       if (!allowed.ok()) return ErrorResponse(allowed);
     }
   } else {
-    req.caller.name = "anonymous";
-    req.caller.anonymous = true;
+    req.caller = Principal::Anonymous();
   }
   return best->handler(req);
 }

@@ -14,6 +14,7 @@
 #include "libs/common/event_rules.h"
 #include "libs/common/json_log.h"
 #include "libs/common/thread_name.h"
+#include "libs/security/file_util.h"
 
 namespace switchboard {
 namespace {
@@ -241,13 +242,9 @@ absl::StatusOr<std::shared_ptr<const Authenticator::Table>> Authenticator::Parse
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Open(const std::string& path,
                                                                    AuthMetrics* metrics,
                                                                    absl::Duration reload_interval) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(absl::StrCat("auth_tokens_file: cannot read '", path, "'"));
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  absl::StatusOr<std::shared_ptr<const Table>> table = Parse(ss.str());
+  absl::StatusOr<std::string> text = ReadFlagFile(path, "auth_tokens_file");
+  if (!text.ok()) return text.status();
+  absl::StatusOr<std::shared_ptr<const Table>> table = Parse(*text);
   if (!table.ok()) return table.status();
   auto a = std::make_unique<Authenticator>(metrics);
   a->path_ = path;
@@ -255,7 +252,7 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Open(const std::st
   {
     absl::MutexLock lock(&a->mu_);
     a->table_ = *std::move(table);
-    a->text_ = ss.str();
+    a->text_ = *std::move(text);
   }
   a->reloader_ = std::thread([self = a.get()] { self->ReloadLoop(); });
   return a;
@@ -284,13 +281,11 @@ void Authenticator::ReloadLoop() {
 
 void Authenticator::ReloadOnce() {
   // The file is read outside the lock: callers keep the table they have.
-  std::ifstream in(path_, std::ios::binary);
-  std::stringstream ss;
-  if (in) ss << in.rdbuf();
-  std::string text = ss.str();
+  absl::StatusOr<std::string> read = ReadFlagFile(path_, "auth_tokens_file");
+  std::string text = read.ok() ? *std::move(read) : std::string();
   {
     absl::MutexLock lock(&mu_);
-    if (!in || text == text_) return;
+    if (!read.ok() || text == text_) return;
     text_ = text;  // a bad file is logged once per change, not once per interval
   }
   absl::StatusOr<std::shared_ptr<const Table>> table =
@@ -317,10 +312,7 @@ std::shared_ptr<const Authenticator::Table> Authenticator::Current() {
 absl::StatusOr<Principal> Authenticator::Authenticate(const Credentials& credentials,
                                                       absl::string_view method) {
   if (!enabled()) {
-    Principal anyone;
-    anyone.name = "anonymous";
-    anyone.anonymous = true;
-    return anyone;
+    return Principal::Anonymous();
   }
   std::shared_ptr<const Table> table = Current();
   auto refuse = [&](absl::string_view why) {

@@ -27,10 +27,7 @@ Credentials CredentialsOf(const grpc::CallbackServerContext& ctx) {
 absl::StatusOr<Principal> AuthorizeCall(Authenticator* auth, const grpc::CallbackServerContext& ctx,
                                         absl::string_view method, std::optional<Scope::Kind> kind) {
   if (auth == nullptr || !auth->enabled()) {
-    Principal anyone;
-    anyone.name = "anonymous";
-    anyone.anonymous = true;
-    return anyone;
+    return Principal::Anonymous();
   }
   absl::StatusOr<Principal> caller = auth->Authenticate(CredentialsOf(ctx), method);
   if (!caller.ok() || !kind.has_value()) return caller;

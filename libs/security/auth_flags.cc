@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "libs/common/json_log.h"
+#include "libs/security/file_util.h"
 #include "libs/security/tls_flags.h"
 
 ABSL_FLAG(std::string, auth_tokens_file, "",
@@ -32,12 +33,9 @@ absl::StatusOr<std::unique_ptr<Authenticator>> OpenAuthenticatorFromFlags(AuthMe
 absl::StatusOr<std::string> ReadBrokerTokenFlag() {
   std::string path = absl::GetFlag(FLAGS_broker_token_file);
   if (path.empty()) return std::string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    return absl::InvalidArgumentError(absl::StrCat("broker_token_file: cannot read '", path, "'"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string token(absl::StripAsciiWhitespace(ss.str()));
+  absl::StatusOr<std::string> text = ReadFlagFile(path, "broker_token_file");
+  if (!text.ok()) return text.status();
+  std::string token(absl::StripAsciiWhitespace(*text));
   if (token.empty() || token.find_first_of(" \t\r\n") != std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("broker_token_file: '", path, "' must hold one token"));

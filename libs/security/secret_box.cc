@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "libs/security/file_util.h"
 
 namespace switchboard {
 namespace {
@@ -44,14 +45,11 @@ absl::StatusOr<SecretBox> SecretBox::FromKeys(const std::vector<std::string>& ra
 }
 
 absl::StatusOr<SecretBox> SecretBox::FromKeyFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    return absl::InvalidArgumentError(absl::StrCat("secrets_key_file: cannot read '", path, "'"));
-  std::stringstream ss;
-  ss << in.rdbuf();
+  absl::StatusOr<std::string> text = ReadFlagFile(path, "secrets_key_file");
+  if (!text.ok()) return text.status();
   std::vector<std::string> keys;
   int line_no = 0;
-  for (absl::string_view line : absl::StrSplit(ss.str(), '\n')) {
+  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
     ++line_no;
     line = absl::StripAsciiWhitespace(line);
     if (line.empty() || absl::StartsWith(line, "#")) continue;

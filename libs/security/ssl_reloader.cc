@@ -5,22 +5,13 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include <fstream>
-#include <sstream>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "libs/security/file_util.h"
 
 namespace switchboard {
 namespace {
-
-bool ReadAll(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return true;
-}
 
 // Every certificate in a PEM text, in order.
 stack_st_X509* ParseCerts(const std::string& pem) {
@@ -56,17 +47,13 @@ absl::Status SslReloader::MaybeReload(bool force) {
   if (!force && now < next_read_) return absl::OkStatus();
   next_read_ = now + config_.reload_interval;
   std::string cert_pem, key_pem, ca_pem;
-  if (!ReadAll(config_.cert_file, &cert_pem)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tls_cert: cannot read '", config_.cert_file, "'"));
-  }
-  if (!ReadAll(config_.key_file, &key_pem)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tls_key: cannot read '", config_.key_file, "'"));
-  }
-  if (!config_.client_ca_file.empty() && !ReadAll(config_.client_ca_file, &ca_pem)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tls_client_ca: cannot read '", config_.client_ca_file, "'"));
+  for (auto [file, flag, out] : {std::tuple{&config_.cert_file, "tls_cert", &cert_pem},
+                                 std::tuple{&config_.key_file, "tls_key", &key_pem},
+                                 std::tuple{&config_.client_ca_file, "tls_client_ca", &ca_pem}}) {
+    if (file->empty()) continue;  // no client CA: plain TLS
+    absl::StatusOr<std::string> text = ReadFlagFile(*file, flag);
+    if (!text.ok()) return text.status();
+    *out = *std::move(text);
   }
   if (cert_pem == cert_pem_ && key_pem == key_pem_ && ca_pem == ca_pem_) return absl::OkStatus();
   if (!config_.client_ca_file.empty() && ca_pem.empty()) {

@@ -12,17 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
+#include "libs/security/file_util.h"
 
 namespace switchboard {
 namespace {
-
-absl::StatusOr<std::string> ReadFile(const std::string& path, const std::string& flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read '", path, "'"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 struct BioDeleter {
   void operator()(BIO* b) const { BIO_free(b); }
@@ -42,7 +35,7 @@ Bio MemBio(const std::string& pem) {
 }
 
 absl::StatusOr<Cert> FirstCert(const std::string& path, const std::string& flag) {
-  absl::StatusOr<std::string> pem = ReadFile(path, flag);
+  absl::StatusOr<std::string> pem = ReadFlagFile(path, flag);
   if (!pem.ok()) return pem.status();
   Bio bio = MemBio(*pem);
   Cert cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
@@ -55,7 +48,7 @@ absl::StatusOr<Cert> FirstCert(const std::string& path, const std::string& flag)
 }
 
 absl::StatusOr<Key> ReadKey(const std::string& path, const std::string& flag) {
-  absl::StatusOr<std::string> pem = ReadFile(path, flag);
+  absl::StatusOr<std::string> pem = ReadFlagFile(path, flag);
   if (!pem.ok()) return pem.status();
   Bio bio = MemBio(*pem);
   Key key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
