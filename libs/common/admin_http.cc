@@ -174,7 +174,25 @@ void AdminHttpServer::Route(const std::string& method, const std::string& path, 
   routes_.back().scope = scope;
 }
 
-HttpResponse AdminHttpServer::Dispatch(HttpRequest& req) const {
+void AdminHttpServer::PublicRoute(const std::string& method, const std::string& path,
+                                  HttpHandler handler) {
+  Route(method, path, std::move(handler));
+  routes_.back().open = true;
+}
+
+void AdminHttpServer::StreamRoute(const std::string& method, const std::string& path,
+                                  Scope::Kind scope, int max_streams, bool query_token,
+                                  StreamHandler handler) {
+  Route(method, path, scope, nullptr);
+  RouteEntry& r = routes_.back();
+  r.stream = std::move(handler);
+  r.max_streams = max_streams;
+  r.query_token = query_token;
+  r.active = std::make_shared<std::atomic<int>>(0);
+}
+
+const AdminHttpServer::RouteEntry* AdminHttpServer::Resolve(HttpRequest& req,
+                                                            HttpResponse* refusal) const {
   const RouteEntry* best = nullptr;
   bool path_matched = false;
   for (const RouteEntry& r : routes_) {
@@ -188,39 +206,140 @@ HttpResponse AdminHttpServer::Dispatch(HttpRequest& req) const {
     }
   }
   if (best == nullptr) {
-    if (path_matched) {
-      return ErrorResponse(absl::InvalidArgumentError(
-          absl::StrCat("method ", req.method, " is not allowed on ", req.path)));
-    }
-    return ErrorResponse(absl::NotFoundError(absl::StrCat("no route for ", req.path)));
+    *refusal =
+        ErrorResponse(path_matched ? absl::InvalidArgumentError(absl::StrCat(
+                                         "method ", req.method, " is not allowed on ", req.path))
+                                   : absl::NotFoundError(absl::StrCat("no route for ", req.path)));
+    return nullptr;
   }
-  bool open = req.path == "/metrics" || req.path == "/healthz" || req.path == "/readyz";
-  if (auth_ != nullptr && !open) {
-    Credentials credentials;
-    auto header = req.headers.find("authorization");
-    if (header != req.headers.end()) credentials.authorization = header->second;
-    // Behind the TLS terminator: the client certificate of the connection it
-    // relays from this port (only its own loopback connections are known).
-    if (tls_ != nullptr && req.remote_addr == "127.0.0.1") {
-      credentials.tls_identities = tls_->PeerIdentities(req.remote_port);
-    }
-    absl::StatusOr<Principal> caller =
-        auth_->Authenticate(credentials, absl::StrCat(req.method, " ", best->path));
-    if (!caller.ok()) {
-      HttpResponse refused = ErrorResponse(caller.status());
-      refused.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return refused;
-    }
-    req.caller = *std::move(caller);
-    if (best->scope.has_value()) {
-      absl::Status allowed = auth_->Denied(RequireScope(req.caller, *best->scope),
-                                           absl::StrCat(req.method, " ", best->path));
-      if (!allowed.ok()) return ErrorResponse(allowed);
-    }
-  } else {
+  bool open =
+      best->open || req.path == "/metrics" || req.path == "/healthz" || req.path == "/readyz";
+  if (auth_ == nullptr || open) {
     req.caller = Principal::Anonymous();
+    return best;
   }
-  return best->handler(req);
+  Credentials credentials;
+  auto header = req.headers.find("authorization");
+  if (header != req.headers.end()) {
+    credentials.authorization = header->second;
+  } else if (auto token = req.query.find("access_token");
+             best->query_token && token != req.query.end()) {
+    credentials.authorization = absl::StrCat("Bearer ", token->second);
+  }
+  // Behind the TLS terminator: the client certificate of the connection it
+  // relays from this port (only its own loopback connections are known).
+  if (tls_ != nullptr && req.remote_addr == "127.0.0.1") {
+    credentials.tls_identities = tls_->PeerIdentities(req.remote_port);
+  }
+  absl::StatusOr<Principal> caller =
+      auth_->Authenticate(credentials, absl::StrCat(req.method, " ", best->path));
+  if (!caller.ok()) {
+    *refusal = ErrorResponse(caller.status());
+    refusal->headers.emplace_back("WWW-Authenticate", "Bearer");
+    return nullptr;
+  }
+  req.caller = *std::move(caller);
+  if (best->scope.has_value()) {
+    absl::Status allowed = auth_->Denied(RequireScope(req.caller, *best->scope),
+                                         absl::StrCat(req.method, " ", best->path));
+    if (!allowed.ok()) {
+      *refusal = ErrorResponse(allowed);
+      return nullptr;
+    }
+  }
+  return best;
+}
+
+HttpResponse AdminHttpServer::Dispatch(HttpRequest& req) const {
+  HttpResponse refusal;
+  const RouteEntry* route = Resolve(req, &refusal);
+  if (route == nullptr) return refusal;
+  return route->handler(req);
+}
+
+// One streamed response on a civetweb connection.
+class AdminHttpServer::Stream : public HttpStream {
+ public:
+  explicit Stream(mg_connection* conn) : conn_(conn) {}
+
+  bool Begin(int status, const std::string& content_type,
+             const std::vector<std::pair<std::string, std::string>>& headers) override {
+    began_ = true;
+    std::string head = absl::StrCat(
+        "HTTP/1.1 ", status, " ", StatusText(status), "\r\nContent-Type: ", content_type,
+        "\r\nCache-Control: no-store\r\nTransfer-Encoding: chunked\r\n");
+    for (const auto& [k, v] : headers) absl::StrAppend(&head, k, ": ", v, "\r\n");
+    head += "\r\n";
+    return !Cancelled() &&
+           mg_write(conn_, head.data(), head.size()) == static_cast<int>(head.size());
+  }
+  bool Write(absl::string_view bytes) override {
+    if (bytes.empty()) return true;  // an empty chunk would end the response
+    return !Cancelled() &&
+           mg_send_chunk(conn_, bytes.data(), static_cast<unsigned>(bytes.size())) > 0;
+  }
+  bool Cancelled() const override {
+    absl::MutexLock lock(&mu_);
+    return cancelled_;
+  }
+  void OnCancel(std::function<void()> wake) override {
+    bool now;
+    {
+      absl::MutexLock lock(&mu_);
+      wake_ = wake;
+      now = cancelled_;
+    }
+    if (now) wake();
+  }
+  void Cancel() {
+    std::function<void()> wake;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      wake = wake_;
+    }
+    if (wake) wake();
+  }
+  // The last, empty chunk ends the response; the connection may be reused.
+  void End() {
+    if (began_ && !Cancelled()) mg_send_chunk(conn_, "", 0);
+  }
+  bool began() const { return began_; }
+
+ private:
+  mg_connection* const conn_;
+  bool began_ = false;  // the handler's thread only
+  mutable absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void()> wake_ ABSL_GUARDED_BY(mu_);
+};
+
+std::optional<HttpResponse> AdminHttpServer::RunStream(mg_connection* conn, const RouteEntry& route,
+                                                       const HttpRequest& req) {
+  if (route.active->fetch_add(1) >= route.max_streams) {
+    route.active->fetch_sub(1);
+    return ErrorResponse(absl::UnavailableError(
+        absl::StrCat(req.path, ": ", route.max_streams, " streams are open already; retry later")));
+  }
+  Stream stream(conn);
+  bool stopping;
+  {
+    absl::MutexLock lock(&streams_mu_);
+    stopping = stopping_;
+    streams_.insert(&stream);
+  }
+  if (stopping) stream.Cancel();
+  std::optional<HttpResponse> answer = route.stream(req, &stream);
+  if (!answer.has_value()) stream.End();
+  {
+    absl::MutexLock lock(&streams_mu_);
+    streams_.erase(&stream);
+  }
+  route.active->fetch_sub(1);
+  if (!answer.has_value() && !stream.began()) {
+    answer = ErrorResponse(absl::UnavailableError("the server is stopping"));
+  }
+  return answer;
 }
 
 int AdminHttpServer::HandleRequest(mg_connection* conn, void* self_ptr) {
@@ -264,7 +383,17 @@ int AdminHttpServer::HandleRequest(mg_connection* conn, void* self_ptr) {
   } else if (!nesting.ok()) {
     resp = ErrorResponse(nesting);
   } else {
-    resp = self->Dispatch(req);
+    HttpResponse refusal;
+    const RouteEntry* route = self->Resolve(req, &refusal);
+    if (route == nullptr) {
+      resp = std::move(refusal);
+    } else if (route->stream) {
+      std::optional<HttpResponse> plain = self->RunStream(conn, *route, req);
+      if (!plain.has_value()) return 200;
+      resp = *std::move(plain);
+    } else {
+      resp = route->handler(req);
+    }
   }
   std::string head =
       absl::StrCat("HTTP/1.1 ", resp.status, " ", StatusText(resp.status),
@@ -284,9 +413,21 @@ absl::StatusOr<int> AdminHttpServer::Start(const std::string& addr, const Server
   std::string listen = tls.enabled() ? "127.0.0.1:0" : addr;
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
-  const char* options[] = {
-      "listening_ports", listen.c_str(),      "num_threads", "8",    "request_timeout_ms",
-      "30000",           "enable_keep_alive", "yes",         nullptr};
+  // Every stream holds a thread of its own; 8 more serve everything else.
+  int threads = 8;
+  for (const RouteEntry& r : routes_) threads += r.max_streams;
+  std::string num_threads = absl::StrCat(threads);
+  // request_timeout_ms also bounds each write: a stream whose reader took
+  // nothing for 10 s is cut.
+  const char* options[] = {"listening_ports",
+                           listen.c_str(),
+                           "num_threads",
+                           num_threads.c_str(),
+                           "request_timeout_ms",
+                           "10000",
+                           "enable_keep_alive",
+                           "yes",
+                           nullptr};
   ctx_ = mg_start(&callbacks, this, options);
   if (ctx_ == nullptr) {
     return absl::UnavailableError(absl::StrCat("http_addr: cannot listen on ", addr));
@@ -301,6 +442,11 @@ absl::StatusOr<int> AdminHttpServer::Start(const std::string& addr, const Server
 }
 
 void AdminHttpServer::Stop() {
+  {
+    absl::MutexLock lock(&streams_mu_);
+    stopping_ = true;
+    for (Stream* s : streams_) s->Cancel();
+  }
   if (tls_ != nullptr) tls_->Stop();
   if (ctx_ == nullptr) return;
   // civetweb's master thread notices the stop flag only when its poll()

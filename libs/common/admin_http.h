@@ -1,16 +1,19 @@
 #ifndef SWITCHBOARD_LIBS_COMMON_ADMIN_HTTP_H_
 #define SWITCHBOARD_LIBS_COMMON_ADMIN_HTTP_H_
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "libs/common/auth.h"
 #include "libs/security/tls.h"
 #include "libs/security/tls_terminator.h"
@@ -43,6 +46,29 @@ struct HttpResponse {
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
+// A response written as it is produced (Server-Sent Events), with chunked
+// transfer encoding. The handler owns one of civetweb's threads until it
+// returns; it must return soon after Cancelled() turns true.
+class HttpStream {
+ public:
+  virtual ~HttpStream() = default;
+  // Sends the status line and headers (no Content-Length). Once only.
+  virtual bool Begin(int status, const std::string& content_type,
+                     const std::vector<std::pair<std::string, std::string>>& headers) = 0;
+  // One chunk. False when the client is gone, the server stops, or the
+  // client read nothing for the write timeout (a reader that stalls is cut).
+  virtual bool Write(absl::string_view bytes) = 0;
+  // The server is stopping: the handler should return now.
+  virtual bool Cancelled() const = 0;
+  // `wake` runs (on the stopping thread) when the server stops, so a handler
+  // waiting for something else notices. Set once, before waiting.
+  virtual void OnCancel(std::function<void()> wake) = 0;
+};
+
+// Answers with an ordinary response (errors, before Begin), or streams and
+// returns nullopt.
+using StreamHandler = std::function<std::optional<HttpResponse>(const HttpRequest&, HttpStream*)>;
+
 // A JSON error body {"error":{"code":"INVALID_ARGUMENT","message":"..."}} with
 // the HTTP status that matches the status code (400 for INVALID_ARGUMENT...).
 HttpResponse ErrorResponse(const absl::Status& status);
@@ -74,6 +100,15 @@ class AdminHttpServer {
   // The same, for callers with `scope` only (403 naming it otherwise).
   void Route(const std::string& method, const std::string& path, Scope::Kind scope,
              HttpHandler handler);
+  // A route that needs no caller even with authentication on (static files
+  // that hold no data, such as the console's page).
+  void PublicRoute(const std::string& method, const std::string& path, HttpHandler handler);
+  // A streaming route for callers with `scope`; at most `max_streams` at
+  // once (503 beyond), each on a civetweb thread of its own. With
+  // `query_token`, a caller may give its bearer token as ?access_token=
+  // (browsers' EventSource cannot send headers). Before Start.
+  void StreamRoute(const std::string& method, const std::string& path, Scope::Kind scope,
+                   int max_streams, bool query_token, StreamHandler handler);
   void SetReadiness(std::function<bool()> ready) { ready_ = std::move(ready); }
   // Every route but /metrics, /healthz and /readyz needs a caller this
   // accepts (401 otherwise). Before Start; must outlive the server.
@@ -93,9 +128,21 @@ class AdminHttpServer {
     bool prefix;
     HttpHandler handler;
     std::optional<Scope::Kind> scope;
+    StreamHandler stream;  // set for streaming routes
+    int max_streams = 0;
+    bool query_token = false;
+    bool open = false;                         // no authentication
+    std::shared_ptr<std::atomic<int>> active;  // streams open on this route
   };
+  class Stream;
   static int HandleRequest(mg_connection* conn, void* self);
+  // The route for `req`, with its caller set in `req`; nullptr with
+  // *refusal set when there is none or the caller may not use it.
+  const RouteEntry* Resolve(HttpRequest& req, HttpResponse* refusal) const;
   HttpResponse Dispatch(HttpRequest& req) const;
+  // Streams `req` on `route`, or returns the plain response that answers it.
+  std::optional<HttpResponse> RunStream(mg_connection* conn, const RouteEntry& route,
+                                        const HttpRequest& req);
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::function<bool()> ready_;
@@ -104,6 +151,10 @@ class AdminHttpServer {
   std::vector<RouteEntry> routes_;
   mg_context* ctx_ = nullptr;
   std::unique_ptr<TlsTerminator> tls_;  // HTTPS in front of civetweb
+  // Open streams, woken by Stop() (which sets stopping_ first).
+  absl::Mutex streams_mu_;
+  bool stopping_ ABSL_GUARDED_BY(streams_mu_) = false;
+  std::set<Stream*> streams_ ABSL_GUARDED_BY(streams_mu_);
 };
 
 }  // namespace switchboard

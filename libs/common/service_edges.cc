@@ -50,6 +50,12 @@ absl::Status ServiceEdges::Start(const std::string& grpc_addr, const std::string
   return absl::OkStatus();
 }
 
+std::shared_ptr<grpc::Channel> ServiceEdges::InProcessChannel() {
+  if (grpc_.server == nullptr) return nullptr;
+  grpc::ChannelArguments args;
+  return grpc_.server->InProcessChannel(args);
+}
+
 void ServiceEdges::BeginShutdown() {
   stopping_ = true;
   if (grpc_.server != nullptr) grpc_.server->GetHealthCheckService()->SetServingStatus(false);

@@ -29,6 +29,9 @@ class ServiceEdges {
   ServiceEdges(std::shared_ptr<prometheus::Registry> registry, const std::string& service);
 
   AdminHttpServer& http() { return http_; }
+  // A channel to this process's own gRPC services without the network
+  // (after Start): the same handlers, interceptors and authorization.
+  std::shared_ptr<grpc::Channel> InProcessChannel();
 
   // `ready` says whether the core can serve (readiness is also off once
   // shutting down). `extra` fields go on the start-up line.

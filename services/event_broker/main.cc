@@ -16,10 +16,12 @@
 #include "libs/redis/redis_metrics.h"
 #include "libs/security/tls_flags.h"
 #include "prometheus/registry.h"
+#include "services/console/console.h"
 #include "services/event_broker/broker.h"
 #include "services/event_broker/forwarding_store.h"
 #include "services/event_broker/grpc_service.h"
 #include "services/event_broker/http_api.h"
+#include "services/event_broker/sse_stream.h"
 #include "services/event_broker/store_factory.h"
 
 ABSL_FLAG(std::string, grpc_addr, "0.0.0.0:50051", "gRPC listen address HOST:PORT (port 0: any)");
@@ -56,6 +58,10 @@ ABSL_FLAG(int64_t, cache_events, 16384, "recent events kept in memory for live s
 ABSL_FLAG(int64_t, max_queued_publish_bytes, 256 << 20,
           "publishes waiting for a commit, in bytes; past it publishes are refused with "
           "RESOURCE_EXHAUSTED (HTTP 429) until the store catches up");
+ABSL_FLAG(int32_t, sse_max_streams, 64,
+          "Server-Sent Events streams (GET /api/events/stream) open at once; more get 503");
+ABSL_FLAG(absl::Duration, sse_heartbeat, absl::Seconds(15),
+          "a comment line on an idle event stream this often keeps proxies from closing it");
 ABSL_FLAG(int64_t, grpc_memory_quota_bytes, 1LL << 30,
           "memory gRPC may use for requests and responses in flight");
 ABSL_FLAG(int64_t, event_history_size, 1000,
@@ -98,6 +104,12 @@ absl::Status ValidateFlags() {
   if (absl::GetFlag(FLAGS_dedupe_window) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("dedupe_window: must be >= 0");
   }
+  if (absl::GetFlag(FLAGS_sse_max_streams) < 1 || absl::GetFlag(FLAGS_sse_max_streams) > 1000) {
+    return absl::InvalidArgumentError("sse_max_streams: must be between 1 and 1000");
+  }
+  if (absl::GetFlag(FLAGS_sse_heartbeat) < absl::Milliseconds(100)) {
+    return absl::InvalidArgumentError("sse_heartbeat: must be at least 100ms");
+  }
   if (absl::GetFlag(FLAGS_max_in_flight) < 1 || absl::GetFlag(FLAGS_max_deliveries) < 1) {
     return absl::InvalidArgumentError("max_in_flight, max_deliveries: must be >= 1");
   }
@@ -116,6 +128,11 @@ int Run() {
       ReadEdgeSecurityFlags(&auth_metrics, /*mesh_client=*/false);
   if (!security.ok()) {
     LogError("bad flag", {{"error", std::string(security.status().message())}});
+    return 2;
+  }
+  absl::StatusOr<console::ConsoleConfig> console_config = console::ReadConsoleFlags();
+  if (!console_config.ok()) {
+    LogError("bad flag", {{"error", std::string(console_config.status().message())}});
     return 2;
   }
   ServiceEdges edges(registry, "broker");
@@ -196,6 +213,13 @@ int Run() {
   EventBrokerService service(&slot, security->auth.get());
   edges.set_grpc_memory_quota(absl::GetFlag(FLAGS_grpc_memory_quota_bytes));
   RegisterBrokerHttpApi(&edges.http(), &slot, security->auth.get());
+  SseMetrics sse_metrics(*registry);
+  SseConfig sse;
+  sse.max_streams = absl::GetFlag(FLAGS_sse_max_streams);
+  sse.heartbeat = absl::GetFlag(FLAGS_sse_heartbeat);
+  RegisterEventStream(&edges.http(), &slot, security->auth.get(), sse, &sse_metrics);
+  console::Console console(*std::move(console_config));
+  console.Register(&edges.http());
   if (absl::Status st =
           edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr), {&service},
                       [&slot] {
@@ -207,6 +231,7 @@ int Run() {
     LogError("cannot start", {{"error", st.ToString()}});
     return 1;
   }
+  console.SetBrokerChannel(edges.InProcessChannel());
   Backoff backoff(BackoffPolicy{absl::Milliseconds(200), 2.0, absl::Seconds(5), 0.2});
   int exit_code = 0;
   while (true) {

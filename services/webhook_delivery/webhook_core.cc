@@ -288,7 +288,7 @@ absl::StatusOr<v1::ListDeliveriesResponse> WebhookCore::ListDeliveries(
     }
   }
   absl::StatusOr<std::vector<DeliveryRecord>> list =
-      store_->List(req.webhook_id(), req.status(), "", req.limit() ? req.limit() : 100);
+      store_->List(req.webhook_id(), req.status(), req.event_id(), req.limit() ? req.limit() : 100);
   if (!list.ok()) return list.status();
   v1::ListDeliveriesResponse resp;
   for (DeliveryRecord& r : *list) *resp.add_deliveries() = std::move(r.delivery);

@@ -163,6 +163,12 @@ std::string ServiceProcess::Log() const {
   return ss.str();
 }
 
+double MetricValue(const std::string& http_addr, const std::string& series) {
+  std::string metrics = HttpRequest(http_addr, "GET", "/metrics").body;
+  size_t at = metrics.find("\n" + series + " ");
+  return at == std::string::npos ? 0.0 : std::stod(metrics.substr(at + series.size() + 2));
+}
+
 HttpResult HttpRequest(const std::string& host_port, const std::string& method,
                        const std::string& path, const std::string& body,
                        const std::string& extra_headers) {

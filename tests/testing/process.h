@@ -68,6 +68,10 @@ HttpResult HttpRequest(const std::string& host_port, const std::string& method,
                        const std::string& path, const std::string& body = "",
                        const std::string& extra_headers = "");
 
+// The value of one series (name with labels, as printed) on the /metrics of
+// the admin port at `http_addr`; 0 when absent.
+double MetricValue(const std::string& http_addr, const std::string& series);
+
 // Waits for `condition` with a deadline, polling; no fixed sleeps in tests.
 bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout,
                absl::Duration poll = absl::Milliseconds(10));
