@@ -67,6 +67,7 @@ for off in "${REPLICAS[@]}"; do
   # On SQLite each process has its own files; on Redis --data_dir is unused.
   "$BIN/event_broker/event-broker" --data_dir="$DATA/event-broker" "${STORE_FLAGS[@]}" \
     ${AUTH_FLAGS[@]+"${AUTH_FLAGS[@]}"} \
+    --console_jobs_addr="$(port 50052 "$off")" --console_webhooks_addr="$(port 50053 "$off")" \
     --grpc_addr="$(port 50051 "$off")" --http_addr="$(port 8081 "$off")" &
   PIDS+=($!)
   BROKERS="${BROKERS:+$BROKERS,}$(port 50051 "$off")"
@@ -116,6 +117,7 @@ register /api/webhooks/worker-status "job.*" "sample receiver: worker status"
 cat <<MSG
 
 Switchboard is up (logs are JSON lines on this terminal), store: $STORE$( [ "${#AUTH_FLAGS[@]}" -gt 0 ] && printf ', tokens on (add -H "authorization: Bearer dev-admin-token" to the calls below)').
+  console       http://127.0.0.1:8081/console/   (live events, order traces, groups, queues, webhooks)
   event-broker  gRPC 127.0.0.1:50051   admin http://127.0.0.1:8081/metrics
   job-worker    gRPC 127.0.0.1:50052   admin http://127.0.0.1:8082/metrics
   webhooks      gRPC 127.0.0.1:50053   admin http://127.0.0.1:8083/metrics

@@ -2,6 +2,8 @@
 #include <unistd.h>
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
@@ -62,6 +64,9 @@ ABSL_FLAG(int32_t, sse_max_streams, 64,
           "Server-Sent Events streams (GET /api/events/stream) open at once; more get 503");
 ABSL_FLAG(absl::Duration, sse_heartbeat, absl::Seconds(15),
           "a comment line on an idle event stream this often keeps proxies from closing it");
+ABSL_FLAG(std::vector<std::string>, sse_allow_origins, {},
+          "origins whose pages may read the event stream (CORS), e.g. "
+          "https://shop.example.com; '*' for any; empty: the broker's own origin only");
 ABSL_FLAG(int64_t, grpc_memory_quota_bytes, 1LL << 30,
           "memory gRPC may use for requests and responses in flight");
 ABSL_FLAG(int64_t, event_history_size, 1000,
@@ -217,6 +222,7 @@ int Run() {
   SseConfig sse;
   sse.max_streams = absl::GetFlag(FLAGS_sse_max_streams);
   sse.heartbeat = absl::GetFlag(FLAGS_sse_heartbeat);
+  sse.allow_origins = absl::GetFlag(FLAGS_sse_allow_origins);
   RegisterEventStream(&edges.http(), &slot, security->auth.get(), sse, &sse_metrics);
   console::Console console(*std::move(console_config));
   console.Register(&edges.http());

@@ -104,6 +104,21 @@ const char* Pump(Subscription& sub, SseSink& sink, HttpStream* stream, const Sse
   }
 }
 
+// The CORS headers for a page of `origin` (none when it is not allowed: the
+// browser then keeps the answer from the page).
+std::vector<std::pair<std::string, std::string>> CorsHeaders(const HttpRequest& req,
+                                                             const SseConfig& config) {
+  auto origin = req.headers.find("origin");
+  if (origin == req.headers.end()) return {};
+  for (const std::string& allowed : config.allow_origins) {
+    if (allowed == "*" || allowed == origin->second) {
+      return {{"Access-Control-Allow-Origin", allowed == "*" ? "*" : origin->second},
+              {"Vary", "Origin"}};
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 SseMetrics::SseMetrics(prometheus::Registry& registry)
@@ -171,13 +186,19 @@ void RegisterEventStream(AdminHttpServer* http, BrokerSlot* slot, Authenticator*
       "GET", "/api/events/stream", Scope::kSubscribe, config.max_streams, /*query_token=*/true,
       [slot, auth, config, metrics](const HttpRequest& req,
                                     HttpStream* stream) -> std::optional<HttpResponse> {
+        std::vector<std::pair<std::string, std::string>> cors = CorsHeaders(req, config);
+        auto refuse = [&cors](const absl::Status& status) {
+          HttpResponse r = ErrorResponse(status);
+          r.headers.insert(r.headers.end(), cors.begin(), cors.end());
+          return r;
+        };
         Broker* broker = slot->get();
-        if (broker == nullptr) return ErrorResponse(BrokerSlot::NotReady());
+        if (broker == nullptr) return refuse(BrokerSlot::NotReady());
         absl::StatusOr<SseRequest> parsed = ParseSseRequest(req);
-        if (!parsed.ok()) return ErrorResponse(parsed.status());
+        if (!parsed.ok()) return refuse(parsed.status());
         absl::Status allowed = RequireSubscribe(req.caller, parsed->types, "");
         if (auth != nullptr) allowed = auth->Denied(allowed, "GET /api/events/stream");
-        if (!allowed.ok()) return ErrorResponse(allowed);
+        if (!allowed.ok()) return refuse(allowed);
 
         v1::SubscribeRequest sub_req;
         for (const std::string& t : parsed->types) sub_req.add_types(t);
@@ -194,11 +215,12 @@ void RegisterEventStream(AdminHttpServer* http, BrokerSlot* slot, Authenticator*
           sub_req.set_start(v1::SubscribeRequest::LATEST);
           sub = broker->Subscribe(sub_req, &sink);
         }
-        if (!sub.ok()) return ErrorResponse(sub.status());
+        if (!sub.ok()) return refuse(sub.status());
         stream->OnCancel([&sink] { sink.Stop(); });
         metrics->streams.Increment();
         const char* reason = "client_gone";
-        if (stream->Begin(200, "text/event-stream", {{"X-Accel-Buffering", "no"}}) &&
+        cors.emplace_back("X-Accel-Buffering", "no");  // nginx: pass events on at once
+        if (stream->Begin(200, "text/event-stream", cors) &&
             stream->Write("retry: 2000\n: connected\n\n")) {
           reason = Pump(**sub, sink, stream, *parsed, config, metrics);
         }

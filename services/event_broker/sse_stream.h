@@ -25,6 +25,9 @@ struct SseConfig {
   // buffer. A reader that takes nothing for the admin server's write timeout
   // (10 s) is disconnected; meanwhile the subscription stops reading ahead.
   size_t max_write_bytes = 256 << 10;
+  // Origins whose pages may read the stream (CORS), e.g. a shop's frontend
+  // on its own domain; "*" for any. Empty: the broker's own origin only.
+  std::vector<std::string> allow_origins;
 };
 
 struct SseMetrics {

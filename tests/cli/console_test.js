@@ -151,6 +151,22 @@ async function step(name, fn) {
     await page.waitForSelector('#flash .ok:has-text("test event queued")', { timeout: 10000 });
   });
 
+  await step('the README\'s order-tracking page follows one user\'s order with EventSource', async () => {
+    // Served from the shop's own origin, as a frontend would be.
+    const shop = await browser.newPage();
+    await shop.goto(`http://${process.env.SHOP}/orders`);
+    await shop.waitForFunction('typeof source !== "undefined" && source.readyState === EventSource.OPEN',
+      null, { timeout: 10000 });
+    const mine = cid + '_mine';
+    await order(mine, 12);  // user usr_7
+    await grpc('Publish', { event: { type: 'order.created', source: 'checkout-service', subject: 'ord_other', user_id: 'usr_8' } });
+    // The page opened after the earlier orders: it shows this one only.
+    await shop.waitForSelector('li[data-status="order.completed"]', { timeout: 20000 });
+    assert.strictEqual(await shop.locator('li').count(), 1, await shop.locator('#orders').innerText());
+    assert.match(await shop.locator('li').textContent(), /^ord_\w+: Complete$/);
+    await shop.close();
+  });
+
   assert.deepStrictEqual(foreign, [], 'requests left the broker\'s origin');
   assert.deepStrictEqual(pageErrors, [], 'errors in the page');
   await browser.close();

@@ -18,6 +18,23 @@ for _ in $(seq 200); do grep -q 'listening http=' "$WORK/receiver.log" && break;
 RECV=$(grep -o 'http=[0-9.:]*' "$WORK/receiver.log" | head -1 | cut -d= -f2)
 [ -n "$RECV" ] || fail "receiver did not start: $(cat "$WORK/receiver.log")"
 
+# The shop's own site, another origin than the broker's, serving the
+# README's order-tracking page pointed at the broker (known once it runs).
+node -e '
+  const [page, addrFile] = process.argv.slice(1);
+  const fs = require("fs");
+  const server = require("http").createServer((req, res) => {
+    const broker = fs.readFileSync(addrFile, "utf8").trim();
+    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
+    res.end(fs.readFileSync(page, "utf8").replace("http://localhost:8081", "http://" + broker));
+  });
+  server.listen(0, "127.0.0.1", () => console.log("listening http=127.0.0.1:" + server.address().port));
+' "$ROOT/docs/examples/order-tracking.html" "$WORK/broker-http" >"$WORK/shop.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 200); do grep -q 'listening http=' "$WORK/shop.log" && break; sleep 0.05; done
+SHOP=$(grep -o 'http=[0-9.:]*' "$WORK/shop.log" | head -1 | cut -d= -f2)
+[ -n "$SHOP" ] || fail "shop page server did not start: $(cat "$WORK/shop.log")"
+
 # The console reads job-worker and webhook-delivery at addresses given at
 # start, and they need the broker's: a first broker gives the ports, then
 # restarts on them with the console's flags (the mesh reconnects).
@@ -28,7 +45,9 @@ start_service HOOKS "$WEBHOOK_BIN" --broker="$FIRST_GRPC" --data_dir="$WORK/hook
 kill -TERM "$FIRST_PID"
 wait "$FIRST_PID" 2>/dev/null || true
 start_service BROKER "$BROKER_BIN" --data_dir="$WORK/broker" --grpc_addr="$FIRST_GRPC" \
-  --http_addr="$FIRST_HTTP" --console_jobs_addr="$WORKER_GRPC" --console_webhooks_addr="$HOOKS_GRPC"
+  --http_addr="$FIRST_HTTP" --console_jobs_addr="$WORKER_GRPC" --console_webhooks_addr="$HOOKS_GRPC" \
+  --sse_allow_origins="http://$SHOP"
+echo "$BROKER_HTTP" >"$WORK/broker-http"
 for svc in "$BROKER_HTTP" "$WORKER_HTTP" "$HOOKS_HTTP"; do
   for _ in $(seq 400); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$svc/readyz")" = 200 ] && break
@@ -40,7 +59,7 @@ out=$(curl -s -XPOST "http://$HOOKS_HTTP/api/webhooks/register" \
 grep -q '"id":"wh_' <<<"$out" || fail "register: $out"
 
 BROKER_HTTP=$BROKER_HTTP BROKER_GRPC=$BROKER_GRPC BUF=$BUF NODE_MODULES=$NODE_MODULES \
-  CHROMIUM=$CHROMIUM WORK=$WORK SHOT=$SHOT \
+  CHROMIUM=$CHROMIUM WORK=$WORK SHOT=$SHOT SHOP=$SHOP \
   node "$(dirname "$0")/console_test.js" || {
     for f in BROKER WORKER HOOKS; do echo "--- $f"; tail -20 "$WORK/$f.log"; done
     fail "console_test.js"

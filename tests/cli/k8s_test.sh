@@ -97,6 +97,10 @@ expect_rejected "webhook-delivery's outbox on a claim" "pins every replica" \
   "$D.spec.template.spec.volumes[0] = {name: \"data\", persistentVolumeClaim: {claimName: \"x\"}}; docs.push({apiVersion: \"v1\", kind: \"PersistentVolumeClaim\", metadata: {name: \"x\"}, spec: {accessModes: [\"ReadWriteOnce\"], resources: {requests: {storage: \"1Gi\"}}}})"
 expect_rejected "a webhook-delivery HPA down to one replica" "minReplicas >= 2" \
   "find(\"HorizontalPodAutoscaler\", \"webhook-delivery\").spec.minReplicas = 1"
+expect_rejected "the console pointed at webhook-delivery's port for jobs" "has no gRPC port 50053" \
+  "find(\"ConfigMap\", \"switchboard-config\").data.SWITCHBOARD_CONSOLE_JOBS_ADDR = \"job-worker:50053\""
+expect_rejected "the console's webhooks address on the broker" "does not select webhook-delivery" \
+  "$BC.args.push(\"--console_webhooks_addr=event-broker:50051\")"
 expect_rejected "a second broker PodDisruptionBudget" "2 PodDisruptionBudgets" \
   "docs.push(Object.assign({}, find(\"PodDisruptionBudget\", \"event-broker\"), {metadata: {name: \"broker-2\"}}))"
 
@@ -136,4 +140,6 @@ SRC=redis-tls VFLAGS="--redis --tls" expect_rejected "scraping the TLS admin por
   "find(\"ServiceMonitor\", \"switchboard\").spec.endpoints[0].port = \"http\""
 SRC=redis-tls VFLAGS="--redis --tls" expect_rejected "a probe on the admin port" \
   "not on the metrics port" "$TBC.livenessProbe.httpGet.port = \"http\""
+SRC=redis-tls VFLAGS="--redis --tls" expect_rejected "a console without its client certificate" \
+  "no --console_tls_cert" "$TBC.args = $TBC.args.filter((a) => !a.startsWith(\"--console_tls_cert\"))"
 echo "1 passed, 0 failed"

@@ -253,6 +253,41 @@ function tlsChecks() {
 }
 if (tls) tlsChecks();
 
+// The broker's console reaches job-worker and webhook-delivery: its address
+// flags (args, env or the ConfigMap it reads) name a Service that selects
+// those pods and has that port; with TLS it presents the mesh certificate.
+function consoleChecks() {
+  const w = find("Deployment", "event-broker") || find("StatefulSet", "event-broker");
+  if (!w) return;
+  const c = w.spec.template.spec.containers[0];
+  const flagValue = (flag) => {
+    const arg = (c.args || []).find((a) => a.startsWith(`--${flag}=`));
+    if (arg) return arg.slice(flag.length + 3);
+    const env = "SWITCHBOARD_" + flag.toUpperCase();
+    const e = (c.env || []).find((v) => v.name === env);
+    if (e) return e.value;
+    for (const from of c.envFrom || []) {
+      const cm = from.configMapRef && find("ConfigMap", from.configMapRef.name);
+      if (cm && cm.data && cm.data[env] !== undefined) return cm.data[env];
+    }
+    return undefined;
+  };
+  for (const [flag, target] of [["console_jobs_addr", "job-worker"], ["console_webhooks_addr", "webhook-delivery"]]) {
+    const addr = flagValue(flag);
+    if (!addr) { fail(w, `no --${flag}: the console's ${target} view is off`); continue; }
+    const [host, port] = [addr.slice(0, addr.lastIndexOf(":")), Number(addr.slice(addr.lastIndexOf(":") + 1))];
+    const svc = find("Service", host);
+    const pods = find("Deployment", target) || find("StatefulSet", target);
+    if (!svc) { fail(w, `--${flag}=${addr}: no Service ${host}`); continue; }
+    if (!pods || !selects(svc.spec.selector, podLabels(pods))) fail(w, `--${flag}=${addr}: Service ${host} does not select ${target}`);
+    if (!(svc.spec.ports || []).some((p) => p.port === port && p.name === "grpc")) {
+      fail(w, `--${flag}=${addr}: Service ${host} has no gRPC port ${port}`);
+    }
+  }
+  if (tls) for (const flag of ["console_tls_ca", "console_tls_cert", "console_tls_key"]) fileFromSecret(w, c, flag);
+}
+consoleChecks();
+
 // The bundled Redis: durable (AOF fsynced on every write, on a claim), never
 // evicting, with the password of the Secret REDIS_URL also carries.
 function redisServerChecks() {
