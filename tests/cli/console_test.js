@@ -151,6 +151,24 @@ async function step(name, fn) {
     await page.waitForSelector('#flash .ok:has-text("test event queued")', { timeout: 10000 });
   });
 
+  await step('an endpoint\'s deliveries list their attempts, and Redeliver sends one again', async () => {
+    await page.locator('tr.endpoint button[data-action="deliveries"]').first().click();
+    const delivered = page.locator('tr.delivery[data-status="DELIVERY_STATUS_DELIVERED"]').first();
+    await delivered.waitFor({ timeout: 10000 });
+    const eventId = await delivered.getAttribute('data-event');
+    assert.match(await delivered.locator('.attempt').first().textContent(), /#1 HTTP 2\d\d/);
+    const before = await delivered.locator('.attempt').first().getAttribute('data-time');
+    await delivered.locator('button[data-action="redeliver"]').click();
+    await page.waitForSelector(`#flash .ok:has-text("redelivering ${eventId}")`, { timeout: 10000 });
+    // A fresh cycle of attempts, delivered again.
+    await page.waitForFunction(([id, was]) => {
+      const row = document.querySelector(`tr.delivery[data-event="${id}"]`);
+      const attempts = row ? row.querySelectorAll('.attempt') : [];
+      return row && row.dataset.status === 'DELIVERY_STATUS_DELIVERED' && attempts.length === 1 &&
+        attempts[0].dataset.time !== was;
+    }, [eventId, before], { timeout: 10000 });
+  });
+
   await step('the README\'s order-tracking page follows one user\'s order with EventSource', async () => {
     // Served from the shop's own origin, as a frontend would be.
     const shop = await browser.newPage();

@@ -205,7 +205,7 @@ const trace = { cid: '', stream: null, reload: null, poll: null };
 
 function attemptsLine(d) {
   return el('div', { class: 'attempts' }, ...(d.attempts || []).map((a) =>
-    el('span', { class: 'attempt', text: `#${a.attempt} ${a.httpStatus ? 'HTTP ' + a.httpStatus : ''}` +
+    el('span', { class: 'attempt', 'data-time': a.time, text: `#${a.attempt} ${a.httpStatus ? 'HTTP ' + a.httpStatus : ''}` +
       ` ${ms(a.latency)}${a.error ? ' ' + a.error : ''}  ` })));
 }
 
