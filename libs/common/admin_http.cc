@@ -250,65 +250,67 @@ const AdminHttpServer::RouteEntry* AdminHttpServer::Resolve(HttpRequest& req,
   return best;
 }
 
-HttpResponse AdminHttpServer::Dispatch(HttpRequest& req) const {
-  HttpResponse refusal;
-  const RouteEntry* route = Resolve(req, &refusal);
-  if (route == nullptr) return refusal;
-  return route->handler(req);
-}
-
-// One streamed response on a civetweb connection.
+// One streamed response on a civetweb connection: chunked for HTTP/1.1, raw
+// bytes up to the connection's close for HTTP/1.0 clients.
 class AdminHttpServer::Stream : public HttpStream {
  public:
-  explicit Stream(mg_connection* conn) : conn_(conn) {}
+  Stream(mg_connection* conn, bool chunked) : conn_(conn), chunked_(chunked) {}
 
   bool Begin(int status, const std::string& content_type,
              const std::vector<std::pair<std::string, std::string>>& headers) override {
+    if (Cancelled()) return false;  // unanswered: RunStream says 503
     began_ = true;
-    std::string head = absl::StrCat(
-        "HTTP/1.1 ", status, " ", StatusText(status), "\r\nContent-Type: ", content_type,
-        "\r\nCache-Control: no-store\r\nTransfer-Encoding: chunked\r\n");
+    std::string head =
+        absl::StrCat(chunked_ ? "HTTP/1.1 " : "HTTP/1.0 ", status, " ", StatusText(status),
+                     "\r\nContent-Type: ", content_type, "\r\nCache-Control: no-store\r\n",
+                     chunked_ ? "Transfer-Encoding: chunked\r\n" : "Connection: close\r\n");
     for (const auto& [k, v] : headers) absl::StrAppend(&head, k, ": ", v, "\r\n");
     head += "\r\n";
-    return !Cancelled() &&
-           mg_write(conn_, head.data(), head.size()) == static_cast<int>(head.size());
+    return Sent(mg_write(conn_, head.data(), head.size()) == static_cast<int>(head.size()));
   }
   bool Write(absl::string_view bytes) override {
     if (bytes.empty()) return true;  // an empty chunk would end the response
-    return !Cancelled() &&
-           mg_send_chunk(conn_, bytes.data(), static_cast<unsigned>(bytes.size())) > 0;
+    if (failed_ || Cancelled()) return false;
+    if (!chunked_) {
+      return Sent(mg_write(conn_, bytes.data(), bytes.size()) == static_cast<int>(bytes.size()));
+    }
+    return Sent(mg_send_chunk(conn_, bytes.data(), static_cast<unsigned>(bytes.size())) > 0);
   }
   bool Cancelled() const override {
     absl::MutexLock lock(&mu_);
     return cancelled_;
   }
   void OnCancel(std::function<void()> wake) override {
-    bool now;
-    {
-      absl::MutexLock lock(&mu_);
-      wake_ = wake;
-      now = cancelled_;
-    }
-    if (now) wake();
+    // Under mu_, so that once this returns no earlier `wake` is running:
+    // the handler unhooks its callback this way before what it captured goes.
+    absl::MutexLock lock(&mu_);
+    wake_ = std::move(wake);
+    if (cancelled_ && wake_) wake_();
   }
   void Cancel() {
-    std::function<void()> wake;
-    {
-      absl::MutexLock lock(&mu_);
-      cancelled_ = true;
-      wake = wake_;
-    }
-    if (wake) wake();
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    if (wake_) wake_();
   }
   // The last, empty chunk ends the response; the connection may be reused.
+  // Not after a failed write: the connection may hold half a chunk.
   void End() {
-    if (began_ && !Cancelled()) mg_send_chunk(conn_, "", 0);
+    if (began_ && chunked_ && !failed_ && !Cancelled()) mg_send_chunk(conn_, "", 0);
   }
   bool began() const { return began_; }
+  // HTTP/1.0, or a write failed: civetweb must not read another request.
+  bool must_close() const { return !chunked_ || failed_; }
 
  private:
+  bool Sent(bool ok) {
+    failed_ = failed_ || !ok;
+    return ok;
+  }
+
   mg_connection* const conn_;
-  bool began_ = false;  // the handler's thread only
+  const bool chunked_;
+  bool began_ = false;   // the handler's thread only
+  bool failed_ = false;  // the handler's thread only
   mutable absl::Mutex mu_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> wake_ ABSL_GUARDED_BY(mu_);
@@ -321,7 +323,9 @@ std::optional<HttpResponse> AdminHttpServer::RunStream(mg_connection* conn, cons
     return ErrorResponse(absl::UnavailableError(
         absl::StrCat(req.path, ": ", route.max_streams, " streams are open already; retry later")));
   }
-  Stream stream(conn);
+  const mg_request_info* info = mg_get_request_info(conn);
+  bool http11 = info->http_version != nullptr && std::string(info->http_version) != "1.0";
+  Stream stream(conn, http11);
   bool stopping;
   {
     absl::MutexLock lock(&streams_mu_);
@@ -330,15 +334,17 @@ std::optional<HttpResponse> AdminHttpServer::RunStream(mg_connection* conn, cons
   }
   if (stopping) stream.Cancel();
   std::optional<HttpResponse> answer = route.stream(req, &stream);
-  if (!answer.has_value()) stream.End();
   {
     absl::MutexLock lock(&streams_mu_);
     streams_.erase(&stream);
   }
+  if (!answer.has_value()) stream.End();
   route.active->fetch_sub(1);
   if (!answer.has_value() && !stream.began()) {
     answer = ErrorResponse(absl::UnavailableError("the server is stopping"));
   }
+  // civetweb would otherwise read the next request from this connection.
+  if (!answer.has_value() && stream.must_close()) mg_disable_connection_keep_alive(conn);
   return answer;
 }
 
@@ -437,7 +443,10 @@ absl::StatusOr<int> AdminHttpServer::Start(const std::string& addr, const Server
   int n = mg_get_server_ports(ctx_, 4, ports);
   if (n < 1) return absl::InternalError("admin HTTP server has no listening port");
   if (!tls.enabled()) return ports[0].port;
-  tls_ = std::make_unique<TlsTerminator>(tls, TlsTerminator::Options{});
+  // Room for every stream and as many other connections besides.
+  TlsTerminator::Options relay;
+  relay.max_connections = 64 + (threads - 8);
+  tls_ = std::make_unique<TlsTerminator>(tls, relay);
   return tls_->Start(addr, ports[0].port);
 }
 

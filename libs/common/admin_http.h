@@ -61,8 +61,24 @@ class HttpStream {
   // The server is stopping: the handler should return now.
   virtual bool Cancelled() const = 0;
   // `wake` runs (on the stopping thread) when the server stops, so a handler
-  // waiting for something else notices. Set once, before waiting.
+  // waiting for something else notices. Replacing it (nullptr) waits for a
+  // running one to return; see ScopedCancelHook.
   virtual void OnCancel(std::function<void()> wake) = 0;
+};
+
+// Sets a stream's cancel callback for a scope: declared after what the
+// callback uses, it unhooks it before that is destroyed.
+class ScopedCancelHook {
+ public:
+  ScopedCancelHook(HttpStream* stream, std::function<void()> wake) : stream_(stream) {
+    stream_->OnCancel(std::move(wake));
+  }
+  ~ScopedCancelHook() { stream_->OnCancel(nullptr); }
+  ScopedCancelHook(const ScopedCancelHook&) = delete;
+  ScopedCancelHook& operator=(const ScopedCancelHook&) = delete;
+
+ private:
+  HttpStream* const stream_;
 };
 
 // Answers with an ordinary response (errors, before Begin), or streams and
@@ -119,7 +135,7 @@ class AdminHttpServer {
   // addr is HOST:PORT; port 0 picks a free port. Returns the bound port.
   // With `tls` enabled the port speaks only HTTPS (mTLS with a client CA).
   absl::StatusOr<int> Start(const std::string& addr, const ServerTlsConfig& tls = {});
-  void Stop();
+  void Stop() ABSL_LOCKS_EXCLUDED(streams_mu_);
 
  private:
   struct RouteEntry {
@@ -139,10 +155,9 @@ class AdminHttpServer {
   // The route for `req`, with its caller set in `req`; nullptr with
   // *refusal set when there is none or the caller may not use it.
   const RouteEntry* Resolve(HttpRequest& req, HttpResponse* refusal) const;
-  HttpResponse Dispatch(HttpRequest& req) const;
   // Streams `req` on `route`, or returns the plain response that answers it.
   std::optional<HttpResponse> RunStream(mg_connection* conn, const RouteEntry& route,
-                                        const HttpRequest& req);
+                                        const HttpRequest& req) ABSL_LOCKS_EXCLUDED(streams_mu_);
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::function<bool()> ready_;

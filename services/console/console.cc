@@ -107,6 +107,14 @@ void Console::Register(AdminHttpServer* http) {
   });
   http->PublicRoute("GET", "/console/", ServeAsset);
   http->Route("POST", "/api/console/rpc/", [this](const HttpRequest& req) {
+    // A page elsewhere can make a browser POST a form or text/plain here,
+    // cookies and client certificate included, without asking (CSRF);
+    // JSON needs a CORS preflight, which this port never grants.
+    auto type = req.headers.find("content-type");
+    if (type == req.headers.end() || !absl::StartsWith(type->second, "application/json")) {
+      return ErrorResponse(absl::InvalidArgumentError(
+          "Content-Type: must be application/json (the console's calls are JSON)"));
+    }
     absl::string_view rest = req.path;
     absl::ConsumePrefix(&rest, "/api/console/rpc/");
     size_t slash = rest.find('/');
@@ -146,14 +154,30 @@ HttpResponse Console::Call(absl::string_view service, absl::string_view method,
                             : absl::StrCat("console: --console_", service,
                                            "_addr is not set, so this view is off")));
   }
+  // The caller's bearer token goes along; gRPC aborts the process on a
+  // metadata value it cannot send, so only printable ASCII passes.
+  auto authorization = request.headers.find("authorization");
+  if (authorization != request.headers.end()) {
+    for (char c : authorization->second) {
+      if (c < 0x20 || c > 0x7e) {
+        return ErrorResponse(absl::UnauthenticatedError(
+            "authorization: only printable ASCII is a valid bearer token"));
+      }
+    }
+  } else if (!request.caller.anonymous) {
+    // Authenticated by a client certificate alone: there is nothing to
+    // forward, and the console's own certificate must not stand in for it.
+    return ErrorResponse(absl::UnauthenticatedError(
+        "authorization: the console calls the services with your bearer token; send one"));
+  }
   std::string bytes = in->SerializeAsString();
   grpc::Slice slice(bytes);
   grpc::ByteBuffer send(&slice, 1);
   grpc::ByteBuffer received;
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + config_.call_timeout));
-  if (auto h = request.headers.find("authorization"); h != request.headers.end()) {
-    ctx.AddMetadata("authorization", h->second);
+  if (authorization != request.headers.end()) {
+    ctx.AddMetadata("authorization", authorization->second);
   }
   grpc::GenericStub stub(channel);
   absl::Notification done;

@@ -57,8 +57,8 @@ class Console {
   std::shared_ptr<grpc::Channel> ChannelFor(absl::string_view service);
 
   const ConsoleConfig config_;
-  std::shared_ptr<grpc::Channel> jobs_;
-  std::shared_ptr<grpc::Channel> webhooks_;
+  const std::shared_ptr<grpc::Channel> jobs_;
+  const std::shared_ptr<grpc::Channel> webhooks_;
   absl::Mutex mu_;
   std::shared_ptr<grpc::Channel> broker_ ABSL_GUARDED_BY(mu_);
 };

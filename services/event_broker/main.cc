@@ -235,6 +235,8 @@ int Run() {
                       {{"store", store_description}, {"sync", absl::GetFlag(FLAGS_sync)}});
       !st.ok()) {
     LogError("cannot start", {{"error", st.ToString()}});
+    // Whatever did start calls into the console and the stream until stopped.
+    edges.Stop(absl::ZeroDuration());
     return 1;
   }
   console.SetBrokerChannel(edges.InProcessChannel());

@@ -70,7 +70,11 @@ absl::Status ParseSequence(absl::string_view name, absl::string_view value, uint
 // server stops; returns the reason (a label of disconnects).
 const char* Pump(Subscription& sub, SseSink& sink, HttpStream* stream, const SseRequest& request,
                  const SseConfig& config, SseMetrics* metrics) {
+  auto gone = [stream] { return stream->Cancelled() ? "stopped" : "client_gone"; };
   std::string batch;
+  // Heartbeats follow the last write, not the last wake-up: a stream whose
+  // filter drops every event still gets them.
+  absl::Time last_write = absl::Now();
   for (;;) {
     batch.clear();
     uint64_t sent = 0;
@@ -83,23 +87,20 @@ const char* Pump(Subscription& sub, SseSink& sink, HttpStream* stream, const Sse
       ++sent;
     }
     if (!batch.empty()) {
-      if (!stream->Write(batch)) return stream->Cancelled() ? "stopped" : "client_gone";
+      if (!stream->Write(batch)) return gone();
+      last_write = absl::Now();
       metrics->events.Increment(static_cast<double>(sent));
       // A full batch: more may be waiting without a new OnReady.
       if (batch.size() >= config.max_write_bytes) continue;
     }
-    switch (sink.Wait(config.heartbeat)) {
-      case SseSink::Wake::kStopped:
-        return "stopped";
-      case SseSink::Wake::kEnded:
-        return "ended";
-      case SseSink::Wake::kIdle:
-        if (!stream->Write(": heartbeat\n\n")) {
-          return stream->Cancelled() ? "stopped" : "client_gone";
-        }
-        break;
-      case SseSink::Wake::kReady:
-        break;
+    absl::Duration until_heartbeat = config.heartbeat - (absl::Now() - last_write);
+    SseSink::Wake wake =
+        until_heartbeat > absl::ZeroDuration() ? sink.Wait(until_heartbeat) : SseSink::Wake::kIdle;
+    if (wake == SseSink::Wake::kStopped) return "stopped";
+    if (wake == SseSink::Wake::kEnded) return "ended";
+    if (absl::Now() - last_write >= config.heartbeat) {
+      if (!stream->Write(": heartbeat\n\n")) return gone();
+      last_write = absl::Now();
     }
   }
 }
@@ -216,7 +217,7 @@ void RegisterEventStream(AdminHttpServer* http, BrokerSlot* slot, Authenticator*
           sub = broker->Subscribe(sub_req, &sink);
         }
         if (!sub.ok()) return refuse(sub.status());
-        stream->OnCancel([&sink] { sink.Stop(); });
+        ScopedCancelHook hook(stream, [&sink] { sink.Stop(); });
         metrics->streams.Increment();
         const char* reason = "client_gone";
         cors.emplace_back("X-Accel-Buffering", "no");  // nginx: pass events on at once

@@ -201,7 +201,7 @@ async function refreshTotals() {
 }
 
 // ---- Trace -----------------------------------------------------------------
-const trace = { cid: '', stream: null, reload: null, poll: null };
+const trace = { cid: '', stream: null, reload: null, poll: null, loading: false, again: false };
 
 function attemptsLine(d) {
   return el('div', { class: 'attempts' }, ...(d.attempts || []).map((a) =>
@@ -272,7 +272,19 @@ function renderTrace(events, jobs, deliveries, endpoints, problems) {
   return open;
 }
 
+// One load at a time: events that arrive meanwhile ask for one more after it.
 async function loadTrace() {
+  if (trace.loading) { trace.again = true; return; }
+  trace.loading = true;
+  try {
+    await loadTraceOnce();
+  } finally {
+    trace.loading = false;
+    if (trace.again) { trace.again = false; scheduleTraceReload(); }
+  }
+}
+
+async function loadTraceOnce() {
   const cid = trace.cid;
   if (!cid) return;
   const problems = [];
