@@ -364,6 +364,36 @@ TEST_F(TlsIT, TheAdminPortIsHttpsAndMetricsStayPlainOnTheirOwnListener) {
   close(fd);
 }
 
+// The console on the broker reads job-worker over mTLS with --console_tls_*,
+// and without them gets nowhere.
+TEST_F(TlsIT, TheConsoleReachesTheWorkerOverMtls) {
+  StartBroker({});
+  auto worker = ServiceProcess::Start(WORKER_BIN, [&] {
+    std::vector<std::string> a = {"--broker=" + broker_->grpc_addr(),
+                                  "--data_dir=" + dir_ + "/worker"};
+    for (const std::string& f : ServerFlags(server_, /*mtls=*/true)) a.push_back(f);
+    return a;
+  }());
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  std::string grpc = broker_->grpc_addr(), http = broker_->http_addr();
+  auto call_jobs = [&](const std::vector<std::string>& console_flags) {
+    broker_.reset();  // the console's flags are read at start: restart on the same ports
+    std::vector<std::string> args = {"--grpc_addr=" + grpc, "--http_addr=" + http,
+                                     "--console_jobs_addr=" + (*worker)->grpc_addr()};
+    args.insert(args.end(), console_flags.begin(), console_flags.end());
+    StartBroker(args);
+    return HttpRequest(http, "POST", "/api/console/rpc/jobs/GetStats", "{}",
+                       "Content-Type: application/json\r\n");
+  };
+  auto plain = call_jobs({});
+  EXPECT_EQ(plain.status, 503) << plain.body;
+  auto mtls =
+      call_jobs({"--console_tls_ca=" + ca_.cert, "--console_tls_cert=" + client_.cert,
+                 "--console_tls_key=" + client_.key, "--console_tls_server_name=localhost"});
+  EXPECT_EQ(mtls.status, 200) << mtls.body;
+  EXPECT_THAT(mtls.body, ::testing::HasSubstr("\"name\":\"payments\""));
+}
+
 TEST_F(TlsIT, BadCertificateFlagsStopTheBinaryNamingTheFlag) {
   const std::string garbage = dir_ + "/garbage.pem";
   { std::ofstream(garbage) << "not a certificate\n"; }
@@ -392,6 +422,16 @@ TEST_F(TlsIT, BadCertificateFlagsStopTheBinaryNamingTheFlag) {
       EXPECT_EQ(r.code, 2) << bin << " " << c.says << "\n" << r.output;
       EXPECT_THAT(r.output, ::testing::HasSubstr(c.says)) << bin;
     }
+  }
+  // The console's client flags on the broker are checked the same way.
+  for (const Case& c :
+       std::vector<Case>{{{"--console_tls_ca=" + garbage}, "console_tls_ca: '"},
+                         {{"--console_tls_cert=" + client_.cert}, "console_tls_key: required"}}) {
+    std::vector<std::string> args = {"--data_dir=" + dir_ + "/bad3"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    testing::ExitResult r = testing::RunToExit(BROKER_BIN, args, absl::Seconds(20));
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_THAT(r.output, ::testing::HasSubstr(c.says));
   }
   for (const char* bin : {WORKER_BIN, WEBHOOK_BIN}) {
     testing::ExitResult r = testing::RunToExit(

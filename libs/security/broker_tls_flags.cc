@@ -13,13 +13,9 @@ ABSL_FLAG(std::string, broker_tls_server_name, "",
 namespace switchboard {
 
 absl::StatusOr<ClientTlsConfig> ReadBrokerClientTlsFlags() {
-  ClientTlsConfig c;
-  c.ca_file = absl::GetFlag(FLAGS_broker_tls_ca);
-  c.cert_file = absl::GetFlag(FLAGS_broker_tls_cert);
-  c.key_file = absl::GetFlag(FLAGS_broker_tls_key);
-  c.server_name = absl::GetFlag(FLAGS_broker_tls_server_name);
-  c.enabled =
-      !c.ca_file.empty() || !c.cert_file.empty() || !c.key_file.empty() || !c.server_name.empty();
+  ClientTlsConfig c = ClientTlsFrom(
+      absl::GetFlag(FLAGS_broker_tls_ca), absl::GetFlag(FLAGS_broker_tls_cert),
+      absl::GetFlag(FLAGS_broker_tls_key), absl::GetFlag(FLAGS_broker_tls_server_name));
   if (absl::Status s = CheckClientTls(c); !s.ok()) return s;
   return c;
 }

@@ -127,6 +127,17 @@ std::shared_ptr<grpc::ServerCredentials> GrpcServerCredentials(const ServerTlsCo
   return grpc::experimental::TlsServerCredentials(options);
 }
 
+ClientTlsConfig ClientTlsFrom(std::string ca_file, std::string cert_file, std::string key_file,
+                              std::string server_name) {
+  ClientTlsConfig c;
+  c.enabled = !ca_file.empty() || !cert_file.empty() || !key_file.empty() || !server_name.empty();
+  c.ca_file = std::move(ca_file);
+  c.cert_file = std::move(cert_file);
+  c.key_file = std::move(key_file);
+  c.server_name = std::move(server_name);
+  return c;
+}
+
 std::shared_ptr<grpc::ChannelCredentials> GrpcChannelCredentials(const ClientTlsConfig& config) {
   if (!config.enabled) return grpc::InsecureChannelCredentials();
   grpc::experimental::TlsChannelCredentialsOptions options;

@@ -36,6 +36,10 @@ struct ClientTlsConfig {
   bool enabled = false;
 };
 
+// A client's TLS settings from its flags: on when any of them is given.
+ClientTlsConfig ClientTlsFrom(std::string ca_file, std::string cert_file, std::string key_file,
+                              std::string server_name);
+
 // Reads and checks the files now, so that a mistake stops the binary at start
 // with INVALID_ARGUMENT naming the flag (`prefix` + "cert", "key", ...)
 // instead of failing every handshake later: the certificate and key parse and

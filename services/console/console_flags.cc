@@ -19,12 +19,9 @@ absl::StatusOr<ConsoleConfig> ReadConsoleFlags() {
   ConsoleConfig c;
   c.jobs_addr = absl::GetFlag(FLAGS_console_jobs_addr);
   c.webhooks_addr = absl::GetFlag(FLAGS_console_webhooks_addr);
-  c.tls.ca_file = absl::GetFlag(FLAGS_console_tls_ca);
-  c.tls.cert_file = absl::GetFlag(FLAGS_console_tls_cert);
-  c.tls.key_file = absl::GetFlag(FLAGS_console_tls_key);
-  c.tls.server_name = absl::GetFlag(FLAGS_console_tls_server_name);
-  c.tls.enabled = !c.tls.ca_file.empty() || !c.tls.cert_file.empty() || !c.tls.key_file.empty() ||
-                  !c.tls.server_name.empty();
+  c.tls = ClientTlsFrom(absl::GetFlag(FLAGS_console_tls_ca), absl::GetFlag(FLAGS_console_tls_cert),
+                        absl::GetFlag(FLAGS_console_tls_key),
+                        absl::GetFlag(FLAGS_console_tls_server_name));
   if (absl::Status s = CheckClientTls(c.tls, "console_tls_"); !s.ok()) return s;
   return c;
 }

@@ -14,9 +14,7 @@ SECRET=whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD
 
 "$RECEIVER_BIN" --http_addr=127.0.0.1:0 --secret="$SECRET" >"$WORK/receiver.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 200); do grep -q 'listening http=' "$WORK/receiver.log" && break; sleep 0.05; done
-RECV=$(grep -o 'http=[0-9.:]*' "$WORK/receiver.log" | head -1 | cut -d= -f2)
-[ -n "$RECV" ] || fail "receiver did not start: $(cat "$WORK/receiver.log")"
+wait_listening "$WORK/receiver.log" RECV
 
 # The shop's own site, another origin than the broker's, serving the
 # README's order-tracking page pointed at the broker (known once it runs).
@@ -31,9 +29,7 @@ node -e '
   server.listen(0, "127.0.0.1", () => console.log("listening http=127.0.0.1:" + server.address().port));
 ' "$ROOT/docs/examples/order-tracking.html" "$WORK/broker-http" >"$WORK/shop.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 200); do grep -q 'listening http=' "$WORK/shop.log" && break; sleep 0.05; done
-SHOP=$(grep -o 'http=[0-9.:]*' "$WORK/shop.log" | head -1 | cut -d= -f2)
-[ -n "$SHOP" ] || fail "shop page server did not start: $(cat "$WORK/shop.log")"
+wait_listening "$WORK/shop.log" SHOP
 
 # The console reads job-worker and webhook-delivery at addresses given at
 # start, and they need the broker's: a first broker gives the ports, then
@@ -48,12 +44,7 @@ start_service BROKER "$BROKER_BIN" --data_dir="$WORK/broker" --grpc_addr="$FIRST
   --http_addr="$FIRST_HTTP" --console_jobs_addr="$WORKER_GRPC" --console_webhooks_addr="$HOOKS_GRPC" \
   --sse_allow_origins="http://$SHOP"
 echo "$BROKER_HTTP" >"$WORK/broker-http"
-for svc in "$BROKER_HTTP" "$WORKER_HTTP" "$HOOKS_HTTP"; do
-  for _ in $(seq 400); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$svc/readyz")" = 200 ] && break
-    sleep 0.05
-  done
-done
+wait_ready "$BROKER_HTTP" "$WORKER_HTTP" "$HOOKS_HTTP"
 out=$(curl -s -XPOST "http://$HOOKS_HTTP/api/webhooks/register" \
   -d "{\"url\":\"http://$RECV/webhooks\",\"events\":[\"order.*\"],\"secret\":\"$SECRET\"}")
 grep -q '"id":"wh_' <<<"$out" || fail "register: $out"

@@ -35,3 +35,29 @@ start_service() {
   fail "$name did not log its ports"
 }
 
+
+# wait_ready HOST:PORT... : each admin port answers /readyz with 200 (20 s each).
+wait_ready() {
+  local svc
+  for svc in "$@"; do
+    for _ in $(seq 400); do
+      [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$svc/readyz")" = 200 ] && continue 2
+      sleep 0.05
+    done
+    fail "$svc is not ready"
+  done
+}
+
+# wait_listening LOG VAR : waits for "listening http=HOST:PORT" in LOG (a
+# helper process started in the background) and sets VAR to HOST:PORT.
+wait_listening() {
+  local log=$1 var=$2
+  for _ in $(seq 200); do
+    if grep -q 'listening http=' "$log"; then
+      printf -v "$var" '%s' "$(grep -o 'http=[0-9.:]*' "$log" | head -1 | cut -d= -f2)"
+      return 0
+    fi
+    sleep 0.05
+  done
+  fail "no 'listening http=' in $log: $(cat "$log")"
+}

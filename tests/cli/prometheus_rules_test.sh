@@ -14,12 +14,7 @@ promtool check rules "$P/rules.yml" "$P/alerts.yml" >/dev/null || fail "promtool
 start_service BROKER "$BROKER_BIN" --data_dir="$WORK/broker"
 start_service WORKER "$WORKER_BIN" --broker="$BROKER_GRPC" --data_dir="$WORK/worker"
 start_service HOOKS "$WEBHOOK_BIN" --broker="$BROKER_GRPC" --data_dir="$WORK/hooks" --allow_private_targets
-for svc in "$WORKER_HTTP" "$HOOKS_HTTP"; do
-  for _ in $(seq 200); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$svc/readyz")" = 200 ] && break
-    sleep 0.05
-  done
-done
+wait_ready "$WORKER_HTTP" "$HOOKS_HTTP"
 # Some traffic, so labelled families have samples: an order, a webhook that fails.
 curl -sf -XPOST "http://$HOOKS_HTTP/api/webhooks/register" \
   -d '{"url":"http://127.0.0.1:1/nothing-here","events":["order.*"],"retryAttempts":0}' >/dev/null ||

@@ -13,21 +13,14 @@ SECRET=whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD
 node "$(dirname "$0")/standardwebhooks_receiver.js" "$NODE_MODULES" "$SECRET" "$ROOT/docs/schemas" \
   >"$WORK/node.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 200); do grep -q 'listening http=' "$WORK/node.log" && break; sleep 0.05; done
-RECV=$(grep -o 'http=[0-9.:]*' "$WORK/node.log" | head -1 | cut -d= -f2)
-[ -n "$RECV" ] || fail "node receiver did not start: $(cat "$WORK/node.log")"
+wait_listening "$WORK/node.log" RECV
 
 start_service BROKER "$BROKER_BIN" --data_dir="$WORK/broker"
 # Payments above 100 fail: the second order ends with order.payment_failed.
 echo '{"paymentRule":{"failAboveTotal":100}}' >"$WORK/worker.json"
 start_service WORKER "$WORKER_BIN" --broker="$BROKER_GRPC" --data_dir="$WORK/worker" --config="$WORK/worker.json"
 start_service HOOKS "$WEBHOOK_BIN" --broker="$BROKER_GRPC" --data_dir="$WORK/hooks" --allow_private_targets
-for svc in "$WORKER_HTTP" "$HOOKS_HTTP"; do
-  for _ in $(seq 200); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$svc/readyz")" = 200 ] && break
-    sleep 0.05
-  done
-done
+wait_ready "$WORKER_HTTP" "$HOOKS_HTTP"
 
 out=$(curl -s -XPOST "http://$HOOKS_HTTP/api/webhooks/register" \
   -d "{\"url\":\"http://$RECV/hook\",\"events\":[\"order.*\",\"job.*\"],\"secret\":\"$SECRET\"}")
