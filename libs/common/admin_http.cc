@@ -143,17 +143,17 @@ HttpResponse ErrorResponse(const absl::Status& status) {
 
 AdminHttpServer::AdminHttpServer(std::shared_ptr<prometheus::Registry> registry)
     : registry_(std::move(registry)) {
-  Route("GET", "/metrics", [this](const HttpRequest&) {
+  PublicRoute("GET", "/metrics", [this](const HttpRequest&) {
     HttpResponse r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
     if (before_scrape_) before_scrape_();
     r.body = prometheus::TextSerializer().Serialize(registry_->Collect());
     return r;
   });
-  Route("GET", "/healthz", [](const HttpRequest&) {
+  PublicRoute("GET", "/healthz", [](const HttpRequest&) {
     return HttpResponse{200, "application/json", "{\"status\":\"ok\"}"};
   });
-  Route("GET", "/readyz", [this](const HttpRequest&) {
+  PublicRoute("GET", "/readyz", [this](const HttpRequest&) {
     bool ready = !ready_ || ready_();
     return HttpResponse{ready ? 200 : 503, "application/json",
                         ready ? "{\"status\":\"ready\"}" : "{\"status\":\"not ready\"}"};
@@ -212,9 +212,7 @@ const AdminHttpServer::RouteEntry* AdminHttpServer::Resolve(HttpRequest& req,
                                    : absl::NotFoundError(absl::StrCat("no route for ", req.path)));
     return nullptr;
   }
-  bool open =
-      best->open || req.path == "/metrics" || req.path == "/healthz" || req.path == "/readyz";
-  if (auth_ == nullptr || open) {
+  if (auth_ == nullptr || best->open) {
     req.caller = Principal::Anonymous();
     return best;
   }

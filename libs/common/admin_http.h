@@ -126,7 +126,8 @@ class AdminHttpServer {
   void StreamRoute(const std::string& method, const std::string& path, Scope::Kind scope,
                    int max_streams, bool query_token, StreamHandler handler);
   void SetReadiness(std::function<bool()> ready) { ready_ = std::move(ready); }
-  // Every route but /metrics, /healthz and /readyz needs a caller this
+  // Every route but the public ones (/metrics, /healthz, /readyz and those of
+  // PublicRoute) needs a caller this
   // accepts (401 otherwise). Before Start; must outlive the server.
   void SetAuthenticator(Authenticator* auth) { auth_ = auth; }
   // Runs before each /metrics scrape (e.g. to read process metrics).
