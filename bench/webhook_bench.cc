@@ -244,10 +244,25 @@ void Latency() {
   double send_p99 = to_send.empty() ? -1 : to_send[size_t(0.99 * (to_send.size() - 1))] / 1000.0;
   double send_max = to_send.empty() ? -1 : to_send.back() / 1000.0;
   std::vector<int64_t> lat;
+  // When the slow ones were published (a stall at the start differs from
+  // one every checkpoint): their count and the first and worst one's offset.
+  int slow = 0;
+  double first_slow_ms = -1, worst_at_ms = -1;
   {
     absl::MutexLock lock(&mu);
+    int64_t worst = -1;
     for (int i = 0; i < n; ++i) {
-      if (arrived[i] >= 0) lat.push_back(arrived[i] - intended[i]);
+      if (arrived[i] < 0) continue;
+      int64_t l = arrived[i] - intended[i];
+      lat.push_back(l);
+      double at_ms = (intended[i] - start) / 1e6;
+      if (l > 50'000'000) {
+        if (slow++ == 0) first_slow_ms = at_ms;
+      }
+      if (l > worst) {
+        worst = l;
+        worst_at_ms = at_ms;
+      }
     }
   }
   std::sort(lat.begin(), lat.end());
@@ -258,9 +273,10 @@ void Latency() {
   std::printf(
       "{\"system\":\"switchboard\",\"figure\":\"webhook_latency\",\"rate_per_s\":%d,\"n\":%d,"
       "\"received\":%d,\"complete\":%s,\"p50_us\":%.0f,\"p99_us\":%.0f,\"max_us\":%.0f,"
-      "\"recorded_to_sent_p99_us\":%.0f,\"recorded_to_sent_max_us\":%.0f%s}\n",
+      "\"recorded_to_sent_p99_us\":%.0f,\"recorded_to_sent_max_us\":%.0f,\"over_50ms\":%d,"
+      "\"first_over_50ms_at_ms\":%.0f,\"max_at_ms\":%.0f%s}\n",
       rate, n, count.load(), all ? "true" : "false", pct(50), pct(99), pct(100), send_p99, send_max,
-      StoreFields().c_str());
+      slow, first_slow_ms, worst_at_ms, StoreFields().c_str());
   std::fflush(stdout);
 }
 

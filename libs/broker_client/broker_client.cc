@@ -16,6 +16,7 @@
 #include "libs/common/json_log.h"
 #include "libs/common/proto_time.h"
 #include "libs/common/thread_name.h"
+#include "libs/common/wire_check.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 
 namespace switchboard {
@@ -191,11 +192,13 @@ class GrpcBrokerClient : public BrokerClient {
   }
 
   absl::Status Nack(const std::string& group, const std::vector<std::string>& ack_ids,
-                    absl::Duration delay, absl::Duration timeout) override {
+                    absl::Duration delay, absl::string_view reason,
+                    absl::Duration timeout) override {
     broker::v1::NackRequest req;
     req.set_group(group);
     for (const auto& id : ack_ids) req.add_ack_ids(id);
     *req.mutable_delay() = ToProto(delay);
+    req.set_reason(std::string(Utf8Prefix(reason, kMaxNackReasonBytes)));
     broker::v1::NackResponse resp;
     return Call(timeout, [&](grpc::ClientContext* ctx) { return stub_->Nack(ctx, req, &resp); });
   }

@@ -43,8 +43,11 @@ class BrokerClient {
 
   virtual absl::Status Ack(const std::string& group, const std::vector<std::string>& ack_ids,
                            absl::Duration timeout) = 0;
+  // `reason` says why (the broker keeps its first 1024 bytes, shown as the
+  // dead letter's last_error when this was the last attempt).
   virtual absl::Status Nack(const std::string& group, const std::vector<std::string>& ack_ids,
-                            absl::Duration delay, absl::Duration timeout) = 0;
+                            absl::Duration delay, absl::string_view reason,
+                            absl::Duration timeout) = 0;
   virtual absl::Status ExtendAckDeadline(const std::string& group,
                                          const std::vector<std::string>& ack_ids,
                                          absl::Duration deadline, absl::Duration timeout) = 0;

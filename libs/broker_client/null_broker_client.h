@@ -24,7 +24,7 @@ class NullBrokerClient : public BrokerClient {
     return absl::OkStatus();
   }
   absl::Status Nack(const std::string&, const std::vector<std::string>&, absl::Duration,
-                    absl::Duration) override {
+                    absl::string_view, absl::Duration) override {
     return absl::OkStatus();
   }
   absl::Status ExtendAckDeadline(const std::string&, const std::vector<std::string>&,

@@ -28,6 +28,19 @@ inline absl::Status Exec(sqlite3* db, const char* sql) {
   return absl::OkStatus();
 }
 
+// Adds `column` (declared as `decl`) to `table` unless it has it: files a
+// version before the column existed wrote gain it, with its default.
+inline absl::Status EnsureColumn(sqlite3* db, absl::string_view table, absl::string_view column,
+                                 absl::string_view decl) {
+  sqlite3_stmt* st = nullptr;
+  std::string probe = absl::StrCat("SELECT ", column, " FROM ", table, " LIMIT 0");
+  bool has = sqlite3_prepare_v2(db, probe.c_str(), -1, &st, nullptr) == SQLITE_OK;
+  sqlite3_finalize(st);
+  if (has) return absl::OkStatus();
+  std::string alter = absl::StrCat("ALTER TABLE ", table, " ADD COLUMN ", column, " ", decl);
+  return Exec(db, alter.c_str());
+}
+
 // Opens (creating) `dir`/`file` and runs `schema` on it. Errors about the
 // directory or file name the data_dir flag.
 inline absl::StatusOr<sqlite3*> OpenDatabase(const std::string& dir, const std::string& file,

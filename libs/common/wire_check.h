@@ -14,6 +14,13 @@ namespace switchboard {
 
 bool IsValidUtf8(absl::string_view s);
 
+// The longest prefix of `s` of at most max_bytes that does not end inside a
+// UTF-8 character (a cut message stays a valid string field).
+absl::string_view Utf8Prefix(absl::string_view s, size_t max_bytes);
+
+// NackRequest.reason: the broker refuses longer ones, clients cut theirs.
+inline constexpr size_t kMaxNackReasonBytes = 1024;
+
 // Walks serialized `bytes` of message type `type` and returns the path of the
 // first string field holding invalid UTF-8, e.g.
 // `event.data.fields["note"].string_value`, or nullopt.

@@ -15,6 +15,18 @@ TEST(Utf8Test, ValidatesSequences) {
   EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));  // surrogate
 }
 
+TEST(Utf8Test, PrefixNeverCutsACharacter) {
+  const std::string s = "ab\xe2\x82\xac\xf0\x9f\x98\x80";  // a b euro smiley: 2+3+4 bytes
+  EXPECT_EQ(Utf8Prefix(s, 100), s);
+  EXPECT_EQ(Utf8Prefix(s, 9), s);
+  EXPECT_EQ(Utf8Prefix(s, 8), "ab\xe2\x82\xac");
+  EXPECT_EQ(Utf8Prefix(s, 5), "ab\xe2\x82\xac");
+  EXPECT_EQ(Utf8Prefix(s, 4), "ab");
+  EXPECT_EQ(Utf8Prefix(s, 2), "ab");
+  EXPECT_EQ(Utf8Prefix(s, 0), "");
+  for (size_t n = 0; n <= s.size(); ++n) EXPECT_TRUE(IsValidUtf8(Utf8Prefix(s, n))) << n;
+}
+
 // Serializes a message whose string fields may hold anything (protobuf only
 // complains, it still writes the bytes).
 std::string Wire(const google::protobuf::Message& m) {

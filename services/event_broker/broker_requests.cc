@@ -4,6 +4,7 @@
 #include "absl/strings/str_join.h"
 #include "libs/common/json_log.h"
 #include "libs/common/proto_time.h"
+#include "libs/common/wire_check.h"
 #include "services/event_broker/broker.h"
 #include "services/event_broker/local_group.h"
 #include "services/event_broker/shared_group.h"
@@ -172,9 +173,13 @@ absl::StatusOr<v1::NackResponse> Broker::Nack(const v1::NackRequest& req) {
   if (delay < absl::ZeroDuration() || delay > absl::Hours(24)) {
     return absl::InvalidArgumentError("delay: must be between 0 and 24h");
   }
+  if (req.reason().size() > kMaxNackReasonBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reason: longer than ", kMaxNackReasonBytes, " bytes"));
+  }
   std::vector<DeliveryRef> refs;
   if (absl::Status s = (*g)->ValidateAckIds(req.ack_ids(), &refs); !s.ok()) return s;
-  return (*g)->Nack(refs, delay);
+  return (*g)->Nack(refs, delay, req.reason().empty() ? kReasonNacked : req.reason());
 }
 
 absl::StatusOr<v1::ModifyAckDeadlineResponse> Broker::ModifyAckDeadline(
@@ -332,6 +337,7 @@ absl::StatusOr<v1::ListDeadLettersResponse> Broker::ListDeadLetters(
     out->set_group(d.group);
     out->set_delivery_attempts(d.attempts);
     *out->mutable_dead_lettered_at() = ToProtoTime(d.dead_at);
+    out->set_last_error(d.last_error);
   }
   return resp;
 }

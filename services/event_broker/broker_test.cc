@@ -189,6 +189,7 @@ TEST_F(BrokerTest, UnackedEventIsRedeliveredAfterDeadlineThenDeadLettered) {
   ASSERT_EQ(dead->dead_letters_size(), 1);
   EXPECT_EQ(dead->dead_letters(0).event().id(), "evt_1");
   EXPECT_EQ(dead->dead_letters(0).delivery_attempts(), 3u);
+  EXPECT_EQ(dead->dead_letters(0).last_error(), "ack deadline expired");
   auto stats = broker_->GetStats();
   ASSERT_EQ(stats->groups_size(), 1);
   EXPECT_EQ(stats->groups(0).dead_lettered(), 1u);
@@ -207,6 +208,57 @@ TEST_F(BrokerTest, UnackedEventIsRedeliveredAfterDeadlineThenDeadLettered) {
   EXPECT_TRUE(Ack("workers", {got[3].ack_id}).ok());
   broker_->FlushWrites();
   EXPECT_EQ(broker_->ListDeadLetters(list)->dead_letters_size(), 0);
+}
+
+// The dead letter shows what ended its last attempt: that nack's reason
+// (not an earlier one's), "nacked" for a nack without one, or the member
+// leaving. A reason past 1024 bytes is refused and changes nothing.
+TEST_F(BrokerTest, DeadLettersShowTheLastAttemptsError) {
+  CollectingSink sink;
+  v1::SubscribeRequest req = GroupRequest("workers");
+  req.set_max_deliveries(2);
+  Subscribe(sink, req);
+  for (int i = 1; i <= 3; ++i) Publish(MakeEvent("order.created", absl::StrCat("evt_", i)));
+  auto got = sink.WaitFor(3);
+  ASSERT_EQ(got.size(), 3u);
+  auto nack = [&](const Outgoing& d, std::string reason) {
+    v1::NackRequest n;
+    n.set_group("workers");
+    n.add_ack_ids(d.ack_id);
+    n.set_reason(std::move(reason));
+    return broker_->Nack(n);
+  };
+  absl::StatusOr<v1::NackResponse> too_long = nack(got[0], std::string(1025, 'x'));
+  ASSERT_TRUE(absl::IsInvalidArgument(too_long.status())) << too_long.status();
+  EXPECT_THAT(std::string(too_long.status().message()), ::testing::HasSubstr("reason"));
+  EXPECT_EQ(broker_->GetStats()->groups(0).pending(), 3u) << "a refused nack changed something";
+  ASSERT_TRUE(nack(got[0], "card declined (attempt 1)").ok());
+  ASSERT_TRUE(nack(got[1], std::string(1024, 'y')).ok());
+  got = sink.WaitFor(5);
+  ASSERT_EQ(got.size(), 5u);
+  for (size_t i = 3; i < 5; ++i) {
+    EXPECT_EQ(got[i].attempt, 2u);
+    std::string reason = got[i].event->seq == 1 ? "" : "card declined (attempt 2)";
+    ASSERT_TRUE(nack(got[i], reason).ok());
+  }
+  // Event 3 is still held at attempt 1 when its member leaves; once more
+  // through a new member, which leaves too.
+  sink.Close();
+  CollectingSink second;
+  Subscribe(second, req);
+  ASSERT_EQ(second.WaitFor(1).size(), 1u);
+  EXPECT_EQ(second.WaitFor(1)[0].event->seq, 3u);
+  EXPECT_EQ(second.WaitFor(1)[0].attempt, 2u);
+  second.Close();
+  broker_->FlushWrites();
+  v1::ListDeadLettersRequest list;
+  list.set_group("workers");
+  auto dead = broker_->ListDeadLetters(list);
+  ASSERT_TRUE(dead.ok()) << dead.status();
+  ASSERT_EQ(dead->dead_letters_size(), 3);
+  EXPECT_EQ(dead->dead_letters(0).last_error(), "nacked") << "not attempt 1's reason";
+  EXPECT_EQ(dead->dead_letters(1).last_error(), "card declined (attempt 2)");
+  EXPECT_EQ(dead->dead_letters(2).last_error(), "subscriber left before acking");
 }
 
 TEST_F(BrokerTest, NackWithDelayRedeliversAfterDelay) {

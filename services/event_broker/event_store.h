@@ -69,7 +69,14 @@ struct DeadLetterRecord {
   EventPtr event;
   uint32_t attempts = 0;
   absl::Time dead_at;
+  // What ended the last attempt (one of the reasons below, or a nack's own).
+  std::string last_error;
 };
+
+// Why an attempt ended without an ack, when the subscriber said nothing.
+inline constexpr char kReasonExpired[] = "ack deadline expired";
+inline constexpr char kReasonNacked[] = "nacked";
+inline constexpr char kReasonMemberLeft[] = "subscriber left before acking";
 
 // Group state changes. They ride along with the next commit, so acks and
 // deliveries cost no extra transaction of their own under load.
@@ -79,7 +86,7 @@ struct GroupOp {
     kSetCursor,         // group.name, group.cursor
     kSetPending,        // group.name, seq, attempts
     kRemovePending,     // group.name, seq
-    kDeadLetter,        // group.name, seq, attempts, event: removes pending too
+    kDeadLetter,        // group.name, seq, attempts, event, error: removes pending too
     kRemoveDeadLetter,  // group.name, seq
   };
   Kind kind;
@@ -87,6 +94,7 @@ struct GroupOp {
   uint64_t seq = 0;
   uint32_t attempts = 0;
   EventPtr event;
+  std::string error;  // kDeadLetter: what ended the last attempt
   // kSetPending of a first delivery: no row can exist yet, so a later
   // kRemovePending in the same commit cancels both.
   bool first_write = false;
@@ -290,10 +298,14 @@ class EventStore {
   }
   // Held deliveries become due again at `at`, for any replica (a nack) —
   // only while their attempt is still the current one: a late nack of an
-  // attempt already redelivered changes nothing. Unknown sequences are
-  // INVALID_ARGUMENT naming ack_ids[i].
+  // attempt already redelivered changes nothing. `reason` is kept with each
+  // until it is claimed again: the dead letter's last_error if that was its
+  // last attempt (a delivery whose lease ran out has kReasonExpired, one
+  // given back kReasonMemberLeft). Unknown sequences are INVALID_ARGUMENT
+  // naming ack_ids[i].
   virtual absl::StatusOr<uint32_t> Requeue(const std::string& group,
-                                           const std::vector<DeliveryRef>& refs, absl::Time at) {
+                                           const std::vector<DeliveryRef>& refs, absl::Time at,
+                                           const std::string& reason) {
     return Unshared("Requeue");
   }
   // Dead letters become pending again, due at `at`.

@@ -2,6 +2,11 @@
 // the embedded store's group state (fixture: event_store_conformance.h).
 #include "services/event_broker/event_store_conformance.h"
 
+#include <sqlite3.h>
+
+#include <filesystem>
+
+#include "libs/common/sqlite_util.h"
 #include "services/event_broker/redis_scripts.h"
 
 namespace switchboard::broker::conformance {
@@ -410,6 +415,9 @@ TEST_P(EventStoreConformance, GroupCursorPendingAndDeadLettersPersist) {
     cursor.group.cursor = 3;
     GroupOp dead = Op(GroupOp::Kind::kDeadLetter, "workers", 3, 4);
     dead.event = *store->ReadOne(3);
+    dead.error =
+        "payment provider said: carte refus\xc3\xa9"
+        "e";
     ASSERT_TRUE(CommitOps(*store, {create, cursor, Op(GroupOp::Kind::kSetPending, "workers", 2, 2),
                                    Op(GroupOp::Kind::kSetPending, "workers", 3, 4), dead})
                     .ok());
@@ -434,6 +442,9 @@ TEST_P(EventStoreConformance, GroupCursorPendingAndDeadLettersPersist) {
   EXPECT_EQ((*dead)[0].event->type, "a.b");
   EXPECT_EQ((*dead)[0].attempts, 4u);
   EXPECT_EQ((*dead)[0].dead_at, kNow);
+  EXPECT_EQ((*dead)[0].last_error,
+            "payment provider said: carte refus\xc3\xa9"
+            "e");
   EXPECT_EQ(*store->CountDeadLetters("workers"), 1u);
   EXPECT_TRUE(store->LoadPending("nobody")->empty());
 }
@@ -492,6 +503,39 @@ TEST(SqliteStoreTest, BadDataDirIsNamed) {
   auto s = SqliteEventStore::Open("/proc/no/such/dir", SyncPolicy::kNormal);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.status().message().find("data_dir"), std::string::npos) << s.status();
+}
+
+// A data directory written before dead letters had last_error opens: its
+// letters read back with none, and new ones keep theirs.
+TEST(SqliteStoreTest, OpensDeadLettersWrittenBeforeLastError) {
+  TempDir dir;
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((std::filesystem::path(dir.path()) / "events.db").c_str(), &db),
+              SQLITE_OK);
+    ASSERT_TRUE(sqlite::Exec(db,
+                             "CREATE TABLE dead_letters(grp TEXT NOT NULL, seq INTEGER NOT NULL, "
+                             "attempts INTEGER NOT NULL, dead_us INTEGER NOT NULL, ingest_us "
+                             "INTEGER NOT NULL, type TEXT NOT NULL, payload BLOB NOT NULL, "
+                             "PRIMARY KEY(grp, seq)) WITHOUT ROWID;"
+                             "INSERT INTO dead_letters VALUES('g', 7, 5, 1, 1, 'a.b', x'00');")
+                    .ok());
+    sqlite3_close(db);
+  }
+  auto store = SqliteEventStore::Open(dir.path(), SyncPolicy::kNormal);
+  ASSERT_TRUE(store.ok()) << store.status();
+  Append(**store, {MakeEvent("a.b")});
+  GroupOp dead = Op(GroupOp::Kind::kDeadLetter, "g", 1, 5);
+  dead.event = *(*store)->ReadOne(1);
+  dead.error = "nacked";
+  ASSERT_TRUE(CommitOps(**store, {dead}).ok());
+  auto letters = (*store)->ListDeadLetters("g", 0, 10);
+  ASSERT_TRUE(letters.ok()) << letters.status();
+  ASSERT_EQ(letters->size(), 2u);
+  EXPECT_EQ((*letters)[0].last_error, "nacked");
+  EXPECT_EQ((*letters)[1].event->seq, 7u);
+  EXPECT_EQ((*letters)[1].attempts, 5u);
+  EXPECT_EQ((*letters)[1].last_error, "");
 }
 
 }  // namespace

@@ -126,7 +126,7 @@ TEST_P(EventStoreConformance, SharedGroupsLeaseAckAndRedeliver) {
   absl::StatusOr<uint32_t> unknown = b->AckDeliveries("g", {4, 99});
   EXPECT_TRUE(absl::IsInvalidArgument(unknown.status())) << unknown.status();
   EXPECT_THAT(std::string(unknown.status().message()), ::testing::HasSubstr("ack_ids[1]"));
-  EXPECT_TRUE(absl::IsInvalidArgument(b->Requeue("g", {{99, 1}}, t0).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(b->Requeue("g", {{99, 1}}, t0, "x").status()));
   EXPECT_EQ(*a->StillHeld("g", "replica-a", {2, 4, 6}, t0), (std::vector<uint64_t>{4, 6}));
   // Past the lease, b may claim what a held, as attempt 2.
   absl::Time later = t0 + absl::Seconds(11);
@@ -140,8 +140,8 @@ TEST_P(EventStoreConformance, SharedGroupsLeaseAckAndRedeliver) {
       << "b holds them now";
   EXPECT_EQ(*b->GiveBack("g", "replica-b", {{4, 1}}, later), 0u) << "attempt 1 is over";
   // A nack makes one due again after its delay; a longer lease keeps another.
-  EXPECT_EQ(*b->Requeue("g", {{4, 1}}, later + absl::Seconds(1)), 0u) << "a stale nack";
-  EXPECT_EQ(*b->Requeue("g", {{4, 2}}, later + absl::Seconds(1)), 1u);
+  EXPECT_EQ(*b->Requeue("g", {{4, 1}}, later + absl::Seconds(1), "x"), 0u) << "a stale nack";
+  EXPECT_EQ(*b->Requeue("g", {{4, 2}}, later + absl::Seconds(1), "x"), 1u);
   EXPECT_EQ(*b->ExtendLeases("g", {{6, 1}}, later + absl::Seconds(100)), 0u);
   EXPECT_EQ(*b->ExtendLeases("g", {{6, 2}}, later + absl::Seconds(100)), 1u);
   absl::Time much_later = later + absl::Seconds(20);
@@ -175,6 +175,64 @@ TEST_P(EventStoreConformance, SharedGroupsLeaseAckAndRedeliver) {
   groups = a->LoadGroups();
   ASSERT_EQ(groups->size(), 2u);
   EXPECT_EQ((*groups)[1].name, "g:pending");
+}
+
+// A dead letter says what ended its last attempt: that attempt's nack
+// reason, its member leaving, or its lease running out; never the reason of
+// an earlier attempt.
+TEST_P(EventStoreConformance, SharedDeadLettersKeepWhatEndedTheLastAttempt) {
+  if (!shared_by_processes()) GTEST_SKIP() << "the embedded store keeps groups in the broker";
+  auto a = Open();
+  auto b = Open();
+  Append(*a, {MakeEvent("job.x"), MakeEvent("job.x"), MakeEvent("job.x"), MakeEvent("job.x")});
+  ClaimRequest req;
+  req.group = GroupRecord{"g", {"job.*"}, 0, 2};
+  req.owner = "replica-a";
+  req.lease = absl::Seconds(10);
+  absl::Time t0 = absl::Now();
+  ASSERT_EQ(a->Claim(req, t0)->deliveries.size(), 4u);
+  // Attempt 1: 1 and 2 nacked (through another replica), 3's member left.
+  EXPECT_EQ(*b->Requeue("g", {{1, 1}, {2, 1}}, t0, "boom on attempt 1"), 2u);
+  EXPECT_EQ(*a->GiveBack("g", "replica-a", {{3, 1}}, t0), 1u);
+  absl::Time t1 = t0 + absl::Seconds(1);
+  absl::StatusOr<ClaimResult> r = a->Claim(req, t1);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->deliveries.size(), 3u);
+  // Attempt 2: 1 runs out of its lease, 2 is nacked again, 3's member left again.
+  EXPECT_EQ(*b->Requeue("g", {{2, 2}}, t1, "boom on attempt 2"), 1u);
+  EXPECT_EQ(*a->GiveBack("g", "replica-a", {{3, 2}}, t1), 1u);
+  absl::Time t2 = t1 + absl::Seconds(11);
+  r = b->Claim(req, t2);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->dead_lettered, 3u);
+  ASSERT_EQ(r->deliveries.size(), 1u);  // 4, whose lease ran out: attempt 2
+  EXPECT_EQ(r->deliveries[0].event->seq, 4u);
+  // Any bytes of a nack's reason come back as they went in.
+  std::string reason =
+      "\xc3\xa9"
+      "chec \xe2\x9c\x93 " +
+      std::string(1000, 'x');
+  EXPECT_EQ(*b->Requeue("g", {{4, 2}}, t2, reason), 1u);
+  EXPECT_EQ(a->Claim(req, t2)->dead_lettered, 1u);
+  absl::StatusOr<std::vector<DeadLetterRecord>> dead = b->ListDeadLetters("g", 0, 10);
+  ASSERT_TRUE(dead.ok()) << dead.status();
+  ASSERT_EQ(dead->size(), 4u);
+  EXPECT_EQ((*dead)[0].last_error, kReasonExpired) << "not attempt 1's nack";
+  EXPECT_EQ((*dead)[1].last_error, "boom on attempt 2");
+  EXPECT_EQ((*dead)[2].last_error, kReasonMemberLeft);
+  EXPECT_EQ((*dead)[3].last_error, reason);
+  for (const DeadLetterRecord& d : *dead) EXPECT_EQ(d.attempts, 2u) << d.event->seq;
+  // Replayed and dead again by lease: the old reason is gone with the letter.
+  EXPECT_EQ(*a->Revive("g", {2}, t2), 1u);
+  ASSERT_EQ(a->Claim(req, t2)->deliveries.size(), 1u);
+  absl::Time t3 = t2 + absl::Seconds(11);
+  ASSERT_EQ(a->Claim(req, t3)->deliveries.size(), 1u);  // attempt 2
+  EXPECT_EQ(a->Claim(req, t3 + absl::Seconds(11))->dead_lettered, 1u);
+  dead = a->ListDeadLetters("g", 1, 1);
+  ASSERT_TRUE(dead.ok()) << dead.status();
+  ASSERT_EQ(dead->size(), 1u);
+  EXPECT_EQ((*dead)[0].event->seq, 2u);
+  EXPECT_EQ((*dead)[0].last_error, kReasonExpired);
 }
 
 TEST_P(EventStoreConformance, SharedGroupsKeepOneFilterForEveryReplica) {

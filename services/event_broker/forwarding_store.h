@@ -69,8 +69,8 @@ class ForwardingEventStore : public EventStore {
     return inner_->AckDeliveries(group, seqs);
   }
   absl::StatusOr<uint32_t> Requeue(const std::string& group, const std::vector<DeliveryRef>& refs,
-                                   absl::Time at) override {
-    return inner_->Requeue(group, refs, at);
+                                   absl::Time at, const std::string& reason) override {
+    return inner_->Requeue(group, refs, at, reason);
   }
   absl::StatusOr<uint32_t> Revive(const std::string& group, const std::vector<uint64_t>& seqs,
                                   absl::Time at) override {

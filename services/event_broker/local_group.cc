@@ -53,7 +53,8 @@ void LocalGroup::Leave(GroupMember* member) {
     // What it held goes to the others now rather than at its deadline.
     absl::Time now = broker_->clock()->Now();
     for (auto it = pending_.begin(); it != pending_.end();) {
-      if (it->second.member == member && RequeueLocked(it->first, it->second, now, &ops)) {
+      if (it->second.member == member &&
+          RequeueLocked(it->first, it->second, now, kReasonMemberLeft, &ops)) {
         it = pending_.erase(it);
         continue;
       }

@@ -106,8 +106,8 @@ class LocalGroup : public Group, public std::enable_shared_from_this<LocalGroup>
     return resp;
   }
 
-  absl::StatusOr<v1::NackResponse> Nack(const std::vector<DeliveryRef>& refs,
-                                        absl::Duration delay) override {
+  absl::StatusOr<v1::NackResponse> Nack(const std::vector<DeliveryRef>& refs, absl::Duration delay,
+                                        const std::string& reason) override {
     v1::NackResponse resp;
     std::vector<GroupOp> ops;
     std::vector<std::shared_ptr<GroupMember>> wake;
@@ -121,7 +121,7 @@ class LocalGroup : public Group, public std::enable_shared_from_this<LocalGroup>
         if (it == pending_.end() || it->second.awaiting || it->second.attempts != ref.attempt) {
           continue;
         }
-        if (RequeueLocked(seq, it->second, at, &ops)) pending_.erase(it);
+        if (RequeueLocked(seq, it->second, at, reason, &ops)) pending_.erase(it);
         resp.set_nacked(resp.nacked() + 1);
       }
       wake = MembersLocked();
@@ -165,7 +165,7 @@ class LocalGroup : public Group, public std::enable_shared_from_this<LocalGroup>
           deadlines_.erase(deadlines_.begin());
           continue;
         }
-        if (RequeueLocked(seq, it->second, now, &ops)) pending_.erase(it);
+        if (RequeueLocked(seq, it->second, now, kReasonExpired, &ops)) pending_.erase(it);
       }
       if (!redeliver_.empty() && redeliver_.begin()->first <= now) wake = MembersLocked();
     }
@@ -268,20 +268,24 @@ class LocalGroup : public Group, public std::enable_shared_from_this<LocalGroup>
   bool ReleaseMemberLocked(Pending& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Takes an event back from its member; dead-letters it when it had its
-  // max_deliveries. Returns true when the caller must erase it from pending_.
-  bool RequeueLocked(uint64_t seq, Pending& p, absl::Time available_at, std::vector<GroupOp>* ops)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // max_deliveries, `reason` saying what ended that last attempt. Returns
+  // true when the caller must erase it from pending_.
+  bool RequeueLocked(uint64_t seq, Pending& p, absl::Time available_at, absl::string_view reason,
+                     std::vector<GroupOp>* ops) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     ReleaseMemberLocked(p);
     if (!p.awaiting) deadlines_.erase({p.deadline, seq});
     if (p.attempts >= rec_.max_deliveries) {
       GroupOp op = Op(GroupOp::Kind::kDeadLetter, seq, p.attempts);
       op.event = p.ev;
+      op.error = std::string(reason);
       ops->push_back(std::move(op));
       ++dead_lettered_;
       dead_letters_metric_->Increment();
-      LogWarn(
-          "event dead-lettered",
-          {{"group", name_}, {"sequence", seq}, {"attempts", p.attempts}, {"type", p.ev->type}});
+      LogWarn("event dead-lettered", {{"group", name_},
+                                      {"sequence", seq},
+                                      {"attempts", p.attempts},
+                                      {"type", p.ev->type},
+                                      {"last_error", reason}});
       return true;
     }
     p.awaiting = true;

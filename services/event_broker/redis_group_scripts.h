@@ -8,7 +8,12 @@
 //   P:g:<name>:due      zset seq by the time (ms) it may be handed out again:
 //                       the lease of whoever holds it, or a nack's delay
 //   P:g:<name>:owner    hash seq -> replica holding it (absent: nobody)
+//   P:g:<name>:why      hash seq -> why it came back before an ack (a nack's
+//                       reason), until it is handed out again; absent when
+//                       its lease ran out
 //   P:g:<name>:dead, :dl:<seq>   dead letters, as for the embedded store
+//                       (:dl:<seq> fields a d i t p r: r the last error,
+//                       '' for an expired lease)
 //   P:claim:<token>     a claim's deliveries, for a retry of it (60 s)
 // <name> is the group's name with '%' and ':' percent-encoded, so no group's
 // keys can be another's.
@@ -111,7 +116,7 @@ local function type_ok(ty)
   for _, pf in ipairs(prefixes) do if string.sub(ty, 1, #pf) == pf then return true end end
   return false
 end
-local pend, due, own = gk .. ':pending', gk .. ':due', gk .. ':owner'
+local pend, due, own, why = gk .. ':pending', gk .. ':due', gk .. ':owner', gk .. ':why'
 local out = {0, 0, 0, types, '', 0}
 local record = {}
 local n, bytes = 0, 0
@@ -140,6 +145,9 @@ for _, s in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, max
   if n >= max or bytes >= max_bytes then break end
   local attempts = tonumber(redis.call('HGET', pend, s) or '0')
   local e = redis.call('XRANGE', log, s .. '-0', s .. '-0')[1]
+  -- what ended the attempt before: a requeue's reason, else its lease ran out
+  local reason = redis.call('HGET', why, s)
+  if reason then redis.call('HDEL', why, s) end
   if not e or attempts >= maxd then
     redis.call('HDEL', pend, s)
     redis.call('ZREM', due, s)
@@ -149,7 +157,7 @@ for _, s in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, max
       local ingest, _, _, _, pl = unpack_e(f[4])
       redis.call('ZADD', gk .. ':dead', s, s)
       redis.call('HSET', gk .. ':dl:' .. s, 'a', attempts, 'd', ARGV[4] .. '000', 'i', ingest,
-                 't', f[2], 'p', pl)
+                 't', f[2], 'p', pl, 'r', reason or '')
       out[1] = out[1] + 1
     end
   else
@@ -217,29 +225,32 @@ for i = 3, #ARGV, 1000 do
   if removed > 0 then
     redis.call('ZREM', gk .. ':due', unpack(ARGV, i, last))
     redis.call('HDEL', gk .. ':owner', unpack(ARGV, i, last))
+    redis.call('HDEL', gk .. ':why', unpack(ARGV, i, last))
     n = n + removed
   end
 end
 return n
 )lua";
 
-// ARGV: prefix group at_ms mode {seq attempt}*. mode 'any': held deliveries
-// at that attempt become due at at_ms for anyone (a nack); 'owner=<id>':
-// only those that replica still holds at that attempt (a member gone).
+// ARGV: prefix group at_ms mode reason {seq attempt}*. mode 'any': held
+// deliveries at that attempt become due at at_ms for anyone (a nack);
+// 'owner=<id>': only those that replica still holds at that attempt (a
+// member gone). Each keeps `reason` until it is handed out again.
 // Returns how many changed (or -position of a sequence never delivered).
 inline constexpr char kRequeue[] =
-    "local gk = ARGV[1] .. ':g:' .. ARGV[2]\n" SWITCHBOARD_LUA_CHECK_KNOWN("gk", "5", "2") R"lua(
-local at, mode = tonumber(ARGV[3]), ARGV[4]
+    "local gk = ARGV[1] .. ':g:' .. ARGV[2]\n" SWITCHBOARD_LUA_CHECK_KNOWN("gk", "6", "2") R"lua(
+local at, mode, reason = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local owner = nil
 if string.sub(mode, 1, 6) == 'owner=' then owner = string.sub(mode, 7) end
 local n = 0
-for i = 5, #ARGV - 1, 2 do
+for i = 6, #ARGV - 1, 2 do
   local s, attempt = ARGV[i], ARGV[i + 1]
   local holder = redis.call('HGET', gk .. ':owner', s)
   if holder and (owner == nil or holder == owner) and
      redis.call('HGET', gk .. ':pending', s) == attempt then
     redis.call('HDEL', gk .. ':owner', s)
     redis.call('ZADD', gk .. ':due', at, s)
+    redis.call('HSET', gk .. ':why', s, reason)
     n = n + 1
   end
 end

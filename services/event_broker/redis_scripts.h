@@ -162,8 +162,8 @@ for k = 1, nops do
     redis.call('HDEL', gk .. ':pending', s)
     redis.call('ZADD', gk .. ':dead', s, s)
     redis.call('HSET', gk .. ':dl:' .. s, 'a', ARGV[i + 1], 'd', now, 'i', ARGV[i + 2],
-               't', ARGV[i + 3], 'p', ARGV[i + 4])
-    i = i + 5
+               't', ARGV[i + 3], 'p', ARGV[i + 4], 'r', ARGV[i + 5])
+    i = i + 6
   elseif kind == 'X' then
     redis.call('ZREM', gk .. ':dead', ARGV[i])
     redis.call('DEL', gk .. ':dl:' .. ARGV[i])

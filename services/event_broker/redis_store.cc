@@ -53,6 +53,14 @@ EventPtr FromEntry(Reply& entry) {
   return MakeEvent(seq, ingest, std::move(type), std::move(payload));
 }
 
+// A dead letter's field r: the claim script writes '' for an expired lease
+// (the reason lives here, not in Lua); letters from before r existed have none.
+std::string LastError(Reply& r) {
+  if (r.is_nil()) return "";
+  if (r.str.empty()) return kReasonExpired;
+  return std::move(r.str);
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<EventPtr>> EventsFromEntries(absl::StatusOr<Reply> r,
@@ -341,7 +349,7 @@ Command RedisEventStore::CommitCommand(const WriteBatch& batch, absl::Time now) 
         args.insert(args.end(),
                     {"D", g, absl::StrCat(op.seq), absl::StrCat(op.attempts),
                      absl::StrCat(op.event ? ToMicros(op.event->ingest_time) : ToMicros(now)),
-                     op.event ? op.event->type : "", op.event ? op.event->payload : ""});
+                     op.event ? op.event->type : "", op.event ? op.event->payload : "", op.error});
         break;
       case GroupOp::Kind::kRemoveDeadLetter:
         args.insert(args.end(), {"X", g, absl::StrCat(op.seq)});
@@ -508,22 +516,23 @@ absl::StatusOr<std::vector<DeadLetterRecord>> RedisEventStore::ListDeadLetters(
   if (seqs->elements.empty()) return out;
   std::vector<Command> cmds;
   for (const Reply& s : seqs->elements) {
-    cmds.push_back({"HMGET", absl::StrCat(gk, ":dl:", s.str), "a", "d", "i", "t", "p"});
+    cmds.push_back({"HMGET", absl::StrCat(gk, ":dl:", s.str), "a", "d", "i", "t", "p", "r"});
   }
   absl::StatusOr<std::vector<Reply>> r = client_->Pipeline(tag_, cmds, Deadline());
   if (!r.ok()) return r.status();
   for (size_t i = 0; i < r->size(); ++i) {
     Reply& h = (*r)[i];
     if (absl::Status st = redis::ReplyStatus(h, "list dead letters"); !st.ok()) return st;
-    if (h.elements.size() < 5 || h.elements[0].is_nil()) continue;
+    if (h.elements.size() < 6 || h.elements[0].is_nil()) continue;
     int64_t dead_us = 0, ingest_us = 0;
     (void)absl::SimpleAtoi(h.elements[1].str, &dead_us);
     (void)absl::SimpleAtoi(h.elements[2].str, &ingest_us);
-    out.push_back(DeadLetterRecord{
-        group,
-        MakeEvent(ParseU64(seqs->elements[i].str), ingest_us, std::move(h.elements[3].str),
-                  std::move(h.elements[4].str)),
-        static_cast<uint32_t>(ParseU64(h.elements[0].str)), absl::FromUnixMicros(dead_us)});
+    out.push_back(
+        DeadLetterRecord{group,
+                         MakeEvent(ParseU64(seqs->elements[i].str), ingest_us,
+                                   std::move(h.elements[3].str), std::move(h.elements[4].str)),
+                         static_cast<uint32_t>(ParseU64(h.elements[0].str)),
+                         absl::FromUnixMicros(dead_us), LastError(h.elements[5])});
   }
   return out;
 }

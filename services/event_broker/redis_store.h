@@ -79,7 +79,7 @@ class RedisEventStore : public EventStore {
   absl::StatusOr<uint32_t> AckDeliveries(const std::string& group,
                                          const std::vector<uint64_t>& seqs) override;
   absl::StatusOr<uint32_t> Requeue(const std::string& group, const std::vector<DeliveryRef>& refs,
-                                   absl::Time at) override;
+                                   absl::Time at, const std::string& reason) override;
   absl::StatusOr<uint32_t> Revive(const std::string& group, const std::vector<uint64_t>& seqs,
                                   absl::Time at) override;
   absl::StatusOr<uint32_t> GiveBack(const std::string& group, const std::string& owner,

@@ -256,8 +256,10 @@ absl::StatusOr<v1::AckResponse> SharedGroup::Ack(const std::vector<DeliveryRef>&
 }
 
 absl::StatusOr<v1::NackResponse> SharedGroup::Nack(const std::vector<DeliveryRef>& refs,
-                                                   absl::Duration delay) {
-  absl::StatusOr<uint32_t> n = store_->Requeue(name_, refs, broker_->clock()->Now() + delay);
+                                                   absl::Duration delay,
+                                                   const std::string& reason) {
+  absl::StatusOr<uint32_t> n =
+      store_->Requeue(name_, refs, broker_->clock()->Now() + delay, reason);
   if (!n.ok()) return n.status();
   std::vector<std::shared_ptr<GroupMember>> wake;
   {

@@ -33,8 +33,8 @@ class SharedGroup : public Group, public std::enable_shared_from_this<SharedGrou
   absl::Status ValidateAckIds(const google::protobuf::RepeatedPtrField<std::string>& ids,
                               std::vector<DeliveryRef>* refs) override;
   absl::StatusOr<v1::AckResponse> Ack(const std::vector<DeliveryRef>& refs) override;
-  absl::StatusOr<v1::NackResponse> Nack(const std::vector<DeliveryRef>& refs,
-                                        absl::Duration delay) override;
+  absl::StatusOr<v1::NackResponse> Nack(const std::vector<DeliveryRef>& refs, absl::Duration delay,
+                                        const std::string& reason) override;
   absl::StatusOr<uint32_t> ModifyDeadline(const std::vector<DeliveryRef>& refs,
                                           absl::Duration deadline) override;
   void Expire(absl::Time now) override;

@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS pending(
 CREATE TABLE IF NOT EXISTS dead_letters(
   grp TEXT NOT NULL, seq INTEGER NOT NULL, attempts INTEGER NOT NULL, dead_us INTEGER NOT NULL,
   ingest_us INTEGER NOT NULL, type TEXT NOT NULL, payload BLOB NOT NULL,
+  last_error TEXT NOT NULL DEFAULT '',
   PRIMARY KEY(grp, seq)) WITHOUT ROWID;
 )sql";
 
@@ -155,6 +156,11 @@ absl::Status SqliteEventStore::Init(SyncPolicy sync) {
     return s;
   }
   if (absl::Status s = Exec(writer_, kSchema); !s.ok()) return s;
+  if (absl::Status s =
+          sqlite::EnsureColumn(writer_, "dead_letters", "last_error", "TEXT NOT NULL DEFAULT ''");
+      !s.ok()) {
+    return s;
+  }
   Stmt st(writer_, write_cache_.get(), "SELECT value FROM meta WHERE key='last_seq'");
   if (st.Step() == SQLITE_ROW) last_seq_ = st.Int(0);
   Stmt max(writer_, write_cache_.get(), "SELECT IFNULL(MAX(seq),0) FROM events");
@@ -253,10 +259,10 @@ absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
       del.Bind(2, static_cast<int64_t>(op.seq));
       if (del.Step() != SQLITE_DONE) return SqlError(writer_, "remove pending");
       // The dead letter keeps its own copy: retention may drop the event.
-      Stmt st(
-          writer_, write_cache_.get(),
-          "INSERT OR REPLACE INTO dead_letters(grp,seq,attempts,dead_us,ingest_us,type,payload) "
-          "VALUES(?,?,?,?,?,?,?)");
+      Stmt st(writer_, write_cache_.get(),
+              "INSERT OR REPLACE INTO "
+              "dead_letters(grp,seq,attempts,dead_us,ingest_us,type,payload,last_error) "
+              "VALUES(?,?,?,?,?,?,?,?)");
       st.Bind(1, g);
       st.Bind(2, static_cast<int64_t>(op.seq));
       st.Bind(3, static_cast<int64_t>(op.attempts));
@@ -264,6 +270,7 @@ absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
       st.Bind(5, op.event ? ToMicros(op.event->ingest_time) : ToMicros(now));
       st.Bind(6, op.event ? absl::string_view(op.event->type) : absl::string_view());
       st.BindBlob(7, op.event ? absl::string_view(op.event->payload) : absl::string_view());
+      st.Bind(8, op.error);
       if (st.Step() != SQLITE_DONE) return SqlError(writer_, "dead letter");
       return absl::OkStatus();
     }
@@ -482,7 +489,7 @@ absl::StatusOr<std::vector<DeadLetterRecord>> SqliteEventStore::ListDeadLetters(
     const std::string& group, uint64_t after_seq, size_t limit) {
   absl::MutexLock lock(&read_mu_);
   Stmt st(reader_, read_cache_.get(),
-          "SELECT seq, ingest_us, type, payload, attempts, dead_us FROM dead_letters "
+          "SELECT seq, ingest_us, type, payload, attempts, dead_us, last_error FROM dead_letters "
           "WHERE grp=? AND seq>? ORDER BY seq LIMIT ?");
   st.Bind(1, group);
   st.Bind(2, static_cast<int64_t>(after_seq));
@@ -492,7 +499,7 @@ absl::StatusOr<std::vector<DeadLetterRecord>> SqliteEventStore::ListDeadLetters(
   while ((rc = st.Step()) == SQLITE_ROW) {
     out.push_back(DeadLetterRecord{group, MakeStored(st.Int(0), st.Int(1), st.Text(2), st.Blob(3)),
                                    static_cast<uint32_t>(st.Int(4)),
-                                   absl::FromUnixMicros(st.Int(5))});
+                                   absl::FromUnixMicros(st.Int(5)), st.Text(6)});
   }
   if (rc != SQLITE_DONE) return SqlError(reader_, "list dead letters");
   return out;

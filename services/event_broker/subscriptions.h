@@ -271,8 +271,11 @@ class Group {
   virtual absl::Status ValidateAckIds(const google::protobuf::RepeatedPtrField<std::string>& ids,
                                       std::vector<DeliveryRef>* refs) = 0;
   virtual absl::StatusOr<v1::AckResponse> Ack(const std::vector<DeliveryRef>& refs) = 0;
+  // `reason` (never empty) is what ended these attempts: a dead letter
+  // shows it when this was its last.
   virtual absl::StatusOr<v1::NackResponse> Nack(const std::vector<DeliveryRef>& refs,
-                                                absl::Duration delay) = 0;
+                                                absl::Duration delay,
+                                                const std::string& reason) = 0;
   virtual absl::StatusOr<uint32_t> ModifyDeadline(const std::vector<DeliveryRef>& refs,
                                                   absl::Duration deadline) = 0;
   // Housekeeping: ack deadlines that passed.

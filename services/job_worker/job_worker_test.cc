@@ -198,9 +198,10 @@ class FakeBrokerClient : public NullBrokerClient {
     return absl::OkStatus();
   }
   absl::Status Nack(const std::string&, const std::vector<std::string>& ids, absl::Duration delay,
-                    absl::Duration) override {
+                    absl::string_view reason, absl::Duration) override {
     absl::MutexLock lock(&mu_);
     for (auto& id : ids) nacked_.push_back({id, delay});
+    nack_reasons_.push_back(std::string(reason));
     return absl::OkStatus();
   }
   template <typename F>
@@ -212,6 +213,7 @@ class FakeBrokerClient : public NullBrokerClient {
   std::vector<events::v1::Event> published_;
   std::vector<std::string> acked_;
   std::vector<std::pair<std::string, absl::Duration>> nacked_;
+  std::vector<std::string> nack_reasons_;
   absl::Mutex mu_;
 };
 
@@ -282,6 +284,9 @@ TEST_F(WorkerTest, FailsTwiceThenSucceedsWithBackoffAndAcksOnlyAtTheEnd) {
   ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.nacked_.size() == 1; }));
   EXPECT_NEAR(absl::ToDoubleSeconds(broker_.nacked_[0].second), 1.0, 0.001)
       << "first retry after backoff.initial";
+  // The broker keeps the reason: a dead letter shows the job's error.
+  EXPECT_THAT(broker_.nack_reasons_[0], HasSubstr("attempt 1 of "));
+  EXPECT_THAT(broker_.nack_reasons_[0], HasSubstr("fails on purpose"));
   EXPECT_TRUE(broker_.acked_.empty());
   worker_->OnDelivery(Delivery("evt_A", 2, 2));  // the broker redelivers after the delay
   ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.nacked_.size() == 2; }));

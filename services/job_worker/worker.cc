@@ -182,7 +182,8 @@ void Worker::OnDelivery(const broker::v1::Delivery& d) {
   if (!existing.ok()) {
     LogError("job store read failed",
              {{"job_id", job_id}, {"error", existing.status().ToString()}});
-    Nack(release("store"), absl::Seconds(1));
+    Nack(release("store"), absl::Seconds(1),
+         absl::StrCat("job store read failed: ", existing.status().message()));
     return;
   }
   if (existing->has_value() && ((*existing)->status() == v1::JOB_STATUS_COMPLETED ||
@@ -359,6 +360,7 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
   std::string outcome;
   bool ack = false;
   absl::Duration nack_delay = absl::ZeroDuration();
+  std::string nack_reason;  // the dead letter's last_error if this was its last delivery
   if (result.ok()) {
     job.set_status(v1::JOB_STATUS_COMPLETED);
     std::vector<events::v1::Event> out;
@@ -380,6 +382,7 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
                {{"job_id", job.id()}, {"error", published.ToString()}});
       job.set_attempt(job.attempt() - 1);
       nack_delay = absl::Seconds(1);
+      nack_reason = absl::StrCat("publishing the job's events failed: ", published.message());
       outcome = "publish_failed";
     } else {
       outcome = "completed";
@@ -394,6 +397,8 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
         u = absl::Uniform(rng_, 0.0, 1.0);
       }
       nack_delay = BackoffDelay(settings.backoff, job.attempt(), u);
+      nack_reason = absl::StrCat("job ", job.id(), " attempt ", job.attempt(), " of ",
+                                 job.max_attempts(), " failed: ", job.error());
       job.set_status(v1::JOB_STATUS_RETRY_SCHEDULED);
       *job.mutable_next_retry_at() = ToProto(finished + nack_delay);
       outcome = "retried";
@@ -417,6 +422,7 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
       LogError("job store write failed", {{"job_id", job.id()}, {"error", s.ToString()}});
       ack = false;
       nack_delay = absl::Seconds(1);
+      nack_reason = absl::StrCat("recording the job failed: ", s.message());
     } else if (outcome != "completed") {
       events::v1::Event failed =
           LifecycleEvent(*task, job, "job.failed", absl::StrCat("failed.", job.attempt()));
@@ -445,7 +451,7 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
   if (ack) {
     Ack(ack_id);
   } else {
-    Nack(ack_id, nack_delay);
+    Nack(ack_id, nack_delay, nack_reason);
   }
 }
 
@@ -455,8 +461,8 @@ absl::Status Worker::PublishAll(std::vector<events::v1::Event> events) {
 
 void Worker::Ack(const std::string& ack_id) { acker_->Ack(ack_id); }
 
-void Worker::Nack(const std::string& ack_id, absl::Duration delay) {
-  absl::Status s = broker_->Nack(options_.group, {ack_id}, delay, absl::Seconds(10));
+void Worker::Nack(const std::string& ack_id, absl::Duration delay, absl::string_view reason) {
+  absl::Status s = broker_->Nack(options_.group, {ack_id}, delay, reason, absl::Seconds(10));
   if (!s.ok()) LogWarn("nack failed", {{"ack_id", ack_id}, {"error", s.ToString()}});
 }
 
@@ -511,8 +517,8 @@ bool Worker::Shutdown() {
   if (!finished) cancel_.Notify();
   // Waiting jobs go back to the group at once, for another worker.
   if (!hand_back.empty()) {
-    absl::Status s =
-        broker_->Nack(options_.group, hand_back, absl::ZeroDuration(), absl::Seconds(5));
+    absl::Status s = broker_->Nack(options_.group, hand_back, absl::ZeroDuration(),
+                                   "the worker shut down before running the job", absl::Seconds(5));
     if (!s.ok()) LogWarn("handing back jobs failed", {{"error", s.ToString()}});
   }
   if (extender_.joinable()) extender_.join();

@@ -121,7 +121,7 @@ class Worker {
                                    const std::string& id_suffix);
   absl::Status PublishAll(std::vector<events::v1::Event> events);
   void Ack(const std::string& ack_id);
-  void Nack(const std::string& ack_id, absl::Duration delay);
+  void Nack(const std::string& ack_id, absl::Duration delay, absl::string_view reason);
   void FillQueueStats(const Queue& q, v1::QueueStats* out) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGauges(const std::string& name, const Queue& q);
 

@@ -218,7 +218,10 @@ void WebhookCore::IntakeLoop() {
                                                {"error", recorded.status().ToString()}});
       std::vector<std::string> ids;
       for (const auto& d : batch) ids.push_back(d.ack_id());
-      absl::Status s = broker_->Nack(options_.group, ids, absl::Seconds(1), absl::Seconds(5));
+      absl::Status s =
+          broker_->Nack(options_.group, ids, absl::Seconds(1),
+                        absl::StrCat("recording deliveries failed: ", recorded.status().message()),
+                        absl::Seconds(5));
       if (!s.ok()) LogWarn("nack failed", {{"error", s.ToString()}});
       continue;
     }

@@ -29,25 +29,15 @@ WebhookRecord FromRow(Stmt& st) {
   return r;
 }
 
-// Stores written before versions existed get the column (every row at 1).
-absl::Status AddVersionColumn(sqlite3* db) {
-  sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(db, "SELECT version FROM webhooks LIMIT 0", -1, &st, nullptr) ==
-      SQLITE_OK) {
-    sqlite3_finalize(st);
-    return absl::OkStatus();
-  }
-  sqlite3_finalize(st);
-  return sqlite::Exec(db, "ALTER TABLE webhooks ADD COLUMN version INTEGER NOT NULL DEFAULT 1");
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SqliteWebhookStore>> SqliteWebhookStore::Open(
     const std::string& data_dir) {
   absl::StatusOr<sqlite3*> db = sqlite::OpenDatabase(data_dir, "webhooks.db", kSchema);
   if (!db.ok()) return db.status();
-  if (absl::Status s = AddVersionColumn(*db); !s.ok()) {
+  if (absl::Status s =
+          sqlite::EnsureColumn(*db, "webhooks", "version", "INTEGER NOT NULL DEFAULT 1");
+      !s.ok()) {
     sqlite3_close_v2(*db);
     return s;
   }

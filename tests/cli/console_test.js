@@ -104,6 +104,7 @@ async function step(name, fn) {
       await page.locator('tr.group[data-group="auditors"] button[data-action="dead-letters"]').click();
       const dead = page.locator(`tr.dead-letter[data-seq="${published.sequence}"]`);
       await dead.waitFor({ timeout: 10000 });
+      assert.strictEqual(await dead.locator('td.last-error').textContent(), 'ack deadline expired');
       await dead.locator('button[data-action="replay"]').click();
       await page.waitForSelector('#flash .ok:has-text("replayed 1 event")', { timeout: 10000 });
       const deadline = Date.now() + 10000;

@@ -361,7 +361,8 @@ async function loadDeadLetters() {
   $('dl-rows').replaceChildren(...(r.deadLetters || []).map((d) => el('tr', { class: 'dead-letter', 'data-seq': d.event.sequence },
     el('td', { class: 'mono', text: d.event.sequence }), el('td', { text: d.event.type }),
     el('td', { text: d.event.subject }), el('td', {}, cidLink(d.event.correlationId)),
-    el('td', { text: d.deliveryAttempts }), el('td', { text: fmtTime(d.deadLetteredAt) }),
+    el('td', { text: d.deliveryAttempts }), el('td', { class: 'last-error', text: d.lastError || '' }),
+    el('td', { text: fmtTime(d.deadLetteredAt) }),
     el('td', {}, el('button', { 'data-action': 'replay', onclick: () => replay([d.event.sequence]), text: 'Replay' })))));
 }
 

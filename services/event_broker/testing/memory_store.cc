@@ -47,6 +47,9 @@ struct Group {
   std::set<std::pair<int64_t, uint64_t>> due_order;
   std::map<uint64_t, std::string> owner;      // seq -> the replica holding it
   std::map<uint64_t, DeadLetterRecord> dead;  // with their own copy of the event
+  // Why a delivery came back before its ack, until it is handed out again
+  // (the requeue's reason; absent: its lease ran out).
+  std::map<uint64_t, std::string> why;
 
   void SetDue(uint64_t seq, int64_t ms) {
     auto [it, inserted] = due_ms.try_emplace(seq, ms);
@@ -210,7 +213,8 @@ void ApplyOp(MemoryStoreState& s, const GroupOp& op, absl::Time now)
         copy->type = op.event->type;
         copy->payload = op.event->payload;
       }
-      g.dead[op.seq] = DeadLetterRecord{op.group.name, std::move(copy), op.attempts, Micros(now)};
+      g.dead[op.seq] =
+          DeadLetterRecord{op.group.name, std::move(copy), op.attempts, Micros(now), op.error};
       break;
     }
     case GroupOp::Kind::kRemoveDeadLetter:
@@ -446,6 +450,7 @@ absl::StatusOr<ClaimResult> MemoryEventStore::Claim(const ClaimRequest& req, abs
   auto full = [&] { return out.deliveries.size() >= max || bytes >= kClaimMaxBytes; };
   auto hand = [&](const EventPtr& ev, uint32_t attempt) {
     g.pending[ev->seq] = attempt;
+    g.why.erase(ev->seq);
     g.SetDue(ev->seq, until_ms);
     g.owner[ev->seq] = req.owner;
     out.deliveries.push_back(ClaimedDelivery{ev, attempt});
@@ -466,10 +471,13 @@ absl::StatusOr<ClaimResult> MemoryEventStore::Claim(const ClaimRequest& req, abs
       g.pending.erase(seq);
       g.ClearDue(seq);
       g.owner.erase(seq);
+      auto why = g.why.find(seq);
+      std::string error = why == g.why.end() ? kReasonExpired : std::move(why->second);
+      if (why != g.why.end()) g.why.erase(why);
       // One retention deleted is dropped.
       if (e != nullptr) {
-        g.dead[seq] =
-            DeadLetterRecord{req.group.name, e->event, attempts, absl::FromUnixMillis(now_ms)};
+        g.dead[seq] = DeadLetterRecord{req.group.name, e->event, attempts,
+                                       absl::FromUnixMillis(now_ms), std::move(error)};
         ++out.dead_lettered;
       }
       continue;
@@ -507,6 +515,7 @@ absl::StatusOr<uint32_t> MemoryEventStore::AckDeliveries(const std::string& grou
   for (uint64_t seq : seqs) {
     if (g.pending.erase(seq) == 0) continue;
     g.ClearDue(seq);
+    g.why.erase(seq);
     g.owner.erase(seq);
     ++n;
   }
@@ -515,15 +524,15 @@ absl::StatusOr<uint32_t> MemoryEventStore::AckDeliveries(const std::string& grou
 
 absl::StatusOr<uint32_t> MemoryEventStore::Requeue(const std::string& group,
                                                    const std::vector<DeliveryRef>& refs,
-                                                   absl::Time at) {
-  return Release(group, nullptr, refs, at);
+                                                   absl::Time at, const std::string& reason) {
+  return Release(group, nullptr, refs, at, reason);
 }
 
 absl::StatusOr<uint32_t> MemoryEventStore::GiveBack(const std::string& group,
                                                     const std::string& owner,
                                                     const std::vector<DeliveryRef>& refs,
                                                     absl::Time at) {
-  return Release(group, &owner, refs, at);
+  return Release(group, &owner, refs, at, kReasonMemberLeft);
 }
 
 // The requeue script: held deliveries still at their attempt (and held by
@@ -531,7 +540,7 @@ absl::StatusOr<uint32_t> MemoryEventStore::GiveBack(const std::string& group,
 absl::StatusOr<uint32_t> MemoryEventStore::Release(const std::string& group,
                                                    const std::string* owner,
                                                    const std::vector<DeliveryRef>& refs,
-                                                   absl::Time at) {
+                                                   absl::Time at, const std::string& reason) {
   absl::MutexLock lock(&state_->mu);
   Group& g = state_->groups[group];
   if (absl::Status st = CheckKnown(g, group, refs); !st.ok()) return st;
@@ -544,6 +553,7 @@ absl::StatusOr<uint32_t> MemoryEventStore::Release(const std::string& group,
     }
     g.owner.erase(holder);
     g.SetDue(ref.seq, absl::ToUnixMillis(at));
+    g.why[ref.seq] = reason;
     ++n;
   }
   return n;

@@ -69,7 +69,7 @@ class MemoryEventStore : public EventStore {
   absl::StatusOr<uint32_t> AckDeliveries(const std::string& group,
                                          const std::vector<uint64_t>& seqs) override;
   absl::StatusOr<uint32_t> Requeue(const std::string& group, const std::vector<DeliveryRef>& refs,
-                                   absl::Time at) override;
+                                   absl::Time at, const std::string& reason) override;
   absl::StatusOr<uint32_t> Revive(const std::string& group, const std::vector<uint64_t>& seqs,
                                   absl::Time at) override;
   absl::StatusOr<uint32_t> GiveBack(const std::string& group, const std::string& owner,
@@ -85,7 +85,8 @@ class MemoryEventStore : public EventStore {
 
  private:
   absl::StatusOr<uint32_t> Release(const std::string& group, const std::string* owner,
-                                   const std::vector<DeliveryRef>& refs, absl::Time at);
+                                   const std::vector<DeliveryRef>& refs, absl::Time at,
+                                   const std::string& reason);
 
   const std::shared_ptr<MemoryStoreState> state_;
   const absl::Duration dedupe_window_;
