@@ -417,8 +417,9 @@ absl::StatusOr<int> AdminHttpServer::Start(const std::string& addr, const Server
   std::string listen = tls.enabled() ? "127.0.0.1:0" : addr;
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
-  // Every stream holds a thread of its own; 8 more serve everything else.
-  int threads = 8;
+  // Every stream holds a thread of its own; worker_threads_ more serve
+  // everything else.
+  int threads = worker_threads_;
   for (const RouteEntry& r : routes_) threads += r.max_streams;
   std::string num_threads = absl::StrCat(threads);
   // request_timeout_ms also bounds each write: a stream whose reader took

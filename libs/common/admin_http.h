@@ -1,6 +1,7 @@
 #ifndef SWITCHBOARD_LIBS_COMMON_ADMIN_HTTP_H_
 #define SWITCHBOARD_LIBS_COMMON_ADMIN_HTTP_H_
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <map>
@@ -126,6 +127,11 @@ class AdminHttpServer {
   void StreamRoute(const std::string& method, const std::string& path, Scope::Kind scope,
                    int max_streams, bool query_token, StreamHandler handler);
   void SetReadiness(std::function<bool()> ready) { ready_ = std::move(ready); }
+  // civetweb threads for everything but streams (8). A thread serves one
+  // keep-alive connection until it idles, so a server that many clients keep
+  // connections open to (a webhook receiver) needs one per connection, or
+  // requests on the others wait seconds. Before Start.
+  void SetWorkerThreads(int n) { worker_threads_ = std::max(1, n); }
   // Every route but the public ones (/metrics, /healthz, /readyz and those of
   // PublicRoute) needs a caller this
   // accepts (401 otherwise). Before Start; must outlive the server.
@@ -164,6 +170,7 @@ class AdminHttpServer {
   std::function<bool()> ready_;
   Authenticator* auth_ = nullptr;
   std::function<void()> before_scrape_;
+  int worker_threads_ = 8;
   std::vector<RouteEntry> routes_;
   mg_context* ctx_ = nullptr;
   std::unique_ptr<TlsTerminator> tls_;  // HTTPS in front of civetweb
