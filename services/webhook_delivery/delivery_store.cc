@@ -53,10 +53,64 @@ absl::StatusOr<std::vector<DeliveryRecord>> Collect(sqlite3* db, Stmt& st) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SqliteDeliveryStore>> SqliteDeliveryStore::Open(
-    const std::string& data_dir) {
+    const std::string& data_dir, Options options) {
   absl::StatusOr<sqlite3*> db = sqlite::OpenDatabase(data_dir, "deliveries.db", kSchema);
   if (!db.ok()) return db.status();
-  return std::unique_ptr<SqliteDeliveryStore>(new SqliteDeliveryStore(*db));
+  std::unique_ptr<SqliteDeliveryStore> store(new SqliteDeliveryStore(*db, options));
+  absl::MutexLock lock(&store->mu_);
+  // (A backlog too large is counted again at the first claim, by its clock.)
+  if (absl::Status s = store->RebuildIndexLocked(absl::InfinitePast()); !s.ok()) return s;
+  return store;
+}
+
+absl::Status SqliteDeliveryStore::RebuildIndexLocked(absl::Time now) {
+  due_.Clear();
+  indexed_ = false;
+  size_t most = std::max<size_t>(1, options_.max_indexed / 2);
+  Stmt st(db_, &stmts_,
+          "SELECT id, webhook_id, next_attempt_us, rowid FROM deliveries WHERE status=? LIMIT ?");
+  st.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
+  st.Bind(2, static_cast<int64_t>(most + 1));
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) due_.Put(st.Text(0), st.Text(1), st.Int(2), st.Int(3));
+  if (rc != SQLITE_DONE) {
+    due_.Clear();
+    return sqlite::Error(db_, "index pending deliveries");
+  }
+  if (due_.size() > most) {
+    // A backlog too large to hold: claims read the table until it shrinks.
+    due_.Clear();
+    rebuild_after_ = now + absl::Seconds(5);
+    return absl::OkStatus();
+  }
+  indexed_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status SqliteDeliveryStore::IndexLocked(const DeliveryRecord& r,
+                                              std::optional<int64_t> rowid) {
+  if (!indexed_) return absl::OkStatus();
+  const std::string& id = r.delivery.id();
+  if (r.delivery.status() != v1::DELIVERY_STATUS_PENDING) {
+    due_.Remove(id);
+    return absl::OkStatus();
+  }
+  int64_t due_us = absl::ToUnixMicros(r.next_attempt);
+  if (!rowid.has_value() && due_.Reschedule(id, due_us)) return absl::OkStatus();
+  if (!rowid.has_value()) {
+    Stmt st(db_, &stmts_, "SELECT rowid FROM deliveries WHERE id=?");
+    st.Bind(1, id);
+    if (st.Step() != SQLITE_ROW) return absl::OkStatus();  // no such delivery: nothing to index
+    rowid = st.Int(0);
+  }
+  due_.Put(id, r.delivery.webhook_id(), due_us, *rowid);
+  if (due_.size() > options_.max_indexed) {
+    // The next claim reads the table (and counts again, then every 5 s).
+    due_.Clear();
+    indexed_ = false;
+    rebuild_after_ = absl::InfinitePast();
+  }
+  return absl::OkStatus();
 }
 
 SqliteDeliveryStore::~SqliteDeliveryStore() {
@@ -69,6 +123,7 @@ absl::StatusOr<int> SqliteDeliveryStore::Create(const std::vector<DeliveryRecord
   absl::MutexLock lock(&mu_);
   if (absl::Status s = sqlite::Exec(db_, "BEGIN"); !s.ok()) return s;
   int created = 0;
+  std::vector<std::pair<const DeliveryRecord*, int64_t>> added;  // with their rowids
   for (const DeliveryRecord& r : records) {
     Stmt st(db_, &stmts_,
             "INSERT OR IGNORE INTO deliveries(id,webhook_id,event_id,status,next_attempt_us,"
@@ -86,9 +141,13 @@ absl::StatusOr<int> SqliteDeliveryStore::Create(const std::vector<DeliveryRecord
       sqlite::Exec(db_, "ROLLBACK").IgnoreError();
       return s;
     }
-    created += sqlite3_changes(db_);
+    if (sqlite3_changes(db_) > 0) {
+      ++created;
+      added.emplace_back(&r, sqlite3_last_insert_rowid(db_));
+    }
   }
   if (absl::Status s = sqlite::Exec(db_, "COMMIT"); !s.ok()) return s;
+  for (const auto& [r, rowid] : added) IndexLocked(*r, rowid).IgnoreError();
   return created;
 }
 
@@ -96,14 +155,14 @@ absl::Status SqliteDeliveryStore::Update(const DeliveryRecord& r) {
   absl::MutexLock lock(&mu_);
   if (absl::Status s = UpdateLocked(r); !s.ok()) return s;
   leases_.erase(r.delivery.id());
-  return absl::OkStatus();
+  return IndexLocked(r, std::nullopt);
 }
 
 absl::Status SqliteDeliveryStore::UpdateMany(const std::vector<DeliveryRecord>& records,
                                              const std::string& owner) {
   absl::MutexLock lock(&mu_);
   if (absl::Status s = sqlite::Exec(db_, "BEGIN"); !s.ok()) return s;
-  std::vector<std::string> done;
+  std::vector<const DeliveryRecord*> done;
   for (const DeliveryRecord& r : records) {
     auto lease = leases_.find(r.delivery.id());
     if (lease == leases_.end() || lease->second.owner != owner || lease->second.token != r.claim) {
@@ -113,10 +172,13 @@ absl::Status SqliteDeliveryStore::UpdateMany(const std::vector<DeliveryRecord>& 
       sqlite::Exec(db_, "ROLLBACK").IgnoreError();
       return s;
     }
-    done.push_back(r.delivery.id());
+    done.push_back(&r);
   }
   if (absl::Status s = sqlite::Exec(db_, "COMMIT"); !s.ok()) return s;
-  for (const std::string& id : done) leases_.erase(id);
+  for (const DeliveryRecord* r : done) {
+    leases_.erase(r->delivery.id());
+    if (absl::Status s = IndexLocked(*r, std::nullopt); !s.ok()) return s;
+  }
   return absl::OkStatus();
 }
 
@@ -205,22 +267,86 @@ absl::StatusOr<Claimed> SqliteDeliveryStore::Claim(const ClaimRequest& req) {
       live++;
     }
   }
+  if (!indexed_ && req.now >= rebuild_after_) {
+    if (absl::Status s = RebuildIndexLocked(req.now); !s.ok()) return s;
+  }
+  absl::Status s = indexed_
+                       ? ClaimFromIndexLocked(req, std::move(skip), std::move(held), &out)
+                       : ClaimFromTableLocked(req, std::move(skip), std::move(held), live, &out);
+  if (!s.ok()) return s;
+  std::vector<std::string> ids;
+  for (const DeliveryRecord& r : out.records) ids.push_back(r.delivery.id());
+  last_claims_[req.owner] = {req.request_id, std::move(ids)};
+  return out;
+}
+
+void SqliteDeliveryStore::LeaseLocked(const ClaimRequest& req, DeliveryRecord& r) {
+  leases_[r.delivery.id()] =
+      Lease{req.owner, r.delivery.webhook_id(), req.now + req.lease, ++next_token_};
+  r.claim = next_token_;
+}
+
+absl::Status SqliteDeliveryStore::ClaimFromIndexLocked(const ClaimRequest& req,
+                                                       std::set<std::string> skip,
+                                                       std::map<std::string, int> held,
+                                                       Claimed* out) {
+  std::vector<std::string> chosen;
+  due_.Visit(
+      absl::ToUnixMicros(req.now), skip,
+      [&](const std::string& id, const std::string& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        if (chosen.size() >= req.limit) return DueIndex::Next::kStop;
+        auto lease = leases_.find(id);
+        if (lease != leases_.end() && lease->second.until > req.now) {
+          return DueIndex::Next::kContinue;
+        }
+        if (held[w] >= req.max_per_webhook) {
+          out->full.insert(w);
+          return DueIndex::Next::kSkipWebhook;
+        }
+        auto rate = req.rate_limits.find(w);
+        absl::Time next;
+        if (rate != req.rate_limits.end() && !buckets_.Take(w, rate->second, req.now, &next)) {
+          out->throttled[w] = next;
+          return DueIndex::Next::kSkipWebhook;
+        }
+        held[w]++;
+        chosen.push_back(id);
+        return DueIndex::Next::kContinue;
+      });
+  // Only the rows taken are read: those under lease cost no read at all.
+  for (const std::string& id : chosen) {
+    Stmt st(db_, &stmts_, absl::StrCat("SELECT ", kColumns, " FROM deliveries WHERE id=?"));
+    st.Bind(1, id);
+    absl::StatusOr<std::vector<DeliveryRecord>> row = Collect(db_, st);
+    if (!row.ok()) return row.status();
+    for (DeliveryRecord& r : *row) {
+      LeaseLocked(req, r);
+      out->records.push_back(std::move(r));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteDeliveryStore::ClaimFromTableLocked(const ClaimRequest& req,
+                                                       std::set<std::string> skip,
+                                                       std::map<std::string, int> held, size_t live,
+                                                       Claimed* out) {
   // A round reads past the deliveries under lease; an endpoint found full or
   // throttled joins `skip`, and the next round reads past its backlog.
-  for (int round = 0; round < 4 && out.records.size() < req.limit; ++round) {
-    size_t want = req.limit - out.records.size() + live;
+  for (int round = 0; round < 4 && out->records.size() < req.limit; ++round) {
+    size_t want = req.limit - out->records.size() + live;
     absl::StatusOr<std::vector<DeliveryRecord>> due = DueLocked(req.now, want, skip);
     if (!due.ok()) return due.status();
     bool skipped_more = false;
     for (DeliveryRecord& r : *due) {
-      if (out.records.size() >= req.limit) break;
+      if (out->records.size() >= req.limit) break;
       const std::string& id = r.delivery.id();
       const std::string& w = r.delivery.webhook_id();
       auto lease = leases_.find(id);
       if (lease != leases_.end() && lease->second.until > req.now) continue;
       if (skip.count(w)) continue;
       if (held[w] >= req.max_per_webhook) {
-        out.full.insert(w);
+        out->full.insert(w);
         skip.insert(w);
         skipped_more = true;
         continue;
@@ -228,23 +354,19 @@ absl::StatusOr<Claimed> SqliteDeliveryStore::Claim(const ClaimRequest& req) {
       auto rate = req.rate_limits.find(w);
       absl::Time next;
       if (rate != req.rate_limits.end() && !buckets_.Take(w, rate->second, req.now, &next)) {
-        out.throttled[w] = next;
+        out->throttled[w] = next;
         skip.insert(w);
         skipped_more = true;
         continue;
       }
-      leases_[id] = Lease{req.owner, w, req.now + req.lease, ++next_token_};
-      r.claim = next_token_;
+      LeaseLocked(req, r);
       held[w]++;
       live++;
-      out.records.push_back(std::move(r));
+      out->records.push_back(std::move(r));
     }
     if (!skipped_more || due->size() < want) break;
   }
-  std::vector<std::string> ids;
-  for (const DeliveryRecord& r : out.records) ids.push_back(r.delivery.id());
-  last_claims_[req.owner] = {req.request_id, std::move(ids)};
-  return out;
+  return absl::OkStatus();
 }
 
 absl::Status SqliteDeliveryStore::Renew(const std::vector<std::string>& ids,
@@ -274,6 +396,17 @@ absl::Status SqliteDeliveryStore::Release(const std::vector<ClaimRef>& claims,
 absl::StatusOr<absl::Time> SqliteDeliveryStore::NextDue(
     const std::vector<std::string>& skip_webhooks) {
   absl::MutexLock lock(&mu_);
+  if (indexed_) {
+    std::set<std::string> skip(skip_webhooks.begin(), skip_webhooks.end());
+    std::optional<int64_t> next =
+        due_.NextDue(skip, [this](const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          auto lease = leases_.find(id);
+          return lease == leases_.end()
+                     ? std::optional<int64_t>()
+                     : std::optional<int64_t>(absl::ToUnixMicros(lease->second.until));
+        });
+    return next.has_value() ? absl::FromUnixMicros(*next) : absl::InfiniteFuture();
+  }
   // The earliest rows, read past those under lease (which are due when
   // their lease runs out).
   Stmt st(db_, &stmts_,

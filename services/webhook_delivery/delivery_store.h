@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "libs/common/sqlite_util.h"
+#include "services/webhook_delivery/due_index.h"
 #include "switchboard/webhooks/v1/webhooks.pb.h"
 
 namespace switchboard::webhooks {
@@ -128,7 +129,17 @@ class DeliveryStore {
 
 class SqliteDeliveryStore : public DeliveryStore {
  public:
-  static absl::StatusOr<std::unique_ptr<SqliteDeliveryStore>> Open(const std::string& data_dir);
+  struct Options {
+    // Claims and wake-ups read the pending deliveries from memory while there
+    // are at most this many (a DueIndex, ~150 bytes each); past it, from the
+    // table's index, until the backlog is down to half of it again.
+    size_t max_indexed = 200'000;
+  };
+  static absl::StatusOr<std::unique_ptr<SqliteDeliveryStore>> Open(const std::string& data_dir,
+                                                                   Options options);
+  static absl::StatusOr<std::unique_ptr<SqliteDeliveryStore>> Open(const std::string& data_dir) {
+    return Open(data_dir, Options());
+  }
   ~SqliteDeliveryStore() override;
   absl::StatusOr<int> Create(const std::vector<DeliveryRecord>& records) override;
   absl::Status Update(const DeliveryRecord& record) override;
@@ -146,11 +157,32 @@ class SqliteDeliveryStore : public DeliveryStore {
   absl::StatusOr<std::map<int, uint64_t>> CountByStatus() override;
   absl::StatusOr<std::pair<uint64_t, uint64_t>> CountPending(absl::Time now) override;
 
+  // Whether claims read the pending deliveries from memory (for tests).
+  bool indexed() {
+    absl::MutexLock lock(&mu_);
+    return indexed_;
+  }
+
  private:
-  explicit SqliteDeliveryStore(sqlite3* db) : db_(db) {}
+  SqliteDeliveryStore(sqlite3* db, Options options) : db_(db), options_(options) {}
   absl::Status UpdateLocked(const DeliveryRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<DeliveryRecord>> DueLocked(absl::Time now, size_t limit,
                                                         const std::set<std::string>& skip)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Claim's two ways of finding due deliveries (they take the same ones).
+  absl::Status ClaimFromIndexLocked(const ClaimRequest& req, std::set<std::string> skip,
+                                    std::map<std::string, int> held, Claimed* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ClaimFromTableLocked(const ClaimRequest& req, std::set<std::string> skip,
+                                    std::map<std::string, int> held, size_t live, Claimed* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes delivery `r` for req.owner under a new lease.
+  void LeaseLocked(const ClaimRequest& req, DeliveryRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reads every pending delivery into due_ when there are few enough;
+  // otherwise tries again after a while.
+  absl::Status RebuildIndexLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records written (committed) go into due_, or out of it.
+  absl::Status IndexLocked(const DeliveryRecord& r, std::optional<int64_t> rowid)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
@@ -169,6 +201,11 @@ class SqliteDeliveryStore : public DeliveryStore {
       ABSL_GUARDED_BY(mu_);
   uint64_t next_token_ ABSL_GUARDED_BY(mu_) = 0;
   RateBuckets buckets_ ABSL_GUARDED_BY(mu_);
+  const Options options_;
+  // Every pending delivery while indexed_ (see Options::max_indexed).
+  DueIndex due_ ABSL_GUARDED_BY(mu_);
+  bool indexed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time rebuild_after_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
 }  // namespace switchboard::webhooks
