@@ -147,13 +147,20 @@ absl::StatusOr<int> SqliteDeliveryStore::Create(const std::vector<DeliveryRecord
     }
   }
   if (absl::Status s = sqlite::Exec(db_, "COMMIT"); !s.ok()) return s;
-  for (const auto& [r, rowid] : added) IndexLocked(*r, rowid).IgnoreError();
+  Transitions moved;
+  for (const auto& [r, rowid] : added) {
+    IndexLocked(*r, rowid).IgnoreError();
+    moved.emplace_back(-1, r->delivery.status());
+  }
+  CountLocked(moved);
   return created;
 }
 
 absl::Status SqliteDeliveryStore::Update(const DeliveryRecord& r) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = UpdateLocked(r); !s.ok()) return s;
+  Transitions moved;
+  if (absl::Status s = UpdateLocked(r, &moved); !s.ok()) return s;
+  CountLocked(moved);
   leases_.erase(r.delivery.id());
   return IndexLocked(r, std::nullopt);
 }
@@ -163,18 +170,20 @@ absl::Status SqliteDeliveryStore::UpdateMany(const std::vector<DeliveryRecord>& 
   absl::MutexLock lock(&mu_);
   if (absl::Status s = sqlite::Exec(db_, "BEGIN"); !s.ok()) return s;
   std::vector<const DeliveryRecord*> done;
+  Transitions moved;
   for (const DeliveryRecord& r : records) {
     auto lease = leases_.find(r.delivery.id());
     if (lease == leases_.end() || lease->second.owner != owner || lease->second.token != r.claim) {
       continue;
     }
-    if (absl::Status s = UpdateLocked(r); !s.ok()) {
+    if (absl::Status s = UpdateLocked(r, &moved); !s.ok()) {
       sqlite::Exec(db_, "ROLLBACK").IgnoreError();
       return s;
     }
     done.push_back(&r);
   }
   if (absl::Status s = sqlite::Exec(db_, "COMMIT"); !s.ok()) return s;
+  CountLocked(moved);
   for (const DeliveryRecord* r : done) {
     leases_.erase(r->delivery.id());
     if (absl::Status s = IndexLocked(*r, std::nullopt); !s.ok()) return s;
@@ -200,14 +209,38 @@ bool RateBuckets::Take(const std::string& webhook_id, const RateLimitSpec& rate,
   return false;
 }
 
-absl::Status SqliteDeliveryStore::UpdateLocked(const DeliveryRecord& r) {
+absl::Status SqliteDeliveryStore::UpdateLocked(const DeliveryRecord& r, Transitions* moved) {
+  const std::string& id = r.delivery.id();
+  std::optional<int> was;
+  if (counts_.has_value()) {
+    if (indexed_ && due_.Contains(id)) {
+      was = v1::DELIVERY_STATUS_PENDING;
+    } else {
+      Stmt old(db_, &stmts_, "SELECT status FROM deliveries WHERE id=?");
+      old.Bind(1, id);
+      if (old.Step() == SQLITE_ROW) was = static_cast<int>(old.Int(0));
+    }
+  }
   Stmt st(db_, &stmts_, "UPDATE deliveries SET status=?, next_attempt_us=?, record=? WHERE id=?");
   st.Bind(1, static_cast<int64_t>(r.delivery.status()));
   st.Bind(2, absl::ToUnixMicros(r.next_attempt));
   st.BindBlob(3, r.delivery.SerializeAsString());
-  st.Bind(4, r.delivery.id());
+  st.Bind(4, id);
   if (st.Step() != SQLITE_DONE) return sqlite::Error(db_, "update delivery");
+  if (was.has_value() && sqlite3_changes(db_) > 0) moved->emplace_back(*was, r.delivery.status());
   return absl::OkStatus();
+}
+
+void SqliteDeliveryStore::CountLocked(const Transitions& moved) {
+  if (!counts_.has_value()) return;
+  for (const auto& [from, to] : moved) {
+    if (from == to) continue;
+    if (from >= 0) {
+      auto it = counts_->find(from);
+      if (it != counts_->end() && it->second > 0 && --it->second == 0) counts_->erase(it);
+    }
+    (*counts_)[to]++;
+  }
 }
 
 namespace {
@@ -452,6 +485,7 @@ absl::StatusOr<std::vector<DeliveryRecord>> SqliteDeliveryStore::List(const std:
 
 absl::StatusOr<std::map<int, uint64_t>> SqliteDeliveryStore::CountByStatus() {
   absl::MutexLock lock(&mu_);
+  if (counts_.has_value()) return *counts_;
   Stmt st(db_, &stmts_, "SELECT status, COUNT(*) FROM deliveries GROUP BY status");
   std::map<int, uint64_t> out;
   int rc;
@@ -459,6 +493,7 @@ absl::StatusOr<std::map<int, uint64_t>> SqliteDeliveryStore::CountByStatus() {
     out[static_cast<int>(st.Int(0))] = static_cast<uint64_t>(st.Int(1));
   }
   if (rc != SQLITE_DONE) return sqlite::Error(db_, "count deliveries");
+  counts_ = out;
   return out;
 }
 

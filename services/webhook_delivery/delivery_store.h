@@ -165,7 +165,11 @@ class SqliteDeliveryStore : public DeliveryStore {
 
  private:
   SqliteDeliveryStore(sqlite3* db, Options options) : db_(db), options_(options) {}
-  absl::Status UpdateLocked(const DeliveryRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Status changes (from, to) of rows written, for counts_ once committed.
+  using Transitions = std::vector<std::pair<int, int>>;
+  absl::Status UpdateLocked(const DeliveryRecord& record, Transitions* moved)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CountLocked(const Transitions& moved) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<DeliveryRecord>> DueLocked(absl::Time now, size_t limit,
                                                         const std::set<std::string>& skip)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -205,6 +209,9 @@ class SqliteDeliveryStore : public DeliveryStore {
   // Every pending delivery while indexed_ (see Options::max_indexed).
   DueIndex due_ ABSL_GUARDED_BY(mu_);
   bool indexed_ ABSL_GUARDED_BY(mu_) = false;
+  // Deliveries by status, counted once (at the first CountByStatus) and then
+  // kept as rows change: GetStats must not scan the outbox under mu_.
+  std::optional<std::map<int, uint64_t>> counts_ ABSL_GUARDED_BY(mu_);
   absl::Time rebuild_after_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 

@@ -34,6 +34,7 @@ class DueIndex {
   // order stay); false when it holds none by that id.
   bool Reschedule(const std::string& id, int64_t due_us);
   void Remove(const std::string& id);
+  bool Contains(const std::string& id) const { return by_id_.contains(id); }
   void Clear();
   size_t size() const { return by_id_.size(); }
 

@@ -95,10 +95,14 @@ TEST(SqliteOutboxTest, IndexAndTableClaimTheSameDeliveries) {
   auto table = SqliteDeliveryStore::Open(dir_b, tiny);
   ASSERT_TRUE(indexed.ok()) << indexed.status();
   ASSERT_TRUE(table.ok()) << table.status();
+  // Counted from here on as rows change (GetStats does not scan).
+  ASSERT_TRUE((*indexed)->CountByStatus()->empty());
+  ASSERT_TRUE((*table)->CountByStatus()->empty());
   std::mt19937 rng(7);
   absl::Time now = absl::FromUnixSeconds(1'700'000'000);
   int created = 0;
   std::vector<DeliveryRecord> held;  // claimed and not yet finished
+  int fulls = 0, throttles = 0;
   for (int step = 0; step < 400; ++step) {
     now += absl::Milliseconds(rng() % 50);
     std::vector<DeliveryRecord> fresh;
@@ -131,6 +135,8 @@ TEST(SqliteOutboxTest, IndexAndTableClaimTheSameDeliveries) {
     ASSERT_EQ(ids_a, ids_b) << "step " << step;
     ASSERT_EQ(a->full, b->full) << "step " << step;
     ASSERT_EQ(a->throttled, b->throttled) << "step " << step;
+    fulls += !a->full.empty();
+    throttles += !a->throttled.empty();
     for (size_t i = 0; i < a->records.size(); ++i) {
       ASSERT_EQ(a->records[i].claim, b->records[i].claim);
       held.push_back(a->records[i]);
@@ -161,9 +167,20 @@ TEST(SqliteOutboxTest, IndexAndTableClaimTheSameDeliveries) {
     absl::StatusOr<absl::Time> next_b = (*table)->NextDue(skip);
     ASSERT_TRUE(next_a.ok() && next_b.ok());
     ASSERT_EQ(*next_a, *next_b) << "step " << step;
+    ASSERT_EQ(*(*indexed)->CountByStatus(), *(*table)->CountByStatus()) << "step " << step;
   }
   EXPECT_TRUE((*indexed)->indexed());
   EXPECT_FALSE((*table)->indexed());
+  EXPECT_GT(fulls, 10) << "the workload never filled an endpoint";
+  EXPECT_GT(throttles, 3) << "the workload never hit a rate limit";
+  // The counts kept are those a scan finds.
+  auto scanned = SqliteDeliveryStore::Open(dir_a);
+  ASSERT_TRUE(scanned.ok()) << scanned.status();
+  std::map<int, uint64_t> counts = *(*scanned)->CountByStatus();
+  EXPECT_EQ(*(*indexed)->CountByStatus(), counts);
+  EXPECT_GT(counts[v1::DELIVERY_STATUS_DELIVERED], 100u);
+  EXPECT_GT(counts[v1::DELIVERY_STATUS_FAILED], 100u);
+  EXPECT_GT(counts[v1::DELIVERY_STATUS_PENDING], 10u);
 
   // Past max_indexed the store reads the table; back under half of it (and
   // 5 s later) it indexes again, and a reopened store indexes what is there.
