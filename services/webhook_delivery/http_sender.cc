@@ -9,6 +9,7 @@
 namespace switchboard::webhooks {
 
 constexpr size_t kMaxResponseBody = 4096;
+constexpr size_t kMaxIdleHandles = 256;
 
 struct CurlMultiSender::Transfer {
   HttpCall call;
@@ -69,6 +70,8 @@ void CurlMultiSender::Stop() {
   // Abandoned without calling `done`: their deliveries stay due in the outbox.
   for (auto& [easy, t] : running_) curl_multi_remove_handle(multi_, easy);
   running_.clear();
+  for (CURL* e : idle_) curl_easy_cleanup(e);
+  idle_.clear();
   absl::MutexLock lock(&mu_);
   incoming_.clear();
 }
@@ -77,16 +80,25 @@ void CurlMultiSender::Send(HttpCall call, std::function<void(HttpResult)> done) 
   auto t = std::make_unique<Transfer>();
   t->call = std::move(call);
   t->done = std::move(done);
+  bool wake;
   {
     absl::MutexLock lock(&mu_);
     if (stop_) return;
     incoming_.push_back(std::move(t));
+    wake = !woken_;
+    woken_ = true;
   }
-  curl_multi_wakeup(multi_);
+  if (wake) curl_multi_wakeup(multi_);
 }
 
 void CurlMultiSender::Start(std::unique_ptr<Transfer> t) {
-  CURL* e = curl_easy_init();
+  CURL* e;
+  if (idle_.empty()) {
+    e = curl_easy_init();
+  } else {
+    e = idle_.back();
+    idle_.pop_back();
+  }
   t->easy = e;
   curl_easy_setopt(e, CURLOPT_URL, t->call.url.c_str());
   curl_easy_setopt(e, CURLOPT_POST, 1L);
@@ -129,6 +141,7 @@ void CurlMultiSender::Run() {
       absl::MutexLock lock(&mu_);
       if (stop_) return;
       fresh.swap(incoming_);
+      woken_ = false;
     }
     for (auto& t : fresh) Start(std::move(t));
     int still_running = 0;
@@ -153,6 +166,15 @@ void CurlMultiSender::Run() {
         t->result.error = t->error[0] ? t->error : curl_easy_strerror(rc);
       }
       t->done(std::move(t->result));
+      // The connection stays in the multi handle's cache; the easy handle
+      // goes back to the pool, bounded by the connections there can be.
+      t->easy = nullptr;
+      if (idle_.size() < kMaxIdleHandles) {
+        curl_easy_reset(e);
+        idle_.push_back(e);
+      } else {
+        curl_easy_cleanup(e);
+      }
     }
     curl_multi_poll(multi_, nullptr, 0, 1000, nullptr);
   }
