@@ -198,7 +198,7 @@ class GrpcBrokerClient : public BrokerClient {
     req.set_group(group);
     for (const auto& id : ack_ids) req.add_ack_ids(id);
     *req.mutable_delay() = ToProto(delay);
-    req.set_reason(std::string(Utf8Prefix(reason, kMaxNackReasonBytes)));
+    req.set_reason(ValidUtf8Prefix(reason, kMaxNackReasonBytes));
     broker::v1::NackResponse resp;
     return Call(timeout, [&](grpc::ClientContext* ctx) { return stub_->Nack(ctx, req, &resp); });
   }

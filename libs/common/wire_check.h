@@ -14,9 +14,10 @@ namespace switchboard {
 
 bool IsValidUtf8(absl::string_view s);
 
-// The longest prefix of `s` of at most max_bytes that does not end inside a
-// UTF-8 character (a cut message stays a valid string field).
-absl::string_view Utf8Prefix(absl::string_view s, size_t max_bytes);
+// `s` as valid UTF-8 (each byte that starts no valid character replaced by
+// U+FFFD), cut to at most max_bytes without splitting a character: an error
+// message of any bytes fits a protobuf string field.
+std::string ValidUtf8Prefix(absl::string_view s, size_t max_bytes);
 
 // NackRequest.reason: the broker refuses longer ones, clients cut theirs.
 inline constexpr size_t kMaxNackReasonBytes = 1024;

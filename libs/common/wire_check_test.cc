@@ -15,16 +15,27 @@ TEST(Utf8Test, ValidatesSequences) {
   EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));  // surrogate
 }
 
-TEST(Utf8Test, PrefixNeverCutsACharacter) {
+TEST(Utf8Test, ValidPrefixNeverCutsACharacterAndReplacesBadBytes) {
   const std::string s = "ab\xe2\x82\xac\xf0\x9f\x98\x80";  // a b euro smiley: 2+3+4 bytes
-  EXPECT_EQ(Utf8Prefix(s, 100), s);
-  EXPECT_EQ(Utf8Prefix(s, 9), s);
-  EXPECT_EQ(Utf8Prefix(s, 8), "ab\xe2\x82\xac");
-  EXPECT_EQ(Utf8Prefix(s, 5), "ab\xe2\x82\xac");
-  EXPECT_EQ(Utf8Prefix(s, 4), "ab");
-  EXPECT_EQ(Utf8Prefix(s, 2), "ab");
-  EXPECT_EQ(Utf8Prefix(s, 0), "");
-  for (size_t n = 0; n <= s.size(); ++n) EXPECT_TRUE(IsValidUtf8(Utf8Prefix(s, n))) << n;
+  EXPECT_EQ(ValidUtf8Prefix(s, 100), s);
+  EXPECT_EQ(ValidUtf8Prefix(s, 9), s);
+  EXPECT_EQ(ValidUtf8Prefix(s, 8), "ab\xe2\x82\xac");
+  EXPECT_EQ(ValidUtf8Prefix(s, 5), "ab\xe2\x82\xac");
+  EXPECT_EQ(ValidUtf8Prefix(s, 4), "ab");
+  EXPECT_EQ(ValidUtf8Prefix(s, 2), "ab");
+  EXPECT_EQ(ValidUtf8Prefix(s, 0), "");
+  for (size_t n = 0; n <= s.size(); ++n) EXPECT_TRUE(IsValidUtf8(ValidUtf8Prefix(s, n))) << n;
+  // Bytes that start no character (a lone continuation byte, 0xff, a
+  // truncated sequence, an overlong form) become U+FFFD each.
+  EXPECT_EQ(ValidUtf8Prefix("a\x80"
+                            "b\xff"
+                            "c\xe2\x82",
+                            100),
+            "a\xef\xbf\xbd"
+            "b\xef\xbf\xbd"
+            "c\xef\xbf\xbd\xef\xbf\xbd");
+  EXPECT_EQ(ValidUtf8Prefix("\xc0\xaf", 100), "\xef\xbf\xbd\xef\xbf\xbd");
+  EXPECT_EQ(ValidUtf8Prefix("a\xff", 3), "a") << "no room for the replacement";
 }
 
 // Serializes a message whose string fields may hold anything (protobuf only

@@ -77,6 +77,8 @@ struct DeadLetterRecord {
 inline constexpr char kReasonExpired[] = "ack deadline expired";
 inline constexpr char kReasonNacked[] = "nacked";
 inline constexpr char kReasonMemberLeft[] = "subscriber left before acking";
+inline constexpr char kReasonLeaseShort[] =
+    "handed back unsent: its lease ran short while it waited for a subscriber";
 
 // Group state changes. They ride along with the next commit, so acks and
 // deliveries cost no extra transaction of their own under load.
@@ -300,9 +302,8 @@ class EventStore {
   // only while their attempt is still the current one: a late nack of an
   // attempt already redelivered changes nothing. `reason` is kept with each
   // until it is claimed again: the dead letter's last_error if that was its
-  // last attempt (a delivery whose lease ran out has kReasonExpired, one
-  // given back kReasonMemberLeft). Unknown sequences are INVALID_ARGUMENT
-  // naming ack_ids[i].
+  // last attempt (a delivery whose lease ran out has kReasonExpired). Unknown sequences are
+  // INVALID_ARGUMENT naming ack_ids[i].
   virtual absl::StatusOr<uint32_t> Requeue(const std::string& group,
                                            const std::vector<DeliveryRef>& refs, absl::Time at,
                                            const std::string& reason) {
@@ -314,9 +315,11 @@ class EventStore {
     return Unshared("Revive");
   }
   // Deliveries `owner` still holds at the same attempt become due at `at`
-  // (its member left); what another replica claimed again is left alone.
+  // (its member left), keeping `reason` as Requeue does; what another
+  // replica claimed again is left alone.
   virtual absl::StatusOr<uint32_t> GiveBack(const std::string& group, const std::string& owner,
-                                            const std::vector<DeliveryRef>& refs, absl::Time at) {
+                                            const std::vector<DeliveryRef>& refs, absl::Time at,
+                                            const std::string& reason) {
     return Unshared("GiveBack");
   }
   // A new lease end for deliveries still held at the same attempt.

@@ -136,9 +136,9 @@ TEST_P(EventStoreConformance, SharedGroupsLeaseAckAndRedeliver) {
   EXPECT_EQ(rb->redelivered, 3u);
   for (const ClaimedDelivery& d : rb->deliveries) EXPECT_EQ(d.attempt, 2u);
   // Giving back only touches what the giver still holds.
-  EXPECT_EQ(*a->GiveBack("g", "replica-a", {{4, 1}, {6, 1}, {10, 1}}, later), 0u)
+  EXPECT_EQ(*a->GiveBack("g", "replica-a", {{4, 1}, {6, 1}, {10, 1}}, later, "x"), 0u)
       << "b holds them now";
-  EXPECT_EQ(*b->GiveBack("g", "replica-b", {{4, 1}}, later), 0u) << "attempt 1 is over";
+  EXPECT_EQ(*b->GiveBack("g", "replica-b", {{4, 1}}, later, "x"), 0u) << "attempt 1 is over";
   // A nack makes one due again after its delay; a longer lease keeps another.
   EXPECT_EQ(*b->Requeue("g", {{4, 1}}, later + absl::Seconds(1), "x"), 0u) << "a stale nack";
   EXPECT_EQ(*b->Requeue("g", {{4, 2}}, later + absl::Seconds(1), "x"), 1u);
@@ -193,14 +193,14 @@ TEST_P(EventStoreConformance, SharedDeadLettersKeepWhatEndedTheLastAttempt) {
   ASSERT_EQ(a->Claim(req, t0)->deliveries.size(), 4u);
   // Attempt 1: 1 and 2 nacked (through another replica), 3's member left.
   EXPECT_EQ(*b->Requeue("g", {{1, 1}, {2, 1}}, t0, "boom on attempt 1"), 2u);
-  EXPECT_EQ(*a->GiveBack("g", "replica-a", {{3, 1}}, t0), 1u);
+  EXPECT_EQ(*a->GiveBack("g", "replica-a", {{3, 1}}, t0, kReasonMemberLeft), 1u);
   absl::Time t1 = t0 + absl::Seconds(1);
   absl::StatusOr<ClaimResult> r = a->Claim(req, t1);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->deliveries.size(), 3u);
   // Attempt 2: 1 runs out of its lease, 2 is nacked again, 3's member left again.
   EXPECT_EQ(*b->Requeue("g", {{2, 2}}, t1, "boom on attempt 2"), 1u);
-  EXPECT_EQ(*a->GiveBack("g", "replica-a", {{3, 2}}, t1), 1u);
+  EXPECT_EQ(*a->GiveBack("g", "replica-a", {{3, 2}}, t1, kReasonMemberLeft), 1u);
   absl::Time t2 = t1 + absl::Seconds(11);
   r = b->Claim(req, t2);
   ASSERT_TRUE(r.ok()) << r.status();

@@ -77,8 +77,9 @@ class ForwardingEventStore : public EventStore {
     return inner_->Revive(group, seqs, at);
   }
   absl::StatusOr<uint32_t> GiveBack(const std::string& group, const std::string& owner,
-                                    const std::vector<DeliveryRef>& refs, absl::Time at) override {
-    return inner_->GiveBack(group, owner, refs, at);
+                                    const std::vector<DeliveryRef>& refs, absl::Time at,
+                                    const std::string& reason) override {
+    return inner_->GiveBack(group, owner, refs, at, reason);
   }
   absl::StatusOr<uint32_t> ExtendLeases(const std::string& group,
                                         const std::vector<DeliveryRef>& refs,

@@ -237,9 +237,8 @@ absl::StatusOr<uint32_t> RedisEventStore::Requeue(const std::string& group,
 absl::StatusOr<uint32_t> RedisEventStore::GiveBack(const std::string& group,
                                                    const std::string& owner,
                                                    const std::vector<DeliveryRef>& refs,
-                                                   absl::Time at) {
-  std::vector<std::string> args = {absl::StrCat(Millis(at)), absl::StrCat("owner=", owner),
-                                   kReasonMemberLeft};
+                                                   absl::Time at, const std::string& reason) {
+  std::vector<std::string> args = {absl::StrCat(Millis(at)), absl::StrCat("owner=", owner), reason};
   AppendRefs(refs, &args);
   absl::StatusOr<Reply> r = GroupWrite(requeue_, group, std::move(args), "give back");
   if (!r.ok()) return r.status();

@@ -17,8 +17,11 @@
 //   P:ix:co:<id>        zset seq by correlation id (expires after retention)
 //   P:ix:su:<subject>   zset seq by subject (expires after retention)
 //   P:groups            set of group names;  P:g:<name>  hash types cursor maxd
-//   P:g:<name>:pending  hash seq -> attempts
-//   P:g:<name>:dead     zset seq;  P:g:<name>:dl:<seq>  hash a d i t p
+//   P:g:<name>:pending  hash seq -> attempts (:due, :owner, :why: see
+//                       redis_group_scripts.h)
+//   P:g:<name>:dead     zset seq;  P:g:<name>:dl:<seq>  hash a d i t p r
+//                       (attempts, dead-lettered, ingested, type, payload,
+//                       last error)
 //   P:dd:<source,id>    sequence of a recent event with that client id (expires)
 //   P:commit:<token>    the result of a commit already applied
 // Sequences and times travel as decimal strings; Lua numbers hold them

@@ -109,14 +109,15 @@ void SharedGroup::Claim() {
     dead_letters_metric_->Increment(r->dead_lettered);
     LogWarn("events dead-lettered", {{"group", name_}, {"count", r->dead_lettered}});
   }
-  if (!give_back.empty()) GiveBackLater(std::move(give_back));
+  if (!give_back.empty()) GiveBackLater(std::move(give_back), kReasonMemberLeft);
   Wake(wake);
 }
 
-void SharedGroup::GiveBackLater(std::vector<DeliveryRef> refs) {
-  broker_->RequestFill([self = shared_from_this(), refs = std::move(refs)] {
+void SharedGroup::GiveBackLater(std::vector<DeliveryRef> refs, const char* reason) {
+  broker_->RequestFill([self = shared_from_this(), refs = std::move(refs), reason] {
     absl::Status st =
-        self->store_->GiveBack(self->name_, self->owner_, refs, self->broker_->clock()->Now())
+        self->store_
+            ->GiveBack(self->name_, self->owner_, refs, self->broker_->clock()->Now(), reason)
             .status();
     if (!st.ok()) {
       // Their leases run out instead: redelivered after the ack deadline.
@@ -167,7 +168,7 @@ void SharedGroup::Leave(GroupMember* member) {
     }
     wake = MembersLocked();
   }
-  if (!give_back.empty()) GiveBackLater(std::move(give_back));
+  if (!give_back.empty()) GiveBackLater(std::move(give_back), kReasonMemberLeft);
   Wake(wake);
 }
 
@@ -201,7 +202,7 @@ std::optional<Outgoing> SharedGroup::NextFor(GroupMember* member) {
       out = Outgoing{std::move(rd.ev), rd.attempt, MakeAckId(seq, rd.attempt)};
     }
   }
-  if (!give_back.empty()) GiveBackLater(std::move(give_back));
+  if (!give_back.empty()) GiveBackLater(std::move(give_back), kReasonLeaseShort);
   return out;
 }
 

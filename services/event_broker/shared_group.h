@@ -61,7 +61,7 @@ class SharedGroup : public Group, public std::enable_shared_from_this<SharedGrou
   bool ReleaseLocked(uint64_t seq, uint32_t attempt = 0) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gives deliveries this replica holds back to the store (due now), from
   // the fill thread.
-  void GiveBackLater(std::vector<DeliveryRef> refs);
+  void GiveBackLater(std::vector<DeliveryRef> refs, const char* reason);
   std::vector<std::shared_ptr<GroupMember>> MembersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return members_;
   }

@@ -67,50 +67,52 @@ absl::Status SqliteDeliveryStore::RebuildIndexLocked(absl::Time now) {
   due_.Clear();
   indexed_ = false;
   size_t most = std::max<size_t>(1, options_.max_indexed / 2);
-  Stmt st(db_, &stmts_,
-          "SELECT id, webhook_id, next_attempt_us, rowid FROM deliveries WHERE status=? LIMIT ?");
+  // Counted first (the table's index only): a backlog too large is not read.
+  Stmt count(db_, &stmts_,
+             "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries WHERE status=? LIMIT ?)");
+  count.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
+  count.Bind(2, static_cast<int64_t>(most + 1));
+  if (count.Step() != SQLITE_ROW) return sqlite::Error(db_, "count pending deliveries");
+  if (static_cast<size_t>(count.Int(0)) > most) {
+    // Claims read the table until the backlog shrinks.
+    rebuild_after_ = now + absl::Seconds(5);
+    return absl::OkStatus();
+  }
+  Stmt st(db_, &stmts_, "SELECT id, webhook_id, next_attempt_us FROM deliveries WHERE status=?");
   st.Bind(1, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
-  st.Bind(2, static_cast<int64_t>(most + 1));
   int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) due_.Put(st.Text(0), st.Text(1), st.Int(2), st.Int(3));
+  while ((rc = st.Step()) == SQLITE_ROW) due_.Put(st.Text(0), st.Text(1), st.Int(2));
   if (rc != SQLITE_DONE) {
     due_.Clear();
     return sqlite::Error(db_, "index pending deliveries");
-  }
-  if (due_.size() > most) {
-    // A backlog too large to hold: claims read the table until it shrinks.
-    due_.Clear();
-    rebuild_after_ = now + absl::Seconds(5);
-    return absl::OkStatus();
   }
   indexed_ = true;
   return absl::OkStatus();
 }
 
-absl::Status SqliteDeliveryStore::IndexLocked(const DeliveryRecord& r,
-                                              std::optional<int64_t> rowid) {
-  if (!indexed_) return absl::OkStatus();
+void SqliteDeliveryStore::IndexLocked(const DeliveryRecord& r) {
+  if (!indexed_) return;
   const std::string& id = r.delivery.id();
   if (r.delivery.status() != v1::DELIVERY_STATUS_PENDING) {
     due_.Remove(id);
-    return absl::OkStatus();
+    return;
   }
-  int64_t due_us = absl::ToUnixMicros(r.next_attempt);
-  if (!rowid.has_value() && due_.Reschedule(id, due_us)) return absl::OkStatus();
-  if (!rowid.has_value()) {
-    Stmt st(db_, &stmts_, "SELECT rowid FROM deliveries WHERE id=?");
-    st.Bind(1, id);
-    if (st.Step() != SQLITE_ROW) return absl::OkStatus();  // no such delivery: nothing to index
-    rowid = st.Int(0);
-  }
-  due_.Put(id, r.delivery.webhook_id(), due_us, *rowid);
+  due_.Put(id, r.delivery.webhook_id(), absl::ToUnixMicros(r.next_attempt));
   if (due_.size() > options_.max_indexed) {
     // The next claim reads the table (and counts again, then every 5 s).
     due_.Clear();
     indexed_ = false;
     rebuild_after_ = absl::InfinitePast();
   }
-  return absl::OkStatus();
+}
+
+absl::Status SqliteDeliveryStore::CommitLocked() {
+  absl::Status s = sqlite::Exec(db_, "COMMIT");
+  // A COMMIT that failed may leave the transaction open: end it, or the
+  // next write would join it and never commit, while due_ and counts_
+  // took it for done.
+  if (!s.ok() && !sqlite3_get_autocommit(db_)) sqlite::Exec(db_, "ROLLBACK").IgnoreError();
+  return s;
 }
 
 SqliteDeliveryStore::~SqliteDeliveryStore() {
@@ -123,7 +125,7 @@ absl::StatusOr<int> SqliteDeliveryStore::Create(const std::vector<DeliveryRecord
   absl::MutexLock lock(&mu_);
   if (absl::Status s = sqlite::Exec(db_, "BEGIN"); !s.ok()) return s;
   int created = 0;
-  std::vector<std::pair<const DeliveryRecord*, int64_t>> added;  // with their rowids
+  std::vector<const DeliveryRecord*> added;
   for (const DeliveryRecord& r : records) {
     Stmt st(db_, &stmts_,
             "INSERT OR IGNORE INTO deliveries(id,webhook_id,event_id,status,next_attempt_us,"
@@ -143,13 +145,13 @@ absl::StatusOr<int> SqliteDeliveryStore::Create(const std::vector<DeliveryRecord
     }
     if (sqlite3_changes(db_) > 0) {
       ++created;
-      added.emplace_back(&r, sqlite3_last_insert_rowid(db_));
+      added.push_back(&r);
     }
   }
-  if (absl::Status s = sqlite::Exec(db_, "COMMIT"); !s.ok()) return s;
+  if (absl::Status s = CommitLocked(); !s.ok()) return s;
   Transitions moved;
-  for (const auto& [r, rowid] : added) {
-    IndexLocked(*r, rowid).IgnoreError();
+  for (const DeliveryRecord* r : added) {
+    IndexLocked(*r);
     moved.emplace_back(-1, r->delivery.status());
   }
   CountLocked(moved);
@@ -162,7 +164,8 @@ absl::Status SqliteDeliveryStore::Update(const DeliveryRecord& r) {
   if (absl::Status s = UpdateLocked(r, &moved); !s.ok()) return s;
   CountLocked(moved);
   leases_.erase(r.delivery.id());
-  return IndexLocked(r, std::nullopt);
+  IndexLocked(r);
+  return absl::OkStatus();
 }
 
 absl::Status SqliteDeliveryStore::UpdateMany(const std::vector<DeliveryRecord>& records,
@@ -182,11 +185,11 @@ absl::Status SqliteDeliveryStore::UpdateMany(const std::vector<DeliveryRecord>& 
     }
     done.push_back(&r);
   }
-  if (absl::Status s = sqlite::Exec(db_, "COMMIT"); !s.ok()) return s;
+  if (absl::Status s = CommitLocked(); !s.ok()) return s;
   CountLocked(moved);
   for (const DeliveryRecord* r : done) {
     leases_.erase(r->delivery.id());
-    if (absl::Status s = IndexLocked(*r, std::nullopt); !s.ok()) return s;
+    IndexLocked(*r);
   }
   return absl::OkStatus();
 }
@@ -255,14 +258,14 @@ std::string SkipClause(size_t n) {
 
 }  // namespace
 
-// Ties in next_attempt_us come in the index's rowid order (creation order):
-// ordering by anything else would sort every pending row on each read.
+// Ties in next_attempt_us by (webhook_id, id), as DueIndex visits them: the
+// order of the table's index, so nothing is sorted.
 absl::StatusOr<std::vector<DeliveryRecord>> SqliteDeliveryStore::DueLocked(
     absl::Time now, size_t limit, const std::set<std::string>& skip) {
   Stmt st(
       db_, &stmts_,
       absl::StrCat("SELECT ", kColumns, " FROM deliveries WHERE status=? AND next_attempt_us<=?",
-                   SkipClause(skip.size()), " ORDER BY next_attempt_us LIMIT ?"));
+                   SkipClause(skip.size()), " ORDER BY next_attempt_us, webhook_id, id LIMIT ?"));
   int i = 1;
   st.Bind(i++, static_cast<int64_t>(v1::DELIVERY_STATUS_PENDING));
   st.Bind(i++, absl::ToUnixMicros(now));
@@ -353,6 +356,11 @@ absl::Status SqliteDeliveryStore::ClaimFromIndexLocked(const ClaimRequest& req,
     absl::StatusOr<std::vector<DeliveryRecord>> row = Collect(db_, st);
     if (!row.ok()) return row.status();
     for (DeliveryRecord& r : *row) {
+      if (r.delivery.status() != v1::DELIVERY_STATUS_PENDING) {
+        // The index held a row no longer pending: never send it again.
+        due_.Remove(id);
+        continue;
+      }
       LeaseLocked(req, r);
       out->records.push_back(std::move(r));
     }

@@ -186,8 +186,9 @@ class SqliteDeliveryStore : public DeliveryStore {
   // otherwise tries again after a while.
   absl::Status RebuildIndexLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records written (committed) go into due_, or out of it.
-  absl::Status IndexLocked(const DeliveryRecord& r, std::optional<int64_t> rowid)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void IndexLocked(const DeliveryRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // COMMIT, or ROLLBACK when that failed and left the transaction open.
+  absl::Status CommitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
   sqlite::StmtCache stmts_ ABSL_GUARDED_BY(mu_);

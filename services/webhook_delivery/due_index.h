@@ -27,19 +27,16 @@ class DueIndex {
     kStop,         // the visit is over
   };
 
-  // Adds a pending delivery, or moves it to its new due time. `order` breaks
-  // ties in due time (the table's rowid: creation order).
-  void Put(const std::string& id, const std::string& webhook_id, int64_t due_us, int64_t order);
-  // Moves a delivery the index holds to a new due time (its endpoint and
-  // order stay); false when it holds none by that id.
-  bool Reschedule(const std::string& id, int64_t due_us);
+  // Adds a pending delivery, or moves it to its new due time.
+  void Put(const std::string& id, const std::string& webhook_id, int64_t due_us);
   void Remove(const std::string& id);
   bool Contains(const std::string& id) const { return by_id_.contains(id); }
   void Clear();
   size_t size() const { return by_id_.size(); }
 
-  // Visits deliveries due at `now_us`, earliest first over every endpoint
-  // (ties by order), except those of `skip`. `fn` must not change the index.
+  // Visits deliveries due at `now_us`, earliest first over every endpoint,
+  // ties by endpoint id then delivery id (as the table's index orders them),
+  // except those of `skip`. `fn` must not change the index.
   void Visit(
       int64_t now_us, const std::set<std::string>& skip,
       const std::function<Next(const std::string& id, const std::string& webhook_id)>& fn) const;
@@ -53,13 +50,13 @@ class DueIndex {
       const std::function<std::optional<int64_t>(const std::string& id)>& lease_end) const;
 
  private:
-  using Key = std::pair<int64_t, int64_t>;  // (due_us, order)
+  using Key = std::pair<int64_t, std::string>;  // (due_us, delivery id)
   struct Entry {
-    Key key;
+    int64_t due_us;
     std::string webhook_id;
   };
   absl::flat_hash_map<std::string, Entry> by_id_;
-  std::map<std::string, std::map<Key, std::string>> by_webhook_;
+  std::map<std::string, std::set<Key>> by_webhook_;  // each endpoint's queue
 };
 
 }  // namespace switchboard::webhooks

@@ -531,8 +531,8 @@ absl::StatusOr<uint32_t> MemoryEventStore::Requeue(const std::string& group,
 absl::StatusOr<uint32_t> MemoryEventStore::GiveBack(const std::string& group,
                                                     const std::string& owner,
                                                     const std::vector<DeliveryRef>& refs,
-                                                    absl::Time at) {
-  return Release(group, &owner, refs, at, kReasonMemberLeft);
+                                                    absl::Time at, const std::string& reason) {
+  return Release(group, &owner, refs, at, reason);
 }
 
 // The requeue script: held deliveries still at their attempt (and held by

@@ -73,7 +73,8 @@ class MemoryEventStore : public EventStore {
   absl::StatusOr<uint32_t> Revive(const std::string& group, const std::vector<uint64_t>& seqs,
                                   absl::Time at) override;
   absl::StatusOr<uint32_t> GiveBack(const std::string& group, const std::string& owner,
-                                    const std::vector<DeliveryRef>& refs, absl::Time at) override;
+                                    const std::vector<DeliveryRef>& refs, absl::Time at,
+                                    const std::string& reason) override;
   absl::StatusOr<uint32_t> ExtendLeases(const std::string& group,
                                         const std::vector<DeliveryRef>& refs,
                                         absl::Time until) override;
