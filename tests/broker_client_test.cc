@@ -153,8 +153,9 @@ TEST_P(BrokerClientIT, GroupSubscriptionReconnectsAndResumes) {
 // in fail_calls, 1-based); while blocked, a call waits for Release().
 class FakePublishClient : public NullBrokerClient {
  public:
-  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(std::vector<events::v1::Event> evs,
-                                                                absl::Duration) override {
+  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(
+      std::vector<events::v1::Event>* events, absl::Duration) override {
+    const std::vector<events::v1::Event>& evs = *events;
     absl::MutexLock lock(&mu_);
     std::vector<std::string> subjects, ids;
     for (const auto& e : evs) {
@@ -433,6 +434,27 @@ TEST(BatchPublisherTest, ARefusedEventDoesNotTakeItsBatchmatesDown) {
   ASSERT_TRUE(broker.WaitForPublished(3));
   EXPECT_EQ(broker.published(), (Subjects{"first", "good-1", "good-2"}));
   EXPECT_TRUE(WaitUntil([&] { return publisher.dropped_events() == 1; }, absl::Seconds(10)));
+}
+
+// The job worker finishes many jobs at once: each job's events are
+// published whole, in one batch with the others, and a refused event fails
+// only its own job.
+TEST(BatchPublisherTest, PublishEachAnswersEverySubmissionOnItsOwn) {
+  FakePublishClient broker;
+  broker.RefuseSubject("bad");
+  BatchPublisher publisher(&broker, 1000, absl::Seconds(5), 1000, absl::Milliseconds(1),
+                           absl::Milliseconds(5));
+  std::vector<absl::Status> got = publisher.PublishEach(
+      {{Subject("j1-a"), Subject("j1-b")}, {Subject("bad")}, {Subject("j3")}});
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_TRUE(got[0].ok()) << got[0];
+  EXPECT_EQ(got[1].code(), absl::StatusCode::kInvalidArgument) << got[1];
+  EXPECT_TRUE(got[2].ok()) << got[2];
+  EXPECT_EQ(broker.published(), (Subjects{"j1-a", "j1-b", "j3"}));
+  // One call for all three, then each again alone after the refusal.
+  EXPECT_EQ(broker.calls(),
+            (Calls{{"j1-a", "j1-b", "bad", "j3"}, {"j1-a", "j1-b"}, {"bad"}, {"j3"}}));
+  EXPECT_TRUE(publisher.PublishEach({}).empty());
 }
 
 // A broker that takes nothing does not hold callers forever: waiting for

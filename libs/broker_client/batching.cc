@@ -101,6 +101,34 @@ absl::Status BatchPublisher::Publish(std::vector<events::v1::Event> events) {
   return waiter->status;
 }
 
+std::vector<absl::Status> BatchPublisher::PublishEach(
+    std::vector<std::vector<events::v1::Event>> submissions) {
+  size_t n = 0;
+  for (auto& events : submissions) {
+    SetIds(events);
+    n += events.size();
+  }
+  std::vector<std::shared_ptr<Waiter>> waiters;
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status room = WaitForRoom(n); !room.ok()) {
+      return std::vector<absl::Status>(submissions.size(), room);
+    }
+    pending_events_ += n;
+    for (auto& events : submissions) {
+      waiters.push_back(std::make_shared<Waiter>());
+      queue_.push_back(Pending{std::move(events), waiters.back()});
+    }
+  }
+  std::vector<absl::Status> out;
+  out.reserve(waiters.size());
+  for (auto& w : waiters) {
+    w->done.WaitForNotification();
+    out.push_back(w->status);
+  }
+  return out;
+}
+
 void BatchPublisher::PublishAsync(std::vector<events::v1::Event> events) {
   SetIds(events);
   absl::MutexLock lock(&mu_);
@@ -161,16 +189,16 @@ void BatchPublisher::Run() {
       s = absl::UnavailableError("publisher stopped after a failed last attempt");
     } else {
       std::vector<events::v1::Event> events;
-      // Kept (copied) when they may be sent again: asynchronous ones (retry)
-      // and any in a batch of several (a refused batch is split).
       for (Pending& p : batch) {
-        if (p.waiter == nullptr || batch.size() > 1) {
-          events.insert(events.end(), p.events.begin(), p.events.end());
-        } else {
-          for (auto& e : p.events) events.push_back(std::move(e));
-        }
+        for (auto& e : p.events) events.push_back(std::move(e));
       }
-      s = broker_->PublishBatch(std::move(events), timeout_).status();
+      s = broker_->PublishBatch(&events, timeout_).status();
+      // Back to their submissions: they may be sent again (a retry, or one
+      // by one after a refusal).
+      auto next = events.begin();
+      for (Pending& p : batch) {
+        for (auto& e : p.events) e = std::move(*next++);
+      }
     }
     const bool retry = !s.ok() && !stopping && !IsPermanent(s);
     // The broker refused the batch for good (a bad event): one submission
@@ -247,6 +275,18 @@ void BatchAcker::Ack(std::string ack_id) {
   absl::MutexLock lock(&mu_);
   queue_.push_back(std::move(ack_id));
   ++queued_;
+}
+
+void BatchAcker::AckMany(std::vector<std::string> ack_ids) {
+  if (ack_ids.empty()) return;
+  absl::MutexLock lock(&mu_);
+  queued_ += ack_ids.size();
+  if (queue_.empty()) {
+    queue_.swap(ack_ids);
+  } else {
+    queue_.insert(queue_.end(), std::make_move_iterator(ack_ids.begin()),
+                  std::make_move_iterator(ack_ids.end()));
+  }
 }
 
 void BatchAcker::Flush() {

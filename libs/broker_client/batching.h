@@ -43,6 +43,10 @@ class BatchPublisher {
   // Returns once the events are durable in the broker (or failed). Events
   // without an id get one (NewId("evt")).
   absl::Status Publish(std::vector<events::v1::Event> events);
+  // Publish for several submissions at once: each is published whole or
+  // fails alone (a refused event fails only its own submission); one status
+  // per submission, in order.
+  std::vector<absl::Status> PublishEach(std::vector<std::vector<events::v1::Event>> submissions);
   // Queues the events; they are published in order with the rest, retried
   // until they are. Events without an id get one first, so that a retry is
   // recognised by the broker's dedupe window.
@@ -89,6 +93,7 @@ class BatchAcker {
   BatchAcker(BrokerClient* broker, std::string group, size_t max_batch = 1000);
   ~BatchAcker();
   void Ack(std::string ack_id);
+  void AckMany(std::vector<std::string> ack_ids);
   // Waits until every ack queued so far was sent.
   void Flush();
 

@@ -169,15 +169,20 @@ class GrpcBrokerClient : public BrokerClient {
   }
 
   absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(
-      std::vector<events::v1::Event> events, absl::Duration timeout) override {
+      std::vector<events::v1::Event>* events, absl::Duration timeout) override {
     broker::v1::PublishBatchRequest req;
-    for (auto& e : events) {
+    req.mutable_events()->Reserve(static_cast<int>(events->size()));
+    // Swapped in and back out: no event is copied.
+    for (auto& e : *events) {
       if (e.id().empty()) e.set_id(NewId("evt"));
-      *req.add_events() = std::move(e);
+      req.add_events()->Swap(&e);
     }
     broker::v1::PublishBatchResponse resp;
     absl::Status s = Call(
         timeout, [&](grpc::ClientContext* ctx) { return stub_->PublishBatch(ctx, req, &resp); });
+    for (size_t i = 0; i < events->size(); ++i) {
+      (*events)[i].Swap(req.mutable_events(static_cast<int>(i)));
+    }
     if (!s.ok()) return s;
     return resp;
   }

@@ -38,8 +38,10 @@ class BrokerClient {
   // answer is recognised by the broker as the same event.
   virtual absl::StatusOr<broker::v1::PublishResponse> Publish(events::v1::Event event,
                                                               absl::Duration timeout) = 0;
+  // Borrows the events for the call (a retry sends them again without a
+  // copy): on return they are as they were, with ids set where missing.
   virtual absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(
-      std::vector<events::v1::Event> events, absl::Duration timeout) = 0;
+      std::vector<events::v1::Event>* events, absl::Duration timeout) = 0;
 
   virtual absl::Status Ack(const std::string& group, const std::vector<std::string>& ack_ids,
                            absl::Duration timeout) = 0;

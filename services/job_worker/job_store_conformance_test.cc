@@ -2,6 +2,7 @@
 // Redis and a Redis Cluster (shared by workers), and the in-memory fake.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 
@@ -127,6 +128,40 @@ TEST_P(JobStoreConformance, RetriesAreCountedPerQueue) {
   auto retried = store->RetriedByQueue();
   ASSERT_TRUE(retried.ok()) << retried.status();
   EXPECT_EQ(*retried, (std::map<std::string, uint64_t>{{"payments", 3}}));
+}
+
+TEST_P(JobStoreConformance, PutManyRecordsEveryJobInOneWrite) {
+  auto store = Open();
+  ASSERT_TRUE(store->Put(MakeJob("m1", "payments", v1::JOB_STATUS_ACTIVE, "ord-1")).ok());
+  ASSERT_TRUE(store->PutMany({}).ok());
+  // m1 replaced; m2 twice in one call (the later one wins); m3 new.
+  ASSERT_TRUE(store
+                  ->PutMany({MakeJob("m1", "payments", v1::JOB_STATUS_COMPLETED, "ord-1"),
+                             MakeJob("m2", "payments", v1::JOB_STATUS_RETRY_SCHEDULED),
+                             MakeJob("m3", "inventory", v1::JOB_STATUS_FAILED, "ord-1"),
+                             MakeJob("m2", "payments", v1::JOB_STATUS_COMPLETED)})
+                  .ok());
+  for (auto [id, status] :
+       std::vector<std::pair<std::string, v1::JobStatus>>{{"m1", v1::JOB_STATUS_COMPLETED},
+                                                          {"m2", v1::JOB_STATUS_COMPLETED},
+                                                          {"m3", v1::JOB_STATUS_FAILED}}) {
+    auto got = store->Get(id);
+    ASSERT_TRUE(got.ok() && got->has_value()) << id << " " << got.status();
+    EXPECT_EQ((*got)->status(), status) << id;
+  }
+  auto counts = store->CountByQueueAndStatus();
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  std::map<std::pair<std::string, int>, uint64_t> want = {
+      {{"payments", v1::JOB_STATUS_COMPLETED}, 2}, {{"inventory", v1::JOB_STATUS_FAILED}, 1}};
+  EXPECT_EQ(*counts, want);
+  EXPECT_EQ(*store->RetriedByQueue(), (std::map<std::string, uint64_t>{{"payments", 1}}));
+  // One call's jobs share their update time: their order among themselves
+  // is not part of the contract.
+  JobQuery q;
+  q.correlation_id = "ord-1";
+  std::vector<std::string> ids = Ids(*store->List(q));
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<std::string>{"m1", "m3"}));
 }
 
 TEST_P(JobStoreConformance, CountersAndPausedQueuesOutliveTheProcess) {

@@ -185,10 +185,17 @@ class FakeBrokerClient : public NullBrokerClient {
     published_.push_back(event);
     return broker::v1::PublishResponse();
   }
-  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(std::vector<events::v1::Event> evs,
+  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(std::vector<events::v1::Event>* evs,
                                                                 absl::Duration) override {
     absl::MutexLock lock(&mu_);
-    for (auto& e : evs) published_.push_back(e);
+    auto open = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !blocked_; };
+    mu_.Await(absl::Condition(&open));
+    for (auto& e : *evs) {
+      if (!refused_subject_.empty() && e.subject() == refused_subject_) {
+        return absl::InvalidArgumentError("events: refused subject");
+      }
+    }
+    for (auto& e : *evs) published_.push_back(e);
     return broker::v1::PublishBatchResponse();
   }
   absl::Status Ack(const std::string&, const std::vector<std::string>& ids,
@@ -214,6 +221,10 @@ class FakeBrokerClient : public NullBrokerClient {
   std::vector<std::string> acked_;
   std::vector<std::pair<std::string, absl::Duration>> nacked_;
   std::vector<std::string> nack_reasons_;
+  // Batches with an event of this subject are refused (INVALID_ARGUMENT).
+  std::string refused_subject_;
+  // While set, publishes wait.
+  bool blocked_ = false;
   absl::Mutex mu_;
 };
 
@@ -346,6 +357,51 @@ TEST_F(WorkerTest, AlwaysFailingJobFailsFinallyAndIsAcked) {
   EXPECT_THAT(list->jobs(0).error(), HasSubstr("fails on purpose"));
   absl::MutexLock lock(&broker_.mu_);
   EXPECT_TRUE(broker_.published_.back().data().fields().at("final").bool_value());
+}
+
+// Jobs that finish together are published together; a job whose events the
+// broker refuses is nacked alone, and its batchmates are recorded and acked.
+TEST_F(WorkerTest, ARefusedJobDoesNotFailTheJobsFinishedWithIt) {
+  {
+    absl::MutexLock lock(&broker_.mu_);
+    broker_.refused_subject_ = "bad";
+    broker_.blocked_ = true;  // the jobs pile up behind the first publish
+  }
+  std::vector<broker::v1::Delivery> ds;
+  for (const char* id : {"evt_G1", "evt_G2", "evt_BAD", "evt_G3"}) {
+    ds.push_back(Delivery(id, 0, 1));
+    ds.back().set_ack_id(id);
+    ds.back().mutable_event()->set_subject(absl::string_view(id) == "evt_BAD" ? "bad" : "good");
+  }
+  for (const auto& d : ds) worker_->OnDelivery(d);
+  auto finished = [&] {
+    for (const auto& d : ds) {
+      v1::GetJobRequest r;
+      r.set_id(DeriveId("job", {d.event().id()}));
+      auto job = worker_->GetJob(r);
+      if (!job.ok() || job->status() != v1::JOB_STATUS_COMPLETED) return false;
+    }
+    return true;
+  };
+  bool ran = switchboard::testing::WaitUntil(finished, absl::Seconds(10));
+  {
+    absl::MutexLock lock(&broker_.mu_);
+    broker_.blocked_ = false;
+  }
+  ASSERT_TRUE(ran) << "every job ran while nothing could be published";
+  ASSERT_TRUE(broker_.WaitFor(
+      [](FakeBrokerClient& b) { return b.acked_.size() == 3 && b.nacked_.size() == 1; }));
+  EXPECT_THAT(broker_.acked_, ::testing::UnorderedElementsAre("evt_G1", "evt_G2", "evt_G3"));
+  EXPECT_EQ(broker_.nacked_[0].first, "evt_BAD");
+  EXPECT_THAT(broker_.nack_reasons_[0], HasSubstr("publishing the job's events failed"));
+  for (const char* id : {"evt_G1", "evt_G2", "evt_G3"}) {
+    auto stored = store_->Get(DeriveId("job", {id}));
+    ASSERT_TRUE(stored.ok() && stored->has_value()) << id;
+    EXPECT_EQ((*stored)->status(), v1::JOB_STATUS_COMPLETED) << id;
+  }
+  auto bad = store_->Get(DeriveId("job", {"evt_BAD"}));
+  ASSERT_TRUE(bad.ok());
+  EXPECT_FALSE(bad->has_value()) << "a job whose events are not out is not recorded as done";
 }
 
 TEST_F(WorkerTest, RedeliveryOfACompletedJobIsAckedWithoutRunning) {

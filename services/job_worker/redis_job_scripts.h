@@ -20,11 +20,11 @@
 
 namespace switchboard::jobs::redis_scripts {
 
-// ARGV: prefix id queue status corr updated_us record retry(0|1) cutoff_us
-// retention_ms. Replaces the record and its index entries, then drops up to
-// 100 records last updated before cutoff_us.
+// ARGV: prefix updated_us cutoff_us retention_ms, then per job: id queue
+// status corr record retry(0|1). Replaces each record and its index entries,
+// then drops up to 100 records last updated before cutoff_us.
 inline constexpr char kPut[] = R"lua(
-local p, id, q, st, co, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local p, now = ARGV[1], ARGV[2]
 local counts = p .. ':jobs:count'
 local function unindex(jid, s0, q0, c0)
   redis.call('HINCRBY', counts, q0 .. '|' .. s0, -1)
@@ -32,21 +32,24 @@ local function unindex(jid, s0, q0, c0)
   redis.call('ZREM', p .. ':jobs:q:' .. q0, jid)
   if c0 ~= '' then redis.call('ZREM', p .. ':jobs:co:' .. c0, jid) end
 end
-local key = p .. ':jobs:rec:' .. id
-local old = redis.call('HMGET', key, 's', 'q', 'c')
-if old[1] then unindex(id, old[1], old[2], old[3]) end
-redis.call('HSET', key, 'r', ARGV[7], 's', st, 'q', q, 'c', co, 'u', now)
-redis.call('HINCRBY', counts, q .. '|' .. st, 1)
-redis.call('ZADD', p .. ':jobs:recent', now, id)
-redis.call('ZADD', p .. ':jobs:q:' .. q, now, id)
-redis.call('ZADD', p .. ':jobs:s:' .. st, now, id)
-if co ~= '' then
-  redis.call('ZADD', p .. ':jobs:co:' .. co, now, id)
-  redis.call('PEXPIRE', p .. ':jobs:co:' .. co, ARGV[10])
+for i = 5, #ARGV, 6 do
+  local id, q, st, co = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local key = p .. ':jobs:rec:' .. id
+  local old = redis.call('HMGET', key, 's', 'q', 'c')
+  if old[1] then unindex(id, old[1], old[2], old[3]) end
+  redis.call('HSET', key, 'r', ARGV[i + 4], 's', st, 'q', q, 'c', co, 'u', now)
+  redis.call('HINCRBY', counts, q .. '|' .. st, 1)
+  redis.call('ZADD', p .. ':jobs:recent', now, id)
+  redis.call('ZADD', p .. ':jobs:q:' .. q, now, id)
+  redis.call('ZADD', p .. ':jobs:s:' .. st, now, id)
+  if co ~= '' then
+    redis.call('ZADD', p .. ':jobs:co:' .. co, now, id)
+    redis.call('PEXPIRE', p .. ':jobs:co:' .. co, ARGV[4])
+  end
+  if ARGV[i + 5] == '1' then redis.call('HINCRBY', p .. ':jobs:retried', q, 1) end
 end
-if ARGV[8] == '1' then redis.call('HINCRBY', p .. ':jobs:retried', q, 1) end
 local recent = p .. ':jobs:recent'
-for _, jid in ipairs(redis.call('ZRANGEBYSCORE', recent, '-inf', '(' .. ARGV[9], 'LIMIT', 0, 100)) do
+for _, jid in ipairs(redis.call('ZRANGEBYSCORE', recent, '-inf', '(' .. ARGV[3], 'LIMIT', 0, 100)) do
   local k = p .. ':jobs:rec:' .. jid
   local o = redis.call('HMGET', k, 's', 'q', 'c')
   if o[1] then unindex(jid, o[1], o[2], o[3]) end

@@ -61,18 +61,22 @@ absl::StatusOr<std::optional<v1::Job>> RedisJobStore::Get(const std::string& id)
   return std::optional<v1::Job>(std::move(job));
 }
 
-absl::Status RedisJobStore::Put(const v1::Job& job) {
+absl::Status RedisJobStore::PutMany(const std::vector<v1::Job>& jobs) {
+  if (jobs.empty()) return absl::OkStatus();
   absl::Time now = absl::Now();
-  std::string record = job.SerializeAsString();
-  return Run(put_.Call({Key("recent")},
-                       {tag_, job.id(), job.queue(), absl::StrCat(static_cast<int>(job.status())),
-                        job.correlation_id(), Micros(now), std::move(record),
-                        job.status() == v1::JOB_STATUS_RETRY_SCHEDULED ? "1" : "0",
-                        Micros(now - options_.retention),
-                        absl::StrCat(
-                            std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.retention)))}),
-             "put job", /*replicated=*/true)
-      .status();
+  std::vector<std::string> args = {
+      tag_, Micros(now), Micros(now - options_.retention),
+      absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.retention)))};
+  args.reserve(args.size() + 6 * jobs.size());
+  for (const v1::Job& job : jobs) {
+    args.push_back(job.id());
+    args.push_back(job.queue());
+    args.push_back(absl::StrCat(static_cast<int>(job.status())));
+    args.push_back(job.correlation_id());
+    args.push_back(job.SerializeAsString());
+    args.push_back(job.status() == v1::JOB_STATUS_RETRY_SCHEDULED ? "1" : "0");
+  }
+  return Run(put_.Call({Key("recent")}, std::move(args)), "put job", /*replicated=*/true).status();
 }
 
 absl::StatusOr<std::vector<v1::Job>> RedisJobStore::List(const JobQuery& q) {

@@ -33,7 +33,7 @@ class RedisJobStore : public JobStore {
 
   bool shared() const override { return true; }
   absl::StatusOr<std::optional<v1::Job>> Get(const std::string& id) override;
-  absl::Status Put(const v1::Job& job) override;
+  absl::Status PutMany(const std::vector<v1::Job>& jobs) override;
   absl::StatusOr<std::vector<v1::Job>> List(const JobQuery& query) override;
   absl::StatusOr<uint64_t> NextCounter(const std::string& name) override;
   absl::StatusOr<std::map<std::pair<std::string, int>, uint64_t>> CountByQueueAndStatus() override;

@@ -8,8 +8,11 @@ namespace switchboard::jobs {
 
 namespace internal {
 struct PendingPut {
-  std::string id, queue, correlation_id, record;
-  int status = 0;
+  struct Row {
+    std::string id, queue, correlation_id, record;
+    int status = 0;
+  };
+  std::vector<Row> rows;
   bool done = false;
   absl::Status result;
 };
@@ -84,32 +87,37 @@ absl::StatusOr<std::optional<v1::Job>> SqliteJobStore::Get(const std::string& id
 
 absl::Status SqliteJobStore::CommitPuts(const std::vector<std::shared_ptr<PendingPut>>& batch) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = sqlite::Exec(db_, "BEGIN"); !s.ok()) return s;
+  if (Stmt begin(db_, stmts_.get(), "BEGIN"); begin.Step() != SQLITE_DONE) {
+    return sqlite::Error(db_, "begin");
+  }
   int64_t now = absl::ToUnixMicros(absl::Now());
-  for (const auto& p : batch) {
-    Stmt st(db_, stmts_.get(),
-            "INSERT OR REPLACE INTO jobs(id,queue,status,correlation_id,updated_us,record) "
-            "VALUES(?,?,?,?,?,?)");
-    st.Bind(1, p->id);
-    st.Bind(2, p->queue);
-    st.Bind(3, static_cast<int64_t>(p->status));
-    st.BindNullable(4, p->correlation_id);
-    st.Bind(5, now);
-    st.BindBlob(6, p->record);
-    if (st.Step() != SQLITE_DONE) {
-      absl::Status s = sqlite::Error(db_, "put job");
-      sqlite::Exec(db_, "ROLLBACK").IgnoreError();
-      return s;
-    }
-    if (p->status == v1::JOB_STATUS_RETRY_SCHEDULED) {
-      Stmt r(db_, stmts_.get(),
-             "INSERT INTO retried(queue,value) VALUES(?,1) "
-             "ON CONFLICT(queue) DO UPDATE SET value=value+1");
-      r.Bind(1, p->queue);
-      if (r.Step() != SQLITE_DONE) {
-        absl::Status s = sqlite::Error(db_, "count retry");
+  for (const auto& put : batch) {
+    for (const PendingPut::Row* p = put->rows.data(); p != put->rows.data() + put->rows.size();
+         ++p) {
+      Stmt st(db_, stmts_.get(),
+              "INSERT OR REPLACE INTO jobs(id,queue,status,correlation_id,updated_us,record) "
+              "VALUES(?,?,?,?,?,?)");
+      st.Bind(1, p->id);
+      st.Bind(2, p->queue);
+      st.Bind(3, static_cast<int64_t>(p->status));
+      st.BindNullable(4, p->correlation_id);
+      st.Bind(5, now);
+      st.BindBlob(6, p->record);
+      if (st.Step() != SQLITE_DONE) {
+        absl::Status s = sqlite::Error(db_, "put job");
         sqlite::Exec(db_, "ROLLBACK").IgnoreError();
         return s;
+      }
+      if (p->status == v1::JOB_STATUS_RETRY_SCHEDULED) {
+        Stmt r(db_, stmts_.get(),
+               "INSERT INTO retried(queue,value) VALUES(?,1) "
+               "ON CONFLICT(queue) DO UPDATE SET value=value+1");
+        r.Bind(1, p->queue);
+        if (r.Step() != SQLITE_DONE) {
+          absl::Status s = sqlite::Error(db_, "count retry");
+          sqlite::Exec(db_, "ROLLBACK").IgnoreError();
+          return s;
+        }
       }
     }
   }
@@ -123,16 +131,23 @@ absl::Status SqliteJobStore::CommitPuts(const std::vector<std::shared_ptr<Pendin
     sqlite::Exec(db_, "ROLLBACK").IgnoreError();
     return s;
   }
-  return sqlite::Exec(db_, "COMMIT");
+  if (Stmt commit(db_, stmts_.get(), "COMMIT"); commit.Step() != SQLITE_DONE) {
+    absl::Status s = sqlite::Error(db_, "commit");
+    // A COMMIT that failed may leave the transaction open (SQLITE_BUSY).
+    if (!sqlite3_get_autocommit(db_)) sqlite::Exec(db_, "ROLLBACK").IgnoreError();
+    return s;
+  }
+  return absl::OkStatus();
 }
 
-absl::Status SqliteJobStore::Put(const v1::Job& job) {
+absl::Status SqliteJobStore::PutMany(const std::vector<v1::Job>& jobs) {
+  if (jobs.empty()) return absl::OkStatus();
   auto p = std::make_shared<PendingPut>();
-  p->id = job.id();
-  p->queue = job.queue();
-  p->status = job.status();
-  p->correlation_id = job.correlation_id();
-  p->record = job.SerializeAsString();
+  p->rows.reserve(jobs.size());
+  for (const v1::Job& job : jobs) {
+    p->rows.push_back(
+        {job.id(), job.queue(), job.correlation_id(), job.SerializeAsString(), job.status()});
+  }
   absl::MutexLock lock(&queue_mu_);
   queue_.push_back(p);
   while (!p->done) {

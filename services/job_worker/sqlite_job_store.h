@@ -19,8 +19,8 @@ namespace internal {
 struct PendingPut;
 }  // namespace internal
 
-// Jobs in SQLite (WAL) under --data_dir, for one worker. Concurrent Puts
-// share one transaction: whichever caller finds no commit running commits
+// Jobs in SQLite (WAL) under --data_dir, for one worker. Concurrent PutMany
+// calls share one transaction: whichever caller finds no commit running commits
 // everything queued (group commit), the others wait for it. Each commit also
 // drops up to 200 records older than the retention.
 class SqliteJobStore : public JobStore {
@@ -31,7 +31,7 @@ class SqliteJobStore : public JobStore {
 
   bool shared() const override { return false; }
   absl::StatusOr<std::optional<v1::Job>> Get(const std::string& id) override;
-  absl::Status Put(const v1::Job& job) override;
+  absl::Status PutMany(const std::vector<v1::Job>& jobs) override;
   absl::StatusOr<std::vector<v1::Job>> List(const JobQuery& query) override;
   absl::StatusOr<uint64_t> NextCounter(const std::string& name) override;
   absl::StatusOr<std::map<std::pair<std::string, int>, uint64_t>> CountByQueueAndStatus() override;

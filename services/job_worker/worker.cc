@@ -34,15 +34,6 @@ void SetField(events::v1::Event& ev, const std::string& key, const std::string& 
 void SetField(events::v1::Event& ev, const std::string& key, double v) {
   (*ev.mutable_data()->mutable_fields())[key].set_number_value(v);
 }
-void SetField(events::v1::Event& ev, const std::string& key, bool v) {
-  (*ev.mutable_data()->mutable_fields())[key].set_bool_value(v);
-}
-// Without it a string literal would bind to the bool overload (job.* status
-// was `true` that way).
-[[maybe_unused]] void SetField(events::v1::Event& ev, const std::string& key, const char* v) {
-  SetField(ev, key, std::string(v));
-}
-
 }  // namespace
 
 Worker::Worker(WorkerOptions options, ResolvedConfig config, const HandlerRegistry* handlers,
@@ -106,10 +97,12 @@ absl::Status Worker::Start() {
     for (auto& [name, q] : queues_) {
       // Every queue's series exist from the start, so the rules and alerts
       // over them have a value before the first job (deploy/prometheus).
+      q.depth_gauge = &metrics_->queue_depth.Add({{"queue", name}});
+      q.in_flight_gauge = &metrics_->in_flight.Add({{"queue", name}});
+      q.duration = &metrics_->duration.Add({{"queue", name}}, WorkerMetrics::Buckets());
+      q.queue_wait = &metrics_->queue_wait.Add({{"queue", name}}, WorkerMetrics::Buckets());
+      q.retries = &metrics_->retries.Add({{"queue", name}});
       UpdateGauges(name, q);
-      metrics_->duration.Add({{"queue", name}}, WorkerMetrics::Buckets());
-      metrics_->queue_wait.Add({{"queue", name}}, WorkerMetrics::Buckets());
-      metrics_->retries.Add({{"queue", name}});
       for (uint32_t i = 0; i < q.settings.concurrency; ++i) {
         q.threads.emplace_back([this, name = name] { RunQueue(name); });
       }
@@ -139,6 +132,7 @@ absl::Status Worker::Start() {
         broker_->SubscribeGroup(req, [this](const broker::v1::Delivery& d) { OnDelivery(d); });
     if (sub != nullptr) subscriptions_.push_back(std::move(sub));
   }
+  finisher_ = std::thread([this] { FinishLoop(); });
   extender_ = std::thread([this] { ExtendDeadlinesLoop(); });
   syncer_ = std::thread([this] { SyncLoop(); });
   return absl::OkStatus();
@@ -320,8 +314,7 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
     absl::MutexLock lock(&mu_);
     task->job = job;
   }
-  metrics_->queue_wait.Add({{"queue", job.queue()}}, WorkerMetrics::Buckets())
-      .Observe(absl::ToDoubleSeconds(started - task->arrived));
+  queue->queue_wait->Observe(absl::ToDoubleSeconds(started - task->arrived));
   // Not waited for: the publisher keeps it ahead of this job's results, and
   // the results are waited for before anything is recorded or acked.
   publisher_->PublishAsync(
@@ -354,16 +347,12 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
   }
   job.set_processing_time_ms(absl::ToInt64Milliseconds(took));
   *job.mutable_finished_at() = ToProto(finished);
-  metrics_->duration.Add({{"queue", job.queue()}}, WorkerMetrics::Buckets())
-      .Observe(absl::ToDoubleSeconds(took));
+  queue->duration->Observe(absl::ToDoubleSeconds(took));
 
-  std::string outcome;
-  bool ack = false;
-  absl::Duration nack_delay = absl::ZeroDuration();
-  std::string nack_reason;  // the dead letter's last_error if this was its last delivery
+  Finished f;
+  f.took = took;
   if (result.ok()) {
     job.set_status(v1::JOB_STATUS_COMPLETED);
-    std::vector<events::v1::Event> out;
     for (size_t i = 0; i < result->events.size(); ++i) {
       events::v1::Event ev = std::move(result->events[i]);
       ev.set_id(DeriveId("evt", {job.id(), job.type(), absl::StrCat(i + 1)}));
@@ -371,23 +360,11 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
       if (ev.correlation_id().empty()) ev.set_correlation_id(task->trigger.correlation_id());
       if (ev.subject().empty()) ev.set_subject(task->trigger.subject());
       if (ev.user_id().empty()) ev.set_user_id(task->trigger.user_id());
-      out.push_back(std::move(ev));
+      f.events.push_back(std::move(ev));
     }
-    out.push_back(LifecycleEvent(*task, job, "job.completed", "completed"));
-    absl::Status published = PublishAll(std::move(out));
-    if (!published.ok()) {
-      // The work is done but its events are not out: let the broker redeliver
-      // (the re-run's events carry the same ids).
-      LogError("publishing job results failed",
-               {{"job_id", job.id()}, {"error", published.ToString()}});
-      job.set_attempt(job.attempt() - 1);
-      nack_delay = absl::Seconds(1);
-      nack_reason = absl::StrCat("publishing the job's events failed: ", published.message());
-      outcome = "publish_failed";
-    } else {
-      outcome = "completed";
-      ack = true;
-    }
+    f.events.push_back(LifecycleEvent(*task, job, "job.completed", "completed"));
+    f.outcome = "completed";
+    f.ack = true;
   } else {
     job.set_error(std::string(result.status().message()));
     if (job.attempt() < job.max_attempts()) {
@@ -396,67 +373,39 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
         absl::MutexLock lock(&mu_);
         u = absl::Uniform(rng_, 0.0, 1.0);
       }
-      nack_delay = BackoffDelay(settings.backoff, job.attempt(), u);
-      nack_reason = absl::StrCat("job ", job.id(), " attempt ", job.attempt(), " of ",
-                                 job.max_attempts(), " failed: ", job.error());
+      f.nack_delay = BackoffDelay(settings.backoff, job.attempt(), u);
+      f.nack_reason = absl::StrCat("job ", job.id(), " attempt ", job.attempt(), " of ",
+                                   job.max_attempts(), " failed: ", job.error());
       job.set_status(v1::JOB_STATUS_RETRY_SCHEDULED);
-      *job.mutable_next_retry_at() = ToProto(finished + nack_delay);
-      outcome = "retried";
-      metrics_->retries.Add({{"queue", job.queue()}}).Increment();
+      *job.mutable_next_retry_at() = ToProto(finished + f.nack_delay);
+      f.outcome = "retried";
+      queue->retries->Increment();
     } else {
       job.set_status(v1::JOB_STATUS_FAILED);
-      outcome = "failed";
-      ack = true;
+      f.outcome = "failed";
+      f.ack = true;
     }
     LogWarn("job attempt failed", {{"job_id", job.id()},
                                    {"job_type", job.type()},
                                    {"attempt", job.attempt()},
-                                   {"final", ack},
+                                   {"final", f.ack},
                                    {"error", job.error()},
                                    {"correlation_id", job.correlation_id()}});
   }
-  if (outcome != "publish_failed") {
-    // Record first, then tell the world: a crash in between re-runs the job
-    // (at-least-once), never loses it.
-    if (absl::Status s = store_->Put(job); !s.ok()) {
-      LogError("job store write failed", {{"job_id", job.id()}, {"error", s.ToString()}});
-      ack = false;
-      nack_delay = absl::Seconds(1);
-      nack_reason = absl::StrCat("recording the job failed: ", s.message());
-    } else if (outcome != "completed") {
-      events::v1::Event failed =
-          LifecycleEvent(*task, job, "job.failed", absl::StrCat("failed.", job.attempt()));
-      SetField(failed, "final", job.status() == v1::JOB_STATUS_FAILED);
-      if (absl::Status s = PublishAll({std::move(failed)}); !s.ok()) {
-        LogWarn("publishing job.failed failed", {{"job_id", job.id()}, {"error", s.ToString()}});
-      }
-    }
-  }
-  metrics_->jobs.Add({{"queue", job.queue()}, {"type", job.type()}, {"outcome", outcome}})
-      .Increment();
-  std::string ack_id;
   {
+    // Out of the running set (its thread takes the next job) but still held:
+    // its deadline is extended, and shutdown waits for it.
     absl::MutexLock lock(&mu_);
     task->job = job;
-    ack_id = task->ack_id;
     queue->active.erase(job.id());
-    held_.erase(job.id());
-    if (outcome == "completed") queue->completed++;
-    if (outcome == "failed") queue->failed++;
-    if (outcome == "retried") queue->retried++;
-    queue->processed++;
-    queue->processing_ms_total += absl::ToDoubleMilliseconds(took);
+    queue->finishing[job.id()] = task;
     UpdateGauges(job.queue(), *queue);
   }
-  if (ack) {
-    Ack(ack_id);
-  } else {
-    Nack(ack_id, nack_delay, nack_reason);
-  }
-}
-
-absl::Status Worker::PublishAll(std::vector<events::v1::Event> events) {
-  return publisher_->Publish(std::move(events));
+  f.task = task;
+  f.queue = queue;
+  f.job = std::move(job);
+  absl::MutexLock lock(&finish_mu_);
+  to_finish_.push_back(std::move(f));
 }
 
 void Worker::Ack(const std::string& ack_id) { acker_->Ack(ack_id); }
@@ -493,7 +442,7 @@ bool Worker::Shutdown() {
     draining_ = true;
     auto idle = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       for (auto& [name, q] : queues_) {
-        if (!q.active.empty()) return false;
+        if (!q.active.empty() || !q.finishing.empty()) return false;
       }
       return true;
     };
@@ -533,6 +482,13 @@ bool Worker::Shutdown() {
   for (std::thread& t : threads) {
     if (t.joinable()) t.join();
   }
+  // Every run handed over: what is left to finish is finished, then the
+  // finisher ends.
+  {
+    absl::MutexLock lock(&finish_mu_);
+    finish_stop_ = true;
+  }
+  if (finisher_.joinable()) finisher_.join();
   // After the join: a job that finished during the drain queues its ack only
   // after it left the active set (what the drain waited for).
   acker_->Flush();
@@ -544,8 +500,8 @@ bool Worker::Shutdown() {
 }
 
 void Worker::UpdateGauges(const std::string& name, const Queue& q) {
-  metrics_->queue_depth.Add({{"queue", name}}).Set(static_cast<double>(q.waiting.size()));
-  metrics_->in_flight.Add({{"queue", name}}).Set(static_cast<double>(q.active.size()));
+  q.depth_gauge->Set(static_cast<double>(q.waiting.size()));
+  q.in_flight_gauge->Set(static_cast<double>(q.active.size()));
 }
 
 void Worker::FillQueueStats(const Queue& q, v1::QueueStats* out) const {
@@ -620,6 +576,12 @@ absl::StatusOr<v1::ListJobsResponse> Worker::ListJobs(const v1::ListJobsRequest&
           seen.insert(t->job.id());
         }
       }
+      for (const auto& [id, t] : q.finishing) {
+        if (wanted(t->job) && resp.jobs_size() < static_cast<int>(limit)) {
+          *resp.add_jobs() = t->job;
+          seen.insert(id);
+        }
+      }
     }
   }
   JobQuery q{req.queue(), req.status(), req.correlation_id(), limit};
@@ -639,6 +601,7 @@ absl::StatusOr<v1::Job> Worker::GetJob(const v1::GetJobRequest& req) {
     for (const auto& [name, q] : queues_) {
       auto it = q.active.find(req.id());
       if (it != q.active.end()) return it->second->job;
+      if (auto f = q.finishing.find(req.id()); f != q.finishing.end()) return f->second->job;
       for (const auto& t : q.waiting) {
         if (t->job.id() == req.id()) return t->job;
       }

@@ -86,6 +86,8 @@ class Worker {
     QueueSettings settings;
     std::deque<std::shared_ptr<Task>> waiting;
     std::map<std::string, std::shared_ptr<Task>> active;
+    // Ran, and waiting for the finisher to publish, record and ack them.
+    std::map<std::string, std::shared_ptr<Task>> finishing;
     bool paused = false;
     // Wakes one idle worker thread per queued job (absl::Condition waiters
     // would all be re-evaluated on every unlock of mu_).
@@ -99,6 +101,27 @@ class Worker {
     // Bumped by SetPaused: a sync that read the store before the change
     // does not undo it.
     uint64_t pause_epoch = 0;
+    // This queue's series (set at Start: no label lookup per job).
+    prometheus::Gauge* depth_gauge = nullptr;
+    prometheus::Gauge* in_flight_gauge = nullptr;
+    prometheus::Histogram* duration = nullptr;
+    prometheus::Histogram* queue_wait = nullptr;
+    prometheus::Counter* retries = nullptr;
+  };
+  // What a run leaves to the finisher: publish the job's events, record it,
+  // then ack or nack its event.
+  struct Finished {
+    std::shared_ptr<Task> task;
+    Queue* queue = nullptr;
+    v1::Job job;
+    // Completed jobs: the handler's events and job.completed, published
+    // before the job is recorded.
+    std::vector<events::v1::Event> events;
+    std::string outcome;  // completed, retried, failed; then maybe publish_failed
+    bool ack = false;
+    absl::Duration nack_delay;
+    std::string nack_reason;  // the dead letter's last_error if this was its last delivery
+    absl::Duration took;
   };
   // The deployment's view, read from a shared store by SyncLoop.
   struct SharedView {
@@ -110,6 +133,10 @@ class Worker {
 
   void RunQueue(const std::string& queue_name);
   void RunTask(Queue* queue, const std::shared_ptr<Task>& task);
+  // The finisher thread: every job run since its last round is published
+  // (one batch), recorded (one write) and acked (one call) together.
+  void FinishLoop();
+  void FinishBatch(std::vector<Finished> batch);
   void ExtendDeadlinesLoop();
   // Paused queues, stats and loads from/to a shared store; slot renewals.
   void SyncLoop();
@@ -119,7 +146,6 @@ class Worker {
                 std::string* holder);
   events::v1::Event LifecycleEvent(const Task& task, const v1::Job& job, const std::string& type,
                                    const std::string& id_suffix);
-  absl::Status PublishAll(std::vector<events::v1::Event> events);
   void Ack(const std::string& ack_id);
   void Nack(const std::string& ack_id, absl::Duration delay, absl::string_view reason);
   void FillQueueStats(const Queue& q, v1::QueueStats* out) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -151,6 +177,11 @@ class Worker {
   std::unique_ptr<BatchPublisher> publisher_;
   std::unique_ptr<BatchAcker> acker_;
   std::vector<std::unique_ptr<BrokerSubscription>> subscriptions_;
+  absl::Mutex finish_mu_;
+  // Bounded by the subscriptions' max_in_flight, like every job held.
+  std::vector<Finished> to_finish_ ABSL_GUARDED_BY(finish_mu_);
+  bool finish_stop_ ABSL_GUARDED_BY(finish_mu_) = false;
+  std::thread finisher_;
   std::thread extender_;
   std::thread syncer_;
   // Handlers still running after the drain time are told to stop.

@@ -54,14 +54,16 @@ class MemoryJobStore : public JobStore {
     if (it == b_->jobs.end()) return std::optional<v1::Job>();
     return std::optional<v1::Job>(it->second.job);
   }
-  absl::Status Put(const v1::Job& job) override {
+  absl::Status PutMany(const std::vector<v1::Job>& jobs) override {
     absl::MutexLock lock(&b_->mu);
     absl::Time now = absl::Now();
     for (auto it = b_->jobs.begin(); it != b_->jobs.end();) {
       it = it->second.updated < now - retention_ ? b_->jobs.erase(it) : std::next(it);
     }
-    b_->jobs[job.id()] = Record{job, now, ++b_->order};
-    if (job.status() == v1::JOB_STATUS_RETRY_SCHEDULED) ++b_->retried[job.queue()];
+    for (const v1::Job& job : jobs) {
+      b_->jobs[job.id()] = Record{job, now, ++b_->order};
+      if (job.status() == v1::JOB_STATUS_RETRY_SCHEDULED) ++b_->retried[job.queue()];
+    }
     return absl::OkStatus();
   }
   absl::StatusOr<std::vector<v1::Job>> List(const JobQuery& q) override {
