@@ -153,9 +153,8 @@ TEST_P(BrokerClientIT, GroupSubscriptionReconnectsAndResumes) {
 // in fail_calls, 1-based); while blocked, a call waits for Release().
 class FakePublishClient : public NullBrokerClient {
  public:
-  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(
-      std::vector<events::v1::Event>* events, absl::Duration) override {
-    const std::vector<events::v1::Event>& evs = *events;
+  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(std::vector<events::v1::Event> evs,
+                                                                absl::Duration) override {
     absl::MutexLock lock(&mu_);
     std::vector<std::string> subjects, ids;
     for (const auto& e : evs) {
@@ -444,8 +443,16 @@ TEST(BatchPublisherTest, PublishEachAnswersEverySubmissionOnItsOwn) {
   broker.RefuseSubject("bad");
   BatchPublisher publisher(&broker, 1000, absl::Seconds(5), 1000, absl::Milliseconds(1),
                            absl::Milliseconds(5));
-  std::vector<absl::Status> got = publisher.PublishEach(
-      {{Subject("j1-a"), Subject("j1-b")}, {Subject("bad")}, {Subject("j3")}});
+  auto encode = [](std::vector<events::v1::Event> events) {
+    EncodedEvents out;
+    for (auto& e : events) out.Add(std::move(e));
+    return out;
+  };
+  std::vector<EncodedEvents> each;
+  each.push_back(encode({Subject("j1-a"), Subject("j1-b")}));
+  each.push_back(encode({Subject("bad")}));
+  each.push_back(encode({Subject("j3")}));
+  std::vector<absl::Status> got = publisher.PublishEach(std::move(each));
   ASSERT_EQ(got.size(), 3u);
   EXPECT_TRUE(got[0].ok()) << got[0];
   EXPECT_EQ(got[1].code(), absl::StatusCode::kInvalidArgument) << got[1];

@@ -37,10 +37,10 @@ bool IsPermanent(const absl::Status& s) {
   }
 }
 
-void SetIds(std::vector<events::v1::Event>& events) {
-  for (auto& e : events) {
-    if (e.id().empty()) e.set_id(NewId("evt"));
-  }
+EncodedEvents Encode(std::vector<events::v1::Event> events) {
+  EncodedEvents out;
+  for (auto& e : events) out.Add(std::move(e));
+  return out;
 }
 
 }  // namespace
@@ -89,25 +89,24 @@ absl::Status BatchPublisher::WaitForRoom(size_t n) {
 }
 
 absl::Status BatchPublisher::Publish(std::vector<events::v1::Event> events) {
-  SetIds(events);
+  return Publish(Encode(std::move(events)));
+}
+
+absl::Status BatchPublisher::Publish(EncodedEvents events) {
   auto waiter = std::make_shared<Waiter>();
   {
     absl::MutexLock lock(&mu_);
-    if (absl::Status room = WaitForRoom(events.size()); !room.ok()) return room;
-    pending_events_ += events.size();
+    if (absl::Status room = WaitForRoom(events.count()); !room.ok()) return room;
+    pending_events_ += events.count();
     queue_.push_back(Pending{std::move(events), waiter});
   }
   waiter->done.WaitForNotification();
   return waiter->status;
 }
 
-std::vector<absl::Status> BatchPublisher::PublishEach(
-    std::vector<std::vector<events::v1::Event>> submissions) {
+std::vector<absl::Status> BatchPublisher::PublishEach(std::vector<EncodedEvents> submissions) {
   size_t n = 0;
-  for (auto& events : submissions) {
-    SetIds(events);
-    n += events.size();
-  }
+  for (const auto& events : submissions) n += events.count();
   std::vector<std::shared_ptr<Waiter>> waiters;
   {
     absl::MutexLock lock(&mu_);
@@ -130,15 +129,18 @@ std::vector<absl::Status> BatchPublisher::PublishEach(
 }
 
 void BatchPublisher::PublishAsync(std::vector<events::v1::Event> events) {
-  SetIds(events);
+  PublishAsync(Encode(std::move(events)));
+}
+
+void BatchPublisher::PublishAsync(EncodedEvents events) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status room = WaitForRoom(events.size()); !room.ok()) {
-    dropped_ += events.size();
+  if (absl::Status room = WaitForRoom(events.count()); !room.ok()) {
+    dropped_ += events.count();
     LogError("events dropped",
-             {{"events", static_cast<uint64_t>(events.size())}, {"error", room.ToString()}});
+             {{"events", static_cast<uint64_t>(events.count())}, {"error", room.ToString()}});
     return;
   }
-  pending_events_ += events.size();
+  pending_events_ += events.count();
   queue_.push_back(Pending{std::move(events), nullptr});
 }
 
@@ -178,8 +180,8 @@ void BatchPublisher::Run() {
       // `alone` (its batch was refused) goes by itself.
       while (!queue_.empty() &&
              (batch.empty() || (!queue_.front().alone && !batch.front().alone &&
-                                n + queue_.front().events.size() <= max_batch_))) {
-        n += queue_.front().events.size();
+                                n + queue_.front().events.count() <= max_batch_))) {
+        n += queue_.front().events.count();
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
@@ -188,17 +190,9 @@ void BatchPublisher::Run() {
     if (give_up) {
       s = absl::UnavailableError("publisher stopped after a failed last attempt");
     } else {
-      std::vector<events::v1::Event> events;
-      for (Pending& p : batch) {
-        for (auto& e : p.events) events.push_back(std::move(e));
-      }
-      s = broker_->PublishBatch(&events, timeout_).status();
-      // Back to their submissions: they may be sent again (a retry, or one
-      // by one after a refusal).
-      auto next = events.begin();
-      for (Pending& p : batch) {
-        for (auto& e : p.events) e = std::move(*next++);
-      }
+      EncodedEvents events;
+      for (const Pending& p : batch) events.Append(p.events);
+      s = broker_->PublishEncoded(events, timeout_).status();
     }
     const bool retry = !s.ok() && !stopping && !IsPermanent(s);
     // The broker refused the batch for good (a bad event): one submission
@@ -214,15 +208,15 @@ void BatchPublisher::Run() {
         p.alone = true;
         again.push_back(std::move(p));
       } else if (p.waiter != nullptr) {
-        done += p.events.size();
+        done += p.events.count();
         p.waiter->status = s;
         p.waiter->done.Notify();
       } else if (retry) {
-        retrying += p.events.size();
+        retrying += p.events.count();
         again.push_back(std::move(p));
       } else {
-        done += p.events.size();
-        if (!s.ok()) dropped += p.events.size();
+        done += p.events.count();
+        if (!s.ok()) dropped += p.events.count();
       }
     }
     if (!s.ok() && !give_up) {

@@ -43,14 +43,16 @@ class BatchPublisher {
   // Returns once the events are durable in the broker (or failed). Events
   // without an id get one (NewId("evt")).
   absl::Status Publish(std::vector<events::v1::Event> events);
+  absl::Status Publish(EncodedEvents events);
   // Publish for several submissions at once: each is published whole or
   // fails alone (a refused event fails only its own submission); one status
   // per submission, in order.
-  std::vector<absl::Status> PublishEach(std::vector<std::vector<events::v1::Event>> submissions);
+  std::vector<absl::Status> PublishEach(std::vector<EncodedEvents> submissions);
   // Queues the events; they are published in order with the rest, retried
   // until they are. Events without an id get one first, so that a retry is
   // recognised by the broker's dedupe window.
   void PublishAsync(std::vector<events::v1::Event> events);
+  void PublishAsync(EncodedEvents events);
 
   // Events queued or in flight.
   size_t pending_events() const;
@@ -61,7 +63,7 @@ class BatchPublisher {
 
  private:
   struct Pending {
-    std::vector<events::v1::Event> events;
+    EncodedEvents events;
     std::shared_ptr<struct Waiter> waiter;  // null for async
     bool alone = false;                     // sent in a batch of its own (its batch was refused)
   };

@@ -8,7 +8,9 @@
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "google/protobuf/util/time_util.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "libs/common/backoff.h"
 #include "libs/common/grpc_server.h"
@@ -169,20 +171,37 @@ class GrpcBrokerClient : public BrokerClient {
   }
 
   absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(
-      std::vector<events::v1::Event>* events, absl::Duration timeout) override {
+      std::vector<events::v1::Event> events, absl::Duration timeout) override {
     broker::v1::PublishBatchRequest req;
-    req.mutable_events()->Reserve(static_cast<int>(events->size()));
-    // Swapped in and back out: no event is copied.
-    for (auto& e : *events) {
+    for (auto& e : events) {
       if (e.id().empty()) e.set_id(NewId("evt"));
-      req.add_events()->Swap(&e);
+      *req.add_events() = std::move(e);
     }
     broker::v1::PublishBatchResponse resp;
     absl::Status s = Call(
         timeout, [&](grpc::ClientContext* ctx) { return stub_->PublishBatch(ctx, req, &resp); });
-    for (size_t i = 0; i < events->size(); ++i) {
-      (*events)[i].Swap(req.mutable_events(static_cast<int>(i)));
-    }
+    if (!s.ok()) return s;
+    return resp;
+  }
+
+  absl::StatusOr<broker::v1::PublishBatchResponse> PublishEncoded(const EncodedEvents& events,
+                                                                  absl::Duration timeout) override {
+    // The request's bytes are the events' bytes: PublishBatchRequest has no
+    // other field.
+    grpc::Slice slice(events.wire().data(), events.wire().size());
+    grpc::ByteBuffer request(&slice, 1);
+    broker::v1::PublishBatchResponse resp;
+    absl::Status s = Call(timeout, [&](grpc::ClientContext* ctx) {
+      absl::Notification done;
+      grpc::Status status;
+      raw_.UnaryCall(ctx, "/switchboard.broker.v1.EventBroker/PublishBatch", grpc::StubOptions(),
+                     &request, &resp, [&](grpc::Status st) {
+                       status = std::move(st);
+                       done.Notify();
+                     });
+      done.WaitForNotification();
+      return status;
+    });
     if (!s.ok()) return s;
     return resp;
   }
@@ -248,9 +267,21 @@ class GrpcBrokerClient : public BrokerClient {
   const GrpcBrokerClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<EventBroker::Stub> stub_;
+  grpc::TemplatedGenericStub<grpc::ByteBuffer, broker::v1::PublishBatchResponse> raw_{channel_};
 };
 
 }  // namespace
+
+absl::StatusOr<broker::v1::PublishBatchResponse> BrokerClient::PublishEncoded(
+    const EncodedEvents& events, absl::Duration timeout) {
+  broker::v1::PublishBatchRequest req;
+  if (!req.ParseFromString(events.wire())) {
+    return absl::InvalidArgumentError("events: not a PublishBatchRequest's events");
+  }
+  std::vector<events::v1::Event> decoded(std::make_move_iterator(req.mutable_events()->begin()),
+                                         std::make_move_iterator(req.mutable_events()->end()));
+  return PublishBatch(std::move(decoded), timeout);
+}
 
 std::unique_ptr<BrokerClient> NewGrpcBrokerClient(const GrpcBrokerClientOptions& options) {
   return std::make_unique<GrpcBrokerClient>(options);

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "libs/broker_client/event_wire.h"
 #include "libs/security/tls.h"
 #include "switchboard/broker/v1/broker.pb.h"
 
@@ -38,10 +39,13 @@ class BrokerClient {
   // answer is recognised by the broker as the same event.
   virtual absl::StatusOr<broker::v1::PublishResponse> Publish(events::v1::Event event,
                                                               absl::Duration timeout) = 0;
-  // Borrows the events for the call (a retry sends them again without a
-  // copy): on return they are as they were, with ids set where missing.
   virtual absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(
-      std::vector<events::v1::Event>* events, absl::Duration timeout) = 0;
+      std::vector<events::v1::Event> events, absl::Duration timeout) = 0;
+  // PublishBatch for events already on the wire: sent as they are, with no
+  // protobuf object built or freed (what the batch publisher uses). By
+  // default they are decoded and given to PublishBatch.
+  virtual absl::StatusOr<broker::v1::PublishBatchResponse> PublishEncoded(
+      const EncodedEvents& events, absl::Duration timeout);
 
   virtual absl::Status Ack(const std::string& group, const std::vector<std::string>& ack_ids,
                            absl::Duration timeout) = 0;

@@ -16,7 +16,7 @@ class NullBrokerClient : public BrokerClient {
   absl::StatusOr<broker::v1::PublishResponse> Publish(events::v1::Event, absl::Duration) override {
     return broker::v1::PublishResponse();
   }
-  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(std::vector<events::v1::Event>*,
+  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(std::vector<events::v1::Event>,
                                                                 absl::Duration) override {
     return broker::v1::PublishBatchResponse();
   }

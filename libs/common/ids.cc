@@ -73,9 +73,12 @@ std::string DeriveId(absl::string_view prefix, std::initializer_list<absl::strin
     // Lengths keep ("ab","c") and ("a","bc") apart.
     absl::StrAppend(&message, p.size(), ":", p, "\x1f");
   }
+  // Fetched once: EVP_sha256() makes every EVP_Digest look the algorithm up
+  // in OpenSSL 3's provider tables again (a job derives four ids).
+  static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_len = 0;
-  EVP_Digest(message.data(), message.size(), digest, &digest_len, EVP_sha256(), nullptr);
+  EVP_Digest(message.data(), message.size(), digest, &digest_len, sha256, nullptr);
   // 26 characters of 5 bits: the first 130 bits of the digest.
   std::string out(prefix);
   out += '_';

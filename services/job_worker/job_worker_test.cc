@@ -185,17 +185,17 @@ class FakeBrokerClient : public NullBrokerClient {
     published_.push_back(event);
     return broker::v1::PublishResponse();
   }
-  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(std::vector<events::v1::Event>* evs,
+  absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(std::vector<events::v1::Event> evs,
                                                                 absl::Duration) override {
     absl::MutexLock lock(&mu_);
     auto open = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !blocked_; };
     mu_.Await(absl::Condition(&open));
-    for (auto& e : *evs) {
+    for (auto& e : evs) {
       if (!refused_subject_.empty() && e.subject() == refused_subject_) {
         return absl::InvalidArgumentError("events: refused subject");
       }
     }
-    for (auto& e : *evs) published_.push_back(e);
+    for (auto& e : evs) published_.push_back(e);
     return broker::v1::PublishBatchResponse();
   }
   absl::Status Ack(const std::string&, const std::vector<std::string>& ids,

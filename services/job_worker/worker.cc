@@ -28,12 +28,6 @@ std::string Rfc3339(absl::Time t) {
 // is recognised as the same job.
 std::string JobIdFor(const events::v1::Event& trigger) { return DeriveId("job", {trigger.id()}); }
 
-void SetField(events::v1::Event& ev, const std::string& key, const std::string& v) {
-  (*ev.mutable_data()->mutable_fields())[key].set_string_value(v);
-}
-void SetField(events::v1::Event& ev, const std::string& key, double v) {
-  (*ev.mutable_data()->mutable_fields())[key].set_number_value(v);
-}
 }  // namespace
 
 Worker::Worker(WorkerOptions options, ResolvedConfig config, const HandlerRegistry* handlers,
@@ -209,7 +203,7 @@ void Worker::OnDelivery(const broker::v1::Delivery& d) {
   if (!job.has_enqueued_at()) *job.mutable_enqueued_at() = ToProto(task->arrived);
   if (job.attempt() == 1) {
     // Not waited for: the publisher keeps it ahead of this job's job.started.
-    publisher_->PublishAsync({LifecycleEvent(*task, job, "job.enqueued", "enqueued")});
+    publisher_->PublishAsync(Encoded(LifecycleEvent(*task, job, "job.enqueued", "enqueued")));
   }
   task->priority = route->priority;
   if (auto it = d.event().metadata().find("priority"); it != d.event().metadata().end()) {
@@ -263,35 +257,41 @@ void Worker::RunQueue(const std::string& name) {
   }
 }
 
-events::v1::Event Worker::LifecycleEvent(const Task& task, const v1::Job& job,
-                                         const std::string& type, const std::string& id_suffix) {
-  events::v1::Event ev;
+WireEvent Worker::LifecycleEvent(const Task& task, const v1::Job& job, absl::string_view type,
+                                 absl::string_view id_suffix) {
+  WireEvent ev;
   // Ids derive from the job and attempt, so a re-run after a crash repeats
   // them and the broker's dedupe window drops the repeats.
-  ev.set_id(DeriveId("evt", {job.id(), id_suffix}));
-  ev.set_type(type);
-  ev.set_source("job-worker");
-  ev.set_subject(task.trigger.subject());
-  ev.set_correlation_id(task.trigger.correlation_id());
-  ev.set_user_id(task.trigger.user_id());
-  SetField(ev, "workerId", options_.worker_id);
-  SetField(ev, "queueName", job.queue());
-  SetField(ev, "jobId", job.id());
-  SetField(ev, "jobType", job.type());
+  ev.id(DeriveId("evt", {job.id(), id_suffix}))
+      .type(type)
+      .source("job-worker")
+      .subject(task.trigger.subject())
+      .correlation_id(task.trigger.correlation_id())
+      .user_id(task.trigger.user_id());
   // The original design's WorkerStatusWebhook: status names the lifecycle
   // step (enqueued, started, completed, failed), processingTime is in ms.
-  SetField(ev, "status", type.substr(type.rfind('.') + 1));
-  SetField(ev, "attempt", static_cast<double>(job.attempt()));
-  SetField(ev, "maxAttempts", static_cast<double>(job.max_attempts()));
-  SetField(ev, "processingTime", static_cast<double>(job.processing_time_ms()));
-  SetField(ev, "processingTimeMs", static_cast<double>(job.processing_time_ms()));
-  SetField(ev, "queueWaitMs", static_cast<double>(job.queue_wait_ms()));
-  SetField(ev, "error", job.error());
-  SetField(ev, "triggerEventId", job.trigger_event_id());
+  ev.Data("workerId", options_.worker_id)
+      .Data("queueName", job.queue())
+      .Data("jobId", job.id())
+      .Data("jobType", job.type())
+      .Data("status", type.substr(type.rfind('.') + 1))
+      .Data("attempt", static_cast<double>(job.attempt()))
+      .Data("maxAttempts", static_cast<double>(job.max_attempts()))
+      .Data("processingTime", static_cast<double>(job.processing_time_ms()))
+      .Data("processingTimeMs", static_cast<double>(job.processing_time_ms()))
+      .Data("queueWaitMs", static_cast<double>(job.queue_wait_ms()))
+      .Data("error", job.error())
+      .Data("triggerEventId", job.trigger_event_id());
   if (job.has_next_retry_at()) {
-    SetField(ev, "nextRetryAt", Rfc3339(FromProtoTime(job.next_retry_at())));
+    ev.Data("nextRetryAt", Rfc3339(FromProtoTime(job.next_retry_at())));
   }
   return ev;
+}
+
+EncodedEvents Worker::Encoded(const WireEvent& event) {
+  EncodedEvents out;
+  out.AddSerialized(event.Finish());
+  return out;
 }
 
 void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
@@ -318,7 +318,7 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
   // Not waited for: the publisher keeps it ahead of this job's results, and
   // the results are waited for before anything is recorded or acked.
   publisher_->PublishAsync(
-      {LifecycleEvent(*task, job, "job.started", absl::StrCat("started.", job.attempt()))});
+      Encoded(LifecycleEvent(*task, job, "job.started", absl::StrCat("started.", job.attempt()))));
 
   JobHandler* handler = handlers_->Find(job.type());
   JobContext ctx{task->trigger,
@@ -360,9 +360,9 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
       if (ev.correlation_id().empty()) ev.set_correlation_id(task->trigger.correlation_id());
       if (ev.subject().empty()) ev.set_subject(task->trigger.subject());
       if (ev.user_id().empty()) ev.set_user_id(task->trigger.user_id());
-      f.events.push_back(std::move(ev));
+      f.events.Add(std::move(ev));
     }
-    f.events.push_back(LifecycleEvent(*task, job, "job.completed", "completed"));
+    f.events.AddSerialized(LifecycleEvent(*task, job, "job.completed", "completed").Finish());
     f.outcome = "completed";
     f.ack = true;
   } else {

@@ -116,7 +116,7 @@ class Worker {
     v1::Job job;
     // Completed jobs: the handler's events and job.completed, published
     // before the job is recorded.
-    std::vector<events::v1::Event> events;
+    EncodedEvents events;
     std::string outcome;  // completed, retried, failed; then maybe publish_failed
     bool ack = false;
     absl::Duration nack_delay;
@@ -144,8 +144,9 @@ class Worker {
   // false: the task went back to the queue's head (try again shortly).
   bool TakeSlot(const std::string& name, Queue* q, const std::shared_ptr<Task>& task,
                 std::string* holder);
-  events::v1::Event LifecycleEvent(const Task& task, const v1::Job& job, const std::string& type,
-                                   const std::string& id_suffix);
+  WireEvent LifecycleEvent(const Task& task, const v1::Job& job, absl::string_view type,
+                           absl::string_view id_suffix);
+  static EncodedEvents Encoded(const WireEvent& event);
   void Ack(const std::string& ack_id);
   void Nack(const std::string& ack_id, absl::Duration delay, absl::string_view reason);
   void FillQueueStats(const Queue& q, v1::QueueStats* out) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -49,7 +49,7 @@ void Worker::FinishBatch(std::vector<Finished> batch) {
   // 1. The completed jobs' events, each job's whole or not at all: one
   // refused event fails only its own job.
   std::vector<size_t> publishing;
-  std::vector<std::vector<events::v1::Event>> submissions;
+  std::vector<EncodedEvents> submissions;
   for (size_t i = 0; i < batch.size(); ++i) {
     if (batch[i].outcome != "completed") continue;
     publishing.push_back(i);
@@ -81,7 +81,7 @@ void Worker::FinishBatch(std::vector<Finished> batch) {
     LogError("job store write failed",
              {{"jobs", static_cast<uint64_t>(records.size())}, {"error", recorded.ToString()}});
   }
-  std::vector<std::vector<events::v1::Event>> failures;
+  std::vector<EncodedEvents> failures;
   std::vector<const Finished*> failed_jobs;
   for (Finished& f : batch) {
     if (f.outcome == "publish_failed") continue;
@@ -90,11 +90,10 @@ void Worker::FinishBatch(std::vector<Finished> batch) {
       f.nack_delay = absl::Seconds(1);
       f.nack_reason = absl::StrCat("recording the job failed: ", recorded.message());
     } else if (f.outcome != "completed") {
-      events::v1::Event failed =
+      WireEvent failed =
           LifecycleEvent(*f.task, f.job, "job.failed", absl::StrCat("failed.", f.job.attempt()));
-      (*failed.mutable_data()->mutable_fields())["final"].set_bool_value(f.job.status() ==
-                                                                         v1::JOB_STATUS_FAILED);
-      failures.push_back({std::move(failed)});
+      failed.Data("final", f.job.status() == v1::JOB_STATUS_FAILED);
+      failures.push_back(Encoded(failed));
       failed_jobs.push_back(&f);
     }
   }
