@@ -105,25 +105,26 @@ absl::Status BatchPublisher::Publish(EncodedEvents events) {
 }
 
 std::vector<absl::Status> BatchPublisher::PublishEach(std::vector<EncodedEvents> submissions) {
-  size_t n = 0;
-  for (const auto& events : submissions) n += events.count();
-  std::vector<std::shared_ptr<Waiter>> waiters;
+  std::vector<std::shared_ptr<Waiter>> waiters(submissions.size());
+  std::vector<absl::Status> out(submissions.size());
   {
     absl::MutexLock lock(&mu_);
-    if (absl::Status room = WaitForRoom(n); !room.ok()) {
-      return std::vector<absl::Status>(submissions.size(), room);
-    }
-    pending_events_ += n;
-    for (auto& events : submissions) {
-      waiters.push_back(std::make_shared<Waiter>());
-      queue_.push_back(Pending{std::move(events), waiters.back()});
+    // Room for each in turn, as for separate Publish calls: the whole round
+    // never waits for an empty queue.
+    for (size_t i = 0; i < submissions.size(); ++i) {
+      if (absl::Status room = WaitForRoom(submissions[i].count()); !room.ok()) {
+        out[i] = room;
+        continue;
+      }
+      pending_events_ += submissions[i].count();
+      waiters[i] = std::make_shared<Waiter>();
+      queue_.push_back(Pending{std::move(submissions[i]), waiters[i]});
     }
   }
-  std::vector<absl::Status> out;
-  out.reserve(waiters.size());
-  for (auto& w : waiters) {
-    w->done.WaitForNotification();
-    out.push_back(w->status);
+  for (size_t i = 0; i < waiters.size(); ++i) {
+    if (waiters[i] == nullptr) continue;
+    waiters[i]->done.WaitForNotification();
+    out[i] = waiters[i]->status;
   }
   return out;
 }

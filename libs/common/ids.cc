@@ -75,7 +75,10 @@ std::string DeriveId(absl::string_view prefix, std::initializer_list<absl::strin
   }
   // Fetched once: EVP_sha256() makes every EVP_Digest look the algorithm up
   // in OpenSSL 3's provider tables again (a job derives four ids).
-  static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  static const EVP_MD* const sha256 = [] {
+    const EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    return md != nullptr ? md : EVP_sha256();
+  }();
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_len = 0;
   EVP_Digest(message.data(), message.size(), digest, &digest_len, sha256, nullptr);

@@ -250,6 +250,29 @@ TEST_P(JobStoreConformance, RecordsPastTheRetentionAreDroppedWithTheirCounts) {
   EXPECT_EQ(counts->at({"payments", v1::JOB_STATUS_COMPLETED}), 1u);
 }
 
+// Retention keeps up with big writes: every PutMany drops more expired
+// records than it adds, so the store does not grow under steady load.
+TEST_P(JobStoreConformance, RetentionKeepsUpWithBatchesOfJobs) {
+  auto store = Open(absl::Milliseconds(200));
+  auto batch = [](const std::string& prefix) {
+    std::vector<v1::Job> jobs;
+    for (int i = 0; i < 300; ++i) {
+      jobs.push_back(MakeJob(absl::StrCat(prefix, i), "payments", v1::JOB_STATUS_COMPLETED));
+    }
+    return jobs;
+  };
+  ASSERT_TRUE(store->PutMany(batch("old-")).ok());
+  absl::Time put = absl::Now();
+  ASSERT_TRUE(switchboard::testing::WaitUntil(
+      [&] { return absl::Now() > put + absl::Milliseconds(300); }, absl::Seconds(5)));
+  ASSERT_TRUE(store->PutMany(batch("new-")).ok());
+  auto counts = store->CountByQueueAndStatus();
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ(counts->at({"payments", v1::JOB_STATUS_COMPLETED}), 300u)
+      << "one write of 300 jobs dropped all 300 expired ones";
+  EXPECT_FALSE(store->Get("old-299")->has_value());
+}
+
 TEST_P(JobStoreConformance, SharedStoresShowOneWorkersRecordsToAnother) {
   auto a = Open(), b = Open();
   if (!a->shared()) GTEST_SKIP() << "one worker per embedded store";

@@ -22,7 +22,8 @@ namespace switchboard::jobs::redis_scripts {
 
 // ARGV: prefix updated_us cutoff_us retention_ms, then per job: id queue
 // status corr record retry(0|1). Replaces each record and its index entries,
-// then drops up to 100 records last updated before cutoff_us.
+// then drops records last updated before cutoff_us: up to 100 plus twice the
+// jobs written, so that retention keeps up with any batch size.
 inline constexpr char kPut[] = R"lua(
 local p, now = ARGV[1], ARGV[2]
 local counts = p .. ':jobs:count'
@@ -49,7 +50,8 @@ for i = 5, #ARGV, 6 do
   if ARGV[i + 5] == '1' then redis.call('HINCRBY', p .. ':jobs:retried', q, 1) end
 end
 local recent = p .. ':jobs:recent'
-for _, jid in ipairs(redis.call('ZRANGEBYSCORE', recent, '-inf', '(' .. ARGV[3], 'LIMIT', 0, 100)) do
+local drop = 100 + 2 * math.floor((#ARGV - 4) / 6)
+for _, jid in ipairs(redis.call('ZRANGEBYSCORE', recent, '-inf', '(' .. ARGV[3], 'LIMIT', 0, drop)) do
   local k = p .. ':jobs:rec:' .. jid
   local o = redis.call('HMGET', k, 's', 'q', 'c')
   if o[1] then unindex(jid, o[1], o[2], o[3]) end

@@ -87,11 +87,18 @@ absl::StatusOr<std::optional<v1::Job>> SqliteJobStore::Get(const std::string& id
 
 absl::Status SqliteJobStore::CommitPuts(const std::vector<std::shared_ptr<PendingPut>>& batch) {
   absl::MutexLock lock(&mu_);
+  if (!sqlite3_get_autocommit(db_)) {
+    // An earlier transaction whose ROLLBACK failed is still open: end it, or
+    // every later commit fails on BEGIN.
+    sqlite::Exec(db_, "ROLLBACK").IgnoreError();
+  }
   if (Stmt begin(db_, stmts_.get(), "BEGIN"); begin.Step() != SQLITE_DONE) {
     return sqlite::Error(db_, "begin");
   }
+  size_t rows = 0;
   int64_t now = absl::ToUnixMicros(absl::Now());
   for (const auto& put : batch) {
+    rows += put->rows.size();
     for (const PendingPut::Row* p = put->rows.data(); p != put->rows.data() + put->rows.size();
          ++p) {
       Stmt st(db_, stmts_.get(),
@@ -121,17 +128,24 @@ absl::Status SqliteJobStore::CommitPuts(const std::vector<std::shared_ptr<Pendin
       }
     }
   }
-  // Retention, a little per commit: never a long transaction.
+  // Retention, a little per commit (never a long transaction), and always
+  // more than the commit wrote, so it catches up.
   Stmt old(db_, stmts_.get(),
            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE updated_us < ? "
-           "ORDER BY updated_us LIMIT 200)");
+           "ORDER BY updated_us LIMIT ?)");
   old.Bind(1, now - absl::ToInt64Microseconds(retention_));
+  old.Bind(2, static_cast<int64_t>(200 + 2 * rows));
   if (old.Step() != SQLITE_DONE) {
     absl::Status s = sqlite::Error(db_, "drop old jobs");
     sqlite::Exec(db_, "ROLLBACK").IgnoreError();
     return s;
   }
-  if (Stmt commit(db_, stmts_.get(), "COMMIT"); commit.Step() != SQLITE_DONE) {
+  int rc;
+  {
+    Stmt commit(db_, stmts_.get(), "COMMIT");
+    rc = commit.Step();
+  }  // reset before a ROLLBACK
+  if (rc != SQLITE_DONE) {
     absl::Status s = sqlite::Error(db_, "commit");
     // A COMMIT that failed may leave the transaction open (SQLITE_BUSY).
     if (!sqlite3_get_autocommit(db_)) sqlite::Exec(db_, "ROLLBACK").IgnoreError();

@@ -43,7 +43,10 @@ Worker::Worker(WorkerOptions options, ResolvedConfig config, const HandlerRegist
           absl::StrCat(absl::Hex(absl::Uniform<uint32_t>(absl::BitGen()), absl::kZeroPad8))),
       // Many jobs publish and ack at once: share RPCs between them.
       publisher_(std::make_unique<BatchPublisher>(broker, 1000, options_.publish_timeout)),
-      acker_(std::make_unique<BatchAcker>(broker, options_.group)) {}
+      acker_(std::make_unique<BatchAcker>(broker, options_.group)),
+      // Each task is one Nack call; past this many queued they are sent
+      // inline by the finisher.
+      nacker_(std::make_unique<Executor>("sb-nack", 2, 10000)) {}
 
 Worker::~Worker() { Shutdown(); }
 
@@ -391,11 +394,23 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
                                    {"final", f.ack},
                                    {"error", job.error()},
                                    {"correlation_id", job.correlation_id()}});
+    WireEvent failed =
+        LifecycleEvent(*task, job, "job.failed", absl::StrCat("failed.", job.attempt()));
+    failed.Data("final", job.status() == v1::JOB_STATUS_FAILED);
+    f.events.AddSerialized(failed.Finish());
   }
   {
     // Out of the running set (its thread takes the next job) but still held:
     // its deadline is extended, and shutdown waits for it.
     absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      // Shutdown stopped waiting and handed this job's event back while the
+      // handler returned: another worker runs it; record nothing here.
+      queue->active.erase(job.id());
+      held_.erase(job.id());
+      UpdateGauges(job.queue(), *queue);
+      return;
+    }
     task->job = job;
     queue->active.erase(job.id());
     queue->finishing[job.id()] = task;
@@ -405,6 +420,10 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
   f.queue = queue;
   f.job = std::move(job);
   absl::MutexLock lock(&finish_mu_);
+  auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(finish_mu_) {
+    return to_finish_.size() < kMaxUnfinished;
+  };
+  finish_mu_.Await(absl::Condition(&room));
   to_finish_.push_back(std::move(f));
 }
 
@@ -422,7 +441,7 @@ void Worker::ExtendDeadlinesLoop() {
     std::vector<std::string> ids;
     {
       absl::MutexLock lock(&mu_);
-      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), every)) return;
+      if (mu_.AwaitWithTimeout(absl::Condition(&extend_stop_), every)) return;
       for (auto& [id, t] : held_) ids.push_back(t->ack_id);
     }
     if (ids.empty()) continue;
@@ -470,7 +489,6 @@ bool Worker::Shutdown() {
                                    "the worker shut down before running the job", absl::Seconds(5));
     if (!s.ok()) LogWarn("handing back jobs failed", {{"error", s.ToString()}});
   }
-  if (extender_.joinable()) extender_.join();
   std::vector<std::thread> threads;
   {
     absl::MutexLock lock(&mu_);
@@ -489,6 +507,14 @@ bool Worker::Shutdown() {
     finish_stop_ = true;
   }
   if (finisher_.joinable()) finisher_.join();
+  nacker_.reset();  // sends what was queued, then joins
+  // Only now: a job being finished keeps its deadline extended until it was
+  // acked or nacked, however long the finisher took.
+  {
+    absl::MutexLock lock(&mu_);
+    extend_stop_ = true;
+  }
+  if (extender_.joinable()) extender_.join();
   // After the join: a job that finished during the drain queues its ack only
   // after it left the active set (what the drain waited for).
   acker_->Flush();
@@ -510,6 +536,8 @@ void Worker::FillQueueStats(const Queue& q, v1::QueueStats* out) const {
   uint64_t processed = q.processed;
   double processing_ms = q.processing_ms_total;
   out->set_waiting(q.waiting.size());
+  // Running handlers only (at most the concurrency): a job being recorded
+  // shows in neither count for those milliseconds.
   out->set_active(q.active.size());
   if (store_->shared() && shared_.valid) {
     // The deployment's: records in the store, loads of the other workers

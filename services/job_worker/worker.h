@@ -18,6 +18,7 @@
 #include "libs/broker_client/batching.h"
 #include "libs/broker_client/broker_client.h"
 #include "libs/common/clock.h"
+#include "libs/common/executor.h"
 #include "services/job_worker/handlers.h"
 #include "services/job_worker/job_store.h"
 #include "services/job_worker/worker_config.h"
@@ -114,8 +115,8 @@ class Worker {
     std::shared_ptr<Task> task;
     Queue* queue = nullptr;
     v1::Job job;
-    // Completed jobs: the handler's events and job.completed, published
-    // before the job is recorded.
+    // Published before the job is recorded: a completed job's output events
+    // and job.completed, or a failed attempt's job.failed.
     EncodedEvents events;
     std::string outcome;  // completed, retried, failed; then maybe publish_failed
     bool ack = false;
@@ -137,6 +138,15 @@ class Worker {
   // (one batch), recorded (one write) and acked (one call) together.
   void FinishLoop();
   void FinishBatch(std::vector<Finished> batch);
+  // Nacks grouped by delay and reason, sent from nacker_ so that a slow
+  // broker never holds the finisher (and every other job's ack).
+  void NackAll(const std::vector<std::pair<std::string, const Finished*>>& nacks);
+  // Jobs per finisher round: enough to amortise the round's calls.
+  static constexpr size_t kMaxRound = 200;
+  // Jobs run but not yet taken by the finisher: past this, queue threads
+  // wait, so a stalled broker or store stops new runs instead of piling up
+  // work that would only be nacked and run again.
+  static constexpr size_t kMaxUnfinished = 2 * kMaxRound;
   void ExtendDeadlinesLoop();
   // Paused queues, stats and loads from/to a shared store; slot renewals.
   void SyncLoop();
@@ -179,10 +189,14 @@ class Worker {
   std::unique_ptr<BatchAcker> acker_;
   std::vector<std::unique_ptr<BrokerSubscription>> subscriptions_;
   absl::Mutex finish_mu_;
-  // Bounded by the subscriptions' max_in_flight, like every job held.
+  // At most kMaxUnfinished (RunTask waits for room).
   std::vector<Finished> to_finish_ ABSL_GUARDED_BY(finish_mu_);
   bool finish_stop_ ABSL_GUARDED_BY(finish_mu_) = false;
   std::thread finisher_;
+  std::unique_ptr<Executor> nacker_;
+  // Set once the finisher is done: deadlines are extended until every job
+  // held was acked or nacked.
+  bool extend_stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread extender_;
   std::thread syncer_;
   // Handlers still running after the drain time are told to stop.

@@ -1,26 +1,18 @@
 // The finisher: what the queue threads ran is published, recorded and acked
 // here, many jobs per round, so no queue thread waits on the broker or the
-// store and each round costs one publish batch, one store write and one ack
-// call however many jobs it holds.
+// store, and a round costs one publish call (or a few, for many events), one
+// store write and one ack call however many jobs it holds.
 #include <map>
 #include <set>
 #include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "libs/common/ids.h"
 #include "libs/common/json_log.h"
 #include "libs/common/thread_name.h"
 #include "services/job_worker/worker.h"
 
 namespace switchboard::jobs {
-namespace {
-
-// Jobs per round: enough to amortise the round's calls, few enough that one
-// round's publish stays one batch of the publisher (1000 events).
-constexpr size_t kMaxRound = 200;
-
-}  // namespace
 
 void Worker::FinishLoop() {
   SetThreadName("sb-finish");
@@ -46,32 +38,30 @@ void Worker::FinishLoop() {
 }
 
 void Worker::FinishBatch(std::vector<Finished> batch) {
-  // 1. The completed jobs' events, each job's whole or not at all: one
-  // refused event fails only its own job.
-  std::vector<size_t> publishing;
+  // 1. Every job's events (a completed job's output and job.completed, a
+  // failed attempt's job.failed), each job's whole or not at all: one
+  // refused event fails only its own job. Out before the record: a job
+  // recorded done or failed always told the world so, even across a crash.
   std::vector<EncodedEvents> submissions;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    if (batch[i].outcome != "completed") continue;
-    publishing.push_back(i);
-    submissions.push_back(std::move(batch[i].events));
-  }
+  submissions.reserve(batch.size());
+  for (Finished& f : batch) submissions.push_back(std::move(f.events));
   std::vector<absl::Status> published = publisher_->PublishEach(std::move(submissions));
-  for (size_t k = 0; k < publishing.size(); ++k) {
-    if (published[k].ok()) continue;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (published[i].ok()) continue;
     // The work is done but its events are not out: let the broker redeliver
     // (the re-run's events carry the same ids).
-    Finished& f = batch[publishing[k]];
+    Finished& f = batch[i];
     LogError("publishing job results failed",
-             {{"job_id", f.job.id()}, {"error", published[k].ToString()}});
+             {{"job_id", f.job.id()}, {"error", published[i].ToString()}});
     f.job.set_attempt(f.job.attempt() - 1);
     f.ack = false;
     f.nack_delay = absl::Seconds(1);
-    f.nack_reason = absl::StrCat("publishing the job's events failed: ", published[k].message());
+    f.nack_reason = absl::StrCat("publishing the job's events failed: ", published[i].message());
     f.outcome = "publish_failed";
   }
 
-  // 2. Record first, then tell the world: a crash in between re-runs the
-  // job (at-least-once), never loses it.
+  // 2. Record, then ack: a crash in between re-runs the job (at-least-once),
+  // never loses it.
   std::vector<v1::Job> records;
   for (const Finished& f : batch) {
     if (f.outcome != "publish_failed") records.push_back(f.job);
@@ -80,34 +70,15 @@ void Worker::FinishBatch(std::vector<Finished> batch) {
   if (!recorded.ok()) {
     LogError("job store write failed",
              {{"jobs", static_cast<uint64_t>(records.size())}, {"error", recorded.ToString()}});
-  }
-  std::vector<EncodedEvents> failures;
-  std::vector<const Finished*> failed_jobs;
-  for (Finished& f : batch) {
-    if (f.outcome == "publish_failed") continue;
-    if (!recorded.ok()) {
+    for (Finished& f : batch) {
+      if (f.outcome == "publish_failed") continue;
       f.ack = false;
       f.nack_delay = absl::Seconds(1);
       f.nack_reason = absl::StrCat("recording the job failed: ", recorded.message());
-    } else if (f.outcome != "completed") {
-      WireEvent failed =
-          LifecycleEvent(*f.task, f.job, "job.failed", absl::StrCat("failed.", f.job.attempt()));
-      failed.Data("final", f.job.status() == v1::JOB_STATUS_FAILED);
-      failures.push_back(Encoded(failed));
-      failed_jobs.push_back(&f);
-    }
-  }
-  // Out before the ack: a final job.failed is not lost to a crash.
-  std::vector<absl::Status> told = publisher_->PublishEach(std::move(failures));
-  for (size_t k = 0; k < told.size(); ++k) {
-    if (!told[k].ok()) {
-      LogWarn("publishing job.failed failed",
-              {{"job_id", failed_jobs[k]->job.id()}, {"error", told[k].ToString()}});
     }
   }
 
   // 3. Counts, then the acks in one call and the nacks.
-  std::map<std::tuple<std::string, std::string, std::string>, double> outcomes;
   std::vector<std::string> acks;
   std::vector<std::pair<std::string, const Finished*>> nacks;
   {
@@ -132,13 +103,33 @@ void Worker::FinishBatch(std::vector<Finished> batch) {
     }
     for (Queue* q : touched) UpdateGauges(q->settings.name, *q);
   }
+  std::map<std::tuple<std::string, std::string, std::string>, double> outcomes;
   for (const Finished& f : batch) outcomes[{f.job.queue(), f.job.type(), f.outcome}] += 1;
   for (const auto& [key, n] : outcomes) {
     const auto& [queue, type, outcome] = key;
     metrics_->jobs.Add({{"queue", queue}, {"type", type}, {"outcome", outcome}}).Increment(n);
   }
   acker_->AckMany(std::move(acks));
-  for (const auto& [ack_id, f] : nacks) Nack(ack_id, f->nack_delay, f->nack_reason);
+  NackAll(nacks);
+}
+
+void Worker::NackAll(const std::vector<std::pair<std::string, const Finished*>>& nacks) {
+  // A failed round (the broker or the store down) nacks all its jobs with
+  // one reason: one call.
+  std::map<std::pair<absl::Duration, std::string>, std::vector<std::string>> groups;
+  for (const auto& [ack_id, f] : nacks) groups[{f->nack_delay, f->nack_reason}].push_back(ack_id);
+  for (auto& [key, ids] : groups) {
+    auto send = [this, delay = key.first, reason = key.second, ids = std::move(ids)] {
+      absl::Status s = broker_->Nack(options_.group, ids, delay, reason, absl::Seconds(10));
+      if (!s.ok()) {
+        LogWarn("nack failed",
+                {{"events", static_cast<uint64_t>(ids.size())}, {"error", s.ToString()}});
+      }
+    };
+    // A nack is a hint (a lost one means a redelivery after the deadline);
+    // with the pool full it goes out from here.
+    if (!nacker_->Submit(send)) send();
+  }
 }
 
 }  // namespace switchboard::jobs
