@@ -130,6 +130,7 @@ absl::Status Worker::Start() {
     if (sub != nullptr) subscriptions_.push_back(std::move(sub));
   }
   finisher_ = std::thread([this] { FinishLoop(); });
+  recorder_ = std::thread([this] { RecordLoop(); });
   extender_ = std::thread([this] { ExtendDeadlinesLoop(); });
   syncer_ = std::thread([this] { SyncLoop(); });
   return absl::OkStatus();
@@ -507,6 +508,11 @@ bool Worker::Shutdown() {
     finish_stop_ = true;
   }
   if (finisher_.joinable()) finisher_.join();
+  {
+    absl::MutexLock lock(&finish_mu_);
+    record_stop_ = true;
+  }
+  if (recorder_.joinable()) recorder_.join();
   nacker_.reset();  // sends what was queued, then joins
   // Only now: a job being finished keeps its deadline extended until it was
   // acked or nacked, however long the finisher took.

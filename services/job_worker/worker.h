@@ -134,10 +134,14 @@ class Worker {
 
   void RunQueue(const std::string& queue_name);
   void RunTask(Queue* queue, const std::shared_ptr<Task>& task);
-  // The finisher thread: every job run since its last round is published
-  // (one batch), recorded (one write) and acked (one call) together.
+  // The finisher: sb-finish publishes every job run since its last round
+  // together (one batch), then sb-record records them (one write) and acks
+  // them (one call), while sb-finish publishes the next round.
   void FinishLoop();
-  void FinishBatch(std::vector<Finished> batch);
+  void PublishRound(std::vector<Finished>& batch);
+  // sb-record: records a published round, then acks and nacks it.
+  void RecordLoop();
+  void RecordRound(std::vector<Finished> batch);
   // Nacks grouped by delay and reason, sent from nacker_ so that a slow
   // broker never holds the finisher (and every other job's ack).
   void NackAll(const std::vector<std::pair<std::string, const Finished*>>& nacks);
@@ -147,6 +151,8 @@ class Worker {
   // wait, so a stalled broker or store stops new runs instead of piling up
   // work that would only be nacked and run again.
   static constexpr size_t kMaxUnfinished = 2 * kMaxRound;
+  // Published rounds waiting for sb-record.
+  static constexpr size_t kMaxRecordRounds = 2;
   void ExtendDeadlinesLoop();
   // Paused queues, stats and loads from/to a shared store; slot renewals.
   void SyncLoop();
@@ -192,7 +198,10 @@ class Worker {
   // At most kMaxUnfinished (RunTask waits for room).
   std::vector<Finished> to_finish_ ABSL_GUARDED_BY(finish_mu_);
   bool finish_stop_ ABSL_GUARDED_BY(finish_mu_) = false;
+  std::deque<std::vector<Finished>> to_record_ ABSL_GUARDED_BY(finish_mu_);
+  bool record_stop_ ABSL_GUARDED_BY(finish_mu_) = false;
   std::thread finisher_;
+  std::thread recorder_;
   std::unique_ptr<Executor> nacker_;
   // Set once the finisher is done: deadlines are extended until every job
   // held was acked or nacked.

@@ -33,11 +33,37 @@ void Worker::FinishLoop() {
         to_finish_.erase(to_finish_.begin(), to_finish_.begin() + kMaxRound);
       }
     }
-    FinishBatch(std::move(batch));
+    PublishRound(batch);
+    // Recorded by sb-record while this thread publishes the next round: the
+    // broker's round trip and the store's commit overlap.
+    absl::MutexLock lock(&finish_mu_);
+    auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(finish_mu_) {
+      return to_record_.size() < kMaxRecordRounds;
+    };
+    finish_mu_.Await(absl::Condition(&room));
+    to_record_.push_back(std::move(batch));
   }
 }
 
-void Worker::FinishBatch(std::vector<Finished> batch) {
+void Worker::RecordLoop() {
+  SetThreadName("sb-record");
+  while (true) {
+    std::vector<Finished> batch;
+    {
+      absl::MutexLock lock(&finish_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(finish_mu_) {
+        return !to_record_.empty() || record_stop_;
+      };
+      finish_mu_.Await(absl::Condition(&ready));
+      if (to_record_.empty()) return;  // stopping, and everything was recorded
+      batch = std::move(to_record_.front());
+      to_record_.pop_front();
+    }
+    RecordRound(std::move(batch));
+  }
+}
+
+void Worker::PublishRound(std::vector<Finished>& batch) {
   // 1. Every job's events (a completed job's output and job.completed, a
   // failed attempt's job.failed), each job's whole or not at all: one
   // refused event fails only its own job. Out before the record: a job
@@ -59,7 +85,9 @@ void Worker::FinishBatch(std::vector<Finished> batch) {
     f.nack_reason = absl::StrCat("publishing the job's events failed: ", published[i].message());
     f.outcome = "publish_failed";
   }
+}
 
+void Worker::RecordRound(std::vector<Finished> batch) {
   // 2. Record, then ack: a crash in between re-runs the job (at-least-once),
   // never loses it.
   std::vector<v1::Job> records;
