@@ -113,8 +113,9 @@ std::vector<absl::Status> BatchPublisher::PublishEach(std::vector<EncodedEvents>
     // never waits for an empty queue.
     for (size_t i = 0; i < submissions.size(); ++i) {
       if (absl::Status room = WaitForRoom(submissions[i].count()); !room.ok()) {
-        out[i] = room;
-        continue;
+        // One wait per call, not per submission: the rest fail with it.
+        for (size_t j = i; j < submissions.size(); ++j) out[j] = room;
+        break;
       }
       pending_events_ += submissions[i].count();
       waiters[i] = std::make_shared<Waiter>();

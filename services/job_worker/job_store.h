@@ -46,8 +46,9 @@ class JobStore {
   virtual absl::StatusOr<std::optional<v1::Job>> Get(const std::string& id) = 0;
   // Records the jobs (each replacing its earlier record) in one write: one
   // SQLite transaction, one Redis script. An error means the caller cannot
-  // rely on any of them being recorded (on Redis they may all be, e.g. when
-  // too few replicas acknowledged in time). Records not updated for the
+  // rely on any of them being recorded (on Redis some or all may be: a script
+  // that fails partway, or too few replicas acknowledging in time). Records
+  // not updated for the
   // store's retention are dropped.
   virtual absl::Status PutMany(const std::vector<v1::Job>& jobs) = 0;
   absl::Status Put(const v1::Job& job) { return PutMany({job}); }

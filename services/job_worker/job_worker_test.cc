@@ -404,6 +404,25 @@ TEST_F(WorkerTest, ARefusedJobDoesNotFailTheJobsFinishedWithIt) {
   EXPECT_FALSE(bad->has_value()) << "a job whose events are not out is not recorded as done";
 }
 
+// A job.failed the broker refuses for good (INVALID_ARGUMENT) must not make
+// the attempt run again and again: the failure is recorded without it.
+TEST_F(WorkerTest, ARefusedJobFailedStillRecordsTheAttempt) {
+  {
+    absl::MutexLock lock(&broker_.mu_);
+    broker_.refused_subject_ = "bad";
+  }
+  broker::v1::Delivery d = Delivery("evt_R", -1, 1);
+  d.mutable_event()->set_subject("bad");
+  worker_->OnDelivery(d);
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.nacked_.size() == 1; }));
+  EXPECT_THAT(broker_.nack_reasons_[0], HasSubstr("fails on purpose"))
+      << "nacked for the handler's error, with the retry's backoff";
+  auto stored = store_->Get(DeriveId("job", {"evt_R"}));
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  EXPECT_EQ((*stored)->status(), v1::JOB_STATUS_RETRY_SCHEDULED);
+  EXPECT_EQ((*stored)->attempt(), 1u);
+}
+
 TEST_F(WorkerTest, RedeliveryOfACompletedJobIsAckedWithoutRunning) {
   worker_->OnDelivery(Delivery("evt_C", 0, 1));
   ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() == 1; }));

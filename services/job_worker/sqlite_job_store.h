@@ -22,7 +22,7 @@ struct PendingPut;
 // Jobs in SQLite (WAL) under --data_dir, for one worker. Concurrent PutMany
 // calls share one transaction: whichever caller finds no commit running commits
 // everything queued (group commit), the others wait for it. Each commit also
-// drops up to 200 records older than the retention.
+// drops up to 200 + 2 x rows records older than the retention.
 class SqliteJobStore : public JobStore {
  public:
   static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(

@@ -12,6 +12,7 @@
 #include "libs/common/json_log.h"
 #include "libs/common/proto_time.h"
 #include "libs/common/thread_name.h"
+#include "libs/common/wire_check.h"
 
 namespace switchboard::jobs {
 namespace {
@@ -45,7 +46,7 @@ Worker::Worker(WorkerOptions options, ResolvedConfig config, const HandlerRegist
       publisher_(std::make_unique<BatchPublisher>(broker, 1000, options_.publish_timeout)),
       acker_(std::make_unique<BatchAcker>(broker, options_.group)),
       // Each task is one Nack call; past this many queued they are sent
-      // inline by the finisher.
+      // inline by sb-record.
       nacker_(std::make_unique<Executor>("sb-nack", 2, 10000)) {}
 
 Worker::~Worker() { Shutdown(); }
@@ -370,7 +371,9 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
     f.outcome = "completed";
     f.ack = true;
   } else {
-    job.set_error(std::string(result.status().message()));
+    // Bounded and valid UTF-8: it travels in job.failed, which the broker
+    // would refuse otherwise.
+    job.set_error(ValidUtf8Prefix(result.status().message(), kMaxJobErrorBytes));
     if (job.attempt() < job.max_attempts()) {
       double u;
       {
@@ -514,8 +517,8 @@ bool Worker::Shutdown() {
   }
   if (recorder_.joinable()) recorder_.join();
   nacker_.reset();  // sends what was queued, then joins
-  // Only now: a job being finished keeps its deadline extended until it was
-  // acked or nacked, however long the finisher took.
+  // Only now: a job waiting for the finisher keeps its deadline extended
+  // until it was recorded, however long that took.
   {
     absl::MutexLock lock(&mu_);
     extend_stop_ = true;

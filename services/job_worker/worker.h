@@ -153,6 +153,8 @@ class Worker {
   static constexpr size_t kMaxUnfinished = 2 * kMaxRound;
   // Published rounds waiting for sb-record.
   static constexpr size_t kMaxRecordRounds = 2;
+  // A job's error as kept and published.
+  static constexpr size_t kMaxJobErrorBytes = 4096;
   void ExtendDeadlinesLoop();
   // Paused queues, stats and loads from/to a shared store; slot renewals.
   void SyncLoop();
@@ -204,7 +206,7 @@ class Worker {
   std::thread recorder_;
   std::unique_ptr<Executor> nacker_;
   // Set once the finisher is done: deadlines are extended until every job
-  // held was acked or nacked.
+  // held was recorded.
   bool extend_stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread extender_;
   std::thread syncer_;

@@ -74,9 +74,16 @@ void Worker::PublishRound(std::vector<Finished>& batch) {
   std::vector<absl::Status> published = publisher_->PublishEach(std::move(submissions));
   for (size_t i = 0; i < batch.size(); ++i) {
     if (published[i].ok()) continue;
+    Finished& f = batch[i];
+    if (f.outcome != "completed" && published[i].code() == absl::StatusCode::kInvalidArgument) {
+      // The broker refuses this job.failed for good: running the attempt
+      // again would not change that, so the failure is recorded unannounced.
+      LogError("job.failed refused by the broker; recording the attempt without it",
+               {{"job_id", f.job.id()}, {"error", published[i].ToString()}});
+      continue;
+    }
     // The work is done but its events are not out: let the broker redeliver
     // (the re-run's events carry the same ids).
-    Finished& f = batch[i];
     LogError("publishing job results failed",
              {{"job_id", f.job.id()}, {"error", published[i].ToString()}});
     f.job.set_attempt(f.job.attempt() - 1);
@@ -100,6 +107,7 @@ void Worker::RecordRound(std::vector<Finished> batch) {
              {{"jobs", static_cast<uint64_t>(records.size())}, {"error", recorded.ToString()}});
     for (Finished& f : batch) {
       if (f.outcome == "publish_failed") continue;
+      f.outcome = "record_failed";  // it runs again: not counted as finished
       f.ack = false;
       f.nack_delay = absl::Seconds(1);
       f.nack_reason = absl::StrCat("recording the job failed: ", recorded.message());

@@ -14,7 +14,8 @@ struct WorkerMetrics {
       : jobs(prometheus::BuildCounter()
                  .Name("switchboard_worker_jobs_total")
                  .Help("Job attempts finished, by queue, job type and outcome "
-                       "(completed, retried, failed, skipped_duplicate).")
+                       "(completed, retried, failed, skipped_duplicate; publish_failed and "
+                       "record_failed, which run again).")
                  .Register(r)),
         duration(prometheus::BuildHistogram()
                      .Name("switchboard_worker_job_duration_seconds")
