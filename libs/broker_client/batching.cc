@@ -192,9 +192,14 @@ void BatchPublisher::Run() {
     if (give_up) {
       s = absl::UnavailableError("publisher stopped after a failed last attempt");
     } else {
-      EncodedEvents events;
-      for (const Pending& p : batch) events.Append(p.events);
-      s = broker_->PublishEncoded(events, timeout_).status();
+      // One submission is sent as it is; several are joined (appending
+      // bytes).
+      EncodedEvents joined;
+      if (batch.size() > 1) {
+        for (const Pending& p : batch) joined.Append(p.events);
+      }
+      s = broker_->PublishEncoded(batch.size() > 1 ? joined : batch.front().events, timeout_)
+              .status();
     }
     const bool retry = !s.ok() && !stopping && !IsPermanent(s);
     // The broker refused the batch for good (a bad event): one submission

@@ -172,16 +172,10 @@ class GrpcBrokerClient : public BrokerClient {
 
   absl::StatusOr<broker::v1::PublishBatchResponse> PublishBatch(
       std::vector<events::v1::Event> events, absl::Duration timeout) override {
-    broker::v1::PublishBatchRequest req;
-    for (auto& e : events) {
-      if (e.id().empty()) e.set_id(NewId("evt"));
-      *req.add_events() = std::move(e);
-    }
-    broker::v1::PublishBatchResponse resp;
-    absl::Status s = Call(
-        timeout, [&](grpc::ClientContext* ctx) { return stub_->PublishBatch(ctx, req, &resp); });
-    if (!s.ok()) return s;
-    return resp;
+    // One way to the RPC: EncodedEvents::Add gives events their ids.
+    EncodedEvents encoded;
+    for (auto& e : events) encoded.Add(std::move(e));
+    return PublishEncoded(encoded, timeout);
   }
 
   absl::StatusOr<broker::v1::PublishBatchResponse> PublishEncoded(const EncodedEvents& events,

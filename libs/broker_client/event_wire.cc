@@ -23,6 +23,16 @@ void Varint(std::string* out, uint64_t v) {
   out->push_back(static_cast<char>(v));
 }
 
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+// Every field number here is below 16: its tag is one byte.
 void Tag(std::string* out, int field, int wire_type) {
   Varint(out, (static_cast<uint64_t>(field) << 3) | wire_type);
 }
@@ -67,36 +77,41 @@ WireEvent& WireEvent::Str(int field, absl::string_view v) {
   return *this;
 }
 
-void WireEvent::Entry(absl::string_view key, const std::string& value) {
-  std::string entry;
-  LenField(&entry, kEntryKey, key);
-  LenField(&entry, kEntryValue, value);
-  LenField(&data_, kStructFields, entry);
+void WireEvent::Entry(absl::string_view key, absl::string_view value_head,
+                      absl::string_view value_body) {
+  // Written in place, lengths first: no buffer per entry.
+  size_t value_len = value_head.size() + value_body.size();
+  size_t entry_len =
+      1 + VarintSize(key.size()) + key.size() + 1 + VarintSize(value_len) + value_len;
+  Tag(&data_, kStructFields, kLen);
+  Varint(&data_, entry_len);
+  LenField(&data_, kEntryKey, key);
+  Tag(&data_, kEntryValue, kLen);
+  Varint(&data_, value_len);
+  data_.append(value_head.data(), value_head.size());
+  data_.append(value_body.data(), value_body.size());
 }
 
 WireEvent& WireEvent::Data(absl::string_view key, absl::string_view string_value) {
-  std::string value;
   // A oneof member is written even when empty: it says which kind it is.
-  LenField(&value, kValueString, string_value);
-  Entry(key, value);
+  std::string head;
+  Tag(&head, kValueString, kLen);
+  Varint(&head, string_value.size());
+  Entry(key, head, string_value);
   return *this;
 }
 
 WireEvent& WireEvent::Data(absl::string_view key, double number_value) {
-  std::string value;
-  Tag(&value, kValueNumber, kFixed64);
-  char bytes[8];
-  std::memcpy(bytes, &number_value, 8);  // little-endian, as on the wire
-  value.append(bytes, 8);
-  Entry(key, value);
+  char value[9];
+  value[0] = static_cast<char>((kValueNumber << 3) | kFixed64);
+  std::memcpy(value + 1, &number_value, 8);  // little-endian, as on the wire
+  Entry(key, absl::string_view(value, 9), {});
   return *this;
 }
 
 WireEvent& WireEvent::Data(absl::string_view key, bool bool_value) {
-  std::string value;
-  Tag(&value, kValueBool, kVarint);
-  Varint(&value, bool_value ? 1 : 0);
-  Entry(key, value);
+  const char value[2] = {static_cast<char>((kValueBool << 3) | kVarint), bool_value ? '\1' : '\0'};
+  Entry(key, absl::string_view(value, 2), {});
   return *this;
 }
 

@@ -57,7 +57,8 @@ class WireEvent {
 
  private:
   WireEvent& Str(int field, absl::string_view v);
-  void Entry(absl::string_view key, const std::string& value);
+  // One data[key] map entry; the Value's bytes are value_head + value_body.
+  void Entry(absl::string_view key, absl::string_view value_head, absl::string_view value_body);
 
   std::string head_;
   std::string data_;

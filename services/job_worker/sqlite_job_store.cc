@@ -95,63 +95,53 @@ absl::Status SqliteJobStore::CommitPuts(const std::vector<std::shared_ptr<Pendin
   if (Stmt begin(db_, stmts_.get(), "BEGIN"); begin.Step() != SQLITE_DONE) {
     return sqlite::Error(db_, "begin");
   }
+  // A failed step (even COMMIT, on SQLITE_BUSY) may leave the transaction
+  // open: roll it back.
+  auto fail = [this](const char* what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    absl::Status s = sqlite::Error(db_, what);
+    if (!sqlite3_get_autocommit(db_)) sqlite::Exec(db_, "ROLLBACK").IgnoreError();
+    return s;
+  };
   size_t rows = 0;
   int64_t now = absl::ToUnixMicros(absl::Now());
   for (const auto& put : batch) {
     rows += put->rows.size();
-    for (const PendingPut::Row* p = put->rows.data(); p != put->rows.data() + put->rows.size();
-         ++p) {
+    for (const PendingPut::Row& row : put->rows) {
       Stmt st(db_, stmts_.get(),
               "INSERT OR REPLACE INTO jobs(id,queue,status,correlation_id,updated_us,record) "
               "VALUES(?,?,?,?,?,?)");
-      st.Bind(1, p->id);
-      st.Bind(2, p->queue);
-      st.Bind(3, static_cast<int64_t>(p->status));
-      st.BindNullable(4, p->correlation_id);
+      st.Bind(1, row.id);
+      st.Bind(2, row.queue);
+      st.Bind(3, static_cast<int64_t>(row.status));
+      st.BindNullable(4, row.correlation_id);
       st.Bind(5, now);
-      st.BindBlob(6, p->record);
-      if (st.Step() != SQLITE_DONE) {
-        absl::Status s = sqlite::Error(db_, "put job");
-        sqlite::Exec(db_, "ROLLBACK").IgnoreError();
-        return s;
-      }
-      if (p->status == v1::JOB_STATUS_RETRY_SCHEDULED) {
+      st.BindBlob(6, row.record);
+      if (st.Step() != SQLITE_DONE) return fail("put job");
+      if (row.status == v1::JOB_STATUS_RETRY_SCHEDULED) {
         Stmt r(db_, stmts_.get(),
                "INSERT INTO retried(queue,value) VALUES(?,1) "
                "ON CONFLICT(queue) DO UPDATE SET value=value+1");
-        r.Bind(1, p->queue);
-        if (r.Step() != SQLITE_DONE) {
-          absl::Status s = sqlite::Error(db_, "count retry");
-          sqlite::Exec(db_, "ROLLBACK").IgnoreError();
-          return s;
-        }
+        r.Bind(1, row.queue);
+        if (r.Step() != SQLITE_DONE) return fail("count retry");
       }
     }
   }
   // Retention, a little per commit (never a long transaction), and always
   // more than the commit wrote, so it catches up.
-  Stmt old(db_, stmts_.get(),
-           "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE updated_us < ? "
-           "ORDER BY updated_us LIMIT ?)");
-  old.Bind(1, now - absl::ToInt64Microseconds(retention_));
-  old.Bind(2, static_cast<int64_t>(200 + 2 * rows));
-  if (old.Step() != SQLITE_DONE) {
-    absl::Status s = sqlite::Error(db_, "drop old jobs");
-    sqlite::Exec(db_, "ROLLBACK").IgnoreError();
-    return s;
+  {
+    Stmt old(db_, stmts_.get(),
+             "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE updated_us < ? "
+             "ORDER BY updated_us LIMIT ?)");
+    old.Bind(1, now - absl::ToInt64Microseconds(retention_));
+    old.Bind(2, static_cast<int64_t>(200 + 2 * rows));
+    if (old.Step() != SQLITE_DONE) return fail("drop old jobs");
   }
   int rc;
   {
     Stmt commit(db_, stmts_.get(), "COMMIT");
     rc = commit.Step();
   }  // reset before a ROLLBACK
-  if (rc != SQLITE_DONE) {
-    absl::Status s = sqlite::Error(db_, "commit");
-    // A COMMIT that failed may leave the transaction open (SQLITE_BUSY).
-    if (!sqlite3_get_autocommit(db_)) sqlite::Exec(db_, "ROLLBACK").IgnoreError();
-    return s;
-  }
-  return absl::OkStatus();
+  return rc == SQLITE_DONE ? absl::OkStatus() : fail("commit");
 }
 
 absl::Status SqliteJobStore::PutMany(const std::vector<v1::Job>& jobs) {
