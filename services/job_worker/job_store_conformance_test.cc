@@ -130,7 +130,7 @@ TEST_P(JobStoreConformance, RetriesAreCountedPerQueue) {
   EXPECT_EQ(*retried, (std::map<std::string, uint64_t>{{"payments", 3}}));
 }
 
-TEST_P(JobStoreConformance, PutManyRecordsEveryJobInOneWrite) {
+TEST_P(JobStoreConformance, PutManyRecordsEveryJobAndLaterOnesWin) {
   auto store = Open();
   ASSERT_TRUE(store->Put(MakeJob("m1", "payments", v1::JOB_STATUS_ACTIVE, "ord-1")).ok());
   ASSERT_TRUE(store->PutMany({}).ok());
