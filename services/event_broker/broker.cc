@@ -447,10 +447,6 @@ void Broker::Tick() {
     }
   }
   absl::MutexLock lock(&tick_mu_);
-  if (absl::Now() >= next_maintenance_) {
-    next_maintenance_ = absl::Now() + absl::Milliseconds(200);
-    store_->Maintain();
-  }
   if (store_->shared() && store_usable && absl::Now() >= next_load_) {
     next_load_ = absl::Now() + config_.load_interval;
     if (absl::Status st = store_->PublishLoad(LocalLoad(), 3 * config_.load_interval); !st.ok()) {

@@ -313,7 +313,6 @@ class Broker : public SubscriptionHost {
   // Housekeeping state: Tick() runs on the housekeeping thread (or a test's).
   absl::Mutex tick_mu_ ABSL_ACQUIRED_AFTER(hk_mu_);
   absl::Time next_retention_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();
-  absl::Time next_maintenance_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();
   absl::Time next_check_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();
   absl::Time next_load_ ABSL_GUARDED_BY(tick_mu_) = absl::InfinitePast();
 

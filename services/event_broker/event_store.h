@@ -258,9 +258,6 @@ class EventStore {
   virtual absl::StatusOr<uint64_t> ApplyRetention(absl::Time now, absl::Duration max_age,
                                                   uint64_t max_count, uint64_t max_delete) = 0;
   virtual uint64_t StorageBytes() = 0;
-  // Background upkeep the store wants off the commit path (e.g. WAL
-  // checkpoints); called periodically from the broker's housekeeping thread.
-  virtual void Maintain() {}
   // A cheap probe that the store can be reached (readiness); called from
   // housekeeping about once a second.
   virtual absl::Status Check() { return absl::OkStatus(); }

@@ -50,7 +50,6 @@ class ForwardingEventStore : public EventStore {
     return inner_->ApplyRetention(now, max_age, max_count, max_delete);
   }
   uint64_t StorageBytes() override { return inner_->StorageBytes(); }
-  void Maintain() override { inner_->Maintain(); }
   absl::Status Check() override { return inner_->Check(); }
   bool shared() const override { return inner_->shared(); }
   absl::StatusOr<std::vector<EventPtr>> WaitForAppends(uint64_t after_seq, size_t limit,

@@ -111,14 +111,13 @@ absl::StatusOr<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(
   std::unique_ptr<SqliteEventStore> store(new SqliteEventStore(path, writer, nullptr, dedupe));
   if (absl::Status s = store->Init(sync); !s.ok()) return s;
   {
-    absl::MutexLock lock(&store->checkpoint_mu_);
-    if (sqlite3_open_v2(path.c_str(), &store->checkpointer_, flags, nullptr) != SQLITE_OK) {
-      return SqlError(store->checkpointer_, "open checkpointer");
-    }
-    sqlite3_busy_timeout(store->checkpointer_, 1000);
-    Exec(store->checkpointer_,
-         sync == SyncPolicy::kFull ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;")
-        .IgnoreError();
+    // Nothing else uses the writer yet (the checkpointer hooks into it).
+    absl::MutexLock lock(&store->write_mu_);
+    sqlite::WalCheckpointer::Options checkpoints;
+    checkpoints.full_sync = sync == SyncPolicy::kFull;
+    auto checkpointer = sqlite::WalCheckpointer::Start(path, writer, checkpoints);
+    if (!checkpointer.ok()) return checkpointer.status();
+    store->checkpointer_ = *std::move(checkpointer);
   }
   if (sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) !=
       SQLITE_OK) {
@@ -147,11 +146,8 @@ absl::Status SqliteEventStore::Init(SyncPolicy sync) {
       !s.ok()) {
     return s;
   }
-  // No checkpoints on the commit path: Maintain() runs them on another
-  // connection. journal_size_limit keeps the WAL file from staying large.
-  if (absl::Status s = Exec(writer_,
-                            "PRAGMA cache_size=-16384; PRAGMA wal_autocheckpoint=0;"
-                            "PRAGMA journal_size_limit=67108864; PRAGMA temp_store=MEMORY;");
+  // Checkpoints are the WalCheckpointer's, off the commit path (Open).
+  if (absl::Status s = Exec(writer_, "PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;");
       !s.ok()) {
     return s;
   }
@@ -191,19 +187,8 @@ absl::Status SqliteEventStore::LoadDedupeWindow() {
   return absl::OkStatus();
 }
 
-void SqliteEventStore::Maintain() {
-  absl::MutexLock lock(&checkpoint_mu_);
-  if (checkpointer_ == nullptr) return;
-  int log_frames = 0, checkpointed = 0;
-  sqlite3_wal_checkpoint_v2(checkpointer_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-                            &checkpointed);
-}
-
 SqliteEventStore::~SqliteEventStore() {
-  {
-    absl::MutexLock lock(&checkpoint_mu_);
-    sqlite3_close_v2(checkpointer_);
-  }
+  checkpointer_.reset();  // before the writer it hooks into closes
   {
     absl::MutexLock lock(&read_mu_);
     read_cache_->Clear();

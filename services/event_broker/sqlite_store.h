@@ -8,6 +8,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "libs/common/wal_checkpointer.h"
 #include "services/event_broker/dedupe_window.h"
 #include "services/event_broker/event_store.h"
 
@@ -50,9 +51,6 @@ class SqliteEventStore : public EventStore {
   absl::StatusOr<uint64_t> ApplyRetention(absl::Time now, absl::Duration max_age,
                                           uint64_t max_count, uint64_t max_delete) override;
   uint64_t StorageBytes() override;
-  // Passive WAL checkpoint on its own connection: the commit path never
-  // checkpoints (and so never waits for the fsync of the database file).
-  void Maintain() override;
 
  private:
   SqliteEventStore(std::string path, sqlite3* writer, sqlite3* reader, DedupeOptions dedupe);
@@ -71,8 +69,9 @@ class SqliteEventStore : public EventStore {
   absl::Mutex read_mu_;
   sqlite3* reader_ ABSL_GUARDED_BY(read_mu_);
   std::unique_ptr<::switchboard::sqlite::StmtCache> read_cache_ ABSL_GUARDED_BY(read_mu_);
-  absl::Mutex checkpoint_mu_;
-  sqlite3* checkpointer_ ABSL_GUARDED_BY(checkpoint_mu_) = nullptr;
+  // WAL checkpoints on a connection and thread of their own: the commit path
+  // never waits for the fsync of the database file.
+  std::unique_ptr<::switchboard::sqlite::WalCheckpointer> checkpointer_;
   // Mirrors last_seq_ for readers, who must not wait for a commit.
   std::atomic<uint64_t> published_last_seq_{0};
 };

@@ -58,7 +58,18 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
     return s;
   }
   sqlite3_busy_timeout(reader, 5000);
-  return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(*db, reader, retention));
+  // PutMany's commits never checkpoint: the fsync of the database file was
+  // most of a round's record time.
+  auto checkpointer = sqlite::WalCheckpointer::Start(path, *db);
+  if (!checkpointer.ok()) {
+    sqlite3_close(reader);
+    sqlite3_close(*db);
+    return checkpointer.status();
+  }
+  std::unique_ptr<SqliteJobStore> store(new SqliteJobStore(*db, reader, retention));
+  absl::MutexLock lock(&store->mu_);
+  store->checkpointer_ = *std::move(checkpointer);
+  return store;
 }
 
 SqliteJobStore::~SqliteJobStore() {
@@ -68,6 +79,7 @@ SqliteJobStore::~SqliteJobStore() {
     sqlite3_close_v2(reader_);
   }
   absl::MutexLock lock(&mu_);
+  checkpointer_.reset();  // before the connection it hooks into closes
   stmts_->Clear();
   sqlite3_close_v2(db_);
 }

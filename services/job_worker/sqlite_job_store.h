@@ -10,6 +10,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "libs/common/sqlite_util.h"
+#include "libs/common/wal_checkpointer.h"
 #include "services/job_worker/job_store.h"
 #include "services/job_worker/local_slots.h"
 
@@ -72,6 +73,7 @@ class SqliteJobStore : public JobStore {
   absl::Mutex mu_;  // the connection
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<sqlite::StmtCache> stmts_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<sqlite::WalCheckpointer> checkpointer_ ABSL_GUARDED_BY(mu_);
   // Reads on their own connection, so looking a job up never waits for a
   // commit in progress (WAL readers see the last committed state).
   absl::Mutex read_mu_;

@@ -58,6 +58,12 @@ absl::StatusOr<std::unique_ptr<SqliteDeliveryStore>> SqliteDeliveryStore::Open(
   if (!db.ok()) return db.status();
   std::unique_ptr<SqliteDeliveryStore> store(new SqliteDeliveryStore(*db, options));
   absl::MutexLock lock(&store->mu_);
+  // The intake's and the scheduler's commits never checkpoint: that fsync
+  // under mu_ stalled both (the webhook latency's tail).
+  auto checkpointer = sqlite::WalCheckpointer::Start(
+      (std::filesystem::path(data_dir) / "deliveries.db").string(), *db);
+  if (!checkpointer.ok()) return checkpointer.status();
+  store->checkpointer_ = *std::move(checkpointer);
   // (A backlog too large is counted again at the first claim, by its clock.)
   if (absl::Status s = store->RebuildIndexLocked(absl::InfinitePast()); !s.ok()) return s;
   return store;
@@ -117,6 +123,7 @@ absl::Status SqliteDeliveryStore::CommitLocked() {
 
 SqliteDeliveryStore::~SqliteDeliveryStore() {
   absl::MutexLock lock(&mu_);
+  checkpointer_.reset();  // before the connection it hooks into closes
   stmts_.Clear();
   sqlite3_close_v2(db_);
 }

@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "libs/common/sqlite_util.h"
+#include "libs/common/wal_checkpointer.h"
 #include "services/webhook_delivery/due_index.h"
 #include "switchboard/webhooks/v1/webhooks.pb.h"
 
@@ -192,6 +193,7 @@ class SqliteDeliveryStore : public DeliveryStore {
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
   sqlite::StmtCache stmts_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<sqlite::WalCheckpointer> checkpointer_ ABSL_GUARDED_BY(mu_);
   // One process uses the file, so leases and token buckets live in memory:
   // they end with the process, as they should.
   struct Lease {

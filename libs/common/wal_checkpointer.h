@@ -1,0 +1,74 @@
+#ifndef SWITCHBOARD_LIBS_COMMON_WAL_CHECKPOINTER_H_
+#define SWITCHBOARD_LIBS_COMMON_WAL_CHECKPOINTER_H_
+
+#include <sqlite3.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace switchboard::sqlite {
+
+// Checkpoints one WAL database on a connection and a thread of its own.
+//
+// SQLite's automatic checkpoint runs inside the COMMIT that crosses its
+// threshold: it copies the WAL into the database file and fsyncs it, some
+// milliseconds on whichever thread committed, holding that store's lock. Every
+// caller waiting on that store waits too; that was the tail of the webhook and
+// job latencies. Here the committing connection only notes the WAL's size (a
+// hook) and this thread does the copying, in passive mode (it never blocks a
+// writer or a reader).
+class WalCheckpointer {
+ public:
+  struct Options {
+    // Frames in the WAL after a commit that wake the thread (SQLite's own
+    // automatic threshold is 1000).
+    int wake_frames = 1000;
+    // Also checkpoints this often while the database is written slowly.
+    absl::Duration interval = absl::Seconds(1);
+    bool full_sync = false;  // synchronous=FULL on the checkpointing connection
+  };
+
+  // Opens `path` a second time and starts the thread. From then on `writer`
+  // (the connection that commits) checkpoints no more: its WAL hook wakes this
+  // thread instead. Call it before `writer` is used by other threads.
+  static absl::StatusOr<std::unique_ptr<WalCheckpointer>> Start(const std::string& path,
+                                                                sqlite3* writer, Options options);
+  static absl::StatusOr<std::unique_ptr<WalCheckpointer>> Start(const std::string& path,
+                                                                sqlite3* writer) {
+    return Start(path, writer, Options());
+  }
+  // Stops the thread after a last checkpoint and takes the hook off `writer`
+  // (which then checkpoints only when it closes). `writer` must still be open
+  // and no longer in use elsewhere.
+  ~WalCheckpointer();
+  WalCheckpointer(const WalCheckpointer&) = delete;
+  WalCheckpointer& operator=(const WalCheckpointer&) = delete;
+
+  // One passive checkpoint now, on the caller's thread. Returns the frames
+  // the WAL still holds that are not in the database yet (0: all copied).
+  absl::StatusOr<int> CheckpointNow();
+
+ private:
+  WalCheckpointer(sqlite3* writer, sqlite3* conn, Options options);
+  static int OnCommit(void* self, sqlite3* db, const char* name, int frames);
+  void Run();
+
+  sqlite3* const writer_;
+  const Options options_;
+  absl::Mutex conn_mu_;
+  sqlite3* conn_ ABSL_GUARDED_BY(conn_mu_);
+  absl::Mutex mu_;
+  bool wake_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace switchboard::sqlite
+
+#endif  // SWITCHBOARD_LIBS_COMMON_WAL_CHECKPOINTER_H_

@@ -1,0 +1,101 @@
+#include "libs/common/wal_checkpointer.h"
+
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "tests/testing/process.h"
+
+namespace switchboard::sqlite {
+namespace {
+
+class WalCheckpointerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = (std::filesystem::path(::switchboard::testing::MakeTempDir()) / "t.db").string();
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db_), SQLITE_OK);
+    Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; CREATE TABLE t(x BLOB)");
+  }
+  void TearDown() override { sqlite3_close(db_); }
+
+  void Exec(const char* sql) {
+    char* err = nullptr;
+    ASSERT_EQ(sqlite3_exec(db_, sql, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+  }
+  // Commits `n` rows of 3 KiB, one commit each: a page (a WAL frame) or more
+  // per commit.
+  void Write(int n) {
+    for (int i = 0; i < n; ++i) Exec("INSERT INTO t VALUES(randomblob(3000))");
+  }
+  // The database file proper: it grows only when a checkpoint copies the
+  // WAL into it.
+  uintmax_t DbFileBytes() { return std::filesystem::file_size(path_); }
+
+  std::string path_;
+  sqlite3* db_ = nullptr;
+};
+
+TEST_F(WalCheckpointerTest, TheCommittingConnectionNoLongerCheckpoints) {
+  WalCheckpointer::Options o;
+  o.wake_frames = 1 << 30;
+  o.interval = absl::Hours(1);
+  auto c = WalCheckpointer::Start(path_, db_, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  uintmax_t before = DbFileBytes();
+  // Past SQLite's automatic threshold (1000 frames) several times over.
+  Write(3000);
+  EXPECT_EQ(DbFileBytes(), before);
+  ASSERT_TRUE((*c)->CheckpointNow().ok());
+  EXPECT_GT(DbFileBytes(), before + 3000u * 3000u);
+}
+
+TEST_F(WalCheckpointerTest, ACommitPastTheThresholdWakesItsThread) {
+  WalCheckpointer::Options o;
+  o.wake_frames = 100;
+  o.interval = absl::Hours(1);  // so only the hook can wake it
+  auto c = WalCheckpointer::Start(path_, db_, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  uintmax_t before = DbFileBytes();
+  Write(200);
+  EXPECT_TRUE(::switchboard::testing::WaitUntil(
+      [&] { return DbFileBytes() > before + 100u * 3000u; }, absl::Seconds(10)));
+}
+
+TEST_F(WalCheckpointerTest, ASlowWriterIsCheckpointedByTheInterval) {
+  WalCheckpointer::Options o;
+  o.wake_frames = 1 << 30;
+  o.interval = absl::Milliseconds(20);
+  auto c = WalCheckpointer::Start(path_, db_, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  uintmax_t before = DbFileBytes();
+  Write(10);
+  EXPECT_TRUE(::switchboard::testing::WaitUntil(
+      [&] { return DbFileBytes() > before + 10u * 3000u; }, absl::Seconds(10)));
+}
+
+TEST_F(WalCheckpointerTest, TheWriterWorksOnAfterItStops) {
+  {
+    auto c = WalCheckpointer::Start(path_, db_);
+    ASSERT_TRUE(c.ok()) << c.status();
+    Write(5);
+  }
+  Write(5);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db_, "SELECT COUNT(*) FROM t", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), 10);
+  sqlite3_finalize(st);
+}
+
+TEST(WalCheckpointerOpen, AnUnopenablePathIsAnError) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(":memory:", &db), SQLITE_OK);
+  auto c = WalCheckpointer::Start("/nonexistent-dir/x/t.db", db);
+  EXPECT_FALSE(c.ok());
+  sqlite3_close(db);
+}
+
+}  // namespace
+}  // namespace switchboard::sqlite
