@@ -243,8 +243,10 @@ void Latency() {
       for (const auto& d : resp.deliveries()) {
         int64_t created = google::protobuf::util::TimeUtil::TimestampToNanoseconds(d.created_at());
         if (d.attempts_size() == 0) continue;
-        int64_t sent = google::protobuf::util::TimeUtil::TimestampToNanoseconds(d.attempts(0).time());
-        int64_t took = google::protobuf::util::TimeUtil::DurationToNanoseconds(d.attempts(0).latency());
+        int64_t sent =
+            google::protobuf::util::TimeUtil::TimestampToNanoseconds(d.attempts(0).time());
+        int64_t took =
+            google::protobuf::util::TimeUtil::DurationToNanoseconds(d.attempts(0).latency());
         to_send.push_back(sent - created);
         http.push_back(took);
         int i = -1;
@@ -310,11 +312,13 @@ void Latency() {
   std::printf(
       "{\"system\":\"switchboard\",\"figure\":\"webhook_latency\",\"rate_per_s\":%d,\"n\":%d,"
       "\"received\":%d,\"complete\":%s,\"p50_us\":%.0f,\"p99_us\":%.0f,\"max_us\":%.0f,"
-      "\"published_to_recorded_p99_us\":%.0f,\"recorded_to_sent_p99_us\":%.0f,\"recorded_to_sent_max_us\":%.0f,\"http_p99_us\":%.0f,"
+      "\"published_to_recorded_p99_us\":%.0f,\"recorded_to_sent_p99_us\":%.0f,\"recorded_to_sent_"
+      "max_us\":%.0f,\"http_p99_us\":%.0f,"
       "\"http_max_us\":%.0f,\"over_50ms\":%d,"
       "\"first_over_50ms_at_ms\":%.0f,\"max_at_ms\":%.0f%s}\n",
-      rate, n, count.load(), all ? "true" : "false", pct(50), pct(99), pct(100), record_p99, send_p99, send_max,
-      http_p99, http_max, slow, first_slow_ms, worst_at_ms, StoreFields().c_str());
+      rate, n, count.load(), all ? "true" : "false", pct(50), pct(99), pct(100), record_p99,
+      send_p99, send_max, http_p99, http_max, slow, first_slow_ms, worst_at_ms,
+      StoreFields().c_str());
   std::fflush(stdout);
 }
 

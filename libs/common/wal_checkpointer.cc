@@ -18,7 +18,8 @@ absl::StatusOr<std::unique_ptr<WalCheckpointer>> WalCheckpointer::Start(const st
   sqlite3_busy_timeout(conn, 1000);
   const char* sync = options.full_sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL";
   if (sqlite3_exec(conn, sync, nullptr, nullptr, nullptr) != SQLITE_OK) {
-    absl::Status s = absl::InternalError(absl::StrCat("sqlite checkpointer: ", sqlite3_errmsg(conn)));
+    absl::Status s =
+        absl::InternalError(absl::StrCat("sqlite checkpointer: ", sqlite3_errmsg(conn)));
     sqlite3_close(conn);
     return s;
   }
@@ -49,22 +50,34 @@ WalCheckpointer::~WalCheckpointer() {
 // Runs on the committing thread, inside its COMMIT: only a flag.
 int WalCheckpointer::OnCommit(void* self, sqlite3*, const char*, int frames) {
   auto* c = static_cast<WalCheckpointer*>(self);
-  if (frames >= c->options_.wake_frames) {
-    absl::MutexLock lock(&c->mu_);
-    c->wake_ = true;
-  }
+  absl::MutexLock lock(&c->mu_);
+  // Counted from the last checkpoint, not from the WAL's start: a WAL that
+  // has not restarted yet (a reader still on it) would otherwise wake a
+  // checkpoint, and its fsyncs, at every commit.
+  if (frames < c->wal_frames_) c->checked_ = 0;  // the WAL restarted from its start
+  c->wal_frames_ = frames;
+  if (frames - c->checked_ >= c->options_.wake_frames) c->wake_ = true;
   return SQLITE_OK;
 }
 
 absl::StatusOr<int> WalCheckpointer::CheckpointNow() {
-  absl::MutexLock lock(&conn_mu_);
   int log_frames = 0, copied = 0;
-  int rc = sqlite3_wal_checkpoint_v2(conn_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-                                     &copied);
-  if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
-    return absl::InternalError(absl::StrCat("sqlite checkpoint: ", sqlite3_errmsg(conn_)));
+  {
+    absl::MutexLock lock(&conn_mu_);
+    int rc =
+        sqlite3_wal_checkpoint_v2(conn_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+      return absl::InternalError(absl::StrCat("sqlite checkpoint: ", sqlite3_errmsg(conn_)));
+    }
   }
-  return log_frames < 0 ? 0 : log_frames - copied;
+  absl::MutexLock lock(&mu_);
+  ++runs_;
+  if (log_frames < 0) return 0;  // not in WAL mode: nothing to copy
+  // Frames a reader kept it from copying are tried again after wake_frames
+  // more, or at the interval.
+  checked_ = log_frames;
+  wal_frames_ = log_frames;
+  return log_frames - copied;
 }
 
 void WalCheckpointer::Run() {

@@ -54,6 +54,12 @@ class WalCheckpointer {
   // the WAL still holds that are not in the database yet (0: all copied).
   absl::StatusOr<int> CheckpointNow();
 
+  // Checkpoints run so far, by the thread or CheckpointNow (for tests).
+  uint64_t runs() {
+    absl::MutexLock lock(&mu_);
+    return runs_;
+  }
+
  private:
   WalCheckpointer(sqlite3* writer, sqlite3* conn, Options options);
   static int OnCommit(void* self, sqlite3* db, const char* name, int frames);
@@ -65,6 +71,10 @@ class WalCheckpointer {
   sqlite3* conn_ ABSL_GUARDED_BY(conn_mu_);
   absl::Mutex mu_;
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
+  // The WAL's frames at the last commit, and at the last checkpoint.
+  int wal_frames_ ABSL_GUARDED_BY(mu_) = 0;
+  int checked_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t runs_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };

@@ -63,6 +63,31 @@ TEST_F(WalCheckpointerTest, ACommitPastTheThresholdWakesItsThread) {
       [&] { return DbFileBytes() > before + 100u * 3000u; }, absl::Seconds(10)));
 }
 
+// A reader on the WAL keeps it from restarting, so every commit sees the WAL
+// past the threshold; only frames not yet copied count.
+TEST_F(WalCheckpointerTest, AWalThatCannotRestartIsNotCheckpointedAtEveryCommit) {
+  WalCheckpointer::Options o;
+  o.wake_frames = 100;
+  o.interval = absl::Hours(1);
+  auto c = WalCheckpointer::Start(path_, db_, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  Write(120);
+  ASSERT_TRUE(
+      ::switchboard::testing::WaitUntil([&] { return (*c)->runs() >= 1; }, absl::Seconds(10)));
+  sqlite3* reader = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &reader), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(reader, "BEGIN; SELECT COUNT(*) FROM t;", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  // Let the woken checkpoint finish before counting.
+  ASSERT_TRUE((*c)->CheckpointNow().ok());
+  uint64_t before = (*c)->runs();
+  Write(60);  // 60 new frames or more, fewer than 100 pages' worth of rows
+  ASSERT_TRUE((*c)->CheckpointNow().ok());  // the thread's wakes are done by now or never
+  EXPECT_LE((*c)->runs(), before + 3);
+  sqlite3_exec(reader, "COMMIT", nullptr, nullptr, nullptr);
+  sqlite3_close(reader);
+}
+
 TEST_F(WalCheckpointerTest, ASlowWriterIsCheckpointedByTheInterval) {
   WalCheckpointer::Options o;
   o.wake_frames = 1 << 30;
