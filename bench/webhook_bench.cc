@@ -12,10 +12,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
@@ -144,7 +143,6 @@ uint64_t Delivered(Mesh& m) {
 
 sb::events::v1::Event Event(int i) {
   sb::events::v1::Event ev;
-  ev.set_id(absl::StrCat("wb-", i));  // the latency figure finds each delivery's event by it
   ev.set_type("order.created");
   ev.set_source("webhook-bench");
   auto& f = *ev.mutable_data()->mutable_fields();
@@ -183,6 +181,10 @@ void Latency() {
   Mesh m = StartMesh();
   int rate = absl::GetFlag(FLAGS_rate), n = rate * absl::GetFlag(FLAGS_lat_secs);
   std::vector<int64_t> intended(n), arrived(n, -1);
+  // Each event's id (the broker's, from the body) to its index: the outbox's
+  // deliveries name events by id. Events carry no id of their own here, as
+  // in the throughput figure (a client id would add the dedupe check).
+  std::map<std::string, int> index_of;
   absl::Mutex mu;
   sb::AdminHttpServer receiver(std::make_shared<prometheus::Registry>());
   std::atomic<int> count{0};
@@ -191,9 +193,16 @@ void Latency() {
     size_t at = r.body.find("\"i\":");
     if (at != std::string::npos) {
       int i = std::atoi(r.body.c_str() + at + 4);
+      // The body starts {"id":"<event id>",...
+      std::string id;
+      if (absl::StartsWith(r.body, "{\"id\":\"")) {
+        size_t end = r.body.find('"', 7);
+        if (end != std::string::npos) id = r.body.substr(7, end - 7);
+      }
       absl::MutexLock lock(&mu);  // several sender connections, several server threads
       if (i >= 0 && i < n && arrived[i] < 0) {
         arrived[i] = now;
+        index_of[id] = i;
         ++count;
       }
     }
@@ -249,18 +258,16 @@ void Latency() {
             google::protobuf::util::TimeUtil::DurationToNanoseconds(d.attempts(0).latency());
         to_send.push_back(sent - created);
         http.push_back(took);
-        int i = -1;
-        if (!absl::SimpleAtoi(absl::StripPrefix(d.event_id(), "wb-"), &i) || i < 0 || i >= n ||
-            arrived[i] < 0) {
-          continue;
-        }
+        auto found = index_of.find(d.event_id());
+        if (found == index_of.end()) continue;
+        int i = found->second;
         to_record.push_back(created - intended[i]);
         if (arrived[i] - intended[i] > 5'000'000) {
           ++tail_n;
           tail_record += created - intended[i];
           tail_send += sent - created;
           tail_http += took;
-          tail_rest += arrived[i] - intended[i] - (sent + took - intended[i]);
+          tail_rest += arrived[i] - sent - took;
         }
       }
     }

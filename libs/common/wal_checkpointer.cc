@@ -1,31 +1,31 @@
 #include "libs/common/wal_checkpointer.h"
 
 #include "absl/strings/str_cat.h"
+#include "libs/common/json_log.h"
+#include "libs/common/sqlite_util.h"
 #include "libs/common/thread_name.h"
 
 namespace switchboard::sqlite {
 
-absl::StatusOr<std::unique_ptr<WalCheckpointer>> WalCheckpointer::Start(const std::string& path,
-                                                                        sqlite3* writer,
+absl::StatusOr<std::unique_ptr<WalCheckpointer>> WalCheckpointer::Start(sqlite3* writer,
                                                                         Options options) {
+  const char* path = sqlite3_db_filename(writer, "main");
+  if (path == nullptr || *path == '\0') {
+    return absl::InvalidArgumentError("sqlite checkpointer: the database has no file");
+  }
+  // The WAL file is cut back to 64 MiB when it restarts, so one burst does
+  // not leave it large.
+  if (absl::Status s = Exec(writer, "PRAGMA journal_size_limit=67108864"); !s.ok()) return s;
   sqlite3* conn = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &conn, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
-    absl::Status s =
-        absl::InternalError(absl::StrCat("sqlite open checkpointer: ", sqlite3_errmsg(conn)));
+  // synchronous=NORMAL: a checkpoint fsyncs the WAL and the database file
+  // under NORMAL as under FULL; only OFF (never here) would skip that.
+  if (sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK ||
+      !Exec(conn, "PRAGMA synchronous=NORMAL").ok()) {
+    absl::Status s = Error(conn, "open checkpointer");
     sqlite3_close(conn);
     return s;
   }
   sqlite3_busy_timeout(conn, 1000);
-  const char* sync = options.full_sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL";
-  if (sqlite3_exec(conn, sync, nullptr, nullptr, nullptr) != SQLITE_OK) {
-    absl::Status s =
-        absl::InternalError(absl::StrCat("sqlite checkpointer: ", sqlite3_errmsg(conn)));
-    sqlite3_close(conn);
-    return s;
-  }
-  // The WAL file is cut back to 64 MiB when it restarts, so one burst does
-  // not leave it large.
-  sqlite3_exec(writer, "PRAGMA journal_size_limit=67108864", nullptr, nullptr, nullptr);
   std::unique_ptr<WalCheckpointer> c(new WalCheckpointer(writer, conn, options));
   // Replaces SQLite's automatic checkpoint (which is itself a WAL hook).
   sqlite3_wal_hook(writer, &WalCheckpointer::OnCommit, c.get());
@@ -62,26 +62,32 @@ int WalCheckpointer::OnCommit(void* self, sqlite3*, const char*, int frames) {
 
 absl::StatusOr<int> WalCheckpointer::CheckpointNow() {
   int log_frames = 0, copied = 0;
+  absl::Status error;
   {
     absl::MutexLock lock(&conn_mu_);
     int rc =
         sqlite3_wal_checkpoint_v2(conn_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
-      return absl::InternalError(absl::StrCat("sqlite checkpoint: ", sqlite3_errmsg(conn_)));
-    }
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) error = Error(conn_, "checkpoint");
   }
   absl::MutexLock lock(&mu_);
   ++runs_;
+  if (!error.ok()) {
+    // Tried again after wake_frames more frames or at the interval, not at
+    // every commit; the WAL keeps everything meanwhile.
+    checked_ = wal_frames_;
+    return error;
+  }
   if (log_frames < 0) return 0;  // not in WAL mode: nothing to copy
   // Frames a reader kept it from copying are tried again after wake_frames
-  // more, or at the interval.
-  checked_ = log_frames;
-  wal_frames_ = log_frames;
+  // more. A WAL that restarted during the checkpoint (the hook saw fewer
+  // frames since) counts from its start.
+  checked_ = wal_frames_ >= log_frames ? log_frames : 0;
   return log_frames - copied;
 }
 
 void WalCheckpointer::Run() {
   SetThreadName("sb-checkpoint");
+  absl::Time next_log = absl::InfinitePast();
   absl::MutexLock lock(&mu_);
   while (true) {
     auto due = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return wake_ || stop_; };
@@ -90,7 +96,12 @@ void WalCheckpointer::Run() {
     wake_ = false;
     mu_.Unlock();
     // A failed checkpoint leaves the WAL as it was: the next one copies it.
-    (void)CheckpointNow();
+    absl::StatusOr<int> left = CheckpointNow();
+    if (!left.ok() && absl::Now() >= next_log) {
+      next_log = absl::Now() + absl::Minutes(1);
+      LogWarn("WAL checkpoint failed; the WAL grows until one succeeds",
+              {{"error", left.status().ToString()}});
+    }
     mu_.Lock();
     if (last) return;
   }

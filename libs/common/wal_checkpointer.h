@@ -4,7 +4,6 @@
 #include <sqlite3.h>
 
 #include <memory>
-#include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -31,17 +30,15 @@ class WalCheckpointer {
     int wake_frames = 1000;
     // Also checkpoints this often while the database is written slowly.
     absl::Duration interval = absl::Seconds(1);
-    bool full_sync = false;  // synchronous=FULL on the checkpointing connection
   };
 
-  // Opens `path` a second time and starts the thread. From then on `writer`
-  // (the connection that commits) checkpoints no more: its WAL hook wakes this
-  // thread instead. Call it before `writer` is used by other threads.
-  static absl::StatusOr<std::unique_ptr<WalCheckpointer>> Start(const std::string& path,
-                                                                sqlite3* writer, Options options);
-  static absl::StatusOr<std::unique_ptr<WalCheckpointer>> Start(const std::string& path,
-                                                                sqlite3* writer) {
-    return Start(path, writer, Options());
+  // Opens `writer`'s database a second time and starts the thread. From then
+  // on `writer` (the connection that commits) checkpoints no more: its WAL
+  // hook wakes this thread instead. Call it before `writer` is used by other
+  // threads.
+  static absl::StatusOr<std::unique_ptr<WalCheckpointer>> Start(sqlite3* writer, Options options);
+  static absl::StatusOr<std::unique_ptr<WalCheckpointer>> Start(sqlite3* writer) {
+    return Start(writer, Options());
   }
   // Stops the thread after a last checkpoint and takes the hook off `writer`
   // (which then checkpoints only when it closes). `writer` must still be open
@@ -51,7 +48,8 @@ class WalCheckpointer {
   WalCheckpointer& operator=(const WalCheckpointer&) = delete;
 
   // One passive checkpoint now, on the caller's thread. Returns the frames
-  // the WAL still holds that are not in the database yet (0: all copied).
+  // the WAL still holds that are not in the database yet (0: all copied). The
+  // thread logs failures (at most once a minute).
   absl::StatusOr<int> CheckpointNow();
 
   // Checkpoints run so far, by the thread or CheckpointNow (for tests).

@@ -113,9 +113,7 @@ absl::StatusOr<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(
   {
     // Nothing else uses the writer yet (the checkpointer hooks into it).
     absl::MutexLock lock(&store->write_mu_);
-    sqlite::WalCheckpointer::Options checkpoints;
-    checkpoints.full_sync = sync == SyncPolicy::kFull;
-    auto checkpointer = sqlite::WalCheckpointer::Start(path, writer, checkpoints);
+    auto checkpointer = sqlite::WalCheckpointer::Start(writer);
     if (!checkpointer.ok()) return checkpointer.status();
     store->checkpointer_ = *std::move(checkpointer);
   }

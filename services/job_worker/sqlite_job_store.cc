@@ -60,7 +60,7 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
   sqlite3_busy_timeout(reader, 5000);
   // PutMany's commits never checkpoint: the fsync of the database file was
   // most of a round's record time.
-  auto checkpointer = sqlite::WalCheckpointer::Start(path, *db);
+  auto checkpointer = sqlite::WalCheckpointer::Start(*db);
   if (!checkpointer.ok()) {
     sqlite3_close(reader);
     sqlite3_close(*db);

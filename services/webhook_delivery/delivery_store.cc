@@ -60,8 +60,7 @@ absl::StatusOr<std::unique_ptr<SqliteDeliveryStore>> SqliteDeliveryStore::Open(
   absl::MutexLock lock(&store->mu_);
   // The intake's and the scheduler's commits never checkpoint: that fsync
   // under mu_ stalled both (the webhook latency's tail).
-  auto checkpointer = sqlite::WalCheckpointer::Start(
-      (std::filesystem::path(data_dir) / "deliveries.db").string(), *db);
+  auto checkpointer = sqlite::WalCheckpointer::Start(*db);
   if (!checkpointer.ok()) return checkpointer.status();
   store->checkpointer_ = *std::move(checkpointer);
   // (A backlog too large is counted again at the first claim, by its clock.)

@@ -6,6 +6,8 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <initializer_list>
 
 #include "absl/strings/escaping.h"
@@ -54,8 +56,18 @@ namespace {
 
 // OpenSSL 3's one-shot HMAC() looks the MAC and the digest up by name on
 // every call; the MAC is fetched once here (it is immutable and thread-safe).
+// A failed fetch is not kept: the next call tries again.
 EVP_MAC* HmacMac() {
-  static EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  static std::atomic<EVP_MAC*> cached{nullptr};
+  EVP_MAC* mac = cached.load(std::memory_order_acquire);
+  if (mac != nullptr) return mac;
+  mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (mac == nullptr) return nullptr;
+  EVP_MAC* first = nullptr;
+  if (!cached.compare_exchange_strong(first, mac, std::memory_order_acq_rel)) {
+    EVP_MAC_free(mac);  // another thread's fetch won
+    return first;
+  }
   return mac;
 }
 
@@ -87,7 +99,7 @@ std::string Sign(absl::string_view key, absl::string_view msg_id, int64_t timest
   unsigned char mac[EVP_MAX_MD_SIZE];
   size_t mac_len = 0;
   // Without OpenSSL's HMAC (never seen) the signature is "v1," alone, which
-  // every receiver rejects, as HMAC()'s failure did before.
+  // receivers (Verify below included) reject.
   if (!HmacSha256(key, {msg_id, middle, body}, mac, &mac_len)) mac_len = 0;
   return absl::StrCat(
       "v1,", absl::Base64Escape(absl::string_view(reinterpret_cast<const char*>(mac), mac_len)));
@@ -117,6 +129,9 @@ absl::Status Verify(absl::string_view secret, absl::string_view msg_id, absl::st
     return absl::UnauthenticatedError("webhook-timestamp: too far from now");
   }
   std::string expected = Sign(*key, msg_id, ts, body);
+  if (expected.size() <= strlen("v1,")) {
+    return absl::UnauthenticatedError("webhook-signature: cannot compute HMAC-SHA256 here");
+  }
   for (absl::string_view candidate : absl::StrSplit(signature_header, ' ', absl::SkipEmpty())) {
     if (candidate.size() == expected.size() &&
         CRYPTO_memcmp(candidate.data(), expected.data(), expected.size()) == 0) {
