@@ -32,16 +32,19 @@ class WalCheckpointerTest : public ::testing::Test {
   // The database file proper: it grows only when a checkpoint copies the
   // WAL into it.
   uintmax_t DbFileBytes() { return std::filesystem::file_size(path_); }
+  absl::StatusOr<std::unique_ptr<WalCheckpointer>> Start(int wake_frames, absl::Duration interval) {
+    WalCheckpointer::Options o;
+    o.wake_frames = wake_frames;
+    o.interval = interval;
+    return WalCheckpointer::Start(db_, o);
+  }
 
   std::string path_;
   sqlite3* db_ = nullptr;
 };
 
 TEST_F(WalCheckpointerTest, TheCommittingConnectionNoLongerCheckpoints) {
-  WalCheckpointer::Options o;
-  o.wake_frames = 1 << 30;
-  o.interval = absl::Hours(1);
-  auto c = WalCheckpointer::Start(db_, o);
+  auto c = Start(1 << 30, absl::Hours(1));
   ASSERT_TRUE(c.ok()) << c.status();
   uintmax_t before = DbFileBytes();
   // Past SQLite's automatic threshold (1000 frames) several times over.
@@ -52,10 +55,7 @@ TEST_F(WalCheckpointerTest, TheCommittingConnectionNoLongerCheckpoints) {
 }
 
 TEST_F(WalCheckpointerTest, ACommitPastTheThresholdWakesItsThread) {
-  WalCheckpointer::Options o;
-  o.wake_frames = 100;
-  o.interval = absl::Hours(1);  // so only the hook can wake it
-  auto c = WalCheckpointer::Start(db_, o);
+  auto c = Start(100, absl::Hours(1));  // so only the hook can wake it
   ASSERT_TRUE(c.ok()) << c.status();
   uintmax_t before = DbFileBytes();
   Write(200);
@@ -66,10 +66,7 @@ TEST_F(WalCheckpointerTest, ACommitPastTheThresholdWakesItsThread) {
 // A reader on the WAL keeps it from restarting, so every commit sees the WAL
 // past the threshold; only frames not yet copied count.
 TEST_F(WalCheckpointerTest, AWalThatCannotRestartIsNotCheckpointedAtEveryCommit) {
-  WalCheckpointer::Options o;
-  o.wake_frames = 100;
-  o.interval = absl::Hours(1);
-  auto c = WalCheckpointer::Start(db_, o);
+  auto c = Start(100, absl::Hours(1));
   ASSERT_TRUE(c.ok()) << c.status();
   Write(120);
   ASSERT_TRUE(
@@ -95,10 +92,7 @@ TEST_F(WalCheckpointerTest, AWalThatCannotRestartIsNotCheckpointedAtEveryCommit)
 }
 
 TEST_F(WalCheckpointerTest, ASlowWriterIsCheckpointedByTheInterval) {
-  WalCheckpointer::Options o;
-  o.wake_frames = 1 << 30;
-  o.interval = absl::Milliseconds(20);
-  auto c = WalCheckpointer::Start(db_, o);
+  auto c = Start(1 << 30, absl::Milliseconds(20));
   ASSERT_TRUE(c.ok()) << c.status();
   uintmax_t before = DbFileBytes();
   Write(10);
