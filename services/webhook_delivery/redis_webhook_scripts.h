@@ -98,6 +98,8 @@ end
 inline constexpr char kCreate[] = R"lua(
 local now = ARGV[2]
 local created = 0
+-- Each endpoint's place in dueq is set once, after all its deliveries.
+local touched = {}
 for i = 3, #ARGV, 7 do
   local id, wid, eid, st, nx = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if redis.call('HSETNX', w .. 'uniq', wid .. '|' .. eid, id) == 1 then
@@ -110,11 +112,12 @@ for i = 3, #ARGV, 7 do
     redis.call('HINCRBY', w .. 'count', st, 1)
     if st == '1' then
       set_due(id, wid, nx)
-      resched(wid)
+      touched[wid] = true
     end
     created = created + 1
   end
 end
+for wid in pairs(touched) do resched(wid) end
 return created
 )lua";
 
@@ -126,6 +129,7 @@ return created
 inline constexpr char kWrite[] = R"lua(
 local owner, now, cutoff = ARGV[2], ARGV[3], ARGV[4]
 local written, finished = 0, 0
+local touched = {}  -- endpoints rescheduled once, after the loop
 for i = 5, #ARGV, 5 do
   local id, st, nx = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local k = w .. 'd:' .. id
@@ -147,10 +151,11 @@ for i = 5, #ARGV, 5 do
       redis.call('ZADD', w .. 'done', now, id)
       finished = finished + 1
     end
-    resched(f[2])
+    touched[f[2]] = true
     written = written + 1
   end
 end
+for wid in pairs(touched) do resched(wid) end
 local trim = math.max(50, 2 * finished)
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', w .. 'done', '-inf', '(' .. cutoff, 'LIMIT', 0, trim)) do
   local k = w .. 'd:' .. id
