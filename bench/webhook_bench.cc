@@ -272,9 +272,14 @@ void Latency() {
       }
     }
   }
-  std::sort(to_record.begin(), to_record.end());
-  double record_p99 =
-      to_record.empty() ? -1 : to_record[size_t(0.99 * (to_record.size() - 1))] / 1000.0;
+  // A stage's percentile in microseconds (-1 when nothing was measured).
+  auto stage = [](std::vector<int64_t>& v, double p) {
+    if (v.empty()) return -1.0;
+    std::sort(v.begin(), v.end());
+    return v[size_t(p * (v.size() - 1))] / 1000.0;
+  };
+  double record_p50 = stage(to_record, 0.5), record_p99 = stage(to_record, 0.99);
+  double send_p50 = stage(to_send, 0.5), http_p50 = stage(http, 0.5);
   if (tail_n > 0) {
     std::fprintf(stderr,
                  "webhook_bench: %lld of the newest 1000 over 5 ms; their mean: publish->recorded "
@@ -282,12 +287,10 @@ void Latency() {
                  static_cast<long long>(tail_n), tail_record / 1e3 / tail_n,
                  tail_send / 1e3 / tail_n, tail_http / 1e3 / tail_n, tail_rest / 1e3 / tail_n);
   }
-  std::sort(to_send.begin(), to_send.end());
-  double send_p99 = to_send.empty() ? -1 : to_send[size_t(0.99 * (to_send.size() - 1))] / 1000.0;
+  double send_p99 = stage(to_send, 0.99);
   double send_max = to_send.empty() ? -1 : to_send.back() / 1000.0;
   // The HTTP exchange itself (from the attempt's start to the answer).
-  std::sort(http.begin(), http.end());
-  double http_p99 = http.empty() ? -1 : http[size_t(0.99 * (http.size() - 1))] / 1000.0;
+  double http_p99 = stage(http, 0.99);
   double http_max = http.empty() ? -1 : http.back() / 1000.0;
   std::vector<int64_t> lat;
   // When the slow ones were published (a stall at the start differs from
@@ -322,10 +325,11 @@ void Latency() {
       "\"published_to_recorded_p99_us\":%.0f,\"recorded_to_sent_p99_us\":%.0f,\"recorded_to_sent_"
       "max_us\":%.0f,\"http_p99_us\":%.0f,"
       "\"http_max_us\":%.0f,\"over_50ms\":%d,"
-      "\"first_over_50ms_at_ms\":%.0f,\"max_at_ms\":%.0f%s}\n",
+      "\"first_over_50ms_at_ms\":%.0f,\"max_at_ms\":%.0f,\"published_to_recorded_p50_us\":%.0f,"
+      "\"recorded_to_sent_p50_us\":%.0f,\"http_p50_us\":%.0f%s}\n",
       rate, n, count.load(), all ? "true" : "false", pct(50), pct(99), pct(100), record_p99,
-      send_p99, send_max, http_p99, http_max, slow, first_slow_ms, worst_at_ms,
-      StoreFields().c_str());
+      send_p99, send_max, http_p99, http_max, slow, first_slow_ms, worst_at_ms, record_p50,
+      send_p50, http_p50, StoreFields().c_str());
   std::fflush(stdout);
 }
 
