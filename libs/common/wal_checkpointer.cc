@@ -1,5 +1,7 @@
 #include "libs/common/wal_checkpointer.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "libs/common/json_log.h"
 #include "libs/common/sqlite_util.h"
@@ -20,14 +22,15 @@ absl::StatusOr<std::unique_ptr<WalCheckpointer>> WalCheckpointer::Start(sqlite3*
   // synchronous=NORMAL: a checkpoint fsyncs the WAL and the database file
   // under NORMAL as under FULL; only OFF (never here) would skip that.
   if (sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK ||
+      sqlite3_busy_timeout(conn, 1000) != SQLITE_OK ||
       !Exec(conn, "PRAGMA synchronous=NORMAL").ok()) {
     absl::Status s = Error(conn, "open checkpointer");
     sqlite3_close(conn);
     return s;
   }
-  sqlite3_busy_timeout(conn, 1000);
   std::unique_ptr<WalCheckpointer> c(new WalCheckpointer(writer, conn, options));
-  // Replaces SQLite's automatic checkpoint (which is itself a WAL hook).
+  // Replaces SQLite's automatic checkpoint (which is itself a WAL hook: a
+  // later PRAGMA wal_autocheckpoint on `writer` would replace this one).
   sqlite3_wal_hook(writer, &WalCheckpointer::OnCommit, c.get());
   c->thread_ = std::thread([p = c.get()] { p->Run(); });
   return c;
@@ -41,22 +44,48 @@ WalCheckpointer::~WalCheckpointer() {
     absl::MutexLock lock(&mu_);
     stop_ = true;
   }
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
   sqlite3_wal_hook(writer_, nullptr, nullptr);
   absl::MutexLock lock(&conn_mu_);
   sqlite3_close_v2(conn_);
 }
 
-// Runs on the committing thread, inside its COMMIT: only a flag.
-int WalCheckpointer::OnCommit(void* self, sqlite3*, const char*, int frames) {
+// Runs on the committing thread, inside its COMMIT: a flag, and only past
+// inline_frames a checkpoint.
+int WalCheckpointer::OnCommit(void* self, sqlite3* db, const char* name, int frames) {
   auto* c = static_cast<WalCheckpointer*>(self);
+  {
+    absl::MutexLock lock(&c->mu_);
+    // Counted from the last checkpoint, not from the WAL's start: a WAL that
+    // has not restarted yet (a reader still on it) would otherwise wake a
+    // checkpoint, and its fsyncs, at every commit.
+    if (frames < c->wal_frames_) {  // the WAL restarted from its start
+      c->checked_ = 0;
+      c->inline_at_ = 0;
+    }
+    c->wal_frames_ = frames;
+    if (frames - c->checked_ >= c->options_.wake_frames) c->wake_ = true;
+    // Past inline_frames, once per wake_frames (or inline_frames) more: a
+    // reader that keeps the WAL from restarting does not make every commit
+    // checkpoint.
+    int spacing = std::min(c->options_.wake_frames, c->options_.inline_frames);
+    if (frames < c->options_.inline_frames || frames - c->inline_at_ < spacing) {
+      return SQLITE_OK;
+    }
+    c->inline_at_ = frames;
+  }
+  // No commit can land during this one (this connection is the writer), so
+  // it copies every frame no reader holds and the next write starts the WAL
+  // over. SQLITE_BUSY (the thread is checkpointing): tried at the next commit.
+  int log_frames = 0, copied = 0;
+  int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
   absl::MutexLock lock(&c->mu_);
-  // Counted from the last checkpoint, not from the WAL's start: a WAL that
-  // has not restarted yet (a reader still on it) would otherwise wake a
-  // checkpoint, and its fsyncs, at every commit.
-  if (frames < c->wal_frames_) c->checked_ = 0;  // the WAL restarted from its start
-  c->wal_frames_ = frames;
-  if (frames - c->checked_ >= c->options_.wake_frames) c->wake_ = true;
+  if (rc == SQLITE_OK) {
+    ++c->inline_runs_;
+    if (log_frames >= 0) c->checked_ = log_frames;
+  } else if (rc == SQLITE_BUSY) {
+    c->inline_at_ = 0;  // the thread's checkpoint will end soon: the next commit tries again
+  }
   return SQLITE_OK;
 }
 
@@ -67,7 +96,13 @@ absl::StatusOr<int> WalCheckpointer::CheckpointNow() {
     absl::MutexLock lock(&conn_mu_);
     int rc =
         sqlite3_wal_checkpoint_v2(conn_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY) error = Error(conn_, "checkpoint");
+    if (rc == SQLITE_BUSY) {
+      // Another connection is checkpointing (the writer at inline_frames,
+      // or another process such as a backup tool).
+      error = absl::UnavailableError("checkpoint: another connection is checkpointing");
+    } else if (rc != SQLITE_OK) {
+      error = Error(conn_, "checkpoint");
+    }
   }
   absl::MutexLock lock(&mu_);
   ++runs_;
@@ -88,6 +123,7 @@ absl::StatusOr<int> WalCheckpointer::CheckpointNow() {
 void WalCheckpointer::Run() {
   SetThreadName("sb-checkpoint");
   absl::Time next_log = absl::InfinitePast();
+  absl::Time last_ok = absl::Now();
   absl::MutexLock lock(&mu_);
   while (true) {
     auto due = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return wake_ || stop_; };
@@ -97,8 +133,13 @@ void WalCheckpointer::Run() {
     mu_.Unlock();
     // A failed checkpoint leaves the WAL as it was: the next one copies it.
     absl::StatusOr<int> left = CheckpointNow();
-    if (!left.ok() && absl::Now() >= next_log) {
-      next_log = absl::Now() + absl::Minutes(1);
+    absl::Time now = absl::Now();
+    if (left.ok()) last_ok = now;
+    // Busy now and then is the writer's own checkpoint; busy for a minute is
+    // someone else's lock.
+    bool worth_a_line = !absl::IsUnavailable(left.status()) || now - last_ok > absl::Minutes(1);
+    if (!left.ok() && worth_a_line && now >= next_log) {
+      next_log = now + absl::Minutes(1);
       LogWarn("WAL checkpoint failed; the WAL grows until one succeeds",
               {{"error", left.status().ToString()}});
     }

@@ -30,6 +30,13 @@ class WalCheckpointer {
     int wake_frames = 1000;
     // Also checkpoints this often while the database is written slowly.
     absl::Duration interval = absl::Seconds(1);
+    // A WAL this long is checkpointed by the committing connection itself,
+    // inside its COMMIT, as SQLite's automatic checkpoint would. The WAL
+    // starts over from its beginning only when a write begins with every
+    // frame copied; under a steady writer each checkpoint of the thread
+    // overlaps commits, so without this the WAL (and its file) could grow
+    // for as long as the writer never paused.
+    int inline_frames = 10000;
   };
 
   // Opens `writer`'s database a second time and starts the thread. From then
@@ -48,14 +55,20 @@ class WalCheckpointer {
   WalCheckpointer& operator=(const WalCheckpointer&) = delete;
 
   // One passive checkpoint now, on the caller's thread. Returns the frames
-  // the WAL still holds that are not in the database yet (0: all copied). The
-  // thread logs failures (at most once a minute).
+  // the WAL still holds that are not in the database yet (0: all copied), or
+  // kUnavailable while another connection checkpoints. The thread logs
+  // failures (at most once a minute; being busy only after a minute of it).
   absl::StatusOr<int> CheckpointNow();
 
   // Checkpoints run so far, by the thread or CheckpointNow (for tests).
   uint64_t runs() {
     absl::MutexLock lock(&mu_);
     return runs_;
+  }
+  // Checkpoints the committing connection ran at inline_frames.
+  uint64_t inline_runs() {
+    absl::MutexLock lock(&mu_);
+    return inline_runs_;
   }
 
  private:
@@ -72,7 +85,9 @@ class WalCheckpointer {
   // The WAL's frames at the last commit, and at the last checkpoint.
   int wal_frames_ ABSL_GUARDED_BY(mu_) = 0;
   int checked_ ABSL_GUARDED_BY(mu_) = 0;
+  int inline_at_ ABSL_GUARDED_BY(mu_) = 0;  // the WAL's frames at the writer's last checkpoint
   uint64_t runs_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t inline_runs_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };

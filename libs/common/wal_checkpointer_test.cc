@@ -32,11 +32,28 @@ class WalCheckpointerTest : public ::testing::Test {
   // The database file proper: it grows only when a checkpoint copies the
   // WAL into it.
   uintmax_t DbFileBytes() { return std::filesystem::file_size(path_); }
-  absl::StatusOr<std::unique_ptr<WalCheckpointer>> Start(int wake_frames, absl::Duration interval) {
+  uintmax_t WalFileBytes() { return std::filesystem::file_size(path_ + "-wal"); }
+  absl::StatusOr<std::unique_ptr<WalCheckpointer>> Start(
+      int wake_frames, absl::Duration interval,
+      int inline_frames = WalCheckpointer::Options().inline_frames) {
     WalCheckpointer::Options o;
     o.wake_frames = wake_frames;
     o.interval = interval;
+    o.inline_frames = inline_frames;
     return WalCheckpointer::Start(db_, o);
+  }
+  // A second connection in a read transaction: the WAL cannot start over
+  // while it is open.
+  sqlite3* PinReader() {
+    sqlite3* reader = nullptr;
+    EXPECT_EQ(sqlite3_open(path_.c_str(), &reader), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(reader, "BEGIN; SELECT COUNT(*) FROM t;", nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    return reader;
+  }
+  static void Unpin(sqlite3* reader) {
+    sqlite3_exec(reader, "COMMIT", nullptr, nullptr, nullptr);
+    sqlite3_close(reader);
   }
 
   std::string path_;
@@ -75,20 +92,42 @@ TEST_F(WalCheckpointerTest, AWalThatCannotRestartIsNotCheckpointedAtEveryCommit)
   // A frame not yet copied, then a reader whose snapshot ends on it: the WAL
   // cannot restart while the reader is on it.
   Write(1);
-  sqlite3* reader = nullptr;
-  ASSERT_EQ(sqlite3_open(path_.c_str(), &reader), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(reader, "BEGIN; SELECT COUNT(*) FROM t;", nullptr, nullptr, nullptr),
-            SQLITE_OK);
+  sqlite3* reader = PinReader();
   ASSERT_TRUE((*c)->CheckpointNow().ok());
   uint64_t before = (*c)->runs();
-  Write(60);  // about 60 frames: fewer than wake_frames since the last run
+  Write(25);  // about 75 frames (3 a commit): fewer than wake_frames since the last run
   absl::StatusOr<int> left = (*c)->CheckpointNow();
   ASSERT_TRUE(left.ok());
   ASSERT_GT(*left, 0) << "the reader should keep the new frames in the WAL";
   // This call, and a wake left from the first 120 commits at most.
   EXPECT_LE((*c)->runs(), before + 3);
-  sqlite3_exec(reader, "COMMIT", nullptr, nullptr, nullptr);
-  sqlite3_close(reader);
+  Unpin(reader);
+}
+
+// A writer that never pauses: each checkpoint of the thread would overlap its
+// commits, and the WAL starts over only when a write begins with every frame
+// copied. Here the thread never wakes at all: the committing connection
+// checkpoints at inline_frames, and the WAL file stays near that size.
+TEST_F(WalCheckpointerTest, ASteadyWriterCannotGrowTheWalPastInlineFrames) {
+  auto c = Start(1 << 30, absl::Hours(1), /*inline_frames=*/300);
+  ASSERT_TRUE(c.ok()) << c.status();
+  Write(1500);  // about 3 frames a commit: 4 500 frames, 18 MB of WAL unchecked
+  EXPECT_GE((*c)->inline_runs(), 3u);
+  EXPECT_LT(WalFileBytes(), 600u * (4096 + 24)) << "the WAL started over each time";
+  EXPECT_GT(DbFileBytes(), 1000u * 3000u) << "the rows went into the database file";
+}
+
+// A reader keeps the WAL from starting over: past inline_frames the writer
+// checkpoints once per wake_frames (here inline_frames) more, not at every
+// commit (each of those would find frames to copy and fsync).
+TEST_F(WalCheckpointerTest, AReaderOnTheWalDoesNotMakeEveryCommitCheckpoint) {
+  auto c = Start(1 << 30, absl::Hours(1), /*inline_frames=*/300);
+  ASSERT_TRUE(c.ok()) << c.status();
+  sqlite3* reader = PinReader();
+  Write(300);  // about 900 frames: past 300 by 600, 200 commits
+  EXPECT_GE((*c)->inline_runs(), 1u);
+  EXPECT_LE((*c)->inline_runs(), 3u);
+  Unpin(reader);
 }
 
 TEST_F(WalCheckpointerTest, ASlowWriterIsCheckpointedByTheInterval) {
