@@ -217,6 +217,31 @@ TEST_P(WebhookRedisIT, EitherReplicaAnswersForTheRegistryAndTheOutbox) {
   EXPECT_TRUE(WaitUntil([&] { return ListWebhooks(1).empty(); }, absl::Seconds(1)));
 }
 
+// A webhook registered on replica 0 that replica 1 has not re-read (it polls
+// the registry hourly here): replica 1 matches the events it takes against
+// it too, since its outbox writes only against the registry as it is now.
+TEST_P(WebhookRedisIT, AReplicaMatchesEventsAgainstAWebhookRegisteredOnAnotherAMomentAgo) {
+  StartReceiver();
+  StartReplica(0);
+  webhooks::v1::Webhook first = Register(0);
+  StartReplica(1, {"--registry_poll=1h"});  // knows `first` from its start
+  webhooks::v1::Webhook second = Register(0);
+  ASSERT_FALSE(second.id().empty());
+  replicas_[0].reset();  // replica 1 takes every event from here on
+  constexpr int kN = 20;
+  PublishOrders(kN, "after-register");
+  auto count_for = [&](const std::string& webhook_id) {
+    int n = 0;
+    for (const auto& d : Deliveries(1)) n += d.webhook_id() == webhook_id;
+    return n;
+  };
+  ASSERT_TRUE(WaitUntil([&] { return count_for(first.id()) == kN; }, absl::Seconds(10)))
+      << count_for(first.id()) << " of " << kN << "\n"
+      << replicas_[1]->Log();
+  EXPECT_EQ(count_for(second.id()), kN)
+      << "events recorded for the webhook replica 1 knew, not for the one registered on replica 0";
+}
+
 TEST_P(WebhookRedisIT, AReplicaKilledMidDeliveryLosesNothing) {
   // A slow endpoint keeps deliveries in flight long enough to kill one.
   StartReceiver({"--respond_after=1s"});
@@ -310,6 +335,7 @@ TEST(WebhookRedisConfigTest, BadStorageFlagsExitTwoNamingTheFlag) {
           {{"--delivery_lease=0s"}, "delivery_lease"},
           {{"--delivery_retention=1s"}, "delivery_retention"},
           {{"--ack_deadline=0s"}, "ack_deadline"},
+          {{"--registry_poll=1ms"}, "registry_poll"},
       },
       "not-it");
 }

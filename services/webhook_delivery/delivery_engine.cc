@@ -110,10 +110,11 @@ DeliveryRecord DeliveryEngine::NewRecord(const std::string& webhook_id,
 }
 
 absl::StatusOr<int> DeliveryEngine::Record(const events::v1::Event& event) {
-  return RecordAll({&event});
+  return RecordAll({&event}, std::nullopt);
 }
 
-absl::StatusOr<int> DeliveryEngine::RecordAll(const std::vector<const events::v1::Event*>& events) {
+absl::StatusOr<int> DeliveryEngine::RecordAll(const std::vector<const events::v1::Event*>& events,
+                                              std::optional<uint64_t> registry_generation) {
   std::vector<DeliveryRecord> records;
   for (const events::v1::Event* event : events) {
     std::vector<ActiveWebhook> targets = registry_->Matching(event->type());
@@ -123,8 +124,12 @@ absl::StatusOr<int> DeliveryEngine::RecordAll(const std::vector<const events::v1
       records.push_back(NewRecord(w.webhook.id(), *event, body));
     }
   }
-  if (records.empty()) return 0;
-  absl::StatusOr<int> created = store_->Create(records);
+  // Matching nothing is checked too: the registry may have gained a
+  // webhook that matches.
+  if (records.empty() && !registry_generation) return 0;
+  absl::StatusOr<int> created = registry_generation
+                                    ? store_->CreateIfRegistryAt(records, *registry_generation)
+                                    : store_->Create(records);
   if (created.ok() && *created > 0) Kick();
   return created;
 }

@@ -61,8 +61,11 @@ class DeliveryEngine {
   // One delivery per matching webhook, durably recorded. Idempotent per
   // (webhook, event). Returns how many were new.
   absl::StatusOr<int> Record(const events::v1::Event& event);
-  // Record for many events in one transaction (the intake batches).
-  absl::StatusOr<int> RecordAll(const std::vector<const events::v1::Event*>& events);
+  // Record for many events in one transaction (the intake batches). With a
+  // registry generation, written only while the shared registry is still
+  // at it (DeliveryStore::CreateIfRegistryAt: kAborted when it moved).
+  absl::StatusOr<int> RecordAll(const std::vector<const events::v1::Event*>& events,
+                                std::optional<uint64_t> registry_generation);
   // Records a delivery to one webhook regardless of its filters (test events,
   // redelivery).
   absl::StatusOr<v1::WebhookDelivery> RecordFor(const std::string& webhook_id,

@@ -52,6 +52,11 @@ absl::StatusOr<std::vector<DeliveryRecord>> Collect(sqlite3* db, Stmt& st) {
 
 }  // namespace
 
+absl::StatusOr<int> DeliveryStore::CreateIfRegistryAt(const std::vector<DeliveryRecord>&,
+                                                      uint64_t) {
+  return absl::UnimplementedError("this outbox's webhook registry is not shared");
+}
+
 absl::StatusOr<std::unique_ptr<SqliteDeliveryStore>> SqliteDeliveryStore::Open(
     const std::string& data_dir, Options options) {
   absl::StatusOr<sqlite3*> db = sqlite::OpenDatabase(data_dir, "deliveries.db", kSchema);

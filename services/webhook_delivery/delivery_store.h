@@ -96,6 +96,14 @@ class DeliveryStore {
   virtual ~DeliveryStore() = default;
   // Returns how many were new.
   virtual absl::StatusOr<int> Create(const std::vector<DeliveryRecord>& records) = 0;
+  // Create, only while the webhook registry sharing this store is still at
+  // `registry_generation` (WebhookStore::Generation), checked in the same
+  // atomic step; when it has moved nothing is written and the answer is
+  // kAborted: the caller matched its events against an old registry. With
+  // no records it only checks. Stores whose registry no other process
+  // changes (WebhookStore::shared false) answer kUnimplemented.
+  virtual absl::StatusOr<int> CreateIfRegistryAt(const std::vector<DeliveryRecord>& records,
+                                                 uint64_t registry_generation);
   // Replaces a delivery whoever holds it (a redelivery starts over); ends
   // its lease.
   virtual absl::Status Update(const DeliveryRecord& record) = 0;

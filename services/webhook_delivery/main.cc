@@ -37,6 +37,10 @@ ABSL_FLAG(std::string, data_dir, "./data/webhook-delivery",
 ABSL_FLAG(absl::Duration, delivery_lease, absl::Seconds(30),
           "how long a claimed delivery is one replica's without renewal: after a replica dies, "
           "others deliver what it held once this has passed");
+ABSL_FLAG(absl::Duration, registry_poll, absl::Milliseconds(250),
+          "shared store: how often a replica re-reads the webhook registry's generation for "
+          "other replicas' changes (deliveries are matched against the current registry "
+          "regardless)");
 ABSL_FLAG(absl::Duration, delivery_retention, absl::Hours(24 * 7),
           "shared store: delivered and failed deliveries stay listed this long");
 ABSL_FLAG(bool, allow_private_targets, false,
@@ -87,6 +91,10 @@ absl::Status ValidateFlags() {
   if (absl::GetFlag(FLAGS_delivery_lease) < absl::Seconds(1) ||
       absl::GetFlag(FLAGS_delivery_lease) > absl::Hours(1)) {
     return absl::InvalidArgumentError("delivery_lease: 1s to 1h");
+  }
+  if (absl::GetFlag(FLAGS_registry_poll) < absl::Milliseconds(10) ||
+      absl::GetFlag(FLAGS_registry_poll) > absl::Hours(1)) {
+    return absl::InvalidArgumentError("registry_poll: 10ms to 1h");
   }
   if (absl::GetFlag(FLAGS_ack_deadline) < absl::Seconds(1) ||
       absl::GetFlag(FLAGS_ack_deadline) > absl::Minutes(10)) {
@@ -231,6 +239,7 @@ int Run() {
   std::unique_ptr<BrokerClient> broker = NewGrpcBrokerClient(broker_options);
   WebhookCoreOptions options;
   options.ack_deadline = absl::GetFlag(FLAGS_ack_deadline);
+  options.registry_poll = absl::GetFlag(FLAGS_registry_poll);
   if (absl::GetFlag(FLAGS_start) == "earliest") {
     options.start = broker::v1::SubscribeRequest::EARLIEST;
   }

@@ -93,14 +93,17 @@ local function clear_due(id, wid)
 end
 )lua";
 
-// ARGV: prefix now_us, then per delivery: id webhook event status next_us
-// record body. Records those whose (webhook, event) is new; returns how many.
+// ARGV: prefix now_us registry_generation ('': any), then per delivery: id
+// webhook event status next_us record body. Records those whose (webhook,
+// event) is new; returns how many, or -1 (writing nothing) when the webhook
+// registry's generation (P:wh:gen) is not registry_generation.
 inline constexpr char kCreate[] = R"lua(
 local now = ARGV[2]
+if ARGV[3] ~= '' and (redis.call('GET', w .. 'gen') or '0') ~= ARGV[3] then return -1 end
 local created = 0
 -- Each endpoint's place in dueq is set once, after all its deliveries.
 local touched = {}
-for i = 3, #ARGV, 7 do
+for i = 4, #ARGV, 7 do
   local id, wid, eid, st, nx = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if redis.call('HSETNX', w .. 'uniq', wid .. '|' .. eid, id) == 1 then
     redis.call('HSET', w .. 'd:' .. id, 'r', ARGV[i + 5], 'b', ARGV[i + 6], 'n', nx, 's', st,

@@ -173,8 +173,18 @@ absl::StatusOr<Reply> RedisDeliveryStore::Run(redis::Command command, absl::stri
 
 absl::StatusOr<int> RedisDeliveryStore::Create(const std::vector<DeliveryRecord>& records) {
   if (records.empty()) return 0;
-  std::vector<std::string> args = {tag_, Micros(absl::Now())};
-  args.reserve(2 + records.size() * 7);
+  return CreateChecked(records, "");
+}
+
+absl::StatusOr<int> RedisDeliveryStore::CreateIfRegistryAt(
+    const std::vector<DeliveryRecord>& records, uint64_t registry_generation) {
+  return CreateChecked(records, absl::StrCat(registry_generation));
+}
+
+absl::StatusOr<int> RedisDeliveryStore::CreateChecked(const std::vector<DeliveryRecord>& records,
+                                                      const std::string& generation) {
+  std::vector<std::string> args = {tag_, Micros(absl::Now()), generation};
+  args.reserve(3 + records.size() * 7);
   for (const DeliveryRecord& r : records) {
     const v1::WebhookDelivery& d = r.delivery;
     args.insert(args.end(),
@@ -182,10 +192,13 @@ absl::StatusOr<int> RedisDeliveryStore::Create(const std::vector<DeliveryRecord>
                  Micros(r.next_attempt), d.SerializeAsString(), r.body});
   }
   // The broker event is acked once this returns: with min_replicas, only
-  // after a replica has the deliveries too.
-  absl::StatusOr<Reply> reply =
-      Run(create_.Call({tag_}, std::move(args)), "create deliveries", /*replicated=*/true);
+  // after a replica has the deliveries too (a check alone writes nothing).
+  absl::StatusOr<Reply> reply = Run(create_.Call({tag_}, std::move(args)), "create deliveries",
+                                    /*replicated=*/!records.empty());
   if (!reply.ok()) return reply.status();
+  if (reply->integer < 0) {
+    return absl::AbortedError("create deliveries: the webhook registry changed");
+  }
   return static_cast<int>(reply->integer);
 }
 

@@ -55,6 +55,8 @@ class RedisDeliveryStore : public DeliveryStore {
   RedisDeliveryStore(std::shared_ptr<redis::RedisClient> client, RedisWebhookStoreOptions options);
 
   absl::StatusOr<int> Create(const std::vector<DeliveryRecord>& records) override;
+  absl::StatusOr<int> CreateIfRegistryAt(const std::vector<DeliveryRecord>& records,
+                                         uint64_t registry_generation) override;
   absl::Status Update(const DeliveryRecord& record) override;
   absl::Status UpdateMany(const std::vector<DeliveryRecord>& records,
                           const std::string& owner) override;
@@ -74,6 +76,9 @@ class RedisDeliveryStore : public DeliveryStore {
   absl::StatusOr<redis::Reply> Run(redis::Command command, absl::string_view what,
                                    bool replicated = false);
   absl::Status Write(const std::vector<DeliveryRecord>& records, const std::string& owner);
+  // kCreate; `generation` '' writes whatever the registry's generation.
+  absl::StatusOr<int> CreateChecked(const std::vector<DeliveryRecord>& records,
+                                    const std::string& generation);
 
   const std::shared_ptr<redis::RedisClient> client_;
   const RedisWebhookStoreOptions options_;

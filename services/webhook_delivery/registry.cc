@@ -120,12 +120,16 @@ absl::StatusOr<bool> WebhookRegistry::Refresh() {
   generation_ = *generation;
   listed_at_ = now;
   loaded_ = true;
-  absl::MutexLock lock(&mu_);
-  bool changed = fresh.size() != records_.size();
-  for (auto a = fresh.begin(), b = records_.begin(); !changed && a != fresh.end(); ++a, ++b) {
-    changed = a->first != b->first || a->second.version != b->second.version;
+  bool changed;
+  {
+    absl::MutexLock lock(&mu_);
+    changed = fresh.size() != records_.size();
+    for (auto a = fresh.begin(), b = records_.begin(); !changed && a != fresh.end(); ++a, ++b) {
+      changed = a->first != b->first || a->second.version != b->second.version;
+    }
+    records_ = std::move(fresh);
   }
-  records_ = std::move(fresh);
+  listed_generation_.store(*generation, std::memory_order_release);
   return changed;
 }
 

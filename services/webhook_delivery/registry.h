@@ -1,6 +1,7 @@
 #ifndef SWITCHBOARD_SERVICES_WEBHOOK_DELIVERY_REGISTRY_H_
 #define SWITCHBOARD_SERVICES_WEBHOOK_DELIVERY_REGISTRY_H_
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -47,6 +48,10 @@ class WebhookRegistry {
   // moved); true when the registry changed.
   absl::StatusOr<bool> Refresh();
   bool shared() const { return store_->shared(); }
+  // The store's generation the cache was last listed at. Published after the
+  // cache itself: whoever reads it then matches against that listing or a
+  // newer one (a check against it is never more lenient than the cache).
+  uint64_t generation() const { return listed_generation_.load(std::memory_order_acquire); }
 
   absl::StatusOr<v1::Webhook> Register(const v1::RegisterWebhookRequest& request);
   absl::StatusOr<v1::Webhook> Update(const v1::UpdateWebhookRequest& request);
@@ -92,6 +97,7 @@ class WebhookRegistry {
   uint64_t generation_ ABSL_GUARDED_BY(write_mu_) = 0;  // of the store, when last listed
   absl::Time listed_at_ ABSL_GUARDED_BY(write_mu_) = absl::InfinitePast();
   bool loaded_ ABSL_GUARDED_BY(write_mu_) = false;
+  std::atomic<uint64_t> listed_generation_{0};
 };
 
 }  // namespace switchboard::webhooks

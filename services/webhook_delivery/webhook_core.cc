@@ -191,6 +191,26 @@ void WebhookCore::OnDelivery(const broker::v1::Delivery& d) {
   intake_.push_back(d);
 }
 
+// A registration made on another replica a moment ago matches the batch too:
+// on a shared registry the outbox takes the batch only while the registry is
+// at the generation it was matched against, in the same step (before, a
+// separate read of the generation per batch, one more Redis round trip on
+// every event's way). When it moved: the registry is read again, and the
+// batch matched again.
+absl::StatusOr<int> WebhookCore::RecordBatch(const std::vector<const events::v1::Event*>& events) {
+  if (!registry_->shared()) return engine_->RecordAll(events, std::nullopt);
+  constexpr int kTries = 3;
+  for (int i = 0; i < kTries; ++i) {
+    absl::StatusOr<int> recorded = engine_->RecordAll(events, registry_->generation());
+    if (!absl::IsAborted(recorded.status())) return recorded;
+    absl::StatusOr<bool> changed = registry_->Refresh();
+    if (!changed.ok()) return changed.status();
+    if (*changed) RequestResubscribe();
+  }
+  return absl::AbortedError(
+      absl::StrCat("the webhook registry changed at each of ", kTries, " tries"));
+}
+
 void WebhookCore::IntakeLoop() {
   SetThreadName("sb-intake");
   while (true) {
@@ -204,15 +224,9 @@ void WebhookCore::IntakeLoop() {
       if (intake_.empty()) return;  // stopping; what was never recorded was never acked
       batch.swap(intake_);
     }
-    // A registration made on another replica a moment ago matches this
-    // batch too: one generation read per batch on a shared registry.
-    if (registry_->shared()) {
-      absl::StatusOr<bool> changed = registry_->Refresh();
-      if (changed.ok() && *changed) RequestResubscribe();
-    }
     std::vector<const events::v1::Event*> events;
     for (const auto& d : batch) events.push_back(&d.event());
-    absl::StatusOr<int> recorded = engine_->RecordAll(events);
+    absl::StatusOr<int> recorded = RecordBatch(events);
     if (!recorded.ok()) {
       LogError("recording deliveries failed", {{"events", static_cast<uint64_t>(batch.size())},
                                                {"error", recorded.status().ToString()}});

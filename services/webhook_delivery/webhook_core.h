@@ -68,6 +68,9 @@ class WebhookCore {
   void SubscriberLoop();
   void GaugesLoop();
   void IntakeLoop();
+  // Records the deliveries of one intake batch (on a shared registry, only
+  // as matched against its current generation).
+  absl::StatusOr<int> RecordBatch(const std::vector<const events::v1::Event*>& events);
   // Shared registry: applies other replicas' registrations and changes.
   void RegistrySyncLoop();
 

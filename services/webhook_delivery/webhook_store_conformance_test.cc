@@ -198,6 +198,43 @@ TEST_P(WebhookStoreConformance, CreateIsIdempotentPerWebhookAndEvent) {
   EXPECT_EQ((*one)[0].delivery.event_type(), "order.created");
 }
 
+// The intake matches events against its copy of the registry: on a shared
+// store the outbox takes them only while no replica has changed the registry
+// since that copy was read.
+TEST_P(WebhookStoreConformance, ACreateMatchedAgainstAnOldRegistryWritesNothing) {
+  auto hooks = Webhooks();
+  auto out = Deliveries();
+  if (!shared()) {
+    // One process changes the embedded registry: there is nothing to check.
+    EXPECT_EQ(out->CreateIfRegistryAt({Delivery("dlv_1", "wh_a", "evt_1", t0_)}, 0).status().code(),
+              absl::StatusCode::kUnimplemented);
+    EXPECT_TRUE(out->List("", v1::DELIVERY_STATUS_UNSPECIFIED, "", 10)->empty());
+    return;
+  }
+  ASSERT_TRUE(hooks->Put(Hook("wh_a", "https://a.example/")).ok());
+  absl::StatusOr<uint64_t> g1 = hooks->Generation();
+  ASSERT_TRUE(g1.ok()) << g1.status();
+  absl::StatusOr<int> n = out->CreateIfRegistryAt({Delivery("dlv_1", "wh_a", "evt_1", t0_)}, *g1);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1);
+  EXPECT_EQ(*out->CreateIfRegistryAt({}, *g1), 0) << "an empty batch is only checked";
+  // Another replica registers a webhook.
+  ASSERT_TRUE(Webhooks()->Put(Hook("wh_b", "https://b.example/")).ok());
+  EXPECT_TRUE(absl::IsAborted(
+      out->CreateIfRegistryAt({Delivery("dlv_2", "wh_a", "evt_2", t0_)}, *g1).status()));
+  EXPECT_TRUE(absl::IsAborted(out->CreateIfRegistryAt({}, *g1).status()));
+  EXPECT_TRUE(out->List("", v1::DELIVERY_STATUS_UNSPECIFIED, "evt_2", 10)->empty());
+  EXPECT_EQ(Ids(*out->Claim(Claim("o1", t0_))), std::vector<std::string>{"dlv_1"})
+      << "nothing of the refused batch is due";
+  // Matched again against the registry as it is now: written.
+  absl::StatusOr<uint64_t> g2 = hooks->Generation();
+  n = out->CreateIfRegistryAt(
+      {Delivery("dlv_2", "wh_a", "evt_2", t0_), Delivery("dlv_3", "wh_b", "evt_2", t0_)}, *g2);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 2);
+  EXPECT_EQ(out->List("", v1::DELIVERY_STATUS_UNSPECIFIED, "evt_2", 10)->size(), 2u);
+}
+
 TEST_P(WebhookStoreConformance, AClaimedDeliveryIsNobodyElsesUntilItsLeaseRunsOut) {
   auto a = Deliveries(), b = Deliveries();
   ASSERT_TRUE(a->Create({Delivery("dlv_2", "wh_a", "evt_2", t0_ + absl::Milliseconds(2)),
