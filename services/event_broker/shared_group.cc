@@ -49,9 +49,14 @@ size_t SharedGroup::RoomLocked() const {
 }
 
 void SharedGroup::MaybeClaimLocked() {
+  backlog_ = true;
   if (claim_pending_ || members_.empty() || RoomLocked() == 0) return;
   claim_pending_ = true;
   broker_->RequestFill([self = shared_from_this()] { self->Claim(); });
+}
+
+void SharedGroup::MaybeRefillLocked() {
+  if (backlog_) MaybeClaimLocked();
 }
 
 void SharedGroup::Claim() {
@@ -63,6 +68,8 @@ void SharedGroup::Claim() {
       claim_pending_ = false;
       return;
     }
+    // This claim looks at everything made claimable before now.
+    backlog_ = false;
     req.group = rec_;
     req.group.types = filter_.patterns();
     req.set_types = types_dirty_;
@@ -82,6 +89,7 @@ void SharedGroup::Claim() {
     claim_pending_ = false;
     if (!r.ok()) {
       // Housekeeping tries again (Expire); subscribers keep what they have.
+      backlog_ = true;
       if (req.set_types) types_dirty_ = true;
       LogWarn("group claim failed", {{"group", name_}, {"error", r.status().ToString()}});
       return;
@@ -100,7 +108,9 @@ void SharedGroup::Claim() {
       for (const Ready& rd : ready_) give_back.push_back(DeliveryRef{rd.ev->seq, rd.attempt});
       ready_.clear();
     } else {
-      if (r->more) MaybeClaimLocked();
+      if (r->more) backlog_ = true;
+      // More to claim, or made claimable while this claim was reading.
+      if (backlog_) MaybeClaimLocked();
       if (!ready_.empty()) wake = MembersLocked();
     }
   }
@@ -122,7 +132,10 @@ void SharedGroup::GiveBackLater(std::vector<DeliveryRef> refs, const char* reaso
     if (!st.ok()) {
       // Their leases run out instead: redelivered after the ack deadline.
       LogWarn("cannot give deliveries back", {{"group", self->name_}, {"error", st.ToString()}});
+      return;
     }
+    absl::MutexLock lock(&self->mu_);
+    self->MaybeClaimLocked();  // due again now, for the members here too
   });
 }
 
@@ -188,7 +201,7 @@ std::optional<Outgoing> SharedGroup::NextFor(GroupMember* member) {
       ready_.pop_front();
     }
     if (ready_.empty()) {
-      MaybeClaimLocked();
+      MaybeRefillLocked();
     } else {
       Ready rd = std::move(ready_.front());
       ready_.pop_front();
@@ -198,7 +211,7 @@ std::optional<Outgoing> SharedGroup::NextFor(GroupMember* member) {
       ReleaseLocked(seq);
       held_[seq] = Held{member, rd.attempt};
       ++in_flight_[member];
-      if (ready_.size() < kClaimMax / 4) MaybeClaimLocked();
+      if (ready_.size() < kClaimMax / 4) MaybeRefillLocked();
       out = Outgoing{std::move(rd.ev), rd.attempt, MakeAckId(seq, rd.attempt)};
     }
   }
@@ -247,7 +260,7 @@ absl::StatusOr<v1::AckResponse> SharedGroup::Ack(const std::vector<DeliveryRef>&
     // The event was handled: whatever attempt of it is held here is done.
     for (uint64_t s : seqs) unblocked |= ReleaseLocked(s);
     if (unblocked) wake = MembersLocked();
-    MaybeClaimLocked();
+    MaybeRefillLocked();
   }
   Wake(wake);
   v1::AckResponse resp;

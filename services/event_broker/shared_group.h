@@ -53,7 +53,11 @@ class SharedGroup : public Group, public std::enable_shared_from_this<SharedGrou
 
   // Deliveries this replica's members could take now, beyond those ready.
   size_t RoomLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Something may have made deliveries claimable: claims now, or once the
+  // claim in flight ends, or once a slot frees.
   void MaybeClaimLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A slot freed or the ready queue ran low: claims if backlog_.
+  void MaybeRefillLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // On the broker's fill thread.
   void Claim();
   // Forgets a delivery handed to a member here (any attempt, or only
@@ -87,6 +91,13 @@ class SharedGroup : public Group, public std::enable_shared_from_this<SharedGrou
   // Claimed (leased to this replica), not yet handed to a member.
   std::deque<Ready> ready_ ABSL_GUARDED_BY(mu_);
   bool claim_pending_ ABSL_GUARDED_BY(mu_) = false;
+  // The store may hold deliveries for this group that no claim has looked
+  // for: the last claim stopped at its max or failed, or since it began an
+  // event was stored, a delivery was nacked, given back or revived, a member
+  // joined, or the reconcile ran. A freed slot (an ack) or an emptied ready
+  // queue claims only then: a claim that finds nothing costs a store round
+  // trip, and one in flight makes the next event wait for it.
+  bool backlog_ ABSL_GUARDED_BY(mu_) = true;
   absl::Time next_reconcile_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time next_gauges_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   prometheus::Counter* redeliveries_metric_;
