@@ -83,8 +83,14 @@ int WalCheckpointer::OnCommit(void* self, sqlite3* db, const char* name, int fra
   if (rc == SQLITE_OK) {
     ++c->inline_runs_;
     if (log_frames >= 0) c->checked_ = log_frames;
+    c->wake_ = false;  // nothing left for the thread
   } else if (rc == SQLITE_BUSY) {
     c->inline_at_ = 0;  // the thread's checkpoint will end soon: the next commit tries again
+  } else if (absl::Now() >= c->next_inline_log_) {
+    // Tried again after wake_frames more; the WAL keeps growing meanwhile.
+    c->next_inline_log_ = absl::Now() + absl::Minutes(1);
+    LogWarn("inline WAL checkpoint failed; the WAL grows until one succeeds",
+            {{"error", sqlite3_errstr(rc)}, {"wal_frames", static_cast<uint64_t>(frames)}});
   }
   return SQLITE_OK;
 }

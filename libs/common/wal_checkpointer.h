@@ -86,6 +86,7 @@ class WalCheckpointer {
   int wal_frames_ ABSL_GUARDED_BY(mu_) = 0;
   int checked_ ABSL_GUARDED_BY(mu_) = 0;
   int inline_at_ ABSL_GUARDED_BY(mu_) = 0;  // the WAL's frames at the writer's last checkpoint
+  absl::Time next_inline_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t runs_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t inline_runs_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

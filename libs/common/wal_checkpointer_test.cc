@@ -61,7 +61,7 @@ class WalCheckpointerTest : public ::testing::Test {
 };
 
 TEST_F(WalCheckpointerTest, TheCommittingConnectionNoLongerCheckpoints) {
-  auto c = Start(1 << 30, absl::Hours(1));
+  auto c = Start(1 << 30, absl::Hours(1), /*inline_frames=*/1 << 30);
   ASSERT_TRUE(c.ok()) << c.status();
   uintmax_t before = DbFileBytes();
   // Past SQLite's automatic threshold (1000 frames) several times over.

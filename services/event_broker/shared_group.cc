@@ -18,6 +18,8 @@ constexpr absl::Duration kLeaseMargin = absl::Seconds(5);
 // How often held deliveries are checked against the store (acked through
 // another replica, lease run out) and due redeliveries are looked for.
 constexpr absl::Duration kReconcileEvery = absl::Milliseconds(250);
+// Due times of delayed nacks kept to claim at (SharedGroup::nack_due_).
+constexpr size_t kMaxNackDue = 1024;
 
 }  // namespace
 
@@ -272,15 +274,20 @@ absl::StatusOr<v1::AckResponse> SharedGroup::Ack(const std::vector<DeliveryRef>&
 absl::StatusOr<v1::NackResponse> SharedGroup::Nack(const std::vector<DeliveryRef>& refs,
                                                    absl::Duration delay,
                                                    const std::string& reason) {
-  absl::StatusOr<uint32_t> n =
-      store_->Requeue(name_, refs, broker_->clock()->Now() + delay, reason);
+  absl::Time due = broker_->clock()->Now() + delay;
+  absl::StatusOr<uint32_t> n = store_->Requeue(name_, refs, due, reason);
   if (!n.ok()) return n.status();
   std::vector<std::shared_ptr<GroupMember>> wake;
   {
     absl::MutexLock lock(&mu_);
     for (const DeliveryRef& r : refs) ReleaseLocked(r.seq, r.attempt);
     wake = MembersLocked();
-    MaybeClaimLocked();
+    if (delay <= absl::ZeroDuration()) {
+      MaybeClaimLocked();  // due again now
+    } else {
+      if (nack_due_.size() < kMaxNackDue) nack_due_.insert(due);
+      MaybeRefillLocked();  // their slots are free
+    }
   }
   Wake(wake);
   v1::NackResponse resp;
@@ -298,6 +305,10 @@ void SharedGroup::Expire(absl::Time now) {
   std::vector<Held> snapshot;
   {
     absl::MutexLock lock(&mu_);
+    if (!nack_due_.empty() && *nack_due_.begin() <= now) {
+      nack_due_.erase(nack_due_.begin(), nack_due_.upper_bound(now));
+      MaybeClaimLocked();
+    }
     if (now < next_reconcile_) return;
     next_reconcile_ = now + kReconcileEvery;
     held.reserve(held_.size());

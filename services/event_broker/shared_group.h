@@ -11,6 +11,7 @@
 
 #include <deque>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -98,6 +99,10 @@ class SharedGroup : public Group, public std::enable_shared_from_this<SharedGrou
   // queue claims only then: a claim that finds nothing costs a store round
   // trip, and one in flight makes the next event wait for it.
   bool backlog_ ABSL_GUARDED_BY(mu_) = true;
+  // When deliveries nacked here with a delay come due: Expire (every
+  // housekeeping pass, 50 ms) claims then, not only at its reconcile (every
+  // 250 ms, which also covers what does not fit here).
+  std::set<absl::Time> nack_due_ ABSL_GUARDED_BY(mu_);
   absl::Time next_reconcile_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time next_gauges_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   prometheus::Counter* redeliveries_metric_;

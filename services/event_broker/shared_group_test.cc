@@ -143,5 +143,32 @@ TEST_F(SharedGroupTest, AnEventStoredDuringAClaimIsClaimedWhenItEnds) {
   EXPECT_EQ(first.count() + second.count(), 1u) << "the event was left in the store";
 }
 
+// A delivery nacked with a delay is claimed again at the first housekeeping
+// pass after it comes due, not only at the next reconcile (250 ms apart).
+TEST_F(SharedGroupTest, ADeliveryNackedWithADelayIsClaimedWhenItComesDue) {
+  CollectingSink sink;
+  auto sub = Join(sink);
+  Publish();
+  std::vector<Outgoing> got = sink.WaitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  broker_->Tick();  // the reconcile, now: the next is 250 ms away
+  ASSERT_TRUE(store_->WaitForClaims(3));
+  int claims = store_->claims();
+  v1::NackRequest nack;
+  nack.set_group("g");
+  nack.add_ack_ids(got[0].ack_id);
+  *nack.mutable_delay() = TimeUtil::MillisecondsToDuration(100);
+  ASSERT_TRUE(broker_->Nack(nack).ok());
+  clock_.Advance(absl::Milliseconds(50));
+  broker_->Tick();
+  EXPECT_EQ(store_->claims(), claims) << "not due yet: nothing to claim";
+  clock_.Advance(absl::Milliseconds(60));
+  broker_->Tick();
+  std::vector<Outgoing> again = sink.WaitFor(2);
+  ASSERT_EQ(again.size(), 2u) << "the nacked delivery came due 150 ms before the next reconcile";
+  EXPECT_EQ(again[1].event->seq, got[0].event->seq);
+  EXPECT_EQ(again[1].attempt, 2u);
+}
+
 }  // namespace
 }  // namespace switchboard::broker

@@ -205,7 +205,10 @@ absl::StatusOr<int> WebhookCore::RecordBatch(const std::vector<const events::v1:
     if (!absl::IsAborted(recorded.status())) return recorded;
     absl::StatusOr<bool> changed = registry_->Refresh();
     if (!changed.ok()) return changed.status();
-    if (*changed) RequestResubscribe();
+    if (*changed) {
+      RequestResubscribe();  // as RegistrySyncLoop does
+      engine_->Kick();
+    }
   }
   return absl::AbortedError(
       absl::StrCat("the webhook registry changed at each of ", kTries, " tries"));
