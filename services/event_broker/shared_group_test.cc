@@ -119,11 +119,13 @@ TEST_F(SharedGroupTest, AHandOutOrAnAckClaimsOnlyWhatMayBeWaiting) {
 // without it ("no more"): the group claims again once it ends, with no ack,
 // hand-out or other event to prompt it.
 TEST_F(SharedGroupTest, AnEventStoredDuringAClaimIsClaimedWhenItEnds) {
-  // Broadcast subscribers are offered a new event just before the groups, on
-  // the same thread: once this one has it, the group has been offered it.
+  // The tail offers events in order, each to the broadcast subscribers and
+  // then to the groups: once this watcher has an event published after the
+  // group's, the group has been offered its event.
   CollectingSink watcher;
   v1::SubscribeRequest all;
   all.add_types("order.*");
+  all.add_types("audit.*");
   auto watching = broker_->Subscribe(all, &watcher);
   ASSERT_TRUE(watching.ok()) << watching.status();
   watcher.Attach(*watching);
@@ -135,6 +137,8 @@ TEST_F(SharedGroupTest, AnEventStoredDuringAClaimIsClaimedWhenItEnds) {
   ASSERT_TRUE(store_->WaitForHeldClaim());
   Publish();
   ASSERT_EQ(watcher.WaitFor(1).size(), 1u);
+  ASSERT_TRUE(broker_->PublishAndWait({MakeEvent("audit.noted")}).ok());  // not the group's
+  ASSERT_EQ(watcher.WaitFor(2).size(), 2u);
   store_->SetGate(true);
   absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (first.count() + second.count() == 0 && absl::Now() < deadline) {
@@ -148,6 +152,7 @@ TEST_F(SharedGroupTest, AnEventStoredDuringAClaimIsClaimedWhenItEnds) {
 TEST_F(SharedGroupTest, ADeliveryNackedWithADelayIsClaimedWhenItComesDue) {
   CollectingSink sink;
   auto sub = Join(sink);
+  ASSERT_TRUE(store_->WaitForClaims(1));  // the join's, before the event is there
   Publish();
   std::vector<Outgoing> got = sink.WaitFor(1);
   ASSERT_EQ(got.size(), 1u);

@@ -101,14 +101,19 @@ void WebhookCore::RegistrySyncLoop() {
       absl::MutexLock lock(&sub_mu_);
       if (sub_mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.registry_poll)) return;
     }
-    absl::StatusOr<bool> changed = registry_->Refresh();
-    if (!changed.ok()) {
-      LogWarn("reading the shared registry failed", {{"error", changed.status().ToString()}});
-    } else if (*changed) {
-      RequestResubscribe();  // a new filter elsewhere may need more types
-      engine_->Kick();       // an endpoint enabled elsewhere has due deliveries
-    }
+    absl::Status s = RefreshRegistry();
+    if (!s.ok()) LogWarn("reading the shared registry failed", {{"error", s.ToString()}});
   }
+}
+
+absl::Status WebhookCore::RefreshRegistry() {
+  absl::StatusOr<bool> changed = registry_->Refresh();
+  if (!changed.ok()) return changed.status();
+  if (*changed) {
+    RequestResubscribe();  // a new filter elsewhere may need more types
+    engine_->Kick();       // an endpoint enabled elsewhere has due deliveries
+  }
+  return absl::OkStatus();
 }
 
 void WebhookCore::RequestResubscribe() {
@@ -203,12 +208,7 @@ absl::StatusOr<int> WebhookCore::RecordBatch(const std::vector<const events::v1:
   for (int i = 0; i < kTries; ++i) {
     absl::StatusOr<int> recorded = engine_->RecordAll(events, registry_->generation());
     if (!absl::IsAborted(recorded.status())) return recorded;
-    absl::StatusOr<bool> changed = registry_->Refresh();
-    if (!changed.ok()) return changed.status();
-    if (*changed) {
-      RequestResubscribe();  // as RegistrySyncLoop does
-      engine_->Kick();
-    }
+    if (absl::Status s = RefreshRegistry(); !s.ok()) return s;
   }
   return absl::AbortedError(
       absl::StrCat("the webhook registry changed at each of ", kTries, " tries"));

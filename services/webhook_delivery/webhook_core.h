@@ -73,6 +73,9 @@ class WebhookCore {
   absl::StatusOr<int> RecordBatch(const std::vector<const events::v1::Event*>& events);
   // Shared registry: applies other replicas' registrations and changes.
   void RegistrySyncLoop();
+  // Re-reads a shared registry; on a change, widens the subscription and
+  // wakes the scheduler.
+  absl::Status RefreshRegistry();
 
   const WebhookCoreOptions options_;
   WebhookRegistry* registry_;
