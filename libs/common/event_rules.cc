@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "libs/common/struct_wire.h"
 
 namespace switchboard {
 namespace {
@@ -39,8 +40,11 @@ bool IsValidEventType(absl::string_view type) {
          type.find('.') != absl::string_view::npos;
 }
 
-absl::Status ValidateEventForPublish(const events::v1::Event& event, size_t max_event_bytes,
-                                     absl::string_view field) {
+namespace {
+
+// The checks shared by Event and RawEvent: everything but `data`.
+template <typename E>
+absl::Status ValidateCommon(const E& event, size_t max_event_bytes, absl::string_view field) {
   if (event.type().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(field, ".type: required"));
   }
@@ -74,6 +78,21 @@ absl::Status ValidateEventForPublish(const events::v1::Event& event, size_t max_
     return absl::InvalidArgumentError(absl::StrCat(field, ".time: out of range"));
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateEventForPublish(const events::v1::Event& event, size_t max_event_bytes,
+                                     absl::string_view field) {
+  return ValidateCommon(event, max_event_bytes, field);
+}
+
+absl::Status ValidateEventForPublish(const broker::internal::RawEvent& event,
+                                     size_t max_event_bytes, absl::string_view field,
+                                     int data_depth) {
+  if (absl::Status s = ValidateCommon(event, max_event_bytes, field); !s.ok()) return s;
+  if (!event.has_data()) return absl::OkStatus();
+  return CheckStructBytes(event.data(), data_depth, absl::StrCat(field, ".data"));
 }
 
 absl::StatusOr<TypeFilter> TypeFilter::Parse(const std::vector<std::string>& patterns,

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "switchboard/broker/internal/raw_event.pb.h"
 #include "switchboard/events/v1/event.pb.h"
 
 namespace switchboard {
@@ -18,6 +19,11 @@ bool IsValidEventType(absl::string_view type);
 // ("event", "events[3]") so that the client sees which one is wrong.
 absl::Status ValidateEventForPublish(const events::v1::Event& event, size_t max_event_bytes,
                                      absl::string_view field);
+// The same for the broker's wire twin of Event, plus `data`: it must be a
+// valid google.protobuf.Struct `data_depth` messages deep in its request.
+absl::Status ValidateEventForPublish(const broker::internal::RawEvent& event,
+                                     size_t max_event_bytes, absl::string_view field,
+                                     int data_depth);
 
 // A set of type filters: exact names, "prefix.*" and "*". Empty matches all.
 class TypeFilter {

@@ -152,7 +152,8 @@ std::optional<std::string> FindInvalidUtf8(const Descriptor* type, absl::string_
   return Walk(type, bytes, "", 0);
 }
 
-absl::Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* message) {
+absl::Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* message,
+                          absl::string_view public_name) {
   {
     grpc::ByteBuffer copy(buffer);
     grpc::ProtoBufferReader reader(&copy);
@@ -169,8 +170,9 @@ absl::Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Mess
   if (bad.has_value()) {
     return absl::InvalidArgumentError(absl::StrCat(*bad, ": invalid UTF-8"));
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("request: not a valid ", message->GetDescriptor()->full_name()));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "request: not a valid ",
+      public_name.empty() ? message->GetDescriptor()->full_name() : std::string(public_name)));
 }
 
 void SerializeResponse(const google::protobuf::Message& message, grpc::ByteBuffer* buffer) {

@@ -30,8 +30,10 @@ std::optional<std::string> FindInvalidUtf8(const google::protobuf::Descriptor* t
 
 // Parses a request received as raw bytes. Protobuf refuses invalid UTF-8 in
 // string fields without saying where; this names the field instead, so the
-// client gets INVALID_ARGUMENT "<path>: invalid UTF-8".
-absl::Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* message);
+// client gets INVALID_ARGUMENT "<path>: invalid UTF-8". `public_name` names
+// the request in errors when `message` is a private wire twin of it.
+absl::Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* message,
+                          absl::string_view public_name = "");
 
 // Serializes a response into a raw ByteBuffer.
 void SerializeResponse(const google::protobuf::Message& message, grpc::ByteBuffer* buffer);

@@ -123,7 +123,7 @@ void Broker::Shutdown() {
   if (filler_.joinable()) filler_.join();
 }
 
-absl::StatusOr<std::vector<NewEvent>> Broker::Prepare(absl::Span<events::v1::Event* const> events,
+absl::StatusOr<std::vector<NewEvent>> Broker::Prepare(absl::Span<internal::RawEvent* const> events,
                                                       absl::string_view field) const {
   if (shutting_down_) return absl::UnavailableError("broker is shutting down");
   if (events.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty batch"));
@@ -136,15 +136,16 @@ absl::StatusOr<std::vector<NewEvent>> Broker::Prepare(absl::Span<events::v1::Eve
   google::protobuf::Timestamp now = ToProtoTime(clock_->Now());
   std::vector<NewEvent> out(events.size());
   for (size_t i = 0; i < events.size(); ++i) {
-    events::v1::Event& ev = *events[i];
+    internal::RawEvent& ev = *events[i];
     NewEvent& n = out[i];
     n.client_id = !ev.id().empty();
     if (!n.client_id) ev.set_id(NewId("evt"));
     if (!ev.has_time()) *ev.mutable_time() = now;
     ev.clear_sequence();
-    absl::Status s =
-        ValidateEventForPublish(ev, config_.max_event_bytes,
-                                single ? std::string(field) : absl::StrCat(field, "[", i, "]"));
+    // `data` sits in the request, in the event: two messages deep.
+    absl::Status s = ValidateEventForPublish(
+        ev, config_.max_event_bytes, single ? std::string(field) : absl::StrCat(field, "[", i, "]"),
+        /*data_depth=*/2);
     if (!s.ok()) return s;
     // ValidateEventForPublish computed the size; serialize with it.
     n.payload.resize(ev.GetCachedSize());
@@ -189,8 +190,13 @@ void Broker::Append(std::vector<NewEvent> events, PublishCallback done) {
 }
 
 void Broker::Publish(std::vector<events::v1::Event> events, PublishCallback done) {
-  std::vector<events::v1::Event*> ptrs;
-  for (auto& e : events) ptrs.push_back(&e);
+  // The JSON API and tests hold parsed events: Prepare takes them as bytes.
+  std::vector<internal::RawEvent> raw(events.size());
+  std::vector<internal::RawEvent*> ptrs;
+  for (size_t i = 0; i < events.size(); ++i) {
+    raw[i].ParseFromString(events[i].SerializeAsString());
+    ptrs.push_back(&raw[i]);
+  }
   absl::StatusOr<std::vector<NewEvent>> prepared =
       Prepare(absl::MakeSpan(ptrs), events.size() == 1 ? "event" : "events");
   if (!prepared.ok()) {

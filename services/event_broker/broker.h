@@ -167,8 +167,10 @@ class Broker : public SubscriptionHost {
 
   // Validates events and readies them for the log on the caller's thread:
   // assigns ids and times, serializes. `field` names them in errors ("event"
-  // for a single publish, "events" for a batch). Changes the messages.
-  absl::StatusOr<std::vector<NewEvent>> Prepare(absl::Span<events::v1::Event* const> events,
+  // for a single publish, "events" for a batch). Changes the messages. The
+  // events are the wire twins of Event with `data` as bytes, as parsed from
+  // a Publish or PublishBatch request (a Struct two messages deep).
+  absl::StatusOr<std::vector<NewEvent>> Prepare(absl::Span<internal::RawEvent* const> events,
                                                 absl::string_view field) const;
   // Appends durably; `done` runs on the writer thread after the commit.
   void Append(std::vector<NewEvent> events, PublishCallback done);

@@ -2,6 +2,7 @@
 // start positions, redelivery and dead-lettering, group cursor persistence,
 // flow control. (Store faults, overload and shutdown races:
 // broker_faults_test.cc.)
+#include "google/protobuf/util/message_differencer.h"
 #include "services/event_broker/broker_test_fixture.h"
 
 namespace switchboard::broker {
@@ -40,8 +41,9 @@ TEST_F(BrokerTest, CommitsStayUnderMaxCommitBytesAndFlushWaitsForAll) {
   constexpr int kPublishes = 20;
   for (int i = 0; i < kPublishes; ++i) {
     absl::StatusOr<std::vector<NewEvent>> prepared = [&] {
-      events::v1::Event ev = MakeEvent("order.created");
-      events::v1::Event* p = &ev;
+      internal::RawEvent ev;
+      ev.ParseFromString(MakeEvent("order.created").SerializeAsString());
+      internal::RawEvent* p = &ev;
       return broker_->Prepare(absl::MakeConstSpan(&p, 1), "event");
     }();
     ASSERT_TRUE(prepared.ok()) << prepared.status();
@@ -380,6 +382,86 @@ TEST_F(BrokerTest, PublishRejectsBadInputAndStoresNothing) {
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(absl::StartsWith(r.status().message(), "events[1].type:")) << r.status();
   EXPECT_EQ(broker_->GetStats()->total_events(), 0u) << "a bad batch stores nothing";
+}
+
+// The broker parses publish requests as wire twins whose event `data` is
+// bytes (raw_event.proto): they must keep every other field of the public
+// messages, by number, name and type, or the broker would drop fields.
+TEST(RawEventTest, WireTwinsHaveThePublicMessagesFields) {
+  using google::protobuf::Descriptor;
+  using google::protobuf::FieldDescriptor;
+  auto same = [](const Descriptor* pub, const Descriptor* raw) {
+    ASSERT_EQ(pub->field_count(), raw->field_count()) << pub->full_name();
+    for (int i = 0; i < pub->field_count(); ++i) {
+      const FieldDescriptor* f = pub->field(i);
+      const FieldDescriptor* r = raw->FindFieldByNumber(f->number());
+      ASSERT_NE(r, nullptr) << f->full_name();
+      EXPECT_EQ(r->name(), f->name());
+      EXPECT_EQ(r->is_repeated(), f->is_repeated()) << f->full_name();
+      if (f->full_name() == "switchboard.events.v1.Event.data") {
+        EXPECT_EQ(r->type(), FieldDescriptor::TYPE_BYTES);
+        EXPECT_TRUE(r->has_presence());
+        continue;
+      }
+      ASSERT_EQ(r->type(), f->type()) << f->full_name();
+      if (f->is_map()) {
+        ASSERT_TRUE(r->is_map()) << f->full_name();
+        EXPECT_EQ(r->message_type()->map_key()->type(), f->message_type()->map_key()->type());
+        EXPECT_EQ(r->message_type()->map_value()->type(), f->message_type()->map_value()->type());
+      } else if (f->message_type() == events::v1::Event::descriptor()) {
+        EXPECT_EQ(r->message_type(), internal::RawEvent::descriptor()) << f->full_name();
+      } else if (f->type() == FieldDescriptor::TYPE_MESSAGE) {
+        EXPECT_EQ(r->message_type(), f->message_type()) << f->full_name();
+      }
+    }
+  };
+  same(events::v1::Event::descriptor(), internal::RawEvent::descriptor());
+  same(v1::PublishRequest::descriptor(), internal::RawPublishRequest::descriptor());
+  same(v1::PublishBatchRequest::descriptor(), internal::RawPublishBatchRequest::descriptor());
+}
+
+// The stored event is the client's, `data` included: nested objects, lists,
+// and an empty object (still present).
+TEST_F(BrokerTest, StoredEventsKeepTheirDataWithoutTheBrokerParsingIt) {
+  events::v1::Event full = MakeEvent("order.created", "evt-full");
+  auto& f = *full.mutable_data()->mutable_fields();
+  f["total"].set_number_value(12.5);
+  f["paid"].set_bool_value(true);
+  auto* items = f["items"].mutable_list_value();
+  (*items->add_values()->mutable_struct_value()->mutable_fields())["sku"].set_string_value("a");
+  items->add_values()->set_null_value(google::protobuf::NULL_VALUE);
+  events::v1::Event empty = MakeEvent("order.created", "evt-empty");
+  empty.mutable_data()->Clear();
+  empty.mutable_data();  // present, no fields
+  events::v1::Event none = MakeEvent("order.created", "evt-none");
+  none.clear_data();
+  ASSERT_TRUE(broker_->PublishAndWait({full, empty, none}).ok());
+  absl::StatusOr<v1::GetEventHistoryResponse> h = [&] {
+    v1::GetEventHistoryRequest req;
+    req.set_limit(10);
+    return broker_->GetEventHistory(req);
+  }();
+  ASSERT_TRUE(h.ok()) << h.status();
+  ASSERT_EQ(h->events_size(), 3);
+  std::map<std::string, events::v1::Event> by_id;
+  for (const events::v1::Event& e : h->events()) by_id[e.id()] = e;
+  EXPECT_TRUE(
+      google::protobuf::util::MessageDifferencer::Equals(by_id["evt-full"].data(), full.data()))
+      << by_id["evt-full"].data().DebugString();
+  EXPECT_TRUE(by_id["evt-empty"].has_data());
+  EXPECT_EQ(by_id["evt-empty"].data().fields_size(), 0);
+  EXPECT_FALSE(by_id["evt-none"].has_data());
+}
+
+TEST_F(BrokerTest, PublishRefusesDataThatIsNotAStruct) {
+  internal::RawEvent ev;
+  ev.ParseFromString(MakeEvent("order.created").SerializeAsString());
+  ev.set_data(std::string("\x0a\x05\x0a\x01", 4));  // an entry longer than the data
+  internal::RawEvent* p = &ev;
+  absl::StatusOr<std::vector<NewEvent>> prepared =
+      broker_->Prepare(absl::MakeConstSpan(&p, 1), "events");
+  EXPECT_EQ(prepared.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(prepared.status().message(), "events[0].data: not a valid google.protobuf.Struct");
 }
 
 // Item 11 of the robustness issue: a group-state change the store always

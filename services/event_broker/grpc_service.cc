@@ -198,8 +198,8 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
 // the response message.
 template <typename Response>
 void PublishAndAnswer(Broker* broker, grpc::ServerUnaryReactor* reactor,
-                      grpc::ByteBuffer* response_bytes, absl::Span<events::v1::Event* const> events,
-                      absl::string_view field,
+                      grpc::ByteBuffer* response_bytes,
+                      absl::Span<internal::RawEvent* const> events, absl::string_view field,
                       std::function<void(const std::vector<PublishResult>&, Response*)> respond) {
   absl::StatusOr<std::vector<NewEvent>> prepared = broker->Prepare(events, field);
   if (!prepared.ok()) {
@@ -219,13 +219,13 @@ void PublishAndAnswer(Broker* broker, grpc::ServerUnaryReactor* reactor,
   });
 }
 
-absl::Status EventBrokerService::AuthorizePublish(
-    grpc::CallbackServerContext* ctx, absl::string_view method,
-    const std::vector<const events::v1::Event*>& events) {
+absl::Status EventBrokerService::AuthorizePublish(grpc::CallbackServerContext* ctx,
+                                                  absl::string_view method,
+                                                  absl::Span<internal::RawEvent* const> events) {
   absl::StatusOr<Principal> caller = AuthorizeCall(auth_, *ctx, method);
   if (!caller.ok()) return caller.status();
   if (caller->anonymous) return absl::OkStatus();
-  for (const events::v1::Event* e : events) {
+  for (const internal::RawEvent* e : events) {
     if (absl::Status s = RequirePublish(*caller, e->type()); !s.ok()) return Denied(s, method);
   }
   return absl::OkStatus();
@@ -236,8 +236,11 @@ grpc::ServerUnaryReactor* EventBrokerService::Publish(grpc::CallbackServerContex
                                                       grpc::ByteBuffer* response_bytes) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   google::protobuf::Arena arena;
-  auto* request = google::protobuf::Arena::CreateMessage<v1::PublishRequest>(&arena);
-  if (absl::Status s = ParseRequest(*request_bytes, request); !s.ok()) {
+  // The wire twin of PublishRequest: the event's data stays bytes.
+  auto* request = google::protobuf::Arena::CreateMessage<internal::RawPublishRequest>(&arena);
+  if (absl::Status s =
+          ParseRequest(*request_bytes, request, v1::PublishRequest::descriptor()->full_name());
+      !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
@@ -245,7 +248,8 @@ grpc::ServerUnaryReactor* EventBrokerService::Publish(grpc::CallbackServerContex
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "event: required"));
     return reactor;
   }
-  if (absl::Status s = AuthorizePublish(ctx, "Publish", {&request->event()}); !s.ok()) {
+  internal::RawEvent* event = request->mutable_event();
+  if (absl::Status s = AuthorizePublish(ctx, "Publish", absl::MakeConstSpan(&event, 1)); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
@@ -254,7 +258,6 @@ grpc::ServerUnaryReactor* EventBrokerService::Publish(grpc::CallbackServerContex
     reactor->Finish(ToGrpcStatus(BrokerSlot::NotReady()));
     return reactor;
   }
-  events::v1::Event* event = request->mutable_event();
   PublishAndAnswer<v1::PublishResponse>(broker, reactor, response_bytes,
                                         absl::MakeConstSpan(&event, 1), "event",
                                         [](const std::vector<PublishResult>& r,
@@ -267,10 +270,13 @@ grpc::ServerUnaryReactor* EventBrokerService::PublishBatch(grpc::CallbackServerC
                                                            grpc::ByteBuffer* response_bytes) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   // The request lives only until its events are prepared: an arena makes
-  // its many small allocations (Struct fields) one.
+  // its small allocations one. The wire twin of PublishBatchRequest keeps
+  // each event's data as bytes (raw_event.proto).
   google::protobuf::Arena arena;
-  auto* request = google::protobuf::Arena::CreateMessage<v1::PublishBatchRequest>(&arena);
-  if (absl::Status s = ParseRequest(*request_bytes, request); !s.ok()) {
+  auto* request = google::protobuf::Arena::CreateMessage<internal::RawPublishBatchRequest>(&arena);
+  if (absl::Status s =
+          ParseRequest(*request_bytes, request, v1::PublishBatchRequest::descriptor()->full_name());
+      !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
@@ -279,12 +285,10 @@ grpc::ServerUnaryReactor* EventBrokerService::PublishBatch(grpc::CallbackServerC
     reactor->Finish(ToGrpcStatus(BrokerSlot::NotReady()));
     return reactor;
   }
-  std::vector<events::v1::Event*> events;
+  std::vector<internal::RawEvent*> events;
   events.reserve(request->events_size());
-  for (events::v1::Event& e : *request->mutable_events()) events.push_back(&e);
-  if (absl::Status s = AuthorizePublish(
-          ctx, "PublishBatch", std::vector<const events::v1::Event*>(events.begin(), events.end()));
-      !s.ok()) {
+  for (internal::RawEvent& e : *request->mutable_events()) events.push_back(&e);
+  if (absl::Status s = AuthorizePublish(ctx, "PublishBatch", events); !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }

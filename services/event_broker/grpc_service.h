@@ -66,7 +66,7 @@ class EventBrokerService final : public EventBrokerServiceBase {
  private:
   // The caller may publish every one of `events` (publish:<type>).
   absl::Status AuthorizePublish(grpc::CallbackServerContext* ctx, absl::string_view method,
-                                const std::vector<const events::v1::Event*>& events);
+                                absl::Span<internal::RawEvent* const> events);
   // The caller may subscribe to the parsed request's types and group.
   std::function<absl::Status(const v1::SubscribeRequest&)> SubscribeGate(
       grpc::CallbackServerContext* ctx, const char* method);
