@@ -66,6 +66,9 @@ Mesh StartMesh() {
   if (std::string fsync = absl::GetFlag(FLAGS_redis); !fsync.empty()) {
     sb::testing::RedisOptions opts;
     opts.appendfsync = fsync;
+    // As the peers' Redis (../shared/peers/run_all.sh): no AOF rewrite, whose
+    // fork and copy of the whole data set would land in the measured window.
+    opts.extra_config = {"auto-aof-rewrite-percentage 0"};
     m.redis = OrDie(sb::testing::RedisServer::Start(opts));
     store.push_back("--store=" + m.redis->url());
   }

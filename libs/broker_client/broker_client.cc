@@ -39,11 +39,15 @@ bool Retryable(const grpc::Status& s) { return s.error_code() == grpc::StatusCod
 
 class GroupSubscription : public BrokerSubscription {
  public:
+  // Exactly one of the callbacks is set: on_batch reads SubscribeBatched,
+  // on_delivery Subscribe.
   GroupSubscription(std::shared_ptr<grpc::Channel> channel, broker::v1::SubscribeRequest request,
-                    DeliveryCallback on_delivery, const GrpcBrokerClientOptions& options)
+                    DeliveryCallback on_delivery, DeliveryBatchCallback on_batch,
+                    const GrpcBrokerClientOptions& options)
       : stub_(EventBroker::NewStub(channel)),
         request_(std::move(request)),
         on_delivery_(std::move(on_delivery)),
+        on_batch_(std::move(on_batch)),
         options_(options) {
     thread_ = std::thread([this] { Run(); });
   }
@@ -74,19 +78,13 @@ class GroupSubscription : public BrokerSubscription {
         if (stopped_) return;
         ctx_ = ctx;
       }
-      auto reader = stub_->Subscribe(ctx.get(), request_);
-      broker::v1::Delivery d;
-      bool got_any = false;
       connected_ = true;
-      while (reader->Read(&d)) {
-        if (!got_any) {
-          got_any = true;
-          backoff.Reset();
-        }
-        on_delivery_(d);
-      }
+      grpc::Status s = on_batch_
+                           ? Read<broker::v1::DeliveryBatch>(
+                                 stub_->SubscribeBatched(ctx.get(), request_), on_batch_, &backoff)
+                           : Read<broker::v1::Delivery>(stub_->Subscribe(ctx.get(), request_),
+                                                        on_delivery_, &backoff);
       connected_ = false;
-      grpc::Status s = reader->Finish();
       {
         absl::MutexLock lock(&mu_);
         ctx_.reset();
@@ -109,9 +107,26 @@ class GroupSubscription : public BrokerSubscription {
     }
   }
 
+  // Hands every message of the stream to `callback` until it ends.
+  template <typename Message, typename Callback>
+  static grpc::Status Read(std::unique_ptr<grpc::ClientReader<Message>> reader,
+                           const Callback& callback, Backoff* backoff) {
+    Message m;
+    bool got_any = false;
+    while (reader->Read(&m)) {
+      if (!got_any) {
+        got_any = true;
+        backoff->Reset();
+      }
+      callback(m);
+    }
+    return reader->Finish();
+  }
+
   std::unique_ptr<EventBroker::Stub> stub_;
   const broker::v1::SubscribeRequest request_;
   const DeliveryCallback on_delivery_;
+  const DeliveryBatchCallback on_batch_;
   const GrpcBrokerClientOptions options_;
   absl::Mutex mu_;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
@@ -236,7 +251,13 @@ class GrpcBrokerClient : public BrokerClient {
   std::unique_ptr<BrokerSubscription> SubscribeGroup(broker::v1::SubscribeRequest request,
                                                      DeliveryCallback on_delivery) override {
     return std::make_unique<GroupSubscription>(channel_, std::move(request), std::move(on_delivery),
-                                               options_);
+                                               nullptr, options_);
+  }
+
+  std::unique_ptr<BrokerSubscription> SubscribeGroupBatched(
+      broker::v1::SubscribeRequest request, DeliveryBatchCallback on_batch) override {
+    return std::make_unique<GroupSubscription>(channel_, std::move(request), nullptr,
+                                               std::move(on_batch), options_);
   }
 
  private:

@@ -27,6 +27,9 @@ class BrokerSubscription {
 
 // Called on the subscription's thread, one delivery at a time, in order.
 using DeliveryCallback = std::function<void(const broker::v1::Delivery&)>;
+// Called on the subscription's thread with the deliveries of one stream
+// message (SubscribeBatched: as many as the broker had ready), in order.
+using DeliveryBatchCallback = std::function<void(const broker::v1::DeliveryBatch&)>;
 
 // What job-worker and webhook-delivery know of the broker: the only place
 // that knows its RPCs. Every call retries UNAVAILABLE (broker restarting)
@@ -62,6 +65,18 @@ class BrokerClient {
   // stream ends (broker restart, network), resuming where the group is.
   virtual std::unique_ptr<BrokerSubscription> SubscribeGroup(broker::v1::SubscribeRequest request,
                                                              DeliveryCallback on_delivery) = 0;
+  // The same, a stream message at a time, for consumers that handle many
+  // deliveries together (one store read for all). The default hands
+  // SubscribeGroup's deliveries over one per batch.
+  virtual std::unique_ptr<BrokerSubscription> SubscribeGroupBatched(
+      broker::v1::SubscribeRequest request, DeliveryBatchCallback on_batch) {
+    return SubscribeGroup(std::move(request),
+                          [on_batch = std::move(on_batch)](const broker::v1::Delivery& d) {
+                            broker::v1::DeliveryBatch one;
+                            *one.add_deliveries() = d;
+                            on_batch(one);
+                          });
+  }
 };
 
 struct GrpcBrokerClientOptions {

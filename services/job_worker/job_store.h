@@ -44,6 +44,10 @@ class JobStore {
   virtual bool shared() const = 0;
 
   virtual absl::StatusOr<std::optional<v1::Job>> Get(const std::string& id) = 0;
+  // One record per id, in order, read together (one round trip, one read
+  // transaction). The default calls Get for each.
+  virtual absl::StatusOr<std::vector<std::optional<v1::Job>>> GetMany(
+      const std::vector<std::string>& ids);
   // Records the jobs (each replacing its earlier record) in one write: one
   // SQLite transaction, one Redis script. An error means the caller cannot
   // rely on any of them being recorded (on Redis some or all may be: a script
@@ -86,6 +90,18 @@ class JobStore {
   virtual absl::StatusOr<std::map<std::string, QueueLoad>> OtherLoads(const std::string& worker_id,
                                                                       absl::Time now) = 0;
 };
+
+inline absl::StatusOr<std::vector<std::optional<v1::Job>>> JobStore::GetMany(
+    const std::vector<std::string>& ids) {
+  std::vector<std::optional<v1::Job>> out;
+  out.reserve(ids.size());
+  for (const std::string& id : ids) {
+    absl::StatusOr<std::optional<v1::Job>> job = Get(id);
+    if (!job.ok()) return job.status();
+    out.push_back(*std::move(job));
+  }
+  return out;
+}
 
 }  // namespace switchboard::jobs
 

@@ -164,6 +164,32 @@ TEST_P(JobStoreConformance, PutManyRecordsEveryJobAndLaterOnesWin) {
   EXPECT_EQ(ids, (std::vector<std::string>{"m1", "m3"}));
 }
 
+// The worker reads the records of a whole stream message at once.
+TEST_P(JobStoreConformance, GetManyAnswersEachIdInOrder) {
+  auto store = Open();
+  ASSERT_TRUE(store
+                  ->PutMany({MakeJob("g1", "payments", v1::JOB_STATUS_COMPLETED),
+                             MakeJob("g3", "inventory", v1::JOB_STATUS_RETRY_SCHEDULED)})
+                  .ok());
+  auto got = store->GetMany({"g3", "missing", "g1", "g3"});
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), 4u);
+  ASSERT_TRUE((*got)[0].has_value());
+  EXPECT_EQ((*got)[0]->id(), "g3");
+  EXPECT_EQ((*got)[0]->status(), v1::JOB_STATUS_RETRY_SCHEDULED);
+  EXPECT_FALSE((*got)[1].has_value());
+  ASSERT_TRUE((*got)[2].has_value());
+  EXPECT_EQ((*got)[2]->status(), v1::JOB_STATUS_COMPLETED);
+  ASSERT_TRUE((*got)[3].has_value());
+  EXPECT_EQ((*got)[3]->id(), "g3");
+  auto none = store->GetMany({});
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
+  // A read leaves the store writable (SQLite: the read transaction ended).
+  ASSERT_TRUE(store->Put(MakeJob("g2", "payments", v1::JOB_STATUS_ACTIVE)).ok());
+  EXPECT_TRUE((*store->GetMany({"g2"}))[0].has_value());
+}
+
 TEST_P(JobStoreConformance, CountersAndPausedQueuesOutliveTheProcess) {
   {
     auto store = Open();

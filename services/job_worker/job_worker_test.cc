@@ -359,6 +359,38 @@ TEST_F(WorkerTest, AlwaysFailingJobFailsFinallyAndIsAcked) {
   EXPECT_TRUE(broker_.published_.back().data().fields().at("final").bool_value());
 }
 
+// The broker hands deliveries over a stream message at a time; each is
+// handled as if it came alone: a job already done is acked without running,
+// an event twice in one message runs once (acked with its newest ack id),
+// and an event no mapping takes is acked.
+TEST_F(WorkerTest, EveryDeliveryOfABatchIsHandledAsIfItCameAlone) {
+  v1::Job done;
+  done.set_id(DeriveId("job", {"evt_DONE"}));
+  done.set_queue("test");
+  done.set_status(v1::JOB_STATUS_COMPLETED);
+  ASSERT_TRUE(store_->Put(done).ok());
+  google::protobuf::RepeatedPtrField<broker::v1::Delivery> batch;
+  *batch.Add() = Delivery("evt_N1", 0, 1);
+  batch.Mutable(0)->set_ack_id("n1");
+  *batch.Add() = Delivery("evt_DONE", 0, 1);
+  batch.Mutable(1)->set_ack_id("done");
+  *batch.Add() = Delivery("evt_N1", 0, 2);
+  batch.Mutable(2)->set_ack_id("n1-again");
+  *batch.Add() = Delivery("evt_X", 0, 1);
+  batch.Mutable(3)->mutable_event()->set_type("other.type");
+  batch.Mutable(3)->set_ack_id("other");
+  worker_->OnDeliveries(batch);
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() >= 3; }));
+  EXPECT_THAT(broker_.acked_, ::testing::UnorderedElementsAre("done", "other", "n1-again"));
+  std::vector<std::string> types = Types();
+  EXPECT_EQ(std::count(types.begin(), types.end(), "job.started"), 1) << "evt_N1 ran once";
+  EXPECT_EQ(std::count(types.begin(), types.end(), "job.completed"), 1);
+  auto n1 = store_->Get(DeriveId("job", {"evt_N1"}));
+  ASSERT_TRUE(n1.ok() && n1->has_value());
+  EXPECT_EQ((*n1)->status(), v1::JOB_STATUS_COMPLETED);
+  EXPECT_EQ((*n1)->attempt(), 1u);
+}
+
 // Jobs that finish together are published together; a job whose events the
 // broker refuses is nacked alone, and its batchmates are recorded and acked.
 TEST_F(WorkerTest, ARefusedJobDoesNotFailTheJobsFinishedWithIt) {

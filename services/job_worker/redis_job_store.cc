@@ -61,6 +61,30 @@ absl::StatusOr<std::optional<v1::Job>> RedisJobStore::Get(const std::string& id)
   return std::optional<v1::Job>(std::move(job));
 }
 
+absl::StatusOr<std::vector<std::optional<v1::Job>>> RedisJobStore::GetMany(
+    const std::vector<std::string>& ids) {
+  // Pipelined HGETs: one round trip (every key has the store's slot tag).
+  std::vector<redis::Command> commands;
+  commands.reserve(ids.size());
+  for (const std::string& id : ids)
+    commands.push_back({"HGET", Key(absl::StrCat("rec:", id)), "r"});
+  absl::StatusOr<std::vector<Reply>> replies = client_->Pipeline(tag_, commands, Deadline());
+  if (!replies.ok()) return replies.status();
+  std::vector<std::optional<v1::Job>> out;
+  out.reserve(ids.size());
+  for (const Reply& r : *replies) {
+    if (absl::Status st = redis::ReplyStatus(r, "get jobs"); !st.ok()) return st;
+    if (r.is_nil()) {
+      out.emplace_back();
+      continue;
+    }
+    out.emplace_back(v1::Job());
+    if (!out.back()->ParseFromString(r.str))
+      return absl::DataLossError("get jobs: unreadable record");
+  }
+  return out;
+}
+
 absl::Status RedisJobStore::PutMany(const std::vector<v1::Job>& jobs) {
   if (jobs.empty()) return absl::OkStatus();
   absl::Time now = absl::Now();

@@ -33,6 +33,8 @@ class RedisJobStore : public JobStore {
 
   bool shared() const override { return true; }
   absl::StatusOr<std::optional<v1::Job>> Get(const std::string& id) override;
+  absl::StatusOr<std::vector<std::optional<v1::Job>>> GetMany(
+      const std::vector<std::string>& ids) override;
   absl::Status PutMany(const std::vector<v1::Job>& jobs) override;
   absl::StatusOr<std::vector<v1::Job>> List(const JobQuery& query) override;
   absl::StatusOr<uint64_t> NextCounter(const std::string& name) override;

@@ -97,6 +97,39 @@ absl::StatusOr<std::optional<v1::Job>> SqliteJobStore::Get(const std::string& id
   return std::optional<v1::Job>(std::move(job));
 }
 
+absl::StatusOr<std::vector<std::optional<v1::Job>>> SqliteJobStore::GetMany(
+    const std::vector<std::string>& ids) {
+  absl::MutexLock lock(&read_mu_);
+  // One read transaction: one WAL snapshot and lock for all the lookups.
+  if (Stmt begin(reader_, read_stmts_.get(), "BEGIN"); begin.Step() != SQLITE_DONE) {
+    return sqlite::Error(reader_, "get jobs: begin");
+  }
+  std::vector<std::optional<v1::Job>> out;
+  out.reserve(ids.size());
+  absl::Status failed;
+  for (const std::string& id : ids) {
+    Stmt st(reader_, read_stmts_.get(), "SELECT record FROM jobs WHERE id=?");
+    st.Bind(1, id);
+    int rc = st.Step();
+    if (rc == SQLITE_DONE) {
+      out.emplace_back();
+    } else if (rc == SQLITE_ROW) {
+      absl::string_view b = st.Blob(0);
+      out.emplace_back(v1::Job());
+      out.back()->ParseFromArray(b.data(), static_cast<int>(b.size()));
+    } else {
+      failed = sqlite::Error(reader_, "get jobs");
+      break;
+    }
+  }
+  // A read transaction commits nothing; ending it releases the snapshot.
+  if (Stmt end(reader_, read_stmts_.get(), "COMMIT"); end.Step() != SQLITE_DONE) {
+    sqlite::Exec(reader_, "ROLLBACK").IgnoreError();
+  }
+  if (!failed.ok()) return failed;
+  return out;
+}
+
 absl::Status SqliteJobStore::CommitPuts(const std::vector<std::shared_ptr<PendingPut>>& batch) {
   absl::MutexLock lock(&mu_);
   if (!sqlite3_get_autocommit(db_)) {

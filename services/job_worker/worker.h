@@ -68,7 +68,9 @@ class Worker {
   absl::StatusOr<v1::Job> GetJob(const v1::GetJobRequest& request);
   absl::StatusOr<v1::QueueStats> SetPaused(const std::string& queue, bool paused);
 
-  // One event from the broker (the subscription's thread).
+  // Events from the broker, as one stream message brought them (the
+  // subscription's thread).
+  void OnDeliveries(const google::protobuf::RepeatedPtrField<broker::v1::Delivery>& deliveries);
   void OnDelivery(const broker::v1::Delivery& delivery);
 
  private:
@@ -165,6 +167,12 @@ class Worker {
   WireEvent LifecycleEvent(const Task& task, const v1::Job& job, absl::string_view type,
                            absl::string_view id_suffix);
   static EncodedEvents Encoded(const WireEvent& event);
+  // Queues a claimed delivery (its job id in held_) whose record, if any,
+  // is `existing`, or acks it when that record is final.
+  void Admit(const broker::v1::Delivery& d, const JobRoute* route, const std::string& job_id,
+             std::shared_ptr<Task> task, std::optional<v1::Job> existing);
+  // Drops the claim on `job_id` (held_) and returns its latest ack id.
+  std::string Release(const std::string& job_id);
   void Ack(const std::string& ack_id);
   void Nack(const std::string& ack_id, absl::Duration delay, absl::string_view reason);
   void FillQueueStats(const Queue& q, v1::QueueStats* out) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
