@@ -91,8 +91,14 @@ absl::Status ValidateEventForPublish(const broker::internal::RawEvent& event,
                                      size_t max_event_bytes, absl::string_view field,
                                      int data_depth) {
   if (absl::Status s = ValidateCommon(event, max_event_bytes, field); !s.ok()) return s;
-  if (!event.has_data()) return absl::OkStatus();
-  return CheckStructBytes(event.data(), data_depth, absl::StrCat(field, ".data"));
+  // Each occurrence whole: pieces that each parse merge when parsed together.
+  for (const std::string& piece : event.data()) {
+    if (absl::Status s = CheckStructBytes(piece, data_depth, absl::StrCat(field, ".data"));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<TypeFilter> TypeFilter::Parse(const std::vector<std::string>& patterns,

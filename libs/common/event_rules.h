@@ -20,7 +20,8 @@ bool IsValidEventType(absl::string_view type);
 absl::Status ValidateEventForPublish(const events::v1::Event& event, size_t max_event_bytes,
                                      absl::string_view field);
 // The same for the broker's wire twin of Event, plus `data`: it must be a
-// valid google.protobuf.Struct `data_depth` messages deep in its request.
+// valid google.protobuf.Struct `data_depth` messages deep in the deepest
+// message that will carry the event.
 absl::Status ValidateEventForPublish(const broker::internal::RawEvent& event,
                                      size_t max_event_bytes, absl::string_view field,
                                      int data_depth);

@@ -8,7 +8,6 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/stubs/logging.h"
 #include "gtest/gtest.h"
-#include "switchboard/broker/internal/raw_event.pb.h"
 #include "switchboard/broker/v1/broker.pb.h"
 
 namespace switchboard {
@@ -24,10 +23,16 @@ bool ProtobufAccepts(const std::string& bytes) {
   return s.ParseFromString(bytes);
 }
 
-// A Struct nested `levels` times through struct_value ({"a": {"a": ...}}).
-Struct NestedStructMessage(int levels) {
+// A Struct nested `levels` times through struct_value ({"a": {"a": ...}}),
+// with a leaf whose own depth is `leaf` more messages (0: a number, 1: an
+// empty object, 2: a list holding a number), so that the deepest message
+// falls on each level, not only on every third.
+Struct NestedStructMessage(int levels, int leaf = 0) {
   Struct inner;
-  (*inner.mutable_fields())["leaf"].set_number_value(1);
+  Value& v = (*inner.mutable_fields())["leaf"];
+  if (leaf == 0) v.set_number_value(1);
+  if (leaf == 1) v.mutable_struct_value();
+  if (leaf == 2) v.mutable_list_value()->add_values()->set_number_value(1);
   for (int i = 0; i < levels; ++i) {
     Struct outer;
     *(*outer.mutable_fields())["a"].mutable_struct_value() = std::move(inner);
@@ -36,7 +41,9 @@ Struct NestedStructMessage(int levels) {
   return inner;
 }
 
-std::string NestedStruct(int levels) { return NestedStructMessage(levels).SerializeAsString(); }
+std::string NestedStruct(int levels, int leaf = 0) {
+  return NestedStructMessage(levels, leaf).SerializeAsString();
+}
 
 std::string VarintBytes(uint64_t v) {
   std::string out;
@@ -125,7 +132,7 @@ TEST_F(StructWireTest, RefusesMalformedBytes) {
            std::string("\x02\x00", 2),                      // field number 0
            std::string("\x0a\x80\x80\x80\x80\x80\x00", 7),  // a 6-byte length
            std::string("\x0a\x80\x80\x80\x80\x08", 6),      // a length of 2 GiB
-           std::string("\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12),  // 11 bytes
+           std::string("\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12),  // 11 bytes
        }) {
     EXPECT_FALSE(ProtobufAccepts(bad)) << absl::CEscape(bad);
     EXPECT_FALSE(CheckStructBytes(bad).ok()) << absl::CEscape(bad);
@@ -133,32 +140,36 @@ TEST_F(StructWireTest, RefusesMalformedBytes) {
 }
 
 TEST_F(StructWireTest, KeepsProtobufsRecursionLimit) {
-  int deepest_accepted = -1;
-  for (int levels = 25; levels <= 40; ++levels) {
-    std::string bytes = NestedStruct(levels);
-    bool want = ProtobufAccepts(bytes);
-    EXPECT_EQ(CheckStructBytes(bytes).ok(), want) << levels << " levels";
-    if (want) deepest_accepted = levels;
+  int accepted_depth = -1;  // the deepest message protobuf accepted
+  for (int levels = 29; levels <= 34; ++levels) {
+    for (int leaf = 0; leaf <= 2; ++leaf) {
+      std::string bytes = NestedStruct(levels, leaf);
+      bool want = ProtobufAccepts(bytes);
+      EXPECT_EQ(CheckStructBytes(bytes).ok(), want) << levels << " levels, leaf " << leaf;
+      // The Struct is level 0; each level adds entry, Value, Struct.
+      if (want) accepted_depth = std::max(accepted_depth, 3 * levels + 2 + leaf);
+    }
   }
-  // Three messages per level (entry, Value, Struct): 100 / 3.
-  EXPECT_EQ(deepest_accepted, 32);
+  EXPECT_EQ(accepted_depth, kProtobufRecursionLimit);
 }
 
-// The broker checks `data` two messages deep (request, event): its verdict
-// on a whole request must be protobuf's on the public request.
-TEST_F(StructWireTest, AnEventsDataIsCheckedAtItsDepthInTheRequest) {
-  for (int levels = 25; levels <= 40; ++levels) {
-    broker::v1::PublishBatchRequest req;
-    events::v1::Event* ev = req.add_events();
-    ev->set_type("order.created");
-    *ev->mutable_data() = NestedStructMessage(levels);
-    std::string wire = req.SerializeAsString();
-    broker::v1::PublishBatchRequest parsed;
-    bool want = parsed.ParseFromString(wire);
-    broker::internal::RawPublishBatchRequest raw;
-    ASSERT_TRUE(raw.ParseFromString(wire));
-    EXPECT_EQ(CheckStructBytes(raw.events(0).data(), 2).ok(), want) << levels << " levels";
+// The broker checks `data` as deep as a DeliveryBatch carries it (batch,
+// delivery, event): what it accepts, every subscriber can parse.
+TEST_F(StructWireTest, AnEventsDataIsCheckedAtItsDepthInADeliveryBatch) {
+  int checked = 0;
+  for (int levels = 28; levels <= 34; ++levels) {
+    for (int leaf = 0; leaf <= 2; ++leaf) {
+      broker::v1::DeliveryBatch batch;
+      events::v1::Event* ev = batch.add_deliveries()->mutable_event();
+      ev->set_type("order.created");
+      *ev->mutable_data() = NestedStructMessage(levels, leaf);
+      bool want = broker::v1::DeliveryBatch().ParseFromString(batch.SerializeAsString());
+      std::string data = ev->data().SerializeAsString();
+      EXPECT_EQ(CheckStructBytes(data, 3).ok(), want) << levels << " levels, leaf " << leaf;
+      ++checked;
+    }
   }
+  EXPECT_EQ(checked, 21);
 }
 
 // Random damage to valid encodings: every verdict must be protobuf's.

@@ -142,10 +142,13 @@ absl::StatusOr<std::vector<NewEvent>> Broker::Prepare(absl::Span<internal::RawEv
     if (!n.client_id) ev.set_id(NewId("evt"));
     if (!ev.has_time()) *ev.mutable_time() = now;
     ev.clear_sequence();
-    // `data` sits in the request, in the event: two messages deep.
+    // Checked as deep as an event travels: DeliveryBatch → deliveries →
+    // event → data (SubscribeBatched; ListDeadLetters is as deep), one level
+    // more than in the publish request, so that every subscriber can parse
+    // what was accepted.
     absl::Status s = ValidateEventForPublish(
         ev, config_.max_event_bytes, single ? std::string(field) : absl::StrCat(field, "[", i, "]"),
-        /*data_depth=*/2);
+        /*data_depth=*/3);
     if (!s.ok()) return s;
     // ValidateEventForPublish computed the size; serialize with it.
     n.payload.resize(ev.GetCachedSize());
@@ -194,7 +197,10 @@ void Broker::Publish(std::vector<events::v1::Event> events, PublishCallback done
   std::vector<internal::RawEvent> raw(events.size());
   std::vector<internal::RawEvent*> ptrs;
   for (size_t i = 0; i < events.size(); ++i) {
-    raw[i].ParseFromString(events[i].SerializeAsString());
+    if (!raw[i].ParseFromString(events[i].SerializeAsString())) {
+      done(absl::InvalidArgumentError(absl::StrCat("events[", i, "]: not a valid event")));
+      return;
+    }
     ptrs.push_back(&raw[i]);
   }
   absl::StatusOr<std::vector<NewEvent>> prepared =

@@ -2,6 +2,7 @@
 // start positions, redelivery and dead-lettering, group cursor persistence,
 // flow control. (Store faults, overload and shutdown races:
 // broker_faults_test.cc.)
+#include "absl/synchronization/notification.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "services/event_broker/broker_test_fixture.h"
 
@@ -397,13 +398,13 @@ TEST(RawEventTest, WireTwinsHaveThePublicMessagesFields) {
       const FieldDescriptor* r = raw->FindFieldByNumber(f->number());
       ASSERT_NE(r, nullptr) << f->full_name();
       EXPECT_EQ(r->name(), f->name());
-      EXPECT_EQ(r->is_repeated(), f->is_repeated()) << f->full_name();
       if (f->full_name() == "switchboard.events.v1.Event.data") {
         EXPECT_EQ(r->type(), FieldDescriptor::TYPE_BYTES);
-        EXPECT_TRUE(r->has_presence());
+        EXPECT_TRUE(r->is_repeated()) << "every occurrence kept, as protobuf merges them";
         continue;
       }
       ASSERT_EQ(r->type(), f->type()) << f->full_name();
+      EXPECT_EQ(r->is_repeated(), f->is_repeated()) << f->full_name();
       if (f->is_map()) {
         ASSERT_TRUE(r->is_map()) << f->full_name();
         EXPECT_EQ(r->message_type()->map_key()->type(), f->message_type()->map_key()->type());
@@ -453,10 +454,69 @@ TEST_F(BrokerTest, StoredEventsKeepTheirDataWithoutTheBrokerParsingIt) {
   EXPECT_FALSE(by_id["evt-none"].has_data());
 }
 
+// What the broker accepts must parse where an event sits deepest: in a
+// DeliveryBatch (batch, delivery, event, data), one level deeper than in the
+// publish request.
+TEST_F(BrokerTest, PublishRefusesDataTooDeepForADeliveryBatch) {
+  auto prepare = [&](int levels) {
+    google::protobuf::Struct data;
+    (*data.mutable_fields())["leaf"].set_number_value(1);
+    for (int i = 0; i < levels; ++i) {
+      google::protobuf::Struct outer;
+      *(*outer.mutable_fields())["a"].mutable_struct_value() = std::move(data);
+      data = std::move(outer);
+    }
+    broker::v1::DeliveryBatch batch;
+    *batch.add_deliveries()->mutable_event()->mutable_data() = data;
+    bool parses = broker::v1::DeliveryBatch().ParseFromString(batch.SerializeAsString());
+    internal::RawEvent ev;
+    ev.ParseFromString(MakeEvent("order.created").SerializeAsString());
+    ev.clear_data();
+    ev.add_data(data.SerializeAsString());
+    internal::RawEvent* p = &ev;
+    return std::make_pair(parses, broker_->Prepare(absl::MakeConstSpan(&p, 1), "event").ok());
+  };
+  // 31 levels: 95 messages below the Struct; 32: 98, within a publish
+  // request's limit (98) but past a DeliveryBatch's (97).
+  EXPECT_EQ(prepare(31), std::make_pair(true, true));
+  EXPECT_EQ(prepare(32), std::make_pair(false, false));
+}
+
+// Field 8 twice on the wire (two serialized events concatenated): protobuf
+// merges the two Structs, and a subscriber must see both halves.
+TEST_F(BrokerTest, DataSentInTwoPiecesIsStoredAsProtobufMergesThem) {
+  events::v1::Event first = MakeEvent("order.created", "evt-pieces");
+  first.mutable_data()->Clear();
+  (*first.mutable_data()->mutable_fields())["a"].set_number_value(1);
+  events::v1::Event second;
+  (*second.mutable_data()->mutable_fields())["b"].set_number_value(2);
+  internal::RawEvent raw;
+  ASSERT_TRUE(raw.ParseFromString(first.SerializeAsString() + second.SerializeAsString()));
+  ASSERT_EQ(raw.data_size(), 2);
+  internal::RawEvent* p = &raw;
+  absl::StatusOr<std::vector<NewEvent>> prepared =
+      broker_->Prepare(absl::MakeConstSpan(&p, 1), "event");
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  absl::Notification committed;
+  broker_->Append(*std::move(prepared), [&](absl::StatusOr<std::vector<PublishResult>> r) {
+    EXPECT_TRUE(r.ok()) << r.status();
+    committed.Notify();
+  });
+  ASSERT_TRUE(committed.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  v1::GetEventHistoryRequest req;
+  req.set_limit(10);
+  absl::StatusOr<v1::GetEventHistoryResponse> h = broker_->GetEventHistory(req);
+  ASSERT_TRUE(h.ok()) << h.status();
+  ASSERT_EQ(h->events_size(), 1);
+  const auto& fields = h->events(0).data().fields();
+  EXPECT_EQ(fields.size(), 2u);
+  EXPECT_TRUE(fields.contains("a") && fields.contains("b"));
+}
+
 TEST_F(BrokerTest, PublishRefusesDataThatIsNotAStruct) {
   internal::RawEvent ev;
   ev.ParseFromString(MakeEvent("order.created").SerializeAsString());
-  ev.set_data(std::string("\x0a\x05\x0a\x01", 4));  // an entry longer than the data
+  ev.add_data(std::string("\x0a\x05\x0a\x01", 4));  // an entry longer than the data
   internal::RawEvent* p = &ev;
   absl::StatusOr<std::vector<NewEvent>> prepared =
       broker_->Prepare(absl::MakeConstSpan(&p, 1), "events");

@@ -185,9 +185,17 @@ TEST_P(JobStoreConformance, GetManyAnswersEachIdInOrder) {
   auto none = store->GetMany({});
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_TRUE(none->empty());
-  // A read leaves the store writable (SQLite: the read transaction ended).
+  // A read ends with it (SQLite: its read transaction): the next one sees
+  // what was written since.
   ASSERT_TRUE(store->Put(MakeJob("g2", "payments", v1::JOB_STATUS_ACTIVE)).ok());
-  EXPECT_TRUE((*store->GetMany({"g2"}))[0].has_value());
+  auto after = store->GetMany({"g2", "g1"});
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_TRUE((*after)[0].has_value());
+  EXPECT_EQ((*after)[0]->status(), v1::JOB_STATUS_ACTIVE);
+  ASSERT_TRUE(store->Put(MakeJob("g1", "payments", v1::JOB_STATUS_FAILED)).ok());
+  auto again = store->Get("g1");
+  ASSERT_TRUE(again.ok() && again->has_value());
+  EXPECT_EQ((*again)->status(), v1::JOB_STATUS_FAILED);
 }
 
 TEST_P(JobStoreConformance, CountersAndPausedQueuesOutliveTheProcess) {

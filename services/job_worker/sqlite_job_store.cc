@@ -100,7 +100,10 @@ absl::StatusOr<std::optional<v1::Job>> SqliteJobStore::Get(const std::string& id
 absl::StatusOr<std::vector<std::optional<v1::Job>>> SqliteJobStore::GetMany(
     const std::vector<std::string>& ids) {
   absl::MutexLock lock(&read_mu_);
-  // One read transaction: one WAL snapshot and lock for all the lookups.
+  // One read transaction: one WAL snapshot and lock for all the lookups. An
+  // earlier one whose COMMIT and ROLLBACK both failed would pin an old
+  // snapshot (and the WAL) for good: end it first.
+  if (!sqlite3_get_autocommit(reader_)) sqlite::Exec(reader_, "ROLLBACK").IgnoreError();
   if (Stmt begin(reader_, read_stmts_.get(), "BEGIN"); begin.Step() != SQLITE_DONE) {
     return sqlite::Error(reader_, "get jobs: begin");
   }

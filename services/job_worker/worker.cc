@@ -189,24 +189,40 @@ void Worker::OnDeliveries(
   }
   if (claimed.empty()) return;
   absl::StatusOr<std::vector<std::optional<v1::Job>>> existing = store_->GetMany(ids);
-  if (!existing.ok()) {
-    LogError("job store read failed", {{"jobs", static_cast<uint64_t>(ids.size())},
-                                       {"error", existing.status().ToString()}});
-  }
+  // An unreadable record fails the whole read: read each alone then, so
+  // that only its own job waits.
+  bool one_by_one = absl::IsDataLoss(existing.status());
+  std::vector<std::string> unread;  // ack ids of the jobs whose record could not be read
+  absl::Status failure;
   for (size_t i = 0; i < claimed.size(); ++i) {
-    if (!existing.ok()) {
-      Nack(Release(ids[i]), absl::Seconds(1),
-           absl::StrCat("job store read failed: ", existing.status().message()));
+    using Record = absl::StatusOr<std::optional<v1::Job>>;
+    Record record = existing.ok() ? Record(std::move((*existing)[i]))
+                    : one_by_one  ? store_->Get(ids[i])
+                                  : Record(existing.status());
+    if (!record.ok()) {
+      failure = record.status();
+      if (std::string ack_id = Release(ids[i]); !ack_id.empty()) unread.push_back(ack_id);
       continue;
     }
-    Admit(*claimed[i].d, claimed[i].route, ids[i], std::move(claimed[i].task),
-          std::move((*existing)[i]));
+    Admit(*claimed[i].d, claimed[i].route, ids[i], std::move(claimed[i].task), *std::move(record));
+  }
+  if (!unread.empty()) {
+    LogError("job store read failed",
+             {{"jobs", static_cast<uint64_t>(unread.size())}, {"error", failure.ToString()}});
+    // One call for all of them (the stream is not read meanwhile).
+    absl::Status s = broker_->Nack(options_.group, unread, absl::Seconds(1),
+                                   absl::StrCat("job store read failed: ", failure.message()),
+                                   absl::Seconds(10));
+    if (!s.ok())
+      LogWarn("nack failed",
+              {{"jobs", static_cast<uint64_t>(unread.size())}, {"error", s.ToString()}});
   }
 }
 
 std::string Worker::Release(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   auto it = held_.find(job_id);
+  if (it == held_.end()) return "";
   std::string ack_id = it->second->ack_id;
   held_.erase(it);
   return ack_id;

@@ -172,7 +172,7 @@ class Worker {
   void Admit(const broker::v1::Delivery& d, const JobRoute* route, const std::string& job_id,
              std::shared_ptr<Task> task, std::optional<v1::Job> existing);
   // Drops the claim on `job_id` (held_) and returns its latest ack id.
-  std::string Release(const std::string& job_id);
+  std::string Release(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
   void Ack(const std::string& ack_id);
   void Nack(const std::string& ack_id, absl::Duration delay, absl::string_view reason);
   void FillQueueStats(const Queue& q, v1::QueueStats* out) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -76,7 +76,10 @@ void WebhookCore::EnsureSubscribed() {
   *req.mutable_ack_deadline() = ToProtoDuration(options_.ack_deadline);
   req.set_max_in_flight(2000);
   req.set_max_deliveries(100);
-  auto sub = broker_->SubscribeGroup(req, [this](const broker::v1::Delivery& d) { OnDelivery(d); });
+  // A stream message at a time (SubscribeBatched): one gRPC message and one
+  // intake lock for as many events as the broker had ready.
+  auto sub = broker_->SubscribeGroupBatched(
+      req, [this](const broker::v1::DeliveryBatch& b) { OnDeliveries(b.deliveries()); });
   LogInfo("subscribed to the broker",
           {{"group", options_.group},
            {"types", absl::StrJoin(std::vector<std::string>(wanted.begin(), wanted.end()), ",")}});
@@ -194,6 +197,12 @@ void WebhookCore::GaugesLoop() {
 void WebhookCore::OnDelivery(const broker::v1::Delivery& d) {
   absl::MutexLock lock(&intake_mu_);
   intake_.push_back(d);
+}
+
+void WebhookCore::OnDeliveries(
+    const google::protobuf::RepeatedPtrField<broker::v1::Delivery>& deliveries) {
+  absl::MutexLock lock(&intake_mu_);
+  intake_.insert(intake_.end(), deliveries.begin(), deliveries.end());
 }
 
 // A registration made on another replica a moment ago matches the batch too:

@@ -54,7 +54,10 @@ class WebhookCore {
       const v1::RedeliverEventRequest& request);
   absl::StatusOr<v1::SendTestEventResponse> SendTestEvent(const v1::SendTestEventRequest& request);
 
+  // Events from the broker (the subscription's thread): queued for
+  // sb-intake, which records them in batches.
   void OnDelivery(const broker::v1::Delivery& delivery);
+  void OnDeliveries(const google::protobuf::RepeatedPtrField<broker::v1::Delivery>& deliveries);
 
  private:
   std::set<std::string> WantedFilters() const;
