@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "google/protobuf/unknown_field_set.h"
 #include "libs/common/struct_wire.h"
 
 namespace switchboard {
@@ -87,10 +88,39 @@ absl::Status ValidateEventForPublish(const events::v1::Event& event, size_t max_
   return ValidateCommon(event, max_event_bytes, field);
 }
 
+namespace {
+
+// How deep unknown groups nest in `set` (0: none). The parse that built
+// `set` bounds the recursion.
+int UnknownGroupDepth(const google::protobuf::UnknownFieldSet& set) {
+  int deepest = 0;
+  for (int i = 0; i < set.field_count(); ++i) {
+    if (set.field(i).type() == google::protobuf::UnknownField::TYPE_GROUP) {
+      deepest = std::max(deepest, 1 + UnknownGroupDepth(set.field(i).group()));
+    }
+  }
+  return deepest;
+}
+
+// Unknown fields are kept (a newer client's fields reach newer subscribers),
+// but protobuf parses unknown groups level by level: nested deep enough, they
+// would pass the publish request and fail every DeliveryBatch carrying them.
+constexpr int kMaxUnknownGroupDepth = 8;
+
+}  // namespace
+
 absl::Status ValidateEventForPublish(const broker::internal::RawEvent& event,
                                      size_t max_event_bytes, absl::string_view field,
                                      int data_depth) {
   if (absl::Status s = ValidateCommon(event, max_event_bytes, field); !s.ok()) return s;
+  const google::protobuf::Reflection* r = event.GetReflection();
+  int groups =
+      std::max(UnknownGroupDepth(r->GetUnknownFields(event)),
+               UnknownGroupDepth(event.time().GetReflection()->GetUnknownFields(event.time())));
+  if (groups > kMaxUnknownGroupDepth) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": unknown fields nest groups ", groups,
+                                                   " deep (at most ", kMaxUnknownGroupDepth, ")"));
+  }
   // Each occurrence whole: pieces that each parse merge when parsed together.
   for (const std::string& piece : event.data()) {
     if (absl::Status s = CheckStructBytes(piece, data_depth, absl::StrCat(field, ".data"));

@@ -458,9 +458,14 @@ TEST_F(BrokerTest, StoredEventsKeepTheirDataWithoutTheBrokerParsingIt) {
 // DeliveryBatch (batch, delivery, event, data), one level deeper than in the
 // publish request.
 TEST_F(BrokerTest, PublishRefusesDataTooDeepForADeliveryBatch) {
-  auto prepare = [&](int levels) {
+  auto prepare = [&](int levels, bool list_leaf) {
     google::protobuf::Struct data;
-    (*data.mutable_fields())["leaf"].set_number_value(1);
+    google::protobuf::Value& leaf = (*data.mutable_fields())["leaf"];
+    if (list_leaf) {
+      leaf.mutable_list_value()->add_values()->set_number_value(1);
+    } else {
+      leaf.set_number_value(1);
+    }
     for (int i = 0; i < levels; ++i) {
       google::protobuf::Struct outer;
       *(*outer.mutable_fields())["a"].mutable_struct_value() = std::move(data);
@@ -476,10 +481,28 @@ TEST_F(BrokerTest, PublishRefusesDataTooDeepForADeliveryBatch) {
     internal::RawEvent* p = &ev;
     return std::make_pair(parses, broker_->Prepare(absl::MakeConstSpan(&p, 1), "event").ok());
   };
-  // 31 levels: 95 messages below the Struct; 32: 98, within a publish
-  // request's limit (98) but past a DeliveryBatch's (97).
-  EXPECT_EQ(prepare(31), std::make_pair(true, true));
-  EXPECT_EQ(prepare(32), std::make_pair(false, false));
+  // Below the Struct: 31 levels and a number, 95 messages; with a list
+  // holding the number, 97 (a DeliveryBatch's limit); 32 levels, 98 (within
+  // a publish request's limit, past a DeliveryBatch's).
+  EXPECT_EQ(prepare(31, false), std::make_pair(true, true));
+  EXPECT_EQ(prepare(31, true), std::make_pair(true, true));
+  EXPECT_EQ(prepare(32, false), std::make_pair(false, false));
+}
+
+// Unknown fields are kept, but groups among them nest no deeper than 8.
+TEST_F(BrokerTest, PublishRefusesUnknownGroupsNestedDeep) {
+  auto prepare = [&](int depth) {
+    std::string groups;
+    for (int i = 0; i < depth; ++i) groups = "\xa3\x01" + groups + "\xa4\x01";  // field 20
+    internal::RawEvent ev;
+    EXPECT_TRUE(ev.ParseFromString(MakeEvent("order.created").SerializeAsString() + groups));
+    internal::RawEvent* p = &ev;
+    return broker_->Prepare(absl::MakeConstSpan(&p, 1), "event").status();
+  };
+  EXPECT_TRUE(prepare(8).ok());
+  absl::Status deep = prepare(9);
+  EXPECT_EQ(deep.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(deep.message(), "event: unknown fields nest groups 9 deep (at most 8)");
 }
 
 // Field 8 twice on the wire (two serialized events concatenated): protobuf

@@ -3,6 +3,7 @@
 // client (the real broker is exercised in tests/job_worker_integration_test).
 #include <atomic>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -247,16 +248,25 @@ TEST_F(WorkerTest, EveryDeliveryOfABatchIsHandledAsIfItCameAlone) {
 }
 
 // A record that cannot be read fails the read of the whole message: the
-// worker reads each alone then, so only that job is nacked (once, in one
-// call) and the others run.
+// worker reads each alone then, so only those jobs are nacked (in one call)
+// and the others run. A store that is down fails them all. Either way the
+// jobs are let go: redelivered once the store reads, they run.
 TEST_F(WorkerTest, AnUnreadableRecordHoldsBackOnlyItsOwnJob) {
-  class OneBadRecord : public testing::MemoryJobStore {
+  class FaultyStore : public testing::MemoryJobStore {
    public:
+    absl::StatusOr<std::vector<std::optional<v1::Job>>> GetMany(
+        const std::vector<std::string>& ids) override {
+      if (down) return absl::UnavailableError("store down");
+      return JobStore::GetMany(ids);  // Get for each: fails on a bad one
+    }
     absl::StatusOr<std::optional<v1::Job>> Get(const std::string& id) override {
-      if (id == DeriveId("job", {"evt_BADREC"})) return absl::DataLossError("unreadable record");
+      if (bad.count(id) > 0) return absl::DataLossError("unreadable record");
       return MemoryJobStore::Get(id);
     }
+    std::set<std::string> bad;
+    bool down = false;
   } store;
+  store.bad = {DeriveId("job", {"evt_BAD1"}), DeriveId("job", {"evt_BAD2"})};
   worker_.reset();
   auto parsed = ParseWorkerConfig(R"({"mappings":[{"eventType":"test.flaky","jobType":"flaky",
       "queue":"test"}],"queues":[{"name":"test"}]})",
@@ -268,19 +278,37 @@ TEST_F(WorkerTest, AnUnreadableRecordHoldsBackOnlyItsOwnJob) {
   options.worker_id = "w1";
   Worker worker(options, *config, &handlers_, &store, &broker_, &clock_, &metrics_);
   ASSERT_TRUE(worker.Start().ok());
-  google::protobuf::RepeatedPtrField<broker::v1::Delivery> batch;
-  for (const char* id : {"evt_OK1", "evt_BADREC", "evt_OK2"}) {
-    *batch.Add() = Delivery(id, 0, 1);
-    batch.Mutable(batch.size() - 1)->set_ack_id(id);
-  }
-  worker.OnDeliveries(batch);
+  auto deliver = [&](std::vector<std::string> ids, const std::string& ack_suffix) {
+    google::protobuf::RepeatedPtrField<broker::v1::Delivery> batch;
+    for (const std::string& id : ids) {
+      *batch.Add() = Delivery(id, 0, 1);
+      batch.Mutable(batch.size() - 1)->set_ack_id(id + ack_suffix);
+    }
+    worker.OnDeliveries(batch);
+  };
+  deliver({"evt_OK1", "evt_BAD1", "evt_OK2", "evt_BAD2"}, "");
   ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() == 2; }));
+  {
+    absl::MutexLock lock(&broker_.mu_);
+    EXPECT_THAT(broker_.acked_, ::testing::UnorderedElementsAre("evt_OK1", "evt_OK2"));
+    EXPECT_THAT(broker_.nacked_,
+                ::testing::UnorderedElementsAre(::testing::Pair("evt_BAD1", absl::Seconds(1)),
+                                                ::testing::Pair("evt_BAD2", absl::Seconds(1))));
+    ASSERT_EQ(broker_.nack_reasons_.size(), 1u) << "one call for both";
+    EXPECT_THAT(broker_.nack_reasons_[0], HasSubstr("job store read failed"));
+  }
+  store.down = true;
+  deliver({"evt_OK3", "evt_BAD1"}, "-2");
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.nacked_.size() == 4; }));
+  store.down = false;
+  store.bad.clear();
+  deliver({"evt_BAD1", "evt_BAD2", "evt_OK3"}, "-3");
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() == 5; }));
   ASSERT_TRUE(worker.Shutdown());
   absl::MutexLock lock(&broker_.mu_);
-  EXPECT_THAT(broker_.acked_, ::testing::UnorderedElementsAre("evt_OK1", "evt_OK2"));
-  ASSERT_EQ(broker_.nacked_.size(), 1u);
-  EXPECT_EQ(broker_.nacked_[0].first, "evt_BADREC");
-  EXPECT_THAT(broker_.nack_reasons_[0], HasSubstr("job store read failed"));
+  EXPECT_THAT(broker_.acked_, ::testing::UnorderedElementsAre("evt_OK1", "evt_OK2", "evt_BAD1-3",
+                                                              "evt_BAD2-3", "evt_OK3-3"));
+  EXPECT_EQ(broker_.nack_reasons_.size(), 2u);
 }
 
 // Jobs that finish together are published together; a job whose events the

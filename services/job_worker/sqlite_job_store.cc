@@ -84,8 +84,15 @@ SqliteJobStore::~SqliteJobStore() {
   sqlite3_close_v2(db_);
 }
 
+void SqliteJobStore::EndStaleReadLocked() {
+  // A read transaction whose COMMIT and ROLLBACK both failed would pin an
+  // old snapshot (and the WAL) for every later read: end it first.
+  if (!sqlite3_get_autocommit(reader_)) sqlite::Exec(reader_, "ROLLBACK").IgnoreError();
+}
+
 absl::StatusOr<std::optional<v1::Job>> SqliteJobStore::Get(const std::string& id) {
   absl::MutexLock lock(&read_mu_);
+  EndStaleReadLocked();
   Stmt st(reader_, read_stmts_.get(), "SELECT record FROM jobs WHERE id=?");
   st.Bind(1, id);
   int rc = st.Step();
@@ -93,17 +100,17 @@ absl::StatusOr<std::optional<v1::Job>> SqliteJobStore::Get(const std::string& id
   if (rc != SQLITE_ROW) return sqlite::Error(reader_, "get job");
   v1::Job job;
   absl::string_view b = st.Blob(0);
-  job.ParseFromArray(b.data(), static_cast<int>(b.size()));
+  if (!job.ParseFromArray(b.data(), static_cast<int>(b.size()))) {
+    return absl::DataLossError(absl::StrCat("get job ", id, ": unreadable record"));
+  }
   return std::optional<v1::Job>(std::move(job));
 }
 
 absl::StatusOr<std::vector<std::optional<v1::Job>>> SqliteJobStore::GetMany(
     const std::vector<std::string>& ids) {
   absl::MutexLock lock(&read_mu_);
-  // One read transaction: one WAL snapshot and lock for all the lookups. An
-  // earlier one whose COMMIT and ROLLBACK both failed would pin an old
-  // snapshot (and the WAL) for good: end it first.
-  if (!sqlite3_get_autocommit(reader_)) sqlite::Exec(reader_, "ROLLBACK").IgnoreError();
+  EndStaleReadLocked();
+  // One read transaction: one WAL snapshot and lock for all the lookups.
   if (Stmt begin(reader_, read_stmts_.get(), "BEGIN"); begin.Step() != SQLITE_DONE) {
     return sqlite::Error(reader_, "get jobs: begin");
   }
@@ -119,7 +126,10 @@ absl::StatusOr<std::vector<std::optional<v1::Job>>> SqliteJobStore::GetMany(
     } else if (rc == SQLITE_ROW) {
       absl::string_view b = st.Blob(0);
       out.emplace_back(v1::Job());
-      out.back()->ParseFromArray(b.data(), static_cast<int>(b.size()));
+      if (!out.back()->ParseFromArray(b.data(), static_cast<int>(b.size()))) {
+        failed = absl::DataLossError(absl::StrCat("get jobs: ", id, ": unreadable record"));
+        break;
+      }
     } else {
       failed = sqlite::Error(reader_, "get jobs");
       break;
@@ -230,6 +240,7 @@ absl::StatusOr<std::vector<v1::Job>> SqliteJobStore::List(const JobQuery& q) {
   if (!q.correlation_id.empty()) sql += " AND correlation_id=?";
   sql += " ORDER BY updated_us DESC LIMIT ?";
   absl::MutexLock lock(&read_mu_);
+  EndStaleReadLocked();
   Stmt st(reader_, read_stmts_.get(), sql);
   int i = 1;
   if (!q.queue.empty()) st.Bind(i++, q.queue);
@@ -265,6 +276,7 @@ absl::StatusOr<uint64_t> SqliteJobStore::NextCounter(const std::string& name) {
 absl::StatusOr<std::map<std::pair<std::string, int>, uint64_t>>
 SqliteJobStore::CountByQueueAndStatus() {
   absl::MutexLock lock(&read_mu_);
+  EndStaleReadLocked();
   Stmt st(reader_, read_stmts_.get(),
           "SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status");
   std::map<std::pair<std::string, int>, uint64_t> out;
@@ -278,6 +290,7 @@ SqliteJobStore::CountByQueueAndStatus() {
 
 absl::StatusOr<std::map<std::string, uint64_t>> SqliteJobStore::RetriedByQueue() {
   absl::MutexLock lock(&read_mu_);
+  EndStaleReadLocked();
   Stmt st(reader_, read_stmts_.get(), "SELECT queue, value FROM retried");
   std::map<std::string, uint64_t> out;
   int rc;
@@ -298,6 +311,7 @@ absl::Status SqliteJobStore::SetPaused(const std::string& queue, bool paused) {
 
 absl::StatusOr<std::set<std::string>> SqliteJobStore::PausedQueues() {
   absl::MutexLock lock(&read_mu_);
+  EndStaleReadLocked();
   Stmt st(reader_, read_stmts_.get(), "SELECT queue FROM paused");
   std::set<std::string> out;
   int rc;

@@ -189,9 +189,16 @@ void Worker::OnDeliveries(
   }
   if (claimed.empty()) return;
   absl::StatusOr<std::vector<std::optional<v1::Job>>> existing = store_->GetMany(ids);
-  // An unreadable record fails the whole read: read each alone then, so
-  // that only its own job waits.
-  bool one_by_one = absl::IsDataLoss(existing.status());
+  if (existing.ok() && existing->size() != ids.size()) {
+    existing = absl::InternalError(
+        absl::StrCat("job store answered ", existing->size(), " records for ", ids.size(), " ids"));
+  }
+  // One record that cannot be read (unreadable, a key of the wrong type)
+  // fails the whole read: read each alone then, so that only its own job
+  // waits. A store that is down or slow fails them all.
+  const absl::Status& st = existing.status();
+  bool one_by_one = !st.ok() && !absl::IsUnavailable(st) && !absl::IsDeadlineExceeded(st) &&
+                    !absl::IsResourceExhausted(st);
   std::vector<std::string> unread;  // ack ids of the jobs whose record could not be read
   absl::Status failure;
   for (size_t i = 0; i < claimed.size(); ++i) {
@@ -483,11 +490,6 @@ void Worker::RunTask(Queue* queue, const std::shared_ptr<Task>& task) {
 }
 
 void Worker::Ack(const std::string& ack_id) { acker_->Ack(ack_id); }
-
-void Worker::Nack(const std::string& ack_id, absl::Duration delay, absl::string_view reason) {
-  absl::Status s = broker_->Nack(options_.group, {ack_id}, delay, reason, absl::Seconds(10));
-  if (!s.ok()) LogWarn("nack failed", {{"ack_id", ack_id}, {"error", s.ToString()}});
-}
 
 void Worker::ExtendDeadlinesLoop() {
   SetThreadName("sb-extend");

@@ -174,7 +174,6 @@ class Worker {
   // Drops the claim on `job_id` (held_) and returns its latest ack id.
   std::string Release(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
   void Ack(const std::string& ack_id);
-  void Nack(const std::string& ack_id, absl::Duration delay, absl::string_view reason);
   void FillQueueStats(const Queue& q, v1::QueueStats* out) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGauges(const std::string& name, const Queue& q);
 
