@@ -139,10 +139,9 @@ int main(int argc, char** argv) {
       "\"jobs_per_s\":%.0f,\"group_pending_end\":%llu,\"events_per_job\":3%s}\n",
       n, absl::GetFlag(FLAGS_concurrency), add_secs, n / add_secs, completed.load(),
       all ? "true" : "false", secs, n / secs, static_cast<unsigned long long>(pending),
-      redis == nullptr
-          ? ""
-          : absl::StrCat(",\"store\":\"redis\",\"appendfsync\":\"", absl::GetFlag(FLAGS_redis),
-                         "\"")
-                .c_str());
+      redis == nullptr ? ""
+                       : absl::StrCat(",\"store\":\"redis\",\"appendfsync\":\"",
+                                      absl::GetFlag(FLAGS_redis), "\"")
+                             .c_str());
   return 0;
 }

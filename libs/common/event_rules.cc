@@ -122,10 +122,10 @@ absl::Status ValidateEventForPublish(const broker::internal::RawEvent& event,
                                                    " deep (at most ", kMaxUnknownGroupDepth, ")"));
   }
   // Each occurrence whole: pieces that each parse merge when parsed together.
+  // The error's field name is built only for a piece that fails.
   for (const std::string& piece : event.data()) {
-    if (absl::Status s = CheckStructBytes(piece, data_depth, absl::StrCat(field, ".data"));
-        !s.ok()) {
-      return s;
+    if (!IsStructBytes(piece, data_depth)) {
+      return CheckStructBytes(piece, data_depth, absl::StrCat(field, ".data"));
     }
   }
   return absl::OkStatus();

@@ -189,12 +189,14 @@ bool CheckValue(Ptr p, Ptr end, int budget) {
 
 }  // namespace
 
-absl::Status CheckStructBytes(absl::string_view bytes, int depth, absl::string_view field) {
+bool IsStructBytes(absl::string_view bytes, int depth) {
   Ptr p = reinterpret_cast<Ptr>(bytes.data());
-  if (bytes.size() <= static_cast<size_t>(INT_MAX) &&
-      CheckStruct(p, p + bytes.size(), kProtobufRecursionLimit - depth)) {
-    return absl::OkStatus();
-  }
+  return bytes.size() <= static_cast<size_t>(INT_MAX) &&
+         CheckStruct(p, p + bytes.size(), kProtobufRecursionLimit - depth);
+}
+
+absl::Status CheckStructBytes(absl::string_view bytes, int depth, absl::string_view field) {
+  if (IsStructBytes(bytes, depth)) return absl::OkStatus();
   std::optional<std::string> bad = FindInvalidUtf8(google::protobuf::Struct::descriptor(), bytes);
   if (bad.has_value()) {
     return absl::InvalidArgumentError(absl::StrCat(field, ".", *bad, ": invalid UTF-8"));

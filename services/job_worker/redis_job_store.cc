@@ -53,12 +53,9 @@ absl::StatusOr<Reply> RedisJobStore::Run(redis::Command command, absl::string_vi
 absl::Status RedisJobStore::Check() { return client_->Ping(tag_, Deadline()); }
 
 absl::StatusOr<std::optional<v1::Job>> RedisJobStore::Get(const std::string& id) {
-  absl::StatusOr<Reply> r = Run({"HGET", Key(absl::StrCat("rec:", id)), "r"}, "get job");
-  if (!r.ok()) return r.status();
-  if (r->is_nil()) return std::optional<v1::Job>();
-  v1::Job job;
-  if (!job.ParseFromString(r->str)) return absl::DataLossError("get job: unreadable record");
-  return std::optional<v1::Job>(std::move(job));
+  absl::StatusOr<std::vector<std::optional<v1::Job>>> jobs = GetMany({id});
+  if (!jobs.ok()) return jobs.status();
+  return std::move(jobs->front());
 }
 
 absl::StatusOr<std::vector<std::optional<v1::Job>>> RedisJobStore::GetMany(
@@ -66,8 +63,9 @@ absl::StatusOr<std::vector<std::optional<v1::Job>>> RedisJobStore::GetMany(
   // Pipelined HGETs: one round trip (every key has the store's slot tag).
   std::vector<redis::Command> commands;
   commands.reserve(ids.size());
-  for (const std::string& id : ids)
+  for (const std::string& id : ids) {
     commands.push_back({"HGET", Key(absl::StrCat("rec:", id)), "r"});
+  }
   absl::StatusOr<std::vector<Reply>> replies = client_->Pipeline(tag_, commands, Deadline());
   if (!replies.ok()) return replies.status();
   std::vector<std::optional<v1::Job>> out;
@@ -79,8 +77,9 @@ absl::StatusOr<std::vector<std::optional<v1::Job>>> RedisJobStore::GetMany(
       continue;
     }
     out.emplace_back(v1::Job());
-    if (!out.back()->ParseFromString(r.str))
-      return absl::DataLossError("get jobs: unreadable record");
+    if (!out.back()->ParseFromString(r.str)) {
+      return absl::DataLossError("get job: unreadable record");
+    }
   }
   return out;
 }

@@ -90,9 +90,7 @@ void SqliteJobStore::EndStaleReadLocked() {
   if (!sqlite3_get_autocommit(reader_)) sqlite::Exec(reader_, "ROLLBACK").IgnoreError();
 }
 
-absl::StatusOr<std::optional<v1::Job>> SqliteJobStore::Get(const std::string& id) {
-  absl::MutexLock lock(&read_mu_);
-  EndStaleReadLocked();
+absl::StatusOr<std::optional<v1::Job>> SqliteJobStore::ReadLocked(const std::string& id) {
   Stmt st(reader_, read_stmts_.get(), "SELECT record FROM jobs WHERE id=?");
   st.Bind(1, id);
   int rc = st.Step();
@@ -104,6 +102,12 @@ absl::StatusOr<std::optional<v1::Job>> SqliteJobStore::Get(const std::string& id
     return absl::DataLossError(absl::StrCat("get job ", id, ": unreadable record"));
   }
   return std::optional<v1::Job>(std::move(job));
+}
+
+absl::StatusOr<std::optional<v1::Job>> SqliteJobStore::Get(const std::string& id) {
+  absl::MutexLock lock(&read_mu_);
+  EndStaleReadLocked();
+  return ReadLocked(id);
 }
 
 absl::StatusOr<std::vector<std::optional<v1::Job>>> SqliteJobStore::GetMany(
@@ -118,22 +122,12 @@ absl::StatusOr<std::vector<std::optional<v1::Job>>> SqliteJobStore::GetMany(
   out.reserve(ids.size());
   absl::Status failed;
   for (const std::string& id : ids) {
-    Stmt st(reader_, read_stmts_.get(), "SELECT record FROM jobs WHERE id=?");
-    st.Bind(1, id);
-    int rc = st.Step();
-    if (rc == SQLITE_DONE) {
-      out.emplace_back();
-    } else if (rc == SQLITE_ROW) {
-      absl::string_view b = st.Blob(0);
-      out.emplace_back(v1::Job());
-      if (!out.back()->ParseFromArray(b.data(), static_cast<int>(b.size()))) {
-        failed = absl::DataLossError(absl::StrCat("get jobs: ", id, ": unreadable record"));
-        break;
-      }
-    } else {
-      failed = sqlite::Error(reader_, "get jobs");
+    absl::StatusOr<std::optional<v1::Job>> job = ReadLocked(id);
+    if (!job.ok()) {
+      failed = job.status();
       break;
     }
+    out.push_back(*std::move(job));
   }
   // A read transaction commits nothing; ending it releases the snapshot.
   if (Stmt end(reader_, read_stmts_.get(), "COMMIT"); end.Step() != SQLITE_DONE) {

@@ -79,6 +79,9 @@ class SqliteJobStore : public JobStore {
   // Reads on their own connection, so looking a job up never waits for a
   // commit in progress (WAL readers see the last committed state).
   void EndStaleReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
+  // One job's record, on the reader connection (Get, GetMany).
+  absl::StatusOr<std::optional<v1::Job>> ReadLocked(const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
   absl::Mutex read_mu_;
   sqlite3* reader_ ABSL_GUARDED_BY(read_mu_);
   std::unique_ptr<sqlite::StmtCache> read_stmts_ ABSL_GUARDED_BY(read_mu_);
