@@ -14,12 +14,15 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "libs/redis/lua_batch.h"
 #include "libs/redis/redis_config.h"
 #include "libs/redis/redis_metrics.h"
 #include "prometheus/registry.h"
@@ -214,6 +217,74 @@ TEST_F(RedisClientStandaloneTest, ScriptRunsAgainAfterTheServerForgetsIt) {
   EXPECT_EQ(Show((*second)[1]), "10");
   EXPECT_GT(Errors(metrics_, "noscript"), noscript_before);
   EXPECT_EQ(server_->Cli({"SCRIPT", "EXISTS", add.sha1()}).value_or("cli failed"), "1");
+}
+
+// Calls of one command the server counted since CONFIG RESETSTAT.
+int64_t CommandCalls(RedisServer& server, const std::string& command) {
+  std::string info = server.Cli({"INFO", "commandstats"}).value_or("");
+  std::string tag = absl::StrCat("cmdstat_", command, ":calls=");
+  size_t at = info.find(tag);
+  if (at == std::string::npos) return 0;
+  int64_t calls = 0;
+  for (size_t i = at + tag.size(); i < info.size() && absl::ascii_isdigit(info[i]); ++i) {
+    calls = calls * 10 + (info[i] - '0');
+  }
+  return calls;
+}
+
+// The stores' scripts queue index writes with kLuaBatch: what they leave
+// behind must be what the same commands one by one would have left, sent as
+// one command per key and kind.
+TEST_F(RedisClientStandaloneTest, LuaBatchWritesAsCommandsOneByOneWouldWithFewerCalls) {
+  redis::Script script(absl::StrCat(redis::kLuaBatch, R"lua(
+later('ZADD', KEYS[1], 1, 'a')
+later('ZADD', KEYS[1], 2, 'b')
+later('ZREM', KEYS[1], 'a')
+later('ZADD', KEYS[1], 3, 'a')
+later('ZADD XX GT', KEYS[1], 1, 'b')
+later('ZADD XX GT', KEYS[1], 5, 'b')
+later('ZADD XX GT', KEYS[1], 9, 'never')
+later('ZADD', KEYS[2], 1, 'x')
+later('ZREM', KEYS[2], 'x')
+for i = 1, 4500 do later('SADD', KEYS[3], 'm' .. i) end
+add_later(KEYS[4], 'f', 2)
+add_later(KEYS[4], 'f', -1)
+add_later(KEYS[4], 'g', 1)
+add_later(KEYS[4], 'g', -1)
+expire_later(KEYS[1], 60000)
+expire_later(KEYS[5], 60000)
+local before = redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+flush()
+flush()
+return before
+)lua"));
+  client_->Register(script);
+  ASSERT_EQ(server_->Cli({"SET", "{b}e", "kept"}).value_or("cli failed"), "OK");
+  ASSERT_EQ(server_->Cli({"CONFIG", "RESETSTAT"}).value_or("cli failed"), "OK");
+  EXPECT_EQ(RunOn("{b}z", script.Call({"{b}z", "{b}gone", "{b}s", "{b}h", "{b}e"}, {})),
+            "(integer) 0")
+      << "nothing is written before flush()";
+
+  // Per key, the order the script queued them in.
+  EXPECT_EQ(server_->Cli({"ZRANGE", "{b}z", "0", "-1", "WITHSCORES"}).value_or("cli failed"),
+            "a\n3\nb\n5");
+  EXPECT_EQ(server_->Cli({"EXISTS", "{b}gone"}).value_or("cli failed"), "0");
+  EXPECT_EQ(server_->Cli({"SCARD", "{b}s"}).value_or("cli failed"), "4500");
+  EXPECT_EQ(server_->Cli({"HGETALL", "{b}h"}).value_or("cli failed"), "f\n1")
+      << "increments summed per field; one that sums to 0 is not sent";
+  int64_t ttl = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(server_->Cli({"PTTL", "{b}z"}).value_or(""), &ttl));
+  EXPECT_GT(ttl, 50000);
+  ASSERT_TRUE(absl::SimpleAtoi(server_->Cli({"PTTL", "{b}e"}).value_or(""), &ttl));
+  EXPECT_GT(ttl, 50000) << "an expiry alone is sent too";
+
+  // {b}z: ZADD (a, b), ZREM a, ZADD a, ZADD XX GT (three members); {b}gone:
+  // ZADD, ZREM; 4500 SADDs in slices of 2000.
+  EXPECT_EQ(CommandCalls(*server_, "zadd"), 4);
+  EXPECT_EQ(CommandCalls(*server_, "zrem"), 2);
+  EXPECT_EQ(CommandCalls(*server_, "sadd"), 3);
+  EXPECT_EQ(CommandCalls(*server_, "hincrby"), 1);
+  EXPECT_EQ(CommandCalls(*server_, "pexpire"), 2);
 }
 
 TEST_F(RedisClientStandaloneTest, NextCallAfterServerRestartSucceeds) {

@@ -22,7 +22,10 @@
 //   P:g:<name>:dead     zset seq;  P:g:<name>:dl:<seq>  hash a d i t p r
 //                       (attempts, dead-lettered, ingested, type, payload,
 //                       last error)
-//   P:dd:<source,id>    sequence of a recent event with that client id (expires)
+//   P:dw:<window ms>:<n> hash <source,id> -> "<seq>,<ms>": the client ids of
+//                       events appended while Redis's clock (ms) was in
+//                       [n * window, (n + 1) * window); expires a window
+//                       after its last write
 //   P:commit:<token>    the result of a commit already applied
 // Sequences and times travel as decimal strings; Lua numbers hold them
 // exactly below 2^53.
@@ -64,15 +67,51 @@ local now, ttl, dedupe_ms = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local base = 9
 local result = {0}
 local first_in_batch, count = {}, 0
+-- Client ids of the window live in hashes, one per window-long bucket of
+-- Redis's clock, each field "<seq>,<ms>": a commit reads its ids from the
+-- two buckets that can hold the window with one HMGET each, and writes the
+-- new ones with one HSET (a key per id, with its own expiry, cost a GET and
+-- a SET each: a fifth of Redis's CPU per published event).
+local seen, want, dd_key, now_ms = {}, {}, nil, 0
+if dedupe_ms > 0 then
+  for k = 1, n do
+    local dkey = ARGV[base + (k - 1) * 5 + 3]
+    if dkey ~= '' and not seen[dkey] then
+      seen[dkey] = 0
+      want[#want + 1] = dkey
+    end
+  end
+end
+if #want > 0 then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local b = math.floor(now_ms / dedupe_ms)
+  local prefix = p .. ':dw:' .. ARGV[6] .. ':'
+  dd_key = prefix .. string.format('%d', b)
+  for _, key in ipairs({prefix .. string.format('%d', b - 1), dd_key}) do
+    for j = 1, #want, 1000 do
+      local last = math.min(j + 999, #want)
+      local vals = redis.call('HMGET', key, unpack(want, j, last))
+      for m = 1, last - j + 1 do
+        local v = vals[m]
+        if v then
+          local sq, at = string.match(v, '^(%d+),(%d+)$')
+          if sq and tonumber(at) > now_ms - dedupe_ms then seen[want[j + m - 1]] = tonumber(sq) end
+        end
+      end
+    end
+  end
+end
 for k = 1, n do
   local dkey = ARGV[base + (k - 1) * 5 + 3]
   local dup = 0
   if dkey ~= '' and dedupe_ms > 0 then
     if first_in_batch[dkey] then
       dup = -first_in_batch[dkey]
+    elseif seen[dkey] ~= 0 then
+      dup = seen[dkey]
     else
-      local seen = redis.call('GET', p .. ':dd:' .. dkey)
-      if seen then dup = tonumber(seen) else first_in_batch[dkey] = k end
+      first_in_batch[dkey] = k
     end
   end
   result[k + 1] = dup
@@ -86,18 +125,9 @@ if count > 0 then
   local seq = redis.call('INCRBY', KEYS[1], count) - count
   result[1] = seq + 1
   local log = p .. ':log'
-  -- Index entries are gathered per key and added with one ZADD each: a
-  -- redis.call costs more than the work it does here.
-  local index, seq_of, blocks = {}, {}, {}
-  local function add(key, seq)
-    local t = index[key]
-    if not t then
-      t = {}
-      index[key] = t
-    end
-    t[#t + 1] = seq
-    t[#t + 1] = seq
-  end
+  local seen_at = string.format(',%d', now_ms)
+  -- Index entries and ids go through kLuaBatch: one command per key.
+  local seq_of, last_block = {}, {}
   for k = 1, n do
     local i = base + (k - 1) * 5
     if result[k + 1] == 0 then
@@ -108,35 +138,28 @@ if count > 0 then
       -- with %.17g, both through printf_fp, a tenth of Redis's CPU per event.
       local ss = string.format('%d', seq)
       redis.call('XADD', log, ss .. '-0', 'ty', ty, 'e', ARGV[i + 4])
-      local b, t = math.floor(seq / 64), blocks[ty]
-      if not t then
-        blocks[ty] = {b, b}
-      elseif t[#t] ~= b then
-        t[#t + 1] = b
-        t[#t + 1] = b
+      local b = math.floor(seq / 64)
+      if last_block[ty] ~= b then
+        if not last_block[ty] then later('SADD', p .. ':types', ty) end
+        last_block[ty] = b
+        later('ZADD', p .. ':ix:tb:' .. ty, b, b)
       end
-      if co ~= '' then add(p .. ':ix:co:' .. co, ss) end
-      if su ~= '' then add(p .. ':ix:su:' .. su, ss) end
-      if dkey ~= '' and dedupe_ms > 0 then
-        redis.call('SET', p .. ':dd:' .. dkey, ss, 'PX', dedupe_ms)
+      if co ~= '' then
+        later('ZADD', p .. ':ix:co:' .. co, ss, ss)
+        expire_later(p .. ':ix:co:' .. co, ttl)
       end
+      if su ~= '' then
+        later('ZADD', p .. ':ix:su:' .. su, ss, ss)
+        expire_later(p .. ':ix:su:' .. su, ttl)
+      end
+      if dkey ~= '' and dd_key then later('HSET', dd_key, dkey, ss .. seen_at) end
     elseif result[k + 1] < 0 then
       result[k + 1] = seq_of[-result[k + 1]]
     end
   end
-  for key, members in pairs(index) do
-    -- (in slices: unpack has a limit of a few thousand values)
-    for j = 1, #members, 2000 do
-      redis.call('ZADD', key, unpack(members, j, math.min(j + 1999, #members)))
-    end
-    redis.call('PEXPIRE', key, ttl)
-  end
-  for ty, members in pairs(blocks) do
-    for j = 1, #members, 2000 do
-      redis.call('ZADD', p .. ':ix:tb:' .. ty, unpack(members, j, math.min(j + 1999, #members)))
-    end
-    redis.call('SADD', p .. ':types', ty)
-  end
+  -- an id written now must outlive the window from now
+  if dd_key then expire_later(dd_key, dedupe_ms + 1000) end
+  flush()
 end
 local i = base + n * 5
 local nops = tonumber(ARGV[i])

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "libs/redis/lua_batch.h"
 #include "services/event_broker/redis_group_scripts.h"
 #include "services/event_broker/redis_scripts.h"
 
@@ -138,7 +139,7 @@ RedisEventStore::RedisEventStore(std::unique_ptr<redis::RedisClient> client,
     : client_(std::move(client)),
       options_(std::move(options)),
       tag_(absl::StrCat("{", options_.prefix, "}")),
-      commit_(redis_scripts::kCommit),
+      commit_(absl::StrCat(redis::kLuaBatch, redis_scripts::kCommit)),
       first_at_(redis_scripts::kFirstAt),
       retention_(redis_scripts::kRetention),
       query_(redis_scripts::kQuery),

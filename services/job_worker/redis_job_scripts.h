@@ -27,37 +27,41 @@ namespace switchboard::jobs::redis_scripts {
 inline constexpr char kPut[] = R"lua(
 local p, now = ARGV[1], ARGV[2]
 local counts = p .. ':jobs:count'
+-- Index writes go through kLuaBatch: one command per index key per call.
 local function unindex(jid, s0, q0, c0)
-  redis.call('HINCRBY', counts, q0 .. '|' .. s0, -1)
-  redis.call('ZREM', p .. ':jobs:s:' .. s0, jid)
-  redis.call('ZREM', p .. ':jobs:q:' .. q0, jid)
-  if c0 ~= '' then redis.call('ZREM', p .. ':jobs:co:' .. c0, jid) end
+  add_later(counts, q0 .. '|' .. s0, -1)
+  later('ZREM', p .. ':jobs:s:' .. s0, jid)
+  later('ZREM', p .. ':jobs:q:' .. q0, jid)
+  if c0 ~= '' then later('ZREM', p .. ':jobs:co:' .. c0, jid) end
 end
+local recent = p .. ':jobs:recent'
 for i = 5, #ARGV, 6 do
   local id, q, st, co = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local key = p .. ':jobs:rec:' .. id
   local old = redis.call('HMGET', key, 's', 'q', 'c')
   if old[1] then unindex(id, old[1], old[2], old[3]) end
   redis.call('HSET', key, 'r', ARGV[i + 4], 's', st, 'q', q, 'c', co, 'u', now)
-  redis.call('HINCRBY', counts, q .. '|' .. st, 1)
-  redis.call('ZADD', p .. ':jobs:recent', now, id)
-  redis.call('ZADD', p .. ':jobs:q:' .. q, now, id)
-  redis.call('ZADD', p .. ':jobs:s:' .. st, now, id)
+  add_later(counts, q .. '|' .. st, 1)
+  later('ZADD', recent, now, id)
+  later('ZADD', p .. ':jobs:q:' .. q, now, id)
+  later('ZADD', p .. ':jobs:s:' .. st, now, id)
   if co ~= '' then
-    redis.call('ZADD', p .. ':jobs:co:' .. co, now, id)
-    redis.call('PEXPIRE', p .. ':jobs:co:' .. co, ARGV[4])
+    later('ZADD', p .. ':jobs:co:' .. co, now, id)
+    expire_later(p .. ':jobs:co:' .. co, ARGV[4])
   end
-  if ARGV[i + 5] == '1' then redis.call('HINCRBY', p .. ':jobs:retried', q, 1) end
+  if ARGV[i + 5] == '1' then add_later(p .. ':jobs:retried', q, 1) end
 end
-local recent = p .. ':jobs:recent'
+-- (the retention below reads `recent`)
+flush()
 local drop = 100 + 2 * math.floor((#ARGV - 4) / 6)
 for _, jid in ipairs(redis.call('ZRANGEBYSCORE', recent, '-inf', '(' .. ARGV[3], 'LIMIT', 0, drop)) do
   local k = p .. ':jobs:rec:' .. jid
   local o = redis.call('HMGET', k, 's', 'q', 'c')
   if o[1] then unindex(jid, o[1], o[2], o[3]) end
   redis.call('DEL', k)
-  redis.call('ZREM', recent, jid)
+  later('ZREM', recent, jid)
 end
+flush()
 return 1
 )lua";
 

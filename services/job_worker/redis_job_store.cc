@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "libs/redis/lua_batch.h"
 #include "libs/redis/reply.h"
 #include "services/job_worker/redis_job_scripts.h"
 
@@ -27,7 +28,7 @@ RedisJobStore::RedisJobStore(std::unique_ptr<redis::RedisClient> client,
     : client_(std::move(client)),
       options_(std::move(options)),
       tag_(absl::StrCat("{", options_.prefix, "}")),
-      put_(redis_scripts::kPut),
+      put_(absl::StrCat(redis::kLuaBatch, redis_scripts::kPut)),
       list_(redis_scripts::kList),
       acquire_(redis_scripts::kAcquireSlot),
       renew_(redis_scripts::kRenewSlots),

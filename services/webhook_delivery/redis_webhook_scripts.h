@@ -70,9 +70,11 @@ end
 return out
 )lua";
 
-// What every outbox script starts with: the key prefix and the upkeep of
-// the due sets (a pending delivery is in P:wh:due and P:wh:due:<webhook>,
-// and the endpoint in P:wh:dueq at its earliest).
+// What every outbox script starts with (after redis::kLuaBatch): the key
+// prefix and the upkeep of the due sets (a pending delivery is in P:wh:due
+// and P:wh:due:<webhook>, and the endpoint in P:wh:dueq at its earliest).
+// set_due and clear_due are queued writes: resched reads due:<webhook>, so a
+// script flushes before it.
 inline constexpr char kOutboxPrelude[] = R"lua(
 local w = ARGV[1] .. ':wh:'
 local function resched(wid)
@@ -84,12 +86,12 @@ local function resched(wid)
   end
 end
 local function set_due(id, wid, at)
-  redis.call('ZADD', w .. 'due', at, id)
-  redis.call('ZADD', w .. 'due:' .. wid, at, id)
+  later('ZADD', w .. 'due', at, id)
+  later('ZADD', w .. 'due:' .. wid, at, id)
 end
 local function clear_due(id, wid)
-  redis.call('ZREM', w .. 'due', id)
-  redis.call('ZREM', w .. 'due:' .. wid, id)
+  later('ZREM', w .. 'due', id)
+  later('ZREM', w .. 'due:' .. wid, id)
 end
 )lua";
 
@@ -108,11 +110,11 @@ for i = 4, #ARGV, 7 do
   if redis.call('HSETNX', w .. 'uniq', wid .. '|' .. eid, id) == 1 then
     redis.call('HSET', w .. 'd:' .. id, 'r', ARGV[i + 5], 'b', ARGV[i + 6], 'n', nx, 's', st,
                'w', wid, 'e', eid, 'c', now, 'o', '', 't', 0)
-    redis.call('ZADD', w .. 'all', now, id)
-    redis.call('ZADD', w .. 'byhook:' .. wid, now, id)
-    redis.call('ZADD', w .. 'bys:' .. st, now, id)
-    redis.call('SADD', w .. 'byevent:' .. eid, id)
-    redis.call('HINCRBY', w .. 'count', st, 1)
+    later('ZADD', w .. 'all', now, id)
+    later('ZADD', w .. 'byhook:' .. wid, now, id)
+    later('ZADD', w .. 'bys:' .. st, now, id)
+    later('SADD', w .. 'byevent:' .. eid, id)
+    add_later(w .. 'count', st, 1)
     if st == '1' then
       set_due(id, wid, nx)
       touched[wid] = true
@@ -120,6 +122,7 @@ for i = 4, #ARGV, 7 do
     created = created + 1
   end
 end
+flush()
 for wid in pairs(touched) do resched(wid) end
 return created
 )lua";
@@ -139,41 +142,44 @@ for i = 5, #ARGV, 5 do
   local f = redis.call('HMGET', k, 's', 'w', 'o', 't', 'c')
   if f[1] and (owner == '' or (f[3] == owner and f[4] == ARGV[i + 4])) then
     if f[1] ~= st then
-      redis.call('HINCRBY', w .. 'count', f[1], -1)
-      redis.call('HINCRBY', w .. 'count', st, 1)
-      redis.call('ZREM', w .. 'bys:' .. f[1], id)
-      redis.call('ZADD', w .. 'bys:' .. st, f[5], id)
+      add_later(w .. 'count', f[1], -1)
+      add_later(w .. 'count', st, 1)
+      later('ZREM', w .. 'bys:' .. f[1], id)
+      later('ZADD', w .. 'bys:' .. st, f[5], id)
     end
     redis.call('HSET', k, 'r', ARGV[i + 3], 's', st, 'n', nx, 'o', '')
-    redis.call('ZREM', w .. 'lw:' .. f[2], id)
+    later('ZREM', w .. 'lw:' .. f[2], id)
     if st == '1' then
       set_due(id, f[2], nx)
-      redis.call('ZREM', w .. 'done', id)
+      later('ZREM', w .. 'done', id)
     else
       clear_due(id, f[2])
-      redis.call('ZADD', w .. 'done', now, id)
+      later('ZADD', w .. 'done', now, id)
       finished = finished + 1
     end
     touched[f[2]] = true
     written = written + 1
   end
 end
+-- (resched and the trim below read what was queued)
+flush()
 for wid in pairs(touched) do resched(wid) end
 local trim = math.max(50, 2 * finished)
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', w .. 'done', '-inf', '(' .. cutoff, 'LIMIT', 0, trim)) do
   local k = w .. 'd:' .. id
   local f = redis.call('HMGET', k, 's', 'w', 'e')
   if f[1] then
-    redis.call('HINCRBY', w .. 'count', f[1], -1)
-    redis.call('HDEL', w .. 'uniq', f[2] .. '|' .. f[3])
-    redis.call('ZREM', w .. 'all', id)
-    redis.call('ZREM', w .. 'byhook:' .. f[2], id)
-    redis.call('ZREM', w .. 'bys:' .. f[1], id)
-    redis.call('SREM', w .. 'byevent:' .. f[3], id)
+    add_later(w .. 'count', f[1], -1)
+    later('HDEL', w .. 'uniq', f[2] .. '|' .. f[3])
+    later('ZREM', w .. 'all', id)
+    later('ZREM', w .. 'byhook:' .. f[2], id)
+    later('ZREM', w .. 'bys:' .. f[1], id)
+    later('SREM', w .. 'byevent:' .. f[3], id)
     redis.call('DEL', k)
   end
-  redis.call('ZREM', w .. 'done', id)
+  later('ZREM', w .. 'done', id)
 end
+flush()
 return written
 )lua";
 
@@ -233,7 +239,8 @@ for _, wid in ipairs(redis.call('ZRANGEBYSCORE', w .. 'dueq', '-inf', ARGV[3], '
     else
       for _, id in ipairs(redis.call('ZRANGEBYSCORE', w .. 'due:' .. wid, '-inf', ARGV[3], 'LIMIT', 0, room)) do
         local k = w .. 'd:' .. id
-        if redis.call('HEXISTS', k, 'r') == 0 then
+        local f = redis.call('HMGET', k, 'r', 'b', 'n', 't')
+        if not f[1] then
           clear_due(id, wid)
         else
           local ok, next_us = true, 0
@@ -244,15 +251,15 @@ for _, wid in ipairs(redis.call('ZRANGEBYSCORE', w .. 'dueq', '-inf', ARGV[3], '
             break
           end
           set_due(id, wid, untl)
-          redis.call('ZADD', lw, untl, id)
-          redis.call('HSET', k, 'o', owner)
-          local token = redis.call('HINCRBY', k, 't', 1)
-          local f = redis.call('HMGET', k, 'r', 'b', 'n')
+          later('ZADD', lw, untl, id)
+          local token = tostring(tonumber(f[4] or '0') + 1)
+          redis.call('HSET', k, 'o', owner, 't', token)
           out[#out + 1] = f[1]; out[#out + 1] = f[2]; out[#out + 1] = f[3]
-          out[#out + 1] = tostring(token)
+          out[#out + 1] = token
           ids_taken[#ids_taken + 1] = id
         end
       end
+      flush()
       resched(wid)
     end
   end
@@ -269,12 +276,13 @@ local touched = {}
 for i = 4, #ARGV do
   local f = redis.call('HMGET', w .. 'd:' .. ARGV[i], 'o', 'w', 's')
   if f[1] == owner and f[3] == '1' then
-    redis.call('ZADD', w .. 'due', 'XX', 'GT', ARGV[3], ARGV[i])
-    redis.call('ZADD', w .. 'due:' .. f[2], 'XX', 'GT', ARGV[3], ARGV[i])
-    redis.call('ZADD', w .. 'lw:' .. f[2], 'GT', ARGV[3], ARGV[i])
+    later('ZADD XX GT', w .. 'due', ARGV[3], ARGV[i])
+    later('ZADD XX GT', w .. 'due:' .. f[2], ARGV[3], ARGV[i])
+    later('ZADD GT', w .. 'lw:' .. f[2], ARGV[3], ARGV[i])
     touched[f[2]] = true
   end
 end
+flush()
 for wid in pairs(touched) do resched(wid) end
 return 1
 )lua";
@@ -283,16 +291,19 @@ return 1
 // tokens: due at once for everyone.
 inline constexpr char kRelease[] = R"lua(
 local owner = ARGV[2]
+local touched = {}
 for i = 3, #ARGV, 2 do
   local k = w .. 'd:' .. ARGV[i]
   local f = redis.call('HMGET', k, 'o', 'w', 's', 'n', 't')
   if f[1] == owner and f[3] == '1' and f[5] == ARGV[i + 1] then
     redis.call('HSET', k, 'o', '')
     set_due(ARGV[i], f[2], f[4])
-    redis.call('ZREM', w .. 'lw:' .. f[2], ARGV[i])
-    resched(f[2])
+    later('ZREM', w .. 'lw:' .. f[2], ARGV[i])
+    touched[f[2]] = true
   end
 end
+flush()
+for wid in pairs(touched) do resched(wid) end
 return 1
 )lua";
 

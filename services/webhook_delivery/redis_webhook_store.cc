@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "libs/common/ids.h"
+#include "libs/redis/lua_batch.h"
 #include "libs/redis/reply.h"
 #include "services/webhook_delivery/redis_webhook_scripts.h"
 
@@ -52,9 +53,11 @@ absl::StatusOr<std::vector<DeliveryRecord>> ParseDeliveries(const std::vector<Re
   return out;
 }
 
-// An outbox script: the shared prelude (key prefix, due-set upkeep), then
-// its body.
-std::string Outbox(const char* body) { return absl::StrCat(redis_scripts::kOutboxPrelude, body); }
+// An outbox script: the batched writes, the shared prelude (key prefix,
+// due-set upkeep), then its body.
+std::string Outbox(const char* body) {
+  return absl::StrCat(redis::kLuaBatch, redis_scripts::kOutboxPrelude, body);
+}
 
 }  // namespace
 

@@ -17,7 +17,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "gtest/gtest.h"
 
 namespace switchboard::testing {
 
@@ -44,9 +46,44 @@ pid_t SpawnLogged(std::vector<std::string> argv_storage, const std::string& log_
 
 }  // namespace
 
-std::string MakeTempDir() {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "switchboard-it-XXXXXX").string();
-  return mkdtemp(tmpl.data());
+namespace {
+
+// The temp dirs this process made: removed at its exit when every test
+// passed, kept (logs, databases, AOF files) for a post-mortem otherwise. A
+// run leaves up to hundreds of MB per dir, and a machine that runs the suite
+// all day would fill its disk.
+class TempDirs {
+ public:
+  void Add(std::string dir) {
+    absl::MutexLock lock(&mu_);
+    dirs_.push_back(std::move(dir));
+  }
+  ~TempDirs() {
+    if (!::testing::UnitTest::GetInstance()->Passed()) return;
+    absl::MutexLock lock(&mu_);
+    std::error_code ec;
+    for (const std::string& d : dirs_) std::filesystem::remove_all(d, ec);
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> dirs_ ABSL_GUARDED_BY(mu_);
+};
+
+TempDirs& Made() {
+  static TempDirs dirs;
+  return dirs;
+}
+
+}  // namespace
+
+std::string MakeTempDir(absl::string_view name) {
+  std::string tmpl =
+      (std::filesystem::temp_directory_path() / absl::StrCat("switchboard-", name, "-XXXXXX"))
+          .string();
+  if (mkdtemp(tmpl.data()) == nullptr) return "";
+  Made().Add(tmpl);
+  return tmpl;
 }
 
 bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout,

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace switchboard::testing {
@@ -76,7 +77,9 @@ double MetricValue(const std::string& http_addr, const std::string& series);
 bool WaitUntil(const std::function<bool()>& condition, absl::Duration timeout,
                absl::Duration poll = absl::Milliseconds(10));
 
-std::string MakeTempDir();
+// A new directory "<tmp>/switchboard-<name>-XXXXXX" ("" when it cannot be
+// made), removed when this process exits after every test passed.
+std::string MakeTempDir(absl::string_view name = "it");
 
 }  // namespace switchboard::testing
 

@@ -128,11 +128,9 @@ std::string Quote(std::string_view s) {
 }
 
 absl::StatusOr<std::string> MakeRedisDir() {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "switchboard-redis-XXXXXX").string();
-  if (mkdtemp(tmpl.data()) == nullptr) {
-    return absl::InternalError(absl::StrCat("mkdtemp ", tmpl, ": ", strerror(errno)));
-  }
-  return tmpl;
+  std::string dir = MakeTempDir("redis");
+  if (dir.empty()) return absl::InternalError(absl::StrCat("mkdtemp: ", strerror(errno)));
+  return dir;
 }
 
 }  // namespace
