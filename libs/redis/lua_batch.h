@@ -15,7 +15,9 @@ namespace switchboard::redis {
 //   flush()                  sends everything queued
 // Per key the queued commands keep their order (ZADD then ZREM of the same
 // member leaves it out); across keys they may not, so a script calls flush()
-// before it reads a key it may have queued writes for.
+// before it reads a key it may have queued writes for. A key's PEXPIRE comes
+// after its other queued commands, and all HINCRBYs after those: a key that
+// takes increments is not given an expiry or other commands here.
 inline constexpr char kLuaBatch[] = R"lua(
 local batch_segs, batch_keys, batch_incr, batch_incr_keys, batch_ttl = {}, {}, {}, {}, {}
 local function batch_of(key)

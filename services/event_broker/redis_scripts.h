@@ -69,10 +69,11 @@ local result = {0}
 local first_in_batch, count = {}, 0
 -- Client ids of the window live in hashes, one per window-long bucket of
 -- Redis's clock, each field "<seq>,<ms>": a commit reads its ids from the
--- two buckets that can hold the window with one HMGET each, and writes the
--- new ones with one HSET (a key per id, with its own expiry, cost a GET and
--- a SET each: a fifth of Redis's CPU per published event).
-local seen, want, dd_key, now_ms = {}, {}, nil, 0
+-- two buckets that can hold the window (and the next one, for a clock that
+-- stepped back) with one HMGET each, and writes the new ones with one HSET
+-- (a key per id, with its own expiry, cost a GET and a SET each: a fifth of
+-- Redis's CPU per published event).
+local seen, want, dd_key, dd_old, now_ms = {}, {}, nil, nil, 0
 if dedupe_ms > 0 then
   for k = 1, n do
     local dkey = ARGV[base + (k - 1) * 5 + 3]
@@ -88,7 +89,9 @@ if #want > 0 then
   local b = math.floor(now_ms / dedupe_ms)
   local prefix = p .. ':dw:' .. ARGV[6] .. ':'
   dd_key = prefix .. string.format('%d', b)
-  for _, key in ipairs({prefix .. string.format('%d', b - 1), dd_key}) do
+  dd_old = prefix .. string.format('%d', b - 2)
+  for _, key in ipairs({prefix .. string.format('%d', b - 1), dd_key,
+                        prefix .. string.format('%d', b + 1)}) do
     for j = 1, #want, 1000 do
       local last = math.min(j + 999, #want)
       local vals = redis.call('HMGET', key, unpack(want, j, last))
@@ -157,8 +160,13 @@ if count > 0 then
       result[k + 1] = seq_of[-result[k + 1]]
     end
   end
-  -- an id written now must outlive the window from now
-  if dd_key then expire_later(dd_key, dedupe_ms + 1000) end
+  -- An id written now must outlive the window from now. The bucket before
+  -- the last is past it: freed in the background by UNLINK, not all at once
+  -- by its expiry (a million fields would stall Redis).
+  if dd_key then
+    expire_later(dd_key, dedupe_ms + 1000)
+    redis.call('UNLINK', dd_old)
+  end
   flush()
 end
 local i = base + n * 5

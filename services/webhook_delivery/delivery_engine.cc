@@ -155,18 +155,32 @@ void DeliveryEngine::Run() {
       Finish(std::move(o));
     }
     FlushFinished();
+    const bool kicked = kicked_;
     kicked_ = false;
     RenewLeases();
     ClaimAndDispatch();
-    // Deliveries of saturated endpoints wait for an outcome (which wakes
-    // this loop), not for their due time.
-    std::vector<std::string> skip = SaturatedLocked();
-    mu_.Unlock();
-    absl::StatusOr<absl::Time> next = store_->NextDue(skip);
-    mu_.Lock();
     // Leases are renewed at a third of their length at least.
     absl::Duration longest = std::min(absl::Seconds(1), config_.lease / 3);
-    absl::Time wake_at = next.ok() ? *next : absl::InfiniteFuture();
+    // When the next delivery is due costs a store round trip. Rounds come
+    // as fast as outcomes do (each claim already takes what is due now), so
+    // the answer is asked for at most every kNextDueReuse unless something
+    // was created or changed here (a kick); a reused answer lets the loop
+    // sleep no longer than that before it asks again.
+    const absl::Time now = clock_->Now();
+    if (kicked || now >= next_due_asked_ + kNextDueReuse || now < next_due_asked_) {
+      // Deliveries of saturated endpoints wait for an outcome (which wakes
+      // this loop), not for their due time.
+      std::vector<std::string> skip = SaturatedLocked();
+      mu_.Unlock();
+      absl::StatusOr<absl::Time> next = store_->NextDue(skip);
+      mu_.Lock();
+      next_due_ = next.ok() ? *next : absl::InfiniteFuture();
+      next_due_asked_ = now;
+    } else {
+      longest =
+          std::max(absl::Milliseconds(5), std::min(longest, next_due_asked_ + kNextDueReuse - now));
+    }
+    absl::Time wake_at = next_due_;
     for (const auto* waits : {&throttled_, &full_}) {
       for (const auto& [webhook_id, until] : *waits) wake_at = std::min(wake_at, until);
     }

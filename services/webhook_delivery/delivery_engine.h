@@ -130,6 +130,10 @@ class DeliveryEngine {
   // (the registry may write to a remote store).
   std::vector<std::string> to_disable_ ABSL_GUARDED_BY(mu_);
   absl::Time last_renew_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // The store's last answer to NextDue, and when it was asked (Run).
+  static constexpr absl::Duration kNextDueReuse = absl::Milliseconds(10);
+  absl::Time next_due_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  absl::Time next_due_asked_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   struct VettedEntry {
     std::string url;
     std::string curl_resolve;
