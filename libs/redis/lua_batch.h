@@ -20,15 +20,17 @@ namespace switchboard::redis {
 // takes increments is not given an expiry or other commands here.
 inline constexpr char kLuaBatch[] = R"lua(
 local batch_segs, batch_keys, batch_incr, batch_incr_keys, batch_ttl = {}, {}, {}, {}, {}
-local function batch_of(key)
-  local segs = batch_segs[key]
-  if not segs then
-    segs = {}
-    batch_segs[key] = segs
-    batch_keys[#batch_keys + 1] = key
+-- The table kept for `key` in `by_key`, made (and `key` listed) on first use.
+local function entry(by_key, keys, key)
+  local t = by_key[key]
+  if not t then
+    t = {}
+    by_key[key] = t
+    keys[#keys + 1] = key
   end
-  return segs
+  return t
 end
+local function batch_of(key) return entry(batch_segs, batch_keys, key) end
 local function later(cmd, key, a, b)
   local segs = batch_of(key)
   local s = segs[#segs]
@@ -40,12 +42,7 @@ local function later(cmd, key, a, b)
   if b ~= nil then s[#s + 1] = b end
 end
 local function add_later(key, field, n)
-  local t = batch_incr[key]
-  if not t then
-    t = {}
-    batch_incr[key] = t
-    batch_incr_keys[#batch_incr_keys + 1] = key
-  end
+  local t = entry(batch_incr, batch_incr_keys, key)
   t[field] = (t[field] or 0) + n
 end
 local function expire_later(key, ms)
