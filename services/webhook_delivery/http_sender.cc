@@ -158,9 +158,11 @@ void CurlMultiSender::Run() {
       if (it == running_.end()) continue;
       std::unique_ptr<Transfer> t = std::move(it->second);
       running_.erase(it);
+      // Read before the handle leaves the multi: the message does not
+      // outlive curl_multi_remove_handle.
+      CURLcode rc = msg->data.result;
       curl_multi_remove_handle(multi_, e);
       t->result.latency = absl::Now() - t->started;
-      CURLcode rc = msg->data.result;
       if (rc == CURLE_OK) {
         long code = 0;
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);

@@ -492,8 +492,14 @@ TEST_P(WebhookStoreConformance, NextDueSkipsEndpointsAndCountsPending) {
   EXPECT_EQ(*pending, std::make_pair(uint64_t{2}, uint64_t{1}));
   auto claimed = store->Claim(Claim("a", t0_ + absl::Seconds(5), 1));
   ASSERT_EQ(Ids(claimed), std::vector<std::string>{"dlv_a"});
+  // Under lease: scheduled (for its lease's end), not due.
+  EXPECT_EQ(*store->CountPending(t0_ + absl::Seconds(5)), std::make_pair(uint64_t{1}, uint64_t{2}));
   ASSERT_TRUE(
       store->UpdateMany({Attempted(claimed->records[0], v1::DELIVERY_STATUS_FAILED)}, "a").ok());
+  // Finished: no longer pending at all.
+  EXPECT_EQ(*store->CountPending(t0_ + absl::Seconds(5)), std::make_pair(uint64_t{1}, uint64_t{1}));
+  EXPECT_EQ(*store->CountPending(t0_ + absl::Seconds(60)),
+            std::make_pair(uint64_t{2}, uint64_t{0}));
   auto counts = store->CountByStatus();
   ASSERT_TRUE(counts.ok()) << counts.status();
   EXPECT_EQ((*counts)[v1::DELIVERY_STATUS_PENDING], 2u);
