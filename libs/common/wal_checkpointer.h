@@ -3,6 +3,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <memory>
 #include <thread>
 
@@ -64,6 +65,14 @@ class WalCheckpointer {
   uint64_t runs() {
     absl::MutexLock lock(&mu_);
     return runs_;
+  }
+  // Whether a commit adding up to `frames` more frames to the WAL may run
+  // the inline checkpoint (milliseconds, and fsyncs) inside its COMMIT.
+  bool MayCheckpointInline(int frames) {
+    absl::MutexLock lock(&mu_);
+    int after = wal_frames_ + frames;
+    return after >= options_.inline_frames &&
+           after - inline_at_ >= std::min(options_.wake_frames, options_.inline_frames);
   }
   // Checkpoints the committing connection ran at inline_frames.
   uint64_t inline_runs() {

@@ -29,7 +29,8 @@ Broker::Broker(BrokerConfig config, std::unique_ptr<EventStore> store, Clock* cl
       store_(std::move(store)),
       clock_(clock),
       metrics_(metrics),
-      replica_id_(config_.replica_id.empty() ? NewId("brk") : config_.replica_id) {}
+      replica_id_(config_.replica_id.empty() ? NewId("brk") : config_.replica_id),
+      inline_commits_(store_->commits_now() && !store_->shared()) {}
 
 absl::StatusOr<std::unique_ptr<Broker>> Broker::Create(BrokerConfig config,
                                                        std::unique_ptr<EventStore> store,
@@ -167,6 +168,7 @@ void Broker::Append(std::vector<NewEvent> events, PublishCallback done) {
   size_t bytes = 0;
   for (const NewEvent& e : events) bytes += e.payload.size() + e.id.size() + e.type.size();
   absl::Status refused;
+  uint64_t ticket = 0;
   {
     // Checked under the writer's lock: once the writer has stopped nothing
     // can be queued where it would never be answered.
@@ -179,17 +181,55 @@ void Broker::Append(std::vector<NewEvent> events, PublishCallback done) {
           "publish queue full: ", queued_publish_bytes_, " bytes wait for the store (limit ",
           config_.max_queued_publish_bytes, "); retry with backoff"));
     } else {
-      uint64_t ticket = ++enqueued_writes_;
-      publish_queue_.push_back(
-          PublishWork{std::move(events), std::move(done), absl::Now(), bytes, ticket});
+      ticket = ++enqueued_writes_;
       queued_publish_bytes_ += bytes;
-      return;
+      // Committed here when nothing waits to be batched with it or before
+      // it; else queued for the writer.
+      bool alone = inline_commits_ && !writer_busy_ && publish_queue_.empty() &&
+                   op_queue_.empty() && retry_ops_.empty();
+      if (!alone) {
+        publish_queue_.push_back(
+            PublishWork{std::move(events), std::move(done), absl::Now(), bytes, ticket});
+        return;
+      }
+      writer_busy_ = true;
     }
   }
-  if (refused.code() == absl::StatusCode::kResourceExhausted) {
-    metrics_->publishes_refused.Increment();
+  if (!refused.ok()) {
+    if (refused.code() == absl::StatusCode::kResourceExhausted) {
+      metrics_->publishes_refused.Increment();
+    }
+    done(refused);
+    return;
   }
-  done(refused);
+  CommitInline(PublishWork{std::move(events), std::move(done), absl::Now(), bytes, ticket});
+}
+
+void Broker::CommitInline(PublishWork work) {
+  std::deque<PublishWork> works;
+  works.push_back(std::move(work));
+  absl::Time now = clock_->Now();
+  WriteBatch batch;
+  for (NewEvent& ev : works.front().events) batch.events.push_back(&ev);
+  batch.seq_floor = std::max(last_seq_.load(), committed_seq_.load());
+  absl::Time t0 = absl::Now();
+  std::optional<absl::StatusOr<CommitResult>> commit = store_->TryCommitNow(batch, now);
+  if (!commit.has_value()) {
+    // The store would have made this thread wait: the writer commits it, as
+    // the oldest write (nothing was taken meanwhile: writer_busy_).
+    absl::MutexLock lock(&write_mu_);
+    publish_queue_.push_front(std::move(works.front()));
+    writer_busy_ = false;
+    return;
+  }
+  metrics_->commit_latency.Observe(absl::ToDoubleSeconds(absl::Now() - t0));
+  metrics_->inline_commits.Increment();
+  size_t bytes = works.front().bytes;
+  uint64_t ticket = works.front().ticket;
+  AnswerPublishes(works, *commit, now);
+  AfterCommit(bytes, ticket, {}, false, 0);
+  absl::MutexLock lock(&write_mu_);
+  writer_busy_ = false;
 }
 
 void Broker::Publish(std::vector<events::v1::Event> events, PublishCallback done) {

@@ -172,7 +172,9 @@ class Broker : public SubscriptionHost {
   // a Publish or PublishBatch request (a Struct two messages deep).
   absl::StatusOr<std::vector<NewEvent>> Prepare(absl::Span<internal::RawEvent* const> events,
                                                 absl::string_view field) const;
-  // Appends durably; `done` runs on the writer thread after the commit.
+  // Appends durably; `done` runs once it is committed: on the writer thread,
+  // or on this one before Append returns (a publish committed inline), so it
+  // must not take a lock the caller holds.
   void Append(std::vector<NewEvent> events, PublishCallback done);
   // Prepare + Append. Bad input is answered before anything is queued.
   void Publish(std::vector<events::v1::Event> events, PublishCallback done);
@@ -222,6 +224,10 @@ class Broker : public SubscriptionHost {
   void WriterLoop();
   void FillLoop();
   void HousekeepingLoop();
+  // Append's commit of a publish that found nothing queued, on the caller's
+  // thread (writer_busy_ taken); handed to the writer when the store would
+  // make it wait.
+  void CommitInline(PublishWork work);
   // Commits the publishes and ops; returns the ops to try again later.
   std::vector<QueuedOp> CommitOnce(std::deque<PublishWork>& works, std::vector<QueuedOp> ops);
   // Pipelined commits of publishes only (broker_writer.cc).
@@ -281,8 +287,18 @@ class Broker : public SubscriptionHost {
   uint64_t enqueued_writes_ ABSL_GUARDED_BY(write_mu_) = 0;
   uint64_t durable_upto_ ABSL_GUARDED_BY(write_mu_) = 0;
   bool stop_writer_ ABSL_GUARDED_BY(write_mu_) = false;
+  // A commit is being made, by the writer thread or inline on a publisher's
+  // thread (Append): one at a time, so sequences, dedupe and hand-offs to
+  // subscribers keep commit order. Only set when inline_commits_.
+  bool writer_busy_ ABSL_GUARDED_BY(write_mu_) = false;
+  // The store commits on the caller's thread when that costs no wait
+  // (EventStore::TryCommitNow): a publish finding nothing queued is
+  // committed by its own RPC thread instead of waking the writer thread,
+  // which then wakes the RPC's (a sleeping thread's wake-up is tens of
+  // microseconds here, a lone SQLite commit less).
+  const bool inline_commits_;
 
-  // Counters per type, cached by the writer thread.
+  // Counters per type, cached by whoever commits (writer_busy_).
   absl::flat_hash_map<std::string, prometheus::Counter*> published_by_type_;
 
   // Shared store: this replica's commits, for the tail thread to deliver

@@ -37,6 +37,12 @@ BrokerMetrics::BrokerMetrics(prometheus::Registry& r)
                         .Register(r)
                         .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 5, 10, 50, 100, 500,
                                                                          1000, 5000})),
+      inline_commits(prometheus::BuildCounter()
+                         .Name("switchboard_broker_inline_commits_total")
+                         .Help("Store commits of a lone publish made on its RPC's own thread "
+                               "(nothing else queued), not handed to the writer thread.")
+                         .Register(r)
+                         .Add({})),
       active_subscribers(prometheus::BuildGauge()
                              .Name("switchboard_broker_active_subscribers")
                              .Help("Open Subscribe streams (broadcast and group members).")

@@ -21,6 +21,7 @@ struct BrokerMetrics {
   prometheus::Histogram& publish_latency;
   prometheus::Histogram& commit_latency;
   prometheus::Histogram& commit_events;
+  prometheus::Counter& inline_commits;
   prometheus::Gauge& active_subscribers;
   prometheus::Gauge& storage_bytes;
   prometheus::Gauge& stored_events;

@@ -60,12 +60,14 @@ void Broker::WriterLoop() {
     {
       absl::MutexLock lock(&write_mu_);
       auto has_work = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
-        return !publish_queue_.empty() || stop_writer_ || ops_due();
+        return (!publish_queue_.empty() || stop_writer_ || ops_due()) && !writer_busy_;
       };
       // Timed: refused ops are retried after a pause even with nothing new.
       if (inflight == nullptr) {
         write_mu_.AwaitWithDeadline(absl::Condition(&has_work), retry_ops_at_);
       }
+      // A publisher's thread is committing (Append): after it.
+      if (writer_busy_) continue;
       last_round = stop_writer_;
       if (last_round && publish_queue_.empty() && op_queue_.empty() && retry_ops_.empty()) return;
       size_t commit_bytes = 0;
@@ -86,6 +88,8 @@ void Broker::WriterLoop() {
         op_queue_.clear();
       }
       taken_upto = enqueued_writes_;
+      // (Pipelining stores never commit inline: nothing to keep out.)
+      writer_busy_ = inline_commits_;
     }
     size_t taken_bytes = 0;
     for (const PublishWork& w : works) taken_bytes += w.bytes;
@@ -97,6 +101,8 @@ void Broker::WriterLoop() {
     }
     std::vector<QueuedOp> retry = CommitOnce(works, std::move(ops));
     AfterCommit(taken_bytes, taken_upto, std::move(retry), last_round, 0);
+    absl::MutexLock lock(&write_mu_);
+    writer_busy_ = false;
   }
 }
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -223,6 +224,17 @@ class EventStore {
   // An event whose source+id was appended within the dedupe window (by any
   // broker sharing the store) is not appended again.
   virtual absl::StatusOr<CommitResult> Commit(const WriteBatch& batch, absl::Time now) = 0;
+
+  // Commit, on the caller's thread, only when it cannot wait on anything: no
+  // lock held by other work, no fsync, no round trip, no checkpoint. The
+  // broker commits a lone publish this way on the RPC's own thread, sparing
+  // it two thread hand-offs. nullopt: not now (nothing was written).
+  virtual std::optional<absl::StatusOr<CommitResult>> TryCommitNow(const WriteBatch& batch,
+                                                                   absl::Time now) {
+    return std::nullopt;
+  }
+  // False when TryCommitNow never commits (the default).
+  virtual bool commits_now() const { return false; }
 
   // Commit in two halves, so the caller can prepare its next commit while
   // this one is applied (a remote store: the round trip and the server's

@@ -12,6 +12,8 @@ namespace switchboard::broker {
 
 // An EventStore that hands every call to another one: the base of stores
 // that change one behaviour of a real store (a throttle, test faults).
+// Except TryCommitNow: forwarded, it would commit past a Commit the
+// subclass changed, so such a store never commits inline.
 class ForwardingEventStore : public EventStore {
  public:
   explicit ForwardingEventStore(std::unique_ptr<EventStore> inner) : inner_(std::move(inner)) {}

@@ -13,6 +13,9 @@
 #include "libs/common/sqlite_util.h"
 
 namespace switchboard::broker {
+
+// How long the writer waits for another connection's write lock.
+constexpr int kWriterBusyMs = 5000;
 namespace {
 
 using ::switchboard::sqlite::Exec;
@@ -136,8 +139,9 @@ absl::StatusOr<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(
 }
 
 absl::Status SqliteEventStore::Init(SyncPolicy sync) {
+  sync_ = sync;
   absl::MutexLock lock(&write_mu_);
-  sqlite3_busy_timeout(writer_, 5000);
+  sqlite3_busy_timeout(writer_, kWriterBusyMs);
   if (absl::Status s = Exec(writer_, "PRAGMA journal_mode=WAL;"); !s.ok()) return s;
   if (absl::Status s = Exec(writer_, sync == SyncPolicy::kFull ? "PRAGMA synchronous=FULL;"
                                                                : "PRAGMA synchronous=NORMAL;");
@@ -270,8 +274,36 @@ absl::Status SqliteEventStore::ApplyOp(const GroupOp& op, absl::Time now) {
 
 absl::StatusOr<CommitResult> SqliteEventStore::Commit(const WriteBatch& batch, absl::Time now) {
   absl::MutexLock lock(&write_mu_);
+  return CommitLocked(batch, now, /*begun=*/false);
+}
+
+std::optional<absl::StatusOr<CommitResult>> SqliteEventStore::TryCommitNow(const WriteBatch& batch,
+                                                                           absl::Time now) {
+  if (sync_ != SyncPolicy::kNormal) return std::nullopt;
+  if (!write_mu_.TryLock()) return std::nullopt;
+  std::optional<absl::StatusOr<CommitResult>> out;
+  // A lone publish adds a few pages; 256 frames leave room for a large one.
+  if (checkpointer_ == nullptr || !checkpointer_->MayCheckpointInline(256)) {
+    // The write lock is taken first, without the busy wait: another process
+    // writing this database (an operator's sqlite3 shell) sends the commit
+    // to the writer thread instead of blocking this one.
+    sqlite3_busy_timeout(writer_, 0);
+    bool begun;
+    {
+      Stmt begin(writer_, write_cache_.get(), "BEGIN IMMEDIATE");
+      begun = begin.Step() == SQLITE_DONE;
+    }
+    sqlite3_busy_timeout(writer_, kWriterBusyMs);
+    if (begun) out = CommitLocked(batch, now, /*begun=*/true);
+  }
+  write_mu_.Unlock();
+  return out;
+}
+
+absl::StatusOr<CommitResult> SqliteEventStore::CommitLocked(const WriteBatch& batch, absl::Time now,
+                                                            bool begun) {
   dedupe_.Expire(now);
-  {
+  if (!begun) {
     Stmt begin(writer_, write_cache_.get(), "BEGIN");
     if (begin.Step() != SQLITE_DONE) return SqlError(writer_, "begin");
   }

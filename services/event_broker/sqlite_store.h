@@ -36,6 +36,12 @@ class SqliteEventStore : public EventStore {
   ~SqliteEventStore() override;
 
   absl::StatusOr<CommitResult> Commit(const WriteBatch& batch, absl::Time now) override;
+  // With --sync=normal only (no fsync in a commit), when the store's lock is
+  // free (retention is not running) and the WAL is not near its inline
+  // checkpoint.
+  std::optional<absl::StatusOr<CommitResult>> TryCommitNow(const WriteBatch& batch,
+                                                           absl::Time now) override;
+  bool commits_now() const override { return sync_ == SyncPolicy::kNormal; }
   absl::StatusOr<std::vector<EventPtr>> ReadAfter(uint64_t after_seq, size_t limit) override;
   absl::StatusOr<EventPtr> ReadOne(uint64_t seq) override;
   absl::StatusOr<std::vector<EventPtr>> Query(const HistoryQuery& query) override;
@@ -58,9 +64,13 @@ class SqliteEventStore : public EventStore {
   // the newest one.
   absl::Status LoadDedupeWindow();
   absl::Status Init(SyncPolicy sync);
+  // `begun`: the caller began the transaction.
+  absl::StatusOr<CommitResult> CommitLocked(const WriteBatch& batch, absl::Time now, bool begun)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status ApplyOp(const GroupOp& op, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   const std::string path_;
+  SyncPolicy sync_ = SyncPolicy::kNormal;  // set by Init, before other threads
   absl::Mutex write_mu_;
   sqlite3* writer_ ABSL_GUARDED_BY(write_mu_);
   std::unique_ptr<::switchboard::sqlite::StmtCache> write_cache_ ABSL_GUARDED_BY(write_mu_);

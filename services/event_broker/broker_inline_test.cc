@@ -1,0 +1,183 @@
+// Publishes committed on the publisher's own thread (Broker::CommitInline)
+// over the real SQLite store: when it happens, when it must not, and that
+// inline and queued commits keep one order.
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include "services/event_broker/broker_test_fixture.h"
+
+namespace switchboard::broker {
+namespace {
+
+using test_support::CollectingSink;
+
+class BrokerInlineTest : public ::testing::Test {
+ protected:
+  void Open(SyncPolicy sync = SyncPolicy::kNormal) {
+    broker_.reset();
+    metrics_ = std::make_unique<BrokerMetrics>(registry_);
+    auto store = SqliteEventStore::Open(dir_.path(), sync);
+    ASSERT_TRUE(store.ok()) << store.status();
+    config_.run_housekeeping = false;
+    auto b = Broker::Create(config_, *std::move(store), &clock_, metrics_.get());
+    ASSERT_TRUE(b.ok()) << b.status();
+    broker_ = *std::move(b);
+  }
+
+  struct Answer {
+    absl::Mutex mu;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    absl::StatusOr<std::vector<PublishResult>> result ABSL_GUARDED_BY(mu);
+    std::thread::id thread ABSL_GUARDED_BY(mu);
+  };
+  // Publish, noting where and with what it was answered.
+  void PublishInto(events::v1::Event ev, Answer* answer) {
+    broker_->Publish({std::move(ev)}, [answer](absl::StatusOr<std::vector<PublishResult>> r) {
+      absl::MutexLock lock(&answer->mu);
+      answer->result = std::move(r);
+      answer->thread = std::this_thread::get_id();
+      answer->done = true;
+    });
+  }
+
+  TempDir dir_;
+  FakeClock clock_;
+  prometheus::Registry registry_;
+  std::unique_ptr<BrokerMetrics> metrics_;
+  BrokerConfig config_;
+  std::unique_ptr<Broker> broker_;
+};
+
+TEST_F(BrokerInlineTest, ALonePublishIsCommittedAndAnsweredOnItsOwnThread) {
+  Open();
+  CollectingSink sink;
+  v1::SubscribeRequest req;
+  req.set_start(v1::SubscribeRequest::EARLIEST);
+  req.add_types("order.*");
+  auto sub = broker_->Subscribe(req, &sink);
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  sink.Attach(*sub);
+
+  Answer answer;
+  PublishInto(MakeEvent("order.created", "evt_1"), &answer);
+  {
+    absl::MutexLock lock(&answer.mu);
+    ASSERT_TRUE(answer.done) << "answered before Publish returned";
+    EXPECT_EQ(answer.thread, std::this_thread::get_id());
+    ASSERT_TRUE(answer.result.ok()) << answer.result.status();
+    EXPECT_EQ(answer.result->front().sequence, 1u);
+  }
+  EXPECT_EQ(metrics_->inline_commits.Value(), 1);
+  auto got = sink.WaitFor(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].event->seq, 1u);
+  sink.Close();
+  sub->reset();
+  // Durable like any other commit: there after a restart, and still in the
+  // dedupe window.
+  Open();
+  EXPECT_EQ(broker_->GetStats()->total_events(), 1u);
+  auto again = broker_->PublishAndWait({MakeEvent("order.created", "evt_1")});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->front().duplicate);
+  EXPECT_EQ(again->front().sequence, 1u);
+}
+
+TEST_F(BrokerInlineTest, ALockedDatabaseSendsThePublishToTheWriterWithoutBlockingTheCaller) {
+  Open();
+  // Another process's write transaction (an operator's sqlite3 shell).
+  sqlite3* other = nullptr;
+  std::string path = (std::filesystem::path(dir_.path()) / "events.db").string();
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+
+  Answer answer;
+  absl::Time t0 = absl::Now();
+  PublishInto(MakeEvent("order.created"), &answer);
+  // The writer thread waits for the lock (up to its busy timeout of 5 s);
+  // the caller, an RPC's thread, must not.
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(1));
+  {
+    absl::MutexLock lock(&answer.mu);
+    EXPECT_FALSE(answer.done);
+  }
+  ASSERT_EQ(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  absl::MutexLock lock(&answer.mu);
+  ASSERT_TRUE(answer.mu.AwaitWithTimeout(absl::Condition(&answer.done), absl::Seconds(10)));
+  ASSERT_TRUE(answer.result.ok()) << answer.result.status();
+  EXPECT_EQ(answer.result->front().sequence, 1u);
+  EXPECT_NE(answer.thread, std::this_thread::get_id());
+  EXPECT_EQ(metrics_->inline_commits.Value(), 0);
+}
+
+TEST_F(BrokerInlineTest, WithSyncFullEveryCommitIsTheWritersOwn) {
+  // An fsync is not something an RPC's thread may wait for.
+  Open(SyncPolicy::kFull);
+  for (int i = 0; i < 3; ++i) {
+    auto r = broker_->PublishAndWait({MakeEvent("order.created")});
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+  EXPECT_EQ(metrics_->inline_commits.Value(), 0);
+  EXPECT_EQ(broker_->GetStats()->total_events(), 3u);
+}
+
+TEST_F(BrokerInlineTest, InlineAndQueuedCommitsKeepOneOrder) {
+  Open();
+  CollectingSink sink;
+  v1::SubscribeRequest req;
+  req.set_start(v1::SubscribeRequest::EARLIEST);
+  req.add_types("order.*");
+  auto sub = broker_->Subscribe(req, &sink);
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  sink.Attach(*sub);
+
+  constexpr int kThreads = 4, kEach = 300;
+  absl::Mutex mu;
+  std::set<uint64_t> answered;
+  int failures = 0;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        broker_->Publish({MakeEvent("order.created", absl::StrCat("evt_", t, "_", i))},
+                         [&](absl::StatusOr<std::vector<PublishResult>> r) {
+                           absl::MutexLock lock(&mu);
+                           if (!r.ok() || r->front().duplicate) {
+                             ++failures;
+                           } else {
+                             answered.insert(r->front().sequence);
+                           }
+                         });
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  broker_->FlushWrites();
+  {
+    absl::MutexLock lock(&mu);
+    auto all = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      return failures + answered.size() == kThreads * kEach;
+    };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(20)));
+    EXPECT_EQ(failures, 0);
+    ASSERT_EQ(answered.size(), static_cast<size_t>(kThreads * kEach));
+    EXPECT_EQ(*answered.begin(), 1u);
+    EXPECT_EQ(*answered.rbegin(), static_cast<uint64_t>(kThreads * kEach)) << "no gaps";
+  }
+  // Subscribers see every sequence once, in order.
+  auto got = sink.WaitFor(kThreads * kEach, absl::Seconds(20));
+  ASSERT_EQ(got.size(), static_cast<size_t>(kThreads * kEach));
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i].event->seq, i + 1);
+  // Both kinds took part: four publishers at once keep the writer busy.
+  double commits = static_cast<double>(metrics_->commit_latency.Collect().histogram.sample_count);
+  EXPECT_GT(metrics_->inline_commits.Value(), 0);
+  EXPECT_GT(commits - metrics_->inline_commits.Value(), 0) << "commits by the writer thread";
+  EXPECT_EQ(broker_->GetStats()->total_events(), static_cast<uint64_t>(kThreads * kEach));
+}
+
+}  // namespace
+}  // namespace switchboard::broker
