@@ -185,8 +185,8 @@ void Broker::Append(std::vector<NewEvent> events, PublishCallback done) {
       queued_publish_bytes_ += bytes;
       // Committed here when nothing waits to be batched with it or before
       // it; else queued for the writer.
-      bool alone = inline_commits_ && !writer_busy_ && publish_queue_.empty() &&
-                   op_queue_.empty() && retry_ops_.empty();
+      bool alone = inline_commits_ && !writer_busy_ && lone_commits_ >= kInlineAfterLoneCommits &&
+                   publish_queue_.empty() && op_queue_.empty() && retry_ops_.empty();
       if (!alone) {
         publish_queue_.push_back(
             PublishWork{std::move(events), std::move(done), absl::Now(), bytes, ticket});
@@ -230,6 +230,8 @@ void Broker::CommitInline(PublishWork work) {
   AfterCommit(bytes, ticket, {}, false, 0);
   absl::MutexLock lock(&write_mu_);
   writer_busy_ = false;
+  // Others arrived meanwhile: publishers come together, the writer batches.
+  lone_commits_ = publish_queue_.empty() ? std::min(lone_commits_ + 1, kInlineAfterLoneCommits) : 0;
 }
 
 void Broker::Publish(std::vector<events::v1::Event> events, PublishCallback done) {

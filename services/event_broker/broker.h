@@ -291,6 +291,13 @@ class Broker : public SubscriptionHost {
   // thread (Append): one at a time, so sequences, dedupe and hand-offs to
   // subscribers keep commit order. Only set when inline_commits_.
   bool writer_busy_ ABSL_GUARDED_BY(write_mu_) = false;
+  // Commits in a row that carried one publish and left nothing queued.
+  // Inline commits wait for kInlineAfterLoneCommits of them: publishers that
+  // arrive together (16 clients at once) would otherwise see an empty queue
+  // now and then, and the first one's inline commit would split the batch
+  // the others make (two commits where one did: a fifth fewer publishes/s).
+  int lone_commits_ ABSL_GUARDED_BY(write_mu_) = 0;
+  static constexpr int kInlineAfterLoneCommits = 8;
   // The store commits on the caller's thread when that costs no wait
   // (EventStore::TryCommitNow): a publish finding nothing queued is
   // committed by its own RPC thread instead of waking the writer thread,

@@ -33,6 +33,14 @@ class BrokerInlineTest : public ::testing::Test {
     absl::StatusOr<std::vector<PublishResult>> result ABSL_GUARDED_BY(mu);
     std::thread::id thread ABSL_GUARDED_BY(mu);
   };
+  // Publishes one at a time, each answered before the next: what a lone
+  // client does, after which lone publishes are committed inline.
+  void PublishAlone(int n) {
+    for (int i = 0; i < n; ++i) {
+      auto r = broker_->PublishAndWait({MakeEvent("order.created")});
+      ASSERT_TRUE(r.ok()) << r.status();
+    }
+  }
   // Publish, noting where and with what it was answered.
   void PublishInto(events::v1::Event ev, Answer* answer) {
     broker_->Publish({std::move(ev)}, [answer](absl::StatusOr<std::vector<PublishResult>> r) {
@@ -53,6 +61,9 @@ class BrokerInlineTest : public ::testing::Test {
 
 TEST_F(BrokerInlineTest, ALonePublishIsCommittedAndAnsweredOnItsOwnThread) {
   Open();
+  // The first ones are the writer's: publishers might be arriving together.
+  PublishAlone(8);
+  EXPECT_EQ(metrics_->inline_commits.Value(), 0);
   CollectingSink sink;
   v1::SubscribeRequest req;
   req.set_start(v1::SubscribeRequest::EARLIEST);
@@ -68,26 +79,27 @@ TEST_F(BrokerInlineTest, ALonePublishIsCommittedAndAnsweredOnItsOwnThread) {
     ASSERT_TRUE(answer.done) << "answered before Publish returned";
     EXPECT_EQ(answer.thread, std::this_thread::get_id());
     ASSERT_TRUE(answer.result.ok()) << answer.result.status();
-    EXPECT_EQ(answer.result->front().sequence, 1u);
+    EXPECT_EQ(answer.result->front().sequence, 9u);
   }
   EXPECT_EQ(metrics_->inline_commits.Value(), 1);
-  auto got = sink.WaitFor(1);
-  ASSERT_EQ(got.size(), 1u);
-  EXPECT_EQ(got[0].event->seq, 1u);
+  auto got = sink.WaitFor(9);
+  ASSERT_EQ(got.size(), 9u);
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].event->seq, i + 1);
   sink.Close();
   sub->reset();
   // Durable like any other commit: there after a restart, and still in the
   // dedupe window.
   Open();
-  EXPECT_EQ(broker_->GetStats()->total_events(), 1u);
+  EXPECT_EQ(broker_->GetStats()->total_events(), 9u);
   auto again = broker_->PublishAndWait({MakeEvent("order.created", "evt_1")});
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(again->front().duplicate);
-  EXPECT_EQ(again->front().sequence, 1u);
+  EXPECT_EQ(again->front().sequence, 9u);
 }
 
 TEST_F(BrokerInlineTest, ALockedDatabaseSendsThePublishToTheWriterWithoutBlockingTheCaller) {
   Open();
+  PublishAlone(8);
   // Another process's write transaction (an operator's sqlite3 shell).
   sqlite3* other = nullptr;
   std::string path = (std::filesystem::path(dir_.path()) / "events.db").string();
@@ -109,24 +121,54 @@ TEST_F(BrokerInlineTest, ALockedDatabaseSendsThePublishToTheWriterWithoutBlockin
   absl::MutexLock lock(&answer.mu);
   ASSERT_TRUE(answer.mu.AwaitWithTimeout(absl::Condition(&answer.done), absl::Seconds(10)));
   ASSERT_TRUE(answer.result.ok()) << answer.result.status();
-  EXPECT_EQ(answer.result->front().sequence, 1u);
+  EXPECT_EQ(answer.result->front().sequence, 9u);
   EXPECT_NE(answer.thread, std::this_thread::get_id());
   EXPECT_EQ(metrics_->inline_commits.Value(), 0);
+  // The database free again, the next lone publish is committed inline.
+  PublishAlone(1);
+  EXPECT_EQ(metrics_->inline_commits.Value(), 1);
+}
+
+TEST_F(BrokerInlineTest, PublishersArrivingTogetherAreLeftToTheWritersBatches) {
+  Open();
+  PublishAlone(8);
+  PublishAlone(1);
+  ASSERT_EQ(metrics_->inline_commits.Value(), 1);
+  // Three publishes at once: the first finds the database locked (so the
+  // writer holds it), the others queue behind it.
+  sqlite3* other = nullptr;
+  std::string path = (std::filesystem::path(dir_.path()) / "events.db").string();
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  Answer answers[3];
+  for (Answer& a : answers) PublishInto(MakeEvent("order.created"), &a);
+  ASSERT_EQ(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  broker_->FlushWrites();
+  for (Answer& a : answers) {
+    absl::MutexLock lock(&a.mu);
+    ASSERT_TRUE(a.mu.AwaitWithTimeout(absl::Condition(&a.done), absl::Seconds(10)));
+    ASSERT_TRUE(a.result.ok()) << a.result.status();
+  }
+  // Lone publishes again: the writer's, until eight in a row were alone.
+  PublishAlone(8);
+  EXPECT_EQ(metrics_->inline_commits.Value(), 1);
+  PublishAlone(1);
+  EXPECT_EQ(metrics_->inline_commits.Value(), 2);
+  EXPECT_EQ(broker_->GetStats()->total_events(), 21u);
 }
 
 TEST_F(BrokerInlineTest, WithSyncFullEveryCommitIsTheWritersOwn) {
   // An fsync is not something an RPC's thread may wait for.
   Open(SyncPolicy::kFull);
-  for (int i = 0; i < 3; ++i) {
-    auto r = broker_->PublishAndWait({MakeEvent("order.created")});
-    ASSERT_TRUE(r.ok()) << r.status();
-  }
+  PublishAlone(12);  // past the 8 lone commits that enable inline ones
   EXPECT_EQ(metrics_->inline_commits.Value(), 0);
-  EXPECT_EQ(broker_->GetStats()->total_events(), 3u);
+  EXPECT_EQ(broker_->GetStats()->total_events(), 12u);
 }
 
 TEST_F(BrokerInlineTest, InlineAndQueuedCommitsKeepOneOrder) {
   Open();
+  PublishAlone(8);
   CollectingSink sink;
   v1::SubscribeRequest req;
   req.set_start(v1::SubscribeRequest::EARLIEST);
@@ -165,18 +207,18 @@ TEST_F(BrokerInlineTest, InlineAndQueuedCommitsKeepOneOrder) {
     ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(20)));
     EXPECT_EQ(failures, 0);
     ASSERT_EQ(answered.size(), static_cast<size_t>(kThreads * kEach));
-    EXPECT_EQ(*answered.begin(), 1u);
-    EXPECT_EQ(*answered.rbegin(), static_cast<uint64_t>(kThreads * kEach)) << "no gaps";
+    EXPECT_EQ(*answered.begin(), 9u);
+    EXPECT_EQ(*answered.rbegin(), static_cast<uint64_t>(8 + kThreads * kEach)) << "no gaps";
   }
   // Subscribers see every sequence once, in order.
-  auto got = sink.WaitFor(kThreads * kEach, absl::Seconds(20));
-  ASSERT_EQ(got.size(), static_cast<size_t>(kThreads * kEach));
+  auto got = sink.WaitFor(8 + kThreads * kEach, absl::Seconds(20));
+  ASSERT_EQ(got.size(), static_cast<size_t>(8 + kThreads * kEach));
   for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i].event->seq, i + 1);
   // Both kinds took part: four publishers at once keep the writer busy.
   double commits = static_cast<double>(metrics_->commit_latency.Collect().histogram.sample_count);
   EXPECT_GT(metrics_->inline_commits.Value(), 0);
   EXPECT_GT(commits - metrics_->inline_commits.Value(), 0) << "commits by the writer thread";
-  EXPECT_EQ(broker_->GetStats()->total_events(), static_cast<uint64_t>(kThreads * kEach));
+  EXPECT_EQ(broker_->GetStats()->total_events(), static_cast<uint64_t>(8 + kThreads * kEach));
 }
 
 }  // namespace

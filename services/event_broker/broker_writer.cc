@@ -90,6 +90,11 @@ void Broker::WriterLoop() {
       taken_upto = enqueued_writes_;
       // (Pipelining stores never commit inline: nothing to keep out.)
       writer_busy_ = inline_commits_;
+      if (works.size() > 1 || (works.size() == 1 && !publish_queue_.empty())) {
+        lone_commits_ = 0;
+      } else if (works.size() == 1) {
+        lone_commits_ = std::min(lone_commits_ + 1, kInlineAfterLoneCommits);
+      }
     }
     size_t taken_bytes = 0;
     for (const PublishWork& w : works) taken_bytes += w.bytes;
