@@ -56,6 +56,7 @@ int WalCheckpointer::OnCommit(void* self, sqlite3* db, const char* name, int fra
   auto* c = static_cast<WalCheckpointer*>(self);
   {
     absl::MutexLock lock(&c->mu_);
+    c->wal_may_restart_ = false;
     // Counted from the last checkpoint, not from the WAL's start: a WAL that
     // has not restarted yet (a reader still on it) would otherwise wake a
     // checkpoint, and its fsyncs, at every commit.
@@ -83,6 +84,7 @@ int WalCheckpointer::OnCommit(void* self, sqlite3* db, const char* name, int fra
   if (rc == SQLITE_OK) {
     ++c->inline_runs_;
     if (log_frames >= 0) c->checked_ = log_frames;
+    if (log_frames >= 0 && copied == log_frames) c->wal_may_restart_ = true;
     c->wake_ = false;  // nothing left for the thread
   } else if (rc == SQLITE_BUSY) {
     c->inline_at_ = 0;  // the thread's checkpoint will end soon: the next commit tries again
@@ -119,6 +121,7 @@ absl::StatusOr<int> WalCheckpointer::CheckpointNow() {
     return error;
   }
   if (log_frames < 0) return 0;  // not in WAL mode: nothing to copy
+  if (copied == log_frames) wal_may_restart_ = true;
   // Frames a reader kept it from copying are tried again after wake_frames
   // more. A WAL that restarted during the checkpoint (the hook saw fewer
   // frames since) counts from its start.

@@ -66,10 +66,16 @@ class WalCheckpointer {
     absl::MutexLock lock(&mu_);
     return runs_;
   }
-  // Whether a commit adding up to `frames` more frames to the WAL may run
-  // the inline checkpoint (milliseconds, and fsyncs) inside its COMMIT.
-  bool MayCheckpointInline(int frames) {
+  // Whether a commit adding up to `frames` more frames to the WAL may fsync
+  // inside its COMMIT even with synchronous=NORMAL: when it starts the WAL
+  // over (SQLite syncs the new WAL header, and cuts the file to
+  // journal_size_limit), which the first commit after a checkpoint that
+  // copied the whole WAL does; or when it runs the inline checkpoint.
+  // (A checkpoint by another process, or one completing between this call
+  // and the commit's BEGIN, is not seen.)
+  bool NextCommitMaySync(int frames) {
     absl::MutexLock lock(&mu_);
+    if (wal_may_restart_) return true;
     int after = wal_frames_ + frames;
     return after >= options_.inline_frames &&
            after - inline_at_ >= std::min(options_.wake_frames, options_.inline_frames);
@@ -95,6 +101,9 @@ class WalCheckpointer {
   int wal_frames_ ABSL_GUARDED_BY(mu_) = 0;
   int checked_ ABSL_GUARDED_BY(mu_) = 0;
   int inline_at_ ABSL_GUARDED_BY(mu_) = 0;  // the WAL's frames at the writer's last checkpoint
+  // A checkpoint copied every frame and no commit came since: the next one
+  // starts the WAL over (true at open: the first commit may write a new WAL).
+  bool wal_may_restart_ ABSL_GUARDED_BY(mu_) = true;
   absl::Time next_inline_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t runs_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t inline_runs_ ABSL_GUARDED_BY(mu_) = 0;

@@ -71,6 +71,24 @@ TEST_F(WalCheckpointerTest, TheCommittingConnectionNoLongerCheckpoints) {
   EXPECT_GT(DbFileBytes(), before + 3000u * 3000u);
 }
 
+// The broker commits on an RPC's thread only when the commit cannot fsync:
+// not the first after a checkpoint that copied the whole WAL (it starts the
+// WAL over and syncs its header), nor one reaching the inline checkpoint.
+TEST_F(WalCheckpointerTest, NextCommitMaySyncWhenTheWalStartsOverOrIsCheckpointedInline) {
+  auto c = Start(1 << 30, absl::Hours(1), /*inline_frames=*/200);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE((*c)->NextCommitMaySync(1)) << "the first commit writes a new WAL";
+  Write(1);
+  EXPECT_FALSE((*c)->NextCommitMaySync(1));
+  ASSERT_EQ(*(*c)->CheckpointNow(), 0) << "everything copied";
+  EXPECT_TRUE((*c)->NextCommitMaySync(1));
+  Write(1);
+  EXPECT_FALSE((*c)->NextCommitMaySync(1));
+  Write(100);
+  EXPECT_FALSE((*c)->NextCommitMaySync(1));
+  EXPECT_TRUE((*c)->NextCommitMaySync(150)) << "one that reaches the inline checkpoint";
+}
+
 TEST_F(WalCheckpointerTest, ACommitPastTheThresholdWakesItsThread) {
   auto c = Start(100, absl::Hours(1));  // so only the hook can wake it
   ASSERT_TRUE(c.ok()) << c.status();

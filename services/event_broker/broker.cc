@@ -30,7 +30,7 @@ Broker::Broker(BrokerConfig config, std::unique_ptr<EventStore> store, Clock* cl
       clock_(clock),
       metrics_(metrics),
       replica_id_(config_.replica_id.empty() ? NewId("brk") : config_.replica_id),
-      inline_commits_(store_->commits_now() && !store_->shared()) {}
+      inline_commits_(store_->commits_now() && !store_->shared() && !store_->pipelines_commits()) {}
 
 absl::StatusOr<std::unique_ptr<Broker>> Broker::Create(BrokerConfig config,
                                                        std::unique_ptr<EventStore> store,
@@ -186,7 +186,8 @@ void Broker::Append(std::vector<NewEvent> events, PublishCallback done) {
       // Committed here when nothing waits to be batched with it or before
       // it; else queued for the writer.
       bool alone = inline_commits_ && !writer_busy_ && lone_commits_ >= kInlineAfterLoneCommits &&
-                   publish_queue_.empty() && op_queue_.empty() && retry_ops_.empty();
+                   bytes <= kMaxInlineBytes && publish_queue_.empty() && op_queue_.empty() &&
+                   retry_ops_.empty();
       if (!alone) {
         publish_queue_.push_back(
             PublishWork{std::move(events), std::move(done), absl::Now(), bytes, ticket});
@@ -227,11 +228,13 @@ void Broker::CommitInline(PublishWork work) {
   size_t bytes = works.front().bytes;
   uint64_t ticket = works.front().ticket;
   AnswerPublishes(works, *commit, now);
+  {
+    // Others arrived meanwhile: publishers come together, the writer batches.
+    absl::MutexLock lock(&write_mu_);
+    lone_commits_ =
+        publish_queue_.empty() ? std::min(lone_commits_ + 1, kInlineAfterLoneCommits) : 0;
+  }
   AfterCommit(bytes, ticket, {}, false, 0);
-  absl::MutexLock lock(&write_mu_);
-  writer_busy_ = false;
-  // Others arrived meanwhile: publishers come together, the writer batches.
-  lone_commits_ = publish_queue_.empty() ? std::min(lone_commits_ + 1, kInlineAfterLoneCommits) : 0;
 }
 
 void Broker::Publish(std::vector<events::v1::Event> events, PublishCallback done) {

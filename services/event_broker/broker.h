@@ -174,7 +174,8 @@ class Broker : public SubscriptionHost {
                                                 absl::string_view field) const;
   // Appends durably; `done` runs once it is committed: on the writer thread,
   // or on this one before Append returns (a publish committed inline), so it
-  // must not take a lock the caller holds.
+  // must not take a lock the caller holds, nor wait for writes (FlushWrites,
+  // PublishAndWait): those are answered only after `done` returns.
   void Append(std::vector<NewEvent> events, PublishCallback done);
   // Prepare + Append. Bad input is answered before anything is queued.
   void Publish(std::vector<events::v1::Event> events, PublishCallback done);
@@ -242,7 +243,8 @@ class Broker : public SubscriptionHost {
   // Answers the publishers of a commit and hands its events to delivery.
   void AnswerPublishes(std::deque<PublishWork>& works, const absl::StatusOr<CommitResult>& commit,
                        absl::Time now);
-  // Bookkeeping after a commit: queued bytes, ops to retry, FlushWrites.
+  // Bookkeeping after a commit: queued bytes, ops to retry, FlushWrites;
+  // ends it (writer_busy_).
   void AfterCommit(size_t taken_bytes, uint64_t taken_upto, std::vector<QueuedOp> retry,
                    bool last_round, uint64_t newer_first_ticket);
   // Ops only, isolating those the store refuses; returns those to retry.
@@ -298,6 +300,8 @@ class Broker : public SubscriptionHost {
   // the others make (two commits where one did: a fifth fewer publishes/s).
   int lone_commits_ ABSL_GUARDED_BY(write_mu_) = 0;
   static constexpr int kInlineAfterLoneCommits = 8;
+  // Larger publishes go to the writer: their commit is no longer short.
+  static constexpr size_t kMaxInlineBytes = 64 * 1024;
   // The store commits on the caller's thread when that costs no wait
   // (EventStore::TryCommitNow): a publish finding nothing queued is
   // committed by its own RPC thread instead of waking the writer thread,

@@ -106,8 +106,6 @@ void Broker::WriterLoop() {
     }
     std::vector<QueuedOp> retry = CommitOnce(works, std::move(ops));
     AfterCommit(taken_bytes, taken_upto, std::move(retry), last_round, 0);
-    absl::MutexLock lock(&write_mu_);
-    writer_busy_ = false;
   }
 }
 
@@ -139,6 +137,9 @@ void Broker::FinishInFlight(InFlight& c, uint64_t newer_first_ticket) {
 void Broker::AfterCommit(size_t taken_bytes, uint64_t taken_upto, std::vector<QueuedOp> retry,
                          bool last_round, uint64_t newer_first_ticket) {
   absl::MutexLock lock(&write_mu_);
+  // The commit is over (with durable_upto_ below, in one step: once
+  // FlushWrites returns, the next publish may be committed inline).
+  writer_busy_ = false;
   queued_publish_bytes_ -= taken_bytes;
   metrics_->queued_publish_bytes.Set(static_cast<double>(queued_publish_bytes_));
   if (last_round && !retry.empty() && publish_queue_.empty() && op_queue_.empty()) {

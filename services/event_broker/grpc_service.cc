@@ -193,9 +193,10 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>
 
 }  // namespace
 
-// Prepares events on this thread, appends them, and finishes the call from
-// the writer thread once they are durable. `respond` turns the results into
-// the response message.
+// Prepares events on this thread, appends them, and finishes the call once
+// they are durable: from the writer thread, or from this one when the publish
+// was committed inline (Broker::Append). `respond` turns the results into the
+// response message.
 template <typename Response>
 void PublishAndAnswer(Broker* broker, grpc::ServerUnaryReactor* reactor,
                       grpc::ByteBuffer* response_bytes,

@@ -94,7 +94,8 @@ absl::StatusOr<SyncPolicy> ParseSyncPolicy(absl::string_view s) {
 }
 
 absl::StatusOr<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(
-    const std::string& data_dir, SyncPolicy sync, DedupeOptions dedupe) {
+    const std::string& data_dir, SyncPolicy sync, DedupeOptions dedupe,
+    sqlite::WalCheckpointer::Options checkpoints) {
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
   if (ec) {
@@ -116,7 +117,7 @@ absl::StatusOr<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(
   {
     // Nothing else uses the writer yet (the checkpointer hooks into it).
     absl::MutexLock lock(&store->write_mu_);
-    auto checkpointer = sqlite::WalCheckpointer::Start(writer);
+    auto checkpointer = sqlite::WalCheckpointer::Start(writer, checkpoints);
     if (!checkpointer.ok()) return checkpointer.status();
     store->checkpointer_ = *std::move(checkpointer);
   }
@@ -282,8 +283,9 @@ std::optional<absl::StatusOr<CommitResult>> SqliteEventStore::TryCommitNow(const
   if (sync_ != SyncPolicy::kNormal) return std::nullopt;
   if (!write_mu_.TryLock()) return std::nullopt;
   std::optional<absl::StatusOr<CommitResult>> out;
-  // A lone publish adds a few pages; 256 frames leave room for a large one.
-  if (checkpointer_ == nullptr || !checkpointer_->MayCheckpointInline(256)) {
+  // Append sends only publishes under 64 KiB inline: some 16 pages of
+  // events and their index entries, well within 256 frames.
+  if (checkpointer_ == nullptr || !checkpointer_->NextCommitMaySync(256)) {
     // The write lock is taken first, without the busy wait: another process
     // writing this database (an operator's sqlite3 shell) sends the commit
     // to the writer thread instead of blocking this one.

@@ -30,15 +30,16 @@ absl::StatusOr<SyncPolicy> ParseSyncPolicy(absl::string_view s);
 // them); reads use their own connection so they never wait for a commit.
 class SqliteEventStore : public EventStore {
  public:
-  static absl::StatusOr<std::unique_ptr<SqliteEventStore>> Open(const std::string& data_dir,
-                                                                SyncPolicy sync,
-                                                                DedupeOptions dedupe = {});
+  static absl::StatusOr<std::unique_ptr<SqliteEventStore>> Open(
+      const std::string& data_dir, SyncPolicy sync, DedupeOptions dedupe = {},
+      ::switchboard::sqlite::WalCheckpointer::Options checkpoints = {});
   ~SqliteEventStore() override;
 
   absl::StatusOr<CommitResult> Commit(const WriteBatch& batch, absl::Time now) override;
-  // With --sync=normal only (no fsync in a commit), when the store's lock is
-  // free (retention is not running) and the WAL is not near its inline
-  // checkpoint.
+  // With --sync=normal only, when the store's lock is free (retention is not
+  // running), no other connection holds the write lock, and the commit will
+  // not fsync (the WAL is not due to start over, nor near its inline
+  // checkpoint: WalCheckpointer::NextCommitMaySync).
   std::optional<absl::StatusOr<CommitResult>> TryCommitNow(const WriteBatch& batch,
                                                            absl::Time now) override;
   bool commits_now() const override { return sync_ == SyncPolicy::kNormal; }

@@ -179,7 +179,8 @@ class BroadcastSubscription : public Subscription,
   }
   const TypeFilter& filter() const { return filter_; }
 
-  // A commit just appended `events` after prev_last (writer thread).
+  // A commit just appended `events` after prev_last (the committing thread:
+  // the writer, a publisher's for an inline commit, or the tail thread).
   void OfferLive(const std::vector<EventPtr>& events, uint64_t prev_last) {
     bool wake = false;
     {
