@@ -48,6 +48,13 @@ class BrokerInlineTest : public ::testing::Test {
       broker_->FlushWrites();
     }
   }
+  // A broadcast subscription to every order event.
+  static v1::SubscribeRequest Everything(v1::SubscribeRequest::StartPosition start) {
+    v1::SubscribeRequest req;
+    req.set_start(start);
+    req.add_types("order.*");
+    return req;
+  }
   // Publish, noting where and with what it was answered.
   void PublishInto(events::v1::Event ev, Answer* answer) {
     broker_->Publish({std::move(ev)}, [answer](absl::StatusOr<std::vector<PublishResult>> r) {
@@ -72,10 +79,7 @@ TEST_F(BrokerInlineTest, ALonePublishIsCommittedAndAnsweredOnItsOwnThread) {
   PublishAlone(8);
   EXPECT_EQ(metrics_->inline_commits.Value(), 0);
   CollectingSink sink;
-  v1::SubscribeRequest req;
-  req.set_start(v1::SubscribeRequest::EARLIEST);
-  req.add_types("order.*");
-  auto sub = broker_->Subscribe(req, &sink);
+  auto sub = broker_->Subscribe(Everything(v1::SubscribeRequest::EARLIEST), &sink);
   ASSERT_TRUE(sub.ok()) << sub.status();
   sink.Attach(*sub);
 
@@ -197,10 +201,7 @@ TEST_F(BrokerInlineTest, APublishArrivingDuringAnInlineCommitWaitsForItAndEndsTh
   Open();
   PublishAlone(8);
   BlockingSink sink;
-  v1::SubscribeRequest req;
-  req.set_start(v1::SubscribeRequest::LATEST);
-  req.add_types("order.*");
-  auto sub = broker_->Subscribe(req, &sink);
+  auto sub = broker_->Subscribe(Everything(v1::SubscribeRequest::LATEST), &sink);
   ASSERT_TRUE(sub.ok()) << sub.status();
 
   Answer first, second;
@@ -258,10 +259,7 @@ TEST_F(BrokerInlineTest, InlineAndQueuedCommitsKeepOneOrder) {
   Open();
   PublishAlone(8);
   CollectingSink sink;
-  v1::SubscribeRequest req;
-  req.set_start(v1::SubscribeRequest::EARLIEST);
-  req.add_types("order.*");
-  auto sub = broker_->Subscribe(req, &sink);
+  auto sub = broker_->Subscribe(Everything(v1::SubscribeRequest::EARLIEST), &sink);
   ASSERT_TRUE(sub.ok()) << sub.status();
   sink.Attach(*sub);
 
