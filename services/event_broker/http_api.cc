@@ -86,7 +86,7 @@ void RegisterBrokerHttpApi(AdminHttpServer* http, BrokerSlot* slot, Authenticato
           (*event.mutable_data()->mutable_fields())["message"].set_string_value("test event");
         }
         if (absl::Status s = RequirePublish(req.caller, event.type()); !s.ok()) {
-          if (auth != nullptr) auth->Denied(s, "POST /api/events/test");
+          if (auth != nullptr) s = auth->Denied(std::move(s), "POST /api/events/test");
           return ErrorResponse(s);
         }
         absl::StatusOr<std::vector<PublishResult>> r = broker->PublishAndWait({std::move(event)});
