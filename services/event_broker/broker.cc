@@ -210,9 +210,7 @@ void Broker::CommitInline(PublishWork work) {
   std::deque<PublishWork> works;
   works.push_back(std::move(work));
   absl::Time now = clock_->Now();
-  WriteBatch batch;
-  for (NewEvent& ev : works.front().events) batch.events.push_back(&ev);
-  batch.seq_floor = std::max(last_seq_.load(), committed_seq_.load());
+  WriteBatch batch = PublishBatch(works);
   absl::Time t0 = absl::Now();
   std::optional<absl::StatusOr<CommitResult>> commit = store_->TryCommitNow(batch, now);
   if (!commit.has_value()) {

@@ -229,6 +229,9 @@ class Broker : public SubscriptionHost {
   // thread (writer_busy_ taken); handed to the writer when the store would
   // make it wait.
   void CommitInline(PublishWork work);
+  // The batch of `works`' events (pointing into them), numbered after every
+  // sequence this broker has seen.
+  WriteBatch PublishBatch(std::deque<PublishWork>& works) const;
   // Commits the publishes and ops; returns the ops to try again later.
   std::vector<QueuedOp> CommitOnce(std::deque<PublishWork>& works, std::vector<QueuedOp> ops);
   // Pipelined commits of publishes only (broker_writer.cc).

@@ -209,8 +209,11 @@ TEST_F(BrokerInlineTest, APublishArrivingDuringAnInlineCommitWaitsForItAndEndsTh
   ASSERT_TRUE(sink.WaitEntered()) << "the inline commit is delivering";
   PublishInto(MakeEvent("order.created"), &second);
   {
+    // Given time, a writer that did not wait for the inline commit would
+    // answer this one while the first is still being delivered.
     absl::MutexLock lock(&second.mu);
-    EXPECT_FALSE(second.done) << "the writer does not commit while an inline commit is under way";
+    EXPECT_FALSE(second.mu.AwaitWithTimeout(absl::Condition(&second.done), absl::Milliseconds(200)))
+        << "the writer does not commit while an inline commit is under way";
   }
   sink.Release();
   publisher.join();

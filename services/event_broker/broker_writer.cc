@@ -109,6 +109,15 @@ void Broker::WriterLoop() {
   }
 }
 
+WriteBatch Broker::PublishBatch(std::deque<PublishWork>& works) const {
+  WriteBatch batch;
+  for (PublishWork& w : works) {
+    for (NewEvent& ev : w.events) batch.events.push_back(&ev);
+  }
+  batch.seq_floor = std::max(last_seq_.load(), committed_seq_.load());
+  return batch;
+}
+
 std::unique_ptr<Broker::InFlight> Broker::StartInFlight(std::deque<PublishWork> works,
                                                         uint64_t taken_upto, size_t taken_bytes) {
   auto c = std::make_unique<InFlight>();
@@ -116,11 +125,7 @@ std::unique_ptr<Broker::InFlight> Broker::StartInFlight(std::deque<PublishWork> 
   c->taken_upto = taken_upto;
   c->taken_bytes = taken_bytes;
   c->now = clock_->Now();
-  WriteBatch batch;
-  for (PublishWork& w : c->works) {
-    for (NewEvent& ev : w.events) batch.events.push_back(&ev);
-  }
-  batch.seq_floor = std::max(last_seq_.load(), committed_seq_.load());
+  WriteBatch batch = PublishBatch(c->works);
   c->sent = absl::Now();
   OwnCommitStarted(c->works);
   c->pending = store_->StartCommit(batch, c->now);
@@ -291,14 +296,10 @@ std::vector<QueuedOp> Broker::CommitOpsAlone(std::vector<QueuedOp> ops, absl::Ti
 std::vector<QueuedOp> Broker::CommitOnce(std::deque<PublishWork>& works,
                                          std::vector<QueuedOp> queued_ops) {
   absl::Time now = clock_->Now();
-  WriteBatch batch;
-  for (PublishWork& w : works) {
-    for (NewEvent& ev : w.events) batch.events.push_back(&ev);
-  }
+  WriteBatch batch = PublishBatch(works);
   std::vector<QueuedOp> ops = Coalesce(queued_ops);
   std::vector<QueuedOp> retry;
   batch.ops = TakeOps(ops);
-  batch.seq_floor = std::max(last_seq_.load(), committed_seq_.load());
   absl::Time t0 = absl::Now();
   OwnCommitStarted(works);
   absl::StatusOr<CommitResult> commit = store_->Commit(batch, now);
