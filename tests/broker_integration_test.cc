@@ -527,6 +527,34 @@ TEST_P(BrokerIT, SigtermEndsStreamsAndExitsZero) {
 // against a store that appends only 8 MB/s. The publish queue is bounded
 // (--max_queued_publish_bytes) and so is gRPC's memory: the broker's RSS stays
 // under a ceiling, every publish is either acknowledged (and then stored) or
+// One data_dir belongs to one broker (the embedded store locks its file for
+// the process: sqlite_util.h): a second broker given it is refused at start,
+// naming the file, and the first serves on; once the first has stopped, a
+// broker starts on it again and finds what was published.
+TEST(BrokerDataDirIT, ASecondBrokerOnTheSameDataDirIsRefused) {
+  std::string dir = testing::MakeTempDir();
+  auto first = ServiceProcess::Start(BROKER_BIN, {"--data_dir=" + dir});
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto stub = Connect(**first);
+  broker::v1::PublishResponse resp;
+  ASSERT_TRUE(Publish(stub.get(), MakeEvent("order.created"), &resp).ok());
+  // The store's reader connection has read too.
+  ASSERT_EQ(AllEvents(stub.get()).size(), 1u);
+
+  auto second = ServiceProcess::Start(BROKER_BIN, {"--data_dir=" + dir}, absl::Seconds(20));
+  ASSERT_FALSE(second.ok());
+  EXPECT_THAT(std::string(second.status().message()),
+              ::testing::HasSubstr("events.db' is in use by another process"));
+  ASSERT_TRUE(Publish(stub.get(), MakeEvent("order.paid"), &resp).ok());
+  EXPECT_EQ(resp.sequence(), 2u);
+
+  EXPECT_EQ((*first)->Terminate(), 0);
+  auto again = ServiceProcess::Start(BROKER_BIN, {"--data_dir=" + dir});
+  ASSERT_TRUE(again.ok()) << again.status();
+  auto stub2 = Connect(**again);
+  EXPECT_EQ(TotalEvents(stub2.get()), 2u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, BrokerIT,
                          ::testing::Values(StoreMode::kEmbedded, StoreMode::kRedis), StoreModeName);
 

@@ -209,6 +209,21 @@ TEST_F(JobWorkerIT, CheckoutRunsTheWholeOrderFlowInCausalOrder) {
   }
 }
 
+// One data_dir belongs to one worker: a second one given it is refused at
+// start, naming the file, and the first runs on.
+TEST_F(JobWorkerIT, ASecondWorkerOnTheSameDataDirIsRefused) {
+  auto second =
+      ServiceProcess::Start(WORKER_BIN,
+                            {"--broker=" + broker_->grpc_addr(), "--data_dir=" + dir_ + "/worker",
+                             "--config=" + dir_ + "/worker.json"},
+                            absl::Seconds(20));
+  ASSERT_FALSE(second.ok());
+  EXPECT_THAT(std::string(second.status().message()),
+              ::testing::HasSubstr("jobs.db' is in use by another process"));
+  Publish("order.created", "order-solo", {{"total", 20}});
+  EXPECT_TRUE(WaitForType("order-solo", "job.completed")) << worker_->Log();
+}
+
 TEST_F(JobWorkerIT, PaymentRuleFailsThePaymentAndTheOrderStops) {
   Publish("order.checkout_initiated", "flow-big", {{"total", 5000}}, {{"customerId", "cus_2"}});
   ASSERT_TRUE(WaitForType("flow-big", "order.payment_failed"));

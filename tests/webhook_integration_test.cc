@@ -204,6 +204,22 @@ TEST_F(WebhookIT, AnOrderArrivesAsSignedWebhooks) {
             grpc::StatusCode::NOT_FOUND);
 }
 
+// One data_dir belongs to one webhook-delivery: a second one given it is
+// refused at start, naming the file, and the first delivers on.
+TEST_F(WebhookIT, ASecondWebhookDeliveryOnTheSameDataDirIsRefused) {
+  auto second = ServiceProcess::Start(
+      WEBHOOK_BIN, {"--broker=" + broker_->grpc_addr(), "--data_dir=" + dir_ + "/webhooks"},
+      absl::Seconds(20));
+  ASSERT_FALSE(second.ok());
+  EXPECT_THAT(std::string(second.status().message()),
+              ::testing::HasSubstr(".db' is in use by another process"));
+  webhooks::v1::Webhook hook;
+  ASSERT_TRUE(Register(HookUrl(), &hook).ok());
+  Publish("order.created", "wh-solo");
+  EXPECT_TRUE(WaitUntil([&] { return !Received().empty(); }, absl::Seconds(30)))
+      << webhooks_->Log();
+}
+
 TEST_F(WebhookIT, KillDashNineMidBurstLosesNoDelivery) {
   webhooks::v1::Webhook hook;
   ASSERT_TRUE(Register(HookUrl(), &hook).ok());

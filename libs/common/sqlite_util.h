@@ -41,6 +41,56 @@ inline absl::Status EnsureColumn(sqlite3* db, absl::string_view table, absl::str
   return Exec(db, alter.c_str());
 }
 
+// Every database file is opened through SQLite's "unix-excl" VFS. The first
+// connection of this process to lock a file takes one POSIX write lock over
+// its shared-lock range and keeps it until the file's last connection closes,
+// and the WAL index lives in this process's memory (no -shm file). So a
+// transaction makes no fcntl lock calls (a commit made six, each a syscall),
+// and a second process given the same data_dir is refused at start instead of
+// sharing the file; the price is that no other process (an operator's sqlite3
+// shell) can open a running service's database.
+inline constexpr char kVfs[] = "unix-excl";
+// How long opening waits for a database another process holds (a service
+// shutting down while its successor starts) before refusing it.
+inline constexpr int kClaimWaitMs = 3000;
+
+// Opens `path` read-write through kVfs (`flags` adds to that, say
+// SQLITE_OPEN_CREATE) and locks it now, so that a database another process
+// holds is refused here, naming the file, rather than at the first write.
+// `query_only`: a connection that only reads. It is opened read-write all the
+// same, as unix-excl keeps the locks of read-write connections only in this
+// process; a read-only one would pass its locks to the kernel.
+inline absl::StatusOr<sqlite3*> OpenConnection(const std::string& path, int flags,
+                                               bool query_only = false) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | flags, kVfs) != SQLITE_OK) {
+    absl::Status s = absl::InvalidArgumentError(
+        absl::StrCat("data_dir: cannot open '", path, "': ", sqlite3_errmsg(db)));
+    sqlite3_close(db);
+    return s;
+  }
+  sqlite3_busy_timeout(db, kClaimWaitMs);
+  int rc = sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status s =
+        (rc & 0xff) == SQLITE_BUSY
+            ? absl::FailedPreconditionError(absl::StrCat(
+                  "data_dir: '", path,
+                  "' is in use by another process (one data_dir belongs to one process)"))
+            : absl::InvalidArgumentError(
+                  absl::StrCat("data_dir: cannot read '", path, "': ", sqlite3_errmsg(db)));
+    sqlite3_close(db);
+    return s;
+  }
+  if (query_only) {
+    if (absl::Status s = Exec(db, "PRAGMA query_only=1"); !s.ok()) {
+      sqlite3_close(db);
+      return s;
+    }
+  }
+  return db;
+}
+
 // Opens (creating) `dir`/`file` and runs `schema` on it. Errors about the
 // directory or file name the data_dir flag.
 inline absl::StatusOr<sqlite3*> OpenDatabase(const std::string& dir, const std::string& file,
@@ -52,14 +102,9 @@ inline absl::StatusOr<sqlite3*> OpenDatabase(const std::string& dir, const std::
         absl::StrCat("data_dir: cannot create '", dir, "': ", ec.message()));
   }
   std::string path = (std::filesystem::path(dir) / file).string();
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
-      SQLITE_OK) {
-    absl::Status s = absl::InvalidArgumentError(
-        absl::StrCat("data_dir: cannot open '", path, "': ", sqlite3_errmsg(db)));
-    sqlite3_close(db);
-    return s;
-  }
+  absl::StatusOr<sqlite3*> opened = OpenConnection(path, SQLITE_OPEN_CREATE);
+  if (!opened.ok()) return opened.status();
+  sqlite3* db = *opened;
   sqlite3_busy_timeout(db, 5000);
   if (absl::Status s = Exec(db, schema); !s.ok()) {
     sqlite3_close(db);

@@ -18,11 +18,12 @@ absl::StatusOr<std::unique_ptr<WalCheckpointer>> WalCheckpointer::Start(sqlite3*
   // The WAL file is cut back to 64 MiB when it restarts, so one burst does
   // not leave it large.
   if (absl::Status s = Exec(writer, "PRAGMA journal_size_limit=67108864"); !s.ok()) return s;
-  sqlite3* conn = nullptr;
+  absl::StatusOr<sqlite3*> opened = OpenConnection(path, 0);
+  if (!opened.ok()) return opened.status();
+  sqlite3* conn = *opened;
   // synchronous=NORMAL: a checkpoint fsyncs the WAL and the database file
   // under NORMAL as under FULL; only OFF (never here) would skip that.
-  if (sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK ||
-      sqlite3_busy_timeout(conn, 1000) != SQLITE_OK ||
+  if (sqlite3_busy_timeout(conn, 1000) != SQLITE_OK ||
       !Exec(conn, "PRAGMA synchronous=NORMAL").ok()) {
     absl::Status s = Error(conn, "open checkpointer");
     sqlite3_close(conn);
@@ -105,8 +106,7 @@ absl::StatusOr<int> WalCheckpointer::CheckpointNow() {
     int rc =
         sqlite3_wal_checkpoint_v2(conn_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
     if (rc == SQLITE_BUSY) {
-      // Another connection is checkpointing (the writer at inline_frames,
-      // or another process such as a backup tool).
+      // Another connection is checkpointing (the writer at inline_frames).
       error = absl::UnavailableError("checkpoint: another connection is checkpointing");
     } else if (rc != SQLITE_OK) {
       error = Error(conn_, "checkpoint");

@@ -71,8 +71,8 @@ class WalCheckpointer {
   // over (SQLite syncs the new WAL header, and cuts the file to
   // journal_size_limit), which the first commit after a checkpoint that
   // copied the whole WAL does; or when it runs the inline checkpoint.
-  // (A checkpoint by another process, or one completing between this call
-  // and the commit's BEGIN, is not seen.)
+  // (A checkpoint completing between this call and the commit's BEGIN is not
+  // seen; no other process can checkpoint a file opened through kVfs.)
   bool NextCommitMaySync(int frames) {
     absl::MutexLock lock(&mu_);
     if (wal_may_restart_) return true;

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "libs/common/sqlite_util.h"
 #include "tests/testing/process.h"
 
 namespace switchboard::sqlite {
@@ -15,7 +16,10 @@ class WalCheckpointerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     path_ = (std::filesystem::path(::switchboard::testing::MakeTempDir()) / "t.db").string();
-    ASSERT_EQ(sqlite3_open(path_.c_str(), &db_), SQLITE_OK);
+    // As the stores open their files (sqlite_util.h).
+    ASSERT_EQ(sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                              sqlite::kVfs),
+              SQLITE_OK);
     Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; CREATE TABLE t(x BLOB)");
   }
   void TearDown() override { sqlite3_close(db_); }
@@ -46,7 +50,8 @@ class WalCheckpointerTest : public ::testing::Test {
   // while it is open.
   sqlite3* PinReader() {
     sqlite3* reader = nullptr;
-    EXPECT_EQ(sqlite3_open(path_.c_str(), &reader), SQLITE_OK);
+    EXPECT_EQ(sqlite3_open_v2(path_.c_str(), &reader, SQLITE_OPEN_READWRITE, sqlite::kVfs),
+              SQLITE_OK);
     EXPECT_EQ(sqlite3_exec(reader, "BEGIN; SELECT COUNT(*) FROM t;", nullptr, nullptr, nullptr),
               SQLITE_OK);
     return reader;

@@ -7,6 +7,7 @@
 #include <set>
 #include <thread>
 
+#include "libs/common/sqlite_util.h"
 #include "services/event_broker/broker_test_fixture.h"
 
 namespace switchboard::broker {
@@ -111,10 +112,11 @@ TEST_F(BrokerInlineTest, ALonePublishIsCommittedAndAnsweredOnItsOwnThread) {
 TEST_F(BrokerInlineTest, ALockedDatabaseSendsThePublishToTheWriterWithoutBlockingTheCaller) {
   Open();
   PublishAlone(8);
-  // Another process's write transaction (an operator's sqlite3 shell).
+  // Another connection's write transaction. The store's process lock keeps
+  // other processes out, so it is a connection of this one.
   sqlite3* other = nullptr;
   std::string path = (std::filesystem::path(dir_.path()) / "events.db").string();
-  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &other, SQLITE_OPEN_READWRITE, sqlite::kVfs), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
 
   Answer answer;
@@ -149,7 +151,7 @@ TEST_F(BrokerInlineTest, PublishersArrivingTogetherAreLeftToTheWritersBatches) {
   // writer holds it), the others queue behind it.
   sqlite3* other = nullptr;
   std::string path = (std::filesystem::path(dir_.path()) / "events.db").string();
-  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &other, SQLITE_OPEN_READWRITE, sqlite::kVfs), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
   Answer answers[3];
   for (Answer& a : answers) PublishInto(MakeEvent("order.created"), &a);

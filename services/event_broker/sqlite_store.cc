@@ -103,15 +103,10 @@ absl::StatusOr<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(
         absl::StrCat("data_dir: cannot create '", data_dir, "': ", ec.message()));
   }
   std::string path = (std::filesystem::path(data_dir) / "events.db").string();
-  sqlite3* writer = nullptr;
-  sqlite3* reader = nullptr;
-  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-  if (sqlite3_open_v2(path.c_str(), &writer, flags, nullptr) != SQLITE_OK) {
-    absl::Status s = absl::InvalidArgumentError(
-        absl::StrCat("data_dir: cannot open '", path, "': ", sqlite3_errmsg(writer)));
-    sqlite3_close(writer);
-    return s;
-  }
+  absl::StatusOr<sqlite3*> opened =
+      sqlite::OpenConnection(path, SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
+  if (!opened.ok()) return opened.status();
+  sqlite3* writer = *opened;
   std::unique_ptr<SqliteEventStore> store(new SqliteEventStore(path, writer, nullptr, dedupe));
   if (absl::Status s = store->Init(sync); !s.ok()) return s;
   {
@@ -121,12 +116,9 @@ absl::StatusOr<std::unique_ptr<SqliteEventStore>> SqliteEventStore::Open(
     if (!checkpointer.ok()) return checkpointer.status();
     store->checkpointer_ = *std::move(checkpointer);
   }
-  if (sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) !=
-      SQLITE_OK) {
-    absl::Status s = SqlError(reader, "open reader");
-    sqlite3_close(reader);
-    return s;
-  }
+  opened = sqlite::OpenConnection(path, SQLITE_OPEN_NOMUTEX, /*query_only=*/true);
+  if (!opened.ok()) return opened.status();
+  sqlite3* reader = *opened;
   {
     absl::MutexLock lock(&store->read_mu_);
     store->reader_ = reader;
@@ -286,9 +278,10 @@ std::optional<absl::StatusOr<CommitResult>> SqliteEventStore::TryCommitNow(const
   // Append sends only publishes under 64 KiB inline: some 16 pages of
   // events and their index entries, well within 256 frames.
   if (checkpointer_ == nullptr || !checkpointer_->NextCommitMaySync(256)) {
-    // The write lock is taken first, without the busy wait: another process
-    // writing this database (an operator's sqlite3 shell) sends the commit
-    // to the writer thread instead of blocking this one.
+    // The write lock is taken first, without the busy wait: another
+    // connection writing this database sends the commit to the writer thread
+    // instead of blocking this one. (The process lock of sqlite::kVfs keeps
+    // other processes out; a connection of this process can still write.)
     sqlite3_busy_timeout(writer_, 0);
     bool begun;
     {

@@ -50,13 +50,12 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
   absl::StatusOr<sqlite3*> db = sqlite::OpenDatabase(data_dir, "jobs.db", kSchema);
   if (!db.ok()) return db.status();
   std::string path = (std::filesystem::path(data_dir) / "jobs.db").string();
-  sqlite3* reader = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-    absl::Status s = sqlite::Error(reader, "open reader");
-    sqlite3_close(reader);
+  absl::StatusOr<sqlite3*> opened = sqlite::OpenConnection(path, 0, /*query_only=*/true);
+  if (!opened.ok()) {
     sqlite3_close(*db);
-    return s;
+    return opened.status();
   }
+  sqlite3* reader = *opened;
   sqlite3_busy_timeout(reader, 5000);
   // PutMany's commits never checkpoint: the fsync of the database file was
   // most of a round's record time.
