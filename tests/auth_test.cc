@@ -519,6 +519,16 @@ TEST_F(AuthIT, TheJsonApiNeedsTokensAndScopesButProbesAndMetricsDoNot) {
   EXPECT_EQ(HttpRequest(h, "POST", "/api/webhooks/register", reg, bearer("hooks-operator")).status,
             201);
   EXPECT_EQ(HttpRequest(h, "GET", "/api/webhooks").status, 401);
+  // Copies of the databases are the admin's alone, on every service.
+  for (const auto& [addr, file] : std::vector<std::pair<std::string, std::string>>{
+           {b, "events.db"}, {h, "deliveries.db"}, {worker_->http_addr(), "jobs.db"}}) {
+    const std::string path = "/admin/backup/" + file;
+    EXPECT_EQ(HttpRequest(addr, "GET", path).status, 401) << path;
+    auto backup_refused = HttpRequest(addr, "GET", path, "", bearer("hooks-operator"));
+    EXPECT_EQ(backup_refused.status, 403) << path;
+    EXPECT_THAT(backup_refused.body, ::testing::HasSubstr("admin")) << path;
+    EXPECT_EQ(HttpRequest(addr, "GET", path, "", bearer("root")).status, 200) << path;
+  }
   for (const std::string& addr : {b, h, worker_->http_addr()}) {
     for (const char* open : {"/metrics", "/healthz", "/readyz"}) {
       EXPECT_EQ(HttpRequest(addr, "GET", open).status, 200) << addr << open;

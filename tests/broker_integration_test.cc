@@ -1,7 +1,10 @@
 // The real event-broker binary on ephemeral ports, driven through the
 // generated gRPC client: delivery, groups, redelivery, crash recovery,
 // flow control, bad input, graceful shutdown.
+#include <filesystem>
+
 #include "tests/broker_it_util.h"
+#include "tests/testing/backup.h"
 
 namespace switchboard::broker_it {
 namespace {
@@ -553,6 +556,42 @@ TEST(BrokerDataDirIT, ASecondBrokerOnTheSameDataDirIsRefused) {
   ASSERT_TRUE(again.ok()) << again.status();
   auto stub2 = Connect(**again);
   EXPECT_EQ(TotalEvents(stub2.get()), 2u);
+}
+
+// No other process can open a running broker's events.db, so it is copied
+// through the admin port: GET /admin/backup/events.db, while publishes go on,
+// is a database that passes SQLite's integrity check and holds every event
+// acknowledged before the request; the copy made for it is gone afterwards.
+TEST(BrokerDataDirIT, BackupIsAConsistentCopyTakenWhilePublishing) {
+  std::string dir = testing::MakeTempDir();
+  auto broker = ServiceProcess::Start(BROKER_BIN, {"--data_dir=" + dir});
+  ASSERT_TRUE(broker.ok()) << broker.status();
+  auto stub = Connect(**broker);
+  ASSERT_TRUE(PublishBatchOf(stub.get(), 500));
+  std::atomic<bool> stop{false};
+  std::atomic<int> more{0};
+  std::thread publisher([&] {
+    while (!stop.load()) {
+      broker::v1::PublishResponse resp;
+      if (Publish(stub.get(), MakeEvent("order.updated"), &resp).ok()) more++;
+    }
+  });
+  std::string copy =
+      testing::FetchBackup((*broker)->http_addr(), "events.db", testing::MakeTempDir());
+  stop = true;
+  publisher.join();
+  ASSERT_FALSE(copy.empty());
+  EXPECT_EQ(testing::IntegrityCheck(copy), "ok");
+  int64_t events = testing::QueryInt(copy, "SELECT count(*) FROM events");
+  EXPECT_GE(events, 500);
+  EXPECT_LE(events, 500 + more.load());
+  EXPECT_EQ(testing::QueryInt(copy, "SELECT max(seq) FROM events"), events);
+  EXPECT_TRUE(std::filesystem::is_empty(dir + "/backup-tmp"));
+
+  testing::HttpResult r =
+      testing::HttpRequest((*broker)->http_addr(), "GET", "/admin/backup/jobs.db");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_THAT(r.body, ::testing::HasSubstr("one of: events.db"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, BrokerIT,

@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 #include "switchboard/jobs/v1/jobs.grpc.pb.h"
+#include "tests/testing/backup.h"
 #include "tests/testing/process.h"
 
 namespace switchboard {
@@ -222,6 +223,17 @@ TEST_F(JobWorkerIT, ASecondWorkerOnTheSameDataDirIsRefused) {
               ::testing::HasSubstr("jobs.db' is in use by another process"));
   Publish("order.created", "order-solo", {{"total", 20}});
   EXPECT_TRUE(WaitForType("order-solo", "job.completed")) << worker_->Log();
+}
+
+// The worker's jobs.db, copied through its admin port while it runs, holds
+// the jobs it has completed.
+TEST_F(JobWorkerIT, BackupHoldsTheJobsRun) {
+  Publish("order.created", "order-backup", {{"total", 20}});
+  ASSERT_TRUE(WaitForType("order-backup", "job.completed")) << worker_->Log();
+  std::string copy = testing::FetchBackup(worker_->http_addr(), "jobs.db", testing::MakeTempDir());
+  ASSERT_FALSE(copy.empty());
+  EXPECT_EQ(testing::IntegrityCheck(copy), "ok");
+  EXPECT_GE(testing::QueryInt(copy, "SELECT count(*) FROM jobs"), 1);
 }
 
 TEST_F(JobWorkerIT, PaymentRuleFailsThePaymentAndTheOrderStops) {

@@ -22,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "switchboard/broker/v1/broker.grpc.pb.h"
 #include "switchboard/webhooks/v1/webhooks.grpc.pb.h"
+#include "tests/testing/backup.h"
 #include "tests/testing/flag_checks.h"
 #include "tests/testing/process.h"
 
@@ -218,6 +219,24 @@ TEST_F(WebhookIT, ASecondWebhookDeliveryOnTheSameDataDirIsRefused) {
   Publish("order.created", "wh-solo");
   EXPECT_TRUE(WaitUntil([&] { return !Received().empty(); }, absl::Seconds(30)))
       << webhooks_->Log();
+}
+
+// Both of webhook-delivery's databases are copied through its admin port
+// while it runs: the registry with the endpoint, the outbox with the delivery.
+TEST_F(WebhookIT, BackupsHoldTheRegistryAndTheOutbox) {
+  webhooks::v1::Webhook hook;
+  ASSERT_TRUE(Register(HookUrl(), &hook).ok());
+  Publish("order.created", "wh-backup");
+  ASSERT_TRUE(WaitUntil([&] { return !Received().empty(); }, absl::Seconds(30)))
+      << webhooks_->Log();
+  std::string dir = testing::MakeTempDir();
+  std::string registry = testing::FetchBackup(webhooks_->http_addr(), "webhooks.db", dir);
+  std::string outbox = testing::FetchBackup(webhooks_->http_addr(), "deliveries.db", dir);
+  ASSERT_FALSE(registry.empty() || outbox.empty());
+  EXPECT_EQ(testing::IntegrityCheck(registry), "ok");
+  EXPECT_EQ(testing::IntegrityCheck(outbox), "ok");
+  EXPECT_EQ(testing::QueryInt(registry, "SELECT count(*) FROM webhooks"), 1);
+  EXPECT_GE(testing::QueryInt(outbox, "SELECT count(*) FROM deliveries"), 1);
 }
 
 TEST_F(WebhookIT, KillDashNineMidBurstLosesNoDelivery) {

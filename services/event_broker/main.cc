@@ -15,6 +15,7 @@
 #include "libs/common/json_log.h"
 #include "libs/common/service_edges.h"
 #include "libs/common/shutdown.h"
+#include "libs/common/sqlite_backup.h"
 #include "libs/redis/redis_metrics.h"
 #include "libs/security/tls_flags.h"
 #include "prometheus/registry.h"
@@ -226,6 +227,9 @@ int Run() {
   RegisterEventStream(&edges.http(), &slot, security->auth.get(), sse, &sse_metrics);
   console::Console console(*std::move(console_config));
   console.Register(&edges.http());
+  if (settings.store == "sqlite") {
+    sqlite::AddBackupRoute(&edges.http(), settings.data_dir, {"events.db"});
+  }
   if (absl::Status st =
           edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr), {&service},
                       [&slot] {

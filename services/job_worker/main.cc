@@ -13,6 +13,7 @@
 #include "libs/common/json_log.h"
 #include "libs/common/service_edges.h"
 #include "libs/common/shutdown.h"
+#include "libs/common/sqlite_backup.h"
 #include "libs/redis/redis_config.h"
 #include "libs/redis/redis_metrics.h"
 #include "libs/redis/store_flags.h"
@@ -160,6 +161,9 @@ int Run() {
     return 1;
   }
   JobWorkerService service(&worker, security->auth.get());
+  if (dynamic_cast<SqliteJobStore*>(store->get()) != nullptr) {
+    sqlite::AddBackupRoute(&edges.http(), absl::GetFlag(FLAGS_data_dir), {"jobs.db"});
+  }
   if (absl::Status st =
           edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr), {&service},
                       [&worker] { return worker.ready(); },

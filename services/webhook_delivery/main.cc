@@ -11,6 +11,7 @@
 #include "libs/common/json_log.h"
 #include "libs/common/service_edges.h"
 #include "libs/common/shutdown.h"
+#include "libs/common/sqlite_backup.h"
 #include "libs/redis/redis_config.h"
 #include "libs/redis/redis_metrics.h"
 #include "libs/redis/store_flags.h"
@@ -109,6 +110,7 @@ absl::Status ValidateFlags() {
 struct Stores {
   std::unique_ptr<WebhookStore> webhooks;
   std::unique_ptr<DeliveryStore> deliveries;
+  bool embedded = false;
 };
 
 // The stores --store names: configuration mistakes are INVALID_ARGUMENT
@@ -126,6 +128,7 @@ absl::StatusOr<Stores> OpenStores(redis::RedisMetrics* redis_metrics) {
     LogInfo("webhook store", {{"store", absl::StrCat("sqlite:", absl::GetFlag(FLAGS_data_dir))}});
     out.webhooks = *std::move(webhooks);
     out.deliveries = *std::move(deliveries);
+    out.embedded = true;
     return out;
   }
   RedisWebhookStoreOptions opts;
@@ -256,6 +259,10 @@ int Run() {
   service_options.auth = security->auth.get();
   WebhookGrpcService service(&core, service_options);
   RegisterWebhookHttpApi(&edges.http(), &core);
+  if (stores->embedded) {
+    sqlite::AddBackupRoute(&edges.http(), absl::GetFlag(FLAGS_data_dir),
+                           {"webhooks.db", "deliveries.db"});
+  }
   if (absl::Status st = edges.Start(absl::GetFlag(FLAGS_grpc_addr), absl::GetFlag(FLAGS_http_addr),
                                     {&service}, [&core] { return core.ready(); },
                                     {{"broker", absl::GetFlag(FLAGS_broker)},
