@@ -147,8 +147,11 @@ class Worker {
   // Nacks grouped by delay and reason, sent from nacker_ so that a slow
   // broker never holds the finisher (and every other job's ack).
   void NackAll(const std::vector<std::pair<std::string, const Finished*>>& nacks);
-  // Jobs per finisher round: enough to amortise the round's calls.
-  static constexpr size_t kMaxRound = 200;
+  // Jobs per finisher round: enough to amortise the round's calls. The loop
+  // is bound by rounds, not CPU (job_bench: the machine 41 % idle at 200 a
+  // round): 500 gave 9-11 % more jobs/s embedded and 5 % on Redis; 1000 no
+  // more than 500.
+  static constexpr size_t kMaxRound = 500;
   // Jobs run but not yet taken by the finisher: past this, queue threads
   // wait, so a stalled broker or store stops new runs instead of piling up
   // work that would only be nacked and run again.
