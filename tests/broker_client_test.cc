@@ -464,6 +464,29 @@ TEST(BatchPublisherTest, PublishEachAnswersEverySubmissionOnItsOwn) {
   EXPECT_TRUE(publisher.PublishEach({}).empty());
 }
 
+// Many large submissions are split by bytes too, whole submissions per call:
+// a 500-job round of big job.completed events stays under the broker's
+// message limit instead of being refused (and retried) whole.
+TEST(BatchPublisherTest, BatchesAreCutByBytesAsWellAsByEvents) {
+  FakePublishClient broker;
+  BatchPublisher publisher(&broker, 1000, absl::Seconds(5), 1000, absl::Milliseconds(1),
+                           absl::Milliseconds(5), /*max_batch_bytes=*/1000);
+  auto big = [](const std::string& name) {
+    events::v1::Event ev = Subject(name);
+    ev.set_correlation_id(std::string(300, 'c'));
+    EncodedEvents out;
+    out.Add(std::move(ev));
+    return out;
+  };
+  std::vector<EncodedEvents> each;
+  for (const std::string& name : {"b0", "b1", "b2", "b3", "b4"}) each.push_back(big(name));
+  ASSERT_LT(each[0].wire().size(), 500u);
+  ASSERT_GT(each[0].wire().size() * 3, 1000u);
+  std::vector<absl::Status> got = publisher.PublishEach(std::move(each));
+  for (const absl::Status& s : got) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(broker.calls(), (Calls{{"b0", "b1"}, {"b2", "b3"}, {"b4"}}));
+}
+
 // A broker that takes nothing does not hold callers forever: waiting for
 // room is bounded by the publish timeout (review finding: a worker's shutdown
 // could hang behind it).

@@ -1,6 +1,10 @@
 // The real event-broker binary on ephemeral ports, driven through the
 // generated gRPC client: delivery, groups, redelivery, crash recovery,
 // flow control, bad input, graceful shutdown.
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "tests/broker_it_util.h"
@@ -526,10 +530,32 @@ TEST_P(BrokerIT, SigtermEndsStreamsAndExitsZero) {
   EXPECT_EQ(TotalEvents(stub2.get()), 1u);
 }
 
-// Robustness item 9: 64 clients, each with 8 publishes of 1 MiB in flight,
-// against a store that appends only 8 MB/s. The publish queue is bounded
-// (--max_queued_publish_bytes) and so is gRPC's memory: the broker's RSS stays
-// under a ceiling, every publish is either acknowledged (and then stored) or
+constexpr int kReadRefused = 1, kWriteRefused = 2;
+
+// What another process opening `path` with SQLite's stock VFS (a sqlite3
+// shell) gets: kReadRefused when a read is answered SQLITE_BUSY,
+// kWriteRefused when BEGIN IMMEDIATE is. The child only calls SQLite.
+int OutsideSqliteAccess(const std::string& path) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    sqlite3* db = nullptr;
+    int code = 0;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK) {
+      if (sqlite3_exec(db, "SELECT count(*) FROM events", nullptr, nullptr, nullptr) ==
+          SQLITE_BUSY) {
+        code |= kReadRefused;
+      }
+      if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_BUSY) {
+        code |= kWriteRefused;
+      }
+    }
+    _exit(code);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 // One data_dir belongs to one broker (the embedded store locks its file for
 // the process: sqlite_util.h): a second broker given it is refused at start,
 // naming the file, and the first serves on; once the first has stopped, a
@@ -548,6 +574,8 @@ TEST(BrokerDataDirIT, ASecondBrokerOnTheSameDataDirIsRefused) {
   ASSERT_FALSE(second.ok());
   EXPECT_THAT(std::string(second.status().message()),
               ::testing::HasSubstr("events.db' is in use by another process"));
+  // An outside sqlite3 (the stock VFS) is locked out too, reading and writing.
+  EXPECT_EQ(OutsideSqliteAccess(dir + "/events.db"), kReadRefused | kWriteRefused);
   ASSERT_TRUE(Publish(stub.get(), MakeEvent("order.paid"), &resp).ok());
   EXPECT_EQ(resp.sequence(), 2u);
 
@@ -576,6 +604,7 @@ TEST(BrokerDataDirIT, BackupIsAConsistentCopyTakenWhilePublishing) {
       if (Publish(stub.get(), MakeEvent("order.updated"), &resp).ok()) more++;
     }
   });
+  ASSERT_TRUE(WaitUntil([&] { return more.load() >= 20; }, absl::Seconds(10)));
   std::string copy =
       testing::FetchBackup((*broker)->http_addr(), "events.db", testing::MakeTempDir());
   stop = true;
@@ -583,7 +612,7 @@ TEST(BrokerDataDirIT, BackupIsAConsistentCopyTakenWhilePublishing) {
   ASSERT_FALSE(copy.empty());
   EXPECT_EQ(testing::IntegrityCheck(copy), "ok");
   int64_t events = testing::QueryInt(copy, "SELECT count(*) FROM events");
-  EXPECT_GE(events, 500);
+  EXPECT_GE(events, 500 + 20);
   EXPECT_LE(events, 500 + more.load());
   EXPECT_EQ(testing::QueryInt(copy, "SELECT max(seq) FROM events"), events);
   EXPECT_TRUE(std::filesystem::is_empty(dir + "/backup-tmp"));

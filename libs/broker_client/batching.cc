@@ -47,9 +47,10 @@ EncodedEvents Encode(std::vector<events::v1::Event> events) {
 
 BatchPublisher::BatchPublisher(BrokerClient* broker, size_t max_batch, absl::Duration timeout,
                                size_t max_queued, absl::Duration initial_backoff,
-                               absl::Duration max_backoff)
+                               absl::Duration max_backoff, size_t max_batch_bytes)
     : broker_(broker),
       max_batch_(std::max<size_t>(max_batch, 1)),
+      max_batch_bytes_(std::max<size_t>(max_batch_bytes, 1)),
       timeout_(timeout),
       max_queued_(std::max<size_t>(max_queued, 1)),
       initial_backoff_(initial_backoff),
@@ -177,13 +178,15 @@ void BatchPublisher::Run() {
       mu_.Await(absl::Condition(&ready));
       if (queue_.empty()) break;  // stopping, and everything was handled
       stopping = stop_;
-      size_t n = 0;
+      size_t n = 0, bytes = 0;
       // Whole submissions only, so each stays one atomic append. One marked
       // `alone` (its batch was refused) goes by itself.
       while (!queue_.empty() &&
              (batch.empty() || (!queue_.front().alone && !batch.front().alone &&
-                                n + queue_.front().events.count() <= max_batch_))) {
+                                n + queue_.front().events.count() <= max_batch_ &&
+                                bytes + queue_.front().events.wire().size() <= max_batch_bytes_))) {
         n += queue_.front().events.count();
+        bytes += queue_.front().events.wire().size();
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

@@ -37,8 +37,13 @@ class BatchPublisher {
   BatchPublisher(BrokerClient* broker, size_t max_batch = 1000,
                  absl::Duration timeout = absl::Seconds(30), size_t max_queued = 100000,
                  absl::Duration initial_backoff = absl::Milliseconds(100),
-                 absl::Duration max_backoff = absl::Seconds(5));
+                 absl::Duration max_backoff = absl::Seconds(5),
+                 size_t max_batch_bytes = kMaxBatchBytes);
   ~BatchPublisher();
+  // Bytes of events per call, far below the broker's 64 MiB message limit: a
+  // batch of many large submissions is split rather than refused whole (and
+  // retried whole, refused again). A single larger submission goes alone.
+  static constexpr size_t kMaxBatchBytes = 16u << 20;
 
   // Returns once the events are durable in the broker (or failed). Events
   // without an id get one (NewId("evt")).
@@ -74,6 +79,7 @@ class BatchPublisher {
 
   BrokerClient* const broker_;
   const size_t max_batch_;
+  const size_t max_batch_bytes_;
   const absl::Duration timeout_;
   const size_t max_queued_;
   const absl::Duration initial_backoff_;

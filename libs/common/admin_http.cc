@@ -255,13 +255,17 @@ class AdminHttpServer::Stream : public HttpStream {
   Stream(mg_connection* conn, bool chunked) : conn_(conn), chunked_(chunked) {}
 
   bool Begin(int status, const std::string& content_type,
-             const std::vector<std::pair<std::string, std::string>>& headers) override {
+             const std::vector<std::pair<std::string, std::string>>& headers,
+             int64_t content_length) override {
     if (Cancelled()) return false;  // unanswered: RunStream says 503
     began_ = true;
+    const char* version = chunked_ ? "HTTP/1.1 " : "HTTP/1.0 ";
+    if (content_length >= 0) chunked_ = false;
     std::string head =
-        absl::StrCat(chunked_ ? "HTTP/1.1 " : "HTTP/1.0 ", status, " ", StatusText(status),
-                     "\r\nContent-Type: ", content_type, "\r\nCache-Control: no-store\r\n",
+        absl::StrCat(version, status, " ", StatusText(status), "\r\nContent-Type: ", content_type,
+                     "\r\nCache-Control: no-store\r\n",
                      chunked_ ? "Transfer-Encoding: chunked\r\n" : "Connection: close\r\n");
+    if (content_length >= 0) absl::StrAppend(&head, "Content-Length: ", content_length, "\r\n");
     for (const auto& [k, v] : headers) absl::StrAppend(&head, k, ": ", v, "\r\n");
     head += "\r\n";
     return Sent(mg_write(conn_, head.data(), head.size()) == static_cast<int>(head.size()));
@@ -306,7 +310,7 @@ class AdminHttpServer::Stream : public HttpStream {
   }
 
   mg_connection* const conn_;
-  const bool chunked_;
+  bool chunked_;         // until Begin with a length; the handler's thread only
   bool began_ = false;   // the handler's thread only
   bool failed_ = false;  // the handler's thread only
   mutable absl::Mutex mu_;

@@ -53,9 +53,14 @@ using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 class HttpStream {
  public:
   virtual ~HttpStream() = default;
-  // Sends the status line and headers (no Content-Length). Once only.
+  // Sends the status line and headers. Once only. Without `content_length`
+  // the body is chunked (HTTP/1.1) or ends with the connection (HTTP/1.0).
+  // With it the body is sent as is and the connection closes after it: a
+  // handler that stops short (a read error) leaves the client a body shorter
+  // than announced, which it reports as an error, never as a whole answer.
   virtual bool Begin(int status, const std::string& content_type,
-                     const std::vector<std::pair<std::string, std::string>>& headers) = 0;
+                     const std::vector<std::pair<std::string, std::string>>& headers,
+                     int64_t content_length = -1) = 0;
   // One chunk. False when the client is gone, the server stops, or the
   // client read nothing for the write timeout (a reader that stalls is cut).
   virtual bool Write(absl::string_view bytes) = 0;

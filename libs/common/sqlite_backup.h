@@ -21,9 +21,13 @@ absl::Status SnapshotDatabase(const std::string& src_path, const std::string& de
 
 // GET /admin/backup/<file> on `http`, for callers with the admin scope: a
 // consistent copy of <file>, one of `files` (database files in `data_dir`),
-// as application/vnd.sqlite3. The copy is made in `data_dir`/backup-tmp
-// (emptied here, in case a process stopped mid-backup) and removed once
-// sent. At most two at once. Before `http` starts.
+// as application/vnd.sqlite3 with its Content-Length. The copy is made in
+// `data_dir`/backup-tmp (emptied here, in case a process stopped mid-backup)
+// and removed once sent. One at a time (503 for another meanwhile), and only
+// with room on the disk for the copy and 64 MiB more (429 otherwise, naming
+// the sizes), so a backup never fills the disk under the live store. Making
+// the copy stops when the server stops; a client that goes away midway does
+// not stop it. Before `http` starts.
 void AddBackupRoute(AdminHttpServer* http, const std::string& data_dir,
                     std::vector<std::string> files);
 

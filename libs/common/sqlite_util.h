@@ -3,6 +3,7 @@
 
 #include <sqlite3.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -82,6 +83,9 @@ inline absl::StatusOr<sqlite3*> OpenConnection(const std::string& path, int flag
     sqlite3_close(db);
     return s;
   }
+  // The WAL index is in memory now: a -shm file an earlier version left is
+  // nobody's (no other process can open the database while this one holds it).
+  std::remove((path + "-shm").c_str());
   if (query_only) {
     if (absl::Status s = Exec(db, "PRAGMA query_only=1"); !s.ok()) {
       sqlite3_close(db);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/testing/process.h"
 
@@ -20,6 +21,10 @@ inline std::string FetchBackup(const std::string& http_addr, const std::string& 
   HttpResult r = HttpRequest(http_addr, "GET", "/admin/backup/" + file);
   EXPECT_EQ(r.status, 200) << r.head << "\n" << r.body.substr(0, 300);
   EXPECT_TRUE(absl::StrContains(r.head, "Content-Type: application/vnd.sqlite3")) << r.head;
+  // The whole copy, as long as announced.
+  EXPECT_TRUE(absl::StrContains(absl::StrCat(r.head, "\r\n"),
+                                absl::StrCat("Content-Length: ", r.body.size(), "\r\n")))
+      << r.head << "\nbody bytes: " << r.body.size();
   if (r.status != 200) return "";
   std::string path = dir + "/" + file;
   std::ofstream(path, std::ios::binary) << r.body;
