@@ -38,10 +38,10 @@ absl::Status SnapshotDatabase(const std::string& src_path, const std::string& de
   // Polled every 100 VM steps: a shutdown waits for little copying.
   sqlite3_progress_handler(*db, 100, &Interrupt, const_cast<std::function<bool()>*>(&cancelled));
   sqlite3_stmt* st = nullptr;
-  if (!status.ok()) {
-  } else if (sqlite3_prepare_v2(*db, "VACUUM INTO ?", -1, &st, nullptr) != SQLITE_OK) {
+  if (status.ok() && sqlite3_prepare_v2(*db, "VACUUM INTO ?", -1, &st, nullptr) != SQLITE_OK) {
     status = Error(*db, "backup");
-  } else {
+  }
+  if (status.ok()) {
     sqlite3_bind_text(st, 1, dest_path.c_str(), -1, SQLITE_TRANSIENT);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_INTERRUPT) {

@@ -48,8 +48,9 @@ inline absl::Status EnsureColumn(sqlite3* db, absl::string_view table, absl::str
 // and the WAL index lives in this process's memory (no -shm file). So a
 // transaction makes no fcntl lock calls (a commit made six, each a syscall),
 // and a second process given the same data_dir is refused at start instead of
-// sharing the file; the price is that no other process (an operator's sqlite3
-// shell) can open a running service's database.
+// sharing the file; the price is that another process (an operator's sqlite3
+// shell) gets "database is locked" for every read and write of a running
+// service's database (copies: sqlite_backup.h).
 inline constexpr char kVfs[] = "unix-excl";
 // How long opening waits for a database another process holds (a service
 // shutting down while its successor starts) before refusing it.

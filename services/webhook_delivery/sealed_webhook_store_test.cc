@@ -40,7 +40,9 @@ class SealedStoreTest : public ::testing::Test {
     r.previous_expires = absl::Now() + absl::Hours(1);
     return r;
   }
-  // Every byte SQLite wrote, the WAL included.
+  // Every byte SQLite wrote, the WAL included. (Closing these descriptors
+  // drops this process's lock on the files, sqlite_util.h; no other process
+  // opens them in this test.)
   std::string Disk() {
     std::string all;
     for (const auto& f : std::filesystem::directory_iterator(dir_)) {
