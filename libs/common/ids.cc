@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/random/random.h"
@@ -90,6 +91,26 @@ std::string DeriveId(absl::string_view prefix, std::initializer_list<absl::strin
     int v = ((digest[bit / 8] << 8) | digest[bit / 8 + 1]) >> (11 - bit % 8);
     out += kCrockford[v & 31];
   }
+  return out;
+}
+
+std::string DeriveOrderedId(absl::string_view prefix, absl::string_view source) {
+  std::string hashed = DeriveId(prefix, {source});
+  // The ULID after the last '_' (or the whole id): 26 Crockford characters,
+  // the first at most '7' (48 bits of milliseconds in 10 characters).
+  size_t underscore = source.rfind('_');
+  absl::string_view ulid =
+      underscore == absl::string_view::npos ? source : source.substr(underscore + 1);
+  if (ulid.size() != 26 || ulid[0] < '0' || ulid[0] > '7') return hashed;
+  for (char c : ulid) {
+    if (std::strchr(kCrockford, c) == nullptr || c == '\0') return hashed;
+  }
+  // prefix_ + time (10) + hash (16): DeriveId's length, so ids of both
+  // kinds fit the same columns and keys.
+  std::string out(prefix);
+  out += '_';
+  out.append(ulid.data(), 10);
+  out.append(hashed, prefix.size() + 1, 16);
   return out;
 }
 

@@ -384,6 +384,31 @@ TEST_F(WorkerTest, RedeliveryOfACompletedJobIsAckedWithoutRunning) {
   EXPECT_EQ(Types().size(), published) << "the job ran twice";
 }
 
+// The broker's event ids are ULIDs: the job's id starts with the event's
+// time, so jobs.db's id index takes appends (a hashed id put each insert on
+// a random page), and a redelivery still finds the job.
+TEST_F(WorkerTest, AJobOfABrokerEventIsKeyedInTheEventsTimeOrder) {
+  const std::string earlier = "evt_01JD0000007Z9X1Q2W3E4R5T6Y";
+  const std::string later = "evt_01JD0000017Z9X1Q2W3E4R5T6Y";
+  worker_->OnDelivery(Delivery(later, 0, 1));
+  worker_->OnDelivery(Delivery(earlier, 0, 1));
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() == 2; }));
+  std::string first, second;
+  for (const auto& [event_id, job_id] : {std::pair{earlier, &first}, std::pair{later, &second}}) {
+    v1::GetJobRequest r;
+    r.set_id(DeriveOrderedId("job", event_id));
+    auto job = worker_->GetJob(r);
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->id().substr(4, 10), event_id.substr(4, 10));
+    *job_id = job->id();
+  }
+  EXPECT_LT(first, second);
+  size_t published = Types().size();
+  worker_->OnDelivery(Delivery(later, 0, 2));
+  ASSERT_TRUE(broker_.WaitFor([](FakeBrokerClient& b) { return b.acked_.size() == 3; }));
+  EXPECT_EQ(Types().size(), published) << "the redelivered event ran its job again";
+}
+
 TEST_F(WorkerTest, JobPastItsTimeoutFailsWithTimeout) {
   worker_.reset();
   store_.reset();

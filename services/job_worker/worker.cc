@@ -26,8 +26,11 @@ std::string Rfc3339(absl::Time t) {
 }
 
 // The job id follows from the triggering event, so a redelivery of the event
-// is recognised as the same job.
-std::string JobIdFor(const events::v1::Event& trigger) { return DeriveId("job", {trigger.id()}); }
+// is recognised as the same job; it starts with the event's time (when its
+// id is a ULID), so the SQLite store's id index grows at its end.
+std::string JobIdFor(const events::v1::Event& trigger) {
+  return DeriveOrderedId("job", trigger.id());
+}
 
 }  // namespace
 
