@@ -2,7 +2,12 @@
 // job run -> job.* events published -> event acked) with the worker's queue
 // concurrency at 50, like BullMQ's no-op figure in ../shared/peers. Starts the
 // real broker and worker (with --redis, both on one fresh redis-server, as
-// BullMQ runs on its Redis); prints one JSON line.
+// BullMQ runs on its Redis); prints one JSON line. As BullMQ's bench adds its
+// jobs before its worker starts, the N events are published before the
+// worker starts (its new group reads from the earliest event), and the
+// figure runs from the first job.started to the N-th job.completed
+// (--add_first=false: the worker starts first and runs while they are
+// published).
 #include <atomic>
 #include <cstdio>
 #include <fstream>
@@ -22,6 +27,9 @@
 ABSL_FLAG(int, jobs, 20000, "no-op jobs");
 ABSL_FLAG(int, concurrency, 50, "the worker queue's concurrency");
 ABSL_FLAG(int, chunk, 1000, "events per PublishBatch when adding jobs");
+ABSL_FLAG(bool, add_first, true,
+          "publish every event before the worker starts, as BullMQ's bench adds its jobs "
+          "before its worker starts; false: while the worker runs");
 ABSL_FLAG(std::string, redis, "",
           "run the broker and the worker on one fresh redis-server with this appendfsync "
           "(everysec, always), like BullMQ on its Redis; empty: embedded stores");
@@ -61,46 +69,62 @@ int main(int argc, char** argv) {
           "mappings": [{"eventType": "bench.noop", "jobType": "noop", "queue": "bench"}],
           "queues": [{"name": "bench", "concurrency": %d}]})",
       absl::GetFlag(FLAGS_concurrency));
-  std::vector<std::string> worker_args = {"--broker=" + (*broker)->grpc_addr(),
-                                          "--data_dir=" + dir + "/worker",
-                                          "--config=" + dir + "/bench.json", "--log_level=warn"};
-  worker_args.insert(worker_args.end(), store_args.begin(), store_args.end());
-  auto worker = sb::testing::ServiceProcess::Start(WORKER_BIN, worker_args);
-  if (!worker.ok()) {
-    std::fprintf(stderr, "%s\n", worker.status().ToString().c_str());
-    return 2;
-  }
-  sb::testing::WaitUntil(
-      [&] {
-        return sb::testing::HttpRequest((*worker)->http_addr(), "GET", "/readyz").status == 200;
-      },
-      absl::Seconds(20));
   auto channel = grpc::CreateChannel((*broker)->grpc_addr(), grpc::InsecureChannelCredentials());
   auto stub = v1::EventBroker::NewStub(channel);
 
-  // Watches the job.* events: first job.started, N-th job.completed.
+  // Watches the job.* events: the first job.started, on a subscription
+  // dropped after it (reading all N would take the bench's CPU from the loop
+  // it measures), and the N-th job.completed.
   std::atomic<int> completed{0};
   std::atomic<int64_t> first_start{0}, last_done{0};
+  grpc::ClientContext start_ctx;
+  v1::SubscribeRequest start_watch;
+  start_watch.add_types("job.started");
+  auto start_reader = stub->Subscribe(&start_ctx, start_watch);
+  start_reader->WaitForInitialMetadata();
+  std::thread start_watcher([&] {
+    v1::Delivery d;
+    if (start_reader->Read(&d)) first_start = absl::GetCurrentTimeNanos();
+    start_ctx.TryCancel();
+    while (start_reader->Read(&d)) {
+    }
+  });
   grpc::ClientContext watch_ctx;
   v1::SubscribeRequest watch;
-  watch.add_types("job.started");
   watch.add_types("job.completed");
   auto reader = stub->Subscribe(&watch_ctx, watch);
   reader->WaitForInitialMetadata();
   std::thread watcher([&] {
     v1::Delivery d;
     while (reader->Read(&d)) {
-      int64_t now = absl::GetCurrentTimeNanos();
-      if (d.event().type() == "job.started") {
-        int64_t zero = 0;
-        first_start.compare_exchange_strong(zero, now);
-      } else if (++completed == n) {
-        last_done = now;
+      if (++completed == n) {
+        last_done = absl::GetCurrentTimeNanos();
         break;
       }
     }
   });
 
+  bool add_first = absl::GetFlag(FLAGS_add_first);
+  std::vector<std::string> worker_args = {"--broker=" + (*broker)->grpc_addr(),
+                                          "--data_dir=" + dir + "/worker",
+                                          "--config=" + dir + "/bench.json", "--log_level=warn"};
+  if (add_first) worker_args.push_back("--start=earliest");
+  worker_args.insert(worker_args.end(), store_args.begin(), store_args.end());
+  std::unique_ptr<sb::testing::ServiceProcess> worker;
+  auto start_worker = [&] {
+    auto started = sb::testing::ServiceProcess::Start(WORKER_BIN, worker_args);
+    if (!started.ok()) {
+      std::fprintf(stderr, "%s\n", started.status().ToString().c_str());
+      return false;
+    }
+    worker = *std::move(started);
+    return sb::testing::WaitUntil(
+        [&] {
+          return sb::testing::HttpRequest(worker->http_addr(), "GET", "/readyz").status == 200;
+        },
+        absl::Seconds(20));
+  };
+  if (!add_first && !start_worker()) return 2;
   int64_t t0 = absl::GetCurrentTimeNanos();
   int chunk = absl::GetFlag(FLAGS_chunk);
   for (int i = 0; i < n; i += chunk) {
@@ -116,9 +140,12 @@ int main(int argc, char** argv) {
     if (!stub->PublishBatch(&ctx, req, &resp).ok()) return 2;
   }
   double add_secs = (absl::GetCurrentTimeNanos() - t0) / 1e9;
+  if (add_first && !start_worker()) return 2;
   bool all = sb::testing::WaitUntil([&] { return completed.load() >= n; }, absl::Seconds(300));
   watch_ctx.TryCancel();
   watcher.join();
+  start_ctx.TryCancel();
+  start_watcher.join();
   double secs = (last_done.load() - first_start.load()) / 1e9;
   // The group must hold nothing: every triggering event was acked.
   uint64_t pending = 0;
@@ -136,9 +163,10 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"system\":\"switchboard\",\"figure\":\"job_loop_noop\",\"n\":%d,\"concurrency\":%d,"
       "\"add_secs\":%.3f,\"add_jobs_per_s\":%.0f,\"completed\":%d,\"complete\":%s,\"secs\":%.3f,"
-      "\"jobs_per_s\":%.0f,\"group_pending_end\":%llu,\"events_per_job\":3%s}\n",
+      "\"jobs_per_s\":%.0f,\"group_pending_end\":%llu,\"events_per_job\":3,\"added_first\":%s%s}\n",
       n, absl::GetFlag(FLAGS_concurrency), add_secs, n / add_secs, completed.load(),
       all ? "true" : "false", secs, n / secs, static_cast<unsigned long long>(pending),
+      add_first ? "true" : "false",
       redis == nullptr ? ""
                        : absl::StrCat(",\"store\":\"redis\",\"appendfsync\":\"",
                                       absl::GetFlag(FLAGS_redis), "\"")
